@@ -1,0 +1,97 @@
+"""``shardline <command>``: one entry point, each command in its own module.
+
+A command is ``module:function(argv) -> int``; it builds its parser from
+``command_parser`` so every command takes ``--config``, ``--set`` and
+``--log-level`` the same way, and loads settings with ``load_settings``.
+Errors map to named exit codes here, once.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Sequence
+
+from shardline import logs, settings as settings_mod
+from shardline.errors import ConfigError, LeaseHeld, LeaseLost, BatchFailed, ShardlineError
+from shardline.exitcodes import ExitCode
+from shardline.settings import Settings
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "devstack": ("shardline.devstack:main", "start/stop the local stack (up|down|status|env)"),
+    "migrate": ("shardline.commands:migrate_main", "create or upgrade the warehouse tables"),
+    "create-stream": ("shardline.producer:create_stream_main", "create a Kinesis stream"),
+    "produce": ("shardline.producer:produce_main", "put sample page views into a stream"),
+    "consumer": ("consumers.main:main", "read one shard and dispatch batches (one per shard)"),
+    "worker": ("workers.main:main", "run Gearman stage workers"),
+    "loader": ("workers.loader_main:main", "load staged files into the warehouse"),
+    "status": ("shardline.status:main", "one screen of pipeline health"),
+    "replay": ("shardline.replay:main", "move a shard's checkpoint back (or list history)"),
+    "supervisor-config": ("shardline.supervisor_config:main", "write a supervisord config"),
+    "settings": ("shardline.commands:settings_main", "list every setting, its env var and default"),
+}
+
+
+def command_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=f"shardline {prog}", description=description)
+    parser.add_argument("--config", help="settings file (default: $SHARDLINE_CONFIG or "
+                                         "./shardline.ini if present)")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override one setting (repeatable)")
+    parser.add_argument("--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    return parser
+
+
+def load_settings(args: argparse.Namespace, **flags: str | None) -> Settings:
+    """File, then env, then ``--set``, then the command's own flags (``{"kinesis.stream": ...}``)."""
+    overrides = settings_mod.parse_set_flags(args.set)
+    overrides.update({k: str(v) for k, v in flags.items() if v is not None})
+    if getattr(args, "log_level", None):
+        overrides["log.level"] = args.log_level
+    settings = settings_mod.load(args.config, overrides=overrides)
+    logs.setup(settings.log.level)
+    return settings
+
+
+def _usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = ["usage: shardline <command> [options]   (shardline <command> --help)", "",
+             "commands:"]
+    lines += [f"  {name:<{width}}  {text}" for name, (_, text) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_usage())
+        return ExitCode.OK if argv else ExitCode.USAGE
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"shardline: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+        return ExitCode.USAGE
+    module_name, func_name = COMMANDS[name][0].split(":")
+    try:
+        func = getattr(importlib.import_module(module_name), func_name)
+        return int(func(rest))
+    except ConfigError as exc:
+        print(f"shardline {name}: configuration error: {exc}", file=sys.stderr)
+        return ExitCode.CONFIG
+    except LeaseHeld as exc:
+        print(f"shardline {name}: {exc}", file=sys.stderr)
+        return ExitCode.LEASE_HELD
+    except LeaseLost as exc:
+        print(f"shardline {name}: {exc}", file=sys.stderr)
+        return ExitCode.LEASE_LOST
+    except BatchFailed as exc:
+        print(f"shardline {name}: {exc}", file=sys.stderr)
+        return ExitCode.BATCH_FAILED
+    except ShardlineError as exc:
+        print(f"shardline {name}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return ExitCode.UNAVAILABLE if exc.retriable else ExitCode.CRASH
+    except KeyboardInterrupt:
+        return ExitCode.FORCED_STOP
+
+
+if __name__ == "__main__":
+    sys.exit(main())

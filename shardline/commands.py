@@ -1,0 +1,48 @@
+"""Small commands: ``migrate`` and ``settings``."""
+from __future__ import annotations
+
+from shardline import clients, migrate as migrate_mod, settings as settings_mod
+from shardline.cli import command_parser, load_settings
+from shardline.exitcodes import ExitCode
+from shardline.logs import get_logger
+
+
+def migrate_main(argv: list[str]) -> int:
+    parser = command_parser("migrate", "Apply the numbered migrations in sql/migrations.")
+    parser.add_argument("--print-sql", action="store_true",
+                        help="print the rendered SQL for the configured dialect, run nothing")
+    args = parser.parse_args(argv)
+    settings = load_settings(args)
+    if args.print_sql:
+        for _, name, path in migrate_mod.migrations():
+            print(f"-- {name}")
+            for statement in migrate_mod.render(path.read_text(), settings.warehouse.dialect):
+                print(statement + ";\n")
+        return ExitCode.OK
+    settings.require("warehouse.dsn")
+    conn = clients.warehouse_connect(settings)
+    try:
+        if settings.warehouse.dialect == "postgres":
+            with conn.cursor() as cur:
+                cur.execute(f'CREATE SCHEMA IF NOT EXISTS "{settings.warehouse.schema}"')
+            conn.commit()
+        applied = migrate_mod.migrate(conn, settings.warehouse.dialect)
+    finally:
+        conn.close()
+    get_logger("migrate", schema=settings.warehouse.schema).info(
+        "schema is up to date (%d applied now)", len(applied))
+    return ExitCode.OK
+
+
+def settings_main(argv: list[str]) -> int:
+    parser = command_parser("settings", "List every setting with its env var and default; "
+                                        "with --check, validate the current configuration.")
+    parser.add_argument("--check", action="store_true")
+    args = parser.parse_args(argv)
+    if args.check:
+        load_settings(args)
+        print("settings OK")
+        return ExitCode.OK
+    for key, env, default, help_text in settings_mod.describe():
+        print(f"{key:<38} {env:<44} {default!s:<24} {help_text}")
+    return ExitCode.OK

@@ -1,0 +1,69 @@
+"""Error hierarchy: the class tells the caller what to do, never the message text.
+
+``retriable`` says whether trying the same call again later can succeed
+(throttling, a server restart, a network blip). Everything else needs a human,
+a different input, or a restart of the process by supervisord.
+"""
+from __future__ import annotations
+
+
+class ShardlineError(Exception):
+    """Base class. Messages never carry secrets (DSN passwords, keys)."""
+
+    retriable: bool = False
+
+
+class ConfigError(ShardlineError):
+    """A setting is unknown or invalid: fix the config; retrying won't help."""
+
+
+class RetriableError(ShardlineError):
+    """Transient: back off and try again."""
+
+    retriable = True
+
+
+class ThrottledError(RetriableError):
+    """The service asked us to slow down (ProvisionedThroughputExceeded, SlowDown)."""
+
+
+class ServiceUnavailable(RetriableError):
+    """A server could not be reached or answered 5xx."""
+
+
+class IteratorExpired(RetriableError):
+    """A shard iterator passed its 5-minute life: get a new one after the last record read."""
+
+
+class FatalError(ShardlineError):
+    """Not retriable in this process: stop and let supervisord decide."""
+
+
+class LeaseError(FatalError):
+    """The shard lease is not ours."""
+
+
+class LeaseHeld(LeaseError):
+    """Another live consumer owns the shard."""
+
+
+class LeaseLost(LeaseError):
+    """Our lease was taken or expired: stop reading, never checkpoint."""
+
+
+class BatchFailed(FatalError):
+    """A batch kept failing after bounded retries: the checkpoint must not pass it."""
+
+
+class LoadFailed(ShardlineError):
+    """A warehouse load failed; its transaction was rolled back, the files stay pending."""
+
+    retriable = True
+
+
+class BadRecord(ShardlineError):
+    """One record is malformed: it goes to the dead-letter object with this reason."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason

@@ -1,0 +1,67 @@
+"""Numbered SQL migrations in ``sql/migrations``, each applied once and recorded.
+
+One source for both dialects: ``/*postgres:...*/`` and ``/*redshift:...*/``
+comments hold the dialect-only parts; ``render`` keeps the target's and drops
+the other's. Each migration runs in its own transaction with its record.
+"""
+from __future__ import annotations
+
+import re
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from shardline.logs import get_logger
+
+SQL_DIR = Path(__file__).resolve().parent.parent / "sql" / "migrations"
+_DIALECT_PART = re.compile(r"/\*(postgres|redshift):(.*?)\*/", re.DOTALL)
+_NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
+
+log = get_logger("migrate")
+
+
+def render(sql: str, dialect: str) -> list[str]:
+    """The statements of a migration for one dialect (comments and empties dropped)."""
+    text = _DIALECT_PART.sub(lambda m: m.group(2) if m.group(1) == dialect else "", sql)
+    text = "\n".join(line.split("--", 1)[0] for line in text.splitlines())
+    return [s.strip() for s in text.split(";") if s.strip()]
+
+
+def migrations(directory: Path = SQL_DIR) -> list[tuple[int, str, Path]]:
+    found = []
+    for path in sorted(directory.glob("*.sql")):
+        match = _NAME.match(path.name)
+        if not match:
+            raise ValueError(f"{path.name}: migration files are named NNN_name.sql")
+        found.append((int(match.group(1)), path.stem, path))
+    versions = [v for v, _, _ in found]
+    if len(set(versions)) != len(versions):
+        raise ValueError("two migrations share a number")
+    return found
+
+
+def migrate(conn: Any, dialect: str, directory: Path = SQL_DIR) -> list[str]:
+    """Apply what is missing; returns the names applied. Safe to run again."""
+    conn.autocommit = False
+    with conn.cursor() as cur:
+        cur.execute("CREATE TABLE IF NOT EXISTS schema_migrations ("
+                    "version INTEGER NOT NULL PRIMARY KEY, name VARCHAR(256) NOT NULL, "
+                    "applied_at TIMESTAMP NOT NULL)")
+        conn.commit()
+        cur.execute("SELECT version FROM schema_migrations")
+        done = {row[0] for row in cur.fetchall()}
+    conn.commit()
+    applied = []
+    for version, name, path in migrations(directory):
+        if version in done:
+            continue
+        with conn.cursor() as cur:
+            for statement in render(path.read_text(encoding="utf-8"), dialect):
+                cur.execute(statement)
+            cur.execute("INSERT INTO schema_migrations (version, name, applied_at) "
+                        "VALUES (%s, %s, %s)",
+                        (version, name, datetime.now(timezone.utc).replace(tzinfo=None)))
+        conn.commit()
+        log.info("applied migration %s", name)
+        applied.append(name)
+    return applied

@@ -1,0 +1,363 @@
+"""One validated settings object: ``shardline.ini``, then ``SHARDLINE_*`` env vars, then CLI flags.
+
+Every key lives in a section (``[consumer] batch_max_records = 500``); its env
+var is ``SHARDLINE_<SECTION>_<KEY>`` and its CLI override ``--set section.key=value``.
+Unknown keys, in the file or the environment, are errors: a typo must not
+silently fall back to a default. Nothing here connects anywhere.
+
+No setting holds a secret: AWS credentials come from the standard AWS chain,
+the warehouse password from PGPASSFILE/PGPASSWORD (or IAM auth), and Redshift
+COPY authenticates with an IAM role ARN, which is not a secret.
+"""
+from __future__ import annotations
+
+import configparser
+import dataclasses
+import os
+import re
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+from urllib.parse import urlsplit
+
+from shardline.errors import ConfigError
+
+ENV_PREFIX = "SHARDLINE_"
+# Env vars that are not settings keys.
+ENV_RESERVED = {"SHARDLINE_CONFIG"}
+DEFAULT_FILE = "shardline.ini"
+
+
+def _opt(default: Any, help: str, *, choices: Iterable[str] | None = None,
+         min: float | None = None, max: float | None = None,
+         check: Callable[[Any], str | None] | None = None) -> Any:
+    meta = {"help": help, "choices": tuple(choices) if choices else None,
+            "min": min, "max": max, "check": check}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def _check_url(value: str) -> str | None:
+    if not value:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "must be an http(s) URL such as http://127.0.0.1:4567, or empty for real AWS"
+    if parts.username or parts.password:
+        return "must not contain credentials; they come from the standard AWS chain"
+    try:
+        port = parts.port
+    except ValueError:
+        return "has a bad port (must be 1-65535)"
+    if port is not None and not 1 <= port <= 65535:
+        return "has a bad port (must be 1-65535)"
+    return None
+
+
+def parse_host_port(item: str, default_port: int = 4730) -> tuple[str, int]:
+    """'host:port' -> (host, port); raises ValueError with a readable reason."""
+    host, sep, port_text = item.strip().rpartition(":")
+    if not sep:
+        host, port_text = item.strip(), str(default_port)
+    if not host:
+        raise ValueError(f"{item!r} has no host")
+    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise ValueError(f"{item!r} has a bad port (must be 1-65535)")
+    return host, int(port_text)
+
+
+def _check_servers(value: list[str]) -> str | None:
+    if not value:
+        return "needs at least one host:port"
+    for item in value:
+        try:
+            parse_host_port(item)
+        except ValueError as exc:
+            return str(exc)
+    return None
+
+
+_DSN_PASSWORD = re.compile(r"(^|\s)password\s*=|://[^/@\s]*:[^/@\s]*@", re.IGNORECASE)
+
+
+def _check_dsn(value: str) -> str | None:
+    if _DSN_PASSWORD.search(value):
+        return ("must not contain a password; put it in PGPASSFILE (~/.pgpass) or PGPASSWORD, "
+                "or use IAM authentication")
+    return None
+
+
+def _check_callable_path(value: str) -> str | None:
+    if not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", value):
+        return "must look like package.module:function"
+    return None
+
+
+def _check_identifier(value: str) -> str | None:
+    if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", value):
+        return "must be a lower-case SQL identifier"
+    return None
+
+
+@dataclass
+class AwsSettings:
+    region: str = _opt("", "AWS region; empty: the standard chain (AWS_DEFAULT_REGION, profile)")
+
+
+@dataclass
+class KinesisSettings:
+    endpoint_url: str = _opt("", "Kinesis endpoint; empty means real AWS", check=_check_url)
+    stream: str = _opt("", "stream name (the --stream flag sets it)")
+
+
+@dataclass
+class S3Settings:
+    endpoint_url: str = _opt("", "S3 endpoint; empty means real AWS", check=_check_url)
+    bucket: str = _opt("", "bucket for staged batches, manifests and dead letters")
+    prefix: str = _opt("shardline", "key prefix under the bucket")
+
+
+@dataclass
+class GearmanSettings:
+    servers: list = _opt(["127.0.0.1:4730"], "comma-separated host:port list; several for failover",
+                         check=_check_servers)
+    stage_function: str = _opt("shardline_stage", "Gearman function name of the stage job")
+    job_timeout_s: float = _opt(120.0, "a submitted job not done by then counts as lost", min=1)
+
+
+@dataclass
+class WarehouseSettings:
+    dialect: str = _opt("postgres", "SQL dialect of the warehouse", choices=("postgres", "redshift"))
+    dsn: str = _opt("", "libpq DSN without password (host=... port=... dbname=... user=...)",
+                    check=_check_dsn)
+    schema: str = _opt("public", "schema holding the target and control tables",
+                       check=_check_identifier)
+    iam_role: str = _opt("", "Redshift: IAM role ARN that COPY uses to read S3")
+    connect_timeout_s: int = _opt(10, "warehouse connect timeout", min=1, max=300)
+
+
+@dataclass
+class ConsumerSettings:
+    initial_position: str = _opt("TRIM_HORIZON", "where a shard with no checkpoint starts",
+                                 choices=("TRIM_HORIZON", "LATEST", "AT_TIMESTAMP"))
+    initial_timestamp: str = _opt("", "ISO-8601 time for AT_TIMESTAMP")
+    get_records_limit: int = _opt(10000, "GetRecords Limit", min=1, max=10000)
+    max_calls_per_s: float = _opt(5.0, "GetRecords calls per second per shard (AWS limit: 5)",
+                                  min=0.1, max=5)
+    max_bytes_per_s: int = _opt(2_000_000, "bytes read per second per shard (AWS limit: 2 MB)",
+                                min=1000)
+    idle_sleep_s: float = _opt(1.0, "pause after an empty GetRecords", min=0, max=60)
+    iterator_max_age_s: float = _opt(60.0, "never use an iterator older than this (AWS: 300)",
+                                     min=1, max=280)
+    batch_max_records: int = _opt(500, "a batch closes at this many records", min=1, max=100000)
+    batch_max_bytes: int = _opt(1_000_000, "... or this many data bytes", min=1000,
+                                max=64_000_000)
+    batch_max_age_s: float = _opt(1.0, "... or when its first record is this old", min=0.01)
+    window_max_batches: int = _opt(8, "in-flight batches before reading pauses", min=1, max=1000)
+    window_max_bytes: int = _opt(32_000_000, "in-flight bytes before reading pauses", min=1000)
+    checkpoint_interval_s: float = _opt(5.0, "checkpoint at least this often", min=0.1)
+    checkpoint_every_records: int = _opt(10000, "... or after this many staged records", min=1)
+    lease_ttl_s: float = _opt(30.0, "a lease not renewed for this long is free", min=2)
+    lease_renew_s: float = _opt(10.0, "renew the lease this often (< lease_ttl_s / 2)", min=0.5)
+    shutdown_timeout_s: float = _opt(20.0, "graceful stop waits this long for in-flight batches "
+                                           "(keep below supervisord stopwaitsecs)", min=0)
+    job_max_attempts: int = _opt(5, "tries per batch before the consumer stops", min=1, max=100)
+    job_retry_max_s: float = _opt(10.0, "longest backoff between tries of a batch", min=0.01)
+    dispatch_threads: int = _opt(4, "parallel Gearman submitters", min=1, max=64)
+    report_interval_s: float = _opt(5.0, "status row refresh period", min=0.1)
+    parent_poll_s: float = _opt(2.0, "child shard: how often to look for the parents' SHARD_END",
+                                min=0.05)
+
+
+@dataclass
+class WorkerSettings:
+    transform: str = _opt("workers.transform:page_view",
+                          "callable(event: dict) -> row dict; raise to reject",
+                          check=_check_callable_path)
+    target_table: str = _opt("page_views", "warehouse table the staged rows go to",
+                             check=_check_identifier)
+    reconnect_max_s: float = _opt(5.0, "longest pause between Gearman reconnects", min=0.01)
+
+
+@dataclass
+class LoaderSettings:
+    min_bytes: int = _opt(64 * 1024 * 1024, "load when this many staged bytes are pending", min=1)
+    min_files: int = _opt(1000, "... or this many files", min=1)
+    max_interval_s: float = _opt(60.0, "... or the oldest pending file is this old", min=0)
+    max_files_per_load: int = _opt(5000, "files in one COPY manifest", min=1)
+    poll_s: float = _opt(1.0, "how often the loader looks at the ledger", min=0.01)
+
+
+@dataclass
+class StatusSettings:
+    max_lag_ms: int = _opt(300_000, "status exits non-zero past this MillisBehindLatest / age",
+                           min=0)
+
+
+@dataclass
+class LogSettings:
+    level: str = _opt("INFO", "log level", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+
+
+@dataclass
+class Settings:
+    aws: AwsSettings = field(default_factory=AwsSettings)
+    kinesis: KinesisSettings = field(default_factory=KinesisSettings)
+    s3: S3Settings = field(default_factory=S3Settings)
+    gearman: GearmanSettings = field(default_factory=GearmanSettings)
+    warehouse: WarehouseSettings = field(default_factory=WarehouseSettings)
+    consumer: ConsumerSettings = field(default_factory=ConsumerSettings)
+    worker: WorkerSettings = field(default_factory=WorkerSettings)
+    loader: LoaderSettings = field(default_factory=LoaderSettings)
+    status: StatusSettings = field(default_factory=StatusSettings)
+    log: LogSettings = field(default_factory=LogSettings)
+
+    def replace(self, **overrides: str) -> "Settings":
+        """A copy with ``{"section.key": "text"}`` overrides applied and validated."""
+        new = dataclasses.replace(self, **{
+            f.name: dataclasses.replace(getattr(self, f.name)) for f in fields(self)})
+        for dotted, text in overrides.items():
+            _apply(new, dotted, text, "override")
+        _validate(new)
+        return new
+
+    def require(self, *dotted: str) -> None:
+        """Stop at start when a setting this command needs is empty."""
+        for key in dotted:
+            section, name = key.split(".")
+            if not getattr(getattr(self, section), name):
+                env = f"{ENV_PREFIX}{section.upper()}_{name.upper()}"
+                raise ConfigError(f"{key} is required: set it in [{section}] {name} = ..., "
+                                  f"or {env}")
+
+
+def sections() -> dict[str, type]:
+    return {f.name: f.default_factory for f in fields(Settings)}  # type: ignore[misc]
+
+
+def describe() -> list[tuple[str, str, Any, str]]:
+    """(key, env var, default, help) for every setting, for docs and --help."""
+    rows = []
+    for sname, cls in sections().items():
+        for f in fields(cls):
+            default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+            if isinstance(default, list):
+                default = ",".join(default)
+            rows.append((f"{sname}.{f.name}", f"{ENV_PREFIX}{sname.upper()}_{f.name.upper()}",
+                         default, f.metadata["help"]))
+    return rows
+
+
+def _field(section: str, key: str, source: str) -> dataclasses.Field:
+    cls = sections().get(section)
+    if cls is None:
+        raise ConfigError(f"{source}: unknown section [{section}]; known sections: "
+                          f"{', '.join(sections())}")
+    for f in fields(cls):
+        if f.name == key:
+            return f
+    known = ", ".join(f.name for f in fields(cls))
+    raise ConfigError(f"{source}: unknown key {section}.{key}; known keys in [{section}]: {known}")
+
+
+def _convert(f: dataclasses.Field, text: str, where: str) -> Any:
+    kind = f.type if isinstance(f.type, str) else f.type.__name__
+    text = text.strip()
+    try:
+        if kind == "int":
+            return int(text.replace("_", ""))
+        if kind == "float":
+            return float(text)
+        if kind == "list":
+            return [item.strip() for item in text.split(",") if item.strip()]
+        if kind == "bool":
+            if text.lower() in ("1", "true", "yes", "on"):
+                return True
+            if text.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+    except ValueError:
+        raise ConfigError(f"{where}: {text!r} is not a valid {kind}") from None
+    return text
+
+
+def _apply(settings: Settings, dotted: str, text: str, source: str) -> None:
+    section, _, key = dotted.partition(".")
+    f = _field(section, key, source)
+    value = _convert(f, text, f"{source}: {dotted}")
+    setattr(getattr(settings, section), key, value)
+
+
+def _validate(settings: Settings) -> None:
+    for sname in sections():
+        obj = getattr(settings, sname)
+        for f in fields(obj):
+            value, meta, key = getattr(obj, f.name), f.metadata, f"{sname}.{f.name}"
+            if meta["choices"] and value not in meta["choices"]:
+                raise ConfigError(f"{key}: {value!r} is not one of {', '.join(meta['choices'])}")
+            if meta["min"] is not None and value < meta["min"]:
+                raise ConfigError(f"{key}: {value} is below the minimum {meta['min']}")
+            if meta["max"] is not None and value > meta["max"]:
+                raise ConfigError(f"{key}: {value} is above the maximum {meta['max']}")
+            if meta["check"] and (problem := meta["check"](value)):
+                raise ConfigError(f"{key} {problem}")
+    c = settings.consumer
+    if c.lease_renew_s * 2 > c.lease_ttl_s:
+        raise ConfigError("consumer.lease_renew_s must be at most half of consumer.lease_ttl_s")
+    if c.initial_position == "AT_TIMESTAMP" and not c.initial_timestamp:
+        raise ConfigError("consumer.initial_timestamp is required when initial_position is "
+                          "AT_TIMESTAMP")
+
+
+def load(path: str | os.PathLike | None = None, env: Mapping[str, str] | None = None,
+         overrides: Mapping[str, str] | None = None) -> Settings:
+    """Build the settings: defaults < file < environment < overrides (CLI).
+
+    ``path`` None means $SHARDLINE_CONFIG, else ./shardline.ini if it exists.
+    """
+    env = os.environ if env is None else env
+    settings = Settings()
+    explicit = path is not None or "SHARDLINE_CONFIG" in env
+    file = Path(path if path is not None else env.get("SHARDLINE_CONFIG", DEFAULT_FILE))
+    if file.exists():
+        parser = configparser.ConfigParser(interpolation=None, delimiters=("=",))
+        parser.optionxform = str  # keep keys as written so a typo in case is reported
+        try:
+            parser.read(file, encoding="utf-8")
+        except configparser.Error as exc:
+            raise ConfigError(f"{file}: cannot parse: {exc.message.splitlines()[0]}") from None
+        for section in parser.sections():
+            for key, text in parser.items(section):
+                _apply(settings, f"{section}.{key}", text, str(file))
+    elif explicit:
+        raise ConfigError(f"settings file {file} does not exist")
+    for name in sorted(env):
+        if not name.startswith(ENV_PREFIX) or name in ENV_RESERVED:
+            continue
+        rest = name[len(ENV_PREFIX):].lower()
+        section = next((s for s in sections() if rest.startswith(s + "_")), None)
+        if section is None:
+            raise ConfigError(f"environment: unknown variable {name}; settings variables look "
+                              f"like SHARDLINE_<SECTION>_<KEY>, sections: {', '.join(sections())}")
+        _apply(settings, f"{section}.{rest[len(section) + 1:]}", env[name], f"environment {name}")
+    for dotted, text in (overrides or {}).items():
+        _apply(settings, dotted, text, "command line")
+    _validate(settings)
+    return settings
+
+
+def parse_set_flags(items: Iterable[str]) -> dict[str, str]:
+    """``--set section.key=value`` flags -> overrides dict."""
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or "." not in key:
+            raise ConfigError(f"--set {item!r}: expected section.key=value")
+        out[key.strip()] = value
+    return out
+
+
+def redact_dsn(dsn: str) -> str:
+    """A DSN safe to log (passwords are refused anyway; belt and braces)."""
+    return re.sub(r"(password\s*=\s*)\S+", r"\1***", dsn, flags=re.IGNORECASE)
