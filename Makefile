@@ -1,0 +1,60 @@
+# The two README commands: `make demo` and `make test`. Both install what is
+# missing (Debian packages, the virtualenv, npm packages) and are idempotent.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+PYTEST_ARGS ?=
+
+.PHONY: demo test deps sysdeps pydeps nodedeps stack-up stack-down bench clean
+
+deps: sysdeps pydeps nodedeps
+
+# Debian/Ubuntu packages: gearmand, PostgreSQL server binaries, Node.js for kinesalite,
+# and venv support for the system Python. Only what is missing gets installed.
+sysdeps:
+	@missing=""; \
+	command -v gearmand >/dev/null 2>&1 || [ -x /usr/sbin/gearmand ] || missing="$$missing gearman-job-server"; \
+	command -v gearadmin >/dev/null 2>&1 || missing="$$missing gearman-tools"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	command -v node >/dev/null 2>&1 || missing="$$missing nodejs"; \
+	command -v npm >/dev/null 2>&1 || missing="$$missing npm"; \
+	command -v runuser >/dev/null 2>&1 || missing="$$missing util-linux"; \
+	$(PYTHON) -c 'import ensurepip, venv' >/dev/null 2>&1 || missing="$$missing python3-venv"; \
+	if [ -n "$$missing" ]; then \
+		echo ">> installing Debian packages:$$missing"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $@
+
+pydeps: $(VENV)/.installed
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+nodedeps: node_modules/.installed
+
+test: deps
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+demo: deps
+	$(PY) scripts/demo.py
+
+stack-up: deps
+	$(VENV)/bin/shardline devstack up
+
+stack-down:
+	-$(VENV)/bin/shardline devstack down
+
+bench: deps
+	$(PY) bench/run_all.py
+
+clean: stack-down
+	rm -rf $(VENV) node_modules .devstack .pytest_cache

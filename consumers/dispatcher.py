@@ -1,0 +1,147 @@
+"""Submit batches as Gearman foreground jobs from worker threads, off the read loop.
+
+Each thread owns its own pygearman client (clients are not thread-safe) and
+always passes ``poll_timeout``: without it pygearman returns before the job is
+done. A job that fails, times out (lost) or hits a connection error is retried
+with exponential backoff + jitter up to ``job_max_attempts``; after any such
+error the client is thrown away and rebuilt, since a job left in flight
+poisons it. The unique id is derived from the batch, so a retry is the same
+job and the stage worker treats it idempotently.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import tenacity
+
+from shardline.codec import Batch, encode
+
+
+@dataclass(frozen=True)
+class Outcome:
+    ticket: int
+    ok: bool
+    attempts: int
+    result: dict | None = None
+    error: str | None = None
+
+
+def unique_id(stream: str, batch: Batch) -> str:
+    """Contract: sha1 of "{stream}/{batch_id}" (gearmand caps unique ids at 64 bytes)."""
+    return hashlib.sha1(f"{stream}/{batch.batch_id}".encode()).hexdigest()
+
+
+class JobError(Exception):
+    """One attempt did not complete (FAILED, lost, or connection error)."""
+
+
+class Dispatcher:
+    _STOP = object()
+
+    def __init__(self, client_factory: Callable[[], Any], function: str, *, threads: int,
+                 job_timeout_s: float, max_attempts: int, retry_max_s: float,
+                 sleep: Callable[[float], None] = time.sleep, log: Any = None):
+        self.client_factory = client_factory
+        self.function = function.encode()  # bytes task names: str ones break pygearman
+        self.threads, self.job_timeout_s = threads, job_timeout_s
+        self.max_attempts, self.retry_max_s = max_attempts, retry_max_s
+        self.sleep, self.log = sleep, log
+        self._jobs: "queue.Queue[Any]" = queue.Queue()
+        self._results: "queue.Queue[Outcome]" = queue.Queue()
+        self._threads: list[threading.Thread] = []
+        self.ready = threading.Event()  # set when an outcome is waiting
+        self.client_rebuilds = 0
+
+    def start(self) -> None:
+        for i in range(self.threads):
+            t = threading.Thread(target=self._run, name=f"dispatch-{i}", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def submit(self, ticket: int, stream: str, batch: Batch) -> None:
+        self._jobs.put((ticket, stream, batch))
+
+    def poll(self) -> list[Outcome]:
+        self.ready.clear()
+        out = []
+        while True:
+            try:
+                out.append(self._results.get_nowait())
+            except queue.Empty:
+                return out
+
+    def wait(self, timeout: float) -> bool:
+        """Block up to ``timeout`` for an outcome (the loop's sleep)."""
+        return self.ready.wait(timeout)
+
+    def stop(self) -> None:
+        for _ in self._threads:
+            self._jobs.put(self._STOP)
+
+    # -- threads ----------------------------------------------------------------
+    def _run(self) -> None:
+        client = None
+        while True:
+            item = self._jobs.get()
+            if item is self._STOP:
+                return
+            ticket, stream, batch = item
+            payload, unique = encode(batch), unique_id(stream, batch)
+            holder = {"client": client}
+            retryer = tenacity.Retrying(
+                retry=tenacity.retry_if_exception_type(JobError),
+                wait=tenacity.wait_random_exponential(multiplier=0.1, max=self.retry_max_s),
+                stop=tenacity.stop_after_attempt(self.max_attempts), sleep=self.sleep,
+                before_sleep=self._before_sleep, reraise=True)
+            try:
+                result = retryer(self._attempt, holder, payload, unique)
+                outcome = Outcome(ticket, True, retryer.statistics.get("attempt_number", 1),
+                                  result)
+            except JobError as exc:
+                outcome = Outcome(ticket, False, self.max_attempts, error=str(exc))
+            except Exception as exc:  # noqa: BLE001 - report, never kill the thread
+                outcome = Outcome(ticket, False, 0, error=f"{type(exc).__name__}: {exc}")
+            client = holder["client"]
+            self._results.put(outcome)
+            self.ready.set()
+
+    def _attempt(self, holder: dict, payload: bytes, unique: str) -> dict:
+        if holder["client"] is None:
+            holder["client"] = self.client_factory()
+        try:
+            req = holder["client"].submit_job(self.function, payload, unique=unique,
+                                              poll_timeout=self.job_timeout_s, max_retries=0)
+        except Exception as exc:  # noqa: BLE001 - any client error: rebuild the client
+            self._discard(holder)
+            raise JobError(f"gearman submit: {type(exc).__name__}: {exc}") from exc
+        state = getattr(req, "state", None)
+        if state == "COMPLETE":
+            try:
+                return json.loads(req.result or b"{}")
+            except ValueError:
+                return {"raw": repr(req.result)[:200]}
+        self._discard(holder)
+        if state == "FAILED":
+            raise JobError(f"stage job {unique} failed (WORK_FAIL)")
+        raise JobError(f"stage job {unique} lost: state {state}, not done within "
+                       f"{self.job_timeout_s}s")
+
+    def _before_sleep(self, state: tenacity.RetryCallState) -> None:
+        if self.log is not None and state.outcome is not None:
+            self.log.warning("batch job attempt %d/%d: %s; retrying", state.attempt_number,
+                             self.max_attempts, state.outcome.exception())
+
+    def _discard(self, holder: dict) -> None:
+        client, holder["client"] = holder["client"], None
+        self.client_rebuilds += 1
+        if client is not None:
+            try:
+                client.shutdown()
+            except Exception:  # noqa: BLE001
+                pass

@@ -1,0 +1,114 @@
+"""``shardline consumer --stream S --shard SHARD_ID``: wire real clients and run the loop.
+
+Signal handlers only set flags. The first SIGTERM/SIGINT asks for a graceful
+stop (finish in-flight jobs up to shutdown_timeout_s, checkpoint, release the
+lease, exit 0); a second one ends the process at once with FORCED_STOP and no
+checkpoint. Errors become exit codes in ``shardline.cli`` (LeaseHeld 75,
+LeaseLost 76, BatchFailed 70).
+"""
+from __future__ import annotations
+
+import signal
+import time
+from typing import Any, Sequence
+
+from consumers.consumer import Consumer
+from consumers.dispatcher import Dispatcher
+from consumers.reader import ShardReader, list_shards
+from shardline import clients
+from shardline.cli import command_parser, load_settings
+from shardline.control import Control
+from shardline.errors import LeaseError
+from shardline.exitcodes import ExitCode
+from shardline.logs import get_logger
+from shardline.settings import Settings
+
+
+class Signals:
+    """Counts SIGTERM/SIGINT; the handler does nothing else."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def handler(self, signum: int, frame: Any) -> None:
+        self.count += 1
+
+    def install(self) -> None:
+        signal.signal(signal.SIGTERM, self.handler)
+        signal.signal(signal.SIGINT, self.handler)
+
+
+class ForcedStop(Exception):
+    """A second signal arrived while sleeping inside a retry."""
+
+
+def build(settings: Settings, shard_id: str, signals: Signals | None = None,
+          kinesis: Any = None) -> Consumer:
+    """A consumer over real clients (kinesis injectable for fault-injection tests)."""
+    settings.require("kinesis.stream", "warehouse.dsn")
+    stream = settings.kinesis.stream
+    log = get_logger("consumer", stream=stream, shard=shard_id)
+    cs = settings.consumer
+
+    def sleep(seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            if signals is not None and signals.count >= 2:
+                raise ForcedStop()
+            time.sleep(min(left, 0.05))
+
+    kinesis = kinesis or clients.kinesis_client(settings)
+    reader = ShardReader(kinesis, stream, shard_id, cs, sleep=sleep, log=log)
+    dispatcher = Dispatcher(lambda: clients.gearman_client(settings),
+                            settings.gearman.stage_function, threads=cs.dispatch_threads,
+                            job_timeout_s=settings.gearman.job_timeout_s,
+                            max_attempts=cs.job_max_attempts, retry_max_s=cs.job_retry_max_s,
+                            log=log.bind(component="dispatch"))
+    control = Control(lambda: clients.warehouse_connect(settings), settings.warehouse.dialect)
+    return Consumer(settings, shard_id, reader=reader, dispatcher=dispatcher, control=control,
+                    shards=lambda: list_shards(kinesis, stream), log=log)
+
+
+def run(consumer: Consumer, signals: Signals) -> int:
+    """Step until done; sleep between steps, waking early for job outcomes or a signal."""
+    seen = signals.count
+    consumer.start()
+    if consumer.done:
+        return int(consumer.exit_code or 0)
+    consumer.dispatcher.start()
+    try:
+        while not consumer.done:
+            if signals.count != seen:
+                seen = signals.count
+                if seen >= 2:
+                    consumer.log.warning("second signal: exiting now without a checkpoint")
+                    return ExitCode.FORCED_STOP
+                consumer.request_stop()
+            pause = consumer.step()
+            end = time.monotonic() + pause
+            while (left := end - time.monotonic()) > 0 and signals.count == seen:
+                if consumer.dispatcher.wait(min(left, 0.1)):
+                    break
+    except ForcedStop:
+        consumer.log.warning("second signal: exiting now without a checkpoint")
+        return ExitCode.FORCED_STOP
+    except LeaseError:
+        consumer.log.error("lease lost: stopped reading, no checkpoint written")
+        raise
+    return int(consumer.exit_code or 0)
+
+
+def main(argv: Sequence[str]) -> int:
+    parser = command_parser("consumer", "Read one Kinesis shard, dispatch batches to the "
+                                        "stage workers through Gearman, checkpoint.")
+    parser.add_argument("--stream", help="Kinesis stream (default: kinesis.stream)")
+    parser.add_argument("--shard", required=True, help="shard id, e.g. shardId-000000000000")
+    args = parser.parse_args(list(argv))
+    signals = Signals()
+    signals.install()
+    settings = load_settings(args, **{"kinesis.stream": args.stream})
+    consumer = build(settings, args.shard, signals)
+    try:
+        return run(consumer, signals)
+    finally:
+        consumer.control.close()

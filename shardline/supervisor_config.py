@@ -1,0 +1,444 @@
+"""``shardline supervisor-config``: write the supervisord config for one stream.
+
+One ``[program:consumer-<shard>]`` per shard that still needs reading,
+``stage-worker`` (``numprocs`` copies) and ``loader`` (``--program-prefix P`` names
+them ``P-consumer-<shard>`` ... for several streams under one supervisord). The file is
+a pure function of its inputs (no timestamps, sorted shards), so running it again
+after a reshard changes only the new shards' sections, and
+``supervisorctl -c DIR/shardline.conf update`` starts those without touching the
+programs already running. There is deliberately no ``[group:...]``: supervisord
+restarts every member of a group whose member list changed.
+
+Which shards get a consumer: every open shard, and every closed shard that has no
+``SHARD_END`` checkpoint yet (its consumer must drain it so the children can
+start). If the warehouse cannot be asked, closed shards that Kinesis still lists
+are included too (a consumer that finds SHARD_END exits 0 and stays stopped).
+
+Secrets never go in the file: supervisord hands its own environment (AWS
+credentials, PGPASSWORD, ...) to the programs; ``environment=`` only carries
+non-secret ``SHARDLINE_*`` settings given on the command line (``--set``,
+``--env``, ``--env-file``), so the programs run with the settings this file was made for.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import re
+import shlex
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from shardline import settings as settings_mod
+from shardline.cli import command_parser, load_settings
+from shardline.control import SHARD_END
+from shardline.errors import ConfigError
+from shardline.exitcodes import ExitCode
+from shardline.settings import Settings
+
+CONF_NAME = "shardline.conf"
+SOCKET_NAME = "supervisor.sock"
+DEFAULT_TEMPLATE = "{shardline} {args}"
+PROCESS_NUM = "%(process_num)d"
+START_RETRIES = 100  # supervisord backs off 1 s, 2 s, 3 s ...: ~80 min before FATAL
+WORKER_STOPWAITSECS = 30
+LOADER_STOPWAITSECS = 60
+_UNIX_SOCKET_MAX = 100  # sun_path is 108 bytes on Linux; keep a margin
+_PROGRAM_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+# SHARDLINE_* settings that may never be written to a file even though settings hold
+# no secrets by design (belt and braces): anything that looks like a credential.
+_SECRETISH = re.compile(r"PASSWORD|SECRET|TOKEN|KEY_ID|ACCESS_KEY|CREDENTIAL", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    shard_id: str
+    open: bool
+    parent: str | None = None
+    adjacent_parent: str | None = None
+
+
+@dataclass(frozen=True)
+class Selection:
+    shards: tuple[str, ...]  # shards that get a consumer program, sorted
+    excluded: tuple[str, ...]  # closed shards already at SHARD_END
+    note: str  # how the choice was made (written into the file header)
+
+
+# -- pure parts -----------------------------------------------------------------
+def select_shards(shards: Iterable[ShardInfo], shard_end: set[str] | None,
+                  warehouse_error: str | None = None) -> Selection:
+    """``shard_end`` None means the warehouse could not be asked."""
+    shards = sorted(shards, key=lambda s: s.shard_id)
+    if shard_end is None:
+        keep = [s.shard_id for s in shards]
+        closed = [s.shard_id for s in shards if not s.open]
+        note = ("warehouse not reachable" + (f" ({warehouse_error})" if warehouse_error else "")
+                + ": could not check for SHARD_END checkpoints, so every listed shard gets a "
+                  "consumer" + (f" (closed: {', '.join(closed)})" if closed else ""))
+        return Selection(tuple(keep), (), note)
+    keep = [s.shard_id for s in shards if s.open or s.shard_id not in shard_end]
+    excluded = [s.shard_id for s in shards if not s.open and s.shard_id in shard_end]
+    note = "open shards and closed shards not yet at SHARD_END"
+    if excluded:
+        note += f"; at SHARD_END (no program): {', '.join(excluded)}"
+    return Selection(tuple(keep), tuple(excluded), note)
+
+
+def _esc(value: str) -> str:
+    """supervisord expands %(name)s in most values: a literal % must be doubled."""
+    return value.replace("%", "%%")
+
+
+def _quote_env(key: str, value: str) -> str:
+    """supervisord reads environment= with a non-POSIX shlex: no escapes inside quotes,
+    and quote characters at either end of a value are stripped."""
+    if value[:1] in ("'", '"') or value[-1:] in ("'", '"') or "\n" in value:
+        raise ConfigError(f"{key}: a value for supervisord's environment= cannot start or end "
+                          f"with a quote or hold a newline")
+    quote = '"' if '"' not in value else "'"
+    if quote in value:
+        raise ConfigError(f"{key}: a value for supervisord's environment= cannot hold both "
+                          f"quote characters")
+    return quote + value + quote
+
+
+def program_names(prefix: str) -> dict[str, str]:
+    p = f"{prefix}-" if prefix else ""
+    return {"consumer": f"{p}consumer-", "worker": f"{p}stage-worker", "loader": f"{p}loader"}
+
+
+def render(*, stream: str, shards: Selection, out_dir: str, shardline_cmd: Sequence[str],
+           settings: Settings, workers: int = 2, prefix: str = "",
+           config_path: str | None = None, environment: Mapping[str, str] | None = None,
+           command_template: str = DEFAULT_TEMPLATE) -> str:
+    """The whole supervisord config as text (deterministic for the same inputs)."""
+    if workers < 1:
+        raise ConfigError("--workers must be at least 1")
+    if prefix and not _PROGRAM_NAME.match(prefix):
+        raise ConfigError(f"--program-prefix {prefix!r}: use letters, digits, '.', '_' or '-'")
+    out = os.path.abspath(out_dir)
+    logs = os.path.join(out, "logs")
+    sock = os.path.join(out, SOCKET_NAME)
+    if len(sock.encode()) > _UNIX_SOCKET_MAX:
+        raise ConfigError(f"--out {out}: the socket path {sock} is too long for a unix socket "
+                          f"(max {_UNIX_SOCKET_MAX} bytes); choose a shorter directory")
+    names = program_names(prefix)
+    base = shlex.join(shardline_cmd)
+    common = ["--config", os.path.abspath(config_path)] if config_path else []
+
+    def command(args: list[str]) -> str:
+        # Everything is literal for supervisord except the %(process_num)d placeholder.
+        joined = " ".join(PROCESS_NUM if a == PROCESS_NUM else _esc(shlex.quote(a))
+                          for a in args + common)
+        return (_esc(command_template).replace("{shardline}", _esc(base))
+                .replace("{args}", joined))
+
+    env_line = None
+    if environment:
+        env_line = ",".join(f"{k}={_quote_env(k, _esc(v))}" for k, v in sorted(environment.items()))
+    shutdown = settings.consumer.shutdown_timeout_s
+    consumer_wait = math.ceil(shutdown) + 10
+
+    lines = [
+        f"; supervisord config for shardline stream {stream!r}.",
+        "; Generated by `shardline supervisor-config`; do not edit: change the settings and",
+        "; generate again, then `supervisorctl -c THIS_FILE update` (starts new programs,",
+        "; stops removed ones, leaves unchanged ones running).",
+        f"; consumers: {shards.note}.",
+        "; Environment: supervisord passes its own environment (AWS credentials, PGPASSWORD",
+        "; or PGPASSFILE) to every program; nothing secret is written here.",
+        "",
+        "[unix_http_server]",
+        f"file={_esc(sock)}",
+        "chmod=0700",
+        "",
+        "[supervisord]",
+        f"logfile={_esc(os.path.join(logs, 'supervisord.log'))}",
+        "logfile_maxbytes=50MB",
+        "logfile_backups=5",
+        "loglevel=info",
+        f"pidfile={_esc(os.path.join(out, 'supervisord.pid'))}",
+        f"childlogdir={_esc(logs)}",
+        "nodaemon=false",
+        "minfds=1024",
+        "",
+        "[rpcinterface:supervisor]",
+        "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface",
+        "",
+        "[supervisorctl]",
+        f"serverurl=unix://{_esc(sock)}",
+        "",
+    ]
+
+    def program(name: str, cmd: str, *, autorestart: str, stopwait: int,
+                extra: Sequence[str] = (), log_name: str = "%(program_name)s") -> list[str]:
+        block = [f"[program:{name}]", f"command={cmd}", *extra,
+                  "autostart=true", f"autorestart={autorestart}", "exitcodes=0", "startsecs=1",
+                  f"startretries={START_RETRIES}", "stopsignal=TERM",
+                  f"stopwaitsecs={stopwait}", "stopasgroup=true", "killasgroup=true",
+                  f"stdout_logfile={_esc(logs)}/{log_name}.out.log",
+                  "stdout_logfile_maxbytes=50MB", "stdout_logfile_backups=5",
+                  f"stderr_logfile={_esc(logs)}/{log_name}.err.log",
+                  "stderr_logfile_maxbytes=50MB", "stderr_logfile_backups=5"]
+        if env_line:
+            block.append(f"environment={env_line}")
+        return block + [""]
+
+    lines += ["; Consumers: one per shard. Exit 0 (SHARD_END reached, or a clean stop) stays",
+              "; stopped; any other exit code is restarted. stopwaitsecs is above",
+              f"; consumer.shutdown_timeout_s ({shutdown:g}s) so a graceful stop is never killed.",
+              ""]
+    for shard in shards.shards:
+        name = names["consumer"] + shard
+        if not _PROGRAM_NAME.match(name):
+            raise ConfigError(f"shard id {shard!r} cannot be part of a supervisord program name")
+        lines += program(name, command(["consumer", "--stream", stream, "--shard", shard]),
+                         autorestart="unexpected", stopwait=consumer_wait)
+    lines += ["; Stage workers and the loader run all the time: any exit is restarted.", ""]
+    lines += program(
+        names["worker"], command(["worker", "--functions", "stage", "--id", PROCESS_NUM]),
+        autorestart="true", stopwait=WORKER_STOPWAITSECS,
+        extra=[f"numprocs={workers}", "numprocs_start=0",
+               "process_name=%(program_name)s_%(process_num)02d"],
+        log_name="%(program_name)s_%(process_num)02d")
+    lines += program(names["loader"], command(["loader"]), autorestart="true",
+                     stopwait=LOADER_STOPWAITSECS)
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def parse_env(pairs: Iterable[str], source: str) -> tuple[dict[str, str], list[str]]:
+    """``KEY=VALUE`` items -> (SHARDLINE_* settings to write, names skipped with a reason).
+
+    Accepts ``export KEY=VALUE`` and quoted values (``devstack env`` output).
+    Non-SHARDLINE names (AWS keys, PGPASSWORD...) are skipped, never written.
+    """
+    env: dict[str, str] = {}
+    skipped: list[str] = []
+    for raw in pairs:
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("export "):
+            line = line[len("export "):].lstrip()
+        key, sep, value = line.partition("=")
+        key = key.strip()
+        if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+            raise ConfigError(f"{source}: expected KEY=VALUE, got {raw.strip()[:80]!r}")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            try:
+                value = shlex.split(value)[0] if value else ""
+            except ValueError:
+                value = value[1:-1]
+        if not key.startswith(settings_mod.ENV_PREFIX):
+            skipped.append(f"{key} (not a shardline setting; supervisord passes its own "
+                           f"environment)")
+            continue
+        if _SECRETISH.search(key[len(settings_mod.ENV_PREFIX):]):
+            skipped.append(f"{key} (looks like a secret)")
+            continue
+        env[key] = value
+    # Unknown or invalid settings are errors now rather than in every program later
+    # (SHARDLINE_CONFIG, the settings file's path, is checked by the programs themselves).
+    settings_mod.load(os.devnull, env=env)
+    return env, skipped
+
+
+def env_overrides(environment: Mapping[str, str]) -> dict[str, str]:
+    """``{"SHARDLINE_LOG_LEVEL": "DEBUG"}`` -> ``{"log.level": "DEBUG"}``."""
+    out = {}
+    for name, value in environment.items():
+        if name in settings_mod.ENV_RESERVED:
+            continue
+        rest = name[len(settings_mod.ENV_PREFIX):].lower()
+        section = next((s for s in settings_mod.sections() if rest.startswith(s + "_")), None)
+        if section is None:
+            raise ConfigError(f"unknown setting variable {name}")
+        out[f"{section}.{rest[len(section) + 1:]}"] = value
+    return out
+
+
+def set_flags_env(flags: Mapping[str, str]) -> dict[str, str]:
+    """``--set section.key=value`` flags -> SHARDLINE_* variables for the programs (the
+    stream is on each command line instead)."""
+    out = {}
+    for dotted, value in flags.items():
+        if dotted == "kinesis.stream":
+            continue
+        name = f"{settings_mod.ENV_PREFIX}{dotted.replace('.', '_').upper()}"
+        if _SECRETISH.search(name[len(settings_mod.ENV_PREFIX):]):
+            continue
+        out[name] = value
+    return out
+
+
+# -- the outside world ----------------------------------------------------------
+def list_shards(kinesis: Any, stream: str) -> list[ShardInfo]:
+    """ListShards, following NextToken."""
+    shards: list[ShardInfo] = []
+    kwargs: dict[str, Any] = {"StreamName": stream}
+    while True:
+        resp = kinesis.list_shards(**kwargs)
+        for s in resp.get("Shards", []):
+            rng = s.get("SequenceNumberRange", {})
+            shards.append(ShardInfo(s["ShardId"], "EndingSequenceNumber" not in rng,
+                                    s.get("ParentShardId"), s.get("AdjacentParentShardId")))
+        token = resp.get("NextToken")
+        if not token:
+            return shards
+        kwargs = {"NextToken": token}
+
+
+def shard_end_checkpoints(settings: Settings, stream: str) -> tuple[set[str] | None, str | None]:
+    """Shards of the stream with a SHARD_END checkpoint, or (None, reason) if unknown."""
+    if not settings.warehouse.dsn:
+        return None, "warehouse.dsn is not set"
+    from shardline import clients
+    from shardline.control import Control
+
+    control = Control(lambda: clients.warehouse_connect(settings), settings.warehouse.dialect)
+    try:
+        with control.tx() as cur:
+            cur.execute("SELECT shard_id FROM checkpoints WHERE stream = %s "
+                        "AND sequence_number = %s", (stream, SHARD_END))
+            return {row[0] for row in cur.fetchall()}, None
+    except Exception as exc:  # unreachable, not migrated, no permission: all say "unknown"
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return None, text
+    finally:
+        control.close()
+
+
+def default_shardline_command() -> list[str]:
+    """The ``shardline`` script next to this interpreter, else ``python -m shardline.cli``."""
+    exe = os.path.abspath(sys.executable)
+    script = os.path.join(os.path.dirname(exe), "shardline")
+    if os.path.isfile(script) and os.access(script, os.X_OK):
+        return [script]
+    return [exe, "-m", "shardline.cli"]
+
+
+def _settings_file(args: argparse.Namespace) -> str | None:
+    """The settings file the programs should read: the one this command read."""
+    if args.config:
+        return args.config
+    if os.environ.get("SHARDLINE_CONFIG"):
+        return None  # supervisord passes SHARDLINE_CONFIG through itself
+    return settings_mod.DEFAULT_FILE if Path(settings_mod.DEFAULT_FILE).exists() else None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = command_parser(
+        "supervisor-config",
+        "Write DIR/shardline.conf for supervisord: a consumer per shard that needs one, "
+        "N stage workers and the loader. Run it again after a reshard, then "
+        "`supervisorctl -c DIR/shardline.conf update`.")
+    parser.add_argument("--stream", help="Kinesis stream (default: kinesis.stream)")
+    parser.add_argument("--workers", type=int, default=2, help="stage worker processes "
+                                                               "(default 2)")
+    parser.add_argument("--out", metavar="DIR", help="directory for shardline.conf, the socket, "
+                                                     "the pid file and logs/")
+    parser.add_argument("--print", dest="print_only", action="store_true",
+                        help="print the config to stdout instead of writing it")
+    parser.add_argument("--program-prefix", default="", metavar="PREFIX",
+                        help="name programs PREFIX-consumer-<shard>, PREFIX-stage-worker, "
+                             "PREFIX-loader (e.g. one prefix per stream when several share a "
+                             "supervisord; default: consumer-<shard>, stage-worker, loader)")
+    parser.add_argument("--env-file", metavar="FILE",
+                        help="KEY=VALUE lines; SHARDLINE_* settings go into environment=, "
+                             "anything else (AWS keys...) is skipped")
+    parser.add_argument("--env", action="append", default=[], metavar="SHARDLINE_X=VALUE",
+                        help="one SHARDLINE_* setting for every program (repeatable); --set "
+                             "section.key=value flags are passed on the same way")
+    parser.add_argument("--shardline-command", metavar="CMD",
+                        help="how programs run shardline (default: the shardline script next "
+                             "to this Python, e.g. /opt/shardline/bin/shardline)")
+    # Tests and unusual deployments: the whole command, {shardline} and {args} substituted.
+    parser.add_argument("--command-template", default=DEFAULT_TEMPLATE, help=argparse.SUPPRESS)
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return ExitCode.OK if not exc.code else ExitCode.USAGE
+    if not args.out and not args.print_only:
+        print("shardline supervisor-config: --out DIR (or --print) is required", file=sys.stderr)
+        return ExitCode.USAGE
+    if "{args}" not in args.command_template:
+        print("shardline supervisor-config: --command-template needs {args}", file=sys.stderr)
+        return ExitCode.USAGE
+    settings = load_settings(args, **{"kinesis.stream": args.stream})
+    settings.require("kinesis.stream")
+    stream = settings.kinesis.stream
+
+    pairs = list(args.env)
+    if args.env_file:
+        try:
+            pairs = Path(args.env_file).read_text(encoding="utf-8").splitlines() + pairs
+        except OSError as exc:
+            raise ConfigError(f"--env-file: {exc}") from None
+    environment, skipped = parse_env(pairs, "--env/--env-file")
+    for item in skipped:
+        print(f"shardline supervisor-config: not written: {item}", file=sys.stderr)
+    # The programs get these settings, so this config (stopwaitsecs...) must use them too:
+    # file < environment (ours, then --env/--env-file) < --set.
+    set_flags = settings_mod.parse_set_flags(args.set)
+    overrides = {**env_overrides(environment), **set_flags}
+    overrides["kinesis.stream"] = stream  # --stream wins over everything
+    settings = settings.replace(**overrides)
+    environment.update(set_flags_env(set_flags))
+
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from shardline import clients
+    from shardline.errors import ServiceUnavailable
+
+    try:
+        shards = list_shards(clients.kinesis_client(settings, botocore_retries=3), stream)
+    except ClientError as exc:
+        err = exc.response.get("Error", {})
+        raise ConfigError(f"stream {stream!r}: {err.get('Code')}: {err.get('Message')}") \
+            from None
+    except BotoCoreError as exc:
+        raise ServiceUnavailable(f"kinesis: {exc}") from None
+    if not shards:
+        raise ConfigError(f"stream {stream!r} has no shards")
+    shard_end, why = shard_end_checkpoints(settings, stream)
+    selection = select_shards(shards, shard_end, why)
+    if shard_end is None:
+        print(f"shardline supervisor-config: {selection.note}", file=sys.stderr)
+
+    out_dir = args.out or "."
+    text = render(stream=stream, shards=selection, out_dir=out_dir,
+                  shardline_cmd=(shlex.split(args.shardline_command) if args.shardline_command
+                                 else default_shardline_command()),
+                  settings=settings, workers=args.workers, prefix=args.program_prefix,
+                  config_path=_settings_file(args), environment=environment,
+                  command_template=args.command_template)
+    if args.print_only:
+        sys.stdout.write(text)
+        return ExitCode.OK
+    out = Path(os.path.abspath(out_dir))
+    (out / "logs").mkdir(parents=True, exist_ok=True)
+    target = out / CONF_NAME
+    old = target.read_text(encoding="utf-8") if target.exists() else None
+    if old != text:
+        tmp = target.with_suffix(".conf.tmp")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, target)
+    names = program_names(args.program_prefix)
+    print(f"{'unchanged' if old == text else 'wrote'} {target}: "
+          f"{len(selection.shards)} consumer(s) ({', '.join(selection.shards)}), "
+          f"{args.workers} stage worker(s), 1 loader")
+    if selection.excluded:
+        print(f"  at SHARD_END, no program: {', '.join(selection.excluded)}")
+    print(f"  start:  supervisord -c {target}\n"
+          f"  update: supervisorctl -c {target} update   (adds new "
+          f"{names['consumer']}* programs, leaves running ones alone)")
+    return ExitCode.OK

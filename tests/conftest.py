@@ -1,0 +1,129 @@
+"""Shared fixtures: a real local stack (gearmand, kinesalite, moto S3, PostgreSQL).
+
+The `stack` fixture starts its own stack in a fresh temporary directory on free ports,
+so tests never touch a developer's `.devstack/`. If a service cannot start, the fixture
+raises: integration tests fail, they are never skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from typing import Iterator
+
+import psycopg2
+import pytest
+
+from shardline import devstack
+from shardline.devstack import StackInfo
+
+# Variables that could point boto3 at real AWS (or at a missing profile) in this process.
+_AWS_VARS_TO_DROP = ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_DEFAULT_PROFILE")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _dummy_aws_credentials() -> Iterator[None]:
+    """Fake AWS credentials for the emulators, in the test process only."""
+    with pytest.MonkeyPatch.context() as mp:
+        for name in _AWS_VARS_TO_DROP:
+            mp.delenv(name, raising=False)
+        for name, value in devstack.DUMMY_AWS_ENV.items():
+            mp.setenv(name, value)
+        yield
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory, _dummy_aws_credentials: None) -> Iterator[StackInfo]:
+    """A running stack for the whole session, stopped at the end."""
+    dir = tmp_path_factory.mktemp("devstack")
+    try:
+        info = devstack.up(dir)
+    except BaseException:
+        devstack.down(dir)  # stop whatever did start before re-raising
+        raise
+    try:
+        yield info
+    finally:
+        devstack.down(dir)
+
+
+def _short_name(request: pytest.FixtureRequest, limit: int = 24) -> str:
+    """The test's name reduced to [a-z0-9-], for use in resource names."""
+    name = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")
+    return name.removeprefix("test-")[:limit].strip("-") or "test"
+
+
+@pytest.fixture
+def stream_name(request: pytest.FixtureRequest) -> str:
+    """A unique Kinesis stream name (not created): t-<test>-<uuid8>."""
+    return f"t-{_short_name(request)}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def s3_prefix(request: pytest.FixtureRequest) -> str:
+    """A unique key prefix in the stack's bucket: t/<test>-<uuid8> (keys are <prefix>/...)."""
+    return f"t/{_short_name(request)}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def pg_schema(stack: StackInfo) -> Iterator[str]:
+    """A fresh schema t_<uuid8> in the `shardline` database, dropped CASCADE afterwards."""
+    schema = f"t_{uuid.uuid4().hex[:8]}"
+    conn = psycopg2.connect(stack.dsn)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f'CREATE SCHEMA "{schema}"')
+        yield schema
+        with conn.cursor() as cur:
+            # Fail rather than hang if a test left a transaction holding locks.
+            cur.execute("SET lock_timeout = '10s'")
+            cur.execute(f'DROP SCHEMA "{schema}" CASCADE')
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def stack_env(stack: StackInfo, pg_schema: str, s3_prefix: str) -> dict[str, str]:
+    """Environment for subprocesses: os.environ + the stack + this test's schema/prefix."""
+    return {
+        **os.environ,
+        **stack.env(),
+        "SHARDLINE_WAREHOUSE_SCHEMA": pg_schema,
+        "SHARDLINE_S3_PREFIX": s3_prefix,
+    }
+
+
+@pytest.fixture(scope="session")
+def _kinesis_client(stack: StackInfo):
+    return stack.client("kinesis")
+
+
+@pytest.fixture(scope="session")
+def _s3_client(stack: StackInfo):
+    return stack.client("s3")
+
+
+@pytest.fixture
+def kinesis(_kinesis_client):
+    """boto3 Kinesis client for the stack's kinesalite (shared; clients are stateless)."""
+    return _kinesis_client
+
+
+@pytest.fixture
+def s3(_s3_client):
+    """boto3 S3 client for the stack's moto server (shared; clients are stateless)."""
+    return _s3_client
+
+
+@pytest.fixture
+def pg_conn(stack: StackInfo, pg_schema: str) -> Iterator[psycopg2.extensions.connection]:
+    """Autocommit connection to the `shardline` database with search_path = pg_schema."""
+    conn = psycopg2.connect(stack.dsn, options=f"-c search_path={pg_schema}")
+    conn.autocommit = True
+    try:
+        yield conn
+    finally:
+        conn.close()
+

@@ -1,0 +1,75 @@
+"""50,000 records over 4 shards through real consumer processes; a SIGKILL and restart."""
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from stub_stage import Rig, pos, wait_for  # noqa: E402
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def rig(stack_env, pg_schema, pg_conn, stream_name, kinesis):
+    r = Rig(stack_env, pg_schema, pg_conn, stream_name, kinesis,
+            SHARDLINE_CONSUMER_GET_RECORDS_LIMIT="2000")
+    yield r
+    r.cleanup()
+
+
+def test_50k_records_4_shards_dispatched_checkpointed_and_kill_restart_resumes(rig, tmp_path):
+    T=time.time()
+    shards = rig.create_stream(4)
+    put = rig.put(50_000, size=120)
+    assert sum(map(len, put.values())) == 50_000 and set(put) == set(shards)
+    print('put', time.time()-T)
+    victim, others = shards[0], shards[1:]
+    with rig.stage(threads=4):
+        procs = {s: rig.consumer(s, tmp_path / f"{s}.log") for s in others}
+        # the victim reads slowly so that the kill lands mid-stream
+        slow = {"SHARDLINE_CONSUMER_GET_RECORDS_LIMIT": "150",
+                "SHARDLINE_CONSUMER_BATCH_MAX_RECORDS": "50"}
+        first = rig.consumer(victim, tmp_path / f"{victim}.log", **slow)
+        wait_for(lambda: rig.checkpoint(victim) and len(rig.delivered(victim)) > 1500, 60,
+                 what="victim mid-stream")
+        print('midstream', time.time()-T)
+        first.send_signal(signal.SIGKILL)
+        assert first.wait(10) == -signal.SIGKILL
+        cp = rig.checkpoint(victim)
+        assert cp is not None and cp[0] != put[victim][-1], "kill did not land mid-stream"
+        rig.wait_lease_expired(victim)
+        before_restart = rig.sql("SELECT clock_timestamp()")[0][0]
+        print('lease expired', time.time()-T)
+        procs[victim] = rig.consumer(victim, tmp_path / f"{victim}.restart.log")
+
+        for s in shards:  # every record arrives and every checkpoint reaches the end
+            wait_for(lambda s=s: set(put[s]) <= {q for q, _ in rig.delivered(s)}, 120,
+                     what=f"all records of {s}")
+            print('delivered', s, time.time()-T)
+            wait_for(lambda s=s: (rig.checkpoint(s) or ("",))[0] == put[s][-1], 30,
+                     what=f"final checkpoint of {s}")
+        for p in procs.values():
+            p.send_signal(signal.SIGTERM)
+        assert [p.wait(30) for p in procs.values()] == [0, 0, 0, 0]
+
+    print('stopped', time.time()-T)
+    for s in others:  # no kill: each record exactly once
+        got = rig.delivered(s)
+        assert len(got) == len(set(got)) == len(put[s])
+    # after the restart the victim resubmitted only from its checkpoint on
+    resubmitted = rig.sql("SELECT first_seq, first_sub FROM stub_batches WHERE shard_id = %s "
+                          "AND received_at > %s", (victim, before_restart))
+    assert resubmitted
+    first_after = min(pos(q, sub) for q, sub in resubmitted)
+    assert first_after > pos(cp[0], cp[1])
+    next_seq = put[victim][put[victim].index(cp[0]) + 1]
+    assert first_after == pos(next_seq, 0)
+    got = rig.delivered(victim)
+    assert {q for q, _ in got} == set(put[victim])  # none skipped
+    dup = [q for q in {q for q, _ in got} if sum(1 for x, _ in got if x == q) > 1]
+    assert all(pos(q) > pos(cp[0], cp[1]) for q in dup)  # repeats only past the checkpoint

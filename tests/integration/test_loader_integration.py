@@ -1,0 +1,271 @@
+"""The loader against the real local stack (moto S3 + PostgreSQL), including the CLI.
+
+Staged files are made here directly (csvformat.format_row + gzip + put_object) with plain
+ledger INSERTs; the stage worker is not involved.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from contract.loader_kit import (SHARD0, SHARD1, PostgresBackend, event_id,  # noqa: E402
+                                 page_view, seq)
+from shardline.tables import PAGE_VIEWS  # noqa: E402
+
+pytestmark = pytest.mark.integration
+
+
+
+@pytest.fixture
+def pg(stack, stack_env, pg_conn, pg_schema, s3, s3_prefix) -> PostgresBackend:
+    return PostgresBackend(stack.env(), pg_conn, pg_schema, s3, s3_prefix)
+
+
+def shardline_cmd(*args: str) -> list[str]:
+    script = Path(sys.executable).with_name("shardline")
+    head = [str(script)] if script.exists() else [sys.executable, "-m", "shardline.cli"]
+    return head + list(args)
+
+
+def cli_env(pg: PostgresBackend, **loader: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHARDLINE_")}
+    env.update(pg.env)
+    env.update({"SHARDLINE_WAREHOUSE_SCHEMA": pg.schema, "SHARDLINE_S3_PREFIX": pg.prefix,
+                "SHARDLINE_LOADER_MAX_INTERVAL_S": "0", "SHARDLINE_LOADER_POLL_S": "0.1"})
+    env.update({f"SHARDLINE_LOADER_{k.upper()}": v for k, v in loader.items()})
+    return env
+
+
+def start_loader(pg: PostgresBackend, tmp_path: Path, *args: str, **loader: str):
+    log = open(tmp_path / f"loader-{time.monotonic_ns()}.log", "w+")
+    proc = subprocess.Popen(shardline_cmd("loader", *args), env=cli_env(pg, **loader),
+                            cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
+    proc.log = log  # type: ignore[attr-defined]
+    return proc
+
+
+def output(proc: Any) -> str:
+    proc.log.flush()
+    proc.log.seek(0)
+    return proc.log.read()
+
+
+def wait_for(what: str, fn, timeout: float = 20.0, every: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = fn()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def holder_connection(pg: PostgresBackend):
+    conn = psycopg2.connect(pg.env["SHARDLINE_WAREHOUSE_DSN"])
+    with conn.cursor() as cur:
+        cur.execute(f'SET search_path TO "{pg.schema}"')
+    conn.commit()
+    return conn
+
+
+def blocked_loader_backend(pg: PostgresBackend) -> dict | None:
+    """The loader backend waiting for shard_watermarks, with what it already holds."""
+    rows = pg.query(
+        "SELECT l.pid, a.query FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+        "WHERE l.relation = %s::regclass AND NOT l.granted",
+        (f'"{pg.schema}".shard_watermarks',))
+    if not rows:
+        return None
+    pid, query = rows[0]
+    held = pg.query(
+        "SELECT c.relname, l.mode FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
+        "WHERE l.pid = %s AND l.granted", (pid,))
+    return {"pid": pid, "query": query, "held": {(r, m) for r, m in held}}
+
+
+# -- exactly once across a SIGKILL ------------------------------------------------------
+
+def test_sigkill_between_copy_and_commit_then_restart(pg, tmp_path):
+    rows = {name: [page_view(i, i) for i in range(lo, hi)]
+            for name, lo, hi in (("a", 1, 40), ("b", 30, 80), ("c", 80, 120))}
+    entries = [pg.stage(name, r) for name, r in rows.items()]
+    holder = holder_connection(pg)
+    try:
+        with holder.cursor() as cur:  # the loader needs this AFTER its COPY and merge
+            cur.execute("LOCK TABLE shard_watermarks IN ACCESS EXCLUSIVE MODE")
+        proc = start_loader(pg, tmp_path, "--once")
+        blocked = wait_for("the loader to block on shard_watermarks",
+                           lambda: blocked_loader_backend(pg))
+        # It got there after the COPY and the merge: it wrote to page_views (the INSERT of
+        # the merge, which follows the COPY into its staging table), the ledger (UPDATE)
+        # and the load history. (Its temp table is invisible from here: uncommitted.)
+        assert "shard_watermarks" in blocked["query"]
+        held = blocked["held"]
+        assert ("page_views", "ShareRowExclusiveLock") in held
+        assert ("page_views", "RowExclusiveLock") in held
+        assert ("staged_files", "RowExclusiveLock") in held
+        assert ("loads", "RowExclusiveLock") in held
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait(10) == -signal.SIGKILL
+    finally:
+        holder.rollback()  # releases the lock
+        holder.close()
+    # The orphaned server backend notices its client is gone and rolls back.
+    wait_for("the killed loader's backend to end", lambda: not pg.query(
+        "SELECT 1 FROM pg_stat_activity WHERE pid = %s", (blocked["pid"],)), timeout=30)
+    assert pg.stored() == {}
+    assert {s for s, _ in pg.ledger().values()} == {"pending"}
+    assert pg.loads() == [] and pg.watermarks() == {}
+
+    proc = start_loader(pg, tmp_path, "--once")
+    assert proc.wait(60) == 0, output(proc)
+    assert sorted(pg.stored()) == [event_id(i) for i in range(1, 120)]
+    (load_id, files, copied, inserted), = pg.loads()
+    assert (files, copied, inserted) == (3, 39 + 50 + 40, 119)
+    assert pg.ledger() == {e.s3_key: ("loaded", load_id) for e in entries}
+    assert pg.watermarks() == {SHARD0: (seq(119), 0)}
+    assert f"load_id={load_id}" in output(proc)
+
+
+# -- every value arrives unchanged --------------------------------------------------------
+
+NASTY = [
+    'he said "hi", then ""left""',
+    "a,b,,c,",
+    "tab\there\tand\t",
+    "back\\slash\\\\ and C:\\path\\",
+    "line1\nline2\r\nline3\r",
+    "\\N",
+    "\\.",
+    "x\n\\.\ny",
+    "ctl \x01\x02\x07\x08\x0b\x0c\x1b\x1f\x7f end",
+    "emoji 😀👍🏽 and Zürich, 東京, مرحبا, ελληνικά",
+    "",
+    " leading and trailing spaces ",
+    "NULL",
+    "'single' quotes; -- and /* comments */",
+]
+
+
+def test_special_values_round_trip_unchanged(pg):
+    cols = PAGE_VIEWS.column_names
+    rows = []
+    for i, text in enumerate(NASTY):
+        rows.append(page_view(i, i, url=text, url_path=text, user_agent=text,
+                              url_query=text, referrer=None if i % 2 else text, user_id=text,
+                              session_id=text,
+                              occurred_at=datetime(2026, 1, 2, 3, 4, 5, i)))
+    # empty string vs NULL side by side
+    rows.append(page_view(100, 100, url_query="", referrer=None, user_id="\\N"))
+    pg.stage("nasty", rows)
+    r = pg.loader().step()
+    assert r.state == "loaded", r.error
+    got = {row[0]: list(row) for row in pg.query(f"SELECT {', '.join(cols)} FROM page_views")}
+    assert len(got) == len(rows)
+    for want in rows:
+        have = got[want[0]]
+        assert have == want, [(c, w, h) for c, w, h in zip(cols, want, have) if w != h]
+
+
+# -- two loaders at once --------------------------------------------------------------------
+
+def test_two_loaders_at_once_serialise_without_duplicates_or_losses(pg):
+    n_files = 24
+    entries = []
+    for f in range(n_files):
+        shard = SHARD0 if f % 2 == 0 else SHARD1
+        base = (f // 2) * 10
+        # consecutive files of a shard overlap by 2 records (replays) and every file
+        # repeats one event of the other shard (producer retries)
+        rows = [page_view(f"{shard[-1]}-{i:05d}".rjust(36, "0"), i, shard=shard)
+                for i in range(base, base + 12)]
+        rows.append(page_view(event_id(7), 1000 + f, shard=shard))
+        entries.append(pg.stage(f"f{f:03d}", rows, shard=shard))
+    results: dict[str, list] = {"x": [], "y": []}
+    errors: list[BaseException] = []
+
+    def run(name: str) -> None:
+        try:
+            loader = pg.loader(**{"loader.max_files_per_load": "3"})
+            idle = 0
+            while idle < 3:
+                r = loader.step()
+                results[name].append(r)
+                idle = idle + 1 if r.state in ("idle", "nothing") else 0
+                assert r.state != "failed", r.error
+            loader.close()
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in results]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    loads = [r.load for rs in results.values() for r in rs if r.state == "loaded"]
+    assert sum(l.files for l in loads) == n_files  # no file loaded twice, none lost
+    assert all(l.files <= 3 for l in loads)
+    ledger = pg.ledger()
+    assert {s for s, _ in ledger.values()} == {"loaded"}
+    assert {l for _, l in ledger.values()} == {l.load_id for l in loads}
+    assert len(pg.loads()) == len(loads)
+    stored = pg.stored()  # raises on a duplicate
+    expected = 2 * (10 * (n_files // 2 - 1) + 12) + 1
+    assert len(stored) == expected
+    assert sum(l.rows_inserted for l in loads) == expected
+    assert stored[event_id(7)][:3] == (SHARD0, seq(1000), 0)  # first by position
+    print("loads per loader:", {n: sum(r.state == "loaded" for r in rs)
+                                for n, rs in results.items()})
+
+
+# -- the CLI: --once, SIGTERM finishes the current load -------------------------------------
+
+def test_once_with_nothing_due_exits_zero(pg, tmp_path):
+    proc = start_loader(pg, tmp_path, "--once", max_interval_s="3600")
+    pg.stage("young", [page_view(1, 1)],
+             staged_at=datetime.now(timezone.utc).replace(tzinfo=None))
+    assert proc.wait(60) == 0, output(proc)
+    assert pg.ledger() and {s for s, _ in pg.ledger().values()} == {"pending"}
+
+
+def test_sigterm_finishes_the_load_in_progress_then_exits_zero(pg, tmp_path):
+    pg.stage("a", [page_view(1, 1), page_view(2, 2)])
+    holder = holder_connection(pg)
+    proc = None
+    try:
+        with holder.cursor() as cur:
+            cur.execute("LOCK TABLE shard_watermarks IN ACCESS EXCLUSIVE MODE")
+        proc = start_loader(pg, tmp_path)  # the loop, not --once
+        wait_for("the load to be in progress", lambda: blocked_loader_backend(pg))
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        assert proc.poll() is None  # still finishing its load
+    finally:
+        holder.rollback()
+        holder.close()
+    assert proc.wait(30) == 0, output(proc)
+    assert {s for s, _ in pg.ledger().values()} == {"loaded"}
+    assert sorted(pg.stored()) == [event_id(1), event_id(2)]
+    text = output(proc)
+    assert "SIGTERM: finishing the current load" in text and "loader stopped" in text
+
+
+def test_failed_once_exits_unavailable_and_logs_the_reason(pg, tmp_path):
+    bad = pg.stage("bad", [page_view(1, 1, arrival_time="yesterday-ish")])
+    proc = start_loader(pg, tmp_path, "--once")
+    assert proc.wait(60) == 69, output(proc)
+    text = output(proc)
+    assert bad.s3_key in text and "table=page_views" in text and "load_id=" in text
+    assert {s for s, _ in pg.ledger().values()} == {"pending"}

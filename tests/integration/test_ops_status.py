@@ -1,0 +1,172 @@
+"""`shardline status` against hand-written control rows, a real gearmand and kinesalite."""
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from shardline import migrate
+
+pytestmark = pytest.mark.integration
+
+SEQ_A = "49656215286911442018427376489937437429617402736049487874"
+SEQ_B = "49656215286911442018427376489937437429617402736049487999"
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def _free_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def _status(env, *args):
+    proc = subprocess.run([sys.executable, "-m", "shardline.cli", "status", *args], env=env,
+                          text=True, capture_output=True, timeout=60)
+    return proc
+
+
+def _drain(server: str, function: bytes, count: int) -> None:
+    """Take our queued test jobs off the shared gearmand again."""
+    import gearman
+
+    worker = gearman.GearmanWorker([server])
+    done = []
+    worker.register_task(function, lambda w, job: done.append(job) or b"")
+    worker.after_poll = lambda any_activity: len(done) < count
+    deadline = time.monotonic() + 10
+    while len(done) < count and time.monotonic() < deadline:
+        worker.work(poll_timeout=0.5)
+    worker.shutdown()
+
+
+def test_status_reports_numbers_and_alerts(stack_env, stream_name, pg_schema, pg_conn, kinesis):
+    migrate.migrate(pg_conn, "postgres")
+    kinesis.create_stream(StreamName=stream_name, ShardCount=2)
+    for _ in range(100):
+        if kinesis.describe_stream_summary(StreamName=stream_name)[
+                "StreamDescriptionSummary"]["StreamStatus"] == "ACTIVE":
+            break
+        time.sleep(0.1)
+    shard0, shard1 = sorted(s["ShardId"] for s in
+                            kinesis.list_shards(StreamName=stream_name)["Shards"])
+    server = stack_env["SHARDLINE_GEARMAN_SERVERS"].split(",")[0]
+    dead_server = f"127.0.0.1:{_free_port()}"
+    function = f"status_test_{uuid.uuid4().hex[:8]}"
+    env = {**stack_env, "SHARDLINE_WAREHOUSE_SCHEMA": pg_schema,
+           "SHARDLINE_GEARMAN_SERVERS": f"{server},{dead_server}",
+           "SHARDLINE_CONSUMER_REPORT_INTERVAL_S": "5", "SHARDLINE_STATUS_MAX_LAG_MS": "60000"}
+
+    now = _now()
+    with pg_conn.cursor() as cur:
+        cur.execute("INSERT INTO shard_leases (stream, shard_id, owner, token, acquired_at, "
+                    "renewed_at, expires_at) VALUES (%s, %s, 'host-a:11:u1', 3, %s, %s, %s)",
+                    (stream_name, shard0, now - timedelta(minutes=5), now - timedelta(seconds=2),
+                     now + timedelta(seconds=28)))
+        cur.execute("INSERT INTO checkpoints (stream, shard_id, sequence_number, "
+                    "sub_sequence_number, closes_sequence, lease_token, updated_at) VALUES "
+                    "(%s, %s, %s, 0, true, 3, %s)", (stream_name, shard0, SEQ_A, now))
+        for shard, lag in ((shard0, 1234), (shard1, 0)):
+            cur.execute("INSERT INTO shard_status (stream, shard_id, owner, last_read_sequence, "
+                        "checkpoint_sequence, millis_behind_latest, iterator_age_ms, "
+                        "inflight_batches, inflight_bytes, records_per_s, state, updated_at) "
+                        "VALUES (%s, %s, 'host-a:11:u1', %s, %s, %s, 800, 3, 9000, 250.5, "
+                        "'reading', %s)",
+                        (stream_name, shard, SEQ_B, SEQ_A, lag, now - timedelta(seconds=1)))
+        cur.execute("INSERT INTO shard_watermarks (stream, shard_id, target_table, "
+                    "loaded_sequence, loaded_sub_sequence, load_id, updated_at) VALUES "
+                    "(%s, %s, 'page_views', %s, 0, 'load-1', %s)",
+                    (stream_name, shard0, SEQ_A, now - timedelta(seconds=20)))
+        files = [("k1", "pending", 100, 10, 0, 30), ("k2", "pending", 250, 20, 2, 90),
+                 ("k3", "loaded", 400, 40, 3, 300)]
+        for key, state, size, rows, dead, age in files:
+            cur.execute("INSERT INTO staged_files (s3_key, target_table, stream, shard_id, "
+                        "first_sequence, first_sub_sequence, last_sequence, last_sub_sequence, "
+                        "row_count, byte_count, dead_letter_key, dead_letter_count, state, "
+                        "staged_at) VALUES (%s, 'page_views', %s, %s, %s, 0, %s, 0, %s, %s, "
+                        "NULL, %s, %s, %s)",
+                        (f"{stream_name}/{key}", stream_name, shard0, SEQ_A, SEQ_B, rows, size,
+                         dead, state, now - timedelta(seconds=age)))
+        cur.execute("INSERT INTO loads (load_id, target_table, manifest_key, file_count, "
+                    "byte_count, rows_copied, rows_inserted, started_at, finished_at) VALUES "
+                    "('load-1', 'page_views', 'm/load-1.manifest', 1, 400, 40, 39, %s, %s)",
+                    (now - timedelta(seconds=22), now - timedelta(seconds=20)))
+    pg_conn.commit()
+
+    import gearman
+
+    client = gearman.GearmanClient([server])
+    for i in range(3):
+        client.submit_job(function.encode(), b"x", unique=f"{function}-{i}", background=True,
+                          poll_timeout=5)
+    try:
+        # 1. shard1 has no lease: alert
+        proc = _status(env, "--stream", stream_name, "--json")
+        assert proc.returncode == 3, proc.stderr
+        assert f"{shard1}: no live owner" in proc.stderr
+        report = json.loads(proc.stdout)
+        s0, s1 = report["shards"]
+        assert (s0["shard_id"], s1["shard_id"]) == (shard0, shard1)
+        assert s0["owner"] == "host-a:11:u1" and s0["owner_live"] and s0["open"] is True
+        assert 1.5 <= s0["lease_age_s"] < 10
+        assert s0["checkpoint"]["sequence_number"] == SEQ_A  # full in --json
+        assert s0["watermarks"][0]["loaded_sequence"] == SEQ_A
+        assert s0["status"]["last_read_sequence"] == SEQ_B
+        assert s0["status"]["millis_behind_latest"] == 1234
+        assert s0["status"]["iterator_age_ms"] == 800
+        assert s0["status"]["inflight_batches"] == 3
+        assert s0["status"]["records_per_s"] == 250.5
+        assert s0["status"]["stale"] is False and s0["alerts"] == []
+        assert s1["owner"] is None and s1["alerts"]
+        assert report["staged_pending_total"] == {"files": 2, "bytes": 350, "rows": 30}
+        assert 90 <= report["staged_pending"][0]["oldest_age_s"] < 120
+        assert report["dead_letters"] == 5
+        assert report["last_load"]["load_id"] == "load-1"
+        assert report["last_load"]["rows_copied"] == 40
+        assert report["last_load"]["rows_inserted"] == 39
+        fn = report["gearman"]["functions"][function]
+        assert fn["queued"] == 3 and fn["running"] == 0 and fn["workers"] == 0
+        servers = {s["server"]: s for s in report["gearman"]["servers"]}
+        assert servers[server]["up"] is True
+        assert servers[dead_server]["up"] is False  # shown as down, not a crash
+
+        # the text screen: shortened sequences, same exit code
+        text = _status(env, "--stream", stream_name)
+        assert text.returncode == 3
+        assert SEQ_A not in text.stdout and ".." + SEQ_A[-10:] in text.stdout
+        assert "DOWN" in text.stdout and function in text.stdout
+
+        # 2. every shard owned and fresh: healthy
+        with pg_conn.cursor() as cur:
+            cur.execute("INSERT INTO shard_leases (stream, shard_id, owner, token, acquired_at, "
+                        "renewed_at, expires_at) VALUES (%s, %s, 'host-b:22:u2', 1, %s, %s, %s)",
+                        (stream_name, shard1, _now(), _now(), _now() + timedelta(seconds=30)))
+        pg_conn.commit()
+        proc = _status(env, "--stream", stream_name, "--json")
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads(proc.stdout)["healthy"] is True
+
+        # 3. a stale status row (> 3 x report interval) and too much lag: alert again
+        with pg_conn.cursor() as cur:
+            cur.execute("UPDATE shard_status SET updated_at = %s WHERE stream = %s AND "
+                        "shard_id = %s", (_now() - timedelta(seconds=16), stream_name, shard0))
+            cur.execute("UPDATE shard_status SET millis_behind_latest = 60001, updated_at = %s "
+                        "WHERE stream = %s AND shard_id = %s", (_now(), stream_name, shard1))
+        pg_conn.commit()
+        proc = _status(env, "--stream", stream_name, "--json")
+        assert proc.returncode == 3
+        assert f"{shard0}: status row is stale" in proc.stderr
+        assert f"{shard1}: lags 60001 ms" in proc.stderr
+    finally:
+        _drain(server, function.encode(), 3)

@@ -1,0 +1,309 @@
+"""Consumer.step() with fakes and a fake clock: cadence, window, checkpoints, endings."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from faults import Clock, FakeControl, FakeDispatcher, FakeKinesis, client_error  # noqa: E402
+
+from consumers.consumer import Consumer  # noqa: E402
+from consumers.reader import ShardReader, list_shards  # noqa: E402
+from shardline.control import SHARD_END, Checkpoint  # noqa: E402
+from shardline.errors import BatchFailed, LeaseHeld, LeaseLost, ServiceUnavailable  # noqa: E402
+from shardline.exitcodes import ExitCode  # noqa: E402
+from shardline.settings import Settings  # noqa: E402
+
+BASE = {"kinesis.stream": "s", "consumer.batch_max_records": "10",
+        "consumer.get_records_limit": "30", "consumer.window_max_batches": "3",
+        "consumer.checkpoint_interval_s": "5", "consumer.checkpoint_every_records": "1000",
+        "consumer.lease_ttl_s": "30", "consumer.lease_renew_s": "10",
+        "consumer.report_interval_s": "5", "consumer.idle_sleep_s": "1",
+        "consumer.batch_max_age_s": "1", "consumer.parent_poll_s": "2"}
+
+
+class Rig:
+    def __init__(self, n: int = 0, shard: str = "sh", **overrides: str):
+        self.settings = Settings().replace(**{**BASE, **overrides})
+        self.clock = Clock()
+        self.kinesis = FakeKinesis(self.clock)
+        self.kinesis.add_shard(shard)
+        self.seqs = [self.kinesis.put(shard, f"r{i}".encode()) for i in range(n)]
+        self.control = FakeControl()
+        self.dispatcher = FakeDispatcher()
+        self.reader = ShardReader(self.kinesis, "s", shard, self.settings.consumer,
+                                  clock=self.clock, sleep=self.clock.sleep)
+        self.consumer = Consumer(self.settings, shard, reader=self.reader,
+                                 dispatcher=self.dispatcher, control=self.control,
+                                 shards=lambda: list_shards(self.kinesis, "s"),
+                                 clock=self.clock, owner="host:1:abc")
+
+    def run(self, steps: int, finish: bool = True) -> None:
+        for _ in range(steps):
+            if self.consumer.done:
+                return
+            pause = self.consumer.step()
+            if finish:
+                self.dispatcher.finish_all()
+            self.clock.advance(max(pause, 0.01))
+
+    def delivered(self) -> list[str]:
+        return [r.sequence_number for _, b in self.dispatcher.submitted for r in b.records]
+
+
+def test_reads_batches_and_checkpoints_on_interval():
+    rig = Rig(40)
+    rig.consumer.start()
+    assert rig.consumer.state == "reading"
+    rig.run(3)
+    assert rig.delivered() == rig.seqs[:40]
+    assert rig.control.checkpoints == {}  # interval not reached yet
+    rig.clock.advance(5)
+    rig.run(1)
+    cp = rig.control.checkpoints["sh"]
+    assert cp == Checkpoint(rig.seqs[39], 0, True)
+    assert rig.control.status["sh"]["owner"] == "host:1:abc"
+
+
+def test_checkpoint_every_n_records():
+    rig = Rig(30, **{"consumer.checkpoint_every_records": "20",
+                     "consumer.checkpoint_interval_s": "600"})
+    rig.consumer.start()
+    rig.run(2)
+    assert rig.control.checkpoints["sh"].sequence_number in rig.seqs[19:]
+
+
+def test_checkpoint_only_the_contiguous_staged_prefix():
+    rig = Rig(30, **{"consumer.checkpoint_interval_s": "0.1"})
+    rig.consumer.start()
+    rig.consumer.step()
+    tickets = [t for t, _ in rig.dispatcher.submitted]
+    assert len(tickets) == 3
+    rig.dispatcher.finish(tickets[1])
+    rig.dispatcher.finish(tickets[2])
+    rig.clock.advance(1)
+    rig.consumer.step()
+    assert "sh" not in rig.control.checkpoints  # batch 1 still in flight
+    rig.dispatcher.finish(tickets[0])
+    rig.clock.advance(1)
+    rig.consumer.step()
+    assert rig.control.checkpoints["sh"].sequence_number == rig.seqs[29]
+
+
+def test_full_window_pauses_reading_but_keeps_lease_and_iterator():
+    rig = Rig(100, **{"consumer.iterator_max_age_s": "60"})
+    rig.consumer.start()
+    rig.consumer.step()  # 25 records -> 3 batches fill the window (max 3)
+    gets = sum(1 for c in rig.kinesis.calls if c[0] == "get_records")
+    for _ in range(60):  # 10 minutes with nothing finishing
+        rig.clock.advance(10)
+        assert rig.consumer.step() > 0
+    assert rig.consumer.state == "backpressure"
+    assert sum(1 for c in rig.kinesis.calls if c[0] == "get_records") == gets
+    assert rig.control.renewals >= 55
+    assert rig.reader.iterator_age_s(rig.clock()) < 60
+    rig.run(40)  # jobs finish: reading resumes, nothing lost or repeated
+    assert rig.delivered() == rig.seqs
+
+
+def test_batch_age_closes_a_small_batch():
+    rig = Rig(3)
+    rig.consumer.start()
+    assert rig.consumer.step() == 0.0  # records came: read again at once (pacer permitting)
+    rig.clock.advance(0.2)
+    pause = rig.consumer.step()  # empty read: sleep until the open batch is due, at most
+    assert rig.dispatcher.submitted == [] and 0 < pause <= 0.8 + 1e-9
+    rig.clock.advance(0.8)
+    rig.consumer.step()
+    assert len(rig.delivered()) == 3
+
+
+def test_idle_sleep_on_empty_shard():
+    rig = Rig(0)
+    rig.consumer.start()
+    assert rig.consumer.step() == 1.0
+
+
+def test_resume_after_checkpoint_skips_delivered_records():
+    rig = Rig(20)
+    rig.control.checkpoints["sh"] = Checkpoint(rig.seqs[9], 0, True)
+    rig.consumer.start()
+    rig.run(5)
+    assert rig.delivered() == rig.seqs[10:]
+
+
+def test_failed_batch_holds_checkpoint_and_raises_batch_failed():
+    rig = Rig(30, **{"consumer.checkpoint_interval_s": "0.1"})
+    rig.consumer.start()
+    rig.consumer.step()
+    t1, t2, t3 = [t for t, _ in rig.dispatcher.submitted]
+    rig.dispatcher.finish(t1)
+    rig.dispatcher.finish(t2, ok=False, error="stage said no")
+    rig.dispatcher.finish(t3)
+    rig.clock.advance(1)
+    with pytest.raises(BatchFailed) as info:
+        rig.consumer.step()
+    assert "stage said no" in str(info.value)
+    assert rig.control.checkpoints["sh"].sequence_number == rig.seqs[9]  # before batch 2
+    assert rig.consumer.exit_code == ExitCode.BATCH_FAILED
+    assert rig.control.leases["sh"][0] is None  # released so a restart can start at once
+
+
+def test_failure_waits_for_earlier_batches_and_stops_reading():
+    rig = Rig(60, **{"consumer.checkpoint_interval_s": "0.1"})
+    rig.consumer.start()
+    rig.consumer.step()
+    t1, t2, _ = [t for t, _ in rig.dispatcher.submitted]
+    rig.dispatcher.finish(t2, ok=False, error="x")
+    gets = sum(1 for c in rig.kinesis.calls if c[0] == "get_records")
+    rig.consumer.step()
+    assert rig.consumer.state == "failing"
+    assert sum(1 for c in rig.kinesis.calls if c[0] == "get_records") == gets
+    rig.dispatcher.finish(t1)
+    with pytest.raises(BatchFailed):
+        rig.consumer.step()
+    assert rig.control.checkpoints["sh"].sequence_number == rig.seqs[9]
+
+
+def test_lease_lost_stops_without_checkpoint():
+    rig = Rig(30, **{"consumer.checkpoint_interval_s": "100"})
+    rig.consumer.start()
+    rig.run(2)
+    rig.control.leases["sh"] = ("other:2:x", 99)  # someone took it
+    rig.clock.advance(10)
+    with pytest.raises(LeaseLost):
+        rig.consumer.step()
+    assert rig.control.checkpoints == {}
+
+
+def test_lease_renewal_failing_past_ttl_is_lease_lost():
+    rig = Rig(0)
+    rig.consumer.start()
+    rig.control.renew_error = ServiceUnavailable("db down")
+    rig.clock.advance(10)
+    rig.consumer.step()  # one failure: keep going
+    rig.clock.advance(10)
+    with pytest.raises(LeaseLost):
+        rig.consumer.step()
+
+
+def test_second_consumer_refused_naming_owner():
+    rig = Rig(0)
+    rig.control.leases["sh"] = ("otherhost:7:zz", 3)
+    with pytest.raises(LeaseHeld, match="otherhost:7:zz"):
+        rig.consumer.start()
+
+
+def test_shard_end_checkpoint_exits_zero_at_once():
+    rig = Rig(5)
+    rig.control.checkpoints["sh"] = Checkpoint(SHARD_END, 0, True)
+    rig.consumer.start()
+    assert rig.consumer.exit_code == ExitCode.OK and rig.dispatcher.submitted == []
+
+
+def test_closed_shard_drained_then_shard_end():
+    rig = Rig(23)
+    rig.kinesis.shards["sh"].closed = True
+    rig.consumer.start()
+    rig.run(10)
+    assert rig.delivered() == rig.seqs
+    assert rig.consumer.exit_code == ExitCode.OK
+    assert rig.control.checkpoints["sh"] == Checkpoint(SHARD_END, 0, True)
+    assert rig.control.history[-1][2] == "shard_end"
+    assert rig.control.leases["sh"][0] is None
+
+
+def test_shard_end_waits_for_in_flight_batches():
+    rig = Rig(12)
+    rig.kinesis.shards["sh"].closed = True
+    rig.consumer.start()
+    rig.run(5, finish=False)
+    assert not rig.consumer.done and rig.consumer.state == "shard_end"
+    rig.run(3)
+    assert rig.consumer.done and rig.control.checkpoints["sh"].shard_end
+
+
+def test_child_waits_for_parents_shard_end():
+    rig = Rig(0, shard="child")
+    rig.kinesis.add_shard("parent", closed=True)
+    rig.kinesis.add_shard("adjacent", closed=True)
+    rig.kinesis.shards["child"].parent = "parent"
+    rig.kinesis.shards["child"].adjacent_parent = "adjacent"
+    rig.kinesis.put("child", b"c0")
+    rig.consumer.start()
+    assert rig.consumer.state == "waiting_parents"
+    rig.run(5)
+    assert rig.dispatcher.submitted == [] and rig.consumer.state == "waiting_parents"
+    rig.control.checkpoints["parent"] = Checkpoint(SHARD_END, 0, True)
+    rig.run(5)
+    assert rig.consumer.state == "waiting_parents"
+    del rig.kinesis.shards["adjacent"]  # aged out of the stream
+    rig.run(10)
+    assert len(rig.delivered()) == 1
+    assert rig.control.renewals >= 1
+
+
+def test_graceful_stop_waits_flushes_checkpoints_and_releases():
+    rig = Rig(25, **{"consumer.checkpoint_interval_s": "600", "consumer.batch_max_age_s": "60"})
+    rig.consumer.start()
+    rig.consumer.step()  # 2 full batches + 5 records still open
+    rig.consumer.request_stop()
+    rig.consumer.step()
+    assert len(rig.dispatcher.submitted) == 3  # the open batch was flushed and sent
+    assert not rig.consumer.done
+    rig.dispatcher.finish_all()
+    rig.consumer.step()
+    assert rig.consumer.exit_code == ExitCode.OK
+    assert rig.control.checkpoints["sh"].sequence_number == rig.seqs[24]
+    assert rig.control.leases["sh"][0] is None
+
+
+def test_graceful_stop_timeout_checkpoints_only_staged_prefix():
+    rig = Rig(30, **{"consumer.checkpoint_interval_s": "600", "consumer.shutdown_timeout_s": "3"})
+    rig.consumer.start()
+    rig.consumer.step()
+    t1, t2, t3 = [t for t, _ in rig.dispatcher.submitted]
+    rig.dispatcher.finish(t1)
+    rig.dispatcher.finish(t3)
+    rig.consumer.request_stop()
+    rig.consumer.step()
+    assert not rig.consumer.done
+    rig.clock.advance(3)
+    rig.consumer.step()
+    assert rig.consumer.exit_code == ExitCode.OK
+    assert rig.control.checkpoints["sh"].sequence_number == rig.seqs[9]
+
+
+def test_checkpoint_db_outage_retried_later():
+    rig = Rig(10, **{"consumer.checkpoint_interval_s": "1"})
+    rig.consumer.start()
+    rig.control.checkpoint_error = ServiceUnavailable("db blip")
+    rig.run(4)
+    assert "sh" not in rig.control.checkpoints
+    rig.control.checkpoint_error = None
+    rig.run(3)
+    assert rig.control.checkpoints["sh"].sequence_number == rig.seqs[9]
+
+
+def test_expired_iterator_and_throttle_inside_step():
+    rig = Rig(50)
+    rig.consumer.start()
+    rig.kinesis.faults += [client_error("ExpiredIteratorException"),
+                           client_error("ProvisionedThroughputExceededException")]
+    rig.run(3)
+    rig.kinesis.faults += [client_error("ExpiredIteratorException")]
+    rig.run(10)
+    assert rig.delivered() == rig.seqs
+
+
+def test_status_report_fields():
+    rig = Rig(10, **{"consumer.report_interval_s": "1"})
+    rig.consumer.start()
+    rig.run(5)
+    st = rig.control.status["sh"]
+    assert set(st) == {"owner", "last_read_sequence", "checkpoint_sequence",
+                       "millis_behind_latest", "iterator_age_ms", "inflight_batches",
+                       "inflight_bytes", "records_per_s", "state"}
+    assert st["last_read_sequence"] == rig.seqs[-1]

@@ -1,0 +1,490 @@
+"""The stage job without the outside world: records -> CSV rows + dead letters, S3/ledger fakes."""
+from __future__ import annotations
+
+import base64
+import csv
+import gzip
+import io
+import json
+import sys
+import textwrap
+from datetime import datetime, timezone
+
+import pytest
+
+from shardline import codec, settings as settings_mod
+from shardline.csvformat import format_value
+from shardline.errors import ConfigError
+from shardline.tables import PAGE_VIEWS
+from workers import stage as stage_mod
+from workers.ledger import LOADED, PENDING
+from workers.stage import RowBuilder, StageJob, load_transform
+from workers.transform import page_view
+
+UTC = timezone.utc
+STAGED_AT = datetime(2026, 11, 26, 7, 0, 0, 123456, tzinfo=UTC)
+ARRIVAL_MS = 1_764_140_400_250  # 2025-11-26 07:00:00.250 UTC
+SHARD = "shardId-000000000003"
+STREAM = "events"
+
+
+def seq(n: int) -> str:
+    return f"4959{n:052d}"
+
+
+def good_event(i: int = 0, **over) -> dict:
+    e = {
+        "event_id": f"00000000-0000-4000-8000-{i:012d}",
+        "occurred_at": "2026-11-26T12:30:00.5+05:30",
+        "url": f"https://shop.example.com/p/{i}?color=red",
+        "referrer": None,
+        "user_agent": "Mozilla/5.0 (X11; Linux x86_64) Firefox/120.0",
+        "ip": "198.51.100.42",
+        "user_id": None,
+        "session_id": f"s-{i}",
+    }
+    e.update(over)
+    return e
+
+
+def enc(obj, **kw) -> bytes:
+    return json.dumps(obj, **kw).encode("utf-8")
+
+
+def make_batch(datas: list[bytes], shard: str = SHARD, stream: str = STREAM) -> codec.Batch:
+    records = [codec.Record(seq(i + 1), 0, f"pk-{i}", d, ARRIVAL_MS + i) for i, d in
+               enumerate(datas)]
+    return codec.Batch(stream, shard, records)
+
+
+def parse_csv(text: str) -> list[list[str | None]]:
+    """Parse staged CSV with the csv module, applying the \\N rule: an UNQUOTED \\N is NULL.
+
+    csv.reader gives the same string for ``\\N`` and ``"\\N"``, so walk the raw text
+    alongside it to see which fields were quoted.
+    """
+    rows = list(csv.reader(io.StringIO(text, newline=""), strict=True))
+    out, pos = [], 0
+    for row in rows:
+        values = []
+        for i, field in enumerate(row):
+            if text.startswith('"', pos):
+                quoted = format_value(field)
+                assert text.startswith(quoted, pos), (text[pos:pos + 40], quoted)
+                pos += len(quoted)
+                values.append(field)
+            else:
+                assert text.startswith("\\N", pos), f"unquoted non-NULL field at {pos}"
+                pos += 2
+                values.append(None)
+            sep = "," if i < len(row) - 1 else "\n"
+            assert text[pos] == sep
+            pos += 1
+        out.append(values)
+    assert pos == len(text)
+    return out
+
+
+def expected_row(event: dict, rec: codec.Record, staged_at: datetime = STAGED_AT) -> list:
+    derived = page_view(event)
+    derived["occurred_at"] = derived["occurred_at"].replace(tzinfo=None).isoformat(
+        " ", "microseconds")
+    arrival = datetime.fromtimestamp(rec.arrival_ms / 1000, UTC).replace(tzinfo=None)
+    derived.update(shard_id=SHARD, sequence_number=rec.sequence_number,
+                   sub_sequence_number=str(rec.sub_sequence_number),
+                   arrival_time=arrival.isoformat(" ", "microseconds"),
+                   staged_at=staged_at.replace(tzinfo=None).isoformat(" ", "microseconds"))
+    return [derived[name] for name in PAGE_VIEWS.column_names]
+
+
+def build(datas, transform=page_view):
+    batch = make_batch(datas)
+    return batch, RowBuilder(PAGE_VIEWS, transform).build(batch, STAGED_AT)
+
+
+# -- good rows --------------------------------------------------------------------
+def test_good_row_in_column_order():
+    batch, staged = build([enc(good_event(1))])
+    assert staged.rows == 1 and staged.dead_letters == []
+    rows = parse_csv(staged.csv_text)
+    assert rows == [expected_row(good_event(1), batch.records[0])]
+    row = dict(zip(PAGE_VIEWS.column_names, rows[0]))
+    assert row["occurred_at"] == "2026-11-26 07:00:00.500000"
+    assert row["arrival_time"] == "2025-11-26 07:00:00.250000"
+    assert row["staged_at"] == "2026-11-26 07:00:00.123456"
+    assert row["url_query"] == "color=red" and row["referrer"] is None
+    assert row["sequence_number"] == seq(1) and row["sub_sequence_number"] == "0"
+
+
+ODD = [
+    'He said "hi", then left',
+    "comma,separated,,values",
+    "tab\there\tand\\backslash\\",
+    "line1\nline2\r\nline3\rend",
+    "ctrl \x01\x02\x1b\x1f\x7f\x85 chars",
+    "emoji 😀🎉 and 𝄞",
+    "non-ASCII: café naïve Ελληνικά 日本語 עברית",
+    "\\N",  # the text \N, not NULL
+    "",
+    '"',
+    ' leading and trailing spaces ',
+    "'single' ; semicolon | pipe",
+]
+
+
+@pytest.mark.parametrize("ensure_ascii", [True, False])
+def test_odd_values_survive_exactly(ensure_ascii):
+    events = []
+    for i, text in enumerate(ODD):
+        events.append(good_event(i, user_agent=text, session_id=text, user_id=text,
+                                 referrer=text or None,
+                                 url=f"https://x.example/{i}?q=%22a,b%22"))
+    batch, staged = build([enc(e, ensure_ascii=ensure_ascii) for e in events])
+    assert staged.dead_letters == []
+    rows = parse_csv(staged.csv_text)
+    assert len(rows) == len(ODD)
+    names = PAGE_VIEWS.column_names
+    for text, row, event, rec in zip(ODD, rows, events, batch.records):
+        assert row == expected_row(event, rec)
+        got = dict(zip(names, row))
+        assert got["user_agent"] == text and got["session_id"] == text
+        assert got["user_id"] == text  # "\\N" stays text, "" stays the empty string
+
+
+def test_gzip_round_trip_and_deterministic():
+    _, staged = build([enc(good_event(i, user_agent="é\n\"x\"")) for i in range(20)])
+    a = stage_mod.gzip_bytes(staged.csv_text)
+    assert a == stage_mod.gzip_bytes(staged.csv_text)
+    assert gzip.decompress(a).decode("utf-8") == staged.csv_text
+
+
+# -- dead letters -----------------------------------------------------------------------
+def _utf16() -> bytes:
+    return json.dumps(good_event()).encode("utf-16")
+
+
+MALFORMED = [
+    (b"\xff\xfe{\"a\": 1}", "invalid UTF-8: invalid start byte at byte 0"),
+    (b'{"event_id": "caf\xc3"}', "invalid UTF-8: invalid continuation byte at byte 17"),
+    (_utf16(), "invalid UTF-8"),
+    (b"", "not JSON: Expecting value"),
+    (b'{"event_id": ', "not JSON: Expecting value"),
+    (b"{'single': 'quotes'}", "not JSON: Expecting property name"),
+    (b"[" * 100_000 + b"]" * 100_000, "not JSON: maximum recursion"),
+    (b"[1, 2]", "not a JSON object: got array"),
+    (b'"just a string"', "not a JSON object: got string"),
+    (b"42", "not a JSON object: got number"),
+    (b"null", "not a JSON object: got null"),
+    (b"true", "not a JSON object: got boolean"),
+    (enc({k: v for k, v in good_event().items() if k != "url"}),
+     "transform: BadRecord: url: missing"),
+    (enc(good_event(ip=12)), "transform: BadRecord: ip: expected a string, got int"),
+    (enc(good_event(session_id=None)), "transform: BadRecord: session_id: expected a string"),
+    (enc(good_event(occurred_at="2026-11-26T10:00:00")),
+     "transform: BadRecord: occurred_at: no time zone"),
+    (enc(good_event(occurred_at="soon")), "transform: BadRecord: occurred_at: not an ISO-8601"),
+    (enc(good_event(url="mailto:a@b.c")), "transform: BadRecord: url: not an absolute http(s)"),
+    (enc(good_event(ip="300.1.1.1")), "transform: BadRecord: ip: not an IP address"),
+    (enc(good_event(event_id="123")), "transform: BadRecord: event_id: not a UUID"),
+    (enc(good_event(user_agent="é" * 513)),
+     "column user_agent: 1026 UTF-8 bytes, over the limit of 1024"),
+    (enc(good_event(user_agent="a" * 1025)),
+     "column user_agent: 1025 UTF-8 bytes, over the limit of 1024"),
+    (enc(good_event(user_id="😀" * 33)), "column user_id: 132 UTF-8 bytes, over the limit of 128"),
+    (enc(good_event(url="https://" + "h" * 256 + ".example/")),
+     "column url_host: 264 UTF-8 bytes, over the limit of 255"),
+    (enc(good_event(url="https://x.example/" + "p" * 2100)), "column url: 2118 UTF-8 bytes"),
+    (enc(good_event(session_id="a\x00b")), "column session_id: contains a NUL character"),
+    (enc(good_event(user_id="\x00")), "column user_id: contains a NUL character"),
+    (enc(good_event(referrer="https://r.example/\x00")),
+     "column referrer: contains a NUL character"),
+    (b'{"event_id": "00000000-0000-4000-8000-000000000000", "occurred_at": '
+     b'"2026-11-26T10:00:00Z", "url": "https://x.example/", "user_agent": "\\ud800", '
+     b'"ip": "1.2.3.4", "session_id": "s"}',
+     "column user_agent: not encodable as UTF-8"),
+]
+
+
+@pytest.mark.parametrize("data, reason", MALFORMED,
+                         ids=[f"{i}-{r.split(':')[0]}" for i, (_, r) in enumerate(MALFORMED)])
+def test_malformed_record_is_a_dead_letter(data, reason):
+    batch, staged = build([enc(good_event(1)), data, enc(good_event(2))])
+    assert staged.rows == 2, "a bad record never fails or drops its neighbours"
+    assert len(staged.dead_letters) == 1
+    dl = staged.dead_letters[0]
+    assert dl["reason"].startswith(reason), dl["reason"]
+    rec = batch.records[1]
+    assert base64.b64decode(dl["data_b64"]) == data
+    assert dl == {"data_b64": dl["data_b64"], "shard_id": SHARD,
+                  "sequence_number": rec.sequence_number, "sub_sequence_number": 0,
+                  "partition_key": "pk-1", "arrival_time": "2025-11-26T07:00:00.251000Z",
+                  "reason": dl["reason"]}
+    json.dumps(dl)  # serialisable as one JSON line
+
+
+def test_dead_letter_lines_are_json_lines():
+    _, staged = build([b"nope", b"[]", enc(good_event(1))])
+    text = stage_mod.dead_letter_lines(staged.dead_letters)
+    lines = text.splitlines()
+    assert len(lines) == 2 and text.endswith("\n")
+    assert [json.loads(l)["reason"].split(":")[0] for l in lines] == ["not JSON",
+                                                                      "not a JSON object"]
+
+
+# -- the transform contract, checked by the worker ---------------------------------------
+def _derived(**over):
+    d = page_view(good_event(1))
+    d.update(over)
+    return d
+
+
+@pytest.mark.parametrize("result, reason", [
+    (lambda e: [1], "transform: returned list, not a dict"),
+    (lambda e: None, "transform: returned null, not a dict"),
+    (lambda e: _derived(bogus=1), "transform: returned unknown column(s) bogus"),
+    (lambda e: _derived(shard_id="x"), "transform: returned unknown column(s) shard_id"),
+    (lambda e: {k: v for k, v in _derived().items() if k != "device_class"},
+     "column device_class: missing (NOT NULL)"),
+    (lambda e: _derived(occurred_at=datetime(2026, 1, 1)),
+     "column occurred_at: naive datetime"),
+    (lambda e: _derived(occurred_at="2026-01-01 00:00:00"),
+     "column occurred_at: expected a datetime, got str"),
+    (lambda e: _derived(url_host=42), "column url_host: expected text, got int"),
+    (lambda e: _derived(user_id=b"bytes"), "column user_id: expected text, got bytes"),
+    (lambda e: {}["missing"], "transform: KeyError: 'missing'"),
+    (lambda e: 1 / 0, "transform: ZeroDivisionError: division by zero"),
+])
+def test_transform_output_checked(result, reason):
+    _, staged = build([enc(good_event(1))], transform=result)
+    assert staged.rows == 0
+    assert staged.dead_letters[0]["reason"].startswith(reason), staged.dead_letters[0]["reason"]
+
+
+def test_transform_aware_non_utc_datetime_converted():
+    from datetime import timedelta
+
+    ist = timezone(timedelta(hours=5, minutes=30))
+    _, staged = build([enc(good_event(1))], transform=lambda e: _derived(
+        occurred_at=datetime(2026, 1, 1, 3, 0, tzinfo=ist)))
+    row = dict(zip(PAGE_VIEWS.column_names, parse_csv(staged.csv_text)[0]))
+    assert row["occurred_at"] == "2025-12-31 21:30:00.000000"
+
+
+# -- keys ---------------------------------------------------------------------------
+def test_keys_follow_the_contract():
+    batch = make_batch([b"a", b"b", b"c"])
+    rng = f"{seq(1)}-0_{seq(3)}-0"
+    assert stage_mod.staged_key("pre/fix/", "page_views", batch) == \
+        f"pre/fix/staged/page_views/{STREAM}/{SHARD}/{rng}.csv.gz"
+    assert stage_mod.dead_letter_key("pre", batch) == \
+        f"pre/dead-letter/{STREAM}/{SHARD}/{rng}.jsonl.gz"
+    assert stage_mod.staged_key("", "t", batch) == f"staged/t/{STREAM}/{SHARD}/{rng}.csv.gz"
+
+
+# -- StageJob with fake S3 and ledger ----------------------------------------------------------
+class FakeS3:
+    def __init__(self, fail: Exception | None = None):
+        self.objects: dict[str, bytes] = {}
+        self.puts = 0
+        self.fail = fail
+
+    def put_object(self, Bucket, Key, Body, ContentType=None):
+        if self.fail:
+            raise self.fail
+        assert Bucket == "bkt"
+        self.puts += 1
+        self.objects[Key] = Body
+
+
+class FakeLedger:
+    def __init__(self, fail: Exception | None = None):
+        self.rows: dict[str, object] = {}
+        self.fail = fail
+        self.closed = False
+
+    def record(self, entry):
+        if self.fail:
+            raise self.fail
+        if entry.s3_key in self.rows:
+            return False
+        self.rows[entry.s3_key] = entry
+        return True
+
+    def close(self):
+        self.closed = True
+
+
+def job_settings(**over):
+    base = {"s3.bucket": "bkt", "s3.prefix": "pfx", "warehouse.dsn": "host=nowhere"}
+    base.update(over)
+    return settings_mod.Settings().replace(**base)
+
+
+def make_job(s3=None, ledger=None, **settings_over):
+    return StageJob(job_settings(**settings_over), s3=s3 or FakeS3(), ledger=ledger or FakeLedger(),
+                    clock=lambda: STAGED_AT.timestamp())
+
+
+def test_job_result_objects_and_ledger():
+    datas = [enc(good_event(i)) for i in range(5)] + [b"not json", b"[]"]
+    batch = make_batch(datas)
+    job = make_job()
+    result = json.loads(job.run(codec.encode(batch)))
+    rng = f"{seq(1)}-0_{seq(7)}-0"
+    key = f"pfx/staged/page_views/{STREAM}/{SHARD}/{rng}.csv.gz"
+    dl_key = f"pfx/dead-letter/{STREAM}/{SHARD}/{rng}.jsonl.gz"
+    assert result == {"s3_key": key, "rows": 5, "dead_letters": 2, "dead_letter_key": dl_key}
+    assert set(job.s3.objects) == {key, dl_key}
+    rows = parse_csv(gzip.decompress(job.s3.objects[key]).decode())
+    assert rows == [expected_row(good_event(i), batch.records[i]) for i in range(5)]
+    dls = [json.loads(l) for l in gzip.decompress(job.s3.objects[dl_key]).splitlines()]
+    assert [d["sequence_number"] for d in dls] == [seq(6), seq(7)]
+    entry = job.ledger.rows[key]
+    assert (entry.row_count, entry.dead_letter_count, entry.dead_letter_key, entry.state) == \
+        (5, 2, dl_key, PENDING)
+    assert entry.byte_count == len(job.s3.objects[key])
+    assert (entry.first_sequence, entry.last_sequence, entry.stream, entry.shard_id,
+            entry.target_table) == (seq(1), seq(7), STREAM, SHARD, "page_views")
+    assert entry.staged_at == STAGED_AT.replace(tzinfo=None)
+
+
+def test_job_without_bad_records_has_no_dead_letter_object():
+    job = make_job()
+    result = json.loads(job.run(codec.encode(make_batch([enc(good_event(1))]))))
+    assert result["dead_letters"] == 0 and result["dead_letter_key"] is None
+    assert len(job.s3.objects) == 1
+    assert next(iter(job.ledger.rows.values())).dead_letter_key is None
+
+
+def test_job_with_only_bad_records_writes_no_staged_object():
+    job = make_job()
+    result = json.loads(job.run(codec.encode(make_batch([b"x", b"y"]))))
+    assert result["rows"] == 0 and result["dead_letters"] == 2
+    assert list(job.s3.objects) == [result["dead_letter_key"]]
+    entry = job.ledger.rows[result["s3_key"]]
+    assert (entry.row_count, entry.byte_count, entry.state, entry.dead_letter_count) == \
+        (0, 0, LOADED, 2)
+    assert entry.params()[14] == entry.staged_at  # loaded_at set: nothing to load
+
+
+def test_retried_job_overwrites_same_object_and_keeps_one_ledger_row():
+    job = make_job()
+    payload = codec.encode(make_batch([enc(good_event(1)), b"bad"]))
+    first = job.run(payload)
+    second = job.run(payload)
+    assert first == second
+    assert len(job.s3.objects) == 2 and job.s3.puts == 4  # overwritten, not added
+    assert len(job.ledger.rows) == 1
+
+
+def test_s3_failure_fails_the_job_before_the_ledger():
+    ledger = FakeLedger()
+    job = make_job(s3=FakeS3(fail=ConnectionError("s3 down")), ledger=ledger)
+    with pytest.raises(ConnectionError):
+        job.run(codec.encode(make_batch([enc(good_event(1))])))
+    assert ledger.rows == {}
+
+
+def test_ledger_failure_fails_the_job():
+    from shardline.errors import ServiceUnavailable
+
+    job = make_job(ledger=FakeLedger(fail=ServiceUnavailable("warehouse down")))
+    with pytest.raises(ServiceUnavailable):
+        job.run(codec.encode(make_batch([enc(good_event(1))])))
+
+
+def test_bad_payload_fails_the_job():
+    job = make_job()
+    with pytest.raises(codec.CodecError):
+        job.run(b"garbage")
+
+
+# -- pluggable transform setting -------------------------------------------------------------
+@pytest.fixture
+def plugin_module(tmp_path, monkeypatch):
+    (tmp_path / "sl_test_plugin.py").write_text(textwrap.dedent("""
+        from workers.transform import page_view
+
+        NOT_CALLABLE = 42
+
+        def shout(event):
+            row = page_view(event)
+            row["session_id"] = row["session_id"].upper()
+            return row
+
+        def picky(event):
+            if event.get("user_id") is None:
+                raise ValueError("anonymous views are not wanted")
+            return page_view(event)
+    """))
+    (tmp_path / "sl_broken_plugin.py").write_text("raise RuntimeError('boom at import')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield "sl_test_plugin"
+    for name in ("sl_test_plugin", "sl_broken_plugin"):
+        sys.modules.pop(name, None)
+
+
+def test_default_transform_setting():
+    assert load_transform("workers.transform:page_view") is page_view
+
+
+def test_plugin_transform_good(plugin_module):
+    job = make_job(**{"worker.transform": f"{plugin_module}:shout"})
+    result = json.loads(job.run(codec.encode(make_batch([enc(good_event(1, session_id="abc"))]))))
+    text = gzip.decompress(job.s3.objects[result["s3_key"]]).decode()
+    row = dict(zip(PAGE_VIEWS.column_names, parse_csv(text)[0]))
+    assert row["session_id"] == "ABC"
+
+
+def test_plugin_transform_rejecting(plugin_module):
+    job = make_job(**{"worker.transform": f"{plugin_module}:picky"})
+    batch = make_batch([enc(good_event(1)), enc(good_event(2, user_id="u2"))])
+    result = json.loads(job.run(codec.encode(batch)))
+    assert (result["rows"], result["dead_letters"]) == (1, 1)
+    dl = json.loads(gzip.decompress(job.s3.objects[result["dead_letter_key"]]))
+    assert dl["reason"] == "transform: ValueError: anonymous views are not wanted"
+
+
+@pytest.mark.parametrize("path, message", [
+    ("no_such_module_xyz:f", "cannot import no_such_module_xyz: ModuleNotFoundError"),
+    ("sl_broken_plugin:f", "cannot import sl_broken_plugin: RuntimeError: boom at import"),
+    ("sl_test_plugin:missing", "has no attribute missing"),
+    ("sl_test_plugin:NOT_CALLABLE", "NOT_CALLABLE is a int, not a callable"),
+])
+def test_plugin_transform_bad_setting(plugin_module, path, message):
+    with pytest.raises(ConfigError) as info:
+        make_job(**{"worker.transform": path})
+    assert "worker.transform" in str(info.value) and message in str(info.value)
+
+
+def test_bad_transform_setting_stops_worker_with_exit_78(monkeypatch, capsys, tmp_path):
+    from shardline import cli
+
+    monkeypatch.chdir(tmp_path)
+    for name in list(__import__("os").environ):
+        if name.startswith("SHARDLINE_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("SHARDLINE_S3_BUCKET", "bkt")
+    monkeypatch.setenv("SHARDLINE_WAREHOUSE_DSN", "host=127.0.0.1 port=1")
+    monkeypatch.setenv("SHARDLINE_WORKER_TRANSFORM", "no_such_module_xyz:fn")
+    assert cli.main(["worker", "--functions", "stage"]) == 78
+    err = capsys.readouterr().err
+    assert "configuration error" in err and "worker.transform" in err
+
+    monkeypatch.setenv("SHARDLINE_WORKER_TRANSFORM", "not a path")
+    assert cli.main(["worker", "--functions", "stage"]) == 78
+    assert "worker.transform" in capsys.readouterr().err
+
+
+def test_unknown_function_name_is_a_config_error(monkeypatch, capsys, tmp_path):
+    from shardline import cli
+    from workers.main import parse_functions
+
+    assert parse_functions("stage, stage") == ["stage"]
+    with pytest.raises(ConfigError, match="unknown worker function.*load.*known: stage"):
+        parse_functions("stage,load")
+    with pytest.raises(ConfigError, match="at least one"):
+        parse_functions(" , ")
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["worker", "--functions", "stage,bogus"]) == 78
+    assert "unknown worker function(s) bogus" in capsys.readouterr().err

@@ -1,0 +1,225 @@
+"""status: report building and alert rules from plain rows (no database)."""
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+
+from shardline import status
+from shardline.exitcodes import ExitCode
+from shardline.gearman_admin import FunctionStatus, ServerStatus
+
+NOW = datetime(2026, 11, 26, 7, 0, 0)
+S = "clicks"
+SEQ = "49656215286911442018427376489937437429617402736049487874"  # 56 digits
+SEQ2 = "49656215286911442018427376489937437429617402736049487999"
+
+
+def ago(seconds: float) -> datetime:
+    return NOW - timedelta(seconds=seconds)
+
+
+def lease(shard, owner="host-a:123:abcd", renewed=2, ttl=30, token=4, acquired=600):
+    return {"stream": S, "shard_id": shard, "owner": owner, "token": token,
+            "acquired_at": ago(acquired), "renewed_at": ago(renewed),
+            "expires_at": ago(renewed) + timedelta(seconds=ttl)}
+
+
+def status_row(shard, age=1.0, lag=0, **kw):
+    row = {"stream": S, "shard_id": shard, "owner": "host-a:123:abcd",
+           "last_read_sequence": SEQ2, "checkpoint_sequence": SEQ, "millis_behind_latest": lag,
+           "iterator_age_ms": 1500, "inflight_batches": 2, "inflight_bytes": 4096,
+           "records_per_s": 123.5, "state": "reading", "updated_at": ago(age)}
+    row.update(kw)
+    return row
+
+
+def cp(shard, seq=SEQ, sub=0, closes=True):
+    return {"stream": S, "shard_id": shard, "sequence_number": seq, "sub_sequence_number": sub,
+            "closes_sequence": closes, "updated_at": ago(3)}
+
+
+def report(**kw):
+    kw.setdefault("now", NOW)
+    kw.setdefault("streams", [S])
+    kw.setdefault("max_lag_ms", 60_000)
+    kw.setdefault("report_interval_s", 5.0)
+    return status.build_report(**kw)
+
+
+def healthy_inputs():
+    shards = ["shardId-000000000000", "shardId-000000000001"]
+    return dict(leases=[lease(s) for s in shards], checkpoints=[cp(s) for s in shards],
+                status_rows=[status_row(s) for s in shards])
+
+
+def test_healthy_when_owned_fresh_and_caught_up():
+    r = report(**healthy_inputs())
+    assert r["healthy"] and r["alerts"] == []
+    assert status.exit_code(r) == ExitCode.OK
+    s0 = r["shards"][0]
+    assert s0["owner"] == "host-a:123:abcd" and s0["owner_live"]
+    assert s0["lease_age_s"] == 2 and s0["lease_expires_in_s"] == 28
+    assert s0["checkpoint"]["sequence_number"] == SEQ  # full in the data / --json
+    assert s0["status"]["records_per_s"] == 123.5 and s0["status"]["age_s"] == 1
+
+
+def test_no_lease_is_an_alert():
+    inputs = healthy_inputs()
+    inputs["leases"] = inputs["leases"][:1]
+    r = report(**inputs)
+    assert status.exit_code(r) == ExitCode.ALERT
+    assert len(r["alerts"]) == 1
+    assert "clicks/shardId-000000000001: no live owner (no lease" in r["alerts"][0]
+
+
+def test_expired_and_released_leases_are_alerts():
+    inputs = healthy_inputs()
+    inputs["leases"] = [lease("shardId-000000000000", renewed=45, ttl=30),
+                        lease("shardId-000000000001", owner=None)]
+    r = report(**inputs)
+    assert r["shards"][0]["owner_live"] is False
+    assert any("expired 15s ago" in a for a in r["alerts"])
+    assert any("released" in a for a in r["alerts"])
+    assert status.exit_code(r) == ExitCode.ALERT
+
+
+def test_lag_past_threshold_is_an_alert():
+    inputs = healthy_inputs()
+    inputs["status_rows"][1] = status_row("shardId-000000000001", lag=60_001)
+    r = report(**inputs)
+    assert r["alerts"] == ["clicks/shardId-000000000001: lags 60001 ms behind the stream tip "
+                           "(> status.max_lag_ms = 60000)"]
+    inputs["status_rows"][1] = status_row("shardId-000000000001", lag=60_000)
+    assert report(**inputs)["healthy"]
+
+
+def test_stale_status_row_is_an_alert():
+    inputs = healthy_inputs()
+    inputs["status_rows"][0] = status_row("shardId-000000000000", age=15.5)  # > 3 x 5 s
+    r = report(**inputs)
+    assert status.exit_code(r) == ExitCode.ALERT
+    assert "status row is stale" in r["alerts"][0]
+    assert r["shards"][0]["status"]["stale"] is True
+    inputs["status_rows"][0] = status_row("shardId-000000000000", age=14.9)
+    assert report(**inputs)["healthy"]
+
+
+def test_missing_status_row_alerts_only_after_grace():
+    inputs = healthy_inputs()
+    inputs["status_rows"] = inputs["status_rows"][:1]
+    r = report(**inputs)  # lease taken 600 s ago, never reported
+    assert any("no status row" in a for a in r["alerts"])
+    inputs["leases"][1] = lease("shardId-000000000001", acquired=3)
+    assert report(**inputs)["healthy"]  # just started
+
+
+def test_shard_at_shard_end_never_alerts():
+    r = report(leases=[lease("shardId-000000000000", owner=None)],
+               checkpoints=[cp("shardId-000000000000", seq="SHARD_END", sub=0)],
+               status_rows=[status_row("shardId-000000000000", age=9999, lag=10**9,
+                                       state="shard_end")])
+    assert r["healthy"]
+    assert r["shards"][0]["shard_end"] is True
+
+
+def test_kinesis_listing_adds_shards_nobody_runs():
+    inputs = healthy_inputs()
+    kinesis = {S: [{"shard_id": "shardId-000000000000", "open": True},
+                   {"shard_id": "shardId-000000000001", "open": True},
+                   {"shard_id": "shardId-000000000002", "open": True}]}
+    r = report(kinesis=kinesis, **inputs)
+    assert [s["shard_id"] for s in r["shards"]][-1] == "shardId-000000000002"
+    assert r["alerts"] == ["clicks/shardId-000000000002: no live owner (no lease: no consumer "
+                           "has run for this shard)"]
+
+
+def test_kinesis_error_is_a_note_not_an_alert():
+    r = report(kinesis={S: {"error": "ResourceNotFoundException: no stream"}},
+               **healthy_inputs())
+    assert r["healthy"]
+    assert "could not list" in r["notes"][0]
+
+
+def test_other_streams_are_filtered_out():
+    inputs = healthy_inputs()
+    inputs["leases"].append({**lease("shardId-000000000009"), "stream": "other"})
+    r = report(**inputs)
+    assert {s["stream"] for s in r["shards"]} == {S}
+
+
+def test_ledger_gearman_loads_and_dead_letters():
+    gearman = [ServerStatus("127.0.0.1:4730", True, (FunctionStatus("shardline_stage", 7, 2, 4),
+                                                      FunctionStatus("other", 0, 0, 1))),
+               ServerStatus("127.0.0.1:4731", True, (FunctionStatus("shardline_stage", 1, 1, 4),)),
+               ServerStatus("127.0.0.1:4732", False, error="connection refused")]
+    r = report(gearman=gearman,
+               pending=[{"target_table": "page_views", "files": 3, "bytes": 3000, "rows": 1500,
+                         "oldest": ago(42)}],
+               dead_letters=5,
+               last_load={"load_id": "L1", "target_table": "page_views", "file_count": 10,
+                          "byte_count": 10_000, "rows_copied": 5000, "rows_inserted": 4990,
+                          "started_at": ago(13), "finished_at": ago(12)},
+               **healthy_inputs())
+    assert r["gearman"]["functions"]["shardline_stage"] == {"total": 8, "running": 3,
+                                                            "queued": 5, "workers": 8}
+    assert [s["up"] for s in r["gearman"]["servers"]] == [True, True, False]
+    assert r["gearman"]["servers"][2]["error"] == "connection refused"
+    assert any("4732 is down" in n for n in r["notes"])
+    assert r["healthy"]  # a gearmand down is shown, not an alert by itself
+    assert r["staged_pending_total"] == {"files": 3, "bytes": 3000, "rows": 1500}
+    assert r["staged_pending"][0]["oldest_age_s"] == 42
+    assert r["last_load"]["rows_copied"] == 5000 and r["last_load"]["age_s"] == 12
+    assert r["last_load"]["duration_s"] == 1
+    assert r["dead_letters"] == 5
+    json.dumps(r)  # JSON-ready as is
+
+
+def test_text_shortens_sequences_and_json_keeps_them():
+    inputs = healthy_inputs()
+    inputs["watermarks"] = [{"stream": S, "shard_id": "shardId-000000000000",
+                             "target_table": "page_views", "loaded_sequence": SEQ,
+                             "loaded_sub_sequence": 0, "load_id": "L1", "updated_at": ago(10)}]
+    r = report(**inputs)
+    text = status.render_text(r)
+    assert SEQ not in text and SEQ2 not in text
+    assert ".." + SEQ[-10:] in text and ".." + SEQ2[-10:] in text
+    assert "host-a:123" in text and "abcd" not in text
+    assert "OK" in text.splitlines()[0]
+    doc = json.loads(json.dumps(r))
+    assert doc["shards"][0]["watermarks"][0]["loaded_sequence"] == SEQ
+    assert doc["shards"][0]["status"]["last_read_sequence"] == SEQ2
+
+
+def test_text_lists_alerts():
+    inputs = healthy_inputs()
+    inputs["leases"] = []
+    text = status.render_text(report(**inputs))
+    assert "ALERT (2)" in text.splitlines()[0]
+    assert "ALERTS:" in text and "! shardId-000000000000" in text
+
+
+def test_text_with_nothing():
+    text = status.render_text(report(streams=[]))
+    assert "no shards" in text and "last load: none yet" in text
+
+
+def test_short_seq():
+    assert status.short_seq(None) == "-"
+    assert status.short_seq("12345") == "12345"
+    assert status.short_seq("SHARD_END") == "SHARD_END"
+    assert status.short_seq(SEQ) == ".." + SEQ[-10:]
+    assert status.short_seq(SEQ, tail=4) == ".." + SEQ[-4:]
+
+
+def test_format_helpers():
+    assert status.fmt_duration(None) == "-"
+    assert status.fmt_duration(1.25) == "1.2s" or status.fmt_duration(1.25) == "1.3s"
+    assert status.fmt_duration(75) == "75s"
+    assert status.fmt_duration(600) == "10m"
+    assert status.fmt_bytes(999) == "999 B"
+    assert status.fmt_bytes(1_500_000) == "1.5 MB"
+
+
+def test_cli_usage_errors():
+    assert status.main(["--watch", "0"]) == ExitCode.USAGE
+    assert status.main(["--nope"]) == ExitCode.USAGE

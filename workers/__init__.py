@@ -1,0 +1,1 @@
+"""Gearman workers (the stage worker) and the loader."""

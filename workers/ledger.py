@@ -1,0 +1,147 @@
+"""The staged-file ledger (``staged_files``): one row per staged batch, written idempotently.
+
+A stage worker records its object here *before* its job reports success. A
+retried job (same batch, same deterministic key) finds the row and leaves it
+untouched, so the ledger never holds a batch twice and never moves a row that
+the loader already flipped to ``loaded`` back to ``pending``.
+
+Portable SQL (PostgreSQL and Redshift): ``INSERT ... SELECT ... WHERE NOT
+EXISTS`` with explicit casts (no ON CONFLICT, no RETURNING). Two workers racing
+on the same key: on PostgreSQL the primary key rejects the loser, which is
+treated as "already recorded"; on Redshift (primary keys not enforced) the
+serializable isolation aborts one transaction, its job fails and the consumer's
+retry then finds the row.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Callable
+
+from shardline.errors import ServiceUnavailable
+
+PENDING = "pending"
+LOADED = "loaded"
+
+_COLUMNS = [
+    ("s3_key", "VARCHAR(1024)"),
+    ("target_table", "VARCHAR(128)"),
+    ("stream", "VARCHAR(128)"),
+    ("shard_id", "VARCHAR(128)"),
+    ("first_sequence", "VARCHAR(128)"),
+    ("first_sub_sequence", "BIGINT"),
+    ("last_sequence", "VARCHAR(128)"),
+    ("last_sub_sequence", "BIGINT"),
+    ("row_count", "INTEGER"),
+    ("byte_count", "BIGINT"),
+    ("dead_letter_key", "VARCHAR(1024)"),
+    ("dead_letter_count", "INTEGER"),
+    ("state", "VARCHAR(16)"),
+    ("staged_at", "TIMESTAMP"),
+    ("loaded_at", "TIMESTAMP"),
+]
+
+INSERT_SQL = (
+    f"INSERT INTO staged_files ({', '.join(name for name, _ in _COLUMNS)}) "
+    f"SELECT {', '.join(f'CAST(%s AS {kind})' for _, kind in _COLUMNS)} "
+    "WHERE NOT EXISTS (SELECT 1 FROM staged_files WHERE s3_key = %s)"
+)
+
+
+@dataclass(frozen=True)
+class StagedFile:
+    s3_key: str
+    target_table: str
+    stream: str
+    shard_id: str
+    first_sequence: str
+    first_sub_sequence: int
+    last_sequence: str
+    last_sub_sequence: int
+    row_count: int
+    byte_count: int
+    dead_letter_key: str | None
+    dead_letter_count: int
+    staged_at: datetime  # naive UTC
+
+    @property
+    def state(self) -> str:
+        """A batch without good rows has nothing to load: it is born ``loaded``."""
+        return PENDING if self.row_count > 0 else LOADED
+
+    def check(self) -> None:
+        """An explicit CAST to VARCHAR(n) truncates silently: refuse over-long values instead."""
+        for (name, kind), value in zip(_COLUMNS, self.params()):
+            if kind.startswith("VARCHAR(") and isinstance(value, str):
+                limit = int(kind[8:-1])
+                if len(value.encode("utf-8")) > limit:
+                    raise ValueError(f"staged_files.{name} would be longer than {limit} bytes: "
+                                     f"{value[:80]!r}...")
+
+    def params(self) -> tuple:
+        loaded_at = None if self.row_count > 0 else self.staged_at
+        return (self.s3_key, self.target_table, self.stream, self.shard_id,
+                self.first_sequence, self.first_sub_sequence, self.last_sequence,
+                self.last_sub_sequence, self.row_count, self.byte_count, self.dead_letter_key,
+                self.dead_letter_count, self.state, self.staged_at, loaded_at, self.s3_key)
+
+
+class Ledger:
+    """Idempotent ledger writes over one lazily opened, rebuilt-after-error connection."""
+
+    def __init__(self, connect: Callable[[], Any]):
+        self._connect = connect
+        self._conn: Any = None
+
+    def record(self, entry: StagedFile) -> bool:
+        """Insert the row unless its key is there; True when this call inserted it.
+
+        A connection that went stale while idle (warehouse restart) is rebuilt and
+        the insert tried once more (it is idempotent). Any other failure raises:
+        ``ServiceUnavailable`` for connection trouble, the driver error otherwise.
+        """
+        import psycopg2
+
+        entry.check()
+        for attempt in (1, 2):
+            reused = self._conn is not None and not self._conn.closed
+            try:
+                return self._insert(entry)
+            except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
+                self.close()
+                if reused and attempt == 1:
+                    continue
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                raise ServiceUnavailable(f"ledger: {first}") from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _insert(self, entry: StagedFile) -> bool:
+        import psycopg2
+
+        if self._conn is None or self._conn.closed:
+            self._conn = self._connect()
+            self._conn.autocommit = False
+        conn = self._conn
+        try:
+            with conn.cursor() as cur:
+                cur.execute(INSERT_SQL, entry.params())
+                inserted = cur.rowcount == 1
+            conn.commit()
+            return inserted
+        except psycopg2.IntegrityError:
+            # A concurrent worker inserted the same key between our check and insert.
+            conn.rollback()
+            return False
+        except (psycopg2.OperationalError, psycopg2.InterfaceError):
+            raise
+        except BaseException:
+            with contextlib.suppress(Exception):
+                conn.rollback()
+            raise
+
+    def close(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                self._conn.close()
+        self._conn = None
