@@ -26,6 +26,7 @@ from shardline.logs import get_logger
 from shardline.settings import Settings
 
 BUSY_S = 0.05  # pause while waiting on in-flight jobs
+STOP_CHECKPOINT_GRACE_S = 5.0  # a graceful stop retries its last checkpoint this long
 
 
 class Consumer:
@@ -85,7 +86,7 @@ class Consumer:
         self._report(now)
 
     def request_stop(self) -> None:
-        """Graceful stop: no more reads, finish in-flight jobs, checkpoint, release."""
+        """Graceful stop: no more reads or submissions; finish in-flight jobs, checkpoint, release."""
         if self.stop_deadline is None and self.exit_code is None:
             self.stop_deadline = self.clock() + self.cs.shutdown_timeout_s
             self.state = "stopping"
@@ -225,12 +226,19 @@ class Consumer:
 
     # -- endings ----------------------------------------------------------------
     def _drain_for_stop(self, now: float) -> float:
-        self._submit(now, flush=True, force=True)
+        # Only in-flight jobs are waited for; read-but-unsent records are simply read
+        # again after the restart (they are past the checkpoint), which keeps the stop short.
         if self.window.empty() or now >= (self.stop_deadline or now):
             if not self.window.empty():
                 self.log.warning("shutdown timeout: %d batches still in flight, checkpoint "
                                  "stays before them", self.window.inflight_batches)
-            self._write_checkpoint(now)
+            try:
+                self._write_checkpoint(now)
+            except ServiceUnavailable as exc:
+                if now < (self.stop_deadline or now) + STOP_CHECKPOINT_GRACE_S:
+                    self.log.warning("final checkpoint failed, retrying: %s", exc)
+                    return 0.5
+                raise
             self.log.info("stopped; checkpoint %s", self._cp_text(self.committed))
             self._finish(ExitCode.OK, "stopped")
             return 0.0
@@ -242,7 +250,11 @@ class Consumer:
         if not self.window.empty():
             return BUSY_S
         end = Checkpoint(SHARD_END, 0, True)
-        self._write_checkpoint(now, end, source="shard_end")
+        try:
+            self._write_checkpoint(now, end, source="shard_end")
+        except ServiceUnavailable as exc:  # keep trying; the lease keeper bounds it
+            self.log.warning("SHARD_END checkpoint failed, retrying: %s", exc)
+            return 1.0
         self.log.info("shard closed and fully staged: checkpoint SHARD_END")
         self._finish(ExitCode.OK, "shard_end")
         return 0.0

@@ -11,6 +11,7 @@ import base64
 from datetime import datetime
 from typing import Any, Iterable, Iterator
 
+from aws_kinesis_agg import MAGIC
 from aws_kinesis_agg.deaggregator import iter_deaggregate_records
 
 from shardline.codec import AGGREGATED, LAST_SUB, Record
@@ -27,7 +28,9 @@ def _arrival_ms(raw: dict[str, Any]) -> int:
 
 def records_from(raw: dict[str, Any]) -> list[Record]:
     """The user records inside one boto3 GetRecords record, in order."""
-    seq, arrival = raw["SequenceNumber"], _arrival_ms(raw)
+    seq, arrival, data = raw["SequenceNumber"], _arrival_ms(raw), raw["Data"]
+    if not data.startswith(MAGIC):  # fast path: not a KPL aggregate (the library agrees)
+        return [Record(seq, 0, raw["PartitionKey"], bytes(data), arrival, LAST_SUB)]
     subs = list(iter_deaggregate_records([raw], data_format="Boto3"))
     if len(subs) == 1 and not subs[0]["kinesis"].get("aggregated"):
         return [Record(seq, 0, raw["PartitionKey"], bytes(raw["Data"]), arrival, LAST_SUB)]

@@ -8,6 +8,7 @@ LeaseLost 76, BatchFailed 70).
 """
 from __future__ import annotations
 
+import contextlib
 import signal
 import time
 from typing import Any, Sequence
@@ -94,6 +95,11 @@ def run(consumer: Consumer, signals: Signals) -> int:
         return ExitCode.FORCED_STOP
     except LeaseError:
         consumer.log.error("lease lost: stopped reading, no checkpoint written")
+        raise
+    except Exception:
+        # Crash (BatchFailed has already released): free the shard for the restart.
+        with contextlib.suppress(Exception):
+            consumer.lease.release()
         raise
     return int(consumer.exit_code or 0)
 

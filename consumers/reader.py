@@ -103,6 +103,7 @@ class ShardReader:
         self.iterator: str | None = None
         self.iterator_at: float | None = None
         self.refreshes = 0
+        self.age_refreshes = 0  # refreshes because the iterator got old (not expiry/start)
         self.retries = 0
 
     # -- iterator ---------------------------------------------------------------
@@ -132,6 +133,7 @@ class ShardReader:
     def keep_fresh(self, now: float) -> None:
         """While paused (backpressure), keep the iterator from ageing out."""
         if not self.closed and self.iterator is not None and self.needs_refresh(now):
+            self.age_refreshes += 1
             self._retrying(self.refresh)
 
     # -- reading ----------------------------------------------------------------
@@ -165,6 +167,7 @@ class ShardReader:
             self.sleep(wait)
             now = self.clock()
         if self.needs_refresh(now):
+            self.age_refreshes += self.iterator is not None
             self.refresh()
             now = self.clock()
         self.pacer.record(now, 0)

@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import functools
 import fcntl
+import functools
 import json
 import logging
 import os
@@ -222,6 +222,14 @@ def _alive(svc: dict | None) -> bool:
     if child is not None and child.poll() is not None:
         del _CHILDREN[pid]
         return False
+    if not Path("/proc/self/stat").exists():  # no procfs: a signal-0 probe will do
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass
+        return True
     return _proc_start_time(pid) == svc.get("start_time")
 
 
@@ -386,6 +394,8 @@ def _start_kinesis(state: dict) -> dict:
     return _spawn(cmd, dir / "kinesalite.log", cwd=REPO_ROOT)
 
 
+# ---------------------------------------------------------------------- boto3 clients
+
 _BOTO_LOCK = threading.Lock()
 
 
@@ -489,16 +499,15 @@ def _pg_can_use(dir: Path) -> bool:
 def _pg_layout(dir: Path) -> dict:
     """Paths of the throwaway cluster: under dir if possible, else a /tmp directory."""
     if _pg_can_use(dir):
-        root, owned_tmp = dir / "pg", False
+        root = dir / "pg"
     else:
-        root, owned_tmp = Path(tempfile.mkdtemp(prefix="shardline-pg-")), True
+        root = Path(tempfile.mkdtemp(prefix="shardline-pg-"))
         log.info("%s is not reachable by user %s; PostgreSQL data goes to %s", dir, PG_USER, root)
     return {
         "root": str(root),
         "data": str(root / "data"),
         "socket_dir": str(root),
         "log": str(root / "postgres.log"),
-        "owned_tmp": owned_tmp,
     }
 
 
@@ -571,7 +580,8 @@ def _stop_postgres(state: dict) -> None:
         return
     log.info("stopping postgres (pid %d)", svc["pid"])
     if Path(pg["data"]).is_dir():
-        cmd = [str(_pg_bindir() / "pg_ctl"), "-D", pg["data"], "-m", "fast", "-w", "-t", "10", "stop"]
+        pg_ctl = str(_pg_bindir() / "pg_ctl")
+        cmd = [pg_ctl, "-D", pg["data"], "-m", "fast", "-w", "-t", "10", "stop"]
         subprocess.run(_as_pg_user(cmd), cwd=pg["root"], capture_output=True, check=False)
     _terminate("postgres", svc)
 
@@ -635,11 +645,13 @@ def _ensure_service(name: str, state: dict) -> bool:
     even if a later service fails.
     """
     svc, port = state["services"].get(name), state["ports"][name]
-    if _alive(svc) and _answers(name, port):
+    alive = _alive(svc)
+    if alive and _answers(name, port):
         log.info("%s already running (pid %d, port %d)", name, svc["pid"], port)
         return False
     if svc:
-        log.info("%s (pid %s) is not answering, restarting it", name, svc["pid"])
+        why = "is not answering" if alive else "is gone"
+        log.info("%s (pid %s) %s, restarting it on port %d", name, svc["pid"], why, port)
         _stop_service(name, state)
     state["services"][name] = _STARTERS[name](state)
     _write_state(Path(state["dir"]), state)
@@ -738,6 +750,11 @@ def _print_status(dir: Path) -> bool:
     return all(st.alive for st in services.values())
 
 
+def _dir_arg(dir: Path) -> str:
+    """` --dir DIR` for hints, empty for the default directory."""
+    return "" if Path(dir).resolve() == DEFAULT_DIR else f" --dir {shlex.quote(str(dir))}"
+
+
 def _parser() -> argparse.ArgumentParser:
     dir_opt = argparse.ArgumentParser(add_help=False)
     dir_opt.add_argument("--dir", type=Path, default=argparse.SUPPRESS,
@@ -768,7 +785,7 @@ def main(argv: list[str]) -> int:
         if args.command == "up":
             up(dir, bucket=args.bucket)
             _print_status(dir)
-            print(f'\nexport the settings with: eval "$(shardline devstack env --dir {dir})"',
+            print(f'\nexport the settings with: eval "$(shardline devstack env{_dir_arg(dir)})"',
                   file=sys.stderr)  # fmt: skip
             return 0
         if args.command == "down":
@@ -786,7 +803,8 @@ def main(argv: list[str]) -> int:
     except DevstackError as exc:
         print(f"devstack: error: {exc}", file=sys.stderr)
         if args.command == "up":
-            print(f"devstack: clean up with `shardline devstack down --dir {dir}`", file=sys.stderr)
+            print(f"devstack: clean up with `shardline devstack down{_dir_arg(dir)}`",
+                  file=sys.stderr)  # fmt: skip
         return 1
     raise AssertionError(args.command)
 

@@ -25,7 +25,6 @@ import json
 import random
 import re
 import time
-from typing import Iterator
 
 GOOD = "good"
 BAD_KINDS = (

@@ -3,10 +3,11 @@
 ``put_events`` is the library call (CLI, tests, benchmarks): PutRecords in calls of
 up to 500 records / 5 MiB, retrying only the entries a call reports as failed,
 with capped exponential backoff, paced to a rate in records per second.
-One sender thread overlaps the HTTP calls with building the next batch, and
-keeps the calls in order (a session's records reach the shard in order, except
-that a retried entry lands after entries of its call that succeeded, as with
-any Kinesis producer).
+Sender threads ("lanes", two by default) each own a fixed group of shards, so
+HTTP calls overlap with each other and with building the next batch while each
+shard's records are still put by one thread, in order (a session's records reach
+its shard in order, except that a retried entry lands after the entries of its
+call that succeeded, as with any Kinesis producer).
 """
 from __future__ import annotations
 
@@ -109,7 +110,7 @@ class _Sender:
         self.rng = random.Random()
 
     def _backoff(self, attempt: int) -> None:
-        # "Full jitter": uniform in [cap/2, cap] of the exponential step.
+        # "Equal jitter": uniform in [step/2, step], step doubling up to the cap.
         step = min(self.cap, self.base * (2 ** attempt))
         self.sleep(step / 2 + self.rng.random() * step / 2)
 
@@ -501,6 +502,9 @@ def produce_main(argv: list[str]) -> int:
                         help="occurred_at of the first event (default: now)")
     parser.add_argument("--kpl-aggregate", type=int, default=0, metavar="K",
                         help="pack K user records per Kinesis record (KPL format); 0/1 = off")
+    parser.add_argument("--senders", type=int, default=2, metavar="N",
+                        help="parallel PutRecords threads, each owning a group of shards "
+                             "(default 2)")
     parser.add_argument("--summary-json", metavar="FILE", help="write the counts as JSON")
     parser.add_argument("--ids-file", metavar="FILE",
                         help="write the good event_ids, one per line, in put order")
@@ -514,6 +518,8 @@ def produce_main(argv: list[str]) -> int:
     if unknown:
         parser.error(f"--bad-kinds: unknown {', '.join(sorted(unknown))}; "
                      f"known: {', '.join(events.BAD_KINDS)}")
+    if args.senders < 1:
+        parser.error("--senders must be at least 1")
     if args.kpl_aggregate < 0:
         parser.error("--kpl-aggregate must be >= 0")
     settings = load_settings(args, **{"kinesis.stream": args.stream})
@@ -552,7 +558,8 @@ def produce_main(argv: list[str]) -> int:
     show = not args.quiet and (args.progress or sys.stderr.isatty())
     bar = _Progress(args.count + int(args.count * args.duplicate_fraction)) if show else None
     try:
-        stats = put_events(client, stream, plain, rate=args.rate, progress=bar, shards=shards)
+        stats = put_events(client, stream, plain, rate=args.rate, progress=bar, shards=shards,
+                           senders=args.senders)
     finally:
         if bar is not None:
             bar.close()

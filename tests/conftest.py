@@ -19,7 +19,12 @@ from shardline import devstack
 from shardline.devstack import StackInfo
 
 # Variables that could point boto3 at real AWS (or at a missing profile) in this process.
-_AWS_VARS_TO_DROP = ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_DEFAULT_PROFILE")
+_AWS_VARS_TO_DROP = (
+    "AWS_PROFILE",
+    "AWS_DEFAULT_PROFILE",
+    "AWS_SESSION_TOKEN",
+    "AWS_SECURITY_TOKEN",
+)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -34,7 +39,9 @@ def _dummy_aws_credentials() -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory, _dummy_aws_credentials: None) -> Iterator[StackInfo]:
+def stack(
+    tmp_path_factory: pytest.TempPathFactory, _dummy_aws_credentials: None
+) -> Iterator[StackInfo]:
     """A running stack for the whole session, stopped at the end."""
     dir = tmp_path_factory.mktemp("devstack")
     try:

@@ -252,6 +252,11 @@ class Rig:
         rows = self.sql(q + (" WHERE shard_id = %s" if shard else ""), (shard,) if shard else None)
         return [(s, int(sub)) for s, sub in rows]
 
+    def distinct_counts(self) -> dict[str, int]:
+        """Distinct sequence numbers delivered per shard (cheap enough to poll)."""
+        return dict(self.sql("SELECT shard_id, count(DISTINCT seq) FROM stub_records "
+                             "GROUP BY shard_id"))
+
     def checkpoint(self, shard: str) -> tuple | None:
         rows = self.sql("SELECT sequence_number, sub_sequence_number, closes_sequence "
                         "FROM checkpoints WHERE stream = %s AND shard_id = %s",

@@ -28,6 +28,12 @@ Redshift (the subset both speak: no RETURNING, no ON CONFLICT, no ``= ANY``):
 
 The loader runs the steps after taking the table lock and re-reading the pending
 entries, all in one transaction: a crash anywhere leaves none or all of a load.
+
+Locking: the target table (PostgreSQL ``SHARE ROW EXCLUSIVE``: readers go on, a second
+loader of the same table waits; Redshift ``LOCK``). Not the ledger, so stage workers
+keep recording files during a load. On Redshift a stage worker's insert can still make
+the load fail with a serializable isolation violation (1023); that is a ``LoadFailed``
+like any other: rolled back, retried after a backoff.
 """
 from __future__ import annotations
 
@@ -390,7 +396,8 @@ class PostgresDialect(Dialect):
     latency overlaps the COPY; bodies are read and decompressed as streams."""
 
     name = "postgres"
-    READ_CHUNK = 256 * 1024
+    READ_CHUNK = 256 * 1024  # bytes per copy_expert read
+    BODY_CHUNK = 64 * 1024  # compressed bytes per S3 body read (~1 MB of CSV)
 
     def __init__(self, s3: Any, prefetch: int = 4):
         self.s3 = s3
@@ -465,6 +472,7 @@ class ManifestReader:
         self.in_member = False
         self.last_byte = b"\n"
         self.buffer = b""
+        self.pos = 0
         self.error: LoadFailed | None = None
         self.bytes_out = 0
 
@@ -511,7 +519,7 @@ class ManifestReader:
             if self.body is None and not self._next_body():
                 return b""
             try:
-                data = self.body.read(PostgresDialect.READ_CHUNK)
+                data = self.body.read(PostgresDialect.BODY_CHUNK)
                 if data:
                     out = self._inflate(data)
                 else:
@@ -537,16 +545,15 @@ class ManifestReader:
                 return out
 
     def read(self, size: int = -1) -> bytes:
+        """Up to ``size`` bytes (fewer at a chunk boundary); b"" only at the very end."""
         if size is None or size < 0:
             size = 1 << 62
-        while len(self.buffer) < size:
-            chunk = self._chunk()
-            if not chunk:
-                break
-            self.buffer += chunk
-            if len(self.buffer) >= PostgresDialect.READ_CHUNK:
-                break
-        out, self.buffer = self.buffer[:size], self.buffer[size:]
+        if self.pos >= len(self.buffer):
+            self.buffer, self.pos = self._chunk(), 0
+            if not self.buffer:
+                return b""
+        out = self.buffer[self.pos:self.pos + size]
+        self.pos += len(out)
         self.bytes_out += len(out)
         return out
 

@@ -66,6 +66,7 @@ class WorkerRunner:
         self._stop_reason = "stopped"
         self.signals = 0
         self.failures = 0  # consecutive connection failures (drives the backoff)
+        self._connected_once = False
         self.jobs_done = 0
         self.jobs_failed = 0
         self.in_job = False
@@ -94,6 +95,10 @@ class WorkerRunner:
         try:
             while self.step():
                 pass
+        except ForcedStop as exc:
+            self.log.warning("%s (a job in hand is abandoned; gearmand gives it to another "
+                             "worker or the client retries it)", exc)
+            raise
         finally:
             self._discard()
         self.log.info("worker stopped (%s): %d jobs done, %d failed",
@@ -151,10 +156,15 @@ class WorkerRunner:
         return worker
 
     def _after_poll(self, any_activity: bool) -> bool:
-        if self.failures and self.worker is not None and any(
+        if (self.failures or not self._connected_once) and self.worker is not None and any(
                 getattr(c, "connected", False) for c in getattr(self.worker, "connection_list", ())):
-            self.log.info("connected to gearmand again after %d failed attempt(s)", self.failures)
+            if self.failures:
+                self.log.info("connected to gearmand again after %d failed attempt(s)",
+                              self.failures)
+            else:
+                self.log.info("connected to gearmand; waiting for jobs")
             self.failures = 0
+            self._connected_once = True
         return not self.stopping
 
     def _wrap(self, name: bytes, task: Task) -> Callable[[Any, Any], bytes]:

@@ -41,6 +41,7 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 EPOCH_NAIVE = datetime(1970, 1, 1)
 GZIP_LEVEL = 2
 BIGINT_MIN, BIGINT_MAX = -(2 ** 63), 2 ** 63 - 1
+MAX_REASON = 500  # characters of an exception message kept in a dead-letter reason
 
 # Columns the worker fills from the Kinesis record / batch; a transform gives the rest.
 WORKER_COLUMNS = ("shard_id", "sequence_number", "sub_sequence_number", "arrival_time",
@@ -225,13 +226,14 @@ class RowBuilder:
                 try:
                     event = loads(text)
                 except (ValueError, RecursionError) as exc:
-                    raise _Reject(f"not JSON: {exc}") from None
+                    raise _Reject(f"not JSON: {str(exc)[:MAX_REASON]}") from None
                 if type(event) is not dict:
                     raise _Reject(f"not a JSON object: got {_json_type(event)}")
                 try:
                     out = transform(event)
                 except Exception as exc:
-                    raise _Reject(f"transform: {type(exc).__name__}: {exc}") from None
+                    raise _Reject(f"transform: {type(exc).__name__}: {str(exc)[:MAX_REASON]}") \
+                        from None
                 if type(out) is not dict:
                     raise _Reject(f"transform: returned {_type_name(out)}, not a dict")
                 if not event_columns.issuperset(out):
@@ -260,7 +262,11 @@ class RowBuilder:
                 secs, millis = divmod(arrival_ms, 1000)
                 second = seconds.get(secs)
                 if second is None:  # records of a batch arrive within a few seconds
-                    second = seconds[secs] = (EPOCH_NAIVE + timedelta(seconds=secs)).isoformat(" ")
+                    try:
+                        second = (EPOCH_NAIVE + timedelta(seconds=secs)).isoformat(" ")
+                    except OverflowError:
+                        raise _Reject(f"arrival time {arrival_ms} ms is out of range") from None
+                    seconds[secs] = second
                 values += (shard_value, seq_no, sub, f"{second}.{millis:03d}000", staged_value)
                 if permutation is not None:
                     values = [values[i] for i in permutation]
@@ -269,8 +275,7 @@ class RowBuilder:
                     self._check_utf8(values)
                 lines.append(line)
             except _Reject as rej:
-                arrival = EPOCH + timedelta(milliseconds=arrival_ms)
-                dead.append(dead_letter(rec, shard_id, arrival, rej.reason))
+                dead.append(dead_letter(rec, shard_id, rej.reason))
         return StagedBatch("".join(lines), len(lines), dead)
 
     def _check_utf8(self, values: list) -> None:
@@ -288,14 +293,21 @@ def _json_type(value: Any) -> str:
     return {list: "array", str: "string", type(None): "null"}.get(type(value), type(value).__name__)
 
 
-def dead_letter(rec: codec.Record, shard_id: str, arrival: datetime, reason: str) -> dict:
+def _arrival_text(arrival_ms: int) -> str:
+    try:
+        return (EPOCH + timedelta(milliseconds=arrival_ms)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    except OverflowError:
+        return str(arrival_ms)
+
+
+def dead_letter(rec: codec.Record, shard_id: str, reason: str) -> dict:
     return {
         "data_b64": base64.b64encode(rec.data).decode("ascii"),
         "shard_id": shard_id,
         "sequence_number": rec.sequence_number,
         "sub_sequence_number": rec.sub_sequence_number,
         "partition_key": rec.partition_key,
-        "arrival_time": arrival.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "arrival_time": _arrival_text(rec.arrival_ms),
         "reason": reason,
     }
 

@@ -27,11 +27,16 @@ user_id        string or null                              user_id
 session_id     string                                      session_id
 =============  ==========================================  ======================
 
+``occurred_at`` accepts what ``datetime.fromisoformat`` (Python 3.11) reads, which
+includes the basic form (``20261126T100000Z``) and week dates; fractions beyond
+microseconds are truncated. A time without a zone is rejected: it is ambiguous.
+
 Derived columns:
 
 - ``url_host``: the host name, lower case, without port or user info;
   ``url_path``: the path ("/" when empty); ``url_query``: the query string
-  without "?" (NULL when absent or empty); the fragment is dropped.
+  without "?" (NULL when absent or empty); the fragment is dropped. Path and
+  query are kept exactly as sent (spaces, quotes, tabs, newlines, non-ASCII).
 - ``referrer_host``: the referrer's host name when it parses as a URL with a
   host, else NULL (NULL when there is no referrer).
 - ``ip_prefix``: the address's network, never the address: IPv4 /24

@@ -162,7 +162,9 @@ def test_postgres_answers(pg_conn, pg_schema: str) -> None:
         assert cur.fetchone()[0] is not None
 
 
-def test_stack_env(stack: StackInfo, stack_env: dict[str, str], pg_schema: str, s3_prefix: str) -> None:
+def test_stack_env(
+    stack: StackInfo, stack_env: dict[str, str], pg_schema: str, s3_prefix: str
+) -> None:
     assert stack_env["SHARDLINE_WAREHOUSE_SCHEMA"] == pg_schema
     assert stack_env["SHARDLINE_S3_PREFIX"] == s3_prefix
     assert stack_env["PATH"] == os.environ["PATH"]
@@ -255,11 +257,11 @@ def test_missing_binary_fails_before_starting_anything(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     real_which = shutil.which
-    monkeypatch.setattr(
-        devstack.shutil,
-        "which",
-        lambda name, *args, **kwargs: None if name == "gearmand" else real_which(name, *args, **kwargs),
-    )
+
+    def which(name: str, *args, **kwargs):
+        return None if name == "gearmand" else real_which(name, *args, **kwargs)
+
+    monkeypatch.setattr(devstack.shutil, "which", which)
     with pytest.raises(devstack.DevstackError, match="apt-get install gearman-job-server"):
         devstack.up(tmp_path / "stack")
     assert not (tmp_path / "stack" / "state.json").exists()

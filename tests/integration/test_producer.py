@@ -171,7 +171,7 @@ def test_produce_paces_to_the_rate(stack_env, stream_name, tmp_path):
     t0 = time.monotonic()
     summary, _ = produce(stack_env, stream_name, tmp_path, "--count", "3000", "--rate", "2000")
     assert summary["user_records_put"] == 3000
-    assert 1.2 <= summary["elapsed_s"] <= 4.0
+    assert 1.2 <= summary["elapsed_s"] <= 10.0  # lower bound: paced; upper: a loaded box
     assert time.monotonic() - t0 >= 1.2
 
 

@@ -245,18 +245,20 @@ def test_child_waits_for_parents_shard_end():
     assert rig.control.renewals >= 1
 
 
-def test_graceful_stop_waits_flushes_checkpoints_and_releases():
+def test_graceful_stop_waits_for_in_flight_checkpoints_and_releases():
     rig = Rig(25, **{"consumer.checkpoint_interval_s": "600", "consumer.batch_max_age_s": "60"})
     rig.consumer.start()
-    rig.consumer.step()  # 2 full batches + 5 records still open
+    rig.consumer.step()  # 2 full batches in flight + 5 records in the open batch
     rig.consumer.request_stop()
+    gets = sum(1 for c in rig.kinesis.calls if c[0] == "get_records")
     rig.consumer.step()
-    assert len(rig.dispatcher.submitted) == 3  # the open batch was flushed and sent
-    assert not rig.consumer.done
+    assert len(rig.dispatcher.submitted) == 2  # nothing new is sent while stopping
+    assert not rig.consumer.done and rig.consumer.state == "stopping"
     rig.dispatcher.finish_all()
     rig.consumer.step()
     assert rig.consumer.exit_code == ExitCode.OK
-    assert rig.control.checkpoints["sh"].sequence_number == rig.seqs[24]
+    assert sum(1 for c in rig.kinesis.calls if c[0] == "get_records") == gets
+    assert rig.control.checkpoints["sh"].sequence_number == rig.seqs[19]
     assert rig.control.leases["sh"][0] is None
 
 

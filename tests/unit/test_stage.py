@@ -488,3 +488,21 @@ def test_unknown_function_name_is_a_config_error(monkeypatch, capsys, tmp_path):
     monkeypatch.chdir(tmp_path)
     assert cli.main(["worker", "--functions", "stage,bogus"]) == 78
     assert "unknown worker function(s) bogus" in capsys.readouterr().err
+
+
+def test_absurd_arrival_time_is_a_dead_letter_not_a_failed_batch():
+    records = [codec.Record(seq(1), 0, "pk", enc(good_event(1)), 2 ** 63),
+               codec.Record(seq(2), 0, "pk", enc(good_event(2)), ARRIVAL_MS)]
+    staged = RowBuilder(PAGE_VIEWS, page_view).build(codec.Batch(STREAM, SHARD, records),
+                                                     STAGED_AT)
+    assert staged.rows == 1
+    (dl,) = staged.dead_letters
+    assert dl["reason"].startswith("arrival time") and dl["arrival_time"] == str(2 ** 63)
+
+
+def test_long_exception_message_is_cut_in_the_reason():
+    def noisy(event):
+        raise ValueError("x" * 10_000)
+
+    _, staged = build([enc(good_event(1))], transform=noisy)
+    assert len(staged.dead_letters[0]["reason"]) == len("transform: ValueError: ") + 500

@@ -79,7 +79,6 @@ def make_runner(script, task=None, **kw):
 
 def test_tasks_registered_as_bytes_and_hook_installed():
     runner, log, made, _ = make_runner([("jobs", [b"a"])], client_id="w1")
-    runner.stop_after = None
 
     def task(data, jlog):
         runner.stop("test")

@@ -1,0 +1,59 @@
+"""A batch that keeps failing: the checkpoint never passes it and the consumer exits 70."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from stub_stage import Rig, pos, wait_for  # noqa: E402
+
+from shardline.exitcodes import ExitCode  # noqa: E402
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def rig(stack_env, pg_schema, pg_conn, stream_name, kinesis):
+    r = Rig(stack_env, pg_schema, pg_conn, stream_name, kinesis,
+            SHARDLINE_CONSUMER_BATCH_MAX_RECORDS="100", SHARDLINE_CONSUMER_JOB_MAX_ATTEMPTS="3",
+            SHARDLINE_CONSUMER_GET_RECORDS_LIMIT="500")
+    yield r
+    r.cleanup()
+
+
+def test_failing_batch_holds_checkpoint_and_exits_70(rig, tmp_path):
+    (shard,) = rig.create_stream(1)
+    seqs = rig.put(3000)[shard]
+    poison = seqs[1234]
+    log = tmp_path / "consumer.log"
+    with rig.stage(fail=lambda b: any(r.sequence_number == poison for r in b.records)):
+        proc = rig.consumer(shard, log)
+        assert proc.wait(90) == ExitCode.BATCH_FAILED
+    text = log.read_text()
+    assert "failed after 3 attempts" in text
+    attempts = rig.sql("SELECT batch_id, first_seq, count(*) FROM stub_batches WHERE NOT ok "
+                       "GROUP BY batch_id, first_seq")
+    assert len(attempts) == 1 and attempts[0][2] == 3  # resubmitted up to job_max_attempts
+    first_of_poison = attempts[0][1]
+    cp = rig.checkpoint(shard)
+    assert cp is not None, "the staged prefix before the poison batch is checkpointed"
+    assert pos(cp[0], cp[1]) < pos(first_of_poison)
+    # everything up to the checkpoint was staged; the poison record never was
+    delivered = {q for q, _ in rig.delivered(shard)}
+    assert poison not in delivered
+    assert set(s for s in seqs if pos(s) <= pos(cp[0])) <= delivered
+    history = rig.sql("SELECT sequence_number FROM checkpoint_history WHERE shard_id = %s",
+                      (shard,))
+    assert all(pos(h) < pos(first_of_poison) for (h,) in history)
+    assert rig.lease_owner(shard) is None  # released: supervisord's restart starts at once
+
+    # restarted with a healthy stage, it resumes from the checkpoint and finishes
+    with rig.stage():
+        proc = rig.consumer(shard, log)
+        wait_for(lambda: rig.distinct_counts().get(shard) == len(seqs), 60, 0.3,
+                 what="all records after restart")
+        wait_for(lambda: (rig.checkpoint(shard) or ("",))[0] == seqs[-1], 30, 0.3)
+        proc.terminate()
+        assert proc.wait(30) == 0
