@@ -94,6 +94,34 @@ def naive(kinesis, stream: str, servers: list[str], n: int) -> float:
     return done / (time.perf_counter() - t0)
 
 
+def dispatch_only(settings_env: dict[str, str], n: int, size: int, batch: int = 500) -> float:
+    """records/s of the consumer's dispatch path alone (Dispatcher threads, batches of
+    ``batch``) on records already in memory: what batching buys over one job per record."""
+    from consumers.dispatcher import Dispatcher
+    from shardline import clients
+
+    settings = settings_mod.load(path=os.devnull, env=settings_env)
+    recs = [Record(str(10 ** 55 + i), 0, f"k{i}", b"x" * size, 0) for i in range(n)]
+    batches = [Batch("dispatch-only", "shardId-000000000000", recs[i:i + batch])
+               for i in range(0, n, batch)]
+    d = Dispatcher(lambda: clients.gearman_client(settings), FUNCTION,
+                   threads=settings.consumer.dispatch_threads, job_timeout_s=60,
+                   max_attempts=1, retry_max_s=1)
+    d.start()
+    t0 = time.perf_counter()
+    for i, b in enumerate(batches):
+        d.submit(i + 1, f"dispatch-{uuid.uuid4().hex[:6]}", b)
+    done = 0
+    while done < len(batches):
+        d.wait(0.05)
+        out = d.poll()
+        assert all(o.ok for o in out), out
+        done += len(out)
+    elapsed = time.perf_counter() - t0
+    d.stop()
+    return n / elapsed
+
+
 def consumer_run(env: dict[str, str], stream: str, last_seq: str, n: int,
                  extra: dict[str, str]) -> dict:
     """records/s of one in-process consumer from start() until everything is staged."""
@@ -121,13 +149,17 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=300)
     ap.add_argument("--naive", type=int, default=5000)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                    help="consumer setting override for both consumer runs (repeatable)")
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-consumer-"))
     stack = devstack.up(tmp / "stack")
     worker = None
     try:
-        env = {**stack.env(), "SHARDLINE_GEARMAN_STAGE_FUNCTION": FUNCTION,
+        sets = {f"SHARDLINE_{k.split('.')[0].upper()}_{k.split('.')[1].upper()}": v
+                for k, v in settings_mod.parse_set_flags(args.set).items()}
+        env = {**stack.env(), **sets, "SHARDLINE_GEARMAN_STAGE_FUNCTION": FUNCTION,
                "SHARDLINE_CONSUMER_IDLE_SLEEP_S": "0.05", "SHARDLINE_LOG_LEVEL": "WARNING"}
         os.environ.update({k: v for k, v in stack.env().items() if k.startswith("AWS_")})
         kinesis = stack.client("kinesis")
@@ -143,7 +175,7 @@ def main() -> None:
         conn.autocommit = True
         bare_loop(kinesis, stream, args.records)  # warm-up: kinesalite's first full read is slow
         rows: dict[str, list[float]] = {"bare": [], "naive": [], "consumer_2MBps": [],
-                                        "consumer_unpaced": []}
+                                        "consumer_unpaced": [], "dispatch_only": []}
         for rep in range(args.repeat):
             schema = f"bench_{rep}_{uuid.uuid4().hex[:6]}"
             with conn.cursor() as cur:
@@ -163,6 +195,7 @@ def main() -> None:
             rows["consumer_2MBps"].append(consumer_run(renv, stream, seqs[-1], args.records,
                                                        {})["records_per_s"])
             rows["naive"].append(naive(kinesis, stream, [stack.gearman_server], args.naive))
+            rows["dispatch_only"].append(dispatch_only(env, args.records, args.size))
             print(f"run {rep + 1}: " + ", ".join(f"{k} {v[-1]:,.0f}/s" for k, v in rows.items()),
                   flush=True)
         med = {k: statistics.median(v) for k, v in rows.items()}
@@ -175,6 +208,10 @@ def main() -> None:
         print(f"  consumer, 2 MB/s AWS pacing {med['consumer_2MBps']:>10,.0f}   "
               f"({args.size}-byte records: limit {2_000_000 / args.size:,.0f}/s)")
         print(f"  naive: 1 job per record     {med['naive']:>10,.0f}   (on {args.naive} records)")
+        print(f"  dispatch path alone         {med['dispatch_only']:>10,.0f}   "
+              f"{med['dispatch_only'] / med['naive']:.0f}x naive (batches of 500, no reading)")
+        print(f"  read ceiling / naive        {med['bare'] / med['naive']:>10.1f}x  "
+              f"(bounds consumer / naive)")
         out = ROOT / "bench" / "results"
         out.mkdir(exist_ok=True)
         (out / "bench_consumer.json").write_text(json.dumps(

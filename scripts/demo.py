@@ -20,9 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from shardline import devstack  # noqa: E402
-
-BIN = Path(sys.executable).parent
-SHARDLINE = str(BIN / "shardline")
+from shardline.fleet import SHARDLINE, Fleet  # noqa: E402
 
 # Demo buffering: small batches and a loader that loads every ~2 s, for low latency.
 DEMO_SETTINGS = {
@@ -86,9 +84,7 @@ def main() -> int:
     run_id = time.strftime("%H%M%S")
     stream = f"demo-page-views-{run_id}"
     sup_dir = stack_dir / f"supervisor-{run_id}"
-    sup_conf = sup_dir / "shardline.conf"
-    env: dict[str, str] = {}
-    supervisord_started = False
+    fleet: Fleet | None = None
     try:
         step("starting the local stack (gearmand, kinesalite, moto S3, PostgreSQL) on 127.0.0.1")
         info = devstack.up(stack_dir)
@@ -107,13 +103,10 @@ def main() -> int:
                    str(args.shards)], env).stdout.rstrip())
 
         step(f"supervisord: {args.shards} consumers, {args.workers} stage workers, 1 loader")
-        run([SHARDLINE, "supervisor-config", "--stream", stream, "--workers", str(args.workers),
-             "--out", str(sup_dir)], env)
-        run([str(BIN / "supervisord"), "-c", str(sup_conf)], env)
-        supervisord_started = True
+        fleet = Fleet(sup_dir, env, stream, args.workers)
+        fleet.start()
         time.sleep(2)
-        print(run([str(BIN / "supervisorctl"), "-c", str(sup_conf), "status"], env,
-                  check=False).stdout.rstrip())
+        print(fleet.ctl("status").rstrip())
 
         step(f"producing {args.events:,} page views at {args.rate:,}/s "
              f"({args.bad_fraction:.0%} malformed)")
@@ -179,7 +172,10 @@ def main() -> int:
                              f"({distinct_ids:,} distinct)")
         print("\nDemo finished: every valid event landed exactly once.")
         return 0
-    except DemoFailed as exc:
+    except (DemoFailed, RuntimeError, TimeoutError) as exc:
+        if fleet is not None:
+            print(f"\nlast lines of the fleet's logs ({sup_dir}/logs):\n{fleet.logs(600)}",
+                  file=sys.stderr)
         print(f"\nDEMO FAILED: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -187,10 +183,8 @@ def main() -> int:
         return 130
     finally:
         step("stopping everything the demo started")
-        if supervisord_started:
-            subprocess.run([str(BIN / "supervisorctl"), "-c", str(sup_conf), "shutdown"],
-                           env=env, capture_output=True)
-            time.sleep(1)
+        if fleet is not None:
+            fleet.stop()
         devstack.down(stack_dir)
 
 

@@ -64,7 +64,7 @@ def wait_loaded(pg_conn, fleet: Fleet, want_rows: int, want_dead: int, timeout: 
 
     try:
         wait_for(done, timeout, f"{want_rows} rows and {want_dead} dead letters", every=1)
-    except AssertionError as exc:
+    except TimeoutError as exc:
         raise AssertionError(f"{exc}\n{fleet.logs()}") from None
 
 
