@@ -5,7 +5,9 @@
 
 Beside it, in the same run and on the same stream:
 
-- read ceiling: a bare boto3 GetRecords loop (Limit 10,000) that does nothing with the records;
+- read ceiling: a bare boto3 GetRecords loop (Limit 10,000) that does nothing with the records,
+  with a default boto3 client, and again with the consumer's client (same boto3, but
+  ApproximateArrivalTimestamp parsed without botocore's per-record tzlocal());
 - naive: one Gearman foreground job per record (one client, serial), on ``--naive`` records.
 
 The consumer runs in this process (``consumers.main.build`` + ``run`` in a thread, real
@@ -38,6 +40,7 @@ import gearman  # noqa: E402
 import psycopg2  # noqa: E402
 
 from consumers import main as consumer_main  # noqa: E402
+from consumers.reader import kinesis_client  # noqa: E402
 from shardline import devstack, migrate, settings as settings_mod  # noqa: E402
 from shardline.codec import Batch, Record, encode  # noqa: E402
 
@@ -174,8 +177,10 @@ def main() -> None:
         conn = psycopg2.connect(stack.dsn)
         conn.autocommit = True
         bare_loop(kinesis, stream, args.records)  # warm-up: kinesalite's first full read is slow
-        rows: dict[str, list[float]] = {"bare": [], "naive": [], "consumer_2MBps": [],
-                                        "consumer_unpaced": [], "dispatch_only": []}
+        fast_kinesis = kinesis_client(settings_mod.load(path=os.devnull, env=env))
+        rows: dict[str, list[float]] = {"bare": [], "bare_fast_ts": [], "naive": [],
+                                        "consumer_2MBps": [], "consumer_unpaced": [],
+                                        "dispatch_only": []}
         for rep in range(args.repeat):
             schema = f"bench_{rep}_{uuid.uuid4().hex[:6]}"
             with conn.cursor() as cur:
@@ -185,6 +190,7 @@ def main() -> None:
             conn.autocommit = True
             renv = {**env, "SHARDLINE_WAREHOUSE_SCHEMA": schema, "SHARDLINE_KINESIS_STREAM": stream}
             rows["bare"].append(bare_loop(kinesis, stream, args.records))
+            rows["bare_fast_ts"].append(bare_loop(fast_kinesis, stream, args.records))
             with conn.cursor() as cur:
                 cur.execute(f"TRUNCATE {schema}.checkpoints, {schema}.shard_leases")
             rows["consumer_unpaced"].append(consumer_run(
@@ -201,7 +207,10 @@ def main() -> None:
         med = {k: statistics.median(v) for k, v in rows.items()}
         print()
         print(f"median of {args.repeat}            records/s")
-        print(f"  bare GetRecords loop        {med['bare']:>10,.0f}   (read ceiling)")
+        print(f"  bare GetRecords loop        {med['bare']:>10,.0f}   (read ceiling, "
+              f"default boto3)")
+        print(f"  bare loop, fast timestamps  {med['bare_fast_ts']:>10,.0f}   (the consumer's "
+              f"client; consumer = {med['consumer_unpaced'] / med['bare_fast_ts']:.0%} of it)")
         print(f"  consumer, pacer lifted      {med['consumer_unpaced']:>10,.0f}   "
               f"{med['consumer_unpaced'] / med['bare']:.0%} of bare, "
               f"{med['consumer_unpaced'] / med['naive']:.0f}x naive")

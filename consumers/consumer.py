@@ -37,7 +37,8 @@ class Consumer:
                  log: Any = None):
         cs = self.cs = settings.consumer
         self.stream, self.shard_id = settings.kinesis.stream, shard_id
-        self.reader, self.dispatcher, self.control, self.shards = reader, dispatcher, control, shards
+        self.reader, self.dispatcher, self.control = reader, dispatcher, control
+        self.shards = shards
         self.clock, self.wall = clock, wall
         self.log = log or get_logger("consumer", stream=self.stream, shard=shard_id)
         self.owner = owner or make_owner()
@@ -86,7 +87,7 @@ class Consumer:
         self._report(now)
 
     def request_stop(self) -> None:
-        """Graceful stop: no more reads or submissions; finish in-flight jobs, checkpoint, release."""
+        """Graceful stop: no reads or submissions; finish in-flight jobs, checkpoint, release."""
         if self.stop_deadline is None and self.exit_code is None:
             self.stop_deadline = self.clock() + self.cs.shutdown_timeout_s
             self.state = "stopping"
@@ -159,10 +160,10 @@ class Consumer:
             self.log.warning("iterator refresh failed, will retry: %s", exc)
 
     # -- batches ----------------------------------------------------------------
-    def _submit(self, now: float, *, flush: bool = False, force: bool = False) -> None:
+    def _submit(self, now: float, *, flush: bool = False) -> None:
         for batch in self.batcher.take(now, flush=flush):
             self.pending.append((batch, encoded_size(batch.records)))
-        while self.pending and (force or self.window.can_admit(self.pending[0][1])):
+        while self.pending and self.window.can_admit(self.pending[0][1]):
             batch, nbytes = self.pending.popleft()
             ticket = self.window.add(batch, nbytes)
             self.dispatcher.submit(ticket, self.stream, batch)
@@ -246,8 +247,8 @@ class Consumer:
 
     def _drain_shard_end(self, now: float) -> float:
         self.state = "shard_end"
-        self._submit(now, flush=True, force=True)
-        if not self.window.empty():
+        self._submit(now, flush=True)
+        if self.pending or not self.window.empty():
             return BUSY_S
         end = Checkpoint(SHARD_END, 0, True)
         try:

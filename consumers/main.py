@@ -15,11 +15,11 @@ from typing import Any, Sequence
 
 from consumers.consumer import Consumer
 from consumers.dispatcher import Dispatcher
-from consumers.reader import ShardReader, list_shards
+from consumers.reader import ShardReader, kinesis_client, list_shards
 from shardline import clients
 from shardline.cli import command_parser, load_settings
 from shardline.control import Control
-from shardline.errors import LeaseError
+from shardline.errors import LeaseError, LeaseHeld
 from shardline.exitcodes import ExitCode
 from shardline.logs import get_logger
 from shardline.settings import Settings
@@ -58,7 +58,7 @@ def build(settings: Settings, shard_id: str, signals: Signals | None = None,
                 raise ForcedStop()
             time.sleep(min(left, 0.05))
 
-    kinesis = kinesis or clients.kinesis_client(settings)
+    kinesis = kinesis or kinesis_client(settings)
     reader = ShardReader(kinesis, stream, shard_id, cs, sleep=sleep, log=log)
     dispatcher = Dispatcher(lambda: clients.gearman_client(settings),
                             settings.gearman.stage_function, threads=cs.dispatch_threads,
@@ -73,11 +73,11 @@ def build(settings: Settings, shard_id: str, signals: Signals | None = None,
 def run(consumer: Consumer, signals: Signals) -> int:
     """Step until done; sleep between steps, waking early for job outcomes or a signal."""
     seen = signals.count
-    consumer.start()
-    if consumer.done:
-        return int(consumer.exit_code or 0)
-    consumer.dispatcher.start()
     try:
+        consumer.start()
+        if consumer.done:
+            return int(consumer.exit_code or 0)
+        consumer.dispatcher.start()
         while not consumer.done:
             if signals.count != seen:
                 seen = signals.count
@@ -93,6 +93,8 @@ def run(consumer: Consumer, signals: Signals) -> int:
     except ForcedStop:
         consumer.log.warning("second signal: exiting now without a checkpoint")
         return ExitCode.FORCED_STOP
+    except LeaseHeld:
+        raise  # never ours: nothing to release
     except LeaseError:
         consumer.log.error("lease lost: stopped reading, no checkpoint written")
         raise

@@ -184,7 +184,6 @@ class FakeControl:
     """In-memory stand-in for ``shardline.control.Control`` with injectable failures."""
 
     def __init__(self) -> None:
-        from shardline.control import Checkpoint  # noqa: F401 - type reference for callers
         self.leases: dict[str, tuple[str | None, int]] = {}
         self.checkpoints: dict[str, Any] = {}
         self.history: list[tuple[str, Any, str]] = []
@@ -261,6 +260,8 @@ class FakeDispatcher:
         return out
 
     def wait(self, timeout: float) -> bool:
+        if not self._outcomes:
+            time.sleep(min(timeout, 0.01))
         return bool(self._outcomes)
 
     def start(self) -> None:

@@ -16,7 +16,8 @@ from faults import KinesisFaults  # noqa: E402
 from stub_stage import Rig, wait_for  # noqa: E402
 
 from consumers import main as consumer_main  # noqa: E402
-from shardline import clients, settings as settings_mod  # noqa: E402
+from consumers.reader import kinesis_client  # noqa: E402
+from shardline import settings as settings_mod  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
@@ -41,7 +42,7 @@ def test_faults_absorbed_nothing_lost_or_repeated(rig):
     (shard,) = rig.create_stream(1)
     seqs = rig.put(1000)[shard]
     settings = settings_mod.load(env=rig.env)
-    kinesis = clients.kinesis_client(settings)
+    kinesis = kinesis_client(settings)  # the consumer's own client
     faults = KinesisFaults(kinesis, SCHEDULE)
     signals = consumer_main.Signals()
     consumer = consumer_main.build(settings, shard, signals, kinesis=kinesis)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from stub_stage import Rig, pos, wait_for  # noqa: E402
+from stub_stage import Rig, wait_for  # noqa: E402
 
 from shardline.exitcodes import ExitCode  # noqa: E402
 

@@ -187,3 +187,15 @@ def test_list_shards_gives_parents():
     shards = list_shards(k, "s")
     assert shards["p"].closed and not shards["c1"].closed
     assert (shards["c2"].parent, shards["c2"].adjacent_parent) == ("p", "q")
+
+
+def test_fast_timestamp_parser_matches_botocore():
+    from datetime import datetime, timezone
+
+    from botocore.utils import parse_timestamp
+
+    from consumers.reader import _timestamp
+    for v in (1795674982.535, 0, 1700000000):
+        assert _timestamp(v) == parse_timestamp(v)
+        assert _timestamp(v).tzinfo is not None
+    assert _timestamp("2026-01-01T00:00:00Z") == datetime(2026, 1, 1, tzinfo=timezone.utc)

@@ -309,3 +309,69 @@ def test_status_report_fields():
                        "millis_behind_latest", "iterator_age_ms", "inflight_batches",
                        "inflight_bytes", "records_per_s", "state"}
     assert st["last_read_sequence"] == rig.seqs[-1]
+
+
+def test_shard_end_respects_the_window():
+    rig = Rig(75)  # 3 reads of up to 30, 8 batches, window of 3
+    rig.kinesis.shards["sh"].closed = True
+    rig.consumer.start()
+    seen_max = 0
+    for _ in range(40):
+        if rig.consumer.done:
+            break
+        pause = rig.consumer.step()
+        seen_max = max(seen_max, rig.consumer.window.inflight_batches)
+        rig.dispatcher.finish_all()
+        rig.clock.advance(max(pause, 0.01))
+    assert seen_max <= 3
+    assert rig.delivered() == rig.seqs
+    assert rig.control.checkpoints["sh"].shard_end
+
+
+def test_run_first_signal_graceful_second_forced():
+    import threading
+    import time
+
+    from consumers import main as consumer_main
+
+    rig = Rig(30)
+    signals = consumer_main.Signals()
+
+    def send():
+        time.sleep(0.3)
+        signals.handler(15, None)  # SIGTERM: graceful, but jobs never finish...
+        time.sleep(0.3)
+        assert rig.consumer.state == "stopping" and not rig.consumer.done
+        signals.handler(2, None)  # ...so a second signal ends it at once
+
+    t = threading.Thread(target=send)
+    t.start()
+    rc = consumer_main.run(rig.consumer, signals)
+    t.join()
+    assert rc == ExitCode.FORCED_STOP
+    assert "sh" not in rig.control.checkpoints
+    assert rig.control.leases["sh"][0] == "host:1:abc"  # nothing more was done
+
+
+def test_run_first_signal_exits_zero_after_in_flight_jobs():
+    import threading
+    import time
+
+    from consumers import main as consumer_main
+
+    rig = Rig(30, **{"consumer.checkpoint_interval_s": "600"})
+    signals = consumer_main.Signals()
+
+    def send():
+        time.sleep(0.3)
+        signals.handler(15, None)
+        time.sleep(0.3)
+        rig.dispatcher.finish_all()
+
+    t = threading.Thread(target=send)
+    t.start()
+    rc = consumer_main.run(rig.consumer, signals)
+    t.join()
+    assert rc == ExitCode.OK
+    assert rig.control.checkpoints["sh"].sequence_number == rig.seqs[29]
+    assert rig.control.leases["sh"][0] is None

@@ -1,0 +1,206 @@
+"""End-to-end pipeline benchmark: Kinesis -> consumers -> stage workers -> S3 -> loader -> warehouse.
+
+Two measurements, both with the real fleet under supervisord on a local stack:
+
+1. **Throughput, draining a pre-filled 4-shard stream** (the producer's cost is not
+   counted): the stream is filled once; each run starts the fleet on a fresh schema and
+   S3 prefix (so consumers start from TRIM_HORIZON) and times until every valid event is
+   queryable. Run for 1, 2 and 4 stage workers, ``--repeat`` times each, medians.
+   Baseline in the same run: a bare boto3 GetRecords drain of the same 4 shards, one
+   thread per shard, doing nothing with the records (the read ceiling here).
+2. **Latency at a steady rate** (default 1,700 events/s, demo buffering settings): the
+   fleet runs while the producer puts events at the rate; p50/p99 of
+   ``loaded_at - arrival_time`` (PutRecords to row visible).
+
+    .venv/bin/python bench/bench_pipeline.py                  # everything, ~8 min
+    .venv/bin/python bench/bench_pipeline.py --events 100000 --workers 1,2,4 --repeat 3
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from shardline import devstack  # noqa: E402
+from shardline.fleet import Fleet, shardline, wait_for  # noqa: E402
+
+# Throughput settings: bigger batches, loads every couple of seconds.
+DRAIN = {
+    "SHARDLINE_CONSUMER_BATCH_MAX_RECORDS": "2000",
+    "SHARDLINE_CONSUMER_BATCH_MAX_AGE_S": "1",
+    "SHARDLINE_CONSUMER_IDLE_SLEEP_S": "0.2",
+    "SHARDLINE_CONSUMER_CHECKPOINT_INTERVAL_S": "2",
+    "SHARDLINE_LOADER_MAX_INTERVAL_S": "2",
+    "SHARDLINE_LOADER_POLL_S": "0.5",
+    "SHARDLINE_LOADER_MIN_FILES": "200",
+}
+# The demo's buffering settings (scripts/demo.py).
+DEMO = {
+    "SHARDLINE_CONSUMER_BATCH_MAX_AGE_S": "0.5",
+    "SHARDLINE_CONSUMER_IDLE_SLEEP_S": "0.2",
+    "SHARDLINE_CONSUMER_CHECKPOINT_INTERVAL_S": "2",
+    "SHARDLINE_CONSUMER_REPORT_INTERVAL_S": "1",
+    "SHARDLINE_LOADER_MAX_INTERVAL_S": "2",
+    "SHARDLINE_LOADER_POLL_S": "0.5",
+    "SHARDLINE_LOADER_MIN_FILES": "200",
+}
+
+
+def query(env: dict[str, str], sql: str) -> list[tuple]:
+    import psycopg2
+
+    with psycopg2.connect(env["SHARDLINE_WAREHOUSE_DSN"]) as conn, conn.cursor() as cur:
+        cur.execute(f'SET search_path TO "{env["SHARDLINE_WAREHOUSE_SCHEMA"]}"')
+        cur.execute(sql)
+        return cur.fetchall()
+
+
+def bare_drain(info: devstack.StackInfo, stream: str) -> tuple[int, float]:
+    """Read every shard from TRIM_HORIZON, one thread per shard; records and seconds."""
+    kinesis = info.client("kinesis")
+    shards = [s["ShardId"] for s in kinesis.list_shards(StreamName=stream)["Shards"]]
+    counts = [0] * len(shards)
+
+    def drain(i: int) -> None:
+        client = info.client("kinesis")
+        it = client.get_shard_iterator(StreamName=stream, ShardId=shards[i],
+                                       ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+        while it:
+            resp = client.get_records(ShardIterator=it, Limit=10000)
+            counts[i] += len(resp["Records"])
+            if not resp["Records"]:
+                break
+            it = resp.get("NextShardIterator")
+
+    start = time.perf_counter()
+    threads = [threading.Thread(target=drain, args=(i,)) for i in range(len(shards))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sum(counts), time.perf_counter() - start
+
+
+def run_fleet(base_env: dict[str, str], work: Path, stream: str, name: str, workers: int,
+              good: int, bad: int, settings: dict[str, str], timeout: float) -> dict:
+    env = {**base_env, **settings, "SHARDLINE_WAREHOUSE_SCHEMA": name,
+           "SHARDLINE_S3_PREFIX": f"bench/{name}", "SHARDLINE_KINESIS_STREAM": stream}
+    shardline("migrate", env=env)
+    fleet = Fleet(work / name, env, stream, workers)
+    start = time.time()
+    fleet.start()
+    try:
+        def done() -> bool:
+            (rows,), = query(env, "SELECT count(*) FROM page_views")
+            return rows >= good
+
+        wait_for(done, timeout, f"{good} rows ({name})", every=0.25)
+        elapsed = time.time() - start
+    except TimeoutError:
+        print(fleet.logs(400), file=sys.stderr)
+        raise
+    finally:
+        fleet.stop()
+    (rows, distinct), = query(env, "SELECT count(*), count(DISTINCT event_id) FROM page_views")
+    assert rows == distinct == good, (rows, distinct, good)
+    return {"workers": workers, "seconds": elapsed, "events_per_s": (good + bad) / elapsed}
+
+
+def latency_run(base_env: dict[str, str], info: devstack.StackInfo, work: Path, rate: int,
+                count: int, workers: int) -> dict:
+    stream = f"bench-latency-{int(time.time())}"
+    env = {**base_env, **DEMO, "SHARDLINE_WAREHOUSE_SCHEMA": "bench_latency",
+           "SHARDLINE_S3_PREFIX": "bench/latency", "SHARDLINE_KINESIS_STREAM": stream}
+    shardline("create-stream", "--stream", stream, "--shards", "4", env=env)
+    shardline("migrate", env=env)
+    fleet = Fleet(work / "latency", env, stream, workers)
+    fleet.start()
+    try:
+        summary = work / "latency.json"
+        shardline("produce", "--stream", stream, "--count", str(count), "--rate", str(rate),
+                  "--bad-fraction", "0.01", "--seed", "5", "--summary-json", str(summary),
+                  "--quiet", env=env, timeout=count / rate * 3 + 120)
+        good = json.loads(summary.read_text())["good"]
+        wait_for(lambda: query(env, "SELECT count(*) FROM page_views")[0][0] >= good, 120,
+                 "latency run rows", every=0.5)
+    finally:
+        fleet.stop()
+    (p50, p99, mx), = query(env, """
+        SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM loaded_at - arrival_time)),
+               percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM loaded_at - arrival_time)),
+               max(extract(epoch FROM loaded_at - arrival_time)) FROM page_views""")
+    return {"rate": rate, "events": count, "p50_s": float(p50), "p99_s": float(p99),
+            "max_s": float(mx)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--workers", default="1,2,4")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--latency-rate", type=int, default=1700)
+    parser.add_argument("--latency-events", type=int, default=60_000)
+    parser.add_argument("--skip-latency", action="store_true")
+    args = parser.parse_args()
+    worker_counts = [int(w) for w in args.workers.split(",")]
+
+    work = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
+    info = devstack.up(work / "stack")
+    base_env = {**os.environ, **info.env(), "PYTHONUNBUFFERED": "1"}
+    results: dict = {"events": args.events, "runs": [], "bare": []}
+    try:
+        stream = "bench-drain"
+        shardline("create-stream", "--stream", stream, "--shards", "4", env=base_env)
+        summary = work / "fill.json"
+        shardline("produce", "--stream", stream, "--count", str(args.events), "--rate", "0",
+                  "--bad-fraction", "0.01", "--seed", "3", "--summary-json", str(summary),
+                  "--quiet", env=base_env, timeout=600)
+        filled = json.loads(summary.read_text())
+        good, bad = filled["good"], filled["bad"]
+        print(f"pre-filled {stream}: {good:,} valid + {bad:,} malformed events over 4 shards")
+        n = 0
+        for rep in range(args.repeat):
+            records, secs = bare_drain(info, stream)
+            results["bare"].append(records / secs)
+            print(f"  rep {rep + 1}: bare GetRecords drain  {records / secs:>9,.0f} records/s")
+            for workers in worker_counts:
+                n += 1
+                run = run_fleet(base_env, work, stream, f"bench_{n}", workers, good, bad, DRAIN,
+                                timeout=600)
+                results["runs"].append(run)
+                print(f"  rep {rep + 1}: pipeline, {workers} stage worker(s) "
+                      f"{run['events_per_s']:>9,.0f} events/s ({run['seconds']:.1f} s)")
+        bare = statistics.median(results["bare"])
+        print(f"\nmedians of {args.repeat} ({args.events:,} events, 4 shards):")
+        print(f"  bare GetRecords drain (read ceiling)   {bare:>9,.0f} records/s")
+        for workers in worker_counts:
+            rates = [r["events_per_s"] for r in results["runs"] if r["workers"] == workers]
+            med = statistics.median(rates)
+            results[f"median_{workers}"] = med
+            print(f"  pipeline, {workers} stage worker(s)          {med:>9,.0f} events/s  "
+                  f"({med / bare:.0%} of the read ceiling)")
+        if not args.skip_latency:
+            lat = latency_run(base_env, info, work, args.latency_rate, args.latency_events, 2)
+            results["latency"] = lat
+            print(f"\nlatency at {lat['rate']:,} events/s ({lat['events']:,} events, 2 workers, "
+                  f"demo buffering): p50 {lat['p50_s']:.2f} s, p99 {lat['p99_s']:.2f} s, "
+                  f"max {lat['max_s']:.2f} s")
+        out = ROOT / "bench" / "results"
+        out.mkdir(exist_ok=True)
+        (out / "bench_pipeline.json").write_text(json.dumps(results, indent=2))
+    finally:
+        devstack.down(work / "stack")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
