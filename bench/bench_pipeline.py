@@ -31,7 +31,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from shardline import devstack  # noqa: E402
+from shardline.fleet import DEMO_SETTINGS as DEMO  # noqa: E402
 from shardline.fleet import Fleet, shardline, wait_for  # noqa: E402
+from shardline.fleet import warehouse_query as query  # noqa: E402
 
 # Throughput settings: bigger batches, loads every couple of seconds.
 DRAIN = {
@@ -43,27 +45,6 @@ DRAIN = {
     "SHARDLINE_LOADER_POLL_S": "0.5",
     "SHARDLINE_LOADER_MIN_FILES": "200",
 }
-# The demo's buffering settings (scripts/demo.py).
-DEMO = {
-    "SHARDLINE_CONSUMER_BATCH_MAX_AGE_S": "0.5",
-    "SHARDLINE_CONSUMER_IDLE_SLEEP_S": "0.2",
-    "SHARDLINE_CONSUMER_CHECKPOINT_INTERVAL_S": "2",
-    "SHARDLINE_CONSUMER_REPORT_INTERVAL_S": "1",
-    "SHARDLINE_LOADER_MAX_INTERVAL_S": "2",
-    "SHARDLINE_LOADER_POLL_S": "0.5",
-    "SHARDLINE_LOADER_MIN_FILES": "200",
-}
-
-
-def query(env: dict[str, str], sql: str) -> list[tuple]:
-    import psycopg2
-
-    with psycopg2.connect(env["SHARDLINE_WAREHOUSE_DSN"]) as conn, conn.cursor() as cur:
-        cur.execute(f'SET search_path TO "{env["SHARDLINE_WAREHOUSE_SCHEMA"]}"')
-        cur.execute(sql)
-        return cur.fetchall()
-
-
 def bare_drain(info: devstack.StackInfo, stream: str) -> tuple[int, float]:
     """Read every shard from TRIM_HORIZON, one thread per shard; records and seconds."""
     kinesis = info.client("kinesis")

@@ -20,19 +20,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from shardline import devstack  # noqa: E402
-from shardline.fleet import SHARDLINE, Fleet  # noqa: E402
-
-# Demo buffering: small batches and a loader that loads every ~2 s, for low latency.
-DEMO_SETTINGS = {
-    "SHARDLINE_CONSUMER_BATCH_MAX_AGE_S": "0.5",
-    "SHARDLINE_CONSUMER_IDLE_SLEEP_S": "0.2",
-    "SHARDLINE_CONSUMER_CHECKPOINT_INTERVAL_S": "2",
-    "SHARDLINE_CONSUMER_REPORT_INTERVAL_S": "1",
-    "SHARDLINE_LOADER_MAX_INTERVAL_S": "2",
-    "SHARDLINE_LOADER_POLL_S": "0.5",
-    "SHARDLINE_LOADER_MIN_FILES": "200",
-}
-
+from shardline.fleet import DEMO_SETTINGS, SHARDLINE, Fleet, shardline  # noqa: E402
+from shardline.fleet import warehouse_query as query  # noqa: E402
 
 class DemoFailed(Exception):
     pass
@@ -40,23 +29,6 @@ class DemoFailed(Exception):
 
 def step(text: str) -> None:
     print(f"\n== {text}", flush=True)
-
-
-def run(cmd: list[str], env: dict[str, str], **kw) -> subprocess.CompletedProcess:
-    result = subprocess.run(cmd, env=env, text=True, capture_output=True, **kw)
-    if result.returncode != 0:
-        raise DemoFailed(f"`{' '.join(cmd[1:] if cmd[0] == SHARDLINE else cmd)}` exited "
-                         f"{result.returncode}:\n{result.stderr.strip()[-2000:]}")
-    return result
-
-
-def query(env: dict[str, str], sql: str) -> list[tuple]:
-    import psycopg2
-
-    with psycopg2.connect(env["SHARDLINE_WAREHOUSE_DSN"]) as conn, conn.cursor() as cur:
-        cur.execute(f'SET search_path TO "{env["SHARDLINE_WAREHOUSE_SCHEMA"]}"')
-        cur.execute(sql)
-        return cur.fetchall()
 
 
 def live_line(env: dict[str, str], produced: int | None) -> str:
@@ -96,11 +68,11 @@ def main() -> int:
                 print(f"   {key}={value}")
 
         step(f"schema demo_{run_id}: migrate")
-        run([SHARDLINE, "migrate"], env)
+        shardline("migrate", env=env)
 
         step(f"stream {stream}: {args.shards} shards")
-        print(run([SHARDLINE, "create-stream", "--stream", stream, "--shards",
-                   str(args.shards)], env).stdout.rstrip())
+        print(shardline("create-stream", "--stream", stream, "--shards", str(args.shards),
+                        env=env).stdout.rstrip())
 
         step(f"supervisord: {args.shards} consumers, {args.workers} stage workers, 1 loader")
         fleet = Fleet(sup_dir, env, stream, args.workers)

@@ -17,6 +17,28 @@ from typing import Any, Callable
 BIN = Path(sys.executable).parent
 SHARDLINE = str(BIN / "shardline")
 
+# Low-latency buffering for the demo and the latency benchmark: batches close
+# after 0.5 s, the loader loads at least every 2 s (production: 60 s / 64 MB).
+DEMO_SETTINGS = {
+    "SHARDLINE_CONSUMER_BATCH_MAX_AGE_S": "0.5",
+    "SHARDLINE_CONSUMER_IDLE_SLEEP_S": "0.2",
+    "SHARDLINE_CONSUMER_CHECKPOINT_INTERVAL_S": "2",
+    "SHARDLINE_CONSUMER_REPORT_INTERVAL_S": "1",
+    "SHARDLINE_LOADER_MAX_INTERVAL_S": "2",
+    "SHARDLINE_LOADER_POLL_S": "0.5",
+    "SHARDLINE_LOADER_MIN_FILES": "200",
+}
+
+
+def warehouse_query(env: dict[str, str], sql: str) -> list[tuple]:
+    """Run one query in the schema the fleet's env names."""
+    import psycopg2
+
+    with psycopg2.connect(env["SHARDLINE_WAREHOUSE_DSN"]) as conn, conn.cursor() as cur:
+        cur.execute(f'SET search_path TO "{env["SHARDLINE_WAREHOUSE_SCHEMA"]}"')
+        cur.execute(sql)
+        return cur.fetchall()
+
 
 def shardline(*args: str, env: dict[str, str], check: bool = True,
               timeout: float = 300) -> subprocess.CompletedProcess:

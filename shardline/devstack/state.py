@@ -1,0 +1,147 @@
+"""The stack's record: ``dir/state.json``, its lock, and the StackInfo built from it.
+
+state.json holds the ports, the bucket, the PostgreSQL paths and, per service, the PID
+with its kernel start time. Everything that reads or writes it goes through here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, NamedTuple
+
+from .aws import boto_client
+from .common import (
+    DATABASE, DUMMY_AWS_ENV, HOST, PG_USER, SERVICES, STATE_VERSION, address, http_url,
+)  # fmt: skip
+
+
+@dataclass
+class StackInfo:
+    """Where a running stack's services listen."""
+
+    dir: Path
+    gearman_port: int
+    kinesis_port: int
+    s3_port: int
+    pg_port: int
+    bucket: str
+    pg_socket_dir: Path
+
+    @property
+    def gearman_server(self) -> str:
+        return address(self.gearman_port)
+
+    @property
+    def kinesis_endpoint_url(self) -> str:
+        return http_url(self.kinesis_port)
+
+    @property
+    def s3_endpoint_url(self) -> str:
+        return http_url(self.s3_port)
+
+    @property
+    def dsn(self) -> str:
+        return f"host={HOST} port={self.pg_port} dbname={DATABASE} user={PG_USER}"
+
+    def env(self) -> dict[str, str]:
+        """Environment variables that point shardline (and boto3) at this stack."""
+        return {
+            "SHARDLINE_KINESIS_ENDPOINT_URL": self.kinesis_endpoint_url,
+            "SHARDLINE_S3_ENDPOINT_URL": self.s3_endpoint_url,
+            "SHARDLINE_S3_BUCKET": self.bucket,
+            "SHARDLINE_GEARMAN_SERVERS": self.gearman_server,
+            "SHARDLINE_WAREHOUSE_DSN": self.dsn,
+            **DUMMY_AWS_ENV,
+        }
+
+    def client(self, service: str, **kwargs: Any):
+        """A boto3 client ("kinesis" or "s3") for this stack, with the dummy credentials."""
+        endpoint = {"kinesis": self.kinesis_endpoint_url, "s3": self.s3_endpoint_url}[service]
+        return boto_client(service, endpoint, **kwargs)
+
+
+class ServiceStatus(NamedTuple):
+    pid: int | None
+    port: int
+    alive: bool
+
+
+def state_path(dir: Path) -> Path:
+    return dir / "state.json"
+
+
+def read_state(dir: Path) -> dict | None:
+    try:
+        return json.loads(state_path(dir).read_text())
+    except FileNotFoundError:
+        return None
+
+
+def write_state(dir: Path, state: dict) -> None:
+    """Write state.json atomically."""
+    tmp = state_path(dir).with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, state_path(dir))
+
+
+@contextlib.contextmanager
+def locked(dir: Path) -> Iterator[None]:
+    """Serialize up/down on one directory."""
+    with open(dir / "state.lock", "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def info_from_state(state: dict) -> StackInfo:
+    ports = state["ports"]
+    return StackInfo(
+        dir=Path(state["dir"]),
+        gearman_port=ports["gearman"],
+        kinesis_port=ports["kinesis"],
+        s3_port=ports["s3"],
+        pg_port=ports["postgres"],
+        bucket=state["bucket"],
+        pg_socket_dir=Path(state["pg"]["socket_dir"]),
+    )
+
+
+def free_ports(count: int) -> list[int]:
+    """Distinct TCP ports that are free on 127.0.0.1 right now."""
+    socks = []
+    try:
+        for _ in range(count):
+            s = socket.socket()
+            s.bind((HOST, 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def new_state(
+    dir: Path, ports: dict[str, int] | None, bucket: str, pg_layout: Callable[[Path], dict]
+) -> dict:
+    """A fresh record: requested ports, free ones for the rest, pg_layout(dir) for PostgreSQL."""
+    unknown = set(ports or {}) - set(SERVICES)
+    if unknown:
+        raise ValueError(f"unknown service(s) in ports: {sorted(unknown)}; known: {SERVICES}")
+    picked = dict(zip(SERVICES, free_ports(len(SERVICES))))
+    picked.update(ports or {})
+    return {
+        "version": STATE_VERSION,
+        "dir": str(dir),
+        "ports": picked,
+        "bucket": bucket,
+        "pg": pg_layout(dir),
+        "services": {},
+    }
