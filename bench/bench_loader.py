@@ -43,7 +43,8 @@ sys.path.insert(0, str(ROOT))
 from shardline import clients, csvformat, migrate  # noqa: E402
 from shardline.settings import Settings  # noqa: E402
 from shardline.tables import PAGE_VIEWS  # noqa: E402
-from workers.dialects import Entry, Manifest, ManifestReader  # noqa: E402
+from workers.ledger import StagedFile  # noqa: E402
+from workers.warehouse import Manifest, ManifestReader  # noqa: E402
 from workers.loader import Loader  # noqa: E402
 
 SHARDS = [f"shardId-{i:012d}" for i in range(4)]
@@ -204,7 +205,10 @@ def run(env: dict, args: argparse.Namespace, per_file: int, total: int) -> int:
 
         # S3 fetch + gunzip alone, as the loader streams it
         manifest = Manifest(bucket, "x", tuple(
-            Entry(k, "bench", sh, a, 0, b, 0, n, size, T0) for k, sh, a, b, n, size, _ in files))
+            StagedFile(s3_key=k, target_table="page_views", stream="bench", shard_id=sh,
+                       first_sequence=a, first_sub_sequence=0, last_sequence=b,
+                       last_sub_sequence=0, row_count=n, byte_count=size, staged_at=T0)
+            for k, sh, a, b, n, size, _ in files))
         t = time.perf_counter()
         with ThreadPoolExecutor(4) as pool:
             reader = ManifestReader(s3, manifest, pool, 4)

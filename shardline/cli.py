@@ -20,8 +20,8 @@ from shardline.settings import Settings
 COMMANDS: dict[str, tuple[str, str]] = {
     "devstack": ("shardline.devstack:main", "start/stop the local stack (up|down|status|env)"),
     "migrate": ("shardline.commands:migrate_main", "create or upgrade the warehouse tables"),
-    "create-stream": ("shardline.producer:create_stream_main", "create a Kinesis stream"),
-    "produce": ("shardline.producer:produce_main", "put sample page views into a stream"),
+    "create-stream": ("shardline.create_stream:main", "create a Kinesis stream"),
+    "produce": ("shardline.produce_cli:produce_main", "put sample page views into a stream"),
     "consumer": ("consumers.main:main", "read one shard and dispatch batches (one per shard)"),
     "worker": ("workers.main:main", "run Gearman stage workers"),
     "loader": ("workers.loader_main:main", "load staged files into the warehouse"),
@@ -40,6 +40,19 @@ def command_parser(prog: str, description: str) -> argparse.ArgumentParser:
                         help="override one setting (repeatable)")
     parser.add_argument("--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     return parser
+
+
+def parse_command_args(parser: argparse.ArgumentParser,
+                       argv: Sequence[str]) -> tuple[argparse.Namespace | None, int]:
+    """``parser.parse_args(argv)`` for a command that returns its exit code, not SystemExit.
+
+    ``(args, OK)``; ``(None, OK)`` after ``--help``; ``(None, USAGE)`` after a usage
+    error (argparse has printed it). Callers: ``if args is None: return code``.
+    """
+    try:
+        return parser.parse_args(argv), ExitCode.OK
+    except SystemExit as exc:
+        return None, ExitCode.OK if not exc.code else ExitCode.USAGE
 
 
 def load_settings(args: argparse.Namespace, **flags: str | None) -> Settings:

@@ -24,11 +24,11 @@ import time
 from datetime import datetime, timezone
 from typing import Any, Callable, Sequence
 
-from shardline.cli import command_parser, load_settings
+from shardline.cli import command_parser, load_settings, parse_command_args
 from shardline.control import SHARD_END, Checkpoint, HistoryEntry
 from shardline.errors import ConfigError
 from shardline.exitcodes import ExitCode
-from shardline.status import short_seq
+from shardline.status_report import short_seq
 
 TRIM_HORIZON = "TRIM_HORIZON"  # what move_checkpoint(cp=None) writes into the history
 _SEQUENCE = re.compile(r"^[0-9]{1,128}$")
@@ -222,10 +222,9 @@ def _confirm(question: str) -> bool:
 
 def main(argv: list[str]) -> int:
     parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:
-        return ExitCode.OK if not exc.code else ExitCode.USAGE
+    args, code = parse_command_args(parser, argv)
+    if args is None:
+        return code
     try:
         action = validate(args)
     except UsageError as exc:

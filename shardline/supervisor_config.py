@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from shardline import settings as settings_mod
-from shardline.cli import command_parser, load_settings
+from shardline.cli import command_parser, load_settings, parse_command_args
 from shardline.control import SHARD_END
 from shardline.errors import ConfigError
 from shardline.exitcodes import ExitCode
@@ -363,10 +363,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:
-        return ExitCode.OK if not exc.code else ExitCode.USAGE
+    args, code = parse_command_args(parser, argv)
+    if args is None:
+        return code
     if not args.out and not args.print_only:
         print("shardline supervisor-config: --out DIR (or --print) is required", file=sys.stderr)
         return ExitCode.USAGE

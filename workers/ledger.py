@@ -1,5 +1,8 @@
 """The staged-file ledger (``staged_files``): one row per staged batch, written idempotently.
 
+This module owns the table: its columns, the one record type (``StagedFile``) that
+the stage worker writes and the loader reads, and the SQL both use on it.
+
 A stage worker records its object here *before* its job reports success. A
 retried job (same batch, same deterministic key) finds the row and leaves it
 untouched, so the ledger never holds a batch twice and never moves a row that
@@ -17,13 +20,14 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from shardline.errors import ServiceUnavailable
 
 PENDING = "pending"
 LOADED = "loaded"
 
+# The columns the stage worker writes, in INSERT order (``load_id`` is the loader's).
 _COLUMNS = [
     ("s3_key", "VARCHAR(1024)"),
     ("target_table", "VARCHAR(128)"),
@@ -48,9 +52,29 @@ INSERT_SQL = (
     "WHERE NOT EXISTS (SELECT 1 FROM staged_files WHERE s3_key = %s)"
 )
 
+# -- the loader's reads and its one write -------------------------------------------
 
-@dataclass(frozen=True)
+# What the loader needs of a pending file (``StagedFile.pending``), in SELECT order.
+PENDING_COLUMNS = ("s3_key", "stream", "shard_id", "first_sequence", "first_sub_sequence",
+                   "last_sequence", "last_sub_sequence", "row_count", "byte_count", "staged_at")
+
+PENDING_STATS_SQL = ("SELECT COUNT(*), COALESCE(SUM(byte_count), 0), MIN(staged_at) "
+                     "FROM staged_files WHERE target_table = %s AND state = %s")
+PENDING_FILES_SQL = (f"SELECT {', '.join(PENDING_COLUMNS)} FROM staged_files "
+                     "WHERE target_table = %s AND state = %s "
+                     "ORDER BY staged_at, s3_key LIMIT %s")
+MARK_LOADED_SQL = ("UPDATE staged_files SET state = %s, load_id = %s, loaded_at = %s "
+                   "WHERE target_table = %s AND state = %s AND s3_key IN %s")
+
+
+@dataclass(kw_only=True)
 class StagedFile:
+    """One ``staged_files`` row: written by the stage worker, read by the loader.
+
+    ``state`` left empty is the born state: a batch without good rows has nothing
+    to load, so it is born ``loaded`` (``loaded_at = staged_at``); any other is
+    ``pending``. ``load_id``/``loaded_at`` are the loader's."""
+
     s3_key: str
     target_table: str
     stream: str
@@ -61,14 +85,23 @@ class StagedFile:
     last_sub_sequence: int
     row_count: int
     byte_count: int
-    dead_letter_key: str | None
-    dead_letter_count: int
+    dead_letter_key: str | None = None
+    dead_letter_count: int = 0
     staged_at: datetime  # naive UTC
+    state: str = ""
+    load_id: str | None = None
+    loaded_at: datetime | None = None
 
-    @property
-    def state(self) -> str:
-        """A batch without good rows has nothing to load: it is born ``loaded``."""
-        return PENDING if self.row_count > 0 else LOADED
+    def __post_init__(self) -> None:
+        if not self.state:
+            self.state = PENDING if self.row_count > 0 else LOADED
+            if self.state == LOADED and self.loaded_at is None:
+                self.loaded_at = self.staged_at
+
+    @classmethod
+    def pending(cls, target_table: str, row: Sequence[Any]) -> "StagedFile":
+        """A row of ``PENDING_FILES_SQL`` (``PENDING_COLUMNS``) for ``target_table``."""
+        return cls(target_table=target_table, state=PENDING, **dict(zip(PENDING_COLUMNS, row)))
 
     def check(self) -> None:
         """An explicit CAST to VARCHAR(n) truncates silently: refuse over-long values instead."""
@@ -80,11 +113,8 @@ class StagedFile:
                                      f"{value[:80]!r}...")
 
     def params(self) -> tuple:
-        loaded_at = None if self.row_count > 0 else self.staged_at
-        return (self.s3_key, self.target_table, self.stream, self.shard_id,
-                self.first_sequence, self.first_sub_sequence, self.last_sequence,
-                self.last_sub_sequence, self.row_count, self.byte_count, self.dead_letter_key,
-                self.dead_letter_count, self.state, self.staged_at, loaded_at, self.s3_key)
+        """``INSERT_SQL``'s parameters: ``_COLUMNS``, then the key for NOT EXISTS."""
+        return tuple(getattr(self, name) for name, _ in _COLUMNS) + (self.s3_key,)
 
 
 class Ledger:

@@ -17,7 +17,7 @@ One ``step()``:
 2. in ONE transaction: lock the target table (``LOCK TABLE ... IN SHARE ROW
    EXCLUSIVE MODE`` / Redshift ``LOCK``), re-read the pending entries inside the
    lock (oldest first, at most ``loader.max_files_per_load``), write the COPY
-   manifest to S3, then run the dialect's plan (``workers.dialects``): staging
+   manifest to S3, then run the dialect's plan (``workers.warehouse``): staging
    table, COPY, dedup merge, ledger ``loaded``, ``loads`` row, watermarks; commit.
 
 A crash anywhere before the commit rolls everything back: the files stay
@@ -42,17 +42,11 @@ from shardline.errors import LoadFailed, RetriableError
 from shardline.logs import get_logger
 from shardline.settings import LoaderSettings, Settings
 from shardline.tables import table_spec
-from workers.dialects import (ENTRY_COLUMNS, PENDING, Dialect, Entry, Manifest, build_plan,
-                              make_dialect, manifest_key)
+from workers.ledger import PENDING, PENDING_FILES_SQL, PENDING_STATS_SQL, StagedFile
+from workers.warehouse import Dialect, Manifest, build_plan, first_line, make_dialect, manifest_key
 
 MAX_BACKOFF_S = 60.0
 _IDENT = re.compile(r"[^a-z0-9]")
-
-PENDING_STATS_SQL = ("SELECT COUNT(*), COALESCE(SUM(byte_count), 0), MIN(staged_at) "
-                     "FROM staged_files WHERE target_table = %s AND state = %s")
-PENDING_ENTRIES_SQL = (f"SELECT {', '.join(ENTRY_COLUMNS)} FROM staged_files "
-                       "WHERE target_table = %s AND state = %s "
-                       "ORDER BY staged_at, s3_key LIMIT %s")
 
 
 # -- the trigger (pure) -------------------------------------------------------------
@@ -97,7 +91,7 @@ class LoadTrigger:
         return self.reason(stats, now) is not None
 
 
-def stats_of(entries: Sequence[Entry]) -> PendingStats:
+def stats_of(entries: Sequence[StagedFile]) -> PendingStats:
     return PendingStats(len(entries), sum(e.byte_count for e in entries),
                         min((e.staged_at for e in entries), default=None))
 
@@ -213,10 +207,10 @@ class Loader:
             files, size, oldest = cur.fetchone()
         return PendingStats(int(files or 0), int(size or 0), oldest)
 
-    def _pending_entries(self, cur: Any) -> list[Entry]:
-        cur.execute(PENDING_ENTRIES_SQL,
+    def _pending_entries(self, cur: Any) -> list[StagedFile]:
+        cur.execute(PENDING_FILES_SQL,
                     (self.table, PENDING, self.settings.loader.max_files_per_load))
-        return [Entry(*row) for row in cur.fetchall()]
+        return [StagedFile.pending(self.table, row) for row in cur.fetchall()]
 
     # -- one load --------------------------------------------------------------------
     def load(self, reason: str = "requested") -> LoadResult | None:
@@ -260,9 +254,8 @@ class Loader:
                 except (psycopg2.OperationalError, psycopg2.InterfaceError):
                     raise
                 except psycopg2.Error as exc:
-                    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
                     raise LoadFailed(self.dialect.redact(
-                        f"{type(exc).__name__}: {first}")) from None
+                        f"{type(exc).__name__}: {first_line(exc)}")) from None
         except LoadFailed:
             if copy_failed:
                 self._log_copy_errors(log)
@@ -288,9 +281,8 @@ class Loader:
             self.s3.put_object(Bucket=manifest.bucket, Key=manifest.key, Body=manifest.to_json(),
                                ContentType="application/json")
         except Exception as exc:  # botocore errors: the load cannot go on
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise LoadFailed(f"cannot write manifest s3://{manifest.bucket}/{manifest.key}: "
-                             f"{first}") from None
+                             f"{first_line(exc)}") from None
 
     def _log_copy_errors(self, log: Any) -> None:
         """Redshift: after the rollback, STL_LOAD_ERRORS by pg_last_copy_id() (same session)."""
@@ -299,8 +291,7 @@ class Loader:
                 details = self.dialect.copy_error_details(cur)
         except Exception as exc:  # diagnostics must never hide the load error itself
             log.warning("could not read the COPY error details: %s",
-                        self.dialect.redact(str(exc).strip().splitlines()[0] if str(exc).strip()
-                                            else type(exc).__name__))
+                        self.dialect.redact(first_line(exc)))
             return
         for line in details:
             log.error("COPY error: %s", line)

@@ -17,7 +17,7 @@ from shardline.cli import command_parser, load_settings
 from shardline.exitcodes import ExitCode
 from shardline.logs import get_logger
 from shardline.tables import table_spec
-from workers.dialects import make_dialect
+from workers.warehouse import make_dialect
 from workers.loader import Loader
 
 

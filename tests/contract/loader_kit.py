@@ -1,8 +1,8 @@
 """Test kit for the loader: page-view rows, staged files, and a recording fake warehouse.
 
 - ``page_view(...)``: a row in ``PAGE_VIEWS`` column order.
-- ``stage_file(...)``: gzip'd CSV (``csvformat.format_row``) to S3 and a plain ledger INSERT,
-  without the stage worker.
+- ``stage_file(...)``: gzip'd CSV (``csvformat.format_row``) to S3 and its ledger row
+  (``workers.ledger.StagedFile``, the stage worker's INSERT), without the stage worker.
 - ``FakeWarehouse``: a psycopg2-like connection that records every statement (with
   ``BEGIN``/``COMMIT``/``ROLLBACK`` as psycopg2 issues them) and answers the loader's
   ledger and watermark queries from an in-memory ledger with transaction semantics.
@@ -15,7 +15,7 @@ import gzip
 import io
 import json
 import re
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, Iterable, Sequence
 
@@ -24,8 +24,9 @@ import psycopg2
 from shardline import csvformat
 from shardline.settings import Settings
 from shardline.tables import PAGE_VIEWS
-from workers.dialects import RedshiftDialect
+from workers.ledger import INSERT_SQL, LOADED, PENDING, PENDING_COLUMNS, StagedFile
 from workers.loader import Loader
+from workers.warehouse import RedshiftDialect, position
 
 STREAM = "clicks"
 SHARD0 = "shardId-000000000000"
@@ -67,55 +68,32 @@ def csv_gz(rows: Iterable[Sequence[Any]]) -> bytes:
 
 def _pos(row: Sequence[Any]) -> tuple:
     names = PAGE_VIEWS.column_names
-    s = row[names.index("sequence_number")]
-    return (len(s), s, int(row[names.index("sub_sequence_number")]))
+    return position(row[names.index("sequence_number")], row[names.index("sub_sequence_number")])
 
 
-@dataclass
-class LedgerRow:
-    s3_key: str
-    target_table: str
-    stream: str
-    shard_id: str
-    first_sequence: str
-    first_sub_sequence: int
-    last_sequence: str
-    last_sub_sequence: int
-    row_count: int
-    byte_count: int
-    staged_at: datetime
-    state: str = "pending"
-    load_id: str | None = None
-    loaded_at: datetime | None = None
-
-    @property
-    def last_pos(self) -> tuple:
-        return (len(self.last_sequence), self.last_sequence, self.last_sub_sequence)
+def _last_pos(entry: StagedFile) -> tuple:
+    return position(entry.last_sequence, entry.last_sub_sequence)
 
 
 def ledger_row(key: str, rows: Sequence[Sequence[Any]], *, shard: str = SHARD0,
                stream: str = STREAM, staged_at: datetime = T0, byte_count: int = 100,
                table: str = "page_views", first: tuple | None = None,
-               last: tuple | None = None) -> LedgerRow:
+               last: tuple | None = None) -> StagedFile:
+    """The ledger row the stage worker would write for ``rows`` (born ``loaded`` if empty)."""
     names = PAGE_VIEWS.column_names
     si, ssi = names.index("sequence_number"), names.index("sub_sequence_number")
     ordered = sorted(rows, key=_pos)
     first = first or ((ordered[0][si], ordered[0][ssi]) if rows else (seq(0), 0))
     last = last or ((ordered[-1][si], ordered[-1][ssi]) if rows else first)
-    return LedgerRow(key, table, stream, shard, first[0], int(first[1]), last[0], int(last[1]),
-                     len(rows), byte_count, staged_at, "pending" if rows else "loaded")
-
-
-LEDGER_INSERT = (
-    "INSERT INTO staged_files (s3_key, target_table, stream, shard_id, first_sequence, "
-    "first_sub_sequence, last_sequence, last_sub_sequence, row_count, byte_count, "
-    "dead_letter_key, dead_letter_count, state, staged_at, loaded_at, load_id) "
-    "VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,NULL,0,%s,%s,NULL,NULL)")
+    return StagedFile(s3_key=key, target_table=table, stream=stream, shard_id=shard,
+                      first_sequence=first[0], first_sub_sequence=int(first[1]),
+                      last_sequence=last[0], last_sub_sequence=int(last[1]),
+                      row_count=len(rows), byte_count=byte_count, staged_at=staged_at)
 
 
 def stage_file(s3: Any, bucket: str, cur: Any, key: str, rows: Sequence[Sequence[Any]], *,
                shard: str = SHARD0, stream: str = STREAM, staged_at: datetime = T0,
-               first: tuple | None = None, last: tuple | None = None) -> LedgerRow:
+               first: tuple | None = None, last: tuple | None = None) -> StagedFile:
     """Write the staged object (unless the batch has no rows) and its ledger row."""
     body = csv_gz(rows) if rows else b""
     if rows:
@@ -123,11 +101,7 @@ def stage_file(s3: Any, bucket: str, cur: Any, key: str, rows: Sequence[Sequence
     entry = ledger_row(key, rows, shard=shard, stream=stream, staged_at=staged_at,
                        byte_count=len(body), first=first, last=last)
     if cur is not None:
-        cur.execute(LEDGER_INSERT, (entry.s3_key, entry.target_table, entry.stream,
-                                    entry.shard_id, entry.first_sequence,
-                                    entry.first_sub_sequence, entry.last_sequence,
-                                    entry.last_sub_sequence, entry.row_count, entry.byte_count,
-                                    entry.state, entry.staged_at))
+        cur.execute(INSERT_SQL, entry.params())
     return entry
 
 
@@ -203,9 +177,9 @@ class FakeWarehouse:
     ``inserted``: what ``INSERT INTO <target>`` reports as its row count.
     """
 
-    def __init__(self, ledger: Iterable[LedgerRow] = (), *, staged_rows: int | None = None,
+    def __init__(self, ledger: Iterable[StagedFile] = (), *, staged_rows: int | None = None,
                  inserted: int | None = None):
-        self.ledger: dict[str, LedgerRow] = {e.s3_key: e for e in ledger}
+        self.ledger: dict[str, StagedFile] = {e.s3_key: e for e in ledger}
         self.watermarks: dict[tuple, tuple] = {}
         self.loads: list[tuple] = []
         self.statements: list[tuple[str, Any]] = []
@@ -274,25 +248,23 @@ class FakeWarehouse:
             if re.search(pattern, sql):
                 raise exc
         st = self._state()
-        ledger: dict[str, LedgerRow] = st["ledger"]
+        ledger: dict[str, StagedFile] = st["ledger"]
         flat = " ".join(sql.split())
         if flat.startswith("SELECT COUNT(*), COALESCE(SUM(byte_count), 0), MIN(staged_at)"):
             table, state = params
             rows = [e for e in ledger.values() if e.target_table == table and e.state == state]
             return [(len(rows), sum(e.byte_count for e in rows),
                      min((e.staged_at for e in rows), default=None))], None
-        if flat.startswith("SELECT s3_key, stream, shard_id"):
+        if flat.startswith(f"SELECT {', '.join(PENDING_COLUMNS)} FROM staged_files"):
             table, state, limit = params
             rows = sorted((e for e in ledger.values()
                            if e.target_table == table and e.state == state),
                           key=lambda e: (e.staged_at, e.s3_key))[:limit]
-            return [(e.s3_key, e.stream, e.shard_id, e.first_sequence, e.first_sub_sequence,
-                     e.last_sequence, e.last_sub_sequence, e.row_count, e.byte_count,
-                     e.staged_at) for e in rows], None
+            return [tuple(getattr(e, c) for c in PENDING_COLUMNS) for e in rows], None
         if flat.startswith("SELECT COUNT(*) FROM stage_"):
             n = self.staged_rows
             if n is None:
-                n = sum(e.row_count for e in ledger.values() if e.state == "pending")
+                n = sum(e.row_count for e in ledger.values() if e.state == PENDING)
             return [(n,)], None
         if flat.startswith("INSERT INTO page_views") or flat.startswith("INSERT INTO "
                                                                          "position_table"):
@@ -313,15 +285,14 @@ class FakeWarehouse:
             table, stream, shard = params[:3]
             mine = [e for e in ledger.values()
                     if (e.target_table, e.stream, e.shard_id) == (table, stream, shard)]
-            if "state = 'pending'" in flat:
-                cands = sorted((e for e in mine if e.state == "pending"),
-                               key=lambda e: e.last_pos)
+            if f"state = '{PENDING}'" in flat:
+                cands = sorted((e for e in mine if e.state == PENDING), key=_last_pos)
             else:
-                cands = [e for e in mine if e.state == "loaded"]
+                cands = [e for e in mine if e.state == LOADED]
                 if len(params) > 3:
                     bound = (params[3], params[5], params[7])
-                    cands = [e for e in cands if e.last_pos < bound]
-                cands = sorted(cands, key=lambda e: e.last_pos, reverse=True)
+                    cands = [e for e in cands if _last_pos(e) < bound]
+                cands = sorted(cands, key=_last_pos, reverse=True)
             return [(e.last_sequence, e.last_sub_sequence) for e in cands[:1]], None
         if flat.startswith("SELECT loaded_sequence, loaded_sub_sequence FROM shard_watermarks"):
             wm = st["watermarks"].get(tuple(params))

@@ -16,8 +16,9 @@ from contract.loader_kit import (T0, Clock, FakeS3, FakeWarehouse, csv_gz,  # no
                                  ledger_row, page_view, settings, stage_file)
 from shardline import csvformat  # noqa: E402
 from shardline.errors import ConfigError, LoadFailed, ServiceUnavailable  # noqa: E402
-from workers.dialects import (Entry, Manifest, ManifestReader, PostgresDialect,  # noqa: E402
-                              manifest_key)
+from workers.ledger import StagedFile  # noqa: E402
+from workers.warehouse import (Manifest, ManifestReader, PostgresDialect,  # noqa: E402
+                               manifest_key)
 from workers.loader import Loader, MAX_BACKOFF_S  # noqa: E402
 
 
@@ -178,8 +179,10 @@ def test_manifest_key_follows_the_contract():
 
 # -- the PostgreSQL COPY stream -------------------------------------------------------
 
-def entry(key: str, rows: int = 1) -> Entry:
-    return Entry(key, "s", "sh", "1", 0, "2", 0, rows, 10, T0)
+def entry(key: str, rows: int = 1) -> StagedFile:
+    return StagedFile(s3_key=key, target_table="t", stream="s", shard_id="sh",
+                      first_sequence="1", first_sub_sequence=0, last_sequence="2",
+                      last_sub_sequence=0, row_count=rows, byte_count=10, staged_at=T0)
 
 
 def read_all(reader: ManifestReader, size: int = 7) -> bytes:

@@ -20,7 +20,7 @@ from contract.loader_kit import (IAM_ROLE, SHARD0, SHARD1, T0, Clock, FakeS3,  #
                                  FakeWarehouse, ledger_row, page_view, seq, settings)
 from shardline import csvformat  # noqa: E402
 from shardline.errors import ConfigError, LoadFailed  # noqa: E402
-from workers.dialects import RedshiftDialect, make_dialect  # noqa: E402
+from workers.warehouse import RedshiftDialect, make_dialect  # noqa: E402
 from workers.loader import Loader  # noqa: E402
 
 COLS = ("event_id, occurred_at, url, url_host, url_path, url_query, referrer, referrer_host, "
@@ -227,7 +227,7 @@ def test_only_empty_batches_mark_loaded_without_copy():
 
 
 def test_table_without_natural_key_dedups_on_the_kinesis_position():
-    from workers.dialects import Manifest, build_plan
+    from workers.warehouse import Manifest, build_plan
     from shardline.tables import PAGE_VIEWS, POSITION_KEY, TableSpec
 
     spec = TableSpec("clicks_raw", PAGE_VIEWS.columns)  # dedup_key defaults to POSITION_KEY

@@ -1,0 +1,49 @@
+"""Local development stack: gearmand, kinesalite (Kinesis), moto (S3) and PostgreSQL.
+
+Every service listens on 127.0.0.1 only; data, logs and the state file live under one
+directory (default ``.devstack/`` in the repository, git-ignored).
+
+    shardline devstack up        # start (or repair) the stack, print its status
+    eval "$(shardline devstack env)"
+    shardline devstack status
+    shardline devstack down      # stop exactly what ``up`` started
+
+``dir/state.json`` records ports, PIDs (with their kernel start time, so a recycled PID
+is never mistaken for ours), the bucket and the PostgreSQL paths. A second ``up`` reuses
+it and restarts only the services that do not answer.
+
+PostgreSQL is a throwaway cluster: ``initdb`` runs as the ``postgres`` user when we are
+root (``initdb`` refuses root). When that user cannot reach ``dir`` (e.g. a parent is
+mode 0700, as pytest's tmp directories are), the cluster lives in a ``/tmp/shardline-pg-*``
+directory recorded in the state. ``down`` deletes the cluster and keeps its log in ``dir``.
+
+This package's public API is re-exported here; the modules, bottom up:
+
+    common.py    constants, logger, DevstackError (imports nothing from the package)
+    aws.py       boto3 clients for kinesalite and moto, dummy credentials
+    state.py     StackInfo, ServiceStatus, state.json and its lock
+    procs.py     spawn / alive / terminate / wait_ready, port ownership checks
+    postgres.py  the throwaway PostgreSQL cluster
+    services.py  gearmand, kinesalite, moto; the start and health-check tables
+    stack.py     up, down, status, load
+    cli.py       main(argv), also run by ``python -m shardline.devstack``
+"""
+
+from __future__ import annotations
+
+import shutil  # noqa: F401 - kept reachable: tests patch ``devstack.shutil.which``
+
+from .cli import main
+from .common import (
+    DATABASE, DEFAULT_BUCKET, DEFAULT_DIR, DUMMY_AWS_ENV, HOST, KINESALITE_SCRIPT, PG_USER,
+    REPO_ROOT, SERVICES, START_TIMEOUT, STATE_VERSION, STOP_TIMEOUT, DevstackError, log,
+)  # fmt: skip
+from .stack import down, load, status, up
+from .state import ServiceStatus, StackInfo
+
+__all__ = [
+    "DATABASE", "DEFAULT_BUCKET", "DEFAULT_DIR", "DUMMY_AWS_ENV", "HOST", "KINESALITE_SCRIPT",
+    "PG_USER", "REPO_ROOT", "SERVICES", "START_TIMEOUT", "STATE_VERSION", "STOP_TIMEOUT",
+    "DevstackError", "ServiceStatus", "StackInfo", "down", "load", "log", "main", "status",
+    "up",
+]  # fmt: skip

@@ -1,0 +1,122 @@
+"""up / down / status / load: the stack as a whole, driven by ``dir/state.json``.
+
+``up`` starts (or repairs) every service under the directory's lock and waits until all
+answer; ``down`` stops exactly the processes the state records and deletes the cluster.
+The per-service work lives in ``services.py`` and ``postgres.py``, the process handling
+in ``procs.py``, the record in ``state.py``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+from . import postgres, services
+from .aws import warm_up_clients
+from .common import DEFAULT_BUCKET, DEFAULT_DIR, SERVICES, START_TIMEOUT, DevstackError, log
+from .procs import alive, wait_ready
+from .state import (
+    ServiceStatus, StackInfo, info_from_state, locked, new_state, read_state, state_path,
+    write_state,
+)  # fmt: skip
+
+
+def _ensure_service(name: str, state: dict) -> bool:
+    """Start the service unless its recorded process is alive and answering.
+
+    Returns True if it was (re)started. Saves state right away, so `down` can clean up
+    even if a later service fails.
+    """
+    svc, port = state["services"].get(name), state["ports"][name]
+    is_alive = alive(svc)
+    if is_alive and services.answers(name, port):
+        log.info("%s already running (pid %d, port %d)", name, svc["pid"], port)
+        return False
+    if svc:
+        why = "is not answering" if is_alive else "is gone"
+        log.info("%s (pid %s) %s, restarting it on port %d", name, svc["pid"], why, port)
+        services.stop(name, state)
+    state["services"][name] = services.STARTERS[name](state)
+    write_state(Path(state["dir"]), state)
+    log.info("started %s (pid %d, port %d)", name, state["services"][name]["pid"], port)
+    return True
+
+
+def up(
+    dir: Path = DEFAULT_DIR,
+    ports: dict[str, int] | None = None,
+    bucket: str = DEFAULT_BUCKET,
+    timeout: float = START_TIMEOUT,
+) -> StackInfo:
+    """Start the stack under dir (or repair a running one) and wait until it answers.
+
+    ports maps service names ("gearman", "kinesis", "s3", "postgres") to ports; missing
+    ones are picked free at the first `up` and kept in dir/state.json afterwards.
+    """
+    began = time.monotonic()
+    services.check_prerequisites()
+    dir = Path(dir).resolve()
+    dir.mkdir(parents=True, exist_ok=True)
+    with locked(dir):
+        state = read_state(dir) or new_state(dir, ports, bucket, postgres.layout)
+        clash = {k: v for k, v in (ports or {}).items() if state["ports"].get(k) != v}
+        if clash:
+            raise DevstackError(
+                f"the stack in {dir} uses ports {state['ports']}, not {clash}; run `down` first"
+            )
+        state["bucket"] = bucket
+        write_state(dir, state)
+
+        # Spawn the quick ones, set up postgres (blocking) meanwhile, then wait for all.
+        started = [name for name in ("gearman", "kinesis", "s3") if _ensure_service(name, state)]
+        warm = threading.Thread(target=warm_up_clients, args=(state["ports"],), daemon=True)
+        warm.start()  # boto3 imports and model loading overlap with initdb
+        _ensure_service("postgres", state)
+        warm.join()
+        for name in started:
+            wait_ready(
+                name, state["services"][name], state["ports"][name], timeout,
+                services.CHECKS[name],
+            )  # fmt: skip
+
+        info = info_from_state(state)
+        services.ensure_bucket(info)
+        postgres.ensure_database(info.pg_port)
+    log.info("stack up in %s (%.2fs)", dir, time.monotonic() - began)
+    return info
+
+
+def down(dir: Path = DEFAULT_DIR) -> None:
+    """Stop the processes recorded in dir/state.json, delete the cluster and the state."""
+    dir = Path(dir).resolve()
+    if not state_path(dir).exists():
+        log.info("no stack in %s", dir)
+        return
+    with locked(dir):
+        state = read_state(dir)
+        if state is None:
+            return
+        for name in reversed(SERVICES):
+            services.stop(name, state)
+        postgres.remove_cluster(state)
+        state_path(dir).unlink()
+    log.info("stack in %s is down", dir)
+
+
+def status(dir: Path = DEFAULT_DIR) -> dict[str, ServiceStatus]:
+    """Service name -> (pid, port, alive); empty when there is no stack in dir."""
+    state = read_state(Path(dir).resolve())
+    if state is None:
+        return {}
+    result = {}
+    for name in SERVICES:
+        svc = state["services"].get(name) or {}
+        result[name] = ServiceStatus(svc.get("pid"), state["ports"][name], alive(svc))
+    return result
+
+
+def load(dir: Path = DEFAULT_DIR) -> StackInfo | None:
+    """Info of the stack recorded in dir, or None if there is none (never `up`, or `down`)."""
+    state = read_state(Path(dir).resolve())
+    return info_from_state(state) if state else None

@@ -1,0 +1,170 @@
+"""Malformed records for the sample stream: one maker per kind in ``BAD_KINDS``.
+
+Each kind is a way real producers break records (garbage, bad UTF-8, missing or
+mistyped fields, bad timestamps, over-long fields, empty or near-1-MiB data), so
+the stage worker's dead-letter path is exercised with realistic input; the
+reasons a reader must give are in docs/events.md. ``make(kind, source, i)`` builds
+one, drawing from the generator (``shardline.events.Generator``) so a seed still
+gives the same bytes.
+"""
+from __future__ import annotations
+
+import json
+import random
+from typing import Callable, Protocol
+
+from shardline.event_rules import REQUIRED
+from shardline.traffic import uuid4
+
+BAD_KINDS = (
+    "not_json",       # garbage text
+    "invalid_utf8",   # bytes that do not decode as UTF-8
+    "missing_field",  # a required field is absent
+    "wrong_type",     # a field has the wrong JSON type (event_id a number, url a list, ...)
+    "bad_timestamp",  # occurred_at without a zone, or nonsense
+    "not_object",     # valid JSON, but an array / string / number
+    "empty",          # zero bytes (Kinesis and kinesalite accept empty Data)
+    "too_long",       # a field over its warehouse column byte limit
+    "near_limit",     # ~900 KB of non-JSON (Kinesis refuses records over 1 MiB)
+)
+NEAR_LIMIT_BYTES = 900 * 1024
+
+# near_limit records are heavy (900 KB each): one in NEAR_LIMIT_EVERY bad-kind
+# cycles carries one; the first cycle always does, so small runs still see one.
+NEAR_LIMIT_EVERY = 10
+
+
+class Source(Protocol):
+    """What the makers use of the generator."""
+
+    rng: random.Random
+    cycle_pos: int  # bad records made so far, this one included: rotates the variants
+
+    def event(self, i: int) -> tuple[dict, str]: ...
+
+    def encode(self, event: dict) -> bytes: ...
+
+
+def bad_cycle(kinds: tuple[str, ...]) -> list[str]:
+    """The rotation of bad kinds: near_limit once every NEAR_LIMIT_EVERY cycles."""
+    others = [k for k in kinds if k != "near_limit"]
+    if "near_limit" not in kinds:
+        return others
+    if not others:
+        return ["near_limit"]
+    return ["near_limit"] + others * NEAR_LIMIT_EVERY  # first cycle includes one
+
+
+def _good(g: Source, i: int) -> dict:
+    """A fresh good event to break (it uses a session like any other)."""
+    return g.event(i)[0]
+
+
+def _not_json(g: Source, i: int) -> bytes:
+    return g.rng.choice((
+        b"GET /products/linen-shirt HTTP/1.1",
+        b"{\"event_id\": \"abc\", \"url\": ",              # truncated
+        b"{'event_id': 'single-quotes', 'url': 'https://shop.example.com/'}",
+        b"event_id=123&url=https%3A%2F%2Fshop.example.com%2F",
+        b"<html><body>502 Bad Gateway</body></html>",
+        b"{\"event_id\": \"x\",}",                          # trailing comma
+        b"NaNaNaN",
+    ))
+
+
+def _invalid_utf8(g: Source, i: int) -> bytes:
+    good = g.encode(_good(g, i))
+    cut = g.rng.randrange(1, len(good))
+    return g.rng.choice((
+        b"\xff\xfe" + "{}".encode("utf-16-le"),             # a UTF-16 BOM
+        good[:cut] + b"\xc3\x28" + good[cut:],               # invalid 2-byte sequence
+        good.replace(b"https", b"http\xe9", 1),              # Latin-1 byte
+        b"\xff\xfe\xfd" + good,
+    ))
+
+
+def _missing_field(g: Source, i: int) -> bytes:
+    event = _good(g, i)
+    del event[REQUIRED[g.cycle_pos % len(REQUIRED)]]
+    return json.dumps(event).encode()
+
+
+def _wrong_type(g: Source, i: int) -> bytes:
+    event = _good(g, i)
+    field, value = g.rng.choice((
+        ("event_id", g.rng.randrange(10 ** 9)),
+        ("url", [event["url"]]),
+        ("user_agent", {"ua": event["user_agent"]}),
+        ("session_id", None),
+        ("ip", 3232235777),
+        ("occurred_at", 1764138601.5),
+        ("user_id", 48213),
+        ("referrer", True),
+    ))
+    event[field] = value
+    return json.dumps(event).encode()
+
+
+def _bad_timestamp(g: Source, i: int) -> bytes:
+    event = _good(g, i)
+    ts = event["occurred_at"]
+    event["occurred_at"] = g.rng.choice((
+        ts[:-6],                                   # no zone
+        ts[:-6].replace("T", " "),                 # no zone, space separator
+        "yesterday",
+        "2026-13-45T25:61:00+00:00",
+        "",
+        "1764138601",
+        "26/11/2026 06:30:01 +0000",
+    ))
+    return json.dumps(event).encode()
+
+
+def _not_object(g: Source, i: int) -> bytes:
+    event = _good(g, i)
+    return g.rng.choice((
+        json.dumps([event]).encode(),
+        json.dumps(list(event.values())).encode(),
+        json.dumps(json.dumps(event)).encode(),    # a JSON string holding JSON
+        b"42",
+        b"null",
+    ))
+
+
+def _empty(g: Source, i: int) -> bytes:
+    return b""
+
+
+def _too_long(g: Source, i: int) -> bytes:
+    event = _good(g, i)
+    field = ("url", "user_agent", "referrer", "session_id", "user_id", "event_id")[
+        g.cycle_pos % 6]
+    if field == "url":
+        event["url"] += ("&" if "?" in event["url"] else "?") + "pad=" + "x" * 5000
+    elif field == "referrer":
+        event["referrer"] = "https://www.google.com/search?q=" + "ü" * 1100  # 2,200 bytes
+    elif field == "user_agent":
+        event["user_agent"] = event["user_agent"] + " " + "Extension/1.0 " * 80
+    elif field == "event_id":
+        event["event_id"] = event["event_id"] + "-" + event["event_id"]
+    else:
+        event[field] = ("é" * 70)  # 70 characters, 140 bytes: over in bytes only
+    return json.dumps(event, ensure_ascii=False).encode()
+
+
+def _near_limit(g: Source, i: int) -> bytes:
+    head = b'{"event_id": "' + uuid4(g.rng).encode() + b'", "url": "'
+    return head + b"A" * (NEAR_LIMIT_BYTES - len(head))  # never closed: not JSON
+
+
+_MAKERS: dict[str, Callable[[Source, int], bytes]] = {
+    "not_json": _not_json, "invalid_utf8": _invalid_utf8, "missing_field": _missing_field,
+    "wrong_type": _wrong_type, "bad_timestamp": _bad_timestamp, "not_object": _not_object,
+    "empty": _empty, "too_long": _too_long, "near_limit": _near_limit,
+}
+assert set(_MAKERS) == set(BAD_KINDS)
+
+
+def make(kind: str, source: Source, i: int) -> bytes:
+    """The data of one malformed record of ``kind`` (the i-th record of the stream)."""
+    return _MAKERS[kind](source, i)

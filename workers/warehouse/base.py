@@ -1,0 +1,79 @@
+"""What a warehouse dialect is: the plan runner, plus the two things that differ
+between warehouses (the lock statement and the COPY step)."""
+from __future__ import annotations
+
+import abc
+import time
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from shardline.errors import LoadFailed
+from workers.warehouse.plan import AdvanceWatermarks, CopyManifest, Step
+from workers.warehouse.watermarks import advance_watermarks
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an error's text (or its type name): what goes into a message."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+@dataclass
+class PlanResult:
+    rows_copied: int = 0
+    rows_inserted: int = 0
+    watermarks: dict = field(default_factory=dict)
+    timings: dict = field(default_factory=dict)  # step name -> seconds
+
+
+class Dialect(abc.ABC):
+    """What differs between warehouses: the lock statement and the COPY step."""
+
+    name: str = ""
+
+    @abc.abstractmethod
+    def lock_sql(self, table: str) -> str:
+        ...
+
+    @abc.abstractmethod
+    def copy(self, cur: Any, step: CopyManifest) -> None:
+        """Run the COPY; raise ``LoadFailed`` with a readable reason."""
+
+    def copy_error_details(self, cur: Any) -> list[str]:
+        """After a failed COPY and its rollback, in the same session: error rows to log."""
+        return []
+
+    def redact(self, text: str) -> str:
+        return text
+
+    def run(self, cur: Any, plan: Sequence[Step]) -> PlanResult:
+        """Execute the plan's steps in the caller's transaction."""
+        results: dict[str, Any] = {}
+        out = PlanResult()
+        for step in plan:
+            t0 = time.perf_counter()
+            self._run_step(cur, step, results, out)
+            out.timings[step.name] = time.perf_counter() - t0
+        out.rows_copied = int(results.get("rows_copied", 0))
+        out.rows_inserted = int(results.get("rows_inserted", 0))
+        return out
+
+    def _run_step(self, cur: Any, step: Step, results: dict, out: PlanResult) -> None:
+        if isinstance(step, CopyManifest):
+            try:
+                self.copy(cur, step)
+            except LoadFailed as exc:
+                exc.step = "copy"  # the loader then logs the dialect's error details
+                raise
+        elif isinstance(step, AdvanceWatermarks):
+            out.watermarks = advance_watermarks(cur, step)
+        else:
+            params = step.params(results) if callable(step.params) else step.params
+            cur.execute(step.text, params)
+            if step.fetch == "one":
+                results[step.result] = cur.fetchone()[0]
+            elif step.fetch == "rowcount":
+                results[step.result] = cur.rowcount
+            if step.expect_rowcount is not None and cur.rowcount != step.expect_rowcount:
+                raise LoadFailed(f"{step.name}: expected {step.expect_rowcount} pending "
+                                 f"ledger rows, updated {cur.rowcount}; the ledger changed "
+                                 f"under the lock, load abandoned")
