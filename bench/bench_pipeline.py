@@ -45,6 +45,40 @@ DRAIN = {
     "SHARDLINE_LOADER_POLL_S": "0.5",
     "SHARDLINE_LOADER_MIN_FILES": "200",
 }
+CATEGORIES = (("kinesalite", "kinesalite"), ("moto_server", "moto S3"), ("gearmand", "gearmand"),
+              ("shardline consumer", "consumers"), ("shardline worker", "stage workers"),
+              ("shardline loader", "loader"), ("supervisord", "supervisord"))
+
+
+def cpu_snapshot() -> dict[int, tuple[str, float]]:
+    """pid -> (component, CPU seconds) for every process of the pipeline and the stack."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        name = "postgres" if cmd.startswith("postgres") or "/postgres " in cmd else None
+        for needle, label in CATEGORIES:
+            if needle in cmd:
+                name = label
+        if name:
+            out[int(entry.name)] = (name, (int(fields[11]) + int(fields[12])) / tick)
+    return out
+
+
+def cpu_by_component(before: dict, after: dict) -> dict[str, float]:
+    totals: dict[str, float] = {}
+    for pid, (name, secs) in after.items():
+        start = before.get(pid, (name, 0.0))[1]
+        totals[name] = totals.get(name, 0.0) + secs - start
+    return dict(sorted(totals.items(), key=lambda kv: -kv[1]))
+
+
 def bare_drain(info: devstack.StackInfo, stream: str) -> tuple[int, float]:
     """Read every shard from TRIM_HORIZON, one thread per shard; records and seconds."""
     kinesis = info.client("kinesis")
@@ -77,6 +111,7 @@ def run_fleet(base_env: dict[str, str], work: Path, stream: str, name: str, work
            "SHARDLINE_S3_PREFIX": f"bench/{name}", "SHARDLINE_KINESIS_STREAM": stream}
     shardline("migrate", env=env)
     fleet = Fleet(work / name, env, stream, workers)
+    cpu_before = cpu_snapshot()
     start = time.time()
     fleet.start()
     try:
@@ -86,6 +121,7 @@ def run_fleet(base_env: dict[str, str], work: Path, stream: str, name: str, work
 
         wait_for(done, timeout, f"{good} rows ({name})", every=0.25)
         elapsed = time.time() - start
+        cpu = cpu_by_component(cpu_before, cpu_snapshot())
     except TimeoutError:
         print(fleet.logs(400), file=sys.stderr)
         raise
@@ -93,7 +129,8 @@ def run_fleet(base_env: dict[str, str], work: Path, stream: str, name: str, work
         fleet.stop()
     (rows, distinct), = query(env, "SELECT count(*), count(DISTINCT event_id) FROM page_views")
     assert rows == distinct == good, (rows, distinct, good)
-    return {"workers": workers, "seconds": elapsed, "events_per_s": (good + bad) / elapsed}
+    return {"workers": workers, "seconds": elapsed, "events_per_s": (good + bad) / elapsed,
+            "cpu_s": cpu}
 
 
 def latency_run(base_env: dict[str, str], info: devstack.StackInfo, work: Path, rate: int,
@@ -169,6 +206,12 @@ def main() -> int:
             results[f"median_{workers}"] = med
             print(f"  pipeline, {workers} stage worker(s)          {med:>9,.0f} events/s  "
                   f"({med / bare:.0%} of the read ceiling)")
+        last = {r["workers"]: r for r in results["runs"]}
+        for workers, run in sorted(last.items()):
+            busy = sum(run["cpu_s"].values())
+            parts = ", ".join(f"{k} {v:.1f}" for k, v in run["cpu_s"].items())
+            print(f"  CPU seconds, last run with {workers} worker(s): {busy:.1f} in "
+                  f"{run['seconds']:.1f} s wall ({busy / run['seconds']:.2f} cores busy): {parts}")
         if not args.skip_latency:
             lat = latency_run(base_env, info, work, args.latency_rate, args.latency_events, 2)
             results["latency"] = lat
