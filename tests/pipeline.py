@@ -25,6 +25,13 @@ FAST = {
 }
 
 
+def wait_active(kinesis: Any, stream: str, timeout: float = 10) -> None:
+    """kinesalite flips a new stream to ACTIVE on its next tick, even with createStreamMs 0."""
+    wait_for(lambda: kinesis.describe_stream_summary(StreamName=stream)
+             ["StreamDescriptionSummary"]["StreamStatus"] == "ACTIVE", timeout,
+             f"stream {stream} ACTIVE", every=0.02)
+
+
 def read_stream(kinesis: Any, stream: str) -> dict[tuple[str, str], bytes]:
     """Every record of every shard: (shard_id, sequence) -> data."""
     out = {}

@@ -17,6 +17,7 @@ import pytest
 
 from shardline import devstack
 from shardline.devstack import StackInfo
+from tests.pipeline import wait_active
 
 pytestmark = pytest.mark.integration
 
@@ -125,8 +126,7 @@ def test_env_has_exactly_the_documented_keys(stack: StackInfo) -> None:
 def test_kinesalite_answers(kinesis, stream_name: str) -> None:
     kinesis.create_stream(StreamName=stream_name, ShardCount=4)
     try:
-        desc = kinesis.describe_stream_summary(StreamName=stream_name)["StreamDescriptionSummary"]
-        assert desc["StreamStatus"] == "ACTIVE"  # createStreamMs=0: no CREATING phase
+        wait_active(kinesis, stream_name)  # createStreamMs=0: ACTIVE on kinesalite's next tick
         shards = kinesis.list_shards(StreamName=stream_name)["Shards"]
         assert len(shards) == 4
 

@@ -11,6 +11,7 @@ import pytest
 
 from shardline import migrate
 from shardline.control import Checkpoint, Control
+from tests.pipeline import wait_active
 
 pytestmark = pytest.mark.integration
 
@@ -113,11 +114,7 @@ def test_replay_moves_checkpoint_with_history_and_respects_leases(setup, stream_
 def test_replay_at_timestamp(setup, stream_name, kinesis):
     env, control = setup
     kinesis.create_stream(StreamName=stream_name, ShardCount=1)
-    for _ in range(100):
-        if kinesis.describe_stream_summary(StreamName=stream_name)[
-                "StreamDescriptionSummary"]["StreamStatus"] == "ACTIVE":
-            break
-        time.sleep(0.1)
+    wait_active(kinesis, stream_name)
     kinesis.put_record(StreamName=stream_name, Data=b"before", PartitionKey="k")
     time.sleep(1.1)
     middle = datetime.now(timezone.utc)

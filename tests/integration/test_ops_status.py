@@ -12,6 +12,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from shardline import migrate
+from tests.pipeline import wait_active
 
 pytestmark = pytest.mark.integration
 
@@ -54,11 +55,7 @@ def _drain(server: str, function: bytes, count: int) -> None:
 def test_status_reports_numbers_and_alerts(stack_env, stream_name, pg_schema, pg_conn, kinesis):
     migrate.migrate(pg_conn, "postgres")
     kinesis.create_stream(StreamName=stream_name, ShardCount=2)
-    for _ in range(100):
-        if kinesis.describe_stream_summary(StreamName=stream_name)[
-                "StreamDescriptionSummary"]["StreamStatus"] == "ACTIVE":
-            break
-        time.sleep(0.1)
+    wait_active(kinesis, stream_name)
     shard0, shard1 = sorted(s["ShardId"] for s in
                             kinesis.list_shards(StreamName=stream_name)["Shards"])
     server = stack_env["SHARDLINE_GEARMAN_SERVERS"].split(",")[0]

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from shardline import migrate
+from tests.pipeline import wait_active
 
 pytestmark = pytest.mark.integration
 
@@ -96,21 +97,12 @@ def _stop_supervisord(conf: Path, env, pidfile: Path) -> None:
     os.kill(pid, 9)
 
 
-def _wait_active(kinesis, stream: str) -> None:
-    for _ in range(100):
-        if kinesis.describe_stream_summary(StreamName=stream)[
-                "StreamDescriptionSummary"]["StreamStatus"] == "ACTIVE":
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"stream {stream} never became ACTIVE")
-
-
 def test_supervisor_config_and_reshard_update(stack_env, stream_name, pg_schema, pg_conn,
                                               kinesis):
     migrate.migrate(pg_conn, "postgres")
     env = {**stack_env, "SHARDLINE_WAREHOUSE_SCHEMA": pg_schema}
     kinesis.create_stream(StreamName=stream_name, ShardCount=2)
-    _wait_active(kinesis, stream_name)
+    wait_active(kinesis, stream_name)
     shards = sorted(s["ShardId"] for s in kinesis.list_shards(StreamName=stream_name)["Shards"])
     assert len(shards) == 2
 
@@ -153,7 +145,7 @@ def test_supervisor_config_and_reshard_update(stack_env, stream_name, pg_schema,
         hi = int(parent["HashKeyRange"]["EndingHashKey"])
         kinesis.split_shard(StreamName=stream_name, ShardToSplit=parent["ShardId"],
                             NewStartingHashKey=str((lo + hi) // 2))
-        _wait_active(kinesis, stream_name)
+        wait_active(kinesis, stream_name)
         children = sorted(s["ShardId"] for s in kinesis.list_shards(StreamName=stream_name)[
             "Shards"] if s.get("ParentShardId") == parent["ShardId"])
         assert len(children) == 2
@@ -195,7 +187,7 @@ def test_supervisor_config_without_warehouse_keeps_all_shards(stack_env, stream_
                                                               tmp_path):
     env = {**stack_env, "SHARDLINE_WAREHOUSE_DSN": ""}
     kinesis.create_stream(StreamName=stream_name, ShardCount=1)
-    _wait_active(kinesis, stream_name)
+    wait_active(kinesis, stream_name)
     env_file = tmp_path / "stack.env"
     env_file.write_text("export AWS_SECRET_ACCESS_KEY=zz-not-for-files\n"
                         "export SHARDLINE_LOG_LEVEL='DEBUG'\n")
