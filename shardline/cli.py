@@ -66,6 +66,24 @@ def load_settings(args: argparse.Namespace, **flags: str | None) -> Settings:
     return settings
 
 
+# Most specific first: the class of an error decides the exit code, never its text.
+_EXITS: tuple[tuple[type[ShardlineError], ExitCode, str], ...] = (
+    (ConfigError, ExitCode.CONFIG, "configuration error: "),
+    (LeaseHeld, ExitCode.LEASE_HELD, ""),
+    (LeaseLost, ExitCode.LEASE_LOST, ""),
+    (BatchFailed, ExitCode.BATCH_FAILED, ""),
+)
+
+
+def exit_for(exc: ShardlineError) -> tuple[ExitCode, str]:
+    """(exit code, message prefix) for an error that ends a command."""
+    for cls, code, prefix in _EXITS:
+        if isinstance(exc, cls):
+            return code, prefix
+    code = ExitCode.UNAVAILABLE if exc.retriable else ExitCode.CRASH
+    return code, f"{type(exc).__name__}: "
+
+
 def _usage() -> str:
     width = max(map(len, COMMANDS))
     lines = ["usage: shardline <command> [options]   (shardline <command> --help)", "",
@@ -87,21 +105,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         func = getattr(importlib.import_module(module_name), func_name)
         return int(func(rest))
-    except ConfigError as exc:
-        print(f"shardline {name}: configuration error: {exc}", file=sys.stderr)
-        return ExitCode.CONFIG
-    except LeaseHeld as exc:
-        print(f"shardline {name}: {exc}", file=sys.stderr)
-        return ExitCode.LEASE_HELD
-    except LeaseLost as exc:
-        print(f"shardline {name}: {exc}", file=sys.stderr)
-        return ExitCode.LEASE_LOST
-    except BatchFailed as exc:
-        print(f"shardline {name}: {exc}", file=sys.stderr)
-        return ExitCode.BATCH_FAILED
     except ShardlineError as exc:
-        print(f"shardline {name}: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return ExitCode.UNAVAILABLE if exc.retriable else ExitCode.CRASH
+        code, prefix = exit_for(exc)
+        print(f"shardline {name}: {prefix}{exc}", file=sys.stderr)
+        return code
     except KeyboardInterrupt:
         return ExitCode.FORCED_STOP
 
