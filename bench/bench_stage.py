@@ -14,7 +14,7 @@ What it measures:
   from the first submit to the last result. Each run stages to a fresh stream
   name, so every batch is a new S3 object and a new ledger row.
 
-Input: realistic page views from ``shardline.events`` (~300 bytes each, seeded),
+Input: realistic page views from ``shardline.producer.events`` (~300 bytes each, seeded),
 batched and ``codec.encode``d before the clock starts. Medians of ``--runs``.
 """
 from __future__ import annotations
@@ -36,7 +36,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from shardline import codec, events  # noqa: E402
+from shardline import codec  # noqa: E402
+from shardline.producer import events  # noqa: E402
 from shardline.tables import PAGE_VIEWS  # noqa: E402
 from workers.stage import RowBuilder, gzip_bytes  # noqa: E402
 from workers.transform import page_view  # noqa: E402
@@ -113,7 +114,7 @@ def submit_all(servers: list[str], payloads: list[tuple[str, bytes]], inflight: 
 
 
 def wait_workers(server: str, n: int, timeout: float = 30.0) -> None:
-    from shardline import gearman_admin
+    from shardline.ops import gearman_admin
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

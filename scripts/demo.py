@@ -20,8 +20,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from shardline import devstack  # noqa: E402
-from shardline.fleet import DEMO_SETTINGS, SHARDLINE, Fleet, shardline  # noqa: E402
-from shardline.fleet import warehouse_query as query  # noqa: E402
+from shardline.ops.fleet import DEMO_SETTINGS, SHARDLINE, Fleet, shardline  # noqa: E402
+from shardline.ops.fleet import warehouse_query as query  # noqa: E402
 
 class DemoFailed(Exception):
     pass

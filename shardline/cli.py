@@ -20,14 +20,14 @@ from shardline.settings import Settings
 COMMANDS: dict[str, tuple[str, str]] = {
     "devstack": ("shardline.devstack:main", "start/stop the local stack (up|down|status|env)"),
     "migrate": ("shardline.commands:migrate_main", "create or upgrade the warehouse tables"),
-    "create-stream": ("shardline.create_stream:main", "create a Kinesis stream"),
-    "produce": ("shardline.produce_cli:produce_main", "put sample page views into a stream"),
+    "create-stream": ("shardline.producer.create_stream:main", "create a Kinesis stream"),
+    "produce": ("shardline.producer.produce_cli:produce_main", "put sample page views into a stream"),
     "consumer": ("consumers.main:main", "read one shard and dispatch batches (one per shard)"),
     "worker": ("workers.main:main", "run Gearman stage workers"),
     "loader": ("workers.loader_main:main", "load staged files into the warehouse"),
-    "status": ("shardline.status:main", "one screen of pipeline health"),
-    "replay": ("shardline.replay:main", "move a shard's checkpoint back (or list history)"),
-    "supervisor-config": ("shardline.supervisor_config:main", "write a supervisord config"),
+    "status": ("shardline.ops.status:main", "one screen of pipeline health"),
+    "replay": ("shardline.ops.replay:main", "move a shard's checkpoint back (or list history)"),
+    "supervisor-config": ("shardline.ops.supervisor_config:main", "write a supervisord config"),
     "settings": ("shardline.commands:settings_main", "list every setting, its env var and default"),
 }
 

@@ -1,4 +1,4 @@
-"""Helpers for end-to-end tests: the real fleet (shardline.fleet) and warehouse/S3 checks."""
+"""Helpers for end-to-end tests: the real fleet (shardline.ops.fleet) and warehouse/S3 checks."""
 from __future__ import annotations
 
 import base64
@@ -6,7 +6,7 @@ import gzip
 import json
 from typing import Any
 
-from shardline.fleet import Fleet, shardline, wait_for  # noqa: F401  (re-exported for tests)
+from shardline.ops.fleet import Fleet, shardline, wait_for  # noqa: F401  (re-exported for tests)
 
 # Low-latency settings for tests: small batches, frequent checkpoints and loads.
 FAST = {

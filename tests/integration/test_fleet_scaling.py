@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from shardline.gearman_admin import cluster_status, totals
+from shardline.ops.gearman_admin import cluster_status, totals
 from tests.integration.test_pipeline_e2e import assert_exactly_once, produce, wait_loaded
 from tests.pipeline import FAST, Fleet, shardline, wait_for
 

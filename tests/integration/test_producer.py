@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from shardline import events, producer
+from shardline import producer
+from shardline.producer import events
 from shardline.errors import ConfigError, FatalError, ThrottledError
 from shardline.exitcodes import ExitCode
 

@@ -26,7 +26,8 @@ from pathlib import Path
 
 import pytest
 
-from shardline import codec, gearman_admin
+from shardline import codec
+from shardline.ops import gearman_admin
 from shardline.csvformat import POSTGRES_COPY_OPTIONS, format_value
 from shardline.tables import PAGE_VIEWS
 from workers.transform import page_view

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from shardline import events
+from shardline.producer import events
 
 START = dt.datetime(2026, 11, 26, 6, 30, tzinfo=dt.timezone.utc)
 

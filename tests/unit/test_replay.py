@@ -5,7 +5,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from shardline import replay
+from shardline.ops import replay
 from shardline.control import Checkpoint, HistoryEntry
 from shardline.exitcodes import ExitCode
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 import json
 from datetime import datetime, timedelta
 
-from shardline import status
+from shardline.ops import status
 from shardline.exitcodes import ExitCode
-from shardline.gearman_admin import FunctionStatus, ServerStatus
+from shardline.ops.gearman_admin import FunctionStatus, ServerStatus
 
 NOW = datetime(2026, 11, 26, 7, 0, 0)
 S = "clicks"

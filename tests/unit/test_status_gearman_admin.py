@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from shardline import gearman_admin as ga
+from shardline.ops import gearman_admin as ga
 
 
 def test_parse_status_lines():

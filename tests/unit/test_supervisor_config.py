@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from shardline import supervisor_config as sc
+from shardline.ops import supervisor_config as sc
 from shardline.errors import ConfigError
 from shardline.settings import Settings
 

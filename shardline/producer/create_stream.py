@@ -2,7 +2,7 @@
 
 Harmless if the stream exists with the same shard count; exit ``CONFIG`` if it
 exists with another, ``UNAVAILABLE`` if it is being deleted or stays CREATING.
-Sample traffic for it comes from ``shardline produce`` (``shardline.produce_cli``).
+Sample traffic for it comes from ``shardline produce`` (``shardline.producer.produce_cli``).
 """
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from shardline import clients
 from shardline.cli import command_parser, load_settings
 from shardline.errors import ServiceUnavailable
 from shardline.exitcodes import ExitCode
-from shardline.producer import open_shards
-from shardline.put_records import error_code, is_connection_error
+from shardline.producer.put import open_shards
+from shardline.producer.put_records import error_code, is_connection_error
 
 
 def main(argv: list[str]) -> int:

@@ -1,6 +1,6 @@
 """The one-screen text view of a ``shardline status`` report.
 
-``render_text(report)`` turns the dict from ``shardline.status_report.build_report``
+``render_text(report)`` turns the dict from ``shardline.ops.status_report.build_report``
 into the table shown by ``shardline status`` (sequence numbers shortened and
 owners cut to host:pid; ``--json`` prints the dict itself, in full). Pure.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 from shardline.control import SHARD_END
-from shardline.status_report import fmt_bytes, fmt_duration, short_seq
+from shardline.ops.status_report import fmt_bytes, fmt_duration, short_seq
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:

@@ -1,11 +1,11 @@
 """``shardline produce``: put sample page views into a stream, with progress shown.
 
-Events come from ``shardline.events`` (some malformed, some put a second time,
+Events come from ``shardline.producer.events`` (some malformed, some put a second time,
 byte for byte, like a retrying producer would) and go through
 ``shardline.producer.put_events``, paced to ``--rate``, optionally KPL-aggregated.
 A progress bar goes to stderr and a summary (optionally JSON, and the good
 event_ids) at the end; the first Ctrl-C finishes the records already made.
-The stream itself comes from ``shardline create-stream`` (``shardline.create_stream``).
+The stream itself comes from ``shardline create-stream`` (``shardline.producer.create_stream``).
 """
 from __future__ import annotations
 
@@ -21,13 +21,14 @@ import threading
 import time
 from typing import Any, Callable, Iterable, Iterator
 
-from shardline import clients, events
+from shardline import clients
+from shardline.producer import events
 from shardline.cli import command_parser, load_settings
 from shardline.errors import ConfigError, ServiceUnavailable
 from shardline.exitcodes import ExitCode
 from shardline.logs import get_logger
-from shardline.producer import PutStats, aggregate, open_shards, put_events
-from shardline.put_records import error_code
+from shardline.producer.put import PutStats, aggregate, open_shards, put_events
+from shardline.producer.put_records import error_code
 
 log = get_logger("producer")
 

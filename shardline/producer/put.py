@@ -8,11 +8,11 @@ HTTP calls overlap with each other and with building the next batch while each
 shard's records are still put by one thread, in order (a session's records reach
 its shard in order, except that a retried entry lands after the entries of its
 call that succeeded, as with any Kinesis producer). The retries and the lane
-threads are in ``shardline.put_records``.
+threads are in ``shardline.producer.put_records``.
 
 ``open_shards`` lists a stream's open shards; ``aggregate`` packs user records
 into KPL aggregated records, grouped by shard. The commands ``produce`` and
-``create-stream`` are in ``shardline.produce_cli``.
+``create-stream`` are in ``shardline.producer.produce_cli``.
 """
 from __future__ import annotations
 
@@ -24,8 +24,8 @@ from typing import Any, Callable, Iterable, Iterator
 
 from shardline.errors import ConfigError, FatalError, ServiceUnavailable
 from shardline.logs import get_logger
-from shardline.put_records import (RETRIABLE_CODES, Lane, PutStats, Sender, error_code,
-                                   is_connection_error)
+from shardline.producer.put_records import (RETRIABLE_CODES, Lane, PutStats, Sender,
+                                            error_code, is_connection_error)
 
 __all__ = ["MAX_BATCH_RECORDS", "MAX_BATCH_BYTES", "MAX_RECORD_BYTES", "AGG_MAX_BYTES",
            "RETRIABLE_CODES", "PutStats", "put_events", "open_shards", "aggregate"]

@@ -4,7 +4,7 @@
 category); ``REQUIRED`` / ``NULLABLE`` / ``FIELDS`` / ``MAX_BYTES`` are the fields
 and their warehouse byte limits. ``classify_user_agent`` and ``ip_prefix`` are
 the reference derivations a transform (``workers/transform.py``) is tested
-against. Used by the sample generator (``shardline.events``), tests and tools.
+against. Used by the sample generator (``shardline.producer.events``), tests and tools.
 """
 from __future__ import annotations
 

@@ -12,8 +12,8 @@ stopped reporting). The reasons go to stderr.
 
 This module is the command and the gathering (control tables, Kinesis,
 gearmand admin). The report itself is pure and lives next to it, re-exported
-here: ``shardline.status_report`` (``build_report``, the alert rules,
-``exit_code``, formatting helpers) and ``shardline.status_render``
+here: ``shardline.ops.status_report`` (``build_report``, the alert rules,
+``exit_code``, formatting helpers) and ``shardline.ops.status_render``
 (``render_text``), so they are unit-tested without a database.
 """
 from __future__ import annotations
@@ -27,9 +27,9 @@ from shardline.cli import command_parser, load_settings, parse_command_args
 from shardline.control import utc
 from shardline.exitcodes import ExitCode
 from shardline.settings import Settings
-from shardline.status_render import render_text
-from shardline.status_report import (SEQ_TAIL, STALE_FACTOR, build_report, exit_code,
-                                     fmt_bytes, fmt_duration, shard_alerts, short_seq)
+from shardline.ops.status_render import render_text
+from shardline.ops.status_report import (SEQ_TAIL, STALE_FACTOR, build_report, exit_code,
+                                         fmt_bytes, fmt_duration, shard_alerts, short_seq)
 
 __all__ = ["STALE_FACTOR", "SEQ_TAIL", "short_seq", "fmt_duration", "fmt_bytes",
            "build_report", "shard_alerts", "exit_code", "render_text", "gather_warehouse",
@@ -82,7 +82,7 @@ def gather_kinesis(settings: Settings, streams: Sequence[str]) -> dict[str, Any]
     from botocore.exceptions import BotoCoreError, ClientError
 
     from shardline import clients
-    from shardline.supervisor_config import list_shards
+    from shardline.ops.supervisor_config import list_shards
 
     out: dict[str, Any] = {}
     try:
@@ -104,7 +104,8 @@ def gather_kinesis(settings: Settings, streams: Sequence[str]) -> dict[str, Any]
 def collect(settings: Settings, control: Any, streams: Sequence[str], *,
             use_kinesis: bool = True, gearman_timeout_s: float = 2.0,
             clock: Any = time.time) -> dict[str, Any]:
-    from shardline import clients, gearman_admin
+    from shardline import clients
+    from shardline.ops import gearman_admin
 
     data = gather_warehouse(control, streams)
     known = list(streams) or sorted({r["stream"] for k in ("leases", "checkpoints",

@@ -28,7 +28,7 @@ from shardline.cli import command_parser, load_settings, parse_command_args
 from shardline.control import SHARD_END, Checkpoint, HistoryEntry
 from shardline.errors import ConfigError
 from shardline.exitcodes import ExitCode
-from shardline.status_report import short_seq
+from shardline.ops.status_report import short_seq
 
 TRIM_HORIZON = "TRIM_HORIZON"  # what move_checkpoint(cp=None) writes into the history
 _SEQUENCE = re.compile(r"^[0-9]{1,128}$")

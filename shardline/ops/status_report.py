@@ -5,8 +5,8 @@
 ``--json`` prints, and applies the alert rules (``shard_alerts``): a shard not
 at SHARD_END with no live owner, a lag past ``status.max_lag_ms``, or a status
 row older than ``STALE_FACTOR`` report intervals. No I/O here, so it is
-unit-tested without a database; gathering is in ``shardline.status``, the text
-view in ``shardline.status_render``.
+unit-tested without a database; gathering is in ``shardline.ops.status``, the text
+view in ``shardline.ops.status_render``.
 """
 from __future__ import annotations
 
@@ -81,7 +81,7 @@ def build_report(*, now: datetime, streams: Sequence[str], leases: Iterable[Row]
     ``kinesis``: {stream: [{"shard_id", "open"}, ...] or {"error": text}}, or None
     when not asked. ``gearman``: ``gearman_admin.ServerStatus`` objects.
     """
-    from shardline import gearman_admin
+    from shardline.ops import gearman_admin
 
     stale_after = STALE_FACTOR * report_interval_s
     by_key: dict[tuple[str, str], dict[str, Any]] = {}

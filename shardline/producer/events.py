@@ -15,9 +15,9 @@ Good records use the session id as partition key, so one session's events go to
 one shard in order. Bad records get a random partition key.
 
 This module assembles the records; the pieces live next to it and their names
-are re-exported here: ``shardline.traffic`` (the simulated site and visitors,
-``USER_AGENTS``), ``shardline.malformed`` (``BAD_KINDS`` and their makers) and
-``shardline.event_rules`` (``check``, ``classify_user_agent``, ``ip_prefix``,
+are re-exported here: ``shardline.producer.traffic`` (the simulated site and visitors,
+``USER_AGENTS``), ``shardline.producer.malformed`` (``BAD_KINDS`` and their makers) and
+``shardline.producer.event_rules`` (``check``, ``classify_user_agent``, ``ip_prefix``,
 the fields and their byte limits).
 """
 from __future__ import annotations
@@ -28,12 +28,12 @@ import json
 import random
 import time
 
-from shardline import malformed
-from shardline.event_rules import (FIELDS, MAX_BYTES, MAX_RECORD_BYTES, NULLABLE, REQUIRED,
-                                   check, classify_user_agent, ip_prefix)
-from shardline.malformed import BAD_KINDS, NEAR_LIMIT_BYTES, NEAR_LIMIT_EVERY
-from shardline.traffic import (AWKWARD, AWKWARD_PROBABILITY, EXTERNAL_REFERRERS, HOSTS, UTM,
-                               USER_AGENTS, Session, page_path, uuid4)
+from shardline.producer import malformed
+from shardline.producer.event_rules import (FIELDS, MAX_BYTES, MAX_RECORD_BYTES, NULLABLE,
+                                            REQUIRED, check, classify_user_agent, ip_prefix)
+from shardline.producer.malformed import BAD_KINDS, NEAR_LIMIT_BYTES, NEAR_LIMIT_EVERY
+from shardline.producer.traffic import (AWKWARD, AWKWARD_PROBABILITY, EXTERNAL_REFERRERS, HOSTS,
+                                        UTM, USER_AGENTS, Session, page_path, uuid4)
 
 __all__ = ["GOOD", "BAD_KINDS", "KINDS", "REQUIRED", "NULLABLE", "FIELDS", "MAX_BYTES",
            "MAX_RECORD_BYTES", "NEAR_LIMIT_BYTES", "NEAR_LIMIT_EVERY", "HOSTS", "USER_AGENTS",
