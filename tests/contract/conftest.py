@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from contract.loader_kit import Backend, PostgresBackend, RedshiftBackend
+from tests.contract.loader_kit import Backend, PostgresBackend, RedshiftBackend
 
 
 def _postgres_backend(request: Any) -> PostgresBackend:

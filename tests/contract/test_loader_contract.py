@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from contract.loader_kit import SHARD0, SHARD1, event_id, page_view, seq
+from tests.contract.loader_kit import SHARD0, SHARD1, event_id, page_view, seq
 
 
 def run_until_idle(loader, limit: int = 20) -> list:

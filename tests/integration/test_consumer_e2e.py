@@ -2,13 +2,10 @@
 from __future__ import annotations
 
 import signal
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from stub_stage import Rig, pos, wait_for  # noqa: E402
+from tests.stub_stage import Rig, pos, wait_for
 
 pytestmark = pytest.mark.integration
 

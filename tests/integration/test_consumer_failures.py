@@ -1,15 +1,12 @@
 """A batch that keeps failing: the checkpoint never passes it and the consumer exits 70."""
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from stub_stage import Rig, pos, wait_for  # noqa: E402
+from tests.stub_stage import Rig, pos, wait_for
 
-from shardline.exitcodes import ExitCode  # noqa: E402
+from shardline.exitcodes import ExitCode
 
 pytestmark = pytest.mark.integration
 

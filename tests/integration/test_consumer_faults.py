@@ -5,19 +5,16 @@ with botocore event hooks on the consumer's own Kinesis client (in-process consu
 """
 from __future__ import annotations
 
-import sys
 import threading
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from faults import KinesisFaults  # noqa: E402
-from stub_stage import Rig, wait_for  # noqa: E402
+from tests.faults import KinesisFaults
+from tests.stub_stage import Rig, wait_for
 
-from consumers import main as consumer_main  # noqa: E402
-from consumers.reader import kinesis_client  # noqa: E402
-from shardline import settings as settings_mod  # noqa: E402
+from consumers import main as consumer_main
+from consumers.reader import kinesis_client
+from shardline import settings as settings_mod
 
 pytestmark = pytest.mark.integration
 

@@ -3,15 +3,12 @@ neither skip nor repeat a sub-record."""
 from __future__ import annotations
 
 import signal
-import sys
 from collections import Counter
-from pathlib import Path
 
 import pytest
 from aws_kinesis_agg.aggregator import RecordAggregator
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from stub_stage import Rig, wait_for  # noqa: E402
+from tests.stub_stage import Rig, wait_for
 
 pytestmark = pytest.mark.integration
 

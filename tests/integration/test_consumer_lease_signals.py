@@ -3,25 +3,15 @@ checkpoint) and signals (SIGTERM drains and checkpoints; a second signal exits a
 from __future__ import annotations
 
 import signal
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from stub_stage import Rig, wait_for  # noqa: E402
+from tests.stub_stage import wait_for
 
-from shardline.exitcodes import ExitCode  # noqa: E402
+from shardline.exitcodes import ExitCode
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def rig(stack_env, pg_schema, pg_conn, stream_name, kinesis):
-    r = Rig(stack_env, pg_schema, pg_conn, stream_name, kinesis)
-    yield r
-    r.cleanup()
 
 
 def test_second_consumer_exits_75_naming_owner_and_stolen_lease_stops_first(rig, tmp_path):

@@ -2,22 +2,12 @@
 from __future__ import annotations
 
 import signal
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from stub_stage import Rig, pos, wait_for  # noqa: E402
+from tests.stub_stage import pos, wait_for
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def rig(stack_env, pg_schema, pg_conn, stream_name, kinesis):
-    r = Rig(stack_env, pg_schema, pg_conn, stream_name, kinesis)
-    yield r
-    r.cleanup()
 
 
 def test_split_parent_drained_to_shard_end_then_children(rig, tmp_path):

@@ -18,10 +18,9 @@ from typing import Any
 import psycopg2
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from contract.loader_kit import (SHARD0, SHARD1, PostgresBackend, event_id,  # noqa: E402
+from tests.contract.loader_kit import (SHARD0, SHARD1, PostgresBackend, event_id,
                                  page_view, seq)
-from shardline.tables import PAGE_VIEWS  # noqa: E402
+from shardline.tables import PAGE_VIEWS
 
 pytestmark = pytest.mark.integration
 

@@ -1,20 +1,17 @@
 """Reader: start positions, iterator age refresh, expiry and throttling absorbed, error mapping."""
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 import pytest
 from botocore.exceptions import EndpointConnectionError, ReadTimeoutError
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from faults import Clock, FakeKinesis, client_error  # noqa: E402
+from tests.faults import Clock, FakeKinesis, client_error
 
-from consumers.awserrors import map_error  # noqa: E402
-from consumers.reader import ShardReader, list_shards, start_position  # noqa: E402
-from shardline.control import Checkpoint  # noqa: E402
-from shardline.errors import IteratorExpired, ServiceUnavailable, ThrottledError  # noqa: E402
-from shardline.settings import Settings  # noqa: E402
+from consumers.awserrors import map_error
+from consumers.reader import ShardReader, list_shards, start_position
+from shardline.control import Checkpoint
+from shardline.errors import IteratorExpired, ServiceUnavailable, ThrottledError
+from shardline.settings import Settings
 
 
 def settings(**kw: str):

@@ -1,20 +1,17 @@
 """Consumer.step() with fakes and a fake clock: cadence, window, checkpoints, endings."""
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from faults import Clock, FakeControl, FakeDispatcher, FakeKinesis, client_error  # noqa: E402
+from tests.faults import Clock, FakeControl, FakeDispatcher, FakeKinesis, client_error
 
-from consumers.consumer import Consumer  # noqa: E402
-from consumers.reader import ShardReader, list_shards  # noqa: E402
-from shardline.control import SHARD_END, Checkpoint  # noqa: E402
-from shardline.errors import BatchFailed, LeaseHeld, LeaseLost, ServiceUnavailable  # noqa: E402
-from shardline.exitcodes import ExitCode  # noqa: E402
-from shardline.settings import Settings  # noqa: E402
+from consumers.consumer import Consumer
+from consumers.reader import ShardReader, list_shards
+from shardline.control import SHARD_END, Checkpoint
+from shardline.errors import BatchFailed, LeaseHeld, LeaseLost, ServiceUnavailable
+from shardline.exitcodes import ExitCode
+from shardline.settings import Settings
 
 BASE = {"kinesis.stream": "s", "consumer.batch_max_records": "10",
         "consumer.get_records_limit": "30", "consumer.window_max_batches": "3",

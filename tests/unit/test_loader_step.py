@@ -4,22 +4,19 @@ from __future__ import annotations
 
 import gzip
 import logging
-import sys
 from datetime import timedelta
-from pathlib import Path
 
 import psycopg2
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from contract.loader_kit import (T0, Clock, FakeS3, FakeWarehouse, csv_gz,  # noqa: E402
+from tests.contract.loader_kit import (T0, Clock, FakeS3, FakeWarehouse, csv_gz,
                                  ledger_row, page_view, settings, stage_file)
-from shardline import csvformat  # noqa: E402
-from shardline.errors import ConfigError, LoadFailed, ServiceUnavailable  # noqa: E402
-from workers.ledger import StagedFile  # noqa: E402
-from workers.warehouse import (Manifest, ManifestReader, PostgresDialect,  # noqa: E402
+from shardline import csvformat
+from shardline.errors import ConfigError, LoadFailed, ServiceUnavailable
+from workers.ledger import StagedFile
+from workers.warehouse import (Manifest, ManifestReader, PostgresDialect,
                                manifest_key)
-from workers.loader import Loader, MAX_BACKOFF_S  # noqa: E402
+from workers.loader import Loader, MAX_BACKOFF_S
 
 
 def pg_loader(wh: FakeWarehouse, s3: FakeS3, clock: Clock, **overrides: str) -> Loader:

@@ -8,20 +8,17 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
 from datetime import timedelta
-from pathlib import Path
 
 import psycopg2
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from contract.loader_kit import (IAM_ROLE, SHARD0, SHARD1, T0, Clock, FakeS3,  # noqa: E402
+from tests.contract.loader_kit import (IAM_ROLE, SHARD0, SHARD1, T0, Clock, FakeS3,
                                  FakeWarehouse, ledger_row, page_view, seq, settings)
-from shardline import csvformat  # noqa: E402
-from shardline.errors import ConfigError, LoadFailed  # noqa: E402
-from workers.warehouse import RedshiftDialect, make_dialect  # noqa: E402
-from workers.loader import Loader  # noqa: E402
+from shardline import csvformat
+from shardline.errors import ConfigError, LoadFailed
+from workers.warehouse import RedshiftDialect, make_dialect
+from workers.loader import Loader
 
 COLS = ("event_id, occurred_at, url, url_host, url_path, url_query, referrer, referrer_host, "
         "user_agent, device_class, ip_prefix, user_id, session_id, shard_id, sequence_number, "
