@@ -4,7 +4,7 @@
 // Usage: node scripts/kinesalite-server.js PORT
 //
 // The kinesalite CLI has no host flag and listens on every interface, so the
-// shardline dev stack (shardline/devstack/services.py) starts it through this script.
+// shardline dev stack (shardline/devstack/services.py, path in common.py) starts it through this script.
 // Streams are kept in memory and become ACTIVE at once (no CREATING/UPDATING delay).
 'use strict'
 
