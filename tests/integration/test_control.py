@@ -1,7 +1,6 @@
 """Leases, fenced checkpoints and history against the real PostgreSQL."""
 from __future__ import annotations
 
-import psycopg2
 import pytest
 
 from shardline import migrate
@@ -20,23 +19,14 @@ class Clock:
 
 
 @pytest.fixture
-def control(stack, pg_schema, pg_conn):
+def control(pg_conn, warehouse_connect):
     migrate.migrate(pg_conn, "postgres")
     pg_conn.autocommit = True
-    dsn = stack.env()["SHARDLINE_WAREHOUSE_DSN"]
-
-    def connect():
-        conn = psycopg2.connect(dsn)
-        with conn.cursor() as cur:
-            cur.execute(f'SET search_path TO "{pg_schema}"')
-        conn.commit()
-        return conn
-
     clock = Clock()
     made = []
 
     def make() -> Control:
-        c = Control(connect, "postgres", clock)
+        c = Control(warehouse_connect, "postgres", clock)
         made.append(c)
         return c
 

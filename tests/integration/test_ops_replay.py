@@ -6,7 +6,6 @@ import sys
 import time
 from datetime import datetime, timezone
 
-import psycopg2
 import pytest
 
 from shardline import migrate
@@ -26,20 +25,11 @@ def _replay(env, *args):
 
 
 @pytest.fixture
-def setup(stack_env, pg_schema, pg_conn):
+def setup(stack_env, pg_schema, pg_conn, warehouse_connect):
     migrate.migrate(pg_conn, "postgres")
     pg_conn.commit()
     env = {**stack_env, "SHARDLINE_WAREHOUSE_SCHEMA": pg_schema}
-    dsn = env["SHARDLINE_WAREHOUSE_DSN"]
-
-    def connect():
-        conn = psycopg2.connect(dsn)
-        with conn.cursor() as cur:
-            cur.execute(f'SET search_path TO "{pg_schema}"')
-        conn.commit()
-        return conn
-
-    control = Control(connect, "postgres")
+    control = Control(warehouse_connect, "postgres")
     yield env, control
     control.close()
 
