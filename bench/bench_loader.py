@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import io
 import json
 import os
 import statistics
@@ -33,6 +34,7 @@ import sys
 import tempfile
 import time
 import uuid
+from typing import Any
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -106,6 +108,20 @@ def main() -> int:
                 devstack.down(tmp)
 
 
+
+def bare_copy(conn: Any, create_sql: str, table: str, csv_all: bytes) -> float:
+    """Seconds for one plain COPY FROM STDIN of the CSV into a fresh table."""
+    with conn.cursor() as cur:
+        cur.execute(create_sql)
+    conn.commit()
+    t = time.perf_counter()
+    with conn.cursor() as cur:
+        cur.copy_expert(f"COPY {table} ({', '.join(PAGE_VIEWS.column_names)}) FROM STDIN WITH "
+                        f"{csvformat.POSTGRES_COPY_OPTIONS}", io.BytesIO(csv_all),
+                        size=256 * 1024)
+    conn.commit()
+    return time.perf_counter() - t
+
 def run(env: dict, args: argparse.Namespace, per_file: int, total: int) -> int:
     prefix = f"bench-loader-{uuid.uuid4().hex[:8]}"
     base = settings_for(env, "public", prefix)
@@ -177,30 +193,13 @@ def run(env: dict, args: argparse.Namespace, per_file: int, total: int) -> int:
         assert result.state == "loaded" and result.load.rows_inserted == 0, result
         loader.close()
 
-        # baseline: bare copy_expert of the same decompressed CSV into an UNLOGGED table
-        with conn.cursor() as cur:
-            cur.execute("CREATE UNLOGGED TABLE bare (LIKE page_views INCLUDING DEFAULTS)")
-        conn.autocommit = False
-        import io
-
-        t = time.perf_counter()
-        with conn.cursor() as cur:
-            cur.copy_expert(f"COPY bare ({', '.join(PAGE_VIEWS.column_names)}) FROM STDIN WITH "
-                            f"{csvformat.POSTGRES_COPY_OPTIONS}", io.BytesIO(csv_all),
-                            size=256 * 1024)
-        conn.commit()
-        base_s.append(time.perf_counter() - t)
+        # baseline: bare copy_expert of the same decompressed CSV into an UNLOGGED table;
         # context: the same bare COPY into a LOGGED table with page_views' indexes
-        with conn.cursor() as cur:
-            cur.execute("CREATE TABLE bare_idx (LIKE page_views INCLUDING ALL)")
-        conn.commit()
-        t = time.perf_counter()
-        with conn.cursor() as cur:
-            cur.copy_expert(f"COPY bare_idx ({', '.join(PAGE_VIEWS.column_names)}) FROM STDIN "
-                            f"WITH {csvformat.POSTGRES_COPY_OPTIONS}", io.BytesIO(csv_all),
-                            size=256 * 1024)
-        conn.commit()
-        idx_s.append(time.perf_counter() - t)
+        conn.autocommit = False
+        base_s.append(bare_copy(conn, "CREATE UNLOGGED TABLE bare (LIKE page_views "
+                                      "INCLUDING DEFAULTS)", "bare", csv_all))
+        idx_s.append(bare_copy(conn, "CREATE TABLE bare_idx (LIKE page_views INCLUDING ALL)",
+                               "bare_idx", csv_all))
         conn.autocommit = True
 
         # S3 fetch + gunzip alone, as the loader streams it

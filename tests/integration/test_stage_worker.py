@@ -8,7 +8,6 @@ disturbing other tests.
 from __future__ import annotations
 
 import base64
-import csv
 import gzip
 import hashlib
 import io
@@ -28,8 +27,9 @@ import pytest
 
 from shardline import codec
 from shardline.ops import gearman_admin
-from shardline.csvformat import POSTGRES_COPY_OPTIONS, format_value
+from shardline.csvformat import POSTGRES_COPY_OPTIONS
 from shardline.tables import PAGE_VIEWS
+from tests.csvcheck import parse_csv
 from workers.transform import page_view
 
 pytestmark = pytest.mark.integration
@@ -239,28 +239,6 @@ def make_batch(datas: list[bytes], start: int = 1, stream: str = "it-events") ->
     return codec.Batch(stream, SHARD, [
         codec.Record(seq(start + i), 0, f"pk{i}", d, 1_764_140_400_000 + i)
         for i, d in enumerate(datas)])
-
-
-def parse_csv(text: str) -> list[list[str | None]]:
-    """csv module + the \\N rule (an unquoted \\N is NULL; every other value is quoted)."""
-    rows = list(csv.reader(io.StringIO(text, newline=""), strict=True))
-    out, pos = [], 0
-    for row in rows:
-        values = []
-        for i, field in enumerate(row):
-            if text.startswith('"', pos):
-                quoted = format_value(field)
-                assert text.startswith(quoted, pos)
-                pos += len(quoted)
-                values.append(field)
-            else:
-                assert text.startswith("\\N", pos)
-                pos += 2
-                values.append(None)
-            pos += 1  # "," or "\n"
-        out.append(values)
-    assert pos == len(text)
-    return out
 
 
 ODD_UA = 'Odd "agent", with\ttab, back\\slash\nnewline \x01ctrl 😀 café'

@@ -2,9 +2,7 @@
 from __future__ import annotations
 
 import base64
-import csv
 import gzip
-import io
 import json
 import sys
 import textwrap
@@ -13,9 +11,9 @@ from datetime import datetime, timezone
 import pytest
 
 from shardline import codec, settings as settings_mod
-from shardline.csvformat import format_value
 from shardline.errors import ConfigError
 from shardline.tables import PAGE_VIEWS
+from tests.csvcheck import parse_csv
 from workers import stage as stage_mod
 from workers.ledger import LOADED, PENDING
 from workers.stage import RowBuilder, StageJob, load_transform
@@ -55,34 +53,6 @@ def make_batch(datas: list[bytes], shard: str = SHARD, stream: str = STREAM) -> 
     records = [codec.Record(seq(i + 1), 0, f"pk-{i}", d, ARRIVAL_MS + i) for i, d in
                enumerate(datas)]
     return codec.Batch(stream, shard, records)
-
-
-def parse_csv(text: str) -> list[list[str | None]]:
-    """Parse staged CSV with the csv module, applying the \\N rule: an UNQUOTED \\N is NULL.
-
-    csv.reader gives the same string for ``\\N`` and ``"\\N"``, so walk the raw text
-    alongside it to see which fields were quoted.
-    """
-    rows = list(csv.reader(io.StringIO(text, newline=""), strict=True))
-    out, pos = [], 0
-    for row in rows:
-        values = []
-        for i, field in enumerate(row):
-            if text.startswith('"', pos):
-                quoted = format_value(field)
-                assert text.startswith(quoted, pos), (text[pos:pos + 40], quoted)
-                pos += len(quoted)
-                values.append(field)
-            else:
-                assert text.startswith("\\N", pos), f"unquoted non-NULL field at {pos}"
-                pos += 2
-                values.append(None)
-            sep = "," if i < len(row) - 1 else "\n"
-            assert text[pos] == sep
-            pos += 1
-        out.append(values)
-    assert pos == len(text)
-    return out
 
 
 def expected_row(event: dict, rec: codec.Record, staged_at: datetime = STAGED_AT) -> list:
