@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 
-.PHONY: demo test deps sysdeps pydeps nodedeps stack-up stack-down bench clean
+.PHONY: demo test chaos deps sysdeps pydeps nodedeps stack-up stack-down bench clean
 
 deps: sysdeps pydeps nodedeps
 
@@ -55,6 +55,14 @@ stack-down:
 
 bench: deps
 	$(PY) bench/run_all.py
+
+# The reliability campaign (docs/reliability.md): `make chaos SEED=3 DURATION=600 EVENTS=500000`.
+SEED ?= 1
+DURATION ?= 120
+EVENTS ?= 60000
+CHAOS_ARGS ?=
+chaos: deps
+	$(PY) -m tests.chaos --seed $(SEED) --duration $(DURATION) --events $(EVENTS) $(CHAOS_ARGS)
 
 clean: stack-down
 	rm -rf $(VENV) node_modules .devstack .pytest_cache

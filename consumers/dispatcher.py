@@ -96,7 +96,11 @@ class Dispatcher:
             holder = {"client": client}
             retryer = tenacity.Retrying(
                 retry=tenacity.retry_if_exception_type(JobError),
-                wait=tenacity.wait_random_exponential(multiplier=0.1, max=self.retry_max_s),
+                # 0.5, 1, 2, 4, 8, 10... s (+ up to 0.5 s jitter): the default 8 attempts
+                # ride out ~30 s of gearmand, S3 or warehouse outage before giving up.
+                wait=tenacity.wait_exponential(multiplier=min(0.5, self.retry_max_s),
+                                               max=self.retry_max_s)
+                + tenacity.wait_random(0, min(0.5, self.retry_max_s)),
                 stop=tenacity.stop_after_attempt(self.max_attempts), sleep=self.sleep,
                 before_sleep=self._before_sleep, reraise=True)
             try:

@@ -8,7 +8,9 @@ Errors map to named exit codes here, once.
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import importlib
+import signal
 import sys
 from typing import Sequence
 
@@ -102,6 +104,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"shardline: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return ExitCode.USAGE
     module_name, func_name = COMMANDS[name][0].split(":")
+    # `kill -USR1 PID` prints every thread's stack to stderr (the supervisord log): the
+    # first question about a process that looks stuck is "where is it?".
+    try:
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
+    except (ValueError, OSError, AttributeError):  # stderr without a file descriptor
+        pass
     try:
         func = getattr(importlib.import_module(module_name), func_name)
         return int(func(rest))

@@ -96,7 +96,52 @@ def _check_callable_path(value: str) -> str | None:
 
 def _check_identifier(value: str) -> str | None:
     if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", value):
-        return "must be a lower-case SQL identifier"
+        return "must be a lower-case SQL identifier ([a-z_][a-z0-9_]*, at most 63 characters)"
+    return None
+
+
+# Values below end up in S3 URLs inside SQL text (Redshift COPY ... FROM 's3://...'),
+# in Gearman packets and in API calls: a strict shape keeps quoting out of the picture.
+def _check_bucket(value: str) -> str | None:
+    """S3 bucket naming rules (3-63 of a-z 0-9 . -, starts and ends alphanumeric)."""
+    if value and (not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", value)
+                  or ".." in value or re.fullmatch(r"\d+\.\d+\.\d+\.\d+", value)):
+        return ("must be an S3 bucket name: 3-63 characters of a-z, 0-9, '.' and '-', "
+                "starting and ending with a letter or digit")
+    return None
+
+
+def _check_prefix(value: str) -> str | None:
+    """A key prefix of safe characters, '/'-separated, no empty or '..' parts."""
+    if not value:
+        return None
+    parts = value.split("/")
+    if (not re.fullmatch(r"[A-Za-z0-9_.=/-]{1,200}", value)
+            or any(part in ("", ".", "..") for part in parts)):
+        return ("must be a key prefix like 'shardline' or 'prod/events': letters, digits, "
+                "'_', '-', '.', '=' and '/' between non-empty parts (no leading or "
+                "trailing '/', no '..')")
+    return None
+
+
+def _check_stream(value: str) -> str | None:
+    if value and not re.fullmatch(r"[A-Za-z0-9_.-]{1,128}", value):
+        return "must be a Kinesis stream name: 1-128 characters of a-z A-Z 0-9 _ . -"
+    return None
+
+
+def _check_function_name(value: str) -> str | None:
+    if not re.fullmatch(r"[A-Za-z0-9_.:-]{1,128}", value):
+        return "must be 1-128 characters of letters, digits, '_', '.', ':' and '-'"
+    return None
+
+
+def _check_iam_role(value: str) -> str | None:
+    """One role ARN, or a comma-separated chain of them (Redshift role chaining)."""
+    arn = r"arn:aws[a-z-]*:iam::\d{12}:role/[A-Za-z0-9+=.@_/-]{1,512}"
+    if value and not all(re.fullmatch(arn, r.strip()) for r in value.split(",")):
+        return ("must be an IAM role ARN like arn:aws:iam::123456789012:role/RedshiftCopy "
+                "(chain roles with ',')")
     return None
 
 
@@ -108,32 +153,36 @@ class AwsSettings:
 @dataclass
 class KinesisSettings:
     endpoint_url: str = _opt("", "Kinesis endpoint; empty means real AWS", check=_check_url)
-    stream: str = _opt("", "stream name (the --stream flag sets it)")
+    stream: str = _opt("", "stream name (the --stream flag sets it)", check=_check_stream)
 
 
 @dataclass
 class S3Settings:
     endpoint_url: str = _opt("", "S3 endpoint; empty means real AWS", check=_check_url)
-    bucket: str = _opt("", "bucket for staged batches, manifests and dead letters")
-    prefix: str = _opt("shardline", "key prefix under the bucket")
+    bucket: str = _opt("", "bucket for staged batches, manifests and dead letters",
+                       check=_check_bucket)
+    prefix: str = _opt("shardline", "key prefix under the bucket", check=_check_prefix)
 
 
 @dataclass
 class GearmanSettings:
     servers: list = _opt(["127.0.0.1:4730"], "comma-separated host:port list; several for failover",
                          check=_check_servers)
-    stage_function: str = _opt("shardline_stage", "Gearman function name of the stage job")
+    stage_function: str = _opt("shardline_stage", "Gearman function name of the stage job",
+                               check=_check_function_name)
     job_timeout_s: float = _opt(120.0, "a submitted job not done by then counts as lost", min=1)
 
 
 @dataclass
 class WarehouseSettings:
-    dialect: str = _opt("postgres", "SQL dialect of the warehouse", choices=("postgres", "redshift"))
+    dialect: str = _opt("postgres", "SQL dialect of the warehouse",
+                        choices=("postgres", "redshift"))
     dsn: str = _opt("", "libpq DSN without password (host=... port=... dbname=... user=...)",
                     check=_check_dsn)
     schema: str = _opt("public", "schema holding the target and control tables",
                        check=_check_identifier)
-    iam_role: str = _opt("", "Redshift: IAM role ARN that COPY uses to read S3")
+    iam_role: str = _opt("", "Redshift: IAM role ARN that COPY uses to read S3",
+                         check=_check_iam_role)
     connect_timeout_s: int = _opt(10, "warehouse connect timeout", min=1, max=300)
 
 
@@ -162,7 +211,8 @@ class ConsumerSettings:
     lease_renew_s: float = _opt(10.0, "renew the lease this often (< lease_ttl_s / 2)", min=0.5)
     shutdown_timeout_s: float = _opt(20.0, "graceful stop waits this long for in-flight batches "
                                            "(keep below supervisord stopwaitsecs)", min=0)
-    job_max_attempts: int = _opt(5, "tries per batch before the consumer stops", min=1, max=100)
+    job_max_attempts: int = _opt(8, "tries per batch before the consumer stops (backoff 0.5 s "
+                                    "doubling: 8 tries span ~35 s)", min=1, max=100)
     job_retry_max_s: float = _opt(10.0, "longest backoff between tries of a batch", min=0.01)
     dispatch_threads: int = _opt(4, "parallel Gearman submitters", min=1, max=64)
     report_interval_s: float = _opt(5.0, "status row refresh period", min=0.1)

@@ -20,6 +20,7 @@ from typing import Any, Callable
 import gearman
 
 from shardline.codec import Batch, decode
+from shardline.ops.fleet import wait_for
 
 DDL = [
     "CREATE TABLE IF NOT EXISTS stub_batches (id BIGSERIAL PRIMARY KEY, stream TEXT, "
@@ -214,7 +215,8 @@ class Rig:
     def create_stream(self, shards: int) -> list[str]:
         self.kinesis.create_stream(StreamName=self.stream, ShardCount=shards)
         wait_for(lambda: self.kinesis.describe_stream_summary(StreamName=self.stream)
-                 ["StreamDescriptionSummary"]["StreamStatus"] == "ACTIVE", 10)
+                 ["StreamDescriptionSummary"]["StreamStatus"] == "ACTIVE",
+                 10, "the stream ACTIVE", every=0.1)
         return sorted(s["ShardId"] for s in
                       self.kinesis.list_shards(StreamName=self.stream)["Shards"])
 
@@ -272,25 +274,13 @@ class Rig:
         """After a SIGKILL the lease stays until its ttl passes (a restart exits 75 before)."""
         wait_for(lambda: self.sql("SELECT owner IS NULL OR expires_at < (now() AT TIME ZONE "
                                   "'UTC') FROM shard_leases WHERE stream = %s AND shard_id = %s",
-                                  (self.stream, shard))[0][0], timeout, what="lease expiry")
+                                  (self.stream, shard))[0][0], timeout, "lease expiry", every=0.1)
 
     def cleanup(self) -> None:
         for p in self.procs:
             if p.poll() is None:
                 p.kill()
                 p.wait(10)
-
-
-def wait_for(pred: Callable[[], Any], timeout: float, interval: float = 0.1,
-             what: str = "condition") -> Any:
-    end = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
 
 
 def pos(seq: str, sub: int = 0) -> tuple[int, str, int]:

@@ -6,6 +6,7 @@ directory (default ``.devstack/`` in the repository, git-ignored).
     shardline devstack up        # start (or repair) the stack, print its status
     eval "$(shardline devstack env)"
     shardline devstack status
+    shardline devstack stop postgres; shardline devstack start postgres   # outage drills
     shardline devstack down      # stop exactly what ``up`` started
 
 ``dir/state.json`` records ports, PIDs (with their kernel start time, so a recycled PID
@@ -25,7 +26,7 @@ This package's public API is re-exported here; the modules, bottom up:
     procs.py     spawn / alive / terminate / wait_ready, port ownership checks
     postgres.py  the throwaway PostgreSQL cluster
     services.py  gearmand, kinesalite, moto; the start and health-check tables
-    stack.py     up, down, status, load
+    stack.py     up, down, status, load, stop_service, start_service
     cli.py       main(argv), also run by ``python -m shardline.devstack``
 """
 
@@ -38,12 +39,12 @@ from .common import (
     DATABASE, DEFAULT_BUCKET, DEFAULT_DIR, DUMMY_AWS_ENV, HOST, KINESALITE_SCRIPT, PG_USER,
     REPO_ROOT, SERVICES, START_TIMEOUT, STATE_VERSION, STOP_TIMEOUT, DevstackError, log,
 )  # fmt: skip
-from .stack import down, load, status, up
+from .stack import down, load, start_service, status, stop_service, up
 from .state import ServiceStatus, StackInfo
 
 __all__ = [
     "DATABASE", "DEFAULT_BUCKET", "DEFAULT_DIR", "DUMMY_AWS_ENV", "HOST", "KINESALITE_SCRIPT",
     "PG_USER", "REPO_ROOT", "SERVICES", "START_TIMEOUT", "STATE_VERSION", "STOP_TIMEOUT",
-    "DevstackError", "ServiceStatus", "StackInfo", "down", "load", "log", "main", "status",
-    "up",
+    "DevstackError", "ServiceStatus", "StackInfo", "down", "load", "log", "main",
+    "start_service", "status", "stop_service", "up",
 ]  # fmt: skip

@@ -1,4 +1,4 @@
-"""``shardline devstack up|down|status|env [--dir DIR]``: argument parsing and printing.
+"""``shardline devstack up|down|status|env|stop|start [--dir DIR]``: argument parsing and printing.
 
 Only presentation lives here (status table, ``export`` lines, hints on stderr); the work
 is done by ``stack.py``.
@@ -12,8 +12,8 @@ import shlex
 import sys
 from pathlib import Path
 
-from .common import DEFAULT_BUCKET, DEFAULT_DIR, DevstackError
-from .stack import down, load, status, up
+from .common import DEFAULT_BUCKET, DEFAULT_DIR, SERVICES, DevstackError
+from .stack import down, load, start_service, status, stop_service, up
 
 
 def _print_status(dir: Path) -> bool:
@@ -50,6 +50,10 @@ def _parser() -> argparse.ArgumentParser:
                            help='print variables: eval "$(shardline devstack env)"')  # fmt: skip
     p_env.add_argument("--plain", action="store_true",
                        help="KEY=value lines without `export` or shell quoting")  # fmt: skip
+    for verb, what in (("stop", "stop one service, keeping its port (outage drills)"),
+                       ("start", "start a stopped service again")):
+        p = sub.add_parser(verb, parents=[dir_opt], help=what)
+        p.add_argument("service", choices=SERVICES)
     return parser
 
 
@@ -68,6 +72,12 @@ def main(argv: list[str]) -> int:
             return 0
         if args.command == "down":
             down(dir)
+            return 0
+        if args.command == "stop":
+            stop_service(dir, args.service)
+            return 0
+        if args.command == "start":
+            start_service(dir, args.service)
             return 0
         if args.command == "status":
             return 0 if _print_status(dir) else 1

@@ -1,4 +1,4 @@
-"""up / down / status / load: the stack as a whole, driven by ``dir/state.json``.
+"""up / down / status / load / stop_service / start_service, driven by ``dir/state.json``.
 
 ``up`` starts (or repairs) every service under the directory's lock and waits until all
 answer; ``down`` stops exactly the processes the state records and deletes the cluster.
@@ -8,9 +8,11 @@ in ``procs.py``, the record in ``state.py``.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from pathlib import Path
+from typing import Iterator
 
 from . import postgres, services
 from .aws import warm_up_clients
@@ -102,6 +104,40 @@ def down(dir: Path = DEFAULT_DIR) -> None:
         postgres.remove_cluster(state)
         state_path(dir).unlink()
     log.info("stack in %s is down", dir)
+
+
+@contextlib.contextmanager
+def _service_state(dir: Path, name: str) -> Iterator[dict]:
+    """The stack's state under its lock, for work on one known service; saved afterwards."""
+    if name not in SERVICES:
+        raise DevstackError(f"unknown service {name!r}; services: {', '.join(SERVICES)}")
+    dir = Path(dir).resolve()
+    with locked(dir):
+        state = read_state(dir)
+        if state is None:
+            raise DevstackError(f"no stack in {dir}")
+        yield state
+        write_state(dir, state)
+
+
+def stop_service(dir: Path, name: str) -> None:
+    """Stop one service and keep its data (PostgreSQL's cluster stays on disk).
+
+    For outage drills: clients see the server gone until ``start_service``. gearmand and
+    moto keep their data in memory, so stopping them loses it, as a real crash would.
+    """
+    with _service_state(dir, name) as state:
+        services.stop(name, state)
+        state["services"][name] = None
+    log.info("stopped %s", name)
+
+
+def start_service(dir: Path, name: str, timeout: float = START_TIMEOUT) -> None:
+    """Start one stopped service again on its recorded port and wait until it answers."""
+    with _service_state(dir, name) as state:
+        if _ensure_service(name, state) and name != "postgres":  # pg_ctl -w already waited
+            wait_ready(name, state["services"][name], state["ports"][name], timeout,
+                       services.CHECKS[name])
 
 
 def status(dir: Path = DEFAULT_DIR) -> dict[str, ServiceStatus]:

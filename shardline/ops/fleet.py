@@ -31,13 +31,16 @@ DEMO_SETTINGS = {
 
 
 def warehouse_query(env: dict[str, str], sql: str) -> list[tuple]:
-    """Run one query in the schema the fleet's env names."""
-    import psycopg2
+    """Run one query in the schema the fleet's env names (validated like any setting)."""
+    from shardline import clients, settings
 
-    with psycopg2.connect(env["SHARDLINE_WAREHOUSE_DSN"]) as conn, conn.cursor() as cur:
-        cur.execute(f'SET search_path TO "{env["SHARDLINE_WAREHOUSE_SCHEMA"]}"')
-        cur.execute(sql)
-        return cur.fetchall()
+    conn = clients.warehouse_connect(settings.load(None, env=env))
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql)
+            return cur.fetchall()
+    finally:
+        conn.close()
 
 
 def shardline(*args: str, env: dict[str, str], check: bool = True,

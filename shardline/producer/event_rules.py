@@ -64,6 +64,7 @@ def check(data: bytes) -> dict:
     Returns the event dict, or raises ValueError whose message starts with the
     reason category (``invalid_utf8``, ``not_json``, ``not_object``,
     ``missing_field:<f>``, ``wrong_type:<f>``, ``bad_timestamp``, ``too_long:<f>``, ``empty``).
+    JSON nested too deep for the parser is ``not_json``, as in the stage worker.
     """
     if not data.strip():
         raise ValueError("empty")
@@ -73,7 +74,7 @@ def check(data: bytes) -> dict:
         raise ValueError(f"invalid_utf8: {exc.reason} at byte {exc.start}") from None
     try:
         event = json.loads(text)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested too deep to parse
         raise ValueError(f"not_json: {exc}") from None
     if not isinstance(event, dict):
         raise ValueError(f"not_object: {type(event).__name__}")

@@ -9,7 +9,8 @@ A good event is one JSON object (UTF-8)::
 
 The rules are in docs/events.md. ``generate(n, bad_fraction, seed)`` yields
 ``(kind, partition_key, data)``: ``kind`` is ``"good"`` or one of ``BAD_KINDS``.
-The same seed and start time give byte-identical output.
+The same seed and start time give byte-identical output. ``with_duplicates``
+re-emits some good records later, byte for byte, as a retrying producer does.
 
 Good records use the session id as partition key, so one session's events go to
 one shard in order. Bad records get a random partition key.
@@ -24,9 +25,11 @@ from __future__ import annotations
 
 import collections
 import datetime as dt
+import heapq
 import json
 import random
 import time
+from typing import Iterable, Iterator
 
 from shardline.producer import malformed
 from shardline.producer.event_rules import (FIELDS, MAX_BYTES, MAX_RECORD_BYTES, NULLABLE,
@@ -37,7 +40,8 @@ from shardline.producer.traffic import (AWKWARD, AWKWARD_PROBABILITY, EXTERNAL_R
 
 __all__ = ["GOOD", "BAD_KINDS", "KINDS", "REQUIRED", "NULLABLE", "FIELDS", "MAX_BYTES",
            "MAX_RECORD_BYTES", "NEAR_LIMIT_BYTES", "NEAR_LIMIT_EVERY", "HOSTS", "USER_AGENTS",
-           "Generator", "generate", "check", "classify_user_agent", "ip_prefix"]
+           "Generator", "generate", "with_duplicates", "check", "classify_user_agent",
+           "ip_prefix"]
 
 GOOD = "good"
 KINDS = (GOOD,) + BAD_KINDS
@@ -182,3 +186,33 @@ def generate(n: int | None, bad_fraction: float = 0.0, seed: int | None = None,
              **kwargs) -> Generator:
     """Iterator of ``(kind, partition_key, data)``; see ``Generator`` for the options."""
     return Generator(n, bad_fraction, seed, **kwargs)
+
+
+def with_duplicates(source: Iterable[tuple[str, str, bytes]], fraction: float,
+                    seed: int | None, counts: collections.Counter
+                    ) -> Iterator[tuple[str, str, bytes]]:
+    """Re-emit some good records, byte for byte, 1-2,000 records later (a producer retry).
+
+    A share ``fraction`` of the ``"good"`` records of ``source`` come out a second time,
+    as kind ``"duplicate"`` with the same key and data; ``counts["duplicates"]`` counts
+    them. Seeded apart from the generator, so the same seed gives the same duplicates.
+    """
+    if fraction <= 0:
+        yield from source
+        return
+    rng = random.Random(f"duplicates-{seed}")
+    later: list[tuple[int, int, str, bytes]] = []
+    i = 0
+    for kind, key, data in source:
+        while later and later[0][0] <= i:
+            _, _, dkey, ddata = heapq.heappop(later)
+            counts["duplicates"] += 1
+            yield "duplicate", dkey, ddata
+        yield kind, key, data
+        if kind == GOOD and rng.random() < fraction:
+            heapq.heappush(later, (i + rng.randint(1, 2000), i, key, data))
+        i += 1
+    while later:
+        _, _, dkey, ddata = heapq.heappop(later)
+        counts["duplicates"] += 1
+        yield "duplicate", dkey, ddata

@@ -1,11 +1,11 @@
 """Malformed records for the sample stream: one maker per kind in ``BAD_KINDS``.
 
 Each kind is a way real producers break records (garbage, bad UTF-8, missing or
-mistyped fields, bad timestamps, over-long fields, empty or near-1-MiB data), so
-the stage worker's dead-letter path is exercised with realistic input; the
-reasons a reader must give are in docs/events.md. ``make(kind, source, i)`` builds
-one, drawing from the generator (``shardline.producer.events.Generator``) so a seed still
-gives the same bytes.
+mistyped fields, bad timestamps, over-long fields, empty or near-1-MiB data, JSON
+nested deeper than any parser goes), so the stage worker's dead-letter path is
+exercised with realistic input; the reasons a reader must give are in docs/events.md.
+``make(kind, source, i)`` builds one, drawing from the generator
+(``shardline.producer.events.Generator``) so a seed still gives the same bytes.
 """
 from __future__ import annotations
 
@@ -26,12 +26,19 @@ BAD_KINDS = (
     "empty",          # zero bytes (Kinesis and kinesalite accept empty Data)
     "too_long",       # a field over its warehouse column byte limit
     "near_limit",     # ~900 KB of non-JSON (Kinesis refuses records over 1 MiB)
+    "deep_nesting",   # well-formed JSON nested ~30,000-100,000 levels deep (~200 KB)
 )
 NEAR_LIMIT_BYTES = 900 * 1024
 
-# near_limit records are heavy (900 KB each): one in NEAR_LIMIT_EVERY bad-kind
-# cycles carries one; the first cycle always does, so small runs still see one.
+# deep_nesting: about this many bytes of brackets. Every shape is 30x deeper than
+# the deepest limit a JSON parser has (CPython's json stops near 1,000 levels, most
+# others at 64-10,000), so a reader must survive its parser giving up, not parse it.
+DEEP_NESTING_BYTES = 200 * 1024
+
+# near_limit (900 KB) and deep_nesting (200 KB) records are heavy: one of each in NEAR_LIMIT_EVERY
+# bad-kind cycles; the first cycle always has them, so small runs still see both.
 NEAR_LIMIT_EVERY = 10
+HEAVY_KINDS = ("near_limit", "deep_nesting")
 
 
 class Source(Protocol):
@@ -46,13 +53,13 @@ class Source(Protocol):
 
 
 def bad_cycle(kinds: tuple[str, ...]) -> list[str]:
-    """The rotation of bad kinds: near_limit once every NEAR_LIMIT_EVERY cycles."""
-    others = [k for k in kinds if k != "near_limit"]
-    if "near_limit" not in kinds:
-        return others
+    """The rotation of bad kinds: the heavy ones (near_limit ~900 KB, deep_nesting ~200 KB)
+    once every NEAR_LIMIT_EVERY cycles, the first cycle included, so small runs see them."""
+    heavy = [k for k in HEAVY_KINDS if k in kinds]
+    others = [k for k in kinds if k not in HEAVY_KINDS]
     if not others:
-        return ["near_limit"]
-    return ["near_limit"] + others * NEAR_LIMIT_EVERY  # first cycle includes one
+        return heavy
+    return heavy + others * NEAR_LIMIT_EVERY
 
 
 def _good(g: Source, i: int) -> dict:
@@ -157,10 +164,34 @@ def _near_limit(g: Source, i: int) -> bytes:
     return head + b"A" * (NEAR_LIMIT_BYTES - len(head))  # never closed: not JSON
 
 
+# (opening, closing) text of the deep_nesting shapes: arrays twice as often as the others.
+_NESTING = (("[", "]"), ("[", "]"), ('{"v":', "}"), ('[{"v":', "}]"))
+_DEEP_MARK = "deep-nesting-goes-here"  # stands in for the nested value while dumping
+
+
+def _deep_nesting(g: Source, i: int) -> bytes:
+    """A good event whose url, referrer or user agent sits ~30,000-100,000 levels deep.
+
+    The brackets balance, so it is well-formed JSON that only a parser without a depth
+    limit could read: the reader's parser must give up cleanly (CPython's json raises
+    RecursionError, not ValueError) and the record become a dead letter.
+    """
+    event = _good(g, i)
+    field = g.rng.choice(("url", "url", "referrer", "user_agent"))
+    leaf = json.dumps(event[field])
+    event[field] = _DEEP_MARK
+    opening, closing = g.rng.choice(_NESTING)
+    size = DEEP_NESTING_BYTES + g.rng.randrange(-10 * 1024, 10 * 1024)
+    n = size // (len(opening) + len(closing))  # levels: 100,000 [], 34,000 {}, 51,000 [{}]
+    nested = opening * n + leaf + closing * n
+    return json.dumps(event).replace(f'"{_DEEP_MARK}"', nested, 1).encode()
+
+
 _MAKERS: dict[str, Callable[[Source, int], bytes]] = {
     "not_json": _not_json, "invalid_utf8": _invalid_utf8, "missing_field": _missing_field,
     "wrong_type": _wrong_type, "bad_timestamp": _bad_timestamp, "not_object": _not_object,
     "empty": _empty, "too_long": _too_long, "near_limit": _near_limit,
+    "deep_nesting": _deep_nesting,
 }
 assert set(_MAKERS) == set(BAD_KINDS)
 

@@ -12,9 +12,7 @@ from __future__ import annotations
 import argparse
 import collections
 import datetime as dt
-import heapq
 import json
-import random
 import signal
 import sys
 import threading
@@ -64,31 +62,6 @@ class _Progress:
         if self.drawn:
             self.stream.write("\n")
             self.stream.flush()
-
-
-def _with_duplicates(source: Iterable[tuple[str, str, bytes]], fraction: float,
-                     seed: int | None, counts: collections.Counter
-                     ) -> Iterator[tuple[str, str, bytes]]:
-    """Re-emit some good records, byte for byte, 1-2,000 records later (a producer retry)."""
-    if fraction <= 0:
-        yield from source
-        return
-    rng = random.Random(f"duplicates-{seed}")
-    later: list[tuple[int, int, str, bytes]] = []
-    i = 0
-    for kind, key, data in source:
-        while later and later[0][0] <= i:
-            _, _, dkey, ddata = heapq.heappop(later)
-            counts["duplicates"] += 1
-            yield "duplicate", dkey, ddata
-        yield kind, key, data
-        if kind == events.GOOD and rng.random() < fraction:
-            heapq.heappush(later, (i + rng.randint(1, 2000), i, key, data))
-        i += 1
-    while later:
-        _, _, dkey, ddata = heapq.heappop(later)
-        counts["duplicates"] += 1
-        yield "duplicate", dkey, ddata
 
 
 def _until(stop: threading.Event, source: Iterable) -> Iterator:
@@ -191,7 +164,7 @@ def produce_main(argv: list[str]) -> int:
         log.warning("cannot list the shards of %s (%s): one sender, KPL aggregates not "
                     "grouped by shard", stream, error_code(exc) or type(exc).__name__)
         shards = []
-    source = _with_duplicates(_until(stop, gen), args.duplicate_fraction, args.seed, extra)
+    source = events.with_duplicates(_until(stop, gen), args.duplicate_fraction, args.seed, extra)
     plain: Iterable[tuple] = ((key, data) for _, key, data in source)
     if args.kpl_aggregate > 1:
         plain = aggregate(plain, args.kpl_aggregate, shards)

@@ -76,10 +76,21 @@ USER_AGENTS = (
 _CLASS_WEIGHTS = {"desktop": 0.42, "mobile": 0.38, "tablet": 0.07, "bot": 0.10, "other": 0.03}
 
 
-# Awkward but valid text: quotes, commas, tabs, backslashes, newlines, emoji, non-ASCII.
+# Valid text that looks like an attack on whatever stores it: SQL injection, CSV /
+# spreadsheet formula injection, COPY control text (\N is its NULL marker, \. its
+# end of data), SQL NULL and quoting look-alikes, format strings, U+2028. The pipeline
+# must store each as the plain text it is, never interpret it.
+HOSTILE = ("'; DROP TABLE page_views; --", "1' OR '1'='1", "Robert'); DELETE FROM checkpoints;--",
+           '=HYPERLINK("http://evil.example","x")', "+cmd|' /C calc'!A0", "-2+3", "@SUM(1+1)",
+           "\\N", "\\.", "NULL", '""', "a;b", "$$ dollar $$", "E'\\x41'", "%s %(x)s {0}",
+           "\u2028line sep")
+
+# Awkward but valid text: quotes, commas, tabs, backslashes, newlines, emoji, non-ASCII,
+# and the HOSTILE strings.
 AWKWARD = ('say "hi", friend', "tab\there", "back\\slash\\path", "line1\nline2",
            "café crème", "Ünïcödé ßtraße", "日本語のページ", "emoji 😀🛒🎉", "a,b,,c",
-           "it's \"quoted\"", "crlf\r\nnext", "RTL \u05e9\u05dc\u05d5\u05dd", "€100 – 50% off")
+           "it's \"quoted\"", "crlf\r\nnext", "RTL \u05e9\u05dc\u05d5\u05dd", "€100 – 50% off"
+           ) + HOSTILE
 AWKWARD_PROBABILITY = 0.02
 
 _OFFSETS = ((0, 0.82), (330, 0.05), (-300, 0.04), (60, 0.04), (540, 0.02), (-480, 0.02),

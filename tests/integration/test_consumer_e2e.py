@@ -5,7 +5,8 @@ import signal
 
 import pytest
 
-from tests.stub_stage import Rig, pos, wait_for
+from tests.stub_stage import Rig, pos
+from tests.pipeline import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -31,7 +32,7 @@ def test_50k_records_4_shards_dispatched_checkpointed_and_kill_restart_resumes(r
                 "SHARDLINE_CONSUMER_LEASE_TTL_S": "3"}  # short: the restart waits it out
         first = rig.consumer(victim, tmp_path / f"{victim}.log", **slow)
         wait_for(lambda: rig.checkpoint(victim) and rig.distinct_counts().get(victim, 0) > 1500,
-                 60, 0.2, what="victim mid-stream")
+                 60, "victim mid-stream", every=0.2)
         first.send_signal(signal.SIGKILL)
         assert first.wait(10) == -signal.SIGKILL
         cp = rig.checkpoint(victim)
@@ -41,10 +42,10 @@ def test_50k_records_4_shards_dispatched_checkpointed_and_kill_restart_resumes(r
         procs[victim] = rig.consumer(victim, tmp_path / f"{victim}.restart.log")
 
         want = {s: len(put[s]) for s in shards}
-        wait_for(lambda: rig.distinct_counts() == want, 120, 0.3, what="every record")
+        wait_for(lambda: rig.distinct_counts() == want, 120, "every record", every=0.3)
         for s in shards:  # every checkpoint reaches the end
-            wait_for(lambda s=s: (rig.checkpoint(s) or ("",))[0] == put[s][-1], 30, 0.3,
-                     what=f"final checkpoint of {s}")
+            wait_for(lambda s=s: (rig.checkpoint(s) or ("",))[0] == put[s][-1],
+                     30, f"final checkpoint of {s}", every=0.3)
         for p in procs.values():
             p.send_signal(signal.SIGTERM)
         assert [p.wait(30) for p in procs.values()] == [0, 0, 0, 0]

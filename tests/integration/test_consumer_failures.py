@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.stub_stage import Rig, pos, wait_for
+from tests.stub_stage import Rig, pos
+from tests.pipeline import wait_for
 
 from shardline.exitcodes import ExitCode
 
@@ -49,8 +50,9 @@ def test_failing_batch_holds_checkpoint_and_exits_70(rig, tmp_path):
     # restarted with a healthy stage, it resumes from the checkpoint and finishes
     with rig.stage():
         proc = rig.consumer(shard, log)
-        wait_for(lambda: rig.distinct_counts().get(shard) == len(seqs), 60, 0.3,
-                 what="all records after restart")
-        wait_for(lambda: (rig.checkpoint(shard) or ("",))[0] == seqs[-1], 30, 0.3)
+        wait_for(lambda: rig.distinct_counts().get(shard) == len(seqs),
+                 60, "all records after restart", every=0.3)
+        wait_for(lambda: (rig.checkpoint(shard) or ("",))[0] == seqs[-1],
+                 30, "the checkpoint at the last record", every=0.3)
         proc.terminate()
         assert proc.wait(30) == 0

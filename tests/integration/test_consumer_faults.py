@@ -10,7 +10,8 @@ import threading
 import pytest
 
 from tests.faults import KinesisFaults
-from tests.stub_stage import Rig, wait_for
+from tests.stub_stage import Rig
+from tests.pipeline import wait_for
 
 from consumers import main as consumer_main
 from consumers.reader import kinesis_client
@@ -48,9 +49,10 @@ def test_faults_absorbed_nothing_lost_or_repeated(rig):
                          daemon=True)
     with rig.stage(delay_s=1.2):  # slow stage: backpressure pauses longer than the max age
         t.start()
-        wait_for(lambda: rig.distinct_counts().get(shard) == len(seqs), 90, 0.3,
-                 what="every record despite the faults")
-        wait_for(lambda: (rig.checkpoint(shard) or ("",))[0] == seqs[-1], 30, 0.3)
+        wait_for(lambda: rig.distinct_counts().get(shard) == len(seqs),
+                 90, "every record despite the faults", every=0.3)
+        wait_for(lambda: (rig.checkpoint(shard) or ("",))[0] == seqs[-1],
+                 30, "the checkpoint at the last record", every=0.3)
         signals.count += 1  # what the SIGTERM handler does
         t.join(30)
     assert result.get("rc") == 0

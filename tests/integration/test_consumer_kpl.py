@@ -8,7 +8,8 @@ from collections import Counter
 import pytest
 from aws_kinesis_agg.aggregator import RecordAggregator
 
-from tests.stub_stage import Rig, wait_for
+from tests.stub_stage import Rig
+from tests.pipeline import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -45,16 +46,17 @@ def test_kpl_stop_mid_aggregate_and_restart_exactly_once(rig, tmp_path):
     want = put_aggregates(rig, 120)
     with rig.stage(delay_s=0.05, keep_data=True):
         first = rig.consumer(shard, tmp_path / "first.log")
-        wait_for(lambda: rig.distinct_counts().get(shard, 0) > 100, 60, 0.1,
-                 what="first consumer mid-stream")
+        wait_for(lambda: rig.distinct_counts().get(shard, 0) > 100,
+                 60, "first consumer mid-stream", every=0.1)
         first.send_signal(signal.SIGTERM)
         assert first.wait(30) == 0
         cp = rig.checkpoint(shard)
         assert cp is not None and len(rig.delivered(shard)) < len(want)
         second = rig.consumer(shard, tmp_path / "second.log")
-        wait_for(lambda: len(rig.delivered(shard)) >= len(want), 60, 0.2, what="all sub-records")
+        wait_for(lambda: len(rig.delivered(shard)) >= len(want), 60, "all sub-records", every=0.2)
         wait_for(lambda: rig.sql("SELECT max(last_seq) FROM stub_batches")[0][0] ==
-                 max(want)[0] and rig.checkpoint(shard)[0] == max(want)[0], 30, 0.2)
+                 max(want)[0] and rig.checkpoint(shard)[0] == max(want)[0],
+                 30, "the checkpoint at the last record", every=0.2)
         second.send_signal(signal.SIGTERM)
         assert second.wait(30) == 0
     got = rig.sql("SELECT seq, sub, data FROM stub_records")

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tests.stub_stage import wait_for
+from tests.pipeline import wait_for
 
 from shardline.exitcodes import ExitCode
 
@@ -19,7 +19,8 @@ def test_second_consumer_exits_75_naming_owner_and_stolen_lease_stops_first(rig,
     seqs = rig.put(500)[shard]
     with rig.stage():
         first = rig.consumer(shard, tmp_path / "first.log")
-        wait_for(lambda: (rig.checkpoint(shard) or ("",))[0] == seqs[-1], 60, 0.2)
+        wait_for(lambda: (rig.checkpoint(shard) or ("",))[0] == seqs[-1],
+                 60, "the checkpoint at the last record", every=0.2)
         owner = rig.lease_owner(shard)
         assert owner and owner.count(":") == 2  # host:pid:uuid
         second = rig.consumer(shard, tmp_path / "second.log")
@@ -50,7 +51,8 @@ def test_sigterm_finishes_in_flight_checkpoints_releases_and_exits_0(rig, tmp_pa
            "SHARDLINE_CONSUMER_SHUTDOWN_TIMEOUT_S": "15"}
     with rig.stage(delay_s=0.5, threads=2):
         proc = rig.consumer(shard, tmp_path / "c.log", **env)
-        wait_for(lambda: rig.sql("SELECT count(*) FROM stub_batches")[0][0] >= 2, 60, 0.1)
+        wait_for(lambda: rig.sql("SELECT count(*) FROM stub_batches")[0][0] >= 2,
+                 60, "two batches staged", every=0.1)
         assert rig.checkpoint(shard) is None
         t0 = time.monotonic()
         proc.send_signal(signal.SIGTERM)
@@ -77,7 +79,7 @@ def test_second_signal_exits_at_once_without_checkpoint(rig, tmp_path):
     with rig.stage(delay_s=3.0, threads=1):  # jobs outlast the test
         proc = rig.consumer(shard, tmp_path / "c.log", **env)
         wait_for(lambda: (rig.sql("SELECT max(inflight_batches) FROM shard_status")[0][0]
-                          or 0) > 0, 60, 0.1, what="batches in flight")
+                          or 0) > 0, 60, "batches in flight", every=0.1)
         proc.send_signal(signal.SIGTERM)
         time.sleep(0.5)
         assert proc.poll() is None  # still draining

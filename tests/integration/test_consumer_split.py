@@ -5,7 +5,8 @@ import signal
 
 import pytest
 
-from tests.stub_stage import pos, wait_for
+from tests.stub_stage import pos
+from tests.pipeline import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -17,12 +18,13 @@ def test_split_parent_drained_to_shard_end_then_children(rig, tmp_path):
         # the parent reads slowly (100 records a call) so the split lands mid-stream
         p_proc = rig.consumer(parent, tmp_path / "parent.log",
                               SHARDLINE_CONSUMER_GET_RECORDS_LIMIT="100")
-        wait_for(lambda: rig.distinct_counts().get(parent, 0) > 300, 60, 0.2,
-                 what="parent reading")
+        wait_for(lambda: rig.distinct_counts().get(parent, 0) > 300,
+                 60, "parent reading", every=0.2)
         rig.kinesis.split_shard(StreamName=rig.stream, ShardToSplit=parent,
                                 NewStartingHashKey=str(2 ** 127))
         wait_for(lambda: rig.kinesis.describe_stream_summary(StreamName=rig.stream)
-                 ["StreamDescriptionSummary"]["StreamStatus"] == "ACTIVE", 10)
+                 ["StreamDescriptionSummary"]["StreamStatus"] == "ACTIVE",
+                 10, "the stream ACTIVE after the split", every=0.1)
         shards = {s["ShardId"]: s for s in
                   rig.kinesis.list_shards(StreamName=rig.stream)["Shards"]}
         children = sorted(s for s, d in shards.items() if d.get("ParentShardId") == parent)
@@ -35,9 +37,10 @@ def test_split_parent_drained_to_shard_end_then_children(rig, tmp_path):
         assert p_proc.wait(90) == 0  # closed parent: SHARD_END, then exit 0
         assert rig.checkpoint(parent) == ("SHARD_END", 0, True)
         want = {parent: len(before), **{c: len(after[c]) for c in children}}
-        wait_for(lambda: rig.distinct_counts() == want, 60, 0.3, what="every record")
+        wait_for(lambda: rig.distinct_counts() == want, 60, "every record", every=0.3)
         for c in children:
-            wait_for(lambda c=c: (rig.checkpoint(c) or ("",))[0] == after[c][-1], 30, 0.3)
+            wait_for(lambda c=c: (rig.checkpoint(c) or ("",))[0] == after[c][-1],
+                     30, f"the checkpoint of {c} at its last record", every=0.3)
         for p in c_procs:
             p.send_signal(signal.SIGTERM)
         assert [p.wait(30) for p in c_procs] == [0, 0]

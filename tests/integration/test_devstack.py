@@ -253,6 +253,42 @@ def test_repair_then_down_stops_every_process(tmp_path: Path) -> None:
     devstack.down(dir)  # harmless when nothing runs
 
 
+def test_stop_and_start_one_service_for_outage_drills(tmp_path: Path) -> None:
+    """PostgreSQL keeps its data across stop/start; the others come back on their port."""
+    import psycopg2
+
+    dir = tmp_path / "stack"
+    try:
+        info = devstack.up(dir)
+        with psycopg2.connect(info.dsn) as conn, conn.cursor() as cur:
+            cur.execute("CREATE TABLE kept (n int); INSERT INTO kept VALUES (42)")
+        before = devstack.status(dir)
+        devstack.stop_service(dir, "postgres")
+        devstack.stop_service(dir, "gearman")
+        down = devstack.status(dir)
+        assert not down["postgres"].alive and not down["gearman"].alive
+        assert down["s3"] == before["s3"] and down["kinesis"] == before["kinesis"]
+        with pytest.raises(psycopg2.OperationalError):
+            psycopg2.connect(info.dsn, connect_timeout=2)
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", before["gearman"].port), timeout=1)
+
+        subprocess.run([sys.executable, "-m", "shardline.devstack", "start", "postgres",
+                        "--dir", str(dir)], check=True, capture_output=True)
+        devstack.start_service(dir, "gearman")
+        after = devstack.status(dir)
+        assert all(s.alive for s in after.values()), after
+        assert {n: s.port for n, s in after.items()} == {n: s.port for n, s in before.items()}
+        with psycopg2.connect(info.dsn) as conn, conn.cursor() as cur:
+            cur.execute("SELECT n FROM kept")
+            assert cur.fetchall() == [(42,)]
+        assert _gearman_echo(info.gearman_server) == b"x"
+        with pytest.raises(devstack.DevstackError, match="unknown service"):
+            devstack.stop_service(dir, "redis")
+    finally:
+        devstack.down(dir)
+
+
 def test_missing_binary_fails_before_starting_anything(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

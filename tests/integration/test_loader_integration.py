@@ -1,10 +1,13 @@
 """The loader against the real local stack (moto S3 + PostgreSQL), including the CLI.
 
 Staged files are made here directly (csvformat.format_row + gzip + put_object) with plain
-ledger INSERTs; the stage worker is not involved.
+ledger INSERTs; the stage worker is not involved, except in the hostile-text round trip,
+where events go through the stage job (workers.stage.StageJob, S3 and ledger for real) first.
 """
 from __future__ import annotations
 
+import gzip
+import json
 import os
 import signal
 import subprocess
@@ -18,8 +21,12 @@ from typing import Any
 import psycopg2
 import pytest
 
-from tests.contract.loader_kit import (SHARD0, SHARD1, PostgresBackend, event_id,
+from tests.contract.loader_kit import (SHARD0, SHARD1, STREAM, PostgresBackend, event_id,
                                  page_view, seq)
+from shardline.ops.fleet import wait_for
+from shardline import codec
+from shardline.producer import events
+from shardline.producer.traffic import HOSTILE
 from shardline.tables import PAGE_VIEWS
 
 pytestmark = pytest.mark.integration
@@ -60,16 +67,6 @@ def output(proc: Any) -> str:
     return proc.log.read()
 
 
-def wait_for(what: str, fn, timeout: float = 20.0, every: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = fn()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def holder_connection(pg: PostgresBackend):
     conn = psycopg2.connect(pg.env["SHARDLINE_WAREHOUSE_DSN"])
     with conn.cursor() as cur:
@@ -104,8 +101,8 @@ def test_sigkill_between_copy_and_commit_then_restart(pg, tmp_path):
         with holder.cursor() as cur:  # the loader needs this AFTER its COPY and merge
             cur.execute("LOCK TABLE shard_watermarks IN ACCESS EXCLUSIVE MODE")
         proc = start_loader(pg, tmp_path, "--once")
-        blocked = wait_for("the loader to block on shard_watermarks",
-                           lambda: blocked_loader_backend(pg))
+        blocked = wait_for(lambda: blocked_loader_backend(pg),
+                           20, "the loader to block on shard_watermarks", every=0.05)
         # It got there after the COPY and the merge: it wrote to page_views (the INSERT of
         # the merge, which follows the COPY into its staging table), the ledger (UPDATE)
         # and the load history. (Its temp table is invisible from here: uncommitted.)
@@ -121,8 +118,9 @@ def test_sigkill_between_copy_and_commit_then_restart(pg, tmp_path):
         holder.rollback()  # releases the lock
         holder.close()
     # The orphaned server backend notices its client is gone and rolls back.
-    wait_for("the killed loader's backend to end", lambda: not pg.query(
-        "SELECT 1 FROM pg_stat_activity WHERE pid = %s", (blocked["pid"],)), timeout=30)
+    wait_for(lambda: not pg.query(
+        "SELECT 1 FROM pg_stat_activity WHERE pid = %s", (blocked["pid"],)),
+             30, "the killed loader's backend to end", every=0.05)
     assert pg.stored() == {}
     assert {s for s, _ in pg.ledger().values()} == {"pending"}
     assert pg.loads() == [] and pg.watermarks() == {}
@@ -154,7 +152,7 @@ NASTY = [
     " leading and trailing spaces ",
     "NULL",
     "'single' quotes; -- and /* comments */",
-]
+] + [text for text in HOSTILE if text not in ("\\N", "\\.", "NULL")]
 
 
 def test_special_values_round_trip_unchanged(pg):
@@ -175,6 +173,69 @@ def test_special_values_round_trip_unchanged(pg):
     for want in rows:
         have = got[want[0]]
         assert have == want, [(c, w, h) for c, w, h in zip(cols, want, have) if w != h]
+
+
+def _hostile_events() -> list[dict]:
+    """Two valid events per HOSTILE string: the string bare in every free-text field, and
+    inside a url query, a search referrer and a user agent as the generator puts it."""
+    out = []
+    for i, text in enumerate(HOSTILE):
+        base = {"occurred_at": f"2026-11-26T06:30:{i:02d}.25+00:00", "ip": "203.0.113.9"}
+        out.append({**base, "event_id": event_id(500 + 2 * i),
+                    "url": f"https://shop.example.com/search?q={text}",
+                    "referrer": text, "user_agent": text, "user_id": text, "session_id": text})
+        out.append({**base, "event_id": event_id(501 + 2 * i),
+                    "url": f"https://shop.example.com/p/1?note={text}&size=M",
+                    "referrer": f"https://www.google.com/search?q={text}",
+                    "user_agent": f"Mozilla/5.0 (X11; Linux x86_64) Custom/{text}",
+                    "user_id": f"u-{text}", "session_id": f"s-{i}-{text}"})
+    return out
+
+
+def test_hostile_text_round_trips_through_the_stage_worker_unchanged(pg):
+    """SQL/CSV/COPY look-alikes in valid events land as the exact text sent; a
+    deep_nesting record in the same batch is a dead letter and breaks nothing."""
+    from workers.stage import StageJob
+    from workers.transform import page_view as transform
+
+    sent = _hostile_events()
+    for e in sent:
+        for name in ("referrer", "user_agent", "user_id", "session_id", "url"):
+            assert len(e[name].encode()) <= events.MAX_BYTES[name], (name, e[name])
+        assert events.check(json.dumps(e).encode()) == e  # valid by the reference rules
+    deep = next(data for kind, _, data in events.generate(
+        1, 1.0, 3, bad_kinds=["deep_nesting"]))
+    datas = [json.dumps(e, ensure_ascii=bool(i % 2)).encode() for i, e in enumerate(sent)]
+    datas.insert(len(datas) // 2, deep)
+    batch = codec.Batch(STREAM, SHARD0, [
+        codec.Record(seq(i + 1), 0, f"pk-{i}", data, 1_764_138_600_000 + i)
+        for i, data in enumerate(datas)])
+    job = StageJob(pg.settings(), s3=pg.s3, transform=transform)
+    try:
+        result = json.loads(job.run(codec.encode(batch)))  # the Gearman task body
+    finally:
+        job.close()
+    assert result["rows"] == len(sent) and result["dead_letters"] == 1
+    body = pg.s3.get_object(Bucket=pg.bucket, Key=result["dead_letter_key"])["Body"].read()
+    (dead,) = [json.loads(line) for line in gzip.decompress(body).splitlines()]
+    assert dead["reason"].startswith("not JSON: maximum recursion depth exceeded while "
+                                     "decoding a JSON"), dead["reason"]
+
+    r = pg.loader().step()
+    assert r.state == "loaded", r.error
+    cols = ("event_id", "url", "url_host", "url_path", "url_query", "referrer", "referrer_host",
+            "user_agent", "device_class", "ip_prefix", "user_id", "session_id")
+    got = {row[0]: dict(zip(cols, row))
+           for row in pg.query(f"SELECT {', '.join(cols)} FROM page_views")}
+    assert len(got) == len(sent)
+    for e in sent:
+        have = got[e["event_id"]]
+        for name in ("url", "referrer", "user_agent", "user_id", "session_id"):
+            assert have[name] == e[name], (name, e[name], have[name])
+        assert have["url_query"] == e["url"].split("?", 1)[1]
+        want = transform(e)
+        assert have == {c: want[c] for c in cols}, [
+            (c, want[c], have[c]) for c in cols if want[c] != have[c]]
 
 
 # -- two loaders at once --------------------------------------------------------------------
@@ -247,7 +308,7 @@ def test_sigterm_finishes_the_load_in_progress_then_exits_zero(pg, tmp_path):
         with holder.cursor() as cur:
             cur.execute("LOCK TABLE shard_watermarks IN ACCESS EXCLUSIVE MODE")
         proc = start_loader(pg, tmp_path)  # the loop, not --once
-        wait_for("the load to be in progress", lambda: blocked_loader_backend(pg))
+        wait_for(lambda: blocked_loader_backend(pg), 20, "the load to be in progress", every=0.05)
         proc.send_signal(signal.SIGTERM)
         time.sleep(0.3)
         assert proc.poll() is None  # still finishing its load

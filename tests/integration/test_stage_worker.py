@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+from shardline.ops.fleet import wait_for
 from shardline import codec
 from shardline.ops import gearman_admin
 from shardline.csvformat import POSTGRES_COPY_OPTIONS
@@ -46,16 +47,6 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_for(cond, timeout: float, what: str, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
 class Gearmand:
     """A private gearmand on a fixed port that a test may kill and start again."""
 
@@ -73,8 +64,8 @@ class Gearmand:
             [GEARMAND, "-L", "127.0.0.1", "-p", str(self.port),
              f"--log-file={self.dir / 'gearmand.log'}", "--verbose=WARNING"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for(lambda: gearman_admin.server_status(self.server, 0.5).up, 10,
-                 "gearmand to answer")
+        wait_for(lambda: gearman_admin.server_status(self.server, 0.5).up,
+                 10, "gearmand to answer", every=0.05)
 
     def kill(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -127,9 +118,9 @@ class Ctx:
             started.append(proc)
         want = self.gearmand.workers(self.function) + n
         try:
-            wait_for(lambda: self.gearmand.workers(self.function) >= want, 30,
-                     f"{n} worker(s) to register {self.function}")
-        except AssertionError:
+            wait_for(lambda: self.gearmand.workers(self.function) >= want,
+                     30, f"{n} worker(s) to register {self.function}", every=0.05)
+        except TimeoutError:
             raise AssertionError(self.logs()) from None
         return started
 
@@ -376,8 +367,8 @@ def test_worker_survives_gearmand_restart(ctx):
     ctx.gearmand.kill()
     time.sleep(1.0)  # the worker notices and retries against a closed port
     ctx.gearmand.start()  # same port
-    wait_for(lambda: ctx.gearmand.workers(ctx.function) >= 1, 15,
-             "the worker to reconnect and register again")
+    wait_for(lambda: ctx.gearmand.workers(ctx.function) >= 1,
+             15, "the worker to reconnect and register again", every=0.05)
     assert proc.poll() is None
     # A new client (the old one's connection died with gearmand).
     assert ctx.submit(make_batch([GOOD[1]], start=300))["rows"] == 1
@@ -396,7 +387,7 @@ def test_sigterm_during_job_finishes_it_then_exits_zero(ctx):
     job = client.submit_job(ctx.function.encode(), codec.encode(batch),
                             unique=ctx.unique(batch), wait_until_complete=False,
                             poll_timeout=30)
-    wait_for(lambda: ctx.gearmand.running(ctx.function) >= 1, 10, "the job to start")
+    wait_for(lambda: ctx.gearmand.running(ctx.function) >= 1, 10, "the job to start", every=0.05)
     time.sleep(0.2)
     proc.send_signal(signal.SIGTERM)
     job = client.wait_until_jobs_completed([job], poll_timeout=30)[0]
@@ -416,14 +407,32 @@ def test_second_signal_stops_at_once(ctx):
     client = ctx.client()
     client.submit_job(ctx.function.encode(), codec.encode(batch), unique=ctx.unique(batch),
                       wait_until_complete=False, poll_timeout=5)
-    wait_for(lambda: ctx.gearmand.running(ctx.function) >= 1, 10, "the job to start")
+    wait_for(lambda: ctx.gearmand.running(ctx.function) >= 1, 10, "the job to start", every=0.05)
     t0 = time.monotonic()
     proc.send_signal(signal.SIGTERM)
     time.sleep(0.3)
     assert proc.poll() is None, "the first signal waits for the job"
     proc.send_signal(signal.SIGTERM)
-    assert proc.wait(5) == 130, ctx.logs()
+    try:
+        code = proc.wait(5)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGUSR1)  # faulthandler: every thread's stack to the log
+        time.sleep(1)
+        proc.kill()
+        raise AssertionError(f"the worker did not exit after a second SIGTERM\n{ctx.logs()}") \
+            from None
+    assert code == 130, ctx.logs()
     assert time.monotonic() - t0 < 3
     # nothing was staged for the interrupted job
     assert ctx.query("SELECT count(*) FROM staged_files WHERE s3_key LIKE %s",
                      (ctx.prefix + "/%",)) == [(0,)]
+
+
+def test_sigusr1_dumps_every_thread_stack_and_keeps_working(ctx):
+    (proc,) = ctx.start_workers(1)
+    proc.send_signal(signal.SIGUSR1)
+    wait_for(lambda: "most recent call first" in ctx.logs(), 10, "a stack dump in the log",
+             every=0.1)
+    assert "workers/runner.py" in ctx.logs()
+    assert proc.poll() is None
+    assert ctx.submit(make_batch([GOOD[1]], start=900))["rows"] == 1

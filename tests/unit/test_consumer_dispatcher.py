@@ -121,3 +121,22 @@ def test_does_not_block_the_caller():
     assert time.monotonic() - t0 < 0.5
     gate.set()
     assert len(outcomes(d, 10)) == 10
+
+
+def test_backoff_doubles_from_half_a_second_so_defaults_ride_out_a_30s_outage():
+    from shardline.settings import ConsumerSettings
+
+    slept: list[float] = []
+    calls: list = []
+    cs = ConsumerSettings()
+    d = Dispatcher(lambda: FakeClient(["FAILED"] * 20, calls), "stage_fn", threads=1,
+                   job_timeout_s=7, max_attempts=cs.job_max_attempts,
+                   retry_max_s=cs.job_retry_max_s, sleep=slept.append)
+    d.start()
+    d.submit(1, "s", batch(1))
+    (o,) = outcomes(d, 1)
+    assert not o.ok and len(calls) == cs.job_max_attempts
+    floors = [0.5, 1, 2, 4, 8, 10, 10][:cs.job_max_attempts - 1]
+    assert len(slept) == len(floors)
+    assert all(f <= s <= f + 0.5 for f, s in zip(floors, slept)), slept
+    assert sum(slept) >= 30

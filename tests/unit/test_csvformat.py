@@ -6,6 +6,8 @@ import io
 from datetime import datetime
 
 from shardline import csvformat
+from shardline.producer.traffic import HOSTILE
+from tests.csvcheck import parse_csv
 
 NASTY = ['plain', 'quote " inside', 'comma, inside', 'tab\tinside', 'back\\slash',
          'new\nline', 'cr\r\nlf', 'ctl \x01\x1f\x7f', 'emoji 🚀', 'ünïcödé', '', '\\N', 'NULL']
@@ -22,6 +24,13 @@ def test_nasty_values_survive_a_csv_reader():
     assert [r[0] for r in rows] == NASTY
     # the bare \N marker is distinguishable from the quoted text "\N"
     assert text.count('\\N\n') == len(NASTY) and '"\\N"' in text
+
+
+def test_hostile_values_are_plain_quoted_text():
+    """SQL / formula / COPY look-alikes: each written as one quoted field, read back as is."""
+    text = "".join(csvformat.format_row([v, None, v]) for v in HOSTILE)
+    assert parse_csv(text) == [[v, None, v] for v in HOSTILE]
+    assert '"\\N",\\N,"\\N"\n' in text and '"\\.",\\N,"\\."\n' in text
 
 
 def test_timestamps_are_utc_text_with_microseconds():

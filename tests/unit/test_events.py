@@ -4,10 +4,12 @@ from __future__ import annotations
 import collections
 import datetime as dt
 import json
+import re
 
 import pytest
 
-from shardline.producer import events
+from shardline.producer import events, malformed
+from shardline.producer.traffic import HOSTILE
 
 START = dt.datetime(2026, 11, 26, 6, 30, tzinfo=dt.timezone.utc)
 
@@ -60,11 +62,12 @@ def test_bad_fraction_edges(fraction):
     assert bad == round(500 * fraction)
 
 
-def test_bad_kinds_rotate_and_near_limit_is_rare(sample):
+def test_bad_kinds_rotate_and_the_heavy_ones_are_rare(sample):
     gen, _ = sample
-    others = [gen.counts[k] for k in events.BAD_KINDS if k != "near_limit"]
+    others = [gen.counts[k] for k in events.BAD_KINDS if k not in malformed.HEAVY_KINDS]
     assert max(others) - min(others) <= 1
-    assert 1 <= gen.counts["near_limit"] <= max(others) // 5
+    for heavy in malformed.HEAVY_KINDS:
+        assert 1 <= gen.counts[heavy] <= max(others) // 5, heavy
 
 
 def test_bad_kinds_can_be_chosen():
@@ -162,10 +165,53 @@ def test_each_bad_kind_is_really_bad(sample):
         assert 800_000 < len(data) < 1_000_000
         with pytest.raises(ValueError):
             json.loads(data)
+    assert kinds["deep_nesting"]
+    for key, data in kinds["deep_nesting"]:
+        assert 180_000 < len(data) < 230_000
+        assert data.startswith(b'{"event_id": "')
+        assert _depth(data) > 25_000  # well-formed, only too deep
+        with pytest.raises(RecursionError):
+            json.loads(data)
+        with pytest.raises(ValueError, match="^not_json: maximum recursion depth exceeded"):
+            events.check(data)
     for kind in events.BAD_KINDS:
         for key, data in kinds[kind]:
             with pytest.raises(ValueError):
                 events.check(data)
+
+
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_NOT_BRACKET = bytes(sorted(set(range(256)) - set(b"[]{}")))
+
+
+def _depth(data: bytes) -> int:
+    """Deepest nesting of a JSON text; asserts its brackets (outside strings) balance."""
+    brackets = _JSON_STRING.sub(b"", data).translate(None, _NOT_BRACKET)
+    depth = deepest = 0
+    for run in re.findall(rb"[\[{]+|[\]}]+", brackets):
+        depth += len(run) if run[:1] in b"[{" else -len(run)
+        assert depth >= 0
+        deepest = max(deepest, depth)
+    assert depth == 0
+    return deepest
+
+
+def test_deep_nesting_shapes_vary_and_nest_tens_of_thousands_deep():
+    gen, records = _records(40, 1.0, seed=8, bad_kinds=["deep_nesting"])
+    assert gen.counts["deep_nesting"] == 40
+    depths = [_depth(data) for _, _, data in records]
+    assert min(depths) > 25_000 and max(depths) > 95_000
+    shapes, fields = collections.Counter(), set()
+    for _, _, data in records:
+        for shape, opening in (("arrays", b"[["), ("mixed", b'[{"v":[{"v":'),
+                               ("objects", b'{"v":{"v":')):
+            if opening in data:
+                shapes[shape] += 1
+                head = data[:data.index(opening)]  # ... "url": [[[...
+                fields.add(head.rsplit(b'"', 2)[-2].decode())
+                break
+    assert sum(shapes.values()) == 40 and len(shapes) == 3
+    assert fields == {"url", "referrer", "user_agent"}
 
 
 def test_every_record_fits_in_a_kinesis_record(sample):
@@ -204,6 +250,73 @@ def test_classify_user_agent(ua, expected):
 ])
 def test_ip_prefix(ip, prefix):
     assert events.ip_prefix(ip) == prefix
+
+
+def test_stage_worker_dead_letters_deep_nesting_as_not_json():
+    """The stage worker's json.loads raises RecursionError on it: a dead letter, not a crash."""
+    from shardline import codec
+    from shardline.tables import PAGE_VIEWS
+    from workers import stage
+    from workers.transform import page_view
+
+    _, records = _records(40, 0.5, seed=12, bad_kinds=["deep_nesting"])
+    batch = codec.Batch("s", "shardId-000000000000", [
+        codec.Record(f"{i:056d}", 0, key, data, 1_764_138_601_000)
+        for i, (_, key, data) in enumerate(records)])
+    out = stage.RowBuilder(PAGE_VIEWS, page_view).build(
+        batch, dt.datetime(2026, 11, 26, 7, 0, tzinfo=dt.timezone.utc))
+    assert out.rows == 20 and len(out.dead_letters) == 20
+    for d in out.dead_letters:
+        assert d["reason"] in (
+            "not JSON: maximum recursion depth exceeded while decoding a JSON array "
+            "from a unicode string",
+            "not JSON: maximum recursion depth exceeded while decoding a JSON object "
+            "from a unicode string"), d["reason"]
+    assert stage.dead_letter_lines(out.dead_letters).count("\n") == 20
+
+
+def test_hostile_strings_are_awkward_text_and_valid(sample):
+    assert set(HOSTILE) <= set(events.AWKWARD)
+    assert {"\\N", "\\.", "NULL", "'; DROP TABLE page_views; --"} <= set(HOSTILE)
+    seen = set()
+    for _, data in _by_kind(sample[1])[events.GOOD]:
+        event = events.check(data)
+        text = event["url"] + (event["referrer"] or "") + event["user_agent"]
+        seen.update(h for h in HOSTILE if h in text)
+    assert seen == set(HOSTILE)
+
+
+def _stream(n: int) -> list[tuple[str, str, bytes]]:
+    return [("good" if i % 4 else "not_json", f"k{i}", f"data-{i}".encode()) for i in range(n)]
+
+
+def test_with_duplicates_re_emits_good_records_later_byte_for_byte():
+    source = _stream(20_000)
+    counts = collections.Counter()
+    out = list(events.with_duplicates(iter(source), 0.1, 3, counts))
+    dups = [(pos, rec) for pos, rec in enumerate(out) if rec[0] == "duplicate"]
+    assert counts["duplicates"] == len(dups) and 1200 < len(dups) < 1800
+    assert [rec for rec in out if rec[0] != "duplicate"] == source  # order kept
+    first = {}
+    for pos, (kind, key, data) in enumerate(out):
+        if kind != "duplicate":
+            first[(key, data)] = (pos, kind)
+    for pos, (_, key, data) in dups:
+        orig_pos, kind = first[(key, data)]
+        assert kind == "good" and 0 < pos - orig_pos <= 2000 + len(dups)
+    assert len({(k, d) for _, (_, k, d) in dups}) == len(dups)  # each at most once
+    again = list(events.with_duplicates(iter(source), 0.1, 3, collections.Counter()))
+    assert again == out  # seeded
+    assert list(events.with_duplicates(iter(source), 0.1, 4, collections.Counter())) != out
+
+
+def test_with_duplicates_off_passes_the_source_through():
+    source = _stream(100)
+    counts = collections.Counter()
+    assert list(events.with_duplicates(iter(source), 0.0, 1, counts)) == source
+    assert counts["duplicates"] == 0
+    every = list(events.with_duplicates(iter(source), 1.0, 1, counts))
+    assert counts["duplicates"] == 75 and len(every) == 175
 
 
 def test_pipeline_stage_agrees_with_the_generator():

@@ -111,3 +111,53 @@ def test_describe_lists_every_key_with_its_env_var():
     rows = {key: env for key, env, _, _ in s.describe()}
     assert rows["consumer.iterator_max_age_s"] == "SHARDLINE_CONSUMER_ITERATOR_MAX_AGE_S"
     assert len(rows) > 40
+
+
+# Names from settings reach SQL text (S3 URLs in COPY, schema and table names), S3 keys
+# and Gearman packets: anything but a plain name is refused at start, value not echoed.
+@pytest.mark.parametrize("key,value", [
+    ("warehouse.schema", 'public"; DROP TABLE page_views; --'),
+    ("warehouse.schema", "Public"),
+    ("worker.target_table", "page_views; DELETE FROM leases"),
+    ("worker.target_table", "a" * 64),
+    ("s3.bucket", "my_bucket"),
+    ("s3.bucket", "bucket' IAM_ROLE 'x"),
+    ("s3.bucket", "ab"),
+    ("s3.bucket", "192.168.1.1"),
+    ("s3.prefix", "/leading"),
+    ("s3.prefix", "trailing/"),
+    ("s3.prefix", "a/../b"),
+    ("s3.prefix", "it's"),
+    ("s3.prefix", "a//b"),
+    ("kinesis.stream", "page views"),
+    ("kinesis.stream", "x" * 129),
+    ("gearman.stage_function", "stage job"),
+    ("gearman.stage_function", "stage\x00"),
+    ("warehouse.iam_role", "arn:aws:iam::1234:role/x' CREDENTIALS 'y"),
+])
+def test_names_that_reach_sql_keys_or_packets_are_validated(key, value):
+    with pytest.raises(ConfigError) as info:
+        s.load(None, env={}, overrides={key: value})
+    assert str(info.value).startswith(key)
+    assert value not in str(info.value)
+
+
+@pytest.mark.parametrize("key,value", [
+    ("s3.bucket", "shardline-dev"), ("s3.bucket", "logs.example.com"),
+    ("s3.prefix", "prod/events"), ("s3.prefix", "t/loader-x-1a2b3c4d"), ("s3.prefix", "dt=2026"),
+    ("kinesis.stream", "page-views_v2.prod"), ("gearman.stage_function", "shardline_stage"),
+    ("warehouse.iam_role", "arn:aws:iam::123456789012:role/service-role/RedshiftCopy"),
+    ("warehouse.iam_role", "arn:aws-cn:iam::123456789012:role/copy"),
+    ("warehouse.iam_role", "arn:aws:iam::123456789012:role/a,arn:aws:iam::210987654321:role/b"),
+])
+def test_plain_names_are_accepted(key, value):
+    cfg = s.load(None, env={}, overrides={key: value})
+    section, name = key.split(".")
+    assert getattr(getattr(cfg, section), name) == value
+
+
+def test_readme_settings_table_is_current():
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    rows = [line for line in readme.splitlines() if line.startswith("| `")
+            and "SHARDLINE_" in line]
+    assert rows == [f"| `{k}` | `{e}` | `{d}` | {h} |" for k, e, d, h in s.describe()]

@@ -1,0 +1,325 @@
+"""One chaos campaign: the real fleet under supervisord, on its own local stack, abused.
+
+While a producer writes events (``corpus.py``), the plan (``schedule.py``) SIGKILLs
+consumers, stage workers and the loader, restarts gearmand, stops PostgreSQL, cuts or
+freezes S3, and storms the consumers' Kinesis calls with faults (``proxy.py``, on top of
+a steady rate of random ones). Then it waits until the pipeline is quiet and compares
+everything (``verdict.py``).
+
+The stack is private to the campaign (a fresh ``devstack`` directory): it is stopped and
+restarted under the fleet's feet. PostgreSQL is switched to password authentication on
+TCP, and the fleet gets a distinctive AWS secret key, so the logs can be searched for
+both afterwards.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import random
+import re
+import secrets
+import signal
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import psycopg2
+
+from shardline import devstack
+from shardline.devstack.state import read_state
+from shardline.ops import gearman_admin
+from shardline.ops.fleet import Fleet, shardline
+from tests.chaos import schedule, verdict
+from tests.chaos.corpus import ChaosProducer
+from tests.chaos.proxy import FaultRates, KinesisFaultProxy, TcpGate
+
+log = logging.getLogger("chaos")
+
+SCHEMA = "chaos"
+# Small batches, frequent checkpoints and loads, short leases: many restarts per minute.
+FLEET_SETTINGS = {
+    "SHARDLINE_CONSUMER_BATCH_MAX_AGE_S": "0.5",
+    "SHARDLINE_CONSUMER_IDLE_SLEEP_S": "0.2",
+    "SHARDLINE_CONSUMER_CHECKPOINT_INTERVAL_S": "1",
+    "SHARDLINE_CONSUMER_REPORT_INTERVAL_S": "2",
+    "SHARDLINE_CONSUMER_LEASE_TTL_S": "6",
+    "SHARDLINE_CONSUMER_LEASE_RENEW_S": "2",
+    "SHARDLINE_CONSUMER_SHUTDOWN_TIMEOUT_S": "10",
+    "SHARDLINE_LOADER_MAX_INTERVAL_S": "1",
+    "SHARDLINE_LOADER_POLL_S": "0.3",
+    "SHARDLINE_LOADER_MIN_FILES": "100",
+    "SHARDLINE_GEARMAN_JOB_TIMEOUT_S": "30",
+    "SHARDLINE_WAREHOUSE_CONNECT_TIMEOUT_S": "3",
+}
+
+
+@dataclass
+class Config:
+    seed: int = 1
+    duration_s: float = 120.0
+    events: int = 60_000
+    shards: int = 4
+    workers: int = 2
+    kill_every_s: float = 3.0
+    bad_fraction: float = 0.01
+    duplicate_fraction: float = 0.002
+    hostile_fraction: float = 0.01
+    fault_rate: float = 0.03
+    settle_timeout_s: float = 300.0
+    dir: Path | None = None
+
+
+def require_password(stack_dir: Path, info: devstack.StackInfo, password: str) -> None:
+    """Give the postgres role a password and demand it on TCP (scram-sha-256)."""
+    with psycopg2.connect(info.dsn) as conn, conn.cursor() as cur:
+        cur.execute("ALTER ROLE postgres PASSWORD %s", (password,))
+    hba = Path(read_state(stack_dir)["pg"]["data"]) / "pg_hba.conf"
+    text, n = re.subn(r"^(host\s+all\s+all\s+\S+\s+)trust\s*$", r"\1scram-sha-256",
+                      hba.read_text(), flags=re.M)
+    if not n:
+        raise RuntimeError(f"no TCP trust line to replace in {hba}")
+    hba.write_text(text)
+    with psycopg2.connect(info.dsn, password=password) as conn, conn.cursor() as cur:
+        cur.execute("SELECT pg_reload_conf()")
+    try:
+        psycopg2.connect(info.dsn, password="").close()
+    except psycopg2.OperationalError:
+        return
+    raise RuntimeError("PostgreSQL still accepts TCP logins without a password")
+
+
+class Campaign:
+    def __init__(self, cfg: Config, say: Callable[[str], None] = print):
+        self.cfg, self.say = cfg, say
+        self.rng = random.Random(f"chaos-{cfg.seed}")
+        self.dir = Path(cfg.dir or tempfile.mkdtemp(prefix="shardline-chaos-")).resolve()
+        self.stack_dir = self.dir / "stack"
+        # The caller may choose the secrets (to search the logs for them itself).
+        self.secrets = {
+            "aws_secret_access_key": os.environ.get("CHAOS_AWS_SECRET_ACCESS_KEY")
+            or "chaos-aws-" + secrets.token_hex(12),
+            "pg_password": os.environ.get("CHAOS_PG_PASSWORD")
+            or "chaos-pg-" + secrets.token_hex(12),
+        }
+        self.kills: Counter = Counter()
+        self.infra: Counter = Counter()
+        self.fleet: Fleet | None = None
+        self.kproxy: KinesisFaultProxy | None = None
+        self.gate: TcpGate | None = None
+        self.frozen_pid: int | None = None
+
+    # -- setup ---------------------------------------------------------------
+
+    def start(self) -> None:
+        cfg = self.cfg
+        self.info = info = devstack.up(self.stack_dir)
+        require_password(self.stack_dir, info, self.secrets["pg_password"])
+        os.environ["PGPASSWORD"] = self.secrets["pg_password"]  # this process's own queries
+        self.kproxy = KinesisFaultProxy(
+            info.kinesis_endpoint_url, random.Random(f"faults-{cfg.seed}"),
+            FaultRates(get_records=cfg.fault_rate, other=cfg.fault_rate / 2)).start()
+        self.gate = TcpGate(("127.0.0.1", info.s3_port)).start()
+        self.stream = f"chaos-{cfg.seed}"
+        self.prefix = f"chaos/{cfg.seed}"
+        self.env = {**os.environ, **info.env(), **FLEET_SETTINGS,
+                    "SHARDLINE_KINESIS_ENDPOINT_URL": self.kproxy.url,
+                    "SHARDLINE_S3_ENDPOINT_URL": self.gate.url,
+                    "SHARDLINE_KINESIS_STREAM": self.stream,
+                    "SHARDLINE_WAREHOUSE_SCHEMA": SCHEMA,
+                    "SHARDLINE_S3_PREFIX": self.prefix,
+                    "AWS_SECRET_ACCESS_KEY": self.secrets["aws_secret_access_key"],
+                    "PGPASSWORD": self.secrets["pg_password"]}
+        self.env.pop("SHARDLINE_CONFIG", None)
+        with psycopg2.connect(info.dsn) as conn, conn.cursor() as cur:
+            cur.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
+        direct = {**self.env, "SHARDLINE_KINESIS_ENDPOINT_URL": info.kinesis_endpoint_url}
+        shardline("migrate", env=direct)
+        shardline("create-stream", "--stream", self.stream, "--shards", str(cfg.shards),
+                  env=direct)
+        self.kinesis = info.client("kinesis")
+        self.s3 = info.client("s3")
+        self.fleet = Fleet(self.dir / "supervisor", self.env, self.stream, cfg.workers)
+        self.fleet.start()
+
+    # -- chaos ---------------------------------------------------------------
+
+    def _kill(self, kind: str) -> bool:
+        assert self.fleet is not None
+        running = [(name, pid) for name, (state, pid) in self.fleet.status().items()
+                   if name.split(":")[-1].startswith(kind) and state == "RUNNING" and pid]
+        if not running:
+            return False
+        name, pid = self.rng.choice(sorted(running))
+        os.kill(pid, signal.SIGKILL)
+        self.kills[kind] += 1
+        log.info("SIGKILL %s (pid %d)", name, pid)
+        return True
+
+    def _do(self, action: schedule.Action) -> bool:
+        """Carry out one action; False if it must be tried again shortly."""
+        assert self.kproxy and self.gate
+        what = action.what
+        if what == "kill":
+            return self._kill(action.arg)
+        if what == "gearmand_restart":
+            devstack.stop_service(self.stack_dir, "gearman")
+            time.sleep(action.seconds)
+            devstack.start_service(self.stack_dir, "gearman")
+            self.infra["gearmand restarts"] += 1
+        elif what == "postgres_down":
+            devstack.stop_service(self.stack_dir, "postgres")
+            self.infra["postgres outages"] += 1
+        elif what == "postgres_up":
+            devstack.start_service(self.stack_dir, "postgres")
+        elif what == "s3_down" and action.arg == "refuse":
+            self.gate.cut()
+            self.infra["s3 outages (refused)"] += 1
+        elif what == "s3_down":
+            self.frozen_pid = devstack.status(self.stack_dir)["s3"].pid
+            os.kill(self.frozen_pid, signal.SIGSTOP)
+            self.infra["s3 outages (frozen)"] += 1
+        elif what == "s3_up":
+            self._s3_up()
+        elif what == "storm":
+            self.kproxy.storm(action.arg, action.seconds)
+            self.infra[f"kinesis {action.arg} storms"] += 1
+        log.info("%s %s", what, action.arg)
+        return True
+
+    def _s3_up(self) -> None:
+        assert self.gate
+        self.gate.restore()
+        if self.frozen_pid:
+            os.kill(self.frozen_pid, signal.SIGCONT)
+            self.frozen_pid = None
+
+    def run_chaos(self, producer: ChaosProducer) -> None:
+        cfg = self.cfg
+        actions = schedule.plan(cfg.seed, cfg.duration_s, kill_every_s=cfg.kill_every_s)
+        t0 = time.monotonic()
+        next_report = 0.0
+        while actions:
+            now = time.monotonic() - t0
+            if actions[0].at_s <= now:
+                action = actions.pop(0)
+                if not self._do(action):  # nothing of that kind running: try again soon
+                    actions.insert(0, schedule.Action(now + 0.5, action.what, action.arg))
+                continue
+            if producer.error:
+                raise RuntimeError(f"producer failed: {producer.error!r}")
+            if now >= next_report:
+                next_report = now + 10
+                self.say(f"  t={now:5.0f}s  put {len(producer.ledger.good_ids):,} valid, "
+                         f"kills {dict(self.kills)}, faults {self.kproxy.injected()}")
+            time.sleep(min(0.2, max(0.0, actions[0].at_s - now)))
+        self.chaos_s = time.monotonic() - t0
+
+    # -- settle and judge ----------------------------------------------------
+
+    def query(self, sql: str, args: Any = None) -> list[tuple]:
+        with psycopg2.connect(self.info.dsn, connect_timeout=3) as conn, conn.cursor() as cur:
+            cur.execute(f"SET search_path TO {SCHEMA}")
+            cur.execute(sql, args)
+            return cur.fetchall()
+
+    def quiet(self, v: verdict.Verdict) -> bool:
+        """Fill the liveness fields of ``v``; True when nothing is left to do."""
+        assert self.fleet is not None
+        cps = dict(self.query("SELECT shard_id, sequence_number FROM checkpoints "
+                              "WHERE stream = %s", (self.stream,)))
+        v.lagging_shards = verdict.lagging_shards(self.kinesis, self.stream, cps)
+        (v.pending_files,), = self.query("SELECT count(*) FROM staged_files "
+                                         "WHERE state = 'pending'")
+        status = gearman_admin.cluster_status([self.info.gearman_server])
+        v.queued_jobs = sum(f["total"] for f in gearman_admin.totals(status).values())
+        v.stuck_programs = sorted(name for name, (state, _) in self.fleet.status().items()
+                                  if state != "RUNNING")
+        return not (v.lagging_shards or v.pending_files or v.queued_jobs or v.stuck_programs)
+
+    def settle(self, producer: ChaosProducer) -> verdict.Verdict:
+        """Wait for the producer, then until the pipeline is quiet and complete; judge."""
+        producer.join()
+        if producer.error:
+            raise RuntimeError(f"producer failed: {producer.error!r}")
+        t0 = time.monotonic()
+        while True:
+            v = verdict.Verdict(self.cfg.seed)
+            try:
+                done = self.quiet(v)
+                if done:
+                    verdict.check_rows(v, producer.ledger, self.query)
+                    done = not v.missing
+            except (psycopg2.Error, OSError) as exc:  # e.g. PostgreSQL still starting
+                log.info("not quiet yet: %s", exc)
+                done = False
+            waited = time.monotonic() - t0
+            if done or waited > self.cfg.settle_timeout_s:
+                break
+            time.sleep(2)
+        v.problems = []
+        verdict.check_rows(v, producer.ledger, self.query)
+        verdict.check_hostile(v, producer.ledger, self.query)
+        verdict.check_dead_letters(v, producer.ledger, self.s3, self.info.bucket, self.prefix)
+        if waited > self.cfg.settle_timeout_s:
+            v.problems.append(f"not quiet after {self.cfg.settle_timeout_s:.0f} s")
+        v.settle_s, v.chaos_s = waited, self.chaos_s
+        v.kills = dict(self.kills)
+        v.infra = dict(self.infra)
+        v.faults = self.kproxy.injected() if self.kproxy else {}
+        v.reactions = verdict.reactions(self.dir / "supervisor" / "logs")
+        return v
+
+    def run(self) -> verdict.Verdict:
+        cfg = self.cfg
+        self.say(f"chaos: seed {cfg.seed}, {cfg.duration_s:.0f} s, {cfg.events:,} events, "
+                 f"{cfg.shards} shards, {cfg.workers} stage workers; files in {self.dir}")
+        self.start()
+        rate = cfg.events / max(1.0, cfg.duration_s * 0.85)
+        producer = ChaosProducer(self.kinesis, self.stream, count=cfg.events, rate=rate,
+                                 seed=cfg.seed, bad_fraction=cfg.bad_fraction,
+                                 duplicate_fraction=cfg.duplicate_fraction,
+                                 hostile_fraction=cfg.hostile_fraction)
+        producer.start()
+        try:
+            self.run_chaos(producer)
+        finally:
+            self._s3_up()
+            if devstack.status(self.stack_dir)["postgres"].alive is False:
+                devstack.start_service(self.stack_dir, "postgres")
+        self.say(f"chaos over after {self.chaos_s:.0f} s; waiting for the pipeline to settle")
+        v = self.settle(producer)
+        leaks = secrets_in_logs(self.log_files(), self.secrets.values())
+        if leaks:
+            v.problems.append(f"secret values in logs: {', '.join(leaks)}")
+        return v
+
+    def log_files(self) -> list[Path]:
+        """Every log the run wrote: supervisord and its programs, the stack's services."""
+        files = {p for p in self.dir.rglob("*.log") if p.is_file()}
+        state = read_state(self.stack_dir)
+        if state:  # the PostgreSQL cluster may live outside dir (see devstack.postgres)
+            files.add(Path(state["pg"]["log"]))
+        return sorted(p for p in files if p.is_file())
+
+    def stop(self, keep_stack: bool = False) -> None:
+        self._s3_up()
+        if self.fleet is not None:
+            self.fleet.stop()
+        for part in (self.kproxy, self.gate):
+            if part is not None:
+                part.stop()
+        if not keep_stack:
+            devstack.down(self.stack_dir)
+
+
+def secrets_in_logs(paths: list[Path], values: Any) -> list[str]:
+    """Files (and which secret) where a secret value appears, as text."""
+    found = []
+    needles = [v.encode() for v in values]
+    for path in paths:
+        data = path.read_bytes()
+        found += [f"{path.name}" for needle in needles if needle in data]
+    return found

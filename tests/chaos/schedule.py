@@ -1,0 +1,69 @@
+"""What the campaign does when: a pure, seeded plan (so a failing seed replays the same run).
+
+Kills come every ``kill_every_s`` on average (0.5x-1.5x jitter) and rotate over the
+three process kinds in shuffled rounds, so each kind gets a third of them. The
+infrastructure faults come in rounds (one per ``infra_round_s``, at least one): a
+gearmand restart, a PostgreSQL outage and an S3 outage, each at a jittered point of its
+round; S3 outages alternate between "refuse" (the S3 relay resets connections) and
+"freeze" (the S3 server is SIGSTOPped: requests hang). Kinesis fault storms (every call
+of a kind faulted for a few seconds) come every ``storm_every_s`` on average.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+KILL_KINDS = ("consumer", "stage-worker", "loader")
+STORM_KINDS = ("throttled", "expired", "500", "drop", "slow")
+
+
+@dataclass(frozen=True, order=True)
+class Action:
+    at_s: float
+    # kill | gearmand_restart | postgres_down | postgres_up | s3_down | s3_up | storm
+    what: str
+    arg: str = ""        # kill: process kind; s3_down: refuse | freeze; storm: fault kind
+    seconds: float = 0.0  # storm length, gearmand downtime
+
+
+def plan(seed: int, duration_s: float, *, kill_every_s: float = 3.0,
+         outage_s: tuple[float, float] = (3.0, 6.0), infra_round_s: float = 150.0,
+         storm_every_s: float = 20.0) -> list[Action]:
+    """Every action of a campaign of ``duration_s`` seconds, sorted by time."""
+    rng = random.Random(f"chaos-plan-{seed}")
+    actions: list[Action] = []
+
+    t, kinds = 0.0, []
+    while True:
+        t += kill_every_s * rng.uniform(0.5, 1.5)
+        if t >= duration_s:
+            break
+        if not kinds:
+            kinds = list(KILL_KINDS)
+            rng.shuffle(kinds)
+        actions.append(Action(round(t, 3), "kill", kinds.pop()))
+
+    rounds = max(1, int(duration_s // infra_round_s))
+    width = duration_s / rounds
+    s3_modes = ("refuse", "freeze")
+    for r in range(rounds):
+        start = r * width
+        at = start + width * rng.uniform(0.15, 0.25)
+        actions.append(Action(round(at, 3), "gearmand_restart", seconds=rng.uniform(0.5, 2.0)))
+        at = start + width * rng.uniform(0.45, 0.55)
+        down = rng.uniform(*outage_s)
+        actions += [Action(round(at, 3), "postgres_down"),
+                    Action(round(at + down, 3), "postgres_up")]
+        at = start + width * rng.uniform(0.7, 0.8)
+        down = rng.uniform(*outage_s)
+        actions += [Action(round(at, 3), "s3_down", s3_modes[r % 2]),
+                    Action(round(at + down, 3), "s3_up", s3_modes[r % 2])]
+
+    t = 0.0
+    while True:
+        t += storm_every_s * rng.uniform(0.5, 1.5)
+        if t >= duration_s:
+            break
+        actions.append(Action(round(t, 3), "storm", rng.choice(STORM_KINDS),
+                              seconds=round(rng.uniform(2.0, 4.0), 3)))
+    return sorted(actions)

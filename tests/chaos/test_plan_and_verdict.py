@@ -1,0 +1,126 @@
+"""The campaign's plan and its judge, without services: the verdict must be able to fail."""
+from __future__ import annotations
+
+import base64
+import collections
+import gzip
+import json
+
+from tests.chaos import schedule, verdict
+from tests.chaos.corpus import HOSTILE_COLUMNS, Ledger, digest, make_hostile
+
+
+def test_plan_is_seeded_and_spreads_kills_over_the_three_kinds():
+    a = schedule.plan(5, 600, kill_every_s=4)
+    assert a == schedule.plan(5, 600, kill_every_s=4)
+    assert a != schedule.plan(6, 600, kill_every_s=4)
+    kills = collections.Counter(x.arg for x in a if x.what == "kill")
+    assert set(kills) == set(schedule.KILL_KINDS)
+    assert min(kills.values()) >= 45 and max(kills.values()) - min(kills.values()) <= 1
+    assert all(0 < x.at_s < 600 + 10 for x in a)
+    assert a == sorted(a)
+
+
+def test_plan_has_every_outage_at_least_once_and_each_outage_ends():
+    for duration in (30, 90, 600):
+        a = schedule.plan(1, duration)
+        whats = collections.Counter(x.what for x in a)
+        assert whats["gearmand_restart"] >= 1
+        assert whats["postgres_down"] == whats["postgres_up"] >= 1
+        assert whats["s3_down"] == whats["s3_up"] >= 1
+        downs = [x.at_s for x in a if x.what == "postgres_down"]
+        ups = [x.at_s for x in a if x.what == "postgres_up"]
+        assert all(3 <= u - d <= 6 for d, u in zip(downs, ups))
+    long = schedule.plan(1, 600)
+    assert {x.arg for x in long if x.what == "s3_down"} == {"refuse", "freeze"}
+
+
+def _ledger() -> Ledger:
+    ledger = Ledger(good_ids={"a", "b", "c"})
+    ledger.bad[digest(b"not json")] += 1
+    ledger.bad[digest(b"")] += 2  # two empty records at different positions
+    return ledger
+
+
+def test_rows_pass_only_when_the_sets_are_equal():
+    ledger = _ledger()
+    v = verdict.Verdict(1)
+    verdict.check_rows(v, ledger, lambda sql, args=None: [("a",), ("b",), ("c",)])
+    assert (v.missing, v.duplicated, v.unexpected, v.loaded_rows) == (0, 0, 0, 3)
+    v = verdict.Verdict(1)
+    verdict.check_rows(v, ledger, lambda sql, args=None: [("a",), ("b",), ("b",), ("x",)])
+    assert (v.missing, v.duplicated, v.unexpected) == (1, 1, 1)
+    assert not v.ok and "missing" in v.line() and "FAIL" in v.line()
+
+
+class FakeS3:
+    """list_objects_v2 pages and get_object over an in-memory dict (no network)."""
+
+    def __init__(self, objects: dict[str, bytes]):
+        self.objects = objects
+
+    def get_paginator(self, name: str):
+        objects = self.objects
+
+        class P:
+            def paginate(self, Bucket: str, Prefix: str):
+                yield {"Contents": [{"Key": k} for k in sorted(objects) if k.startswith(Prefix)]}
+        return P()
+
+    def get_object(self, Bucket: str, Key: str):
+        import io
+        return {"Body": io.BytesIO(self.objects[Key])}
+
+
+def _dl(entries: list[tuple[int, bytes, str]]) -> bytes:
+    lines = [json.dumps({"shard_id": "s0", "sequence_number": str(seq), "sub_sequence_number": 0,
+                         "data_b64": base64.b64encode(data).decode(), "reason": reason})
+             for seq, data, reason in entries]
+    return gzip.compress(("\n".join(lines) + "\n").encode())
+
+
+def test_dead_letters_compare_contents_and_count_a_position_once():
+    ledger = _ledger()
+    good = [(1, b"not json", "not JSON: x"), (2, b"", "empty"), (3, b"", "empty")]
+    # batch re-staged with other boundaries: position 2 in two objects, counted once
+    s3 = FakeS3({"p/dead-letter/a": _dl(good[:2]), "p/dead-letter/b": _dl(good[1:])})
+    v = verdict.Verdict(1)
+    verdict.check_dead_letters(v, ledger, s3, "bucket", "p")
+    assert (v.dead_lettered, v.dead_missing, v.dead_unexpected) == (3, 0, 0)
+    assert v.ok
+
+    s3 = FakeS3({"p/dead-letter/a": _dl([(1, b"not json", ""), (4, b'{"ok": 1}', "x")])})
+    v = verdict.Verdict(1)
+    verdict.check_dead_letters(v, ledger, s3, "bucket", "p")
+    assert (v.dead_missing, v.dead_unexpected, v.dead_without_reason) == (2, 1, 1)
+    assert not v.ok and any("unexpected dead letter" in p for p in v.problems)
+
+
+def test_hostile_rows_must_match_exactly():
+    import random
+
+    event = {"event_id": "0b0c6a8e-6b3f-4d7e-9c1a-2f1e0d9c8b7a",
+             "occurred_at": "2026-11-26T06:30:01+00:00", "url": "https://shop.example.com/p",
+             "referrer": None, "user_agent": "Mozilla/5.0", "ip": "203.0.113.5",
+             "user_id": "u-1", "session_id": "s-1"}
+    hostile = make_hostile(event, random.Random(3))
+    assert hostile != event and hostile["event_id"] == event["event_id"]
+    ledger = Ledger(good_ids={event["event_id"]})
+    expected = {c: f"value-{c}" for c in HOSTILE_COLUMNS}
+    ledger.hostile[event["event_id"]] = expected
+    row = (event["event_id"], *expected.values())
+    v = verdict.Verdict(1)
+    verdict.check_hostile(v, ledger, lambda sql, args=None: [row])
+    assert (v.hostile, v.hostile_mismatched) == (1, 0)
+    v = verdict.Verdict(1)
+    verdict.check_hostile(v, ledger, lambda sql, args=None: [row[:-1] + ("changed",)])
+    assert v.hostile_mismatched == 1 and not v.ok
+
+
+def test_lagging_or_stuck_parts_fail_the_verdict():
+    for field, value in (("lagging_shards", ["shardId-1"]), ("stuck_programs", ["loader"]),
+                         ("pending_files", 3), ("queued_jobs", 1)):
+        v = verdict.Verdict(1)
+        assert v.ok
+        setattr(v, field, value)
+        assert not v.ok, field
