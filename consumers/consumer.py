@@ -13,6 +13,8 @@ import time
 from collections import deque
 from typing import Any, Callable
 
+import tenacity
+
 from consumers.batcher import Batcher
 from consumers.cadence import CheckpointCadence, Every
 from consumers.lease import LeaseKeeper, make_owner
@@ -20,13 +22,15 @@ from consumers.reader import ShardInfo, ShardNotFound, start_position
 from consumers.window import Window
 from shardline.codec import Batch, encoded_size
 from shardline.control import SHARD_END, Checkpoint
-from shardline.errors import BatchFailed, RetriableError, ServiceUnavailable
+from shardline.errors import BatchFailed, LeaseHeld, RetriableError, ServiceUnavailable
 from shardline.exitcodes import ExitCode
 from shardline.logs import get_logger
 from shardline.settings import Settings
 
 BUSY_S = 0.05  # pause while waiting on in-flight jobs
 STOP_CHECKPOINT_GRACE_S = 5.0  # a graceful stop retries its last checkpoint this long
+LEASE_WAIT_MARGIN_S = 0.2  # past the holder's expiry, for clock steps
+SHARD_LIST_ATTEMPTS = 10  # ListShards tries at start (random exponential up to 5 s: ~20 s)
 
 
 class Consumer:
@@ -65,8 +69,11 @@ class Consumer:
     # -- lifecycle --------------------------------------------------------------
     def start(self) -> None:
         """Lease the shard, find where to start, and whether parents must finish first."""
+        info = self._shard_info()  # before the lease: it may take a while
+        if info is None:
+            raise ShardNotFound(f"shard {self.shard_id} is not in stream {self.stream}")
+        self._acquire_lease()
         now = self.clock()
-        self.lease.acquire(now)
         self.log.info("lease acquired: owner %s token %s", self.owner, self.lease.token)
         cp = self.control.get_checkpoint(self.stream, self.shard_id)
         self.committed = self.staged_cp = cp
@@ -74,10 +81,6 @@ class Consumer:
             self.log.info("checkpoint is SHARD_END: nothing to read")
             self._finish(ExitCode.OK, "shard_end")
             return
-        info = self.shards().get(self.shard_id)
-        if info is None:
-            self.lease.release()
-            raise ShardNotFound(f"shard {self.shard_id} is not in stream {self.stream}")
         self.reader.start(start_position(cp, self.cs, self.wall))
         self.log.info("starting at %s", self.reader.position)
         self.cadence.start(now)
@@ -85,6 +88,39 @@ class Consumer:
             self.parents = [p for p in (info.parent, info.adjacent_parent) if p]
         self.state = "waiting_parents" if self.parents else "reading"
         self._report(now)
+
+    def _shard_info(self) -> ShardInfo | None:
+        """This shard in ListShards. Throttling, 5xx and connection errors are retried
+        (ListShards is shared by every consumer of the stream, and they start together
+        after a deploy or an outage) rather than costing a process restart."""
+        def warn(state: tenacity.RetryCallState) -> None:
+            self.log.warning("ListShards retry %d after %s", state.attempt_number,
+                             state.outcome.exception() if state.outcome else "?")
+
+        retryer = tenacity.Retrying(
+            retry=tenacity.retry_if_exception_type(RetriableError),
+            wait=tenacity.wait_random_exponential(multiplier=0.2, max=5),
+            stop=tenacity.stop_after_attempt(SHARD_LIST_ATTEMPTS), sleep=self.reader.sleep,
+            before_sleep=warn, reraise=True)
+        return retryer(self.shards).get(self.shard_id)
+
+    def _acquire_lease(self) -> None:
+        """Take the lease, waiting out an expiring one (a restarted consumer finds its dead
+        predecessor's lease): up to one TTL plus one renew period, then ``LeaseHeld``."""
+        budget = self.cs.lease_ttl_s + self.cs.lease_renew_s
+        waited = 0.0
+        while True:
+            try:
+                self.lease.acquire(self.clock())
+                return
+            except LeaseHeld as exc:
+                wait = (exc.expires_in_s or 0.0) + LEASE_WAIT_MARGIN_S
+                if exc.expires_in_s is None or waited + wait > budget:
+                    raise
+                self.log.info("shard held by another owner until its lease expires in %.1fs; "
+                              "waiting", exc.expires_in_s)
+                self.reader.sleep(wait)
+                waited += wait
 
     def request_stop(self) -> None:
         """Graceful stop: no reads or submissions; finish in-flight jobs, checkpoint, release."""

@@ -157,7 +157,7 @@ class Control:
                 raise LeaseHeld(f"shard {shard_id} of stream {stream} is held by {lease.owner} "
                                 f"(lease renewed {lease.renewed_at:%H:%M:%S} UTC, expires in "
                                 f"{left:.0f}s); is another consumer running? stop it first, or "
-                                f"wait for its lease to expire")
+                                f"wait for its lease to expire", expires_in_s=left)
             token = lease.token + 1
             cur.execute("UPDATE shard_leases SET owner = %s, token = %s, acquired_at = %s, "
                         "renewed_at = %s, expires_at = %s WHERE stream = %s AND shard_id = %s",

@@ -44,7 +44,11 @@ class LeaseError(FatalError):
 
 
 class LeaseHeld(LeaseError):
-    """Another live consumer owns the shard."""
+    """Another live consumer owns the shard (``expires_in_s``: its lease's time left)."""
+
+    def __init__(self, message: str, expires_in_s: float | None = None):
+        super().__init__(message)
+        self.expires_in_s = expires_in_s
 
 
 class LeaseLost(LeaseError):

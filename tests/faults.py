@@ -45,6 +45,7 @@ class FakeKinesis:
         self.clock, self.iterator_life_s = clock, iterator_life_s
         self.shards: dict[str, FakeShard] = {}
         self.faults: list[BaseException] = []  # raised by the next get_records calls
+        self.list_faults: list[BaseException] = []  # ... and by the next list_shards calls
         self.calls: list[tuple[str, dict]] = []
         self._iters: dict[str, tuple[str, int, float]] = {}
         self._ids = itertools.count(1)
@@ -106,6 +107,8 @@ class FakeKinesis:
                 "NextShardIterator": None if done else self._iterator(shard_id, nxt_index)}
 
     def list_shards(self, StreamName: str | None = None, NextToken: str | None = None) -> dict:
+        if self.list_faults:
+            raise self.list_faults.pop(0)
         shards = []
         for sid, s in self.shards.items():
             d: dict[str, Any] = {"ShardId": sid, "SequenceNumberRange":
@@ -191,9 +194,12 @@ class FakeControl:
         self.renew_error: BaseException | None = None
         self.checkpoint_error: BaseException | None = None
         self.renewals = 0
+        self.held_for: list[float] = []  # acquire raises LeaseHeld(expires_in_s) for each
 
     def acquire_lease(self, stream: str, shard_id: str, owner: str, ttl_s: float) -> int:
         from shardline.errors import LeaseHeld
+        if self.held_for:
+            raise LeaseHeld(f"shard {shard_id} is held by other", self.held_for.pop(0))
         cur, token = self.leases.get(shard_id, (None, 0))
         if cur is not None and cur != owner:
             raise LeaseHeld(f"shard {shard_id} of stream {stream} is held by {cur}")

@@ -372,3 +372,42 @@ def test_run_first_signal_exits_zero_after_in_flight_jobs():
     assert rc == ExitCode.OK
     assert rig.control.checkpoints["sh"].sequence_number == rig.seqs[29]
     assert rig.control.leases["sh"][0] is None
+
+
+def test_list_shards_throttling_at_start_is_retried_before_the_lease():
+    rig = Rig(5)
+    rig.kinesis.list_faults = [client_error("LimitExceededException", "ListShards"),
+                               client_error("InternalFailure", "ListShards", 500),
+                               client_error("ProvisionedThroughputExceededException", "ListShards")]
+    rig.consumer.start()
+    assert rig.kinesis.list_faults == [] and len(rig.clock.slept) == 3
+    assert rig.consumer.state == "reading" and rig.control.leases["sh"][0] == "host:1:abc"
+    rig.run(6)  # read, pace, empty read, then the batch closes by age
+    assert rig.delivered() == rig.seqs
+
+
+def test_list_shards_failing_for_good_at_start_takes_no_lease():
+    from consumers.consumer import SHARD_LIST_ATTEMPTS
+
+    rig = Rig(5)
+    rig.kinesis.list_faults = [client_error("InternalFailure", "ListShards", 500)] * 50
+    with pytest.raises(ServiceUnavailable):
+        rig.consumer.start()
+    assert len(rig.kinesis.list_faults) == 50 - SHARD_LIST_ATTEMPTS
+    assert "sh" not in rig.control.leases
+
+
+def test_an_expiring_lease_is_waited_out_instead_of_exiting():
+    rig = Rig(5)
+    rig.control.held_for = [4.0, 1.5]  # the dead predecessor's lease, then a last moment
+    rig.consumer.start()
+    assert rig.control.held_for == [] and rig.control.leases["sh"][0] == "host:1:abc"
+    assert rig.clock.slept[:2] == pytest.approx([4.2, 1.7])
+
+
+def test_a_live_holder_still_makes_the_consumer_exit_lease_held():
+    rig = Rig(5)  # ttl 30 + renew 10: one full wait fits, a second does not
+    rig.control.held_for = [29.0, 29.0, 29.0]
+    with pytest.raises(LeaseHeld):
+        rig.consumer.start()
+    assert rig.clock.slept == pytest.approx([29.2]) and len(rig.control.held_for) == 1
