@@ -153,7 +153,10 @@ class Campaign:
         if not running:
             return False
         name, pid = self.rng.choice(sorted(running))
-        os.kill(pid, signal.SIGKILL)
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:  # it exited since `supervisorctl status`: pick again
+            return False
         self.kills[kind] += 1
         log.info("SIGKILL %s (pid %d)", name, pid)
         return True
