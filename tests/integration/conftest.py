@@ -9,9 +9,15 @@ from tests.stub_stage import Rig
 
 
 @pytest.fixture
-def rig(stack_env, pg_schema, pg_conn, stream_name, kinesis):
+def rig_settings() -> dict[str, str]:
+    """Extra SHARDLINE_* settings for the rig's consumers; a test module overrides it."""
+    return {}
+
+
+@pytest.fixture
+def rig(stack_env, pg_schema, pg_conn, stream_name, kinesis, rig_settings):
     """A stream, a stub stage worker and consumer subprocesses for one test."""
-    r = Rig(stack_env, pg_schema, pg_conn, stream_name, kinesis)
+    r = Rig(stack_env, pg_schema, pg_conn, stream_name, kinesis, **rig_settings)
     yield r
     r.cleanup()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.stub_stage import Rig, pos
+from tests.stub_stage import pos
 from tests.pipeline import wait_for
 
 from shardline.exitcodes import ExitCode
@@ -13,12 +13,10 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def rig(stack_env, pg_schema, pg_conn, stream_name, kinesis):
-    r = Rig(stack_env, pg_schema, pg_conn, stream_name, kinesis,
-            SHARDLINE_CONSUMER_BATCH_MAX_RECORDS="100", SHARDLINE_CONSUMER_JOB_MAX_ATTEMPTS="3",
-            SHARDLINE_CONSUMER_GET_RECORDS_LIMIT="500")
-    yield r
-    r.cleanup()
+def rig_settings() -> dict[str, str]:
+    return {"SHARDLINE_CONSUMER_BATCH_MAX_RECORDS": "100",
+            "SHARDLINE_CONSUMER_JOB_MAX_ATTEMPTS": "3",
+            "SHARDLINE_CONSUMER_GET_RECORDS_LIMIT": "500"}
 
 
 def test_failing_batch_holds_checkpoint_and_exits_70(rig, tmp_path):

@@ -17,12 +17,10 @@ PER_AGGREGATE = 7
 
 
 @pytest.fixture
-def rig(stack_env, pg_schema, pg_conn, stream_name, kinesis):
-    r = Rig(stack_env, pg_schema, pg_conn, stream_name, kinesis,
-            SHARDLINE_CONSUMER_BATCH_MAX_RECORDS="5", SHARDLINE_CONSUMER_WINDOW_MAX_BATCHES="2",
-            SHARDLINE_CONSUMER_GET_RECORDS_LIMIT="20")
-    yield r
-    r.cleanup()
+def rig_settings() -> dict[str, str]:
+    return {"SHARDLINE_CONSUMER_BATCH_MAX_RECORDS": "5",
+            "SHARDLINE_CONSUMER_WINDOW_MAX_BATCHES": "2",
+            "SHARDLINE_CONSUMER_GET_RECORDS_LIMIT": "20"}
 
 
 def put_aggregates(rig: Rig, count: int) -> dict[tuple[str, int], bytes]:
