@@ -30,14 +30,14 @@ DEMO_SETTINGS = {
 }
 
 
-def warehouse_query(env: dict[str, str], sql: str) -> list[tuple]:
+def warehouse_query(env: dict[str, str], sql: str, args: Any = None) -> list[tuple]:
     """Run one query in the schema the fleet's env names (validated like any setting)."""
     from shardline import clients, settings
 
     conn = clients.warehouse_connect(settings.load(None, env=env))
     try:
         with conn.cursor() as cur:
-            cur.execute(sql)
+            cur.execute(sql, args)
             return cur.fetchall()
     finally:
         conn.close()

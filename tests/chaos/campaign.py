@@ -31,7 +31,8 @@ import psycopg2
 from shardline import devstack
 from shardline.devstack.state import read_state
 from shardline.ops import gearman_admin
-from shardline.ops.fleet import Fleet, shardline
+from shardline.errors import ServiceUnavailable
+from shardline.ops.fleet import Fleet, shardline, warehouse_query
 from tests.chaos import schedule, verdict
 from tests.chaos.corpus import ChaosProducer
 from tests.chaos.proxy import FaultRates, KinesisFaultProxy, TcpGate
@@ -133,8 +134,6 @@ class Campaign:
                     "AWS_SECRET_ACCESS_KEY": self.secrets["aws_secret_access_key"],
                     "PGPASSWORD": self.secrets["pg_password"]}
         self.env.pop("SHARDLINE_CONFIG", None)
-        with psycopg2.connect(info.dsn) as conn, conn.cursor() as cur:
-            cur.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
         direct = {**self.env, "SHARDLINE_KINESIS_ENDPOINT_URL": info.kinesis_endpoint_url}
         shardline("migrate", env=direct)
         shardline("create-stream", "--stream", self.stream, "--shards", str(cfg.shards),
@@ -223,10 +222,7 @@ class Campaign:
     # -- settle and judge ----------------------------------------------------
 
     def query(self, sql: str, args: Any = None) -> list[tuple]:
-        with psycopg2.connect(self.info.dsn, connect_timeout=3) as conn, conn.cursor() as cur:
-            cur.execute(f"SET search_path TO {SCHEMA}")
-            cur.execute(sql, args)
-            return cur.fetchall()
+        return warehouse_query(self.env, sql, args)
 
     def quiet(self, v: verdict.Verdict) -> bool:
         """Fill the liveness fields of ``v``; True when nothing is left to do."""
@@ -250,20 +246,19 @@ class Campaign:
         t0 = time.monotonic()
         while True:
             v = verdict.Verdict(self.cfg.seed)
+            rows_checked = False
             try:
-                done = self.quiet(v)
-                if done:
+                if self.quiet(v):
                     verdict.check_rows(v, producer.ledger, self.query)
-                    done = not v.missing
-            except (psycopg2.Error, OSError) as exc:  # e.g. PostgreSQL still starting
+                    rows_checked = True
+            except (psycopg2.Error, ServiceUnavailable, OSError) as exc:  # e.g. PG starting
                 log.info("not quiet yet: %s", exc)
-                done = False
             waited = time.monotonic() - t0
-            if done or waited > self.cfg.settle_timeout_s:
+            if (rows_checked and not v.missing) or waited > self.cfg.settle_timeout_s:
                 break
             time.sleep(2)
-        v.problems = []
-        verdict.check_rows(v, producer.ledger, self.query)
+        if not rows_checked:  # timed out before the rows could be compared: compare now
+            verdict.check_rows(v, producer.ledger, self.query)
         verdict.check_hostile(v, producer.ledger, self.query)
         verdict.check_dead_letters(v, producer.ledger, self.s3, self.info.bucket, self.prefix)
         if waited > self.cfg.settle_timeout_s:
