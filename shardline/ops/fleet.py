@@ -66,6 +66,18 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str,
         time.sleep(every)
 
 
+def wait_gone(pid: int, timeout: float, every: float = 0.1) -> bool:
+    """Wait until process ``pid`` no longer exists; False if it still does at the deadline."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(every)
+    return False
+
+
 @dataclass
 class Fleet:
     """A supervisord running one consumer per shard, N stage workers and the loader."""
@@ -123,13 +135,7 @@ class Fleet:
         pid = int(pidfile.read_text()) if pidfile.exists() else None
         self.ctl("shutdown")
         if pid:
-            deadline = time.time() + 90
-            while time.time() < deadline:
-                try:
-                    os.kill(pid, 0)
-                except ProcessLookupError:
-                    break
-                time.sleep(0.2)
+            wait_gone(pid, 90)
         self.started = False
 
     def logs(self, tail: int = 1500) -> str:

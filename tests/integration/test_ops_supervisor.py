@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from shardline import migrate
+from shardline.ops.fleet import wait_gone
 from tests.pipeline import wait_active
 
 pytestmark = pytest.mark.integration
@@ -85,16 +86,8 @@ def _stop_supervisord(conf: Path, env, pidfile: Path) -> None:
     except (FileNotFoundError, ValueError):
         pass
     _run([str(BIN / "supervisorctl"), "-c", str(conf), "shutdown"], env)
-    if pid is None:
-        return
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.1)
-    os.kill(pid, 9)
+    if pid is not None and not wait_gone(pid, 20):
+        os.kill(pid, 9)
 
 
 def test_supervisor_config_and_reshard_update(stack_env, stream_name, pg_schema, pg_conn,
