@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import base64
 import collections
-import gzip
-import json
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from tests import pipeline
 from tests.chaos.corpus import HOSTILE_COLUMNS, Ledger, digest
 
 
@@ -111,15 +110,8 @@ def check_hostile(v: Verdict, ledger: Ledger, query: Callable[..., list[tuple]])
 def dead_letters(s3: Any, bucket: str, prefix: str) -> dict[tuple, dict]:
     """Every dead-letter entry under the prefix, by Kinesis position (re-staged batches
     can write one record into two objects: a position counts once)."""
-    out: dict[tuple, dict] = {}
-    for page in s3.get_paginator("list_objects_v2").paginate(
-            Bucket=bucket, Prefix=f"{prefix}/dead-letter/"):
-        for obj in page.get("Contents", []):
-            body = s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
-            for line in gzip.decompress(body).decode().splitlines():
-                d = json.loads(line)
-                out[(d["shard_id"], d["sequence_number"], d["sub_sequence_number"])] = d
-    return out
+    return {(d["shard_id"], d["sequence_number"], d["sub_sequence_number"]): d
+            for d in pipeline.dead_letters(s3, bucket, prefix)}
 
 
 def check_dead_letters(v: Verdict, ledger: Ledger, s3: Any, bucket: str, prefix: str) -> None:
