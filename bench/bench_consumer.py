@@ -10,7 +10,7 @@ Beside it, in the same run and on the same stream:
   ApproximateArrivalTimestamp parsed without botocore's per-record tzlocal());
 - naive: one Gearman foreground job per record (one client, serial), on ``--naive`` records.
 
-The consumer runs in this process (``consumers.main.build`` + ``run`` in a thread, real
+The consumer runs in this process (``shardline.consumers.main.build`` + ``run`` in a thread, real
 Kinesis/Gearman/PostgreSQL clients); the trivial stage worker (``tests/stub_stage.py``,
 decode + count) runs as a subprocess. Its time runs from ``start()`` (lease, checkpoint
 read) until the staged watermark reaches the last record. It runs twice: with the AWS
@@ -39,8 +39,8 @@ sys.path.insert(0, str(ROOT))
 import gearman  # noqa: E402
 import psycopg2  # noqa: E402
 
-from consumers import main as consumer_main  # noqa: E402
-from consumers.reader import kinesis_client  # noqa: E402
+from shardline.consumers import main as consumer_main  # noqa: E402
+from shardline.consumers.reader import kinesis_client  # noqa: E402
 from shardline import devstack, migrate, settings as settings_mod  # noqa: E402
 from shardline.codec import Batch, Record, encode  # noqa: E402
 
@@ -100,7 +100,7 @@ def naive(kinesis, stream: str, servers: list[str], n: int) -> float:
 def dispatch_only(settings_env: dict[str, str], n: int, size: int, batch: int = 500) -> float:
     """records/s of the consumer's dispatch path alone (Dispatcher threads, batches of
     ``batch``) on records already in memory: what batching buys over one job per record."""
-    from consumers.dispatcher import Dispatcher
+    from shardline.consumers.dispatcher import Dispatcher
     from shardline import clients
 
     settings = settings_mod.load(path=os.devnull, env=settings_env)

@@ -45,9 +45,9 @@ sys.path.insert(0, str(ROOT))
 from shardline import clients, csvformat, migrate  # noqa: E402
 from shardline.settings import Settings  # noqa: E402
 from shardline.tables import PAGE_VIEWS  # noqa: E402
-from workers.ledger import StagedFile  # noqa: E402
-from workers.warehouse import Manifest, ManifestReader  # noqa: E402
-from workers.loader import Loader  # noqa: E402
+from shardline.workers.ledger import StagedFile  # noqa: E402
+from shardline.workers.warehouse import Manifest, ManifestReader  # noqa: E402
+from shardline.workers.loader import Loader  # noqa: E402
 
 SHARDS = [f"shardId-{i:012d}" for i in range(4)]
 T0 = datetime(2026, 1, 1, 0, 0, 0)

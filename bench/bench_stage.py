@@ -39,8 +39,8 @@ sys.path.insert(0, str(ROOT))
 from shardline import codec  # noqa: E402
 from shardline.producer import events  # noqa: E402
 from shardline.tables import PAGE_VIEWS  # noqa: E402
-from workers.stage import RowBuilder, gzip_bytes  # noqa: E402
-from workers.transform import page_view  # noqa: E402
+from shardline.workers.stage import RowBuilder, gzip_bytes  # noqa: E402
+from shardline.workers.transform import page_view  # noqa: E402
 
 SHARDLINE = str(Path(sys.executable).parent / "shardline")
 FUNCTION = "bench_stage"

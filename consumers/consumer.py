@@ -15,11 +15,11 @@ from typing import Any, Callable
 
 import tenacity
 
-from consumers.batcher import Batcher
-from consumers.cadence import CheckpointCadence, Every
-from consumers.lease import LeaseKeeper, make_owner
-from consumers.reader import ShardInfo, ShardNotFound, start_position
-from consumers.window import Window
+from shardline.consumers.batcher import Batcher
+from shardline.consumers.cadence import CheckpointCadence, Every
+from shardline.consumers.lease import LeaseKeeper, make_owner
+from shardline.consumers.reader import ShardInfo, ShardNotFound, start_position
+from shardline.consumers.window import Window
 from shardline.codec import Batch, encoded_size
 from shardline.control import SHARD_END, Checkpoint
 from shardline.errors import BatchFailed, LeaseHeld, RetriableError, ServiceUnavailable

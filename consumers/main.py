@@ -13,9 +13,9 @@ import signal
 import time
 from typing import Any, Sequence
 
-from consumers.consumer import Consumer
-from consumers.dispatcher import Dispatcher
-from consumers.reader import ShardReader, kinesis_client, list_shards
+from shardline.consumers.consumer import Consumer
+from shardline.consumers.dispatcher import Dispatcher
+from shardline.consumers.reader import ShardReader, kinesis_client, list_shards
 from shardline import clients
 from shardline.cli import command_parser, load_settings
 from shardline.control import Control

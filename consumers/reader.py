@@ -16,9 +16,9 @@ from typing import Any, Callable
 
 import tenacity
 
-from consumers.awserrors import map_error
-from consumers.deagg import user_records
-from consumers.pacer import Pacer
+from shardline.consumers.awserrors import map_error
+from shardline.consumers.deagg import user_records
+from shardline.consumers.pacer import Pacer
 from shardline.codec import Record
 from shardline.control import Checkpoint
 from shardline.errors import IteratorExpired, RetriableError, ShardlineError

@@ -15,7 +15,8 @@ import sys
 from typing import Sequence
 
 from shardline import logs, settings as settings_mod
-from shardline.errors import ConfigError, LeaseHeld, LeaseLost, BatchFailed, ShardlineError
+from shardline.errors import (BatchFailed, ConfigError, LeaseHeld, LeaseLost, NoMigrations,
+                              ShardlineError)
 from shardline.exitcodes import ExitCode
 from shardline.settings import Settings
 
@@ -24,9 +25,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "migrate": ("shardline.commands:migrate_main", "create or upgrade the warehouse tables"),
     "create-stream": ("shardline.producer.create_stream:main", "create a Kinesis stream"),
     "produce": ("shardline.producer.produce_cli:produce_main", "put sample page views into a stream"),
-    "consumer": ("consumers.main:main", "read one shard and dispatch batches (one per shard)"),
-    "worker": ("workers.main:main", "run Gearman stage workers"),
-    "loader": ("workers.loader_main:main", "load staged files into the warehouse"),
+    "consumer": ("shardline.consumers.main:main", "read one shard and dispatch batches (one per shard)"),
+    "worker": ("shardline.workers.main:main", "run Gearman stage workers"),
+    "loader": ("shardline.workers.loader_main:main", "load staged files into the warehouse"),
     "status": ("shardline.ops.status:main", "one screen of pipeline health"),
     "replay": ("shardline.ops.replay:main", "move a shard's checkpoint back (or list history)"),
     "supervisor-config": ("shardline.ops.supervisor_config:main", "write a supervisord config"),
@@ -71,6 +72,7 @@ def load_settings(args: argparse.Namespace, **flags: str | None) -> Settings:
 # Most specific first: the class of an error decides the exit code, never its text.
 _EXITS: tuple[tuple[type[ShardlineError], ExitCode, str], ...] = (
     (ConfigError, ExitCode.CONFIG, "configuration error: "),
+    (NoMigrations, ExitCode.NOT_INSTALLED, "broken install: "),
     (LeaseHeld, ExitCode.LEASE_HELD, ""),
     (LeaseLost, ExitCode.LEASE_LOST, ""),
     (BatchFailed, ExitCode.BATCH_FAILED, ""),

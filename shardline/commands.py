@@ -8,7 +8,7 @@ from shardline.logs import get_logger
 
 
 def migrate_main(argv: list[str]) -> int:
-    parser = command_parser("migrate", "Apply the numbered migrations in sql/migrations.")
+    parser = command_parser("migrate", "Apply the numbered migrations (sql/migrations, shipped as shardline.sql).")
     parser.add_argument("--print-sql", action="store_true",
                         help="print the rendered SQL for the configured dialect, run nothing")
     args = parser.parse_args(argv)
@@ -16,7 +16,7 @@ def migrate_main(argv: list[str]) -> int:
     if args.print_sql:
         for _, name, path in migrate_mod.migrations():
             print(f"-- {name}")
-            for statement in migrate_mod.render(path.read_text(), settings.warehouse.dialect):
+            for statement in migrate_mod.render(path.read_text(encoding="utf-8"), settings.warehouse.dialect):
                 print(statement + ";\n")
         return ExitCode.OK
     settings.require("warehouse.dsn")

@@ -17,6 +17,10 @@ class ConfigError(ShardlineError):
     """A setting is unknown or invalid: fix the config; retrying won't help."""
 
 
+class NoMigrations(ShardlineError):
+    """The installed package has no migrations: a broken install, not a database state."""
+
+
 class RetriableError(ShardlineError):
     """Transient: back off and try again."""
 

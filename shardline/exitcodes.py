@@ -16,6 +16,7 @@ class ExitCode(enum.IntEnum):
     BATCH_FAILED = 70  # a batch kept failing: checkpoint held before it
     LEASE_HELD = 75  # another live consumer owns the shard (try again later)
     LEASE_LOST = 76  # our lease was taken or expired mid-run
+    NOT_INSTALLED = 72  # a file the package ships is missing (e.g. no migrations)
     CONFIG = 78  # invalid or unknown setting: fix the config
     FORCED_STOP = 130  # a second signal: stopped at once, no checkpoint
     ALERT = 3  # `shardline status`: a shard has no owner or lags too far

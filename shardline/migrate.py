@@ -1,5 +1,9 @@
 """Numbered SQL migrations in ``sql/migrations``, each applied once and recorded.
 
+They ship in the wheel as package data of ``shardline.sql`` and are read with
+``importlib.resources``, so an installed ``shardline migrate`` finds the same files
+as a checkout. Finding none is an install error (``NoMigrations``), never "up to date".
+
 One source for both dialects: ``/*postgres:...*/`` and ``/*redshift:...*/``
 comments hold the dialect-only parts; ``render`` keeps the target's and drops
 the other's. Each migration runs in its own transaction with its record.
@@ -8,12 +12,14 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timezone
-from pathlib import Path
+from importlib import resources
+from importlib.abc import Traversable
 from typing import Any
 
+from shardline.errors import NoMigrations
 from shardline.logs import get_logger
 
-SQL_DIR = Path(__file__).resolve().parent.parent / "sql" / "migrations"
+SQL_DIR: Traversable = resources.files("shardline.sql") / "migrations"
 _DIALECT_PART = re.compile(r"/\*(postgres|redshift):(.*?)\*/", re.DOTALL)
 _NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
 
@@ -27,21 +33,28 @@ def render(sql: str, dialect: str) -> list[str]:
     return [s.strip() for s in text.split(";") if s.strip()]
 
 
-def migrations(directory: Path = SQL_DIR) -> list[tuple[int, str, Path]]:
+def migrations(directory: Traversable = SQL_DIR) -> list[tuple[int, str, Traversable]]:
+    """``(version, name, file)`` in order; raises ``NoMigrations`` when there are none."""
     found = []
-    for path in sorted(directory.glob("*.sql")):
+    paths = sorted((p for p in directory.iterdir() if p.name.endswith(".sql")),
+                   key=lambda p: p.name) if directory.is_dir() else []
+    for path in paths:
         match = _NAME.match(path.name)
         if not match:
             raise ValueError(f"{path.name}: migration files are named NNN_name.sql")
-        found.append((int(match.group(1)), path.stem, path))
+        found.append((int(match.group(1)), path.name[:-len(".sql")], path))
+    if not found:
+        raise NoMigrations(f"no migrations found in {directory} (shardline.sql is not "
+                           f"installed with its package data): nothing was created")
     versions = [v for v, _, _ in found]
     if len(set(versions)) != len(versions):
         raise ValueError("two migrations share a number")
     return found
 
 
-def migrate(conn: Any, dialect: str, directory: Path = SQL_DIR) -> list[str]:
+def migrate(conn: Any, dialect: str, directory: Traversable = SQL_DIR) -> list[str]:
     """Apply what is missing; returns the names applied. Safe to run again."""
+    plan = migrations(directory)  # before touching the database: none found is an error
     conn.autocommit = False
     with conn.cursor() as cur:
         cur.execute("CREATE TABLE IF NOT EXISTS schema_migrations ("
@@ -52,7 +65,7 @@ def migrate(conn: Any, dialect: str, directory: Path = SQL_DIR) -> list[str]:
         done = {row[0] for row in cur.fetchall()}
     conn.commit()
     applied = []
-    for version, name, path in migrations(directory):
+    for version, name, path in plan:
         if version in done:
             continue
         with conn.cursor() as cur:

@@ -222,7 +222,7 @@ class ConsumerSettings:
 
 @dataclass
 class WorkerSettings:
-    transform: str = _opt("workers.transform:page_view",
+    transform: str = _opt("shardline.workers.transform:page_view",
                           "callable(event: dict) -> row dict; raise to reject",
                           check=_check_callable_path)
     target_table: str = _opt("page_views", "warehouse table the staged rows go to",

@@ -252,7 +252,7 @@ class FakeDispatcher:
         self.submitted.append((ticket, batch))
 
     def finish(self, ticket: int, ok: bool = True, error: str | None = None) -> None:
-        from consumers.dispatcher import Outcome
+        from shardline.consumers.dispatcher import Outcome
         self._outcomes.append(Outcome(ticket, ok, 1, {} if ok else None, error))
 
     def finish_all(self) -> None:

@@ -17,7 +17,7 @@ One ``step()``:
 2. in ONE transaction: lock the target table (``LOCK TABLE ... IN SHARE ROW
    EXCLUSIVE MODE`` / Redshift ``LOCK``), re-read the pending entries inside the
    lock (oldest first, at most ``loader.max_files_per_load``), write the COPY
-   manifest to S3, then run the dialect's plan (``workers.warehouse``): staging
+   manifest to S3, then run the dialect's plan (``shardline.workers.warehouse``): staging
    table, COPY, dedup merge, ledger ``loaded``, ``loads`` row, watermarks; commit.
 
 A crash anywhere before the commit rolls everything back: the files stay
@@ -42,8 +42,8 @@ from shardline.errors import LoadFailed, RetriableError
 from shardline.logs import get_logger
 from shardline.settings import LoaderSettings, Settings
 from shardline.tables import table_spec
-from workers.ledger import PENDING, PENDING_FILES_SQL, PENDING_STATS_SQL, StagedFile
-from workers.warehouse import Dialect, Manifest, build_plan, first_line, make_dialect, manifest_key
+from shardline.workers.ledger import PENDING, PENDING_FILES_SQL, PENDING_STATS_SQL, StagedFile
+from shardline.workers.warehouse import Dialect, Manifest, build_plan, first_line, make_dialect, manifest_key
 
 MAX_BACKOFF_S = 60.0
 _IDENT = re.compile(r"[^a-z0-9]")

@@ -1,4 +1,4 @@
-"""``shardline loader``: one loop per target table (see ``workers.loader``).
+"""``shardline loader``: one loop per target table (see ``shardline.workers.loader``).
 
 ``--once``: one step (a load if the trigger says one is due), then exit; exit 0
 also when nothing was due, ``UNAVAILABLE`` (69) when the load failed (the files
@@ -17,8 +17,8 @@ from shardline.cli import command_parser, load_settings
 from shardline.exitcodes import ExitCode
 from shardline.logs import get_logger
 from shardline.tables import table_spec
-from workers.warehouse import make_dialect
-from workers.loader import Loader
+from shardline.workers.warehouse import make_dialect
+from shardline.workers.loader import Loader
 
 
 def _install_signals(stop: threading.Event, log: Any) -> None:

@@ -19,11 +19,11 @@ from shardline.errors import ConfigError
 from shardline.exitcodes import ExitCode
 from shardline.logs import ContextLogger, get_logger
 from shardline.settings import Settings
-from workers.runner import Task, WorkerRunner, default_worker_id
+from shardline.workers.runner import Task, WorkerRunner, default_worker_id
 
 
 def _stage(settings: Settings, log: ContextLogger) -> tuple[str, Task, Callable[[], None]]:
-    from workers.stage import StageJob
+    from shardline.workers.stage import StageJob
 
     settings.require("s3.bucket", "warehouse.dsn")
     job = StageJob(settings, log=log.bind())

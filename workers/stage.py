@@ -34,7 +34,7 @@ from shardline.errors import ConfigError
 from shardline.logs import ContextLogger, get_logger
 from shardline.settings import Settings
 from shardline.tables import TableSpec, table_spec
-from workers.ledger import Ledger, StagedFile
+from shardline.workers.ledger import Ledger, StagedFile
 
 UTC = timezone.utc
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

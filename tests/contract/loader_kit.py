@@ -2,7 +2,7 @@
 
 - ``page_view(...)``: a row in ``PAGE_VIEWS`` column order.
 - ``stage_file(...)``: gzip'd CSV (``csvformat.format_row``) to S3 and its ledger row
-  (``workers.ledger.StagedFile``, the stage worker's INSERT), without the stage worker.
+  (``shardline.workers.ledger.StagedFile``, the stage worker's INSERT), without the stage worker.
 - ``FakeWarehouse``: a psycopg2-like connection that records every statement (with
   ``BEGIN``/``COMMIT``/``ROLLBACK`` as psycopg2 issues them) and answers the loader's
   ledger and watermark queries from an in-memory ledger with transaction semantics.
@@ -24,9 +24,9 @@ import psycopg2
 from shardline import csvformat
 from shardline.settings import Settings
 from shardline.tables import PAGE_VIEWS
-from workers.ledger import INSERT_SQL, LOADED, PENDING, PENDING_COLUMNS, StagedFile
-from workers.loader import Loader
-from workers.warehouse import RedshiftDialect, position
+from shardline.workers.ledger import INSERT_SQL, LOADED, PENDING, PENDING_COLUMNS, StagedFile
+from shardline.workers.loader import Loader
+from shardline.workers.warehouse import RedshiftDialect, position
 
 STREAM = "clicks"
 SHARD0 = "shardId-000000000000"

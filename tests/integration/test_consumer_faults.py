@@ -13,8 +13,8 @@ from tests.faults import KinesisFaults
 from tests.stub_stage import Rig
 from tests.pipeline import wait_for
 
-from consumers import main as consumer_main
-from consumers.reader import kinesis_client
+from shardline.consumers import main as consumer_main
+from shardline.consumers.reader import kinesis_client
 from shardline import settings as settings_mod
 
 pytestmark = pytest.mark.integration

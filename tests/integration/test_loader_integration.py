@@ -2,7 +2,7 @@
 
 Staged files are made here directly (csvformat.format_row + gzip + put_object) with plain
 ledger INSERTs; the stage worker is not involved, except in the hostile-text round trip,
-where events go through the stage job (workers.stage.StageJob, S3 and ledger for real) first.
+where events go through the stage job (shardline.workers.stage.StageJob, S3 and ledger for real) first.
 """
 from __future__ import annotations
 
@@ -195,8 +195,8 @@ def _hostile_events() -> list[dict]:
 def test_hostile_text_round_trips_through_the_stage_worker_unchanged(pg):
     """SQL/CSV/COPY look-alikes in valid events land as the exact text sent; a
     deep_nesting record in the same batch is a dead letter and breaks nothing."""
-    from workers.stage import StageJob
-    from workers.transform import page_view as transform
+    from shardline.workers.stage import StageJob
+    from shardline.workers.transform import page_view as transform
 
     sent = _hostile_events()
     for e in sent:

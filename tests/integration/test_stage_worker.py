@@ -31,7 +31,7 @@ from shardline.ops import gearman_admin
 from shardline.csvformat import POSTGRES_COPY_OPTIONS
 from shardline.tables import PAGE_VIEWS
 from tests.csvcheck import parse_csv
-from workers.transform import page_view
+from shardline.workers.transform import page_view
 
 pytestmark = pytest.mark.integration
 
@@ -182,7 +182,7 @@ class Ctx:
 
 SLOW_TRANSFORM = textwrap.dedent("""
     import time
-    from workers.transform import page_view
+    from shardline.workers.transform import page_view
 
     def slow(event):
         time.sleep(event.get("_sleep", 0))

@@ -1,4 +1,4 @@
-"""The stage worker's ledger writes (workers.ledger) against the stack's PostgreSQL."""
+"""The stage worker's ledger writes (shardline.workers.ledger) against the stack's PostgreSQL."""
 from __future__ import annotations
 
 import threading
@@ -8,7 +8,7 @@ import psycopg2
 import pytest
 
 from shardline import migrate
-from workers.ledger import INSERT_SQL, Ledger, StagedFile
+from shardline.workers.ledger import INSERT_SQL, Ledger, StagedFile
 
 pytestmark = pytest.mark.integration
 

@@ -1,5 +1,5 @@
 """Batcher: close by records, bytes, age; never reorders or drops."""
-from consumers.batcher import Batcher
+from shardline.consumers.batcher import Batcher
 from shardline.codec import Record
 
 

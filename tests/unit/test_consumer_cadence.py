@@ -1,5 +1,5 @@
 """Cadence objects: every N seconds, or N records, without sleeping."""
-from consumers.cadence import CheckpointCadence, Every
+from shardline.consumers.cadence import CheckpointCadence, Every
 
 
 def test_every_due_at_start_then_after_interval():

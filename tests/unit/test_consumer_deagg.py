@@ -3,7 +3,7 @@ from datetime import datetime, timezone
 
 from aws_kinesis_agg.aggregator import RecordAggregator
 
-from consumers.deagg import records_from, user_records
+from shardline.consumers.deagg import records_from, user_records
 from shardline.codec import AGGREGATED, LAST_SUB, Batch, decode, encode
 
 SEQ = "4" * 56

@@ -6,7 +6,7 @@ import json
 import threading
 import time
 
-from consumers.dispatcher import Dispatcher, unique_id
+from shardline.consumers.dispatcher import Dispatcher, unique_id
 from shardline.codec import Batch, Record, decode
 
 

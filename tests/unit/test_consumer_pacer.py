@@ -1,5 +1,5 @@
 """Pacer: at most N GetRecords calls/s and B bytes/s per shard, on a fake clock."""
-from consumers.pacer import Pacer
+from shardline.consumers.pacer import Pacer
 
 
 def test_calls_are_spaced_to_the_rate():

@@ -7,8 +7,8 @@ from botocore.exceptions import EndpointConnectionError, ReadTimeoutError
 
 from tests.faults import Clock, FakeKinesis, client_error
 
-from consumers.awserrors import map_error
-from consumers.reader import ShardReader, list_shards, start_position
+from shardline.consumers.awserrors import map_error
+from shardline.consumers.reader import ShardReader, list_shards, start_position
 from shardline.control import Checkpoint
 from shardline.errors import IteratorExpired, ServiceUnavailable, ThrottledError
 from shardline.settings import Settings
@@ -191,7 +191,7 @@ def test_fast_timestamp_parser_matches_botocore():
 
     from botocore.utils import parse_timestamp
 
-    from consumers.reader import _timestamp
+    from shardline.consumers.reader import _timestamp
     for v in (1795674982.535, 0, 1700000000):
         assert _timestamp(v) == parse_timestamp(v)
         assert _timestamp(v).tzinfo is not None

@@ -6,8 +6,8 @@ import pytest
 
 from tests.faults import Clock, FakeControl, FakeDispatcher, FakeKinesis, client_error
 
-from consumers.consumer import Consumer
-from consumers.reader import ShardReader, list_shards
+from shardline.consumers.consumer import Consumer
+from shardline.consumers.reader import ShardReader, list_shards
 from shardline.control import SHARD_END, Checkpoint
 from shardline.errors import BatchFailed, LeaseHeld, LeaseLost, ServiceUnavailable
 from shardline.exitcodes import ExitCode
@@ -329,7 +329,7 @@ def test_run_first_signal_graceful_second_forced():
     import threading
     import time
 
-    from consumers import main as consumer_main
+    from shardline.consumers import main as consumer_main
 
     rig = Rig(30)
     signals = consumer_main.Signals()
@@ -354,7 +354,7 @@ def test_run_first_signal_exits_zero_after_in_flight_jobs():
     import threading
     import time
 
-    from consumers import main as consumer_main
+    from shardline.consumers import main as consumer_main
 
     rig = Rig(30, **{"consumer.checkpoint_interval_s": "600"})
     signals = consumer_main.Signals()
@@ -387,7 +387,7 @@ def test_list_shards_throttling_at_start_is_retried_before_the_lease():
 
 
 def test_list_shards_failing_for_good_at_start_takes_no_lease():
-    from consumers.consumer import SHARD_LIST_ATTEMPTS
+    from shardline.consumers.consumer import SHARD_LIST_ATTEMPTS
 
     rig = Rig(5)
     rig.kinesis.list_faults = [client_error("InternalFailure", "ListShards", 500)] * 50

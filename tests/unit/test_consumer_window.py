@@ -1,5 +1,5 @@
 """In-flight window and staged watermark: only the contiguous prefix is checkpointable."""
-from consumers.window import Window
+from shardline.consumers.window import Window
 from shardline.codec import AGGREGATED, LAST_SUB, Batch, Record
 
 

@@ -256,8 +256,8 @@ def test_stage_worker_dead_letters_deep_nesting_as_not_json():
     """The stage worker's json.loads raises RecursionError on it: a dead letter, not a crash."""
     from shardline import codec
     from shardline.tables import PAGE_VIEWS
-    from workers import stage
-    from workers.transform import page_view
+    from shardline.workers import stage
+    from shardline.workers.transform import page_view
 
     _, records = _records(40, 0.5, seed=12, bad_kinds=["deep_nesting"])
     batch = codec.Batch("s", "shardId-000000000000", [
@@ -320,12 +320,12 @@ def test_with_duplicates_off_passes_the_source_through():
 
 
 def test_pipeline_stage_agrees_with_the_generator():
-    """The real stage worker (workers.stage + the default transform) accepts exactly the good
+    """The real stage worker (shardline.workers.stage + the default transform) accepts exactly the good
     records and dead-letters exactly the bad ones: the end-to-end counts depend on it."""
     from shardline import codec
     from shardline.tables import PAGE_VIEWS
-    from workers import stage
-    from workers.transform import page_view
+    from shardline.workers import stage
+    from shardline.workers.transform import page_view
 
     _, records = _records(6000, 0.1, seed=99)
     batch = codec.Batch("s", "shardId-000000000000", [

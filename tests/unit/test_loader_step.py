@@ -13,10 +13,10 @@ from tests.contract.loader_kit import (T0, Clock, FakeS3, FakeWarehouse, csv_gz,
                                  ledger_row, page_view, settings, stage_file)
 from shardline import csvformat
 from shardline.errors import ConfigError, LoadFailed, ServiceUnavailable
-from workers.ledger import StagedFile
-from workers.warehouse import (Manifest, ManifestReader, PostgresDialect,
+from shardline.workers.ledger import StagedFile
+from shardline.workers.warehouse import (Manifest, ManifestReader, PostgresDialect,
                                manifest_key)
-from workers.loader import Loader, MAX_BACKOFF_S
+from shardline.workers.loader import Loader, MAX_BACKOFF_S
 
 
 def pg_loader(wh: FakeWarehouse, s3: FakeS3, clock: Clock, **overrides: str) -> Loader:

@@ -1,6 +1,8 @@
 """One DDL source, two dialects."""
 from __future__ import annotations
 
+import pytest
+
 from shardline import migrate
 
 
@@ -34,3 +36,15 @@ def test_every_table_the_pipeline_uses_is_created():
     for table in ("shard_leases", "checkpoints", "checkpoint_history", "shard_status",
                   "staged_files", "loads", "shard_watermarks", "page_views"):
         assert f"CREATE TABLE {table} (" in pg
+
+
+def test_no_migrations_is_an_install_error_not_success(tmp_path):
+    from shardline.cli import exit_for
+    from shardline.errors import NoMigrations
+    from shardline.exitcodes import ExitCode
+
+    with pytest.raises(NoMigrations) as info:
+        migrate.migrations(tmp_path)
+    assert exit_for(info.value)[0] == ExitCode.NOT_INSTALLED
+    with pytest.raises(NoMigrations):  # never touches the connection
+        migrate.migrate(object(), "postgres", tmp_path / "missing")

@@ -17,8 +17,8 @@ from tests.contract.loader_kit import (IAM_ROLE, SHARD0, SHARD1, T0, Clock, Fake
                                  FakeWarehouse, ledger_row, page_view, seq, settings)
 from shardline import csvformat
 from shardline.errors import ConfigError, LoadFailed
-from workers.warehouse import RedshiftDialect, make_dialect
-from workers.loader import Loader
+from shardline.workers.warehouse import RedshiftDialect, make_dialect
+from shardline.workers.loader import Loader
 
 COLS = ("event_id, occurred_at, url, url_host, url_path, url_query, referrer, referrer_host, "
         "user_agent, device_class, ip_prefix, user_id, session_id, shard_id, sequence_number, "
@@ -224,7 +224,7 @@ def test_only_empty_batches_mark_loaded_without_copy():
 
 
 def test_table_without_natural_key_dedups_on_the_kinesis_position():
-    from workers.warehouse import Manifest, build_plan
+    from shardline.workers.warehouse import Manifest, build_plan
     from shardline.tables import PAGE_VIEWS, POSITION_KEY, TableSpec
 
     spec = TableSpec("clicks_raw", PAGE_VIEWS.columns)  # dedup_key defaults to POSITION_KEY

@@ -14,10 +14,10 @@ from shardline import codec, settings as settings_mod
 from shardline.errors import ConfigError
 from shardline.tables import PAGE_VIEWS
 from tests.csvcheck import parse_csv
-from workers import stage as stage_mod
-from workers.ledger import LOADED, PENDING
-from workers.stage import RowBuilder, StageJob, load_transform
-from workers.transform import page_view
+from shardline.workers import stage as stage_mod
+from shardline.workers.ledger import LOADED, PENDING
+from shardline.workers.stage import RowBuilder, StageJob, load_transform
+from shardline.workers.transform import page_view
 
 UTC = timezone.utc
 STAGED_AT = datetime(2026, 11, 26, 7, 0, 0, 123456, tzinfo=UTC)
@@ -373,7 +373,7 @@ def test_bad_payload_fails_the_job():
 @pytest.fixture
 def plugin_module(tmp_path, monkeypatch):
     (tmp_path / "sl_test_plugin.py").write_text(textwrap.dedent("""
-        from workers.transform import page_view
+        from shardline.workers.transform import page_view
 
         NOT_CALLABLE = 42
 
@@ -395,7 +395,7 @@ def plugin_module(tmp_path, monkeypatch):
 
 
 def test_default_transform_setting():
-    assert load_transform("workers.transform:page_view") is page_view
+    assert load_transform("shardline.workers.transform:page_view") is page_view
 
 
 def test_plugin_transform_good(plugin_module):
@@ -448,7 +448,7 @@ def test_bad_transform_setting_stops_worker_with_exit_78(monkeypatch, capsys, tm
 
 def test_unknown_function_name_is_a_config_error(monkeypatch, capsys, tmp_path):
     from shardline import cli
-    from workers.main import parse_functions
+    from shardline.workers.main import parse_functions
 
     assert parse_functions("stage, stage") == ["stage"]
     with pytest.raises(ConfigError, match="unknown worker function.*load.*known: stage"):

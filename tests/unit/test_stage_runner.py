@@ -1,4 +1,4 @@
-"""The generic worker loop (workers.runner.WorkerRunner), driven step by step with fake workers."""
+"""The generic worker loop (shardline.workers.runner.WorkerRunner), driven step by step with fake workers."""
 from __future__ import annotations
 
 import os
@@ -8,7 +8,7 @@ import socket
 import pytest
 from gearman.errors import ServerUnavailable
 
-from workers.runner import ForcedStop, WorkerRunner
+from shardline.workers.runner import ForcedStop, WorkerRunner
 
 
 class FakeJob:

@@ -14,12 +14,12 @@ from __future__ import annotations
 from typing import Any
 
 from shardline.errors import ConfigError
-from workers.warehouse.base import Dialect, PlanResult, first_line
-from workers.warehouse.plan import (POSITION_ORDER, AdvanceWatermarks, CopyManifest, Manifest,
+from shardline.workers.warehouse.base import Dialect, PlanResult, first_line
+from shardline.workers.warehouse.plan import (POSITION_ORDER, AdvanceWatermarks, CopyManifest, Manifest,
                                     Sql, Step, build_plan, manifest_key, parse_s3_url)
-from workers.warehouse.postgres import ManifestReader, PostgresDialect
-from workers.warehouse.redshift import RedshiftDialect
-from workers.warehouse.watermarks import advance_watermarks, position
+from shardline.workers.warehouse.postgres import ManifestReader, PostgresDialect
+from shardline.workers.warehouse.redshift import RedshiftDialect
+from shardline.workers.warehouse.watermarks import advance_watermarks, position
 
 __all__ = [
     "POSITION_ORDER", "AdvanceWatermarks", "CopyManifest", "Dialect", "Manifest",

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from shardline.errors import LoadFailed
-from workers.warehouse.plan import AdvanceWatermarks, CopyManifest, Step
-from workers.warehouse.watermarks import advance_watermarks
+from shardline.workers.warehouse.plan import AdvanceWatermarks, CopyManifest, Step
+from shardline.workers.warehouse.watermarks import advance_watermarks
 
 
 def first_line(exc: BaseException) -> str:

@@ -45,7 +45,7 @@ from typing import Any, Callable, Sequence
 
 from shardline.errors import ConfigError
 from shardline.tables import POSITION_KEY, TableSpec
-from workers.ledger import LOADED, MARK_LOADED_SQL, PENDING, StagedFile
+from shardline.workers.ledger import LOADED, MARK_LOADED_SQL, PENDING, StagedFile
 
 LEDGER_IN_CHUNK = 1000  # keys per "s3_key IN (...)" statement
 

@@ -14,9 +14,9 @@ from typing import Any, Sequence
 
 from shardline import csvformat
 from shardline.errors import LoadFailed
-from workers.ledger import StagedFile
-from workers.warehouse.base import Dialect, first_line
-from workers.warehouse.plan import CopyManifest, Manifest
+from shardline.workers.ledger import StagedFile
+from shardline.workers.warehouse.base import Dialect, first_line
+from shardline.workers.warehouse.plan import CopyManifest, Manifest
 
 
 class PostgresDialect(Dialect):

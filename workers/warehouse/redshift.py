@@ -10,8 +10,8 @@ from typing import Any
 
 from shardline import csvformat
 from shardline.errors import ConfigError, LoadFailed
-from workers.warehouse.base import Dialect, first_line
-from workers.warehouse.plan import CopyManifest
+from shardline.workers.warehouse.base import Dialect, first_line
+from shardline.workers.warehouse.plan import CopyManifest
 
 _IAM_ROLE = re.compile(r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+")
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from workers.ledger import LOADED, PENDING
-from workers.warehouse.plan import AdvanceWatermarks
+from shardline.workers.ledger import LOADED, PENDING
+from shardline.workers.warehouse.plan import AdvanceWatermarks
 
 _SHARD_WHERE = "target_table = %s AND stream = %s AND shard_id = %s"
 _FIRST_PENDING = (f"SELECT last_sequence, last_sub_sequence FROM staged_files "

@@ -1,0 +1,1 @@
+"""``shardline.sql``: the numbered migrations (``migrations/*.sql``), shipped as package data."""
