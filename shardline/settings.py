@@ -186,6 +186,29 @@ class WarehouseSettings:
     connect_timeout_s: int = _opt(10, "warehouse connect timeout", min=1, max=300)
 
 
+def _check_table_prefix(value: str) -> str | None:
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{0,200}", value):
+        return "must be at most 200 characters of letters, digits, '_', '.' and '-' (DynamoDB)"
+    return None
+
+
+@dataclass
+class ControlSettings:
+    """The control store (leases, checkpoints, status, the staged-file ledger): not the
+    warehouse; see shardline.controlstore."""
+
+    backend: str = _opt("postgres", "control store backend", choices=("postgres", "dynamodb"))
+    dsn: str = _opt("", "postgres backend: libpq DSN of the control database (not the "
+                        "warehouse), without password", check=_check_dsn)
+    schema: str = _opt("public", "postgres backend: schema of the control tables",
+                       check=_check_identifier)
+    connect_timeout_s: int = _opt(10, "postgres backend: connect timeout", min=1, max=300)
+    dynamodb_endpoint_url: str = _opt("", "dynamodb backend: endpoint; empty means real AWS",
+                                      check=_check_url)
+    table_prefix: str = _opt("shardline_", "dynamodb backend: prefix of the table names",
+                             check=_check_table_prefix)
+
+
 @dataclass
 class ConsumerSettings:
     initial_position: str = _opt("TRIM_HORIZON", "where a shard with no checkpoint starts",
@@ -257,6 +280,7 @@ class Settings:
     s3: S3Settings = field(default_factory=S3Settings)
     gearman: GearmanSettings = field(default_factory=GearmanSettings)
     warehouse: WarehouseSettings = field(default_factory=WarehouseSettings)
+    control: ControlSettings = field(default_factory=ControlSettings)
     consumer: ConsumerSettings = field(default_factory=ConsumerSettings)
     worker: WorkerSettings = field(default_factory=WorkerSettings)
     loader: LoaderSettings = field(default_factory=LoaderSettings)

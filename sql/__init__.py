@@ -1,1 +1,2 @@
-"""``shardline.sql``: the numbered migrations (``migrations/*.sql``), shipped as package data."""
+"""``shardline.sql``: the numbered migrations shipped as package data: ``migrations/*.sql``
+for the warehouse, ``control/*.sql`` for the PostgreSQL control store."""

@@ -1,0 +1,524 @@
+"""The control store on DynamoDB, the convention of Kinesis consumers (the KCL keeps its
+leases there too). moto's DynamoDB serves it locally, on the moto server of the devstack.
+
+Every fenced decision is a DynamoDB condition: the lease's owner, token and expiry are the
+``ConditionExpression`` of the renew, and a checkpoint is one ``TransactWriteItems`` (renew
+the lease, add the history item, move the checkpoint) that lands whole or not at all. The
+ledger insert is a put conditional on the key not existing. Pending and quarantined files
+are found through sparse GSIs keyed by table and ordered by ``<staged µs>#<key>``; history is
+a table keyed (stream, id) with an LSI for one shard, ids from an atomic counter item.
+Times are stored as integer microseconds since the epoch so conditions compare numbers.
+Tables: ``create_tables()`` (PAY_PER_REQUEST), called by ``shardline migrate --control``.
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any, Callable, Iterable, Iterator, Mapping
+
+from shardline.errors import ServiceUnavailable, ShardlineError, ThrottledError
+from shardline.kinesis import error_code, is_connection_error
+
+from .base import (
+    LOADED, PENDING, QUARANTINED, STATUS_FIELDS, Checkpoint, ControlStore, HistoryEntry, Host,
+    Lease, PendingStats, Quarantined, ShardStatus, StagedFile, check_status_fields, lease_held,
+    lease_lost, replay_entry_checkpoint, replay_refused,
+)  # fmt: skip
+
+_EPOCH = datetime(1970, 1, 1)
+_COUNTER = {"stream": {"S": "#counter"}, "id": {"N": "0"}}
+_THROTTLED = {"ProvisionedThroughputExceededException", "ThrottlingException",
+              "RequestLimitExceeded", "TransactionConflictException"}
+_FILE_FIELDS = ("s3_key", "target_table", "stream", "shard_id", "first_sequence",
+                "first_sub_sequence", "last_sequence", "last_sub_sequence", "row_count",
+                "byte_count", "dead_letter_key", "dead_letter_count", "state", "load_id")
+_S, _N = "S", "N"
+
+
+def _us(dt: datetime) -> int:
+    return (dt - _EPOCH) // timedelta(microseconds=1)
+
+
+def _dt(us: Any) -> datetime | None:
+    return None if us is None else _EPOCH + timedelta(microseconds=int(us))
+
+
+def _ser(value: Any) -> dict:
+    """A Python value as a DynamoDB attribute value (floats as exact decimals)."""
+    from boto3.dynamodb.types import TypeSerializer
+
+    if isinstance(value, float):
+        value = Decimal(repr(value))
+    elif isinstance(value, Mapping):
+        return {"M": {k: _ser(v) for k, v in value.items()}}
+    return TypeSerializer().serialize(value)
+
+
+def _item(raw: Mapping[str, dict]) -> dict[str, Any]:
+    from boto3.dynamodb.types import TypeDeserializer
+
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        plain = TypeDeserializer().deserialize(value)
+        if isinstance(plain, Decimal):
+            plain = int(plain) if plain == plain.to_integral_value() else float(plain)
+        out[key] = plain
+    return out
+
+
+def _vals(**values: Any) -> dict[str, dict]:
+    return {f":{k}": _ser(v) for k, v in values.items()}
+
+
+def _names(*names: str) -> dict[str, str]:
+    return {f"#{n}": n for n in names}
+
+
+def _table(name: str, hash_key: tuple[str, str], range_key: tuple[str, str] | None = None,
+           gsis: Iterable[tuple[str, tuple[str, str], tuple[str, str] | None]] = (),
+           lsis: Iterable[tuple[str, tuple[str, str]]] = ()) -> dict:
+    """A CreateTable request (PAY_PER_REQUEST, indexes project everything)."""
+    attrs = {hash_key[0]: hash_key[1]}
+    schema = [{"AttributeName": hash_key[0], "KeyType": "HASH"}]
+    if range_key:
+        attrs[range_key[0]] = range_key[1]
+        schema.append({"AttributeName": range_key[0], "KeyType": "RANGE"})
+    spec: dict[str, Any] = {"TableName": name, "KeySchema": schema,
+                            "BillingMode": "PAY_PER_REQUEST"}
+
+    def index(iname: str, h: tuple[str, str], r: tuple[str, str] | None) -> dict:
+        attrs.update({h[0]: h[1], **({r[0]: r[1]} if r else {})})
+        keys = [{"AttributeName": h[0], "KeyType": "HASH"}]
+        keys += [{"AttributeName": r[0], "KeyType": "RANGE"}] if r else []
+        return {"IndexName": iname, "KeySchema": keys, "Projection": {"ProjectionType": "ALL"}}
+
+    if gsis:
+        spec["GlobalSecondaryIndexes"] = [index(n, h, r) for n, h, r in gsis]
+    if lsis:
+        spec["LocalSecondaryIndexes"] = [index(n, hash_key, r) for n, r in lsis]
+    spec["AttributeDefinitions"] = [{"AttributeName": k, "AttributeType": t}
+                                    for k, t in attrs.items()]
+    return spec
+
+
+class DynamoStore(ControlStore):
+    TABLES = ("leases", "checkpoints", "history", "status", "files", "hosts", "assignments")
+
+    def __init__(self, client: Any, table_prefix: str = "shardline_",
+                 clock: Callable[[], float] = time.time):
+        super().__init__(clock)
+        self.client = client
+        self.t = {name: f"{table_prefix}{name}" for name in self.TABLES}
+
+    # -- plumbing ---------------------------------------------------------------
+    @contextlib.contextmanager
+    def _errors(self, what: str) -> Iterator[None]:
+        """Transient AWS trouble -> ``ServiceUnavailable``/``ThrottledError``; the rest raises."""
+        try:
+            yield
+        except ShardlineError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - classified below, re-raised if unknown
+            code = error_code(exc)
+            if is_connection_error(exc) or (code or "").startswith("HTTP5") or \
+                    code in ("InternalServerError", "ServiceUnavailable"):
+                raise ServiceUnavailable(f"control store (DynamoDB) {what}: "
+                                         f"{code or type(exc).__name__}") from None
+            if code in _THROTTLED:
+                raise ThrottledError(f"control store (DynamoDB) {what}: {code}") from None
+            raise
+
+    def _query(self, **kw: Any) -> Iterator[dict[str, Any]]:
+        while True:
+            with self._errors(f"query {kw['TableName']}"):
+                page = self.client.query(**kw)
+            yield from (_item(i) for i in page.get("Items", []))
+            if "LastEvaluatedKey" not in page:
+                return
+            kw["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def _get(self, table: str, **key: Any) -> dict[str, Any] | None:
+        with self._errors(f"get {table}"):
+            found = self.client.get_item(TableName=self.t[table], ConsistentRead=True,
+                                         Key={k: _ser(v) for k, v in key.items()})
+        return _item(found["Item"]) if "Item" in found else None
+
+    def create_tables(self) -> list[str]:
+        specs = [
+            _table(self.t["leases"], ("stream", _S), ("shard_id", _S)),
+            _table(self.t["checkpoints"], ("stream", _S), ("shard_id", _S)),
+            _table(self.t["history"], ("stream", _S), ("id", _N),
+                   gsis=[("by_id", ("entry_id", _N), None)],
+                   lsis=[("by_shard", ("shard_key", _S))]),
+            _table(self.t["status"], ("stream", _S), ("shard_id", _S)),
+            _table(self.t["files"], ("s3_key", _S),
+                   gsis=[("pending", ("pending_table", _S), ("order_key", _S)),
+                         ("quarantined", ("quarantined_table", _S), ("order_key", _S))]),
+            _table(self.t["hosts"], ("host_id", _S)),
+            _table(self.t["assignments"], ("stream", _S), ("shard_id", _S)),
+        ]
+        created = []
+        with self._errors("create tables"):
+            existing = set(self.client.get_paginator("list_tables").paginate()
+                           .build_full_result().get("TableNames", []))
+            for spec in specs:
+                if spec["TableName"] not in existing:
+                    self.client.create_table(**spec)
+                    created.append(spec["TableName"])
+            for name in created:
+                self.client.get_waiter("table_exists").wait(TableName=name)
+        return created
+
+    # -- leases -----------------------------------------------------------------
+    @staticmethod
+    def _lease(item: dict[str, Any]) -> Lease:
+        return Lease(item["stream"], item["shard_id"], item.get("owner"), int(item["token"]),
+                     _dt(item.get("renewed_us")), _dt(item.get("expires_us")))
+
+    def acquire_lease(self, stream: str, shard_id: str, owner: str, ttl_s: float) -> int:
+        for _ in range(10):  # a lost race re-reads; ten in a row is contention, not a race
+            now, expires = self.expiry(ttl_s)
+            found = self._get("leases", stream=stream, shard_id=shard_id)
+            lease = self._lease(found) if found else None
+            if lease is not None and lease.live(now) and lease.owner != owner:
+                raise lease_held(lease, now)
+            token = (lease.token if lease else 0) + 1
+            item = {"stream": stream, "shard_id": shard_id, "owner": owner, "token": token,
+                    "acquired_us": _us(now), "renewed_us": _us(now), "expires_us": _us(expires)}
+            if lease is None:
+                cond, values = "attribute_not_exists(shard_id)", {}
+            else:
+                cond, values = "#token = :old", _vals(old=lease.token)
+            try:
+                with self._errors("acquire lease"):
+                    self.client.put_item(TableName=self.t["leases"], Item=_ser(item)["M"],
+                                         ConditionExpression=cond,
+                                         **({"ExpressionAttributeNames": _names("token"),
+                                             "ExpressionAttributeValues": values}
+                                            if values else {}))
+                return token
+            except Exception as exc:  # noqa: BLE001
+                if error_code(exc) != "ConditionalCheckFailedException":
+                    raise
+        raise ServiceUnavailable(f"control store (DynamoDB): lease on shard {shard_id} of "
+                                 f"stream {stream} keeps changing under us; try again")
+
+    def _renew_op(self, stream: str, shard_id: str, owner: str, token: int,
+                  ttl_s: float) -> dict:
+        now, expires = self.expiry(ttl_s)
+        return {"TableName": self.t["leases"],
+                "Key": {"stream": _ser(stream), "shard_id": _ser(shard_id)},
+                "UpdateExpression": "SET renewed_us = :now, expires_us = :exp",
+                "ConditionExpression": "#owner = :owner AND #token = :token AND expires_us > :now",
+                "ExpressionAttributeNames": _names("owner", "token"),
+                "ExpressionAttributeValues": _vals(now=_us(now), exp=_us(expires), owner=owner,
+                                                   token=token)}
+
+    def renew_lease(self, stream: str, shard_id: str, owner: str, token: int,
+                    ttl_s: float) -> None:
+        try:
+            with self._errors("renew lease"):
+                self.client.update_item(**self._renew_op(stream, shard_id, owner, token, ttl_s))
+        except Exception as exc:  # noqa: BLE001
+            if error_code(exc) == "ConditionalCheckFailedException":
+                raise lease_lost(stream, shard_id, token) from None
+            raise
+
+    def release_lease(self, stream: str, shard_id: str, owner: str, token: int) -> None:
+        try:
+            with self._errors("release lease"):
+                self.client.update_item(
+                    TableName=self.t["leases"],
+                    Key={"stream": _ser(stream), "shard_id": _ser(shard_id)},
+                    UpdateExpression="REMOVE #owner SET expires_us = :now",
+                    ConditionExpression="#owner = :owner AND #token = :token",
+                    ExpressionAttributeNames=_names("owner", "token"),
+                    ExpressionAttributeValues=_vals(now=_us(self.now()), owner=owner,
+                                                    token=token))
+        except Exception as exc:  # noqa: BLE001
+            if error_code(exc) != "ConditionalCheckFailedException":
+                raise
+
+    def get_lease(self, stream: str, shard_id: str) -> Lease | None:
+        found = self._get("leases", stream=stream, shard_id=shard_id)
+        return self._lease(found) if found else None
+
+    def leases(self, stream: str) -> list[Lease]:
+        return [self._lease(i) for i in self._query(
+            TableName=self.t["leases"], ConsistentRead=True,
+            KeyConditionExpression="#stream = :s", ExpressionAttributeNames=_names("stream"),
+            ExpressionAttributeValues=_vals(s=stream))]
+
+    # -- checkpoints ------------------------------------------------------------
+    def get_checkpoint(self, stream: str, shard_id: str) -> Checkpoint | None:
+        found = self._get("checkpoints", stream=stream, shard_id=shard_id)
+        if not found:
+            return None
+        return Checkpoint(found["sequence_number"], int(found["sub_sequence_number"]),
+                          bool(found["closes_sequence"]), _dt(found["updated_us"]))
+
+    def _next_id(self) -> int:
+        with self._errors("history counter"):
+            out = self.client.update_item(
+                TableName=self.t["history"], Key=_COUNTER, UpdateExpression="ADD next_id :one",
+                ExpressionAttributeValues=_vals(one=1), ReturnValues="UPDATED_NEW")
+        return int(out["Attributes"]["next_id"]["N"])
+
+    def _write_ops(self, stream: str, shard_id: str, cp: Checkpoint | None, source: str,
+                   reason: str | None, token: int | None) -> tuple[int, list[dict]]:
+        entry_id, now, shown = self._next_id(), _us(self.now()), replay_entry_checkpoint(cp)
+        entry = {"stream": stream, "id": entry_id, "entry_id": entry_id, "shard_id": shard_id,
+                 "shard_key": f"{shard_id}#{entry_id:020d}",
+                 "sequence_number": shown.sequence_number,
+                 "sub_sequence_number": shown.sub_sequence_number,
+                 "closes_sequence": shown.closes_sequence, "source": source, "reason": reason,
+                 "lease_token": token, "created_us": now}
+        ops = [{"Put": {"TableName": self.t["history"], "Item": _ser(entry)["M"]}}]
+        key = {"stream": _ser(stream), "shard_id": _ser(shard_id)}
+        if cp is None:
+            ops.append({"Delete": {"TableName": self.t["checkpoints"], "Key": key}})
+        else:
+            ops.append({"Update": {
+                "TableName": self.t["checkpoints"], "Key": key,
+                "UpdateExpression": "SET sequence_number = :seq, sub_sequence_number = :sub, "
+                                    "closes_sequence = :closes, lease_token = :token, "
+                                    "history_id = :id, updated_us = :now",
+                "ConditionExpression": "attribute_not_exists(history_id) OR history_id < :id",
+                "ExpressionAttributeValues": _vals(
+                    seq=cp.sequence_number, sub=cp.sub_sequence_number,
+                    closes=cp.closes_sequence, token=token or 0, id=entry_id, now=now)}})
+        return entry_id, ops
+
+    def _transact(self, ops: list[dict], what: str) -> bool:
+        """True if it landed; False if a condition failed (nothing was written)."""
+        try:
+            with self._errors(what):
+                self.client.transact_write_items(TransactItems=ops)
+            return True
+        except Exception as exc:  # noqa: BLE001
+            if error_code(exc) != "TransactionCanceledException":
+                raise
+            reasons = [r.get("Code") for r in
+                       getattr(exc, "response", {}).get("CancellationReasons", [])]
+            if reasons and "ConditionalCheckFailed" not in reasons:
+                raise ThrottledError(f"control store (DynamoDB) {what}: cancelled "
+                                     f"({', '.join(str(r) for r in reasons)})") from None
+            return False
+
+    def checkpoint(self, stream: str, shard_id: str, owner: str, token: int, ttl_s: float,
+                   cp: Checkpoint, source: str = "consumer") -> int:
+        entry_id, ops = self._write_ops(stream, shard_id, cp, source, None, token)
+        renew = {"Update": self._renew_op(stream, shard_id, owner, token, ttl_s)}
+        if not self._transact([renew, *ops], "checkpoint"):
+            raise lease_lost(stream, shard_id, token)
+        return entry_id
+
+    def move_checkpoint(self, stream: str, shard_id: str, cp: Checkpoint | None,
+                        reason: str) -> int:
+        lease = self.get_lease(stream, shard_id)
+        if lease is not None and lease.live(self.now()):
+            raise replay_refused(lease)
+        entry_id, ops = self._write_ops(stream, shard_id, cp, "replay", reason, None)
+        free = {"ConditionCheck": {
+            "TableName": self.t["leases"],
+            "Key": {"stream": _ser(stream), "shard_id": _ser(shard_id)},
+            "ConditionExpression": "attribute_not_exists(shard_id) OR "
+                                   "attribute_not_exists(#owner) OR expires_us <= :now",
+            "ExpressionAttributeNames": _names("owner"),
+            "ExpressionAttributeValues": _vals(now=_us(self.now()))}}
+        if not self._transact([free, *ops], "replay"):
+            lease = self.get_lease(stream, shard_id)
+            if lease is not None and lease.live(self.now()):
+                raise replay_refused(lease)
+            raise ServiceUnavailable(f"control store (DynamoDB): replay of shard {shard_id} "
+                                     f"raced another checkpoint write; try again")
+        return entry_id
+
+    @staticmethod
+    def _entry(i: dict[str, Any]) -> HistoryEntry:
+        return HistoryEntry(int(i["id"]), i["stream"], i["shard_id"], i["sequence_number"],
+                            int(i["sub_sequence_number"]), bool(i["closes_sequence"]),
+                            i["source"], i.get("reason"), i.get("lease_token"),
+                            _dt(i["created_us"]))
+
+    def history(self, stream: str, shard_id: str | None = None,
+                limit: int = 50) -> list[HistoryEntry]:
+        kw: dict[str, Any] = {"TableName": self.t["history"], "ConsistentRead": True,
+                              "ScanIndexForward": False, "Limit": limit}
+        if shard_id is None:
+            kw.update(KeyConditionExpression="#stream = :s", ExpressionAttributeNames=_names("stream"),
+                      ExpressionAttributeValues=_vals(s=stream))
+        else:
+            kw.update(IndexName="by_shard",
+                      KeyConditionExpression="#stream = :s AND begins_with(shard_key, :p)",
+                      ExpressionAttributeNames=_names("stream"),
+                      ExpressionAttributeValues=_vals(s=stream, p=f"{shard_id}#"))
+        out = []
+        for item in self._query(**kw):
+            out.append(self._entry(item))
+            if len(out) >= limit:
+                break
+        return out
+
+    def history_entry(self, entry_id: int) -> HistoryEntry | None:
+        found = list(self._query(TableName=self.t["history"], IndexName="by_id",
+                                 KeyConditionExpression="entry_id = :i",
+                                 ExpressionAttributeValues=_vals(i=entry_id)))
+        return self._entry(found[0]) if found else None
+
+    # -- status -----------------------------------------------------------------
+    def report_status(self, stream: str, shard_id: str, **values: Any) -> None:
+        check_status_fields(values)
+        values = {**values, "updated_us": _us(self.now())}
+        with self._errors("report status"):
+            self.client.update_item(
+                TableName=self.t["status"], Key={"stream": _ser(stream),
+                                                 "shard_id": _ser(shard_id)},
+                UpdateExpression="SET " + ", ".join(f"#{k} = :{k}" for k in values),
+                ExpressionAttributeNames=_names(*values),
+                ExpressionAttributeValues=_vals(**values))
+
+    def statuses(self, stream: str) -> list[ShardStatus]:
+        return [ShardStatus(i["stream"], i["shard_id"], _dt(i["updated_us"]),
+                            **{k: i.get(k) for k in STATUS_FIELDS})
+                for i in self._query(TableName=self.t["status"], ConsistentRead=True,
+                                     KeyConditionExpression="#stream = :s",
+                                     ExpressionAttributeNames=_names("stream"),
+                                     ExpressionAttributeValues=_vals(s=stream))]
+
+    # -- the staged-file ledger -------------------------------------------------
+    @staticmethod
+    def _file(i: dict[str, Any]) -> StagedFile:
+        return StagedFile(**{k: i.get(k) for k in _FILE_FIELDS},
+                          staged_at=_dt(i["staged_us"]), loaded_at=_dt(i.get("loaded_us")))
+
+    def record_file(self, entry: StagedFile) -> bool:
+        entry.check()
+        staged = _us(entry.staged_at)
+        item = {k: getattr(entry, k) for k in _FILE_FIELDS}
+        item.update(staged_us=staged, order_key=f"{staged:020d}#{entry.s3_key}")
+        if entry.loaded_at is not None:
+            item["loaded_us"] = _us(entry.loaded_at)
+        if entry.state == PENDING:
+            item["pending_table"] = entry.target_table
+        try:
+            with self._errors("record file"):
+                self.client.put_item(TableName=self.t["files"],
+                                     Item={k: _ser(v) for k, v in item.items() if v is not None},
+                                     ConditionExpression="attribute_not_exists(s3_key)")
+            return True
+        except Exception as exc:  # noqa: BLE001
+            if error_code(exc) == "ConditionalCheckFailedException":
+                return False
+            raise
+
+    def get_file(self, s3_key: str) -> StagedFile | None:
+        found = self._get("files", s3_key=s3_key)
+        return self._file(found) if found else None
+
+    def _by_index(self, index: str, target_table: str, limit: int | None = None,
+                  **kw: Any) -> Iterator[dict[str, Any]]:
+        key = "pending_table" if index == "pending" else "quarantined_table"
+        yield from self._query(TableName=self.t["files"], IndexName=index,
+                               KeyConditionExpression=f"{key} = :t",
+                               ExpressionAttributeValues=_vals(t=target_table),
+                               **({"Limit": limit} if limit else {}), **kw)
+
+    def pending_files(self, target_table: str, limit: int) -> list[StagedFile]:
+        out = []
+        for item in self._by_index("pending", target_table, limit):
+            out.append(self._file(item))
+            if len(out) >= limit:
+                break
+        return out
+
+    def pending_stats(self, target_table: str) -> PendingStats:
+        files, size, oldest = 0, 0, None
+        for item in self._by_index("pending", target_table,
+                                   ProjectionExpression="byte_count, staged_us"):
+            files, size = files + 1, size + int(item["byte_count"])
+            oldest = oldest if oldest is not None else _dt(item["staged_us"])
+        return PendingStats(files, size, oldest)
+
+    def _flip(self, s3_key: str, update: str, what: str, **values: Any) -> bool:
+        try:
+            with self._errors(what):
+                self.client.update_item(
+                    TableName=self.t["files"], Key={"s3_key": _ser(s3_key)},
+                    UpdateExpression=update,
+                    ConditionExpression="#state = :pending" + (
+                        " AND target_table = :t" if "t" in values else ""),
+                    ExpressionAttributeNames=_names("state"),
+                    ExpressionAttributeValues=_vals(pending=PENDING, **values))
+            return True
+        except Exception as exc:  # noqa: BLE001
+            if error_code(exc) == "ConditionalCheckFailedException":
+                return False
+            raise
+
+    def mark_loaded(self, target_table: str, s3_keys: Iterable[str], load_id: str) -> int:
+        now = _us(self.now())
+        return sum(self._flip(key, "SET #state = :loaded, load_id = :load, loaded_us = :now "
+                                   "REMOVE pending_table", "mark loaded",
+                              loaded=LOADED, load=load_id, now=now, t=target_table)
+                   for key in sorted(set(s3_keys)))
+
+    def quarantine(self, s3_key: str, error: str) -> bool:
+        return self._flip(s3_key, "SET #state = :q, quarantine_error = :error, "
+                                  "quarantined_us = :now, quarantined_table = target_table "
+                                  "REMOVE pending_table", "quarantine",
+                          q=QUARANTINED, error=error, now=_us(self.now()))
+
+    def quarantined(self, target_table: str) -> list[Quarantined]:
+        return [Quarantined(self._file(i), i["quarantine_error"], _dt(i["quarantined_us"]))
+                for i in self._by_index("quarantined", target_table)]
+
+    # -- the fleet --------------------------------------------------------------
+    def heartbeat(self, host_id: str, ttl_s: float,
+                  info: Mapping[str, str] | None = None) -> None:
+        now, expires = self.expiry(ttl_s)
+        item = {"host_id": host_id, "info": dict(info or {}), "renewed_us": _us(now),
+                "expires_us": _us(expires)}
+        with self._errors("heartbeat"):
+            self.client.put_item(TableName=self.t["hosts"], Item=_ser(item)["M"])
+
+    def live_hosts(self) -> list[Host]:
+        kw: dict[str, Any] = {"TableName": self.t["hosts"], "ConsistentRead": True,
+                              "FilterExpression": "expires_us > :now",
+                              "ExpressionAttributeValues": _vals(now=_us(self.now()))}
+        hosts = []
+        while True:
+            with self._errors("list hosts"):
+                page = self.client.scan(**kw)
+            hosts += [_item(i) for i in page.get("Items", [])]
+            if "LastEvaluatedKey" not in page:
+                break
+            kw["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return [Host(h["host_id"], _dt(h["renewed_us"]), _dt(h["expires_us"]),
+                     dict(h.get("info") or {}))
+                for h in sorted(hosts, key=lambda h: h["host_id"])]
+
+    def remove_host(self, host_id: str) -> None:
+        with self._errors("remove host"):
+            self.client.delete_item(TableName=self.t["hosts"], Key={"host_id": _ser(host_id)})
+
+    def assign(self, stream: str, shard_id: str, host_id: str | None) -> None:
+        key = {"stream": _ser(stream), "shard_id": _ser(shard_id)}
+        with self._errors("assign"):
+            if host_id is None:
+                self.client.delete_item(TableName=self.t["assignments"], Key=key)
+            else:
+                self.client.put_item(TableName=self.t["assignments"], Item={
+                    **key, "host_id": _ser(host_id), "updated_us": _ser(_us(self.now()))})
+
+    def assignment(self, stream: str, shard_id: str) -> str | None:
+        found = self._get("assignments", stream=stream, shard_id=shard_id)
+        return found["host_id"] if found else None
+
+    def assignments(self, stream: str) -> dict[str, str]:
+        return {i["shard_id"]: i["host_id"] for i in self._query(
+            TableName=self.t["assignments"], ConsistentRead=True,
+            KeyConditionExpression="#stream = :s", ExpressionAttributeNames=_names("stream"),
+            ExpressionAttributeValues=_vals(s=stream))}
