@@ -1,4 +1,4 @@
-"""Local development stack: gearmand, kinesalite (Kinesis), moto (S3) and PostgreSQL.
+"""Local development stack: gearmand, kinesalite (Kinesis), moto (S3, DynamoDB) and PostgreSQL.
 
 Every service listens on 127.0.0.1 only; data, logs and the state file live under one
 directory (default ``.devstack/`` in the repository, git-ignored).
@@ -8,6 +8,13 @@ directory (default ``.devstack/`` in the repository, git-ignored).
     shardline devstack status
     shardline devstack stop postgres; shardline devstack start postgres   # outage drills
     shardline devstack down      # stop exactly what ``up`` started
+    shardline devstack up --warehouse redshift-like [--commit-latency-ms 300]
+
+PostgreSQL holds two databases: ``shardline`` (the warehouse) and ``shardline_control`` (the
+control store, see shardline.controlstore; moto serves the DynamoDB backend on the S3 port).
+``--warehouse redshift-like`` makes SERIALIZABLE the warehouse database's default and starts
+``pgrelay`` (relay.py), which holds every COMMIT back for the given latency, in front of it;
+``SHARDLINE_WAREHOUSE_DSN`` then points at the relay. The mode is kept in the state.
 
 ``dir/state.json`` records ports, PIDs (with their kernel start time, so a recycled PID
 is never mistaken for ours), the bucket and the PostgreSQL paths. A second ``up`` reuses
@@ -25,7 +32,8 @@ This package's public API is re-exported here; the modules, bottom up:
     state.py     StackInfo, ServiceStatus, state.json and its lock
     procs.py     spawn / alive / terminate / wait_ready, port ownership checks
     postgres.py  the throwaway PostgreSQL cluster
-    services.py  gearmand, kinesalite, moto; the start and health-check tables
+    services.py  gearmand, kinesalite, moto, pgrelay; the start and health-check tables
+    relay.py     TCP relay: outage cut/restore, PostgreSQL commit latency
     stack.py     up, down, status, load, stop_service, start_service
     cli.py       main(argv), also run by ``python -m shardline.devstack``
 """

@@ -51,3 +51,4 @@ def warm_up_clients(ports: dict[str, int]) -> None:
     """Build the probe clients ahead of time (boto3 import and model loading are slow)."""
     probe_client("kinesis", ports["kinesis"])
     probe_client("s3", ports["s3"])
+    probe_client("dynamodb", ports["s3"])

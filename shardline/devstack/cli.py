@@ -12,7 +12,10 @@ import shlex
 import sys
 from pathlib import Path
 
-from .common import DEFAULT_BUCKET, DEFAULT_DIR, SERVICES, DevstackError
+from .common import (
+    DEFAULT_BUCKET, DEFAULT_COMMIT_LATENCY_MS, DEFAULT_DIR, RELAY, SERVICES, WAREHOUSE_MODES,
+    DevstackError,
+)  # fmt: skip
 from .stack import down, load, start_service, status, stop_service, up
 
 
@@ -22,6 +25,9 @@ def _print_status(dir: Path) -> bool:
     if not services:
         print(f"no stack in {dir}")
         return False
+    info = load(dir)
+    if info is not None:
+        print(info.describe_warehouse())
     print(f"{'SERVICE':<10} {'PID':>8} {'PORT':>6}  STATE")
     for name, st in services.items():
         print(f"{name:<10} {st.pid or '-':>8} {st.port:>6}  {'up' if st.alive else 'DOWN'}")
@@ -44,6 +50,12 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     p_up = sub.add_parser("up", parents=[dir_opt], help="start the stack (idempotent)")
     p_up.add_argument("--bucket", default=DEFAULT_BUCKET, help="S3 bucket to create")
+    p_up.add_argument("--warehouse", choices=WAREHOUSE_MODES, default=None,
+                      help="postgres, or redshift-like: SERIALIZABLE by default and a "
+                           "commit-latency relay (default: keep the stack's mode)")  # fmt: skip
+    p_up.add_argument("--commit-latency-ms", type=int, default=None,
+                      help=f"redshift-like: delay per COMMIT (default "
+                           f"{DEFAULT_COMMIT_LATENCY_MS})")  # fmt: skip
     sub.add_parser("down", parents=[dir_opt], help="stop the stack and delete its data")
     sub.add_parser("status", parents=[dir_opt], help="show pid, port, state per service")
     p_env = sub.add_parser("env", parents=[dir_opt],
@@ -53,7 +65,7 @@ def _parser() -> argparse.ArgumentParser:
     for verb, what in (("stop", "stop one service, keeping its port (outage drills)"),
                        ("start", "start a stopped service again")):
         p = sub.add_parser(verb, parents=[dir_opt], help=what)
-        p.add_argument("service", choices=SERVICES)
+        p.add_argument("service", choices=SERVICES + (RELAY,))
     return parser
 
 
@@ -65,7 +77,8 @@ def main(argv: list[str]) -> int:
         logging.basicConfig(level=logging.INFO, format="devstack: %(message)s", stream=sys.stderr)
     try:
         if args.command == "up":
-            up(dir, bucket=args.bucket)
+            up(dir, bucket=args.bucket, warehouse=args.warehouse,
+               commit_latency_ms=args.commit_latency_ms)
             _print_status(dir)
             print(f'\nexport the settings with: eval "$(shardline devstack env{_dir_arg(dir)})"',
                   file=sys.stderr)  # fmt: skip
@@ -85,6 +98,8 @@ def main(argv: list[str]) -> int:
             info = load(dir)
             if info is None:
                 raise DevstackError(f"no stack in {dir}: run `shardline devstack up` first")
+            if not args.plain:
+                print(f"# {info.describe_warehouse()}")
             for key, value in info.env().items():
                 print(f"{key}={value}" if args.plain else f"export {key}={shlex.quote(value)}")
             return 0

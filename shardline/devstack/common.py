@@ -18,11 +18,18 @@ KINESALITE_SCRIPT = REPO_ROOT / "scripts" / "kinesalite-server.js"
 HOST = "127.0.0.1"
 SERVICES = ("gearman", "kinesis", "s3", "postgres")
 DATABASE = "shardline"
+CONTROL_DATABASE = "shardline_control"  # the control store's database: not the warehouse
 PG_USER = "postgres"
 DEFAULT_BUCKET = "shardline-dev"
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 5.0
 STATE_VERSION = 1
+
+# The warehouse modes: plain PostgreSQL, or PostgreSQL with what it can mimic of Redshift
+# (SERIALIZABLE by default, commits delayed by the ``pgrelay`` service, see relay.py).
+WAREHOUSE_MODES = ("postgres", "redshift-like")
+RELAY = "pgrelay"
+DEFAULT_COMMIT_LATENCY_MS = 300
 
 # Fake credentials: the emulators need some, real AWS must never see them.
 DUMMY_AWS_ENV = {

@@ -19,7 +19,7 @@ from typing import Any
 
 import psycopg2
 
-from .common import DATABASE, HOST, PG_USER, START_TIMEOUT, DevstackError, log
+from .common import CONTROL_DATABASE, DATABASE, HOST, PG_USER, START_TIMEOUT, DevstackError, log
 from .procs import alive, record, require, tail, terminate
 
 
@@ -112,14 +112,23 @@ def check(port: int) -> None:
         cur.execute("SELECT 1")
 
 
-def ensure_database(port: int) -> None:
+def ensure_database(port: int, redshift_like: bool = False) -> None:
+    """The warehouse database and the control store's own; the warehouse's default
+    isolation is SERIALIZABLE when redshift-like (every Redshift transaction is), else
+    PostgreSQL's default. New sessions see the change; open ones keep theirs."""
     with contextlib.closing(_connect(port)) as conn:
         conn.autocommit = True
         with conn.cursor() as cur:
-            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,))
-            if cur.fetchone() is None:
-                cur.execute(f'CREATE DATABASE "{DATABASE}"')
-                log.info("created database %s", DATABASE)
+            for name in (DATABASE, CONTROL_DATABASE):
+                cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+                if cur.fetchone() is None:
+                    cur.execute(f'CREATE DATABASE "{name}"')
+                    log.info("created database %s", name)
+            if redshift_like:
+                cur.execute(f'ALTER DATABASE "{DATABASE}" '
+                            "SET default_transaction_isolation = 'serializable'")
+            else:
+                cur.execute(f'ALTER DATABASE "{DATABASE}" RESET default_transaction_isolation')
 
 
 def stop(state: dict) -> None:

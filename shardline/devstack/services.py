@@ -15,7 +15,7 @@ from typing import Callable
 
 from . import postgres
 from .aws import probe_client
-from .common import HOST, KINESALITE_SCRIPT, REPO_ROOT, DevstackError, log
+from .common import HOST, KINESALITE_SCRIPT, RELAY, REPO_ROOT, DevstackError, log
 from .procs import require, spawn, terminate
 from .state import StackInfo
 
@@ -85,7 +85,9 @@ def _start_s3(state: dict) -> dict:
 
 
 def _check_s3(port: int) -> None:
+    """moto serves S3 and DynamoDB (the control store's backend) on one port."""
     probe_client("s3", port).list_buckets()
+    probe_client("dynamodb", port).list_tables(Limit=1)
 
 
 def ensure_bucket(info: StackInfo) -> None:
@@ -95,6 +97,23 @@ def ensure_bucket(info: StackInfo) -> None:
         log.info("created bucket %s", info.bucket)
 
 
+# ------------------------------------------------------------- pgrelay (redshift-like)
+
+
+def _start_relay(state: dict) -> dict:
+    """The commit-latency relay in front of PostgreSQL (relay.py), as a process of its own."""
+    dir, port = Path(state["dir"]), state["ports"][RELAY]
+    latency = state["warehouse"]["commit_latency_ms"]
+    cmd = [sys.executable, "-m", "shardline.devstack.relay", "--port", str(port),
+           "--upstream", f"{HOST}:{state['ports']['postgres']}",
+           "--commit-latency-ms", str(latency)]  # fmt: skip
+    return {**spawn(cmd, dir / f"{RELAY}.log"), "commit_latency_ms": latency}
+
+
+def _check_relay(port: int) -> None:
+    postgres.check(port)  # a query through the relay reaches PostgreSQL
+
+
 # ------------------------------------------------------------------------ registry
 
 STARTERS: dict[str, Callable[[dict], dict]] = {
@@ -102,12 +121,14 @@ STARTERS: dict[str, Callable[[dict], dict]] = {
     "kinesis": _start_kinesis,
     "s3": _start_s3,
     "postgres": postgres.start,
+    RELAY: _start_relay,
 }
 CHECKS: dict[str, Callable[[int], None]] = {
     "gearman": _check_gearman,
     "kinesis": _check_kinesis,
     "s3": _check_s3,
     "postgres": postgres.check,
+    RELAY: _check_relay,
 }
 
 

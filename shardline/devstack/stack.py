@@ -16,11 +16,14 @@ from typing import Iterator
 
 from . import postgres, services
 from .aws import warm_up_clients
-from .common import DEFAULT_BUCKET, DEFAULT_DIR, SERVICES, START_TIMEOUT, DevstackError, log
+from .common import (
+    DEFAULT_BUCKET, DEFAULT_COMMIT_LATENCY_MS, DEFAULT_DIR, RELAY, SERVICES, START_TIMEOUT,
+    WAREHOUSE_MODES, DevstackError, log,
+)  # fmt: skip
 from .procs import alive, wait_ready
 from .state import (
-    ServiceStatus, StackInfo, info_from_state, locked, new_state, read_state, state_path,
-    write_state,
+    ServiceStatus, StackInfo, free_ports, info_from_state, locked, new_state, read_state,
+    service_names, state_path, warehouse as warehouse_of, write_state,
 )  # fmt: skip
 
 
@@ -45,16 +48,60 @@ def _ensure_service(name: str, state: dict) -> bool:
     return True
 
 
+def _warehouse_mode(state: dict, mode: str | None, latency_ms: int | None) -> dict:
+    """The mode asked for, else the recorded one; latency defaults per mode."""
+    current = warehouse_of(state)
+    mode = mode or current["mode"]
+    if mode not in WAREHOUSE_MODES:
+        raise DevstackError(f"unknown warehouse mode {mode!r}; modes: {', '.join(WAREHOUSE_MODES)}")
+    if mode == "postgres":
+        if latency_ms:
+            raise DevstackError("a commit latency needs --warehouse redshift-like")
+        return {"mode": mode, "commit_latency_ms": 0}
+    if latency_ms is None:
+        latency_ms = current["commit_latency_ms"] if current["mode"] == mode \
+            else DEFAULT_COMMIT_LATENCY_MS
+    if not 0 <= latency_ms <= 60_000:
+        raise DevstackError(f"commit latency {latency_ms} ms is not within 0..60000")
+    return {"mode": mode, "commit_latency_ms": latency_ms}
+
+
+def _ensure_relay(state: dict, timeout: float) -> None:
+    """redshift-like: the commit-latency relay runs with the recorded latency; else none."""
+    wh = state["warehouse"]
+    if wh["mode"] == "postgres":
+        if RELAY in state["ports"]:
+            services.stop(RELAY, state)
+            state["services"].pop(RELAY, None)
+            del state["ports"][RELAY]
+            write_state(Path(state["dir"]), state)
+        return
+    if RELAY not in state["ports"]:
+        state["ports"][RELAY] = free_ports(1)[0]
+    svc = state["services"].get(RELAY)
+    if svc and svc.get("commit_latency_ms") != wh["commit_latency_ms"]:
+        services.stop(RELAY, state)
+        state["services"][RELAY] = None
+    if _ensure_service(RELAY, state):
+        wait_ready(RELAY, state["services"][RELAY], state["ports"][RELAY], timeout,
+                   services.CHECKS[RELAY])
+
+
 def up(
     dir: Path = DEFAULT_DIR,
     ports: dict[str, int] | None = None,
     bucket: str = DEFAULT_BUCKET,
     timeout: float = START_TIMEOUT,
+    warehouse: str | None = None,
+    commit_latency_ms: int | None = None,
 ) -> StackInfo:
     """Start the stack under dir (or repair a running one) and wait until it answers.
 
     ports maps service names ("gearman", "kinesis", "s3", "postgres") to ports; missing
     ones are picked free at the first `up` and kept in dir/state.json afterwards.
+    warehouse: "postgres" or "redshift-like" (None: keep the recorded mode, else postgres);
+    redshift-like makes SERIALIZABLE the warehouse database's default and puts the
+    ``pgrelay`` commit-latency relay (``commit_latency_ms``, default 300) in front of it.
     """
     began = time.monotonic()
     services.check_prerequisites()
@@ -68,6 +115,7 @@ def up(
                 f"the stack in {dir} uses ports {state['ports']}, not {clash}; run `down` first"
             )
         state["bucket"] = bucket
+        state["warehouse"] = _warehouse_mode(state, warehouse, commit_latency_ms)
         write_state(dir, state)
 
         # Spawn the quick ones, set up postgres (blocking) meanwhile, then wait for all.
@@ -82,9 +130,11 @@ def up(
                 services.CHECKS[name],
             )  # fmt: skip
 
+        _ensure_relay(state, timeout)
+
         info = info_from_state(state)
         services.ensure_bucket(info)
-        postgres.ensure_database(info.pg_port)
+        postgres.ensure_database(info.pg_port, redshift_like=info.warehouse_mode != "postgres")
     log.info("stack up in %s (%.2fs)", dir, time.monotonic() - began)
     return info
 
@@ -99,7 +149,7 @@ def down(dir: Path = DEFAULT_DIR) -> None:
         state = read_state(dir)
         if state is None:
             return
-        for name in reversed(SERVICES):
+        for name in reversed(service_names(state)):
             services.stop(name, state)
         postgres.remove_cluster(state)
         state_path(dir).unlink()
@@ -109,13 +159,15 @@ def down(dir: Path = DEFAULT_DIR) -> None:
 @contextlib.contextmanager
 def _service_state(dir: Path, name: str) -> Iterator[dict]:
     """The stack's state under its lock, for work on one known service; saved afterwards."""
-    if name not in SERVICES:
+    if name not in SERVICES + (RELAY,):
         raise DevstackError(f"unknown service {name!r}; services: {', '.join(SERVICES)}")
     dir = Path(dir).resolve()
     with locked(dir):
         state = read_state(dir)
         if state is None:
             raise DevstackError(f"no stack in {dir}")
+        if name not in service_names(state):
+            raise DevstackError(f"{name} runs only with --warehouse redshift-like")
         yield state
         write_state(dir, state)
 
@@ -146,7 +198,7 @@ def status(dir: Path = DEFAULT_DIR) -> dict[str, ServiceStatus]:
     if state is None:
         return {}
     result = {}
-    for name in SERVICES:
+    for name in service_names(state):
         svc = state["services"].get(name) or {}
         result[name] = ServiceStatus(svc.get("pid"), state["ports"][name], alive(svc))
     return result

@@ -17,7 +17,8 @@ from typing import Any, Callable, Iterator, NamedTuple
 
 from .aws import boto_client
 from .common import (
-    DATABASE, DUMMY_AWS_ENV, HOST, PG_USER, SERVICES, STATE_VERSION, address, http_url,
+    CONTROL_DATABASE, DATABASE, DUMMY_AWS_ENV, HOST, PG_USER, RELAY, SERVICES, STATE_VERSION,
+    address, http_url,
 )  # fmt: skip
 
 
@@ -32,6 +33,9 @@ class StackInfo:
     pg_port: int
     bucket: str
     pg_socket_dir: Path
+    warehouse_mode: str = "postgres"
+    relay_port: int | None = None  # redshift-like: the commit-latency relay before PostgreSQL
+    commit_latency_ms: int = 0
 
     @property
     def gearman_server(self) -> str:
@@ -47,7 +51,30 @@ class StackInfo:
 
     @property
     def dsn(self) -> str:
+        """The warehouse DSN (through the commit-latency relay when redshift-like)."""
+        port = self.relay_port if self.relay_port else self.pg_port
+        return f"host={HOST} port={port} dbname={DATABASE} user={PG_USER}"
+
+    @property
+    def direct_dsn(self) -> str:
+        """The warehouse database without the relay (set-up, inspection)."""
         return f"host={HOST} port={self.pg_port} dbname={DATABASE} user={PG_USER}"
+
+    @property
+    def control_dsn(self) -> str:
+        """The control store's own database on the same cluster, never relayed."""
+        return f"host={HOST} port={self.pg_port} dbname={CONTROL_DATABASE} user={PG_USER}"
+
+    @property
+    def dynamodb_endpoint_url(self) -> str:
+        """moto serves DynamoDB on the same port as S3."""
+        return self.s3_endpoint_url
+
+    def describe_warehouse(self) -> str:
+        if self.warehouse_mode == "postgres":
+            return "warehouse: postgres"
+        return (f"warehouse: {self.warehouse_mode} (SERIALIZABLE by default, COMMIT +"
+                f"{self.commit_latency_ms} ms via {RELAY} on {address(self.relay_port or 0)})")
 
     def env(self) -> dict[str, str]:
         """Environment variables that point shardline (and boto3) at this stack."""
@@ -57,12 +84,16 @@ class StackInfo:
             "SHARDLINE_S3_BUCKET": self.bucket,
             "SHARDLINE_GEARMAN_SERVERS": self.gearman_server,
             "SHARDLINE_WAREHOUSE_DSN": self.dsn,
+            "SHARDLINE_CONTROL_BACKEND": "postgres",
+            "SHARDLINE_CONTROL_DSN": self.control_dsn,
+            "SHARDLINE_CONTROL_DYNAMODB_ENDPOINT_URL": self.dynamodb_endpoint_url,
             **DUMMY_AWS_ENV,
         }
 
     def client(self, service: str, **kwargs: Any):
-        """A boto3 client ("kinesis" or "s3") for this stack, with the dummy credentials."""
-        endpoint = {"kinesis": self.kinesis_endpoint_url, "s3": self.s3_endpoint_url}[service]
+        """A boto3 client ("kinesis", "s3" or "dynamodb") for this stack, dummy credentials."""
+        endpoint = {"kinesis": self.kinesis_endpoint_url, "s3": self.s3_endpoint_url,
+                    "dynamodb": self.dynamodb_endpoint_url}[service]
         return boto_client(service, endpoint, **kwargs)
 
 
@@ -101,8 +132,18 @@ def locked(dir: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def service_names(state: dict) -> tuple[str, ...]:
+    """The core services, plus the relay when the warehouse is redshift-like."""
+    return SERVICES + ((RELAY,) if RELAY in state["ports"] else ())
+
+
+def warehouse(state: dict) -> dict:
+    """``{"mode": ..., "commit_latency_ms": ...}`` (stacks from before the modes: postgres)."""
+    return state.get("warehouse") or {"mode": "postgres", "commit_latency_ms": 0}
+
+
 def info_from_state(state: dict) -> StackInfo:
-    ports = state["ports"]
+    ports, wh = state["ports"], warehouse(state)
     return StackInfo(
         dir=Path(state["dir"]),
         gearman_port=ports["gearman"],
@@ -111,6 +152,9 @@ def info_from_state(state: dict) -> StackInfo:
         pg_port=ports["postgres"],
         bucket=state["bucket"],
         pg_socket_dir=Path(state["pg"]["socket_dir"]),
+        warehouse_mode=wh["mode"],
+        relay_port=ports.get(RELAY),
+        commit_latency_ms=wh["commit_latency_ms"],
     )
 
 

@@ -9,7 +9,9 @@ real process stop. Clients therefore go through these proxies, which make the fa
   iterators, 500s, slow answers or dropped connections, at seeded random rates or in
   forced storms. Writes are never faulted.
 - ``TcpGate``: a TCP relay in front of moto S3 that can be cut (every connection reset,
-  new ones reset at accept) and restored.
+  new ones reset at accept) and restored. It is the devstack's relay
+  (``shardline.devstack.relay.TcpRelay``, which also adds commit latency in front of
+  PostgreSQL), re-exported here under the campaign's name.
 """
 from __future__ import annotations
 
@@ -17,7 +19,6 @@ import http.client
 import json
 import random
 import socket
-import struct
 import sys
 import threading
 import time
@@ -28,6 +29,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
+from shardline.devstack.relay import TcpRelay as TcpGate, quietly as _quietly  # noqa: F401
+
 KINDS = ("throttled", "expired", "500", "slow", "drop")
 OTHER_OPS = frozenset({"GetShardIterator", "ListShards", "DescribeStream",
                        "DescribeStreamSummary"})
@@ -36,7 +39,6 @@ _SKIP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-auth
                    "te", "trailers", "transfer-encoding", "upgrade", "expect",
                    "content-length"})
 _JSON = "application/x-amz-json-1.1"
-_LINGER_0 = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RST, not FIN
 _ERRORS = {  # kind -> (status, __type, message)
     "throttled": (400, "ProvisionedThroughputExceededException",
                   "Rate exceeded for {} (injected)"),
@@ -229,136 +231,3 @@ class KinesisFaultProxy:
                 self._drops["before" if before else "after"] += 1
                 return kind, before, 0.0
             return kind, False, self.rng.uniform(*self.rates.slow_s) if kind == "slow" else 0.0
-
-
-class TcpGate:
-    """TCP relay in front of moto S3 that can be cut (an S3 outage) and restored."""
-
-    def __init__(self, upstream: tuple[str, int], host: str = "127.0.0.1", port: int = 0) -> None:
-        self.upstream = upstream
-        self._listener = socket.create_server((host, port))
-        self._listener.settimeout(0.1)  # the accept loop notices stop()
-        self.port: int = self._listener.getsockname()[1]
-        self.url = f"http://{host}:{self.port}"
-        self.outages = 0  # number of cut() calls
-        self._cut = False
-        self._stopping = threading.Event()
-        self._lock = threading.Lock()
-        self._links: dict[tuple[socket.socket, socket.socket], list[threading.Thread]] = {}
-        self._dead: set[tuple[socket.socket, socket.socket]] = set()  # being reset
-        self._live: Counter[tuple[socket.socket, socket.socket]] = Counter()  # pumps running
-        self._thread = threading.Thread(target=self._accept_loop, daemon=True,
-                                        name=f"tcp-gate-{self.port}")
-
-    def start(self) -> TcpGate:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stopping.set()
-        if self._thread.is_alive():
-            self._thread.join(5)
-        self._listener.close()
-        with self._lock:
-            links = dict(self._links)
-        for link, threads in links.items():
-            self._kill(link)
-            for t in threads:
-                t.join(5)
-
-    def cut(self) -> None:
-        """Outage: reset every open connection, and new ones at accept, until restore()."""
-        with self._lock:
-            self._cut = True
-            self.outages += 1
-            links = list(self._links)
-        for link in links:
-            self._kill(link)
-
-    def restore(self) -> None:
-        with self._lock:
-            self._cut = False
-
-    def _kill(self, link: tuple[socket.socket, socket.socket]) -> None:
-        """Linger 0 and wake the pumps; the last pump out closes both sockets (RST)."""
-        with self._lock:
-            self._dead.add(link)
-        for s in link:
-            _quietly(s.setsockopt, socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_0)
-            _quietly(s.shutdown, socket.SHUT_RD)  # wakes a blocked recv, sends nothing
-
-    def _accept_loop(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                client, _ = self._listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            try:
-                if self._cut:
-                    raise ConnectionRefusedError("gate is cut")
-                upstream = socket.create_connection(self.upstream, timeout=5)
-            except OSError:
-                _reset(client)
-                continue
-            link = (client, upstream)
-            threads = [threading.Thread(target=self._pump, args=(link, src, dst), daemon=True,
-                                        name=f"tcp-gate-{self.port}-pump")
-                       for src, dst in (link, link[::-1])]
-            with self._lock:
-                if self._cut:
-                    _reset(client)
-                    _reset(upstream)
-                    continue
-                self._links[link] = threads
-                self._live[link] = 2
-            for s in link:
-                s.settimeout(0.25)  # a pump blocked in send() notices a reset
-            for t in threads:
-                t.start()
-
-    def _pump(self, link: tuple[socket.socket, socket.socket], src: socket.socket,
-              dst: socket.socket) -> None:
-        try:
-            while link not in self._dead:
-                try:
-                    data = src.recv(65536)
-                except TimeoutError:
-                    continue
-                if not data:
-                    if link not in self._dead:  # half-close: pass the FIN on
-                        _quietly(dst.shutdown, socket.SHUT_WR)
-                    break
-                view = memoryview(data)
-                while view and link not in self._dead:
-                    try:
-                        view = view[dst.send(view):]
-                    except TimeoutError:
-                        continue
-        except OSError:
-            self._kill(link)  # one side reset: reset the other
-        finally:
-            with self._lock:
-                self._live[link] -= 1
-                last = self._live[link] == 0
-                if last:
-                    del self._live[link], self._links[link]
-                    self._dead.discard(link)
-            if last:
-                for s in link:
-                    s.close()
-
-
-def _quietly(fn: Any, *args: Any) -> None:
-    """Call a socket operation that may fail on an already broken connection."""
-    try:
-        fn(*args)
-    except OSError:
-        pass
-
-
-def _reset(sock: socket.socket) -> None:
-    """Close with RST instead of FIN."""
-    _quietly(sock.setsockopt, socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_0)
-    sock.close()
