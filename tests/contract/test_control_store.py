@@ -1,0 +1,406 @@
+"""One contract for every control store backend: memory, PostgreSQL, DynamoDB (moto).
+
+``postgres`` runs on a fresh schema of the test stack's ``shardline_control`` database and
+``dynamodb`` on fresh tables (a per-test prefix) of the stack's moto server; both through
+``create_tables()``, as ``shardline migrate --control`` does. Time is a fake clock the test
+moves; the stores take every timestamp from it.
+"""
+from __future__ import annotations
+
+import threading
+import uuid
+from datetime import datetime, timedelta
+from typing import Any, Callable, Iterator
+
+import psycopg2
+import pytest
+
+from shardline.control import SHARD_END, Checkpoint
+from shardline.controlstore import ControlStore, MemoryStore
+from shardline.errors import LeaseHeld, LeaseLost
+from shardline.workers.ledger import LOADED, PENDING, StagedFile
+
+T0 = 1_800_000_000.0  # 2027-01-15 08:00 UTC
+TTL = 30.0
+
+
+class Clock:
+    def __init__(self, t: float = T0):
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+    def advance(self, seconds: float) -> None:
+        self.t += seconds
+
+
+def _postgres(request: Any, clock: Clock) -> Iterator[ControlStore]:
+    from shardline.controlstore.postgres import PostgresStore
+
+    stack = request.getfixturevalue("stack")
+    schema = f"c_{uuid.uuid4().hex[:8]}"
+    store = PostgresStore(stack.control_dsn, schema, clock=clock)
+    assert store.create_tables() == ["001_control_store"]
+    try:
+        yield store
+    finally:
+        store.close()
+        conn = psycopg2.connect(stack.control_dsn)
+        conn.autocommit = True
+        with conn, conn.cursor() as cur:
+            cur.execute("SET lock_timeout = '10s'")
+            cur.execute(f'DROP SCHEMA "{schema}" CASCADE')
+        conn.close()
+
+
+def _dynamodb(request: Any, clock: Clock) -> Iterator[ControlStore]:
+    from shardline.controlstore.dynamodb import DynamoStore
+
+    stack = request.getfixturevalue("stack")
+    client = stack.client("dynamodb")
+    prefix = f"t{uuid.uuid4().hex[:8]}_"
+    store = DynamoStore(client, prefix, clock=clock)
+    assert len(store.create_tables()) == len(DynamoStore.TABLES)
+    try:
+        yield store
+    finally:
+        for name in store.t.values():
+            client.delete_table(TableName=name)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture(params=["memory",
+                        pytest.param("postgres", marks=pytest.mark.integration),
+                        pytest.param("dynamodb", marks=pytest.mark.integration)])
+def store(request: Any, clock: Clock) -> Iterator[ControlStore]:
+    if request.param == "memory":
+        yield MemoryStore(clock)
+    else:
+        yield from {"postgres": _postgres, "dynamodb": _dynamodb}[request.param](request, clock)
+
+
+def at(clock: Clock, plus_s: float = 0.0) -> datetime:
+    return datetime.utcfromtimestamp(clock.t + plus_s)
+
+
+def staged(key: str, table: str = "page_views", rows: int = 10, size: int = 1000,
+           staged_at: datetime | None = None, shard: str = "shardId-000") -> StagedFile:
+    return StagedFile(s3_key=key, target_table=table, stream="s", shard_id=shard,
+                      first_sequence="100", first_sub_sequence=0, last_sequence="200",
+                      last_sub_sequence=3, row_count=rows, byte_count=size,
+                      staged_at=staged_at or datetime(2027, 1, 15, 8, 0, 0))
+
+
+def race(n: int, fn: Callable[[int], Any]) -> list[Any]:
+    """Run fn(i) in n threads released together; results (or exceptions) by i."""
+    barrier, out = threading.Barrier(n), [None] * n
+
+    def run(i: int) -> None:
+        barrier.wait()
+        try:
+            out[i] = fn(i)
+        except Exception as exc:  # noqa: BLE001 - the caller looks at it
+            out[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not any(t.is_alive() for t in threads)
+    return out
+
+
+# ------------------------------------------------------------------------- leases
+
+
+def test_create_tables_is_idempotent(store: ControlStore) -> None:
+    assert store.create_tables() == []
+
+
+def test_tokens_bump_at_every_acquisition_and_a_live_lease_is_held(store, clock) -> None:
+    assert store.get_lease("s", "sh") is None
+    assert store.acquire_lease("s", "sh", "a", TTL) == 1
+    clock.advance(5)
+    with pytest.raises(LeaseHeld) as held:
+        store.acquire_lease("s", "sh", "b", TTL)
+    assert held.value.expires_in_s == pytest.approx(TTL - 5)
+    assert "held by a" in str(held.value)
+    assert store.acquire_lease("s", "sh", "a", TTL) == 2  # a restarted owner re-takes it
+    lease = store.get_lease("s", "sh")
+    assert (lease.owner, lease.token, lease.expires_at) == ("a", 2, at(clock, TTL))
+
+    store.release_lease("s", "sh", "b", 2)  # not b's: nothing happens
+    assert store.get_lease("s", "sh").owner == "a"
+    store.release_lease("s", "sh", "a", 2)
+    assert store.get_lease("s", "sh").owner is None
+    assert store.acquire_lease("s", "sh", "b", TTL) == 3
+    assert [(l.shard_id, l.owner, l.token) for l in store.leases("s")] == [("sh", "b", 3)]
+    assert store.leases("other") == []
+
+
+def test_an_expired_lease_is_taken_over_and_the_old_owner_is_fenced(store, clock) -> None:
+    token_a = store.acquire_lease("s", "sh", "a", TTL)
+    store.checkpoint("s", "sh", "a", token_a, TTL, Checkpoint("100", 0, True))
+    clock.advance(TTL + 1)
+    token_b = store.acquire_lease("s", "sh", "b", TTL)
+    assert token_b == token_a + 1
+
+    with pytest.raises(LeaseLost):
+        store.renew_lease("s", "sh", "a", token_a, TTL)
+    with pytest.raises(LeaseLost):
+        store.checkpoint("s", "sh", "a", token_a, TTL, Checkpoint("999", 0, True))
+    with pytest.raises(LeaseLost):  # right owner name, stale token: still fenced
+        store.checkpoint("s", "sh", "b", token_a, TTL, Checkpoint("999", 0, True))
+    assert store.get_checkpoint("s", "sh").sequence_number == "100"
+    assert store.get_lease("s", "sh").owner == "b"
+    assert [e.sequence_number for e in store.history("s", "sh")] == ["100"]
+
+    store.checkpoint("s", "sh", "b", token_b, TTL, Checkpoint("200", 1, False))
+    cp = store.get_checkpoint("s", "sh")
+    assert (cp.sequence_number, cp.sub_sequence_number, cp.closes_sequence) == ("200", 1, False)
+
+
+def test_an_expired_lease_cannot_renew_or_checkpoint_even_if_nobody_took_it(store, clock):
+    token = store.acquire_lease("s", "sh", "a", TTL)
+    clock.advance(TTL)
+    with pytest.raises(LeaseLost):
+        store.renew_lease("s", "sh", "a", token, TTL)
+    with pytest.raises(LeaseLost):
+        store.checkpoint("s", "sh", "a", token, TTL, Checkpoint("1", 0, True))
+    assert store.get_checkpoint("s", "sh") is None
+    assert store.history("s") == []
+
+
+def test_checkpoint_renews_the_lease_in_the_same_write(store, clock) -> None:
+    token = store.acquire_lease("s", "sh", "a", TTL)
+    clock.advance(20)
+    store.checkpoint("s", "sh", "a", token, TTL, Checkpoint("1", 0, True))
+    assert store.get_lease("s", "sh").expires_at == at(clock, TTL)
+    clock.advance(20)  # 40 s after acquiring: alive only thanks to the checkpoint's renewal
+    store.renew_lease("s", "sh", "a", token, TTL)
+    assert store.get_checkpoint("s", "sh").updated_at == at(clock, -20)
+
+
+def test_concurrent_acquisitions_have_exactly_one_winner(store) -> None:
+    results = race(6, lambda i: store.acquire_lease("s", "sh", f"owner{i}", TTL))
+    winners = [i for i, r in enumerate(results) if r == 1]
+    assert len(winners) == 1, results
+    assert all(isinstance(r, LeaseHeld) for i, r in enumerate(results) if i != winners[0])
+    assert store.get_lease("s", "sh").owner == f"owner{winners[0]}"
+
+
+# --------------------------------------------------------------------- replay, history
+
+
+def test_replay_refuses_a_live_lease_and_works_once_it_is_gone(store, clock) -> None:
+    token = store.acquire_lease("s", "sh", "a", TTL)
+    store.checkpoint("s", "sh", "a", token, TTL, Checkpoint("500", 0, True))
+    with pytest.raises(LeaseHeld, match="live consumer a"):
+        store.move_checkpoint("s", "sh", Checkpoint("100", 0, True), "redo")
+    assert store.get_checkpoint("s", "sh").sequence_number == "500"
+
+    clock.advance(TTL + 1)  # the consumer died: its lease ran out
+    store.move_checkpoint("s", "sh", Checkpoint("100", 0, True), "redo from 100")
+    assert store.get_checkpoint("s", "sh").sequence_number == "100"
+    newest = store.history("s", "sh", limit=1)[0]
+    assert (newest.source, newest.reason, newest.lease_token) == ("replay", "redo from 100", None)
+
+    store.move_checkpoint("s", "sh", None, "from the start")  # clear
+    assert store.get_checkpoint("s", "sh") is None
+    assert store.history("s", "sh", limit=1)[0].sequence_number == "TRIM_HORIZON"
+    assert store.acquire_lease("s", "sh", "b", TTL) == token + 1  # the fence keeps counting
+
+
+def test_replay_on_a_shard_nobody_ever_leased(store) -> None:
+    store.move_checkpoint("s", "new", Checkpoint("7", 0, False), "seed")
+    assert store.get_checkpoint("s", "new").sequence_number == "7"
+    assert store.acquire_lease("s", "new", "a", TTL) == 1
+
+
+def test_history_is_newest_first_by_store_assigned_ids(store, clock) -> None:
+    tokens = {sh: store.acquire_lease("s", sh, "a", TTL) for sh in ("sh1", "sh2")}
+    other = store.acquire_lease("t", "sh1", "a", TTL)
+    written = []
+    for i in range(4):
+        for sh in ("sh1", "sh2"):
+            clock.advance(1)
+            written.append(store.checkpoint("s", sh, "a", tokens[sh], TTL,
+                                            Checkpoint(str(100 + i), 0, True)))
+    store.checkpoint("t", "sh1", "a", other, TTL, Checkpoint("9", 0, True), source="shard_end")
+    assert written == sorted(written) and len(set(written)) == 8
+
+    everything = store.history("s")
+    assert [e.id for e in everything] == written[::-1]
+    assert [e.id for e in store.history("s", limit=3)] == written[::-1][:3]
+    sh2 = store.history("s", "sh2", limit=2)
+    assert [(e.shard_id, e.sequence_number) for e in sh2] == [("sh2", "103"), ("sh2", "102")]
+    assert [e.stream for e in store.history("t")] == ["t"]
+
+    entry = store.history_entry(written[2])
+    assert (entry.stream, entry.shard_id, entry.sequence_number, entry.lease_token,
+            entry.source, entry.created_at) == ("s", "sh1", "101", tokens["sh1"], "consumer",
+                                                at(clock, -5))
+    assert store.history_entry(10**12) is None
+
+
+def test_shard_end_checkpoint_round_trips(store) -> None:
+    token = store.acquire_lease("s", "sh", "a", TTL)
+    store.checkpoint("s", "sh", "a", token, TTL, Checkpoint(SHARD_END, 0, True), "shard_end")
+    assert store.get_checkpoint("s", "sh").shard_end
+    assert store.history("s")[0].source == "shard_end"
+
+
+# -------------------------------------------------------------------------- status
+
+
+def test_status_upserts_keep_unreported_fields_and_refuse_unknown_ones(store, clock) -> None:
+    store.report_status("s", "sh", owner="a", state="reading", records_per_s=12.5,
+                        millis_behind_latest=40)
+    clock.advance(3)
+    store.report_status("s", "sh", state="backpressure", inflight_batches=8)
+    store.report_status("s", "sh0", owner="b")
+    rows = store.statuses("s")
+    assert [r.shard_id for r in rows] == ["sh", "sh0"]
+    row = rows[0]
+    assert (row.owner, row.state, row.records_per_s, row.millis_behind_latest,
+            row.inflight_batches, row.iterator_age_ms, row.updated_at) == (
+        "a", "backpressure", 12.5, 40, 8, None, at(clock))
+    with pytest.raises(TypeError, match="bogus"):
+        store.report_status("s", "sh", bogus=1)
+    assert store.statuses("other") == []
+
+
+# ---------------------------------------------------------------------- the ledger
+
+
+def test_record_is_idempotent_under_a_race(store) -> None:
+    results = race(8, lambda i: store.record_file(staged("k/1.csv.gz", size=100 + i)))
+    assert sorted(results, key=str) == [False] * 7 + [True], results
+    winner = results.index(True)
+    assert store.get_file("k/1.csv.gz").byte_count == 100 + winner
+    assert store.pending_stats("page_views").files == 1
+
+
+def test_a_retried_record_never_moves_a_loaded_file_back(store) -> None:
+    assert store.record_file(staged("k/1")) is True
+    assert store.mark_loaded("page_views", ["k/1"], "load-1") == 1
+    assert store.record_file(staged("k/1")) is False
+    f = store.get_file("k/1")
+    assert (f.state, f.load_id) == (LOADED, "load-1")
+    assert store.get_file("missing") is None
+
+
+def test_a_file_without_good_rows_is_born_loaded(store) -> None:
+    assert store.record_file(staged("k/empty", rows=0))
+    f = store.get_file("k/empty")
+    assert (f.state, f.loaded_at) == (LOADED, f.staged_at)
+    assert store.pending_files("page_views", 10) == []
+
+
+def test_an_over_long_value_is_refused_not_truncated(store) -> None:
+    with pytest.raises(ValueError, match="s3_key"):
+        store.record_file(staged("k/" + "x" * 1100))
+    assert store.pending_stats("page_views").files == 0
+
+
+def test_pending_files_oldest_first_with_limit_and_stats(store) -> None:
+    base = datetime(2027, 1, 15, 8, 0, 0)
+    for key, minute, table in [("b", 2, "page_views"), ("a", 2, "page_views"),
+                               ("c", 1, "page_views"), ("z", 0, "clicks")]:
+        store.record_file(staged(key, table=table, staged_at=base + timedelta(minutes=minute),
+                                 size=10 * minute + 1))
+    got = store.pending_files("page_views", 10)
+    assert [f.s3_key for f in got] == ["c", "a", "b"]  # staged_at, then key
+    assert [f.s3_key for f in store.pending_files("page_views", 2)] == ["c", "a"]
+    first = got[0]
+    assert (first.state, first.target_table, first.stream, first.shard_id, first.first_sequence,
+            first.last_sub_sequence, first.row_count, first.staged_at) == (
+        PENDING, "page_views", "s", "shardId-000", "100", 3, 10, base + timedelta(minutes=1))
+    stats = store.pending_stats("page_views")
+    assert (stats.files, stats.bytes, stats.oldest) == (3, 53, base + timedelta(minutes=1))
+    empty = store.pending_stats("nothing")
+    assert (empty.files, empty.bytes, empty.oldest) == (0, 0, None)
+
+
+def test_mark_loaded_flips_only_pending_files_of_that_table(store, clock) -> None:
+    for key in ("a", "b", "c"):
+        store.record_file(staged(key))
+    store.record_file(staged("other", table="clicks"))
+    assert store.quarantine("c", "COPY failed") is True
+    assert store.mark_loaded("page_views", ["a"], "load-1") == 1
+    # a: already loaded, c: quarantined, other: another table, missing: unknown
+    assert store.mark_loaded("page_views", ["a", "b", "c", "other", "missing"], "load-2") == 1
+    states = {k: (store.get_file(k).state, store.get_file(k).load_id)
+              for k in ("a", "b", "c", "other")}
+    assert states == {"a": (LOADED, "load-1"), "b": (LOADED, "load-2"),
+                      "c": ("quarantined", None), "other": (PENDING, None)}
+    assert store.get_file("b").loaded_at == at(clock)
+    assert store.pending_files("page_views", 10) == []
+    assert store.mark_loaded("page_views", [], "load-3") == 0
+
+
+def test_concurrent_mark_loaded_flips_each_file_once(store) -> None:
+    keys = [f"k{i}" for i in range(5)]
+    for key in keys:
+        store.record_file(staged(key))
+    flipped = race(4, lambda i: store.mark_loaded("page_views", keys, f"load-{i}"))
+    assert sum(flipped) == 5, flipped
+    assert {store.get_file(k).load_id for k in keys} <= {f"load-{i}" for i in range(4)}
+
+
+def test_quarantine_takes_a_pending_file_out_with_its_error(store, clock) -> None:
+    base = datetime(2027, 1, 15, 8, 0, 0)
+    store.record_file(staged("late", staged_at=base + timedelta(minutes=5)))
+    store.record_file(staged("early", staged_at=base))
+    store.record_file(staged("fine"))
+    store.mark_loaded("page_views", ["fine"], "load-1")
+    assert store.quarantine("late", "Load into table 'page_views' failed (stl_load_errors)")
+    clock.advance(2)
+    assert store.quarantine("early", "bad gzip")
+    assert store.quarantine("early", "again") is False  # not pending any more
+    assert store.quarantine("fine", "x") is False  # loaded files stay loaded
+    assert store.quarantine("missing", "x") is False
+    got = store.quarantined("page_views")
+    assert [(q.file.s3_key, q.error, q.quarantined_at) for q in got] == [
+        ("early", "bad gzip", at(clock)),
+        ("late", "Load into table 'page_views' failed (stl_load_errors)", at(clock, -2))]
+    assert got[0].file.state == "quarantined"
+    assert store.pending_stats("page_views").files == 0
+    assert store.quarantined("clicks") == []
+
+
+# ----------------------------------------------------------------------- the fleet
+
+
+def test_heartbeats_expire(store, clock) -> None:
+    store.heartbeat("host-b", 10, {"version": "0.1.0"})
+    store.heartbeat("host-a", 30)
+    assert [(h.host_id, h.info, h.expires_at) for h in store.live_hosts()] == [
+        ("host-a", {}, at(clock, 30)), ("host-b", {"version": "0.1.0"}, at(clock, 10))]
+    clock.advance(10)
+    assert [h.host_id for h in store.live_hosts()] == ["host-a"]
+    store.heartbeat("host-b", 10)  # it came back
+    assert [h.host_id for h in store.live_hosts()] == ["host-a", "host-b"]
+    store.remove_host("host-a")
+    store.remove_host("never-there")
+    assert [(h.host_id, h.renewed_at) for h in store.live_hosts()] == [("host-b", at(clock))]
+
+
+def test_assignments(store) -> None:
+    assert store.assignment("s", "sh1") is None
+    store.assign("s", "sh1", "host-a")
+    store.assign("s", "sh0", "host-b")
+    store.assign("t", "sh1", "host-c")
+    store.assign("s", "sh1", "host-b")  # moved
+    assert store.assignment("s", "sh1") == "host-b"
+    assert store.assignments("s") == {"sh0": "host-b", "sh1": "host-b"}
+    store.assign("s", "sh0", None)
+    store.assign("s", "never", None)
+    assert store.assignments("s") == {"sh1": "host-b"}
+    assert store.assignments("t") == {"sh1": "host-c"}
