@@ -115,6 +115,11 @@ def test_env_has_exactly_the_documented_keys(stack: StackInfo) -> None:
         "SHARDLINE_WAREHOUSE_DSN": (
             f"host=127.0.0.1 port={stack.pg_port} dbname=shardline user=postgres"
         ),
+        "SHARDLINE_CONTROL_BACKEND": "postgres",
+        "SHARDLINE_CONTROL_DSN": (
+            f"host=127.0.0.1 port={stack.pg_port} dbname=shardline_control user=postgres"
+        ),
+        "SHARDLINE_CONTROL_DYNAMODB_ENDPOINT_URL": f"http://127.0.0.1:{stack.s3_port}",
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_DEFAULT_REGION": "us-east-1",
@@ -153,6 +158,28 @@ def test_gearman_round_trip(stack: StackInfo) -> None:
     assert _gearman_echo(stack.gearman_server) == b"x"
 
 
+def test_moto_serves_dynamodb_for_the_control_store(stack: StackInfo) -> None:
+    dynamodb = stack.client("dynamodb")
+    name = f"t-{os.getpid()}-probe"
+    dynamodb.create_table(TableName=name, BillingMode="PAY_PER_REQUEST",
+                          KeySchema=[{"AttributeName": "k", "KeyType": "HASH"}],
+                          AttributeDefinitions=[{"AttributeName": "k", "AttributeType": "S"}])
+    try:
+        dynamodb.put_item(TableName=name, Item={"k": {"S": "x"}})
+        assert dynamodb.get_item(TableName=name, Key={"k": {"S": "x"}})["Item"] == {"k": {"S": "x"}}
+    finally:
+        dynamodb.delete_table(TableName=name)
+
+
+def test_the_control_store_has_a_database_of_its_own(stack: StackInfo) -> None:
+    import psycopg2
+
+    with psycopg2.connect(stack.control_dsn) as conn, conn.cursor() as cur:
+        cur.execute("SELECT current_database(), current_setting('transaction_isolation')")
+        assert cur.fetchone() == ("shardline_control", "read committed")
+    conn.close()
+
+
 def test_postgres_answers(pg_conn, pg_schema: str) -> None:
     with pg_conn.cursor() as cur:
         cur.execute("SELECT 1, current_database(), current_schema()")
@@ -188,6 +215,9 @@ def test_stack_env_is_accepted_by_shardline_settings(
     assert loaded.gearman.servers == [stack.gearman_server]
     assert loaded.warehouse.dsn == stack.dsn
     assert loaded.warehouse.schema == stack_env["SHARDLINE_WAREHOUSE_SCHEMA"]
+    assert loaded.control.backend == "postgres"
+    assert loaded.control.dsn == stack.control_dsn != stack.dsn
+    assert loaded.control.dynamodb_endpoint_url == stack.s3_endpoint_url
 
 
 @pytest.mark.parametrize("service", devstack.SERVICES)
@@ -210,7 +240,7 @@ def test_cli_env_can_be_evaluated_by_a_shell(stack: StackInfo) -> None:
     out = subprocess.run(
         ["bash", "-c", script], cwd=devstack.REPO_ROOT, capture_output=True, text=True, check=True
     ).stdout.splitlines()
-    assert out == [stack.dsn, stack.gearman_server, "5"]  # exported, not just set
+    assert out == [stack.dsn, stack.gearman_server, "8"]  # exported, not just set
 
 
 def test_cli_status(stack: StackInfo, capsys: pytest.CaptureFixture[str]) -> None:
