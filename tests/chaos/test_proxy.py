@@ -315,7 +315,7 @@ def test_gate_cut_resets_open_connections(stack, gate):
 def test_gate_half_close_and_stop_leaves_no_threads(stack, s3_prefix):
     port = int(stack.s3_endpoint_url.rsplit(":", 1)[1])
     gate = TcpGate(("127.0.0.1", port)).start()
-    name = f"tcp-gate-{gate.port}"
+    name = f"tcp-relay-{gate.port}"  # TcpGate is shardline.devstack.relay.TcpRelay
     # Half-close: the request, then FIN; the answer still comes back in full.
     sock = socket.create_connection(("127.0.0.1", gate.port), timeout=5)
     sock.sendall(f"GET /{stack.bucket}?list-type=2 HTTP/1.1\r\nHost: x\r\n"
