@@ -11,8 +11,13 @@ def migrate_main(argv: list[str]) -> int:
     parser = command_parser("migrate", "Apply the numbered migrations (sql/migrations, shipped as shardline.sql).")
     parser.add_argument("--print-sql", action="store_true",
                         help="print the rendered SQL for the configured dialect, run nothing")
+    parser.add_argument("--control", action="store_true",
+                        help="create the control store's tables instead ([control] backend: "
+                             "a PostgreSQL database of its own, or DynamoDB tables)")
     args = parser.parse_args(argv)
     settings = load_settings(args)
+    if args.control:
+        return _migrate_control(settings, args.print_sql)
     if args.print_sql:
         for _, name, path in migrate_mod.migrations():
             print(f"-- {name}")
@@ -31,6 +36,32 @@ def migrate_main(argv: list[str]) -> int:
         conn.close()
     get_logger("migrate", schema=settings.warehouse.schema).info(
         "schema is up to date (%d applied now)", len(applied))
+    return ExitCode.OK
+
+
+def _migrate_control(settings: settings_mod.Settings, print_sql: bool) -> int:
+    """``migrate --control``: sql/control on PostgreSQL, or the DynamoDB tables."""
+    from shardline.controlstore import open_store
+
+    log = get_logger("migrate", control=settings.control.backend)
+    if print_sql:
+        if settings.control.backend != "postgres":
+            log.info("the dynamodb backend has no SQL; its tables are made by create_tables()")
+            return ExitCode.OK
+        from shardline.controlstore.postgres import SQL_DIR
+
+        for _, name, path in migrate_mod.migrations(SQL_DIR):
+            print(f"-- {name}")
+            for statement in migrate_mod.render(path.read_text(encoding="utf-8"), "postgres"):
+                print(statement + ";\n")
+        return ExitCode.OK
+    store = open_store(settings)
+    try:
+        created = store.create_tables()
+    finally:
+        store.close()
+    log.info("control store is up to date (%d created now: %s)", len(created),
+             ", ".join(created) or "-")
     return ExitCode.OK
 
 

@@ -404,3 +404,83 @@ def test_assignments(store) -> None:
     store.assign("s", "never", None)
     assert store.assignments("s") == {"sh1": "host-b"}
     assert store.assignments("t") == {"sh1": "host-c"}
+
+
+# ------------------------------------------------------- shardline migrate --control
+
+
+@pytest.fixture
+def cli_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> pytest.MonkeyPatch:
+    monkeypatch.chdir(tmp_path)  # no ./shardline.ini
+    for name in [n for n in __import__("os").environ if n.startswith("SHARDLINE_")]:
+        monkeypatch.delenv(name)
+    return monkeypatch
+
+
+@pytest.mark.parametrize("env, key", [
+    ({"SHARDLINE_CONTROL_BACKEND": "redis"}, "control.backend"),
+    ({}, "control.dsn"),  # postgres is the default backend and needs a DSN
+    ({"SHARDLINE_CONTROL_DSN": "host=db password=hunter2"}, "control.dsn"),
+    ({"SHARDLINE_CONTROL_BACKEND": "dynamodb",
+      "SHARDLINE_CONTROL_DYNAMODB_ENDPOINT_URL": "ftp://x"}, "control.dynamodb_endpoint_url"),
+])
+def test_bad_control_settings_exit_78_naming_the_key(cli_env, capsys, env, key) -> None:
+    from shardline import cli
+
+    for name, value in env.items():
+        cli_env.setenv(name, value)
+    assert cli.main(["migrate", "--control"]) == 78
+    err = capsys.readouterr().err
+    assert key in err and "hunter2" not in err
+
+
+@pytest.mark.integration
+def test_migrate_control_creates_the_postgres_tables_once(stack, cli_env, capsys) -> None:
+    from shardline import cli
+
+    schema = f"m_{uuid.uuid4().hex[:8]}"
+    cli_env.setenv("SHARDLINE_CONTROL_DSN", stack.control_dsn)
+    cli_env.setenv("SHARDLINE_CONTROL_SCHEMA", schema)
+    conn = psycopg2.connect(stack.control_dsn)
+    conn.autocommit = True
+    try:
+        assert cli.main(["migrate", "--control"]) == 0
+        assert cli.main(["migrate", "--control"]) == 0  # nothing left to do
+        with conn.cursor() as cur:
+            cur.execute("SELECT table_name FROM information_schema.tables "
+                        "WHERE table_schema = %s ORDER BY 1", (schema,))
+            assert [r[0] for r in cur.fetchall()] == [
+                "checkpoint_history", "checkpoints", "hosts", "schema_migrations",
+                "shard_assignments", "shard_leases", "shard_status", "staged_files"]
+            cur.execute(f'SELECT name FROM "{schema}".schema_migrations')
+            assert cur.fetchall() == [("001_control_store",)]
+        assert cli.main(["migrate", "--control", "--print-sql"]) == 0
+        assert "CREATE TABLE shard_leases" in capsys.readouterr().out
+    finally:
+        with conn.cursor() as cur:
+            cur.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        conn.close()
+
+
+@pytest.mark.integration
+def test_migrate_control_creates_the_dynamodb_tables(stack, cli_env) -> None:
+    from shardline import cli
+    from shardline.controlstore.dynamodb import DynamoStore
+
+    prefix = f"m{uuid.uuid4().hex[:8]}_"
+    for name, value in {**stack.env(), "SHARDLINE_CONTROL_BACKEND": "dynamodb",
+                        "SHARDLINE_CONTROL_TABLE_PREFIX": prefix}.items():
+        cli_env.setenv(name, value)
+    client = stack.client("dynamodb")
+    try:
+        assert cli.main(["migrate", "--control"]) == 0
+        assert cli.main(["migrate", "--control"]) == 0
+        names = [n for n in client.list_tables()["TableNames"] if n.startswith(prefix)]
+        assert sorted(names) == sorted(prefix + t for t in DynamoStore.TABLES)
+        files = client.describe_table(TableName=f"{prefix}files")["Table"]
+        assert files["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
+        assert {i["IndexName"] for i in files["GlobalSecondaryIndexes"]} == {
+            "pending", "quarantined"}
+    finally:
+        for name in [n for n in client.list_tables()["TableNames"] if n.startswith(prefix)]:
+            client.delete_table(TableName=name)
