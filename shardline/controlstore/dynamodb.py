@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import time
-from datetime import datetime, timedelta
-from decimal import Decimal
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from shardline.errors import ServiceUnavailable, ShardlineError, ThrottledError
@@ -26,85 +24,21 @@ from .base import (
     Lease, PendingStats, Quarantined, ShardStatus, StagedFile, check_status_fields, lease_held,
     lease_lost, replay_entry_checkpoint, replay_refused,
 )  # fmt: skip
+from .dynamodb_schema import (
+    TABLES, from_us as _dt, item as _item, names as _names, ser as _ser, table_specs,
+    to_us as _us, vals as _vals,
+)  # fmt: skip
 
-_EPOCH = datetime(1970, 1, 1)
 _COUNTER = {"stream": {"S": "#counter"}, "id": {"N": "0"}}
 _THROTTLED = {"ProvisionedThroughputExceededException", "ThrottlingException",
               "RequestLimitExceeded", "TransactionConflictException"}
 _FILE_FIELDS = ("s3_key", "target_table", "stream", "shard_id", "first_sequence",
                 "first_sub_sequence", "last_sequence", "last_sub_sequence", "row_count",
                 "byte_count", "dead_letter_key", "dead_letter_count", "state", "load_id")
-_S, _N = "S", "N"
-
-
-def _us(dt: datetime) -> int:
-    return (dt - _EPOCH) // timedelta(microseconds=1)
-
-
-def _dt(us: Any) -> datetime | None:
-    return None if us is None else _EPOCH + timedelta(microseconds=int(us))
-
-
-def _ser(value: Any) -> dict:
-    """A Python value as a DynamoDB attribute value (floats as exact decimals)."""
-    from boto3.dynamodb.types import TypeSerializer
-
-    if isinstance(value, float):
-        value = Decimal(repr(value))
-    elif isinstance(value, Mapping):
-        return {"M": {k: _ser(v) for k, v in value.items()}}
-    return TypeSerializer().serialize(value)
-
-
-def _item(raw: Mapping[str, dict]) -> dict[str, Any]:
-    from boto3.dynamodb.types import TypeDeserializer
-
-    out: dict[str, Any] = {}
-    for key, value in raw.items():
-        plain = TypeDeserializer().deserialize(value)
-        if isinstance(plain, Decimal):
-            plain = int(plain) if plain == plain.to_integral_value() else float(plain)
-        out[key] = plain
-    return out
-
-
-def _vals(**values: Any) -> dict[str, dict]:
-    return {f":{k}": _ser(v) for k, v in values.items()}
-
-
-def _names(*names: str) -> dict[str, str]:
-    return {f"#{n}": n for n in names}
-
-
-def _table(name: str, hash_key: tuple[str, str], range_key: tuple[str, str] | None = None,
-           gsis: Iterable[tuple[str, tuple[str, str], tuple[str, str] | None]] = (),
-           lsis: Iterable[tuple[str, tuple[str, str]]] = ()) -> dict:
-    """A CreateTable request (PAY_PER_REQUEST, indexes project everything)."""
-    attrs = {hash_key[0]: hash_key[1]}
-    schema = [{"AttributeName": hash_key[0], "KeyType": "HASH"}]
-    if range_key:
-        attrs[range_key[0]] = range_key[1]
-        schema.append({"AttributeName": range_key[0], "KeyType": "RANGE"})
-    spec: dict[str, Any] = {"TableName": name, "KeySchema": schema,
-                            "BillingMode": "PAY_PER_REQUEST"}
-
-    def index(iname: str, h: tuple[str, str], r: tuple[str, str] | None) -> dict:
-        attrs.update({h[0]: h[1], **({r[0]: r[1]} if r else {})})
-        keys = [{"AttributeName": h[0], "KeyType": "HASH"}]
-        keys += [{"AttributeName": r[0], "KeyType": "RANGE"}] if r else []
-        return {"IndexName": iname, "KeySchema": keys, "Projection": {"ProjectionType": "ALL"}}
-
-    if gsis:
-        spec["GlobalSecondaryIndexes"] = [index(n, h, r) for n, h, r in gsis]
-    if lsis:
-        spec["LocalSecondaryIndexes"] = [index(n, hash_key, r) for n, r in lsis]
-    spec["AttributeDefinitions"] = [{"AttributeName": k, "AttributeType": t}
-                                    for k, t in attrs.items()]
-    return spec
 
 
 class DynamoStore(ControlStore):
-    TABLES = ("leases", "checkpoints", "history", "status", "files", "hosts", "assignments")
+    TABLES = TABLES
 
     def __init__(self, client: Any, table_prefix: str = "shardline_",
                  clock: Callable[[], float] = time.time):
@@ -146,19 +80,7 @@ class DynamoStore(ControlStore):
         return _item(found["Item"]) if "Item" in found else None
 
     def create_tables(self) -> list[str]:
-        specs = [
-            _table(self.t["leases"], ("stream", _S), ("shard_id", _S)),
-            _table(self.t["checkpoints"], ("stream", _S), ("shard_id", _S)),
-            _table(self.t["history"], ("stream", _S), ("id", _N),
-                   gsis=[("by_id", ("entry_id", _N), None)],
-                   lsis=[("by_shard", ("shard_key", _S))]),
-            _table(self.t["status"], ("stream", _S), ("shard_id", _S)),
-            _table(self.t["files"], ("s3_key", _S),
-                   gsis=[("pending", ("pending_table", _S), ("order_key", _S)),
-                         ("quarantined", ("quarantined_table", _S), ("order_key", _S))]),
-            _table(self.t["hosts"], ("host_id", _S)),
-            _table(self.t["assignments"], ("stream", _S), ("shard_id", _S)),
-        ]
+        specs = table_specs(self.t)
         created = []
         with self._errors("create tables"):
             existing = set(self.client.get_paginator("list_tables").paginate()
@@ -348,7 +270,8 @@ class DynamoStore(ControlStore):
         kw: dict[str, Any] = {"TableName": self.t["history"], "ConsistentRead": True,
                               "ScanIndexForward": False, "Limit": limit}
         if shard_id is None:
-            kw.update(KeyConditionExpression="#stream = :s", ExpressionAttributeNames=_names("stream"),
+            kw.update(KeyConditionExpression="#stream = :s",
+                      ExpressionAttributeNames=_names("stream"),
                       ExpressionAttributeValues=_vals(s=stream))
         else:
             kw.update(IndexName="by_shard",
