@@ -7,6 +7,7 @@ moves; the stores take every timestamp from it.
 """
 from __future__ import annotations
 
+import contextlib
 import threading
 import uuid
 from datetime import datetime, timedelta
@@ -484,3 +485,60 @@ def test_migrate_control_creates_the_dynamodb_tables(stack, cli_env) -> None:
     finally:
         for name in [n for n in client.list_tables()["TableNames"] if n.startswith(prefix)]:
             client.delete_table(TableName=name)
+
+
+# ------------------------------------------------ connection trouble (real backends)
+
+
+@pytest.mark.integration
+def test_postgres_store_rebuilds_its_connection_after_it_was_cut(stack, clock) -> None:
+    from shardline.controlstore.postgres import PostgresStore
+    from shardline.errors import ServiceUnavailable
+
+    made = _postgres(_Req(stack), clock)
+    store = next(made)
+    try:
+        token = store.acquire_lease("s", "sh", "a", TTL)
+        with store.tx() as cur:
+            cur.execute("SELECT pg_backend_pid()")
+            pid = cur.fetchone()[0]
+        with contextlib.closing(psycopg2.connect(stack.control_dsn)) as admin:
+            admin.autocommit = True
+            with admin.cursor() as cur:
+                cur.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        with pytest.raises(ServiceUnavailable, match="control store"):
+            store.renew_lease("s", "sh", "a", token, TTL)
+        store.renew_lease("s", "sh", "a", token, TTL)  # a new connection, same lease
+        assert store.get_lease("s", "sh").token == token
+    finally:
+        next(made, None)  # the fixture's teardown: drop the schema
+    down = PostgresStore("host=127.0.0.1 port=1 dbname=x user=y", connect_timeout_s=1,
+                         clock=clock)
+    with pytest.raises(ServiceUnavailable, match="port=1"):
+        down.get_lease("s", "sh")
+
+
+def test_dynamodb_store_unreachable_is_retriable(clock) -> None:
+    import boto3
+    from botocore.config import Config
+
+    from shardline.controlstore.dynamodb import DynamoStore
+    from shardline.errors import ServiceUnavailable
+
+    client = boto3.client("dynamodb", endpoint_url="http://127.0.0.1:1", region_name="us-east-1",
+                          config=Config(retries={"max_attempts": 1}, connect_timeout=1))
+    store = DynamoStore(client, "x_", clock=clock)
+    with pytest.raises(ServiceUnavailable) as err:
+        store.acquire_lease("s", "sh", "a", TTL)
+    assert err.value.retriable
+
+
+class _Req:
+    """Just enough of a pytest request for ``_postgres`` outside the ``store`` fixture."""
+
+    def __init__(self, stack: Any):
+        self.stack = stack
+
+    def getfixturevalue(self, name: str) -> Any:
+        assert name == "stack"
+        return self.stack
