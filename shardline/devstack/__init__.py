@@ -34,6 +34,7 @@ This package's public API is re-exported here; the modules, bottom up:
     postgres.py  the throwaway PostgreSQL cluster
     services.py  gearmand, kinesalite, moto, pgrelay; the start and health-check tables
     relay.py     TCP relay: outage cut/restore, PostgreSQL commit latency
+    moto_server.py  moto with DynamoDB calls serialised (atomic conditional writes)
     stack.py     up, down, status, load, stop_service, start_service
     cli.py       main(argv), also run by ``python -m shardline.devstack``
 """

@@ -1,13 +1,15 @@
 """The services of the stack: how each one starts and how we know it answers.
 
-gearmand, kinesalite (Kinesis) and moto (S3) are plain child processes, defined here;
-PostgreSQL needs initdb and pg_ctl and lives in ``postgres.py``. ``STARTERS`` and
+gearmand, kinesalite (Kinesis), moto (S3 and DynamoDB, through moto_server.py) and pgrelay
+(relay.py, redshift-like mode only) are plain child processes, defined here; PostgreSQL
+needs initdb and pg_ctl and lives in ``postgres.py``. ``STARTERS`` and
 ``CHECKS`` map each name of ``SERVICES`` to its start function (state -> process record)
 and its health check (port -> None, raising if the service does not answer).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import socket
 import sys
 from pathlib import Path
@@ -74,14 +76,17 @@ def _check_kinesis(port: int) -> None:
 
 
 def _moto_bin() -> str:
-    """moto_server next to our Python (the venv's bin), else from PATH."""
-    moto = Path(sys.executable).parent / "moto_server"
-    return require(moto if moto.exists() else "moto_server", "pip install 'moto[server]'")
+    """The Python that runs moto (moto_server.py: moto with DynamoDB calls serialised)."""
+    if importlib.util.find_spec("moto") is None:
+        raise DevstackError(f"moto is not installed for {sys.executable}: "
+                            "pip install 'moto[server]'")
+    return sys.executable
 
 
 def _start_s3(state: dict) -> dict:
     dir, port = Path(state["dir"]), state["ports"]["s3"]
-    return spawn([_moto_bin(), "-H", HOST, "-p", str(port)], dir / "moto.log")
+    cmd = [_moto_bin(), "-m", "shardline.devstack.moto_server", "-H", HOST, "-p", str(port)]
+    return spawn(cmd, dir / "moto.log")
 
 
 def _check_s3(port: int) -> None:

@@ -347,12 +347,12 @@ def test_mark_loaded_flips_only_pending_files_of_that_table(store, clock) -> Non
 
 
 def test_concurrent_mark_loaded_flips_each_file_once(store) -> None:
-    keys = [f"k{i}" for i in range(5)]
+    keys = [f"k{i}" for i in range(20)]
     for key in keys:
         store.record_file(staged(key))
-    flipped = race(4, lambda i: store.mark_loaded("page_views", keys, f"load-{i}"))
-    assert sum(flipped) == 5, flipped
-    assert {store.get_file(k).load_id for k in keys} <= {f"load-{i}" for i in range(4)}
+    flipped = race(8, lambda i: store.mark_loaded("page_views", keys, f"load-{i}"))
+    assert sum(flipped) == 20, flipped
+    assert {store.get_file(k).load_id for k in keys} <= {f"load-{i}" for i in range(8)}
 
 
 def test_quarantine_takes_a_pending_file_out_with_its_error(store, clock) -> None:
