@@ -5,9 +5,11 @@ Every fenced decision is a DynamoDB condition: the lease's owner, token and expi
 ``ConditionExpression`` of the renew, and a checkpoint is one ``TransactWriteItems`` (renew
 the lease, add the history item, move the checkpoint) that lands whole or not at all. The
 ledger insert is a put conditional on the key not existing. Pending and quarantined files
-are found through sparse GSIs keyed by table and ordered by ``<staged µs>#<key>``; history is
-a table keyed (stream, id) with an LSI for one shard, ids from an atomic counter item.
-Times are stored as integer microseconds since the epoch so conditions compare numbers.
+are found through sparse GSIs keyed by table and ordered by ``<staged µs>#<key>`` (GSIs are
+eventually consistent: a file just recorded may show up in ``pending_files`` a moment later,
+which only delays its load; the flips themselves are conditional on the item). History is
+keyed by ``<stream>/<shard>`` and id, ids from an atomic counter item. Times are integer
+microseconds since the epoch so conditions compare numbers (``dynamodb_schema.py``).
 Tables: ``create_tables()`` (PAY_PER_REQUEST), called by ``shardline migrate --control``.
 """
 from __future__ import annotations
@@ -29,7 +31,7 @@ from .dynamodb_schema import (
     to_us as _us, vals as _vals,
 )  # fmt: skip
 
-_COUNTER = {"stream": {"S": "#counter"}, "id": {"N": "0"}}
+_COUNTER = {"shard_key": {"S": "#counter"}, "id": {"N": "0"}}  # no stream, no entry_id: no GSI
 _THROTTLED = {"ProvisionedThroughputExceededException", "ThrottlingException",
               "RequestLimitExceeded", "TransactionConflictException"}
 _FILE_FIELDS = ("s3_key", "target_table", "stream", "shard_id", "first_sequence",
@@ -192,7 +194,7 @@ class DynamoStore(ControlStore):
                    reason: str | None, token: int | None) -> tuple[int, list[dict]]:
         entry_id, now, shown = self._next_id(), _us(self.now()), replay_entry_checkpoint(cp)
         entry = {"stream": stream, "id": entry_id, "entry_id": entry_id, "shard_id": shard_id,
-                 "shard_key": f"{shard_id}#{entry_id:020d}",
+                 "shard_key": f"{stream}/{shard_id}",
                  "sequence_number": shown.sequence_number,
                  "sub_sequence_number": shown.sub_sequence_number,
                  "closes_sequence": shown.closes_sequence, "source": source, "reason": reason,
@@ -267,17 +269,15 @@ class DynamoStore(ControlStore):
 
     def history(self, stream: str, shard_id: str | None = None,
                 limit: int = 50) -> list[HistoryEntry]:
-        kw: dict[str, Any] = {"TableName": self.t["history"], "ConsistentRead": True,
-                              "ScanIndexForward": False, "Limit": limit}
+        kw: dict[str, Any] = {"TableName": self.t["history"], "ScanIndexForward": False,
+                              "Limit": limit}
         if shard_id is None:
-            kw.update(KeyConditionExpression="#stream = :s",
+            kw.update(IndexName="by_stream", KeyConditionExpression="#stream = :s",
                       ExpressionAttributeNames=_names("stream"),
                       ExpressionAttributeValues=_vals(s=stream))
         else:
-            kw.update(IndexName="by_shard",
-                      KeyConditionExpression="#stream = :s AND begins_with(shard_key, :p)",
-                      ExpressionAttributeNames=_names("stream"),
-                      ExpressionAttributeValues=_vals(s=stream, p=f"{shard_id}#"))
+            kw.update(ConsistentRead=True, KeyConditionExpression="shard_key = :k",
+                      ExpressionAttributeValues=_vals(k=f"{stream}/{shard_id}"))
         out = []
         for item in self._query(**kw):
             out.append(self._entry(item))

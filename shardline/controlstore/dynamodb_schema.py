@@ -53,8 +53,7 @@ def names(*attributes: str) -> dict[str, str]:
 
 
 def table_spec(name: str, hash_key: tuple[str, str], range_key: tuple[str, str] | None = None,
-               gsis: Iterable[tuple[str, tuple[str, str], tuple[str, str] | None]] = (),
-               lsis: Iterable[tuple[str, tuple[str, str]]] = ()) -> dict:
+               gsis: Iterable[tuple[str, tuple[str, str], tuple[str, str] | None]] = ()) -> dict:
     """A CreateTable request (PAY_PER_REQUEST, indexes project everything)."""
     attrs = {hash_key[0]: hash_key[1]}
     schema = [{"AttributeName": hash_key[0], "KeyType": "HASH"}]
@@ -72,8 +71,6 @@ def table_spec(name: str, hash_key: tuple[str, str], range_key: tuple[str, str] 
 
     if gsis:
         spec["GlobalSecondaryIndexes"] = [index(n, h, r) for n, h, r in gsis]
-    if lsis:
-        spec["LocalSecondaryIndexes"] = [index(n, hash_key, r) for n, r in lsis]
     spec["AttributeDefinitions"] = [{"AttributeName": k, "AttributeType": t}
                                     for k, t in attrs.items()]
     return spec
@@ -83,14 +80,18 @@ TABLES = ("leases", "checkpoints", "history", "status", "files", "hosts", "assig
 
 
 def table_specs(t: dict[str, str]) -> list[dict]:
-    """CreateTable requests of the store; ``t`` maps ``TABLES`` to full table names."""
+    """CreateTable requests of the store; ``t`` maps ``TABLES`` to full table names.
+
+    History is keyed by ``<stream>/<shard>`` (one partition per shard, consistent reads for
+    a shard's history, no LSI and so no 10 GB item-collection limit per key); the GSIs serve
+    the stream-wide listing and the lookup by id, eventually consistent, for operators."""
     S, N = "S", "N"
     return [
         table_spec(t["leases"], ("stream", S), ("shard_id", S)),
         table_spec(t["checkpoints"], ("stream", S), ("shard_id", S)),
-        table_spec(t["history"], ("stream", S), ("id", N),
-                   gsis=[("by_id", ("entry_id", N), None)],
-                   lsis=[("by_shard", ("shard_key", S))]),
+        table_spec(t["history"], ("shard_key", S), ("id", N),
+                   gsis=[("by_stream", ("stream", S), ("id", N)),
+                         ("by_id", ("entry_id", N), None)]),
         table_spec(t["status"], ("stream", S), ("shard_id", S)),
         table_spec(t["files"], ("s3_key", S),
                    gsis=[("pending", ("pending_table", S), ("order_key", S)),
