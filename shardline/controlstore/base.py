@@ -170,6 +170,10 @@ class ControlStore(abc.ABC):
     def get_checkpoint(self, stream: str, shard_id: str) -> Checkpoint | None: ...
 
     @abc.abstractmethod
+    def checkpoints(self, stream: str) -> dict[str, Checkpoint]:
+        """shard id -> checkpoint, for every shard of the stream that has one (status)."""
+
+    @abc.abstractmethod
     def checkpoint(self, stream: str, shard_id: str, owner: str, token: int, ttl_s: float,
                    cp: Checkpoint, source: str = "consumer") -> int:
         """Fenced write: renew our lease, move the checkpoint and add a history entry, all in

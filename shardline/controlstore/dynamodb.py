@@ -176,12 +176,20 @@ class DynamoStore(ControlStore):
             ExpressionAttributeValues=_vals(s=stream))]
 
     # -- checkpoints ------------------------------------------------------------
+    @staticmethod
+    def _checkpoint(i: dict[str, Any]) -> Checkpoint:
+        return Checkpoint(i["sequence_number"], int(i["sub_sequence_number"]),
+                          bool(i["closes_sequence"]), _dt(i["updated_us"]))
+
     def get_checkpoint(self, stream: str, shard_id: str) -> Checkpoint | None:
         found = self._get("checkpoints", stream=stream, shard_id=shard_id)
-        if not found:
-            return None
-        return Checkpoint(found["sequence_number"], int(found["sub_sequence_number"]),
-                          bool(found["closes_sequence"]), _dt(found["updated_us"]))
+        return self._checkpoint(found) if found else None
+
+    def checkpoints(self, stream: str) -> dict[str, Checkpoint]:
+        return {i["shard_id"]: self._checkpoint(i) for i in self._query(
+            TableName=self.t["checkpoints"], ConsistentRead=True,
+            KeyConditionExpression="#stream = :s", ExpressionAttributeNames=_names("stream"),
+            ExpressionAttributeValues=_vals(s=stream))}
 
     def _next_id(self) -> int:
         with self._errors("history counter"):

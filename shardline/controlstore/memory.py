@@ -81,6 +81,11 @@ class MemoryStore(ControlStore):
             found = self._checkpoints.get((stream, shard_id))
             return found[0] if found else None
 
+    def checkpoints(self, stream: str) -> dict[str, Checkpoint]:
+        with self._lock:
+            return {shard: cp for (s, shard), (cp, _) in sorted(self._checkpoints.items())
+                    if s == stream}
+
     def _write(self, stream: str, shard_id: str, cp: Checkpoint | None, source: str,
                reason: str | None, token: int | None) -> int:
         now = self.now()

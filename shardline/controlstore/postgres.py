@@ -179,6 +179,13 @@ class PostgresStore(ControlStore):
             row = cur.fetchone()
             return Checkpoint(*row) if row else None
 
+    def checkpoints(self, stream: str) -> dict[str, Checkpoint]:
+        with self.tx() as cur:
+            cur.execute("SELECT shard_id, sequence_number, sub_sequence_number, closes_sequence, "
+                        "updated_at FROM checkpoints WHERE stream = %s ORDER BY shard_id",
+                        (stream,))
+            return {row[0]: Checkpoint(*row[1:]) for row in cur.fetchall()}
+
     def _write(self, cur: Any, stream: str, shard_id: str, cp: Checkpoint | None, source: str,
                reason: str | None, token: int | None) -> int:
         now, shown = self.now(), replay_entry_checkpoint(cp)

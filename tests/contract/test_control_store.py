@@ -250,6 +250,18 @@ def test_history_is_newest_first_by_store_assigned_ids(store, clock) -> None:
     assert store.history_entry(10**12) is None
 
 
+def test_checkpoints_of_a_stream(store, clock) -> None:
+    for shard, seq in (("sh2", "20"), ("sh1", "10")):
+        token = store.acquire_lease("s", shard, "a", TTL)
+        store.checkpoint("s", shard, "a", token, TTL, Checkpoint(seq, 1, False))
+    store.move_checkpoint("t", "sh1", Checkpoint("99", 0, True), "other stream")
+    got = store.checkpoints("s")
+    assert list(got) == ["sh1", "sh2"]
+    assert (got["sh1"].sequence_number, got["sh1"].sub_sequence_number,
+            got["sh1"].closes_sequence, got["sh1"].updated_at) == ("10", 1, False, at(clock))
+    assert store.checkpoints("none") == {}
+
+
 def test_shard_end_checkpoint_round_trips(store) -> None:
     token = store.acquire_lease("s", "sh", "a", TTL)
     store.checkpoint("s", "sh", "a", token, TTL, Checkpoint(SHARD_END, 0, True), "shard_end")
