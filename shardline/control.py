@@ -17,13 +17,9 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterator
 
 from shardline.errors import LeaseHeld, LeaseLost, ServiceUnavailable
+from shardline.locking import lock_table_sql
 
 SHARD_END = "SHARD_END"
-
-_LOCK = {
-    "postgres": "LOCK TABLE {table} IN SHARE ROW EXCLUSIVE MODE",
-    "redshift": "LOCK {table}",
-}
 
 
 def utc(ts: float) -> datetime:
@@ -116,7 +112,7 @@ class Control:
         return utc(self.clock())
 
     def lock(self, cur: Any, table: str) -> None:
-        cur.execute(_LOCK[self.dialect].format(table=table))
+        cur.execute(lock_table_sql(self.dialect, table))
 
     # -- leases ---------------------------------------------------------------
     def get_lease(self, stream: str, shard_id: str) -> Lease | None:

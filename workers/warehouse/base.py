@@ -1,5 +1,5 @@
-"""What a warehouse dialect is: the plan runner, plus the two things that differ
-between warehouses (the lock statement and the COPY step)."""
+"""What a warehouse dialect is: the plan runner, plus what differs between warehouses
+(the COPY step; the lock statement comes from ``shardline.locking`` by dialect name)."""
 from __future__ import annotations
 
 import abc
@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from shardline.errors import LoadFailed
+from shardline.locking import lock_table_sql
 from shardline.workers.warehouse.plan import AdvanceWatermarks, CopyManifest, Step
 from shardline.workers.warehouse.watermarks import advance_watermarks
 
@@ -26,13 +27,12 @@ class PlanResult:
 
 
 class Dialect(abc.ABC):
-    """What differs between warehouses: the lock statement and the COPY step."""
+    """What differs between warehouses: the COPY step (and, by ``name``, the lock)."""
 
     name: str = ""
 
-    @abc.abstractmethod
     def lock_sql(self, table: str) -> str:
-        ...
+        return lock_table_sql(self.name, table)
 
     @abc.abstractmethod
     def copy(self, cur: Any, step: CopyManifest) -> None:
