@@ -118,14 +118,11 @@ class RowBuilder:
         self._fast_plan = [(name, kind == "text", max_bytes if max_bytes is not None else 1 << 62,
                             (name, kind, max_bytes, nullable))
                            for name, kind, max_bytes, nullable in self.event_plan]
-        missing = [n for n in WORKER_COLUMNS if n not in spec.column_names]
-        if missing:
-            raise ConfigError(f"table {spec.name} lacks the worker columns {', '.join(missing)}")
-        # Row = event values (spec order) + worker values (WORKER_COLUMNS order), then
-        # permuted into spec order when the spec does not already put them so.
-        layout = [col[0] for col in self.event_plan] + list(WORKER_COLUMNS)
-        order = [layout.index(name) for name in spec.column_names]
-        self.permutation = None if order == list(range(len(order))) else order
+        # A row is the event values (spec order) + the worker values (WORKER_COLUMNS
+        # order): every table ends with the worker columns, so no per-row reordering.
+        if tuple(spec.column_names[-len(WORKER_COLUMNS):]) != WORKER_COLUMNS:
+            raise ConfigError(f"table {spec.name} must end with the worker columns "
+                              f"{', '.join(WORKER_COLUMNS)}")
         self._col = {col[0]: col for col in self.columns}
 
     def _worker_value(self, name: str, value: Any) -> Any:
@@ -136,7 +133,6 @@ class RowBuilder:
         transform = self.transform
         fast_plan = self._fast_plan
         event_columns = self.event_columns
-        permutation = self.permutation
         seq_col = self._col["sequence_number"]
         sub_col = self._col["sub_sequence_number"]
         loads = json.loads
@@ -204,8 +200,6 @@ class RowBuilder:
                         raise _Reject(f"arrival time {arrival_ms} ms is out of range") from None
                     seconds[secs] = second
                 values += (shard_value, seq_no, sub, f"{second}.{millis:03d}000", staged_value)
-                if permutation is not None:
-                    values = [values[i] for i in permutation]
                 line = format_row(values)
                 if not line.isascii():
                     self._check_utf8(values)
