@@ -139,7 +139,8 @@ def _check_function_name(value: str) -> str | None:
 # arn:<partition>:iam::<12-digit account>:role/<path><name>, path and name ASCII
 # letters, digits and +=.@_-/ (AWS allows ',' in names too, but Redshift chains roles
 # with ',', so such a role could not be used here).
-IAM_ROLE_ARN = re.compile(r"arn:aws[-a-z]*:iam::\d{12}:role/[A-Za-z0-9+=.@_/-]{1,512}", re.ASCII)
+IAM_ROLE_ARN = re.compile(r"arn:aws[-a-z]*:iam::\d{12}:role/[A-Za-z0-9+=.@_/-]{1,512}",
+                          re.ASCII)
 
 
 def iam_role_chain(value: str) -> list[str]:
@@ -337,12 +338,6 @@ def _convert(f: dataclasses.Field, text: str, where: str) -> Any:
             return float(text)
         if kind == "list":
             return [item.strip() for item in text.split(",") if item.strip()]
-        if kind == "bool":
-            if text.lower() in ("1", "true", "yes", "on"):
-                return True
-            if text.lower() in ("0", "false", "no", "off"):
-                return False
-            raise ValueError
     except ValueError:
         raise ConfigError(f"{where}: {text!r} is not a valid {kind}") from None
     return text

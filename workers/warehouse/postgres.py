@@ -181,9 +181,6 @@ class ManifestReader:
         self.pos += len(out)
         return out
 
-    def readline(self, size: int = -1) -> bytes:  # pragma: no cover - copy_expert uses read
-        return self.read(size)
-
     def close(self) -> None:
         if self.body is not None:
             try:
