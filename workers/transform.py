@@ -1,8 +1,8 @@
 """The default transform: one page-view event (a parsed JSON object) -> its warehouse columns.
 
 A transform is ``callable(event: dict) -> dict`` named by ``worker.transform``
-(``package.module:function``). It returns the *event-derived* columns of the
-target table; the stage worker adds the Kinesis position columns
+(``package.module:function``, resolved by ``load_transform`` below). It returns the
+*event-derived* columns of the target table; the stage worker adds the Kinesis position columns
 (``shard_id``, ``sequence_number``, ``sub_sequence_number``, ``arrival_time``)
 and ``staged_at``, then checks every value against the table spec (NOT NULL,
 type, UTF-8 byte length, no NUL). Raising anything rejects the record: it goes

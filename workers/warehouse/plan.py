@@ -18,8 +18,9 @@ Redshift (the subset both speak: no RETURNING, no ON CONFLICT, no ``= ANY``):
 5. ``INSERT INTO target (cols) SELECT cols FROM (SELECT cols, ROW_NUMBER() OVER
    (PARTITION BY key ORDER BY shard_id, LENGTH(sequence_number), sequence_number,
    sub_sequence_number) AS rn FROM stage_x) ranked WHERE rn = 1``: keep the first
-   copy of each key by Kinesis position (the order of ``shardline.positions``). Ranking in the INSERT's subquery instead
-   of materialising a second staging table gives the same rows with one write less.
+   copy of each key by Kinesis position (``shardline.positions``). Ranking in the
+   INSERT's subquery instead of materialising a second staging table gives the same
+   rows with one write less.
 6. ``UPDATE staged_files SET state = 'loaded' ...`` for exactly these entries (a
    row count mismatch aborts the load).
 7. ``INSERT INTO loads ...``: the history row.
