@@ -76,8 +76,7 @@ class StageJob:
         self.stage(batch, log)
         return b""
 
-    def stage(self, batch: codec.Batch, log: ContextLogger | None = None) -> StagedFile:
-        """Stage one batch; returns its ledger row (as recorded now or by an earlier try)."""
+    def stage(self, batch: codec.Batch, log: ContextLogger | None = None) -> None:
         if not batch.records:
             raise codec.CodecError("empty batch: nothing to stage")
         log = log or self.log
@@ -98,19 +97,17 @@ class StageJob:
             size = len(body)
             self._put(key, body, "text/csv")
         f, l = batch.first, batch.last
-        entry = StagedFile(
+        inserted = self.ledger.record(StagedFile(
             s3_key=key, target_table=self.spec.name, stream=batch.stream,
             shard_id=batch.shard_id, first_sequence=f.sequence_number,
             first_sub_sequence=f.sub_sequence_number, last_sequence=l.sequence_number,
             last_sub_sequence=l.sub_sequence_number, row_count=staged.rows, byte_count=size,
             dead_letter_key=dl_key, dead_letter_count=len(staged.dead_letters),
-            staged_at=now.replace(tzinfo=None))
-        inserted = self.ledger.record(entry)
+            staged_at=now.replace(tzinfo=None)))
         log.info("staged %d rows (%d bytes gz), %d dead letters in %.1f ms%s",
                  staged.rows, size, len(staged.dead_letters),
                  (time.perf_counter() - started) * 1000,
                  "" if inserted else "; ledger row already present (retry)")
-        return entry
 
     def _put(self, key: str, body: bytes, content_type: str) -> None:
         self.s3.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType=content_type)
