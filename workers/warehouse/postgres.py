@@ -169,10 +169,9 @@ class ManifestReader:
                 self.last_byte = out[-1:]
                 return out
 
-    def read(self, size: int = -1) -> bytes:
-        """Up to ``size`` bytes (fewer at a chunk boundary); b"" only at the very end."""
-        if size is None or size < 0:
-            size = 1 << 62
+    def read(self, size: int) -> bytes:
+        """Up to ``size`` bytes (fewer at a chunk boundary); b"" only at the very end.
+        ``copy_expert`` always passes a size."""
         if self.pos >= len(self.buffer):
             self.buffer, self.pos = self._chunk(), 0
             if not self.buffer:
