@@ -17,9 +17,15 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterator
 
 from shardline.errors import LeaseHeld, LeaseLost, ServiceUnavailable
-from shardline.locking import lock_table_sql
 
 SHARD_END = "SHARD_END"
+
+# The one table lock statement per dialect (``Control.lock``): lease changes and replays
+# lock shard_leases, the loader its target table (one load per table at a time).
+_LOCK = {
+    "postgres": "LOCK TABLE {table} IN SHARE ROW EXCLUSIVE MODE",
+    "redshift": "LOCK {table}",
+}
 
 
 def utc(ts: float) -> datetime:
@@ -112,7 +118,7 @@ class Control:
         return utc(self.clock())
 
     def lock(self, cur: Any, table: str) -> None:
-        cur.execute(lock_table_sql(self.dialect, table))
+        cur.execute(_LOCK[self.dialect].format(table=table))
 
     # -- leases ---------------------------------------------------------------
     def get_lease(self, stream: str, shard_id: str) -> Lease | None:

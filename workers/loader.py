@@ -232,7 +232,7 @@ class Loader:
         try:
             with self.control.tx() as cur:
                 try:
-                    cur.execute(self.dialect.lock_sql(self.table))
+                    self.control.lock(cur, self.table)
                     entries = self._pending_entries(cur)
                     if not entries or (len(entries) < cap and
                                        not self.trigger.due(stats_of(entries), started)):

@@ -1,5 +1,6 @@
-"""What a warehouse dialect is: the plan runner, plus what differs between warehouses
-(the COPY step; the lock statement comes from ``shardline.locking`` by dialect name)."""
+"""What a warehouse dialect is: the plan runner, plus what differs between warehouses: the
+COPY step. (The table lock differs too; it is ``Control.lock``, with the rest of the
+dialect-specific control SQL.)"""
 from __future__ import annotations
 
 import abc
@@ -8,7 +9,6 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from shardline.errors import LoadFailed
-from shardline.locking import lock_table_sql
 from shardline.workers.warehouse.plan import AdvanceWatermarks, CopyManifest, Step
 from shardline.workers.warehouse.watermarks import advance_watermarks
 
@@ -27,12 +27,9 @@ class PlanResult:
 
 
 class Dialect(abc.ABC):
-    """What differs between warehouses: the COPY step (and, by ``name``, the lock)."""
+    """What differs between warehouses: the COPY step."""
 
     name: str = ""
-
-    def lock_sql(self, table: str) -> str:
-        return lock_table_sql(self.name, table)
 
     @abc.abstractmethod
     def copy(self, cur: Any, step: CopyManifest) -> None:
