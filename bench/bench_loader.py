@@ -46,7 +46,8 @@ from shardline import clients, csvformat, migrate  # noqa: E402
 from shardline.settings import Settings  # noqa: E402
 from shardline.tables import PAGE_VIEWS  # noqa: E402
 from shardline.workers.ledger import StagedFile  # noqa: E402
-from shardline.workers.warehouse import Manifest, ManifestReader  # noqa: E402
+from shardline.workers.warehouse.plan import Manifest  # noqa: E402
+from shardline.workers.warehouse.postgres import ManifestReader  # noqa: E402
 from shardline.workers.loader import Loader  # noqa: E402
 
 SHARDS = [f"shardId-{i:012d}" for i in range(4)]

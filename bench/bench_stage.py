@@ -39,7 +39,8 @@ sys.path.insert(0, str(ROOT))
 from shardline import codec  # noqa: E402
 from shardline.producer import events  # noqa: E402
 from shardline.tables import PAGE_VIEWS  # noqa: E402
-from shardline.workers.stage import RowBuilder, gzip_bytes  # noqa: E402
+from shardline.workers.rows import RowBuilder  # noqa: E402
+from shardline.workers.stage import gzip_bytes  # noqa: E402
 from shardline.workers.transform import page_view  # noqa: E402
 
 SHARDLINE = str(Path(sys.executable).parent / "shardline")
@@ -99,7 +100,6 @@ def submit_all(servers: list[str], payloads: list[tuple[str, bytes]], inflight: 
             if job.state != gearman.JOB_COMPLETE:
                 errors.append(f"job {unique} ended {job.state}")
                 return
-            json.loads(job.result)
 
     threads = [threading.Thread(target=slot) for _ in range(inflight)]
     t0 = time.perf_counter()

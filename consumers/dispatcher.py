@@ -11,7 +11,6 @@ job and the stage worker treats it idempotently.
 from __future__ import annotations
 
 import hashlib
-import json
 import queue
 import threading
 import time
@@ -28,7 +27,6 @@ class Outcome:
     ticket: int
     ok: bool
     attempts: int
-    result: dict | None = None
     error: str | None = None
 
 
@@ -104,9 +102,8 @@ class Dispatcher:
                 stop=tenacity.stop_after_attempt(self.max_attempts), sleep=self.sleep,
                 before_sleep=self._before_sleep, reraise=True)
             try:
-                result = retryer(self._attempt, holder, payload, unique)
-                outcome = Outcome(ticket, True, retryer.statistics.get("attempt_number", 1),
-                                  result)
+                retryer(self._attempt, holder, payload, unique)
+                outcome = Outcome(ticket, True, retryer.statistics.get("attempt_number", 1))
             except JobError as exc:
                 outcome = Outcome(ticket, False, self.max_attempts, error=str(exc))
             except Exception as exc:  # noqa: BLE001 - report, never kill the thread
@@ -115,7 +112,8 @@ class Dispatcher:
             self._results.put(outcome)
             self.ready.set()
 
-    def _attempt(self, holder: dict, payload: bytes, unique: str) -> dict:
+    def _attempt(self, holder: dict, payload: bytes, unique: str) -> None:
+        """One submit; returns when the job completed (its result carries nothing)."""
         if holder["client"] is None:
             holder["client"] = self.client_factory()
         try:
@@ -126,10 +124,7 @@ class Dispatcher:
             raise JobError(f"gearman submit: {type(exc).__name__}: {exc}") from exc
         state = getattr(req, "state", None)
         if state == "COMPLETE":
-            try:
-                return json.loads(req.result or b"{}")
-            except ValueError:
-                return {"raw": repr(req.result)[:200]}
+            return
         self._discard(holder)
         if state == "FAILED":
             raise JobError(f"stage job {unique} failed (WORK_FAIL)")

@@ -19,7 +19,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from shardline import devstack  # noqa: E402
+from shardline import devstack, layout  # noqa: E402
+from shardline.settings import S3Settings  # noqa: E402
 from shardline.ops.fleet import DEMO_SETTINGS, SHARDLINE, Fleet, shardline  # noqa: E402
 from shardline.ops.fleet import warehouse_query as query  # noqa: E402
 
@@ -125,7 +126,8 @@ def main() -> int:
         span = (last_loaded - first_arrival).total_seconds()
         print(f"   events produced        {good + bad:>9,}  ({good:,} valid, {bad:,} malformed)")
         print(f"   rows loaded            {rows:>9,}  ({distinct_ids:,} distinct event_id)")
-        print(f"   dead letters           {dead:>9,}  (in s3://{info.bucket}/shardline/dead-letter/)")
+        dl_prefix = layout.dead_letter_prefix(env.get("SHARDLINE_S3_PREFIX", S3Settings().prefix))
+        print(f"   dead letters           {dead:>9,}  (in s3://{info.bucket}/{dl_prefix})")
         print(f"   end-to-end latency     p50 {p50:.2f} s   p99 {p99:.2f} s  (PutRecords -> row visible)")
         print(f"   throughput             {rows / span:>9,.0f} rows/s over {span:.1f} s "
               f"(producer paced at {args.rate:,}/s)")

@@ -18,6 +18,9 @@ import struct
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
+from shardline import layout
+from shardline.positions import position
+
 MAGIC = b"SLB"
 VERSION = 1
 AGGREGATED = 0x01
@@ -43,8 +46,8 @@ class Record:
 
     @property
     def position(self) -> tuple[int, str, int]:
-        """Sort key: sequence numbers are decimal strings, compared by length then text."""
-        return (len(self.sequence_number), self.sequence_number, self.sub_sequence_number)
+        """Sort key in Kinesis order (``shardline.positions``)."""
+        return position(self.sequence_number, self.sub_sequence_number)
 
     @property
     def closes_sequence(self) -> bool:
@@ -72,10 +75,8 @@ class Batch:
 
     @property
     def batch_id(self) -> str:
-        """Deterministic name: same records, same id (Gearman unique id, S3 key)."""
-        f, l = self.first, self.last
-        return (f"{self.shard_id}/{f.sequence_number}-{f.sub_sequence_number}"
-                f"_{l.sequence_number}-{l.sub_sequence_number}")
+        """Deterministic name: same records, same id (Gearman unique id, S3 keys)."""
+        return layout.batch_name(self)
 
 
 def _str(text: str, width: struct.Struct) -> bytes:

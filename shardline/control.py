@@ -20,6 +20,8 @@ from shardline.errors import LeaseHeld, LeaseLost, ServiceUnavailable
 
 SHARD_END = "SHARD_END"
 
+# The one table lock statement per dialect (``Control.lock``): lease changes and replays
+# lock shard_leases, the loader its target table (one load per table at a time).
 _LOCK = {
     "postgres": "LOCK TABLE {table} IN SHARE ROW EXCLUSIVE MODE",
     "redshift": "LOCK {table}",

@@ -136,12 +136,29 @@ def _check_function_name(value: str) -> str | None:
     return None
 
 
+# arn:<partition>:iam::<12-digit account>:role/<path><name>, path and name ASCII
+# letters, digits and +=.@_-/ (AWS allows ',' in names too, but Redshift chains roles
+# with ',', so such a role could not be used here).
+IAM_ROLE_ARN = re.compile(r"arn:aws[-a-z]*:iam::\d{12}:role/[A-Za-z0-9+=.@_/-]{1,512}",
+                          re.ASCII)
+
+
+def iam_role_chain(value: str) -> list[str]:
+    """``warehouse.iam_role`` -> its role ARNs (one, or a Redshift chain joined by ',').
+
+    ``ValueError`` (not echoing the value) when a part is not a role ARN."""
+    roles = [r.strip() for r in value.split(",")] if value else []
+    if not all(IAM_ROLE_ARN.fullmatch(r) for r in roles):
+        raise ValueError("must be an IAM role ARN like arn:aws:iam::123456789012:role/"
+                         "RedshiftCopy (chain roles with ',')")
+    return roles
+
+
 def _check_iam_role(value: str) -> str | None:
-    """One role ARN, or a comma-separated chain of them (Redshift role chaining)."""
-    arn = r"arn:aws[a-z-]*:iam::\d{12}:role/[A-Za-z0-9+=.@_/-]{1,512}"
-    if value and not all(re.fullmatch(arn, r.strip()) for r in value.split(",")):
-        return ("must be an IAM role ARN like arn:aws:iam::123456789012:role/RedshiftCopy "
-                "(chain roles with ',')")
+    try:
+        iam_role_chain(value)
+    except ValueError as exc:
+        return str(exc)
     return None
 
 
@@ -345,12 +362,6 @@ def _convert(f: dataclasses.Field, text: str, where: str) -> Any:
             return float(text)
         if kind == "list":
             return [item.strip() for item in text.split(",") if item.strip()]
-        if kind == "bool":
-            if text.lower() in ("1", "true", "yes", "on"):
-                return True
-            if text.lower() in ("0", "false", "no", "off"):
-                return False
-            raise ValueError
     except ValueError:
         raise ConfigError(f"{where}: {text!r} is not a valid {kind}") from None
     return text

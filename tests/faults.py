@@ -253,7 +253,7 @@ class FakeDispatcher:
 
     def finish(self, ticket: int, ok: bool = True, error: str | None = None) -> None:
         from shardline.consumers.dispatcher import Outcome
-        self._outcomes.append(Outcome(ticket, ok, 1, {} if ok else None, error))
+        self._outcomes.append(Outcome(ticket, ok, 1, error))
 
     def finish_all(self) -> None:
         done = {o.ticket for o in self._outcomes}

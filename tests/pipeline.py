@@ -6,7 +6,8 @@ import gzip
 import json
 from typing import Any
 
-from shardline.ops.fleet import Fleet, shardline, wait_for  # noqa: F401  (re-exported for tests)
+from shardline.layout import dead_letter_prefix
+from shardline.ops.fleet import wait_for
 
 # Low-latency settings for tests: small batches, frequent checkpoints and loads.
 FAST = {
@@ -52,7 +53,7 @@ def read_stream(kinesis: Any, stream: str) -> dict[tuple[str, str], bytes]:
 def dead_letters(s3: Any, bucket: str, prefix: str) -> list[dict]:
     lines = []
     paginator = s3.get_paginator("list_objects_v2")
-    for page in paginator.paginate(Bucket=bucket, Prefix=f"{prefix}/dead-letter/"):
+    for page in paginator.paginate(Bucket=bucket, Prefix=dead_letter_prefix(prefix)):
         for obj in page.get("Contents", []):
             body = s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
             for line in gzip.decompress(body).decode().splitlines():

@@ -39,11 +39,14 @@ from typing import Any, Callable, Sequence
 from shardline import clients
 from shardline.control import Control, utc
 from shardline.errors import LoadFailed, RetriableError
+from shardline.layout import manifest_key
 from shardline.logs import get_logger
 from shardline.settings import LoaderSettings, Settings
 from shardline.tables import table_spec
 from shardline.workers.ledger import PENDING, PENDING_FILES_SQL, PENDING_STATS_SQL, StagedFile
-from shardline.workers.warehouse import Dialect, Manifest, build_plan, first_line, make_dialect, manifest_key
+from shardline.workers.warehouse import make_dialect
+from shardline.workers.warehouse.base import Dialect, first_line
+from shardline.workers.warehouse.plan import Manifest, build_plan
 
 MAX_BACKOFF_S = 60.0
 _IDENT = re.compile(r"[^a-z0-9]")
@@ -229,7 +232,7 @@ class Loader:
         try:
             with self.control.tx() as cur:
                 try:
-                    cur.execute(self.dialect.lock_sql(self.table))
+                    self.control.lock(cur, self.table)
                     entries = self._pending_entries(cur)
                     if not entries or (len(entries) < cap and
                                        not self.trigger.due(stats_of(entries), started)):

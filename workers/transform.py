@@ -1,8 +1,8 @@
 """The default transform: one page-view event (a parsed JSON object) -> its warehouse columns.
 
 A transform is ``callable(event: dict) -> dict`` named by ``worker.transform``
-(``package.module:function``). It returns the *event-derived* columns of the
-target table; the stage worker adds the Kinesis position columns
+(``package.module:function``, resolved by ``load_transform`` below). It returns the
+*event-derived* columns of the target table; the stage worker adds the Kinesis position columns
 (``shard_id``, ``sequence_number``, ``sub_sequence_number``, ``arrival_time``)
 and ``staged_at``, then checks every value against the table spec (NOT NULL,
 type, UTF-8 byte length, no NUL). Raising anything rejects the record: it goes
@@ -56,13 +56,16 @@ Derived columns:
 from __future__ import annotations
 
 import functools
+import importlib
 import ipaddress
 import re
 import socket
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Callable
 
-from shardline.errors import BadRecord
+from shardline.errors import BadRecord, ConfigError
+
+Transform = Callable[[dict], dict]
 
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 # scheme://authority path ?query #fragment. Split by hand rather than with urlsplit,
@@ -243,3 +246,24 @@ def page_view(event: dict) -> dict[str, Any]:
         "user_id": user_id,
         "session_id": session_id,
     }
+
+
+# -- the worker.transform setting -------------------------------------------------------
+def load_transform(path: str) -> Transform:
+    """``package.module:function`` -> the callable; ConfigError naming worker.transform if not."""
+    module_name, sep, func_name = path.partition(":")
+    if not sep or not module_name or not func_name:
+        raise ConfigError(f"worker.transform {path!r} must look like package.module:function")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # ImportError, or the module raising at import
+        raise ConfigError(f"worker.transform {path!r}: cannot import {module_name}: "
+                          f"{type(exc).__name__}: {exc}") from None
+    func = getattr(module, func_name, None)
+    if func is None:
+        raise ConfigError(f"worker.transform {path!r}: module {module_name} has no "
+                          f"attribute {func_name}")
+    if not callable(func):
+        raise ConfigError(f"worker.transform {path!r}: {func_name} is a "
+                          f"{type(func).__name__}, not a callable")
+    return func

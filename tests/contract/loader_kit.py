@@ -26,7 +26,8 @@ from shardline.settings import Settings
 from shardline.tables import PAGE_VIEWS
 from shardline.workers.ledger import INSERT_SQL, LOADED, PENDING, PENDING_COLUMNS, StagedFile
 from shardline.workers.loader import Loader
-from shardline.workers.warehouse import RedshiftDialect, position
+from shardline.positions import position
+from shardline.workers.warehouse.redshift import RedshiftDialect
 
 STREAM = "clicks"
 SHARD0 = "shardId-000000000000"

@@ -5,8 +5,9 @@ import signal
 
 import pytest
 
-from tests.stub_stage import Rig, pos
-from tests.pipeline import wait_for
+from shardline.positions import position as pos
+from tests.stub_stage import Rig
+from shardline.ops.fleet import wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -11,7 +11,7 @@ import pytest
 
 from tests.faults import KinesisFaults
 from tests.stub_stage import Rig
-from tests.pipeline import wait_for
+from shardline.ops.fleet import wait_for
 
 from shardline.consumers import main as consumer_main
 from shardline.consumers.reader import kinesis_client

@@ -12,7 +12,9 @@ import time
 
 import pytest
 
-from tests.pipeline import FAST, Fleet, dead_letter_positions, read_stream, shardline, wait_for
+from shardline.ops.fleet import Fleet, shardline, wait_for
+from shardline.positions import position
+from tests.pipeline import FAST, dead_letter_positions, read_stream
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -139,7 +141,7 @@ def test_kills_mid_stream_then_replay_keep_exactly_once(
         row = warehouse(pg_conn, f"SELECT sequence_number FROM checkpoints "
                                  f"WHERE shard_id = '{shard}'")
         pending = warehouse(pg_conn, "SELECT count(*) FROM staged_files WHERE state = 'pending'")
-        return row and (len(row[0][0]), row[0][0]) >= (len(before), before) and pending[0][0] == 0
+        return row and position(row[0][0]) >= position(before) and pending[0][0] == 0
 
     wait_for(caught_up, 120, "the replayed shard to catch up again")
     history = shardline("replay", "--list", "--stream", stream_name, "--shard", shard,

@@ -256,14 +256,14 @@ def test_stage_worker_dead_letters_deep_nesting_as_not_json():
     """The stage worker's json.loads raises RecursionError on it: a dead letter, not a crash."""
     from shardline import codec
     from shardline.tables import PAGE_VIEWS
-    from shardline.workers import stage
+    from shardline.workers import rows
     from shardline.workers.transform import page_view
 
     _, records = _records(40, 0.5, seed=12, bad_kinds=["deep_nesting"])
     batch = codec.Batch("s", "shardId-000000000000", [
         codec.Record(f"{i:056d}", 0, key, data, 1_764_138_601_000)
         for i, (_, key, data) in enumerate(records)])
-    out = stage.RowBuilder(PAGE_VIEWS, page_view).build(
+    out = rows.RowBuilder(PAGE_VIEWS, page_view).build(
         batch, dt.datetime(2026, 11, 26, 7, 0, tzinfo=dt.timezone.utc))
     assert out.rows == 20 and len(out.dead_letters) == 20
     for d in out.dead_letters:
@@ -272,7 +272,7 @@ def test_stage_worker_dead_letters_deep_nesting_as_not_json():
             "from a unicode string",
             "not JSON: maximum recursion depth exceeded while decoding a JSON object "
             "from a unicode string"), d["reason"]
-    assert stage.dead_letter_lines(out.dead_letters).count("\n") == 20
+    assert rows.dead_letter_lines(out.dead_letters).count("\n") == 20
 
 
 def test_hostile_strings_are_awkward_text_and_valid(sample):
@@ -320,18 +320,18 @@ def test_with_duplicates_off_passes_the_source_through():
 
 
 def test_pipeline_stage_agrees_with_the_generator():
-    """The real stage worker (shardline.workers.stage + the default transform) accepts exactly the good
+    """The real stage worker (shardline.workers.rows + the default transform) accepts exactly the good
     records and dead-letters exactly the bad ones: the end-to-end counts depend on it."""
     from shardline import codec
     from shardline.tables import PAGE_VIEWS
-    from shardline.workers import stage
+    from shardline.workers import rows
     from shardline.workers.transform import page_view
 
     _, records = _records(6000, 0.1, seed=99)
     batch = codec.Batch("s", "shardId-000000000000", [
         codec.Record(f"{i:056d}", 0, key, data, 1_764_138_601_000)
         for i, (_, key, data) in enumerate(records)])
-    out = stage.RowBuilder(PAGE_VIEWS, page_view).build(
+    out = rows.RowBuilder(PAGE_VIEWS, page_view).build(
         batch, dt.datetime(2026, 11, 26, 7, 0, tzinfo=dt.timezone.utc))
     dead = {int(d["sequence_number"]) for d in out.dead_letters}
     expected = {i for i, (kind, _, _) in enumerate(records) if kind != events.GOOD}

@@ -14,8 +14,9 @@ from tests.contract.loader_kit import (T0, Clock, FakeS3, FakeWarehouse, csv_gz,
 from shardline import csvformat
 from shardline.errors import ConfigError, LoadFailed, ServiceUnavailable
 from shardline.workers.ledger import StagedFile
-from shardline.workers.warehouse import (Manifest, ManifestReader, PostgresDialect,
-                               manifest_key)
+from shardline.layout import manifest_key
+from shardline.workers.warehouse.plan import Manifest
+from shardline.workers.warehouse.postgres import ManifestReader, PostgresDialect
 from shardline.workers.loader import Loader, MAX_BACKOFF_S
 
 

@@ -17,7 +17,8 @@ from tests.contract.loader_kit import (IAM_ROLE, SHARD0, SHARD1, T0, Clock, Fake
                                  FakeWarehouse, ledger_row, page_view, seq, settings)
 from shardline import csvformat
 from shardline.errors import ConfigError, LoadFailed
-from shardline.workers.warehouse import RedshiftDialect, make_dialect
+from shardline.workers.warehouse import make_dialect
+from shardline.workers.warehouse.redshift import RedshiftDialect
 from shardline.workers.loader import Loader
 
 COLS = ("event_id, occurred_at, url, url_host, url_path, url_query, referrer, referrer_host, "
@@ -224,7 +225,7 @@ def test_only_empty_batches_mark_loaded_without_copy():
 
 
 def test_table_without_natural_key_dedups_on_the_kinesis_position():
-    from shardline.workers.warehouse import Manifest, build_plan
+    from shardline.workers.warehouse.plan import Manifest, build_plan
     from shardline.tables import PAGE_VIEWS, POSITION_KEY, TableSpec
 
     spec = TableSpec("clicks_raw", PAGE_VIEWS.columns)  # dedup_key defaults to POSITION_KEY

@@ -10,14 +10,15 @@ from datetime import datetime, timezone
 
 import pytest
 
-from shardline import codec, settings as settings_mod
+from shardline import codec, layout, settings as settings_mod
 from shardline.errors import ConfigError
 from shardline.tables import PAGE_VIEWS
 from tests.csvcheck import parse_csv
-from shardline.workers import stage as stage_mod
+from shardline.workers import rows as rows_mod, stage as stage_mod
 from shardline.workers.ledger import LOADED, PENDING
-from shardline.workers.stage import RowBuilder, StageJob, load_transform
-from shardline.workers.transform import page_view
+from shardline.workers.rows import RowBuilder
+from shardline.workers.stage import StageJob
+from shardline.workers.transform import load_transform, page_view
 
 UTC = timezone.utc
 STAGED_AT = datetime(2026, 11, 26, 7, 0, 0, 123456, tzinfo=UTC)
@@ -194,7 +195,7 @@ def test_malformed_record_is_a_dead_letter(data, reason):
 
 def test_dead_letter_lines_are_json_lines():
     _, staged = build([b"nope", b"[]", enc(good_event(1))])
-    text = stage_mod.dead_letter_lines(staged.dead_letters)
+    text = rows_mod.dead_letter_lines(staged.dead_letters)
     lines = text.splitlines()
     assert len(lines) == 2 and text.endswith("\n")
     assert [json.loads(l)["reason"].split(":")[0] for l in lines] == ["not JSON",
@@ -244,11 +245,11 @@ def test_transform_aware_non_utc_datetime_converted():
 def test_keys_follow_the_contract():
     batch = make_batch([b"a", b"b", b"c"])
     rng = f"{seq(1)}-0_{seq(3)}-0"
-    assert stage_mod.staged_key("pre/fix/", "page_views", batch) == \
+    assert layout.staged_key("pre/fix/", "page_views", batch) == \
         f"pre/fix/staged/page_views/{STREAM}/{SHARD}/{rng}.csv.gz"
-    assert stage_mod.dead_letter_key("pre", batch) == \
+    assert layout.dead_letter_key("pre", batch) == \
         f"pre/dead-letter/{STREAM}/{SHARD}/{rng}.jsonl.gz"
-    assert stage_mod.staged_key("", "t", batch) == f"staged/t/{STREAM}/{SHARD}/{rng}.csv.gz"
+    assert layout.staged_key("", "t", batch) == f"staged/t/{STREAM}/{SHARD}/{rng}.csv.gz"
 
 
 # -- StageJob with fake S3 and ledger ----------------------------------------------------------
@@ -299,11 +300,11 @@ def test_job_result_objects_and_ledger():
     datas = [enc(good_event(i)) for i in range(5)] + [b"not json", b"[]"]
     batch = make_batch(datas)
     job = make_job()
-    result = json.loads(job.run(codec.encode(batch)))
+    assert job.run(codec.encode(batch)) == b""  # completing is the answer: nobody reads a result
     rng = f"{seq(1)}-0_{seq(7)}-0"
     key = f"pfx/staged/page_views/{STREAM}/{SHARD}/{rng}.csv.gz"
     dl_key = f"pfx/dead-letter/{STREAM}/{SHARD}/{rng}.jsonl.gz"
-    assert result == {"s3_key": key, "rows": 5, "dead_letters": 2, "dead_letter_key": dl_key}
+    assert list(job.ledger.rows) == [key]
     assert set(job.s3.objects) == {key, dl_key}
     rows = parse_csv(gzip.decompress(job.s3.objects[key]).decode())
     assert rows == [expected_row(good_event(i), batch.records[i]) for i in range(5)]
@@ -320,18 +321,18 @@ def test_job_result_objects_and_ledger():
 
 def test_job_without_bad_records_has_no_dead_letter_object():
     job = make_job()
-    result = json.loads(job.run(codec.encode(make_batch([enc(good_event(1))]))))
-    assert result["dead_letters"] == 0 and result["dead_letter_key"] is None
-    assert len(job.s3.objects) == 1
-    assert next(iter(job.ledger.rows.values())).dead_letter_key is None
+    assert job.run(codec.encode(make_batch([enc(good_event(1))]))) == b""
+    (entry,) = job.ledger.rows.values()
+    assert entry.dead_letter_count == 0 and entry.dead_letter_key is None
+    assert list(job.s3.objects) == [entry.s3_key]
 
 
 def test_job_with_only_bad_records_writes_no_staged_object():
     job = make_job()
-    result = json.loads(job.run(codec.encode(make_batch([b"x", b"y"]))))
-    assert result["rows"] == 0 and result["dead_letters"] == 2
-    assert list(job.s3.objects) == [result["dead_letter_key"]]
-    entry = job.ledger.rows[result["s3_key"]]
+    assert job.run(codec.encode(make_batch([b"x", b"y"]))) == b""
+    (entry,) = job.ledger.rows.values()
+    assert entry.dead_letter_key is not None
+    assert list(job.s3.objects) == [entry.dead_letter_key]
     assert (entry.row_count, entry.byte_count, entry.state, entry.dead_letter_count) == \
         (0, 0, LOADED, 2)
     assert entry.params()[14] == entry.staged_at  # loaded_at set: nothing to load
@@ -340,9 +341,10 @@ def test_job_with_only_bad_records_writes_no_staged_object():
 def test_retried_job_overwrites_same_object_and_keeps_one_ledger_row():
     job = make_job()
     payload = codec.encode(make_batch([enc(good_event(1)), b"bad"]))
-    first = job.run(payload)
-    second = job.run(payload)
-    assert first == second
+    assert job.run(payload) == b""
+    first = dict(job.s3.objects)
+    assert job.run(payload) == b""
+    assert job.s3.objects == first  # same keys, same bytes (same clock): overwritten
     assert len(job.s3.objects) == 2 and job.s3.puts == 4  # overwritten, not added
     assert len(job.ledger.rows) == 1
 
@@ -400,8 +402,9 @@ def test_default_transform_setting():
 
 def test_plugin_transform_good(plugin_module):
     job = make_job(**{"worker.transform": f"{plugin_module}:shout"})
-    result = json.loads(job.run(codec.encode(make_batch([enc(good_event(1, session_id="abc"))]))))
-    text = gzip.decompress(job.s3.objects[result["s3_key"]]).decode()
+    job.run(codec.encode(make_batch([enc(good_event(1, session_id="abc"))])))
+    (entry,) = job.ledger.rows.values()
+    text = gzip.decompress(job.s3.objects[entry.s3_key]).decode()
     row = dict(zip(PAGE_VIEWS.column_names, parse_csv(text)[0]))
     assert row["session_id"] == "ABC"
 
@@ -409,9 +412,10 @@ def test_plugin_transform_good(plugin_module):
 def test_plugin_transform_rejecting(plugin_module):
     job = make_job(**{"worker.transform": f"{plugin_module}:picky"})
     batch = make_batch([enc(good_event(1)), enc(good_event(2, user_id="u2"))])
-    result = json.loads(job.run(codec.encode(batch)))
-    assert (result["rows"], result["dead_letters"]) == (1, 1)
-    dl = json.loads(gzip.decompress(job.s3.objects[result["dead_letter_key"]]))
+    job.run(codec.encode(batch))
+    (entry,) = job.ledger.rows.values()
+    assert (entry.row_count, entry.dead_letter_count) == (1, 1)
+    dl = json.loads(gzip.decompress(job.s3.objects[entry.dead_letter_key]))
     assert dl["reason"] == "transform: ValueError: anonymous views are not wanted"
 
 

@@ -1,5 +1,6 @@
-"""What a warehouse dialect is: the plan runner, plus the two things that differ
-between warehouses (the lock statement and the COPY step)."""
+"""What a warehouse dialect is: the plan runner, plus what differs between warehouses: the
+COPY step. (The table lock differs too; it is ``Control.lock``, with the rest of the
+dialect-specific control SQL.)"""
 from __future__ import annotations
 
 import abc
@@ -26,13 +27,9 @@ class PlanResult:
 
 
 class Dialect(abc.ABC):
-    """What differs between warehouses: the lock statement and the COPY step."""
+    """What differs between warehouses: the COPY step."""
 
     name: str = ""
-
-    @abc.abstractmethod
-    def lock_sql(self, table: str) -> str:
-        ...
 
     @abc.abstractmethod
     def copy(self, cur: Any, step: CopyManifest) -> None:

@@ -18,8 +18,9 @@ Redshift (the subset both speak: no RETURNING, no ON CONFLICT, no ``= ANY``):
 5. ``INSERT INTO target (cols) SELECT cols FROM (SELECT cols, ROW_NUMBER() OVER
    (PARTITION BY key ORDER BY shard_id, LENGTH(sequence_number), sequence_number,
    sub_sequence_number) AS rn FROM stage_x) ranked WHERE rn = 1``: keep the first
-   copy of each key by Kinesis position. Ranking in the INSERT's subquery instead
-   of materialising a second staging table gives the same rows with one write less.
+   copy of each key by Kinesis position (``shardline.positions``). Ranking in the
+   INSERT's subquery instead of materialising a second staging table gives the same
+   rows with one write less.
 6. ``UPDATE staged_files SET state = 'loaded' ...`` for exactly these entries (a
    row count mismatch aborts the load).
 7. ``INSERT INTO loads ...``: the history row.
@@ -38,20 +39,19 @@ like any other: rolled back, retried after a backoff.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable, Sequence
 
+from shardline import positions
 from shardline.errors import ConfigError
 from shardline.tables import POSITION_KEY, TableSpec
 from shardline.workers.ledger import LOADED, MARK_LOADED_SQL, PENDING, StagedFile
 
 LEDGER_IN_CHUNK = 1000  # keys per "s3_key IN (...)" statement
 
-# Kinesis position order: sequence numbers are decimal strings longer than NUMERIC(38),
-# so they compare by (length, text).
-POSITION_ORDER = "shard_id, LENGTH(sequence_number), sequence_number, sub_sequence_number"
+# The merge keeps the first copy of an event: lowest shard, then Kinesis position.
+POSITION_ORDER = "shard_id, " + positions.order_by("sequence_number", "sub_sequence_number")
 
 
 # -- manifests -----------------------------------------------------------------------
@@ -75,18 +75,6 @@ class Manifest:
             {"url": self.object_url(e), "mandatory": True,
              "meta": {"content_length": e.byte_count}} for e in self.entries]},
             indent=1).encode()
-
-
-def manifest_key(prefix: str, table: str, load_id: str) -> str:
-    head = prefix.strip("/")
-    return f"{head + '/' if head else ''}manifests/{table}/{load_id}.manifest"
-
-
-def parse_s3_url(url: str) -> tuple[str, str]:
-    match = re.fullmatch(r"s3://([^/]+)/(.+)", url)
-    if not match:
-        raise ValueError(f"not an s3:// URL: {url!r}")
-    return match.group(1), match.group(2)
 
 
 # -- the steps -----------------------------------------------------------------------

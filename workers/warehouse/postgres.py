@@ -32,9 +32,6 @@ class PostgresDialect(Dialect):
         self.s3 = s3
         self.prefetch = max(1, prefetch)
 
-    def lock_sql(self, table: str) -> str:
-        return f"LOCK TABLE {table} IN SHARE ROW EXCLUSIVE MODE"
-
     def copy_sql(self, step: CopyManifest) -> str:
         return (f"COPY {step.stage_table} ({', '.join(step.columns)}) FROM STDIN WITH "
                 f"{csvformat.POSTGRES_COPY_OPTIONS}")
@@ -103,7 +100,6 @@ class ManifestReader:
         self.buffer = b""
         self.pos = 0
         self.error: LoadFailed | None = None
-        self.bytes_out = 0
 
     def _get(self, entry: StagedFile) -> Any:
         return self.s3.get_object(Bucket=self.manifest.bucket, Key=entry.s3_key)["Body"]
@@ -173,21 +169,16 @@ class ManifestReader:
                 self.last_byte = out[-1:]
                 return out
 
-    def read(self, size: int = -1) -> bytes:
-        """Up to ``size`` bytes (fewer at a chunk boundary); b"" only at the very end."""
-        if size is None or size < 0:
-            size = 1 << 62
+    def read(self, size: int) -> bytes:
+        """Up to ``size`` bytes (fewer at a chunk boundary); b"" only at the very end.
+        ``copy_expert`` always passes a size."""
         if self.pos >= len(self.buffer):
             self.buffer, self.pos = self._chunk(), 0
             if not self.buffer:
                 return b""
         out = self.buffer[self.pos:self.pos + size]
         self.pos += len(out)
-        self.bytes_out += len(out)
         return out
-
-    def readline(self, size: int = -1) -> bytes:  # pragma: no cover - copy_expert uses read
-        return self.read(size)
 
     def close(self) -> None:
         if self.body is not None:

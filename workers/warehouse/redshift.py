@@ -5,15 +5,13 @@ The role ARN is validated at start and never appears in a message or log line
 """
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from shardline import csvformat
 from shardline.errors import ConfigError, LoadFailed
+from shardline.settings import iam_role_chain
 from shardline.workers.warehouse.base import Dialect, first_line
 from shardline.workers.warehouse.plan import CopyManifest
-
-_IAM_ROLE = re.compile(r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+")
 
 
 class RedshiftDialect(Dialect):
@@ -22,19 +20,18 @@ class RedshiftDialect(Dialect):
     name = "redshift"
 
     def __init__(self, iam_role: str):
-        roles = [r.strip() for r in iam_role.split(",")] if iam_role else []
-        if not roles:
+        if not iam_role:
             raise ConfigError("warehouse.iam_role is required for the redshift dialect: the IAM "
                               "role ARN that COPY uses to read the staged files "
                               "(SHARDLINE_WAREHOUSE_IAM_ROLE)")
-        if not all(_IAM_ROLE.fullmatch(r) for r in roles):
+        try:
+            roles = iam_role_chain(iam_role)
+        except ValueError:
             # Do not echo the value: it never goes into a message.
             raise ConfigError("warehouse.iam_role does not look like an IAM role ARN "
-                              "(arn:aws:iam::<12-digit account>:role/<name>; chain roles with ',')")
+                              "(arn:aws:iam::<12-digit account>:role/<name>; chain roles with ',')"
+                              ) from None
         self.iam_role = ",".join(roles)
-
-    def lock_sql(self, table: str) -> str:
-        return f"LOCK {table}"
 
     def copy_sql(self, step: CopyManifest) -> str:
         url = step.manifest.url.replace("'", "''")

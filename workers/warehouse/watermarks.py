@@ -8,19 +8,20 @@ from __future__ import annotations
 
 from typing import Any
 
+from shardline.positions import before, before_params, order_by, position
 from shardline.workers.ledger import LOADED, PENDING
 from shardline.workers.warehouse.plan import AdvanceWatermarks
 
+# Positions are compared in SQL by the one rule of shardline.positions.
+_LAST = ("last_sequence", "last_sub_sequence")
 _SHARD_WHERE = "target_table = %s AND stream = %s AND shard_id = %s"
 _FIRST_PENDING = (f"SELECT last_sequence, last_sub_sequence FROM staged_files "
                   f"WHERE {_SHARD_WHERE} AND state = '{PENDING}' "
-                  f"ORDER BY LENGTH(last_sequence), last_sequence, last_sub_sequence LIMIT 1")
+                  f"ORDER BY {order_by(*_LAST)} LIMIT 1")
 _LAST_LOADED = (f"SELECT last_sequence, last_sub_sequence FROM staged_files "
                 f"WHERE {_SHARD_WHERE} AND state = '{LOADED}'{{below}} "
-                f"ORDER BY LENGTH(last_sequence) DESC, last_sequence DESC, "
-                f"last_sub_sequence DESC LIMIT 1")
-_BELOW = (" AND (LENGTH(last_sequence) < %s OR (LENGTH(last_sequence) = %s AND "
-          "(last_sequence < %s OR (last_sequence = %s AND last_sub_sequence < %s))))")
+                f"ORDER BY {order_by(*_LAST, descending=True)} LIMIT 1")
+_BELOW = f" AND {before(*_LAST)}"
 _CURRENT_WM = ("SELECT loaded_sequence, loaded_sub_sequence FROM shard_watermarks "
                "WHERE stream = %s AND shard_id = %s AND target_table = %s")
 _UPDATE_WM = ("UPDATE shard_watermarks SET loaded_sequence = %s, loaded_sub_sequence = %s, "
@@ -28,11 +29,6 @@ _UPDATE_WM = ("UPDATE shard_watermarks SET loaded_sequence = %s, loaded_sub_sequ
               "AND target_table = %s")
 _INSERT_WM = ("INSERT INTO shard_watermarks (loaded_sequence, loaded_sub_sequence, load_id, "
               "updated_at, stream, shard_id, target_table) VALUES (%s, %s, %s, %s, %s, %s, %s)")
-
-
-def position(seq: str, sub: int) -> tuple[int, str, int]:
-    """A Kinesis position as a sortable tuple (sequence numbers compare by length, text)."""
-    return (len(seq), seq, int(sub))
 
 
 def advance_watermarks(cur: Any, step: AdvanceWatermarks) -> dict[tuple[str, str], tuple]:
@@ -45,9 +41,8 @@ def advance_watermarks(cur: Any, step: AdvanceWatermarks) -> dict[tuple[str, str
         if pending is None:
             cur.execute(_LAST_LOADED.format(below=""), where)
         else:
-            seq, sub = pending[0], pending[1]
             cur.execute(_LAST_LOADED.format(below=_BELOW),
-                        where + (len(seq), len(seq), seq, seq, sub))
+                        where + before_params(pending[0], pending[1]))
         best = cur.fetchone()
         if best is None:
             continue
