@@ -39,11 +39,12 @@ from typing import Any, Callable, Sequence
 from shardline import clients
 from shardline.control import Control, utc
 from shardline.errors import LoadFailed, RetriableError
+from shardline.lifecycle import first_line
 from shardline.logs import get_logger
 from shardline.settings import LoaderSettings, Settings
 from shardline.tables import table_spec
 from shardline.workers.ledger import PENDING, PENDING_FILES_SQL, PENDING_STATS_SQL, StagedFile
-from shardline.workers.warehouse import Dialect, Manifest, build_plan, first_line, make_dialect, manifest_key
+from shardline.workers.warehouse import Dialect, Manifest, build_plan, make_dialect, manifest_key
 
 MAX_BACKOFF_S = 60.0
 _IDENT = re.compile(r"[^a-z0-9]")

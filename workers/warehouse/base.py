@@ -8,13 +8,9 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from shardline.errors import LoadFailed
+from shardline.lifecycle import first_line  # noqa: F401 - postgres/redshift import it here
 from shardline.workers.warehouse.plan import AdvanceWatermarks, CopyManifest, Step
 from shardline.workers.warehouse.watermarks import advance_watermarks
-
-
-def first_line(exc: BaseException) -> str:
-    """The first line of an error's text (or its type name): what goes into a message."""
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 @dataclass
