@@ -40,9 +40,9 @@ import gearman  # noqa: E402
 import psycopg2  # noqa: E402
 
 from shardline.consumers import main as consumer_main  # noqa: E402
-from shardline.consumers.reader import kinesis_client  # noqa: E402
 from shardline import devstack, migrate, settings as settings_mod  # noqa: E402
 from shardline.codec import Batch, Record, encode  # noqa: E402
+from shardline.kinesis import kinesis_client  # noqa: E402
 
 FUNCTION = "bench_consumer_stage"
 
@@ -177,7 +177,8 @@ def main() -> None:
         conn = psycopg2.connect(stack.dsn)
         conn.autocommit = True
         bare_loop(kinesis, stream, args.records)  # warm-up: kinesalite's first full read is slow
-        fast_kinesis = kinesis_client(settings_mod.load(path=os.devnull, env=env))
+        fast_kinesis = kinesis_client(settings_mod.load(path=os.devnull, env=env),
+                                      raw_timestamps=True)
         rows: dict[str, list[float]] = {"bare": [], "bare_fast_ts": [], "naive": [],
                                         "consumer_2MBps": [], "consumer_unpaced": [],
                                         "dispatch_only": []}

@@ -15,12 +15,13 @@ from typing import Any, Sequence
 
 from shardline.consumers.consumer import Consumer
 from shardline.consumers.dispatcher import Dispatcher
-from shardline.consumers.reader import ShardReader, kinesis_client, list_shards
+from shardline.consumers.reader import ShardReader
 from shardline import clients
 from shardline.cli import command_parser, load_settings
 from shardline.control import Control
 from shardline.errors import LeaseError, LeaseHeld
 from shardline.exitcodes import ExitCode
+from shardline.kinesis import kinesis_client, list_shards
 from shardline.logs import get_logger
 from shardline.settings import Settings
 
@@ -58,7 +59,8 @@ def build(settings: Settings, shard_id: str, signals: Signals | None = None,
                 raise ForcedStop()
             time.sleep(min(left, 0.05))
 
-    kinesis = kinesis or kinesis_client(settings)
+    # Epoch-second timestamps: deagg turns ApproximateArrivalTimestamp into ms once.
+    kinesis = kinesis or kinesis_client(settings, raw_timestamps=True)
     reader = ShardReader(kinesis, stream, shard_id, cs, sleep=sleep, log=log)
     dispatcher = Dispatcher(lambda: clients.gearman_client(settings),
                             settings.gearman.stage_function, threads=cs.dispatch_threads,

@@ -81,18 +81,20 @@ def gather_warehouse(control: Any, streams: Sequence[str]) -> dict[str, Any]:
 def gather_kinesis(settings: Settings, streams: Sequence[str]) -> dict[str, Any]:
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from shardline import clients
-    from shardline.ops.supervisor_config import list_shards
+    from shardline.errors import ShardlineError
+    from shardline.kinesis import kinesis_client, list_shards
 
     out: dict[str, Any] = {}
     try:
-        kinesis = clients.kinesis_client(settings)
+        kinesis = kinesis_client(settings)
     except (BotoCoreError, ClientError, ValueError) as exc:
         return {s: {"error": str(exc)} for s in streams}
     for stream in streams:
         try:
-            out[stream] = [{"shard_id": s.shard_id, "open": s.open}
+            out[stream] = [{"shard_id": s.shard_id, "open": s.is_open}
                            for s in list_shards(kinesis, stream)]
+        except ShardlineError as exc:  # StreamNotFound, throttled, unavailable
+            out[stream] = {"error": str(exc)}
         except ClientError as exc:
             err = exc.response.get("Error", {})
             out[stream] = {"error": f"{err.get('Code')}: {err.get('Message')}"}

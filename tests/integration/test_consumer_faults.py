@@ -14,7 +14,7 @@ from tests.stub_stage import Rig
 from tests.pipeline import wait_for
 
 from shardline.consumers import main as consumer_main
-from shardline.consumers.reader import kinesis_client
+from shardline.kinesis import kinesis_client
 from shardline import settings as settings_mod
 
 pytestmark = pytest.mark.integration
@@ -40,7 +40,7 @@ def test_faults_absorbed_nothing_lost_or_repeated(rig):
     (shard,) = rig.create_stream(1)
     seqs = rig.put(1000)[shard]
     settings = settings_mod.load(env=rig.env)
-    kinesis = kinesis_client(settings)  # the consumer's own client
+    kinesis = kinesis_client(settings, raw_timestamps=True)  # the consumer's own client
     faults = KinesisFaults(kinesis, SCHEDULE)
     signals = consumer_main.Signals()
     consumer = consumer_main.build(settings, shard, signals, kinesis=kinesis)

@@ -7,10 +7,11 @@ import pytest
 from tests.faults import Clock, FakeControl, FakeDispatcher, FakeKinesis, client_error
 
 from shardline.consumers.consumer import Consumer
-from shardline.consumers.reader import ShardReader, list_shards
+from shardline.consumers.reader import ShardReader
 from shardline.control import SHARD_END, Checkpoint
 from shardline.errors import BatchFailed, LeaseHeld, LeaseLost, ServiceUnavailable
 from shardline.exitcodes import ExitCode
+from shardline.kinesis import list_shards
 from shardline.settings import Settings
 
 BASE = {"kinesis.stream": "s", "consumer.batch_max_records": "10",
