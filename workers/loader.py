@@ -39,7 +39,7 @@ from typing import Any, Callable, Sequence
 from shardline import clients
 from shardline.control import Control, utc
 from shardline.errors import LoadFailed, RetriableError
-from shardline.lifecycle import first_line
+from shardline.lifecycle import StopSignals, first_line
 from shardline.logs import get_logger
 from shardline.settings import LoaderSettings, Settings
 from shardline.tables import table_spec
@@ -182,7 +182,7 @@ class Loader:
             return StepResult("nothing", poll)
         return StepResult("loaded", 0.0 if result.capped else poll, load=result)
 
-    def run(self, stop: threading.Event) -> None:
+    def run(self, stop: threading.Event | StopSignals) -> None:
         """Loop until ``stop`` is set; a load in progress always finishes first."""
         lc = self.settings.loader
         self.log.info("loader started: dialect=%s trigger: >= %d bytes or >= %d files or "
