@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from botocore.exceptions import EndpointConnectionError
 
-from tests.faults import Clock, FakeKinesis, client_error
+from tests.fakes import Clock, FakeKinesis, client_error
 
 from shardline.consumers.reader import ShardReader, start_position
 from shardline.control import Checkpoint
@@ -75,8 +75,9 @@ def test_old_iterator_is_refreshed_after_last_record_read():
     got = [x.sequence_number for x in r.read().records]
     assert r.refreshes == before + 1
     assert got == seqs[3:6]
-    assert k.calls[-2] == ("get_shard_iterator", {"type": "AFTER_SEQUENCE_NUMBER",
-                                                  "seq": seqs[2]})
+    assert k.calls[-2] == ("get_shard_iterator", {
+        "StreamName": "s", "ShardId": "sh", "ShardIteratorType": "AFTER_SEQUENCE_NUMBER",
+        "StartingSequenceNumber": seqs[2]})
     assert r.iterator_age_s(clock()) == 0.0
 
 
@@ -87,7 +88,7 @@ def test_refresh_before_any_read_uses_start_position():
     clock.advance(100.0)
     got = drain(r, clock)
     assert got == seqs[2:]
-    types = [c[1]["type"] for c in k.calls if c[0] == "get_shard_iterator"]
+    types = [c[1]["ShardIteratorType"] for c in k.calls if c[0] == "get_shard_iterator"]
     assert types == ["AFTER_SEQUENCE_NUMBER", "AFTER_SEQUENCE_NUMBER"]
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.faults import Clock, FakeControl, FakeDispatcher, FakeKinesis, client_error
+from tests.fakes import Clock, FakeControl, FakeDispatcher, FakeKinesis, client_error
 
 from shardline.consumers.consumer import Consumer
 from shardline.consumers.reader import ShardReader

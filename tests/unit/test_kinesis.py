@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 import pytest
 from botocore.exceptions import ReadTimeoutError
 
-from tests.faults import FakeKinesis, client_error
+from tests.fakes import FakeKinesis, client_error
 
 from shardline import kinesis
 from shardline.errors import ConfigError, IteratorExpired, ServiceUnavailable, ThrottledError
@@ -46,26 +46,22 @@ def test_list_shards_gives_parents():
 
 
 def test_list_shards_follows_next_token():
-    class PagedKinesis:
-        def __init__(self):
-            self.calls = []
-
-        def list_shards(self, **kw):
-            self.calls.append(kw)
-            if "StreamName" in kw:
-                return {"Shards": [{"ShardId": "shardId-000000000000",
-                                    "SequenceNumberRange": {"StartingSequenceNumber": "1",
-                                                            "EndingSequenceNumber": "9"}}],
-                        "NextToken": "t1"}
-            return {"Shards": [{"ShardId": "shardId-000000000001",
-                                "ParentShardId": "shardId-000000000000",
-                                "SequenceNumberRange": {"StartingSequenceNumber": "10"}}]}
-
-    fake = PagedKinesis()
+    fake = FakeKinesis(list_page_size=1)
+    fake.add_shard("shardId-000000000000", closed=True)
+    fake.add_shard("shardId-000000000001", parent="shardId-000000000000")
     shards = list_shards(fake, "clicks")
     assert shards == [ShardInfo("shardId-000000000000", closed=True),
                       ShardInfo("shardId-000000000001", parent="shardId-000000000000")]
-    assert fake.calls == [{"StreamName": "clicks"}, {"NextToken": "t1"}]
+    assert [kw for op, kw in fake.calls if op == "list_shards"] == [
+        {"StreamName": "clicks"}, {"NextToken": "t1"}]
+
+
+def test_list_shards_in_hash_key_order():
+    fake = FakeKinesis()
+    fake.add_shard("shardId-000000000002", hash_range=(2 ** 127, 2 ** 128 - 1))
+    fake.add_shard("shardId-000000000001", hash_range=(0, 2 ** 127 - 1))
+    assert [s.shard_id for s in kinesis.open_shards(fake, "s")] == [
+        "shardId-000000000001", "shardId-000000000002"]
 
 
 def test_raw_timestamps_keep_epoch_numbers_and_parse_the_rest():

@@ -14,6 +14,7 @@ from shardline import codec, settings as settings_mod
 from shardline.errors import ConfigError
 from shardline.tables import PAGE_VIEWS
 from tests.csvcheck import parse_csv
+from tests.fakes import FakeS3
 from shardline.workers import stage as stage_mod
 from shardline.workers.ledger import LOADED, PENDING
 from shardline.workers.stage import RowBuilder, StageJob, load_transform
@@ -252,20 +253,6 @@ def test_keys_follow_the_contract():
 
 
 # -- StageJob with fake S3 and ledger ----------------------------------------------------------
-class FakeS3:
-    def __init__(self, fail: Exception | None = None):
-        self.objects: dict[str, bytes] = {}
-        self.puts = 0
-        self.fail = fail
-
-    def put_object(self, Bucket, Key, Body, ContentType=None):
-        if self.fail:
-            raise self.fail
-        assert Bucket == "bkt"
-        self.puts += 1
-        self.objects[Key] = Body
-
-
 class FakeLedger:
     def __init__(self, fail: Exception | None = None):
         self.rows: dict[str, object] = {}
@@ -291,7 +278,8 @@ def job_settings(**over):
 
 
 def make_job(s3=None, ledger=None, **settings_over):
-    return StageJob(job_settings(**settings_over), s3=s3 or FakeS3(), ledger=ledger or FakeLedger(),
+    return StageJob(job_settings(**settings_over), s3=s3 or FakeS3(bucket="bkt"),
+                    ledger=ledger or FakeLedger(),
                     clock=lambda: STAGED_AT.timestamp())
 
 
@@ -343,13 +331,13 @@ def test_retried_job_overwrites_same_object_and_keeps_one_ledger_row():
     first = job.run(payload)
     second = job.run(payload)
     assert first == second
-    assert len(job.s3.objects) == 2 and job.s3.puts == 4  # overwritten, not added
+    assert len(job.s3.objects) == 2 and len(job.s3.puts) == 4  # overwritten, not added
     assert len(job.ledger.rows) == 1
 
 
 def test_s3_failure_fails_the_job_before_the_ledger():
     ledger = FakeLedger()
-    job = make_job(s3=FakeS3(fail=ConnectionError("s3 down")), ledger=ledger)
+    job = make_job(s3=FakeS3(bucket="bkt", fail=ConnectionError("s3 down")), ledger=ledger)
     with pytest.raises(ConnectionError):
         job.run(codec.encode(make_batch([enc(good_event(1))])))
     assert ledger.rows == {}
