@@ -9,11 +9,10 @@ worker object and the step sleeps a capped, jittered backoff
 (``worker.reconnect_max_s``); the next step reconnects and re-registers.
 
 Signals (``shardline.lifecycle.StopSignals``): the first SIGTERM/SIGINT only sets a
-flag. pygearman runs a job
-synchronously inside ``work()``, so the job in hand finishes (and its result is
-sent) before ``after_poll`` sees the flag; ``work()`` then returns, the
-connection is closed (gearmand gives any job it had started to assign us to
-another worker) and ``run()`` returns 0. ``after_poll`` runs at least every
+flag. pygearman runs a job synchronously inside ``work()``, so the job in hand
+finishes (and its result is sent) before ``after_poll`` sees the flag; ``work()``
+then returns, the connection is closed (gearmand gives any job it had started to
+assign us to another worker) and ``run()`` returns 0. ``after_poll`` runs at least every
 ``poll_timeout`` seconds, so an idle worker stops within ~1 s. A second signal
 raises ``lifecycle.ForcedStop`` (a ``KeyboardInterrupt``: exit 130) at once.
 """
