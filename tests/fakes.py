@@ -2,7 +2,8 @@
 
 - ``FakeKinesis``: shards with records, GetShardIterator (all five types),
   GetRecords with iterators that expire by an injected clock, ListShards (paged),
-  a queue of faults to raise and scripted GetRecords answers; every call is recorded
+  PutRecords routed by hash key (with the API's limits), queues of faults to raise,
+  scripted GetRecords answers and PutRecords entry failures; every call is recorded
   as ``(operation, kwargs)`` with the API's own argument names.
 - ``FakeS3``: one bucket in memory: put/get/list (paged), recorded puts, and a
   failure to raise on every call.
@@ -14,8 +15,10 @@ No network, no sleeping. Faults on *real* clients (botocore hooks, proxies) are 
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import itertools
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -24,6 +27,9 @@ from typing import Any, Callable
 from botocore.exceptions import ClientError
 
 HASH_KEY_MAX = 2 ** 128 - 1
+PUT_MAX_RECORDS = 500
+PUT_MAX_BYTES = 5 * 1024 * 1024
+RECORD_MAX_BYTES = 1024 * 1024
 
 
 def client_error(code: str, op: str = "GetRecords", status: int = 400) -> ClientError:
@@ -47,12 +53,14 @@ class FakeShard:
 
 
 class FakeKinesis:
-    """Enough of the Kinesis API for the consumer, ``replay`` and ListShards users.
+    """Enough of the Kinesis API for the consumer, the producer, ``replay`` and ListShards.
 
     ``ApproximateArrivalTimestamp`` is epoch seconds, as the consumer's client
     (``raw_timestamps=True``) returns it. ``answers``: GetRecords responses handed out,
     in order, before the store is read (pages the store cannot make, such as an empty
     page behind the tip). ``list_page_size``: shards per ListShards page (NextToken).
+    ``entry_errors(call, index, entry) -> error code | None`` fails single PutRecords
+    entries (``call`` counts PutRecords calls from 1).
     """
 
     def __init__(self, clock: Callable[[], float] = time.monotonic, iterator_life_s: float = 300,
@@ -62,6 +70,10 @@ class FakeKinesis:
         self.shards: dict[str, FakeShard] = {}
         self.faults: list[BaseException] = []  # raised by the next get_records calls
         self.list_faults: list[BaseException] = []  # ... and by the next list_shards calls
+        self.put_faults: list[BaseException] = []  # ... and by the next put_records calls
+        self.entry_errors: Callable[[int, int, dict], str | None] | None = None
+        self.put_calls = 0
+        self._put_lock = threading.Lock()  # the producer puts from several threads
         self.answers: list[dict] = []  # returned by the next get_records calls
         self.calls: list[tuple[str, dict]] = []
         self._iters: dict[str, tuple[str, int, float]] = {}
@@ -72,12 +84,60 @@ class FakeKinesis:
         self.shards[shard_id] = FakeShard(**kw)
         return self.shards[shard_id]
 
+    def split_evenly(self, n: int) -> list[str]:
+        """``n`` open shards sharing the hash key space evenly, as CreateStream makes them."""
+        step = (HASH_KEY_MAX + 1) // n
+        ids = [f"shardId-{i:012d}" for i in range(n)]
+        for i, sid in enumerate(ids):
+            self.add_shard(sid, hash_range=(i * step, HASH_KEY_MAX if i == n - 1
+                                            else (i + 1) * step - 1))
+        return ids
+
     def put(self, shard_id: str, data: bytes, key: str = "k") -> str:
         s = seq(next(self._seq))
         self.shards[shard_id].records.append({
             "SequenceNumber": s, "PartitionKey": key, "Data": data,
             "ApproximateArrivalTimestamp": time.time()})
         return s
+
+    def shard_for(self, partition_key: str, explicit_hash_key: str | None = None) -> str:
+        """The open shard whose hash key range holds the key's MD5 (or the explicit key)."""
+        h = int(explicit_hash_key) if explicit_hash_key is not None else \
+            int.from_bytes(hashlib.md5(partition_key.encode("utf-8")).digest(), "big")
+        for sid, s in self.shards.items():
+            if not s.closed and s.hash_range[0] <= h <= s.hash_range[1]:
+                return sid
+        raise AssertionError(f"no open shard holds hash key {h}")
+
+    def put_records(self, StreamName: str, Records: list[dict]) -> dict:
+        with self._put_lock:
+            return self._put_records(StreamName, Records)
+
+    def _put_records(self, StreamName: str, Records: list[dict]) -> dict:
+        self.calls.append(("put_records", {"StreamName": StreamName, "Records": Records}))
+        self.put_calls += 1
+        if len(Records) > PUT_MAX_RECORDS or any(
+                len(r["Data"]) + len(r["PartitionKey"]) > RECORD_MAX_BYTES for r in Records) \
+                or sum(len(r["Data"]) + len(r["PartitionKey"]) for r in Records) > PUT_MAX_BYTES:
+            raise client_error("ValidationException", "PutRecords")
+        if self.put_faults:
+            raise self.put_faults.pop(0)
+        out, failed = [], 0
+        for i, entry in enumerate(Records):
+            code = self.entry_errors(self.put_calls, i, entry) if self.entry_errors else None
+            if code:
+                failed += 1
+                out.append({"ErrorCode": code, "ErrorMessage": f"injected {code}"})
+                continue
+            shard_id = self.shard_for(entry["PartitionKey"], entry.get("ExplicitHashKey"))
+            out.append({"ShardId": shard_id,
+                        "SequenceNumber": self.put(shard_id, entry["Data"],
+                                                   entry["PartitionKey"])})
+        return {"FailedRecordCount": failed, "Records": out}
+
+    def stored(self) -> list[tuple[str, bytes]]:
+        """(partition key, data) of every record, shard by shard, in order."""
+        return [(r["PartitionKey"], r["Data"]) for s in self.shards.values() for r in s.records]
 
     def _iterator(self, shard_id: str, index: int) -> str:
         token = f"it-{next(self._ids)}"
