@@ -6,7 +6,7 @@ import gzip
 import json
 from typing import Any
 
-from shardline.ops.fleet import Fleet, shardline, wait_for  # noqa: F401  (re-exported for tests)
+from shardline.ops.fleet import wait_for
 
 # Low-latency settings for tests: small batches, frequent checkpoints and loads.
 FAST = {

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.stub_stage import pos
-from tests.pipeline import wait_for
+from shardline.ops.fleet import wait_for
 
 from shardline.exitcodes import ExitCode
 

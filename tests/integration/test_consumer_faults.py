@@ -12,11 +12,11 @@ import pytest
 
 from tests.faults import KinesisFaults
 from tests.stub_stage import Rig
-from tests.pipeline import wait_for
 
 from shardline.consumers import main as consumer_main
 from shardline.kinesis import kinesis_client
 from shardline.lifecycle import StopSignals
+from shardline.ops.fleet import wait_for
 from shardline import settings as settings_mod
 
 pytestmark = pytest.mark.integration

@@ -12,7 +12,9 @@ import time
 
 import pytest
 
-from tests.pipeline import FAST, Fleet, dead_letter_positions, read_stream, shardline, wait_for
+from tests.pipeline import FAST, dead_letter_positions, read_stream
+
+from shardline.ops.fleet import Fleet, shardline, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
