@@ -180,4 +180,3 @@ class ShardReader:
             self.closed = True
         return ReadResult(records, len(raws), nbytes, resp.get("MillisBehindLatest"),
                           self.closed)
-
