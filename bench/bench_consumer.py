@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -40,9 +41,10 @@ import gearman  # noqa: E402
 import psycopg2  # noqa: E402
 
 from shardline.consumers import main as consumer_main  # noqa: E402
-from shardline.consumers.reader import kinesis_client  # noqa: E402
 from shardline import devstack, migrate, settings as settings_mod  # noqa: E402
 from shardline.codec import Batch, Record, encode  # noqa: E402
+from shardline.kinesis import kinesis_client  # noqa: E402
+from shardline.lifecycle import StopSignals  # noqa: E402
 
 FUNCTION = "bench_consumer_stage"
 
@@ -129,18 +131,18 @@ def consumer_run(env: dict[str, str], stream: str, last_seq: str, n: int,
                  extra: dict[str, str]) -> dict:
     """records/s of one in-process consumer from start() until everything is staged."""
     settings = settings_mod.load(path=os.devnull, env={**env, **extra})
-    signals = consumer_main.Signals()
-    consumer = consumer_main.build(settings, "shardId-000000000000", signals)
+    stop = StopSignals()
+    consumer = consumer_main.build(settings, "shardId-000000000000", stop)
     result: dict = {}
     t0 = time.perf_counter()
     thread = threading.Thread(target=lambda: result.update(rc=consumer_main.run(consumer,
-                                                                                signals)))
+                                                                                stop)))
     thread.start()
     while (consumer.staged_cp is None or consumer.staged_cp.sequence_number != last_seq) \
             and thread.is_alive():
         time.sleep(0.005)
     elapsed = time.perf_counter() - t0
-    signals.count += 1
+    stop.handler(signal.SIGTERM)
     thread.join(60)
     assert result.get("rc") == 0, result
     return {"seconds": elapsed, "records_per_s": n / elapsed}
@@ -177,7 +179,8 @@ def main() -> None:
         conn = psycopg2.connect(stack.dsn)
         conn.autocommit = True
         bare_loop(kinesis, stream, args.records)  # warm-up: kinesalite's first full read is slow
-        fast_kinesis = kinesis_client(settings_mod.load(path=os.devnull, env=env))
+        fast_kinesis = kinesis_client(settings_mod.load(path=os.devnull, env=env),
+                                      raw_timestamps=True)
         rows: dict[str, list[float]] = {"bare": [], "bare_fast_ts": [], "naive": [],
                                         "consumer_2MBps": [], "consumer_unpaced": [],
                                         "dispatch_only": []}

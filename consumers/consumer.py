@@ -18,12 +18,14 @@ import tenacity
 from shardline.consumers.batcher import Batcher
 from shardline.consumers.cadence import CheckpointCadence, Every
 from shardline.consumers.lease import LeaseKeeper, make_owner
-from shardline.consumers.reader import ShardInfo, ShardNotFound, start_position
+from shardline.consumers.reader import start_position
 from shardline.consumers.window import Window
 from shardline.codec import Batch, encoded_size
 from shardline.control import SHARD_END, Checkpoint
-from shardline.errors import BatchFailed, LeaseHeld, RetriableError, ServiceUnavailable
+from shardline.errors import (BatchFailed, LeaseHeld, RetriableError, ServiceUnavailable,
+                              ShardlineError)
 from shardline.exitcodes import ExitCode
+from shardline.kinesis import ShardInfo
 from shardline.logs import get_logger
 from shardline.settings import Settings
 
@@ -33,9 +35,13 @@ LEASE_WAIT_MARGIN_S = 0.2  # past the holder's expiry, for clock steps
 SHARD_LIST_ATTEMPTS = 10  # ListShards tries at start (random exponential up to 5 s: ~20 s)
 
 
+class ShardNotFound(ShardlineError):
+    """The shard is not in the stream (typo, or it aged out)."""
+
+
 class Consumer:
     def __init__(self, settings: Settings, shard_id: str, *, reader: Any, dispatcher: Any,
-                 control: Any, shards: Callable[[], dict[str, ShardInfo]],
+                 control: Any, shards: Callable[[], list[ShardInfo]],
                  clock: Callable[[], float] = time.monotonic,
                  wall: Callable[[], float] = time.time, owner: str | None = None,
                  log: Any = None):
@@ -64,7 +70,6 @@ class Consumer:
         self.millis_behind: int | None = None
         self.records_read = 0
         self._rate_mark: tuple[float, int] | None = None
-        self.checkpoints_written = 0
 
     # -- lifecycle --------------------------------------------------------------
     def start(self) -> None:
@@ -85,7 +90,7 @@ class Consumer:
         self.log.info("starting at %s", self.reader.position)
         self.cadence.start(now)
         if cp is None:
-            self.parents = [p for p in (info.parent, info.adjacent_parent) if p]
+            self.parents = list(info.parents)
         self.state = "waiting_parents" if self.parents else "reading"
         self._report(now)
 
@@ -102,7 +107,7 @@ class Consumer:
             wait=tenacity.wait_random_exponential(multiplier=0.2, max=5),
             stop=tenacity.stop_after_attempt(SHARD_LIST_ATTEMPTS), sleep=self.reader.sleep,
             before_sleep=warn, reraise=True)
-        return retryer(self.shards).get(self.shard_id)
+        return next((s for s in retryer(self.shards) if s.shard_id == self.shard_id), None)
 
     def _acquire_lease(self) -> None:
         """Take the lease, waiting out an expiring one (a restarted consumer finds its dead
@@ -253,7 +258,6 @@ class Consumer:
         self.control.checkpoint(self.stream, self.shard_id, self.owner, self.lease.token,
                                 self.cs.lease_ttl_s, cp, source=source)
         self.committed = cp
-        self.checkpoints_written += 1
         self.lease.renewed(now)
         self.cadence.mark(now)
 
@@ -301,7 +305,7 @@ class Consumer:
             return self.parent_every.remaining(now)
         self.parent_every.mark(now)
         try:
-            live = self.shards()
+            live = {s.shard_id for s in self.shards()}
             waiting = []
             for parent in self.parents:
                 if parent not in live:

@@ -1,46 +1,78 @@
 """KPL de-aggregation: one Kinesis record may carry many user records.
 
-``aws_kinesis_agg`` unpacks the KPL protobuf; we number the user records
-(sub-sequence 0..n-1), flag them AGGREGATED and mark the last one LAST_SUB, so a
-checkpoint on a non-last sub-record resumes AT its sequence number and skips
-what was already delivered. A plain record is sub 0 with LAST_SUB.
+We number the user records (sub-sequence 0..n-1), flag them AGGREGATED and mark the
+last one LAST_SUB, so a checkpoint on a non-last sub-record resumes AT its sequence
+number and skips what was already delivered. A plain record is sub 0 with LAST_SUB.
+
+This is the hot path (every record read), so each value is converted once:
+``ApproximateArrivalTimestamp`` arrives as epoch seconds (the consumer's client has
+``raw_timestamps=True``) and becomes int milliseconds here; sub-record data comes
+straight out of the protobuf as bytes.
 """
 from __future__ import annotations
 
-import base64
+import hashlib
 from datetime import datetime
 from typing import Any, Iterable, Iterator
 
-from aws_kinesis_agg import MAGIC
-from aws_kinesis_agg.deaggregator import iter_deaggregate_records
+from aws_kinesis_agg import DIGEST_SIZE, MAGIC
+# Through the deaggregator module: its messages_pb2 does ``import config_pb2``, which
+# only resolves after that module has put the package directory on sys.path.
+from aws_kinesis_agg.deaggregator import messages_pb2
+from google.protobuf.message import DecodeError
 
 from shardline.codec import AGGREGATED, LAST_SUB, Record
 
 
 def _arrival_ms(raw: dict[str, Any]) -> int:
     ts = raw.get("ApproximateArrivalTimestamp")
-    if isinstance(ts, datetime):
-        return int(ts.timestamp() * 1000)
     if isinstance(ts, (int, float)):
-        return int(ts * 1000)
+        return round(ts * 1000)  # Kinesis gives milliseconds: round, don't truncate 0.999...
+    if isinstance(ts, datetime):  # a client without raw_timestamps
+        return int(ts.timestamp() * 1000)
     return 0
+
+
+def _aggregate(data: bytes) -> Any:
+    """The KPL message in ``data``, or None when it is not a valid KPL aggregate.
+
+    We parse with aws_kinesis_agg's own protobuf message instead of calling its
+    ``iter_deaggregate_records``: with ``data_format="Boto3"`` that one base64-encodes
+    every sub-record's data (Lambda's format), which we would decode straight back,
+    and builds a dict per sub-record. The checks are the library's, in its order, so
+    the same records count as aggregates: the magic prefix, a body longer than the
+    digest, the body's MD5 equal to the trailing digest (a record that merely starts
+    with the magic bytes is plain data), and a body that parses.
+    """
+    if not data.startswith(MAGIC) or len(data) <= len(MAGIC) + DIGEST_SIZE:
+        return None
+    body, digest = data[len(MAGIC):-DIGEST_SIZE], data[-DIGEST_SIZE:]
+    if hashlib.md5(body).digest() != digest:
+        return None
+    message = messages_pb2.AggregatedRecord()
+    try:
+        message.ParseFromString(body)
+    except DecodeError:
+        return None
+    return message
 
 
 def records_from(raw: dict[str, Any]) -> list[Record]:
     """The user records inside one boto3 GetRecords record, in order."""
     seq, arrival, data = raw["SequenceNumber"], _arrival_ms(raw), raw["Data"]
-    if not data.startswith(MAGIC):  # fast path: not a KPL aggregate (the library agrees)
-        return [Record(seq, 0, raw["PartitionKey"], bytes(data), arrival, LAST_SUB)]
-    subs = list(iter_deaggregate_records([raw], data_format="Boto3"))
-    if len(subs) == 1 and not subs[0]["kinesis"].get("aggregated"):
-        return [Record(seq, 0, raw["PartitionKey"], bytes(raw["Data"]), arrival, LAST_SUB)]
-    out = []
-    for i, sub in enumerate(subs):
-        k = sub["kinesis"]
-        flags = AGGREGATED | (LAST_SUB if i == len(subs) - 1 else 0)
-        out.append(Record(seq, int(k["subSequenceNumber"]), k["partitionKey"],
-                          base64.b64decode(k["data"]), arrival, flags))
-    return out
+    message = _aggregate(data)
+    if message is not None:
+        keys, last = message.partition_key_table, len(message.records) - 1
+        try:
+            return [Record(seq, i, keys[sub.partition_key_index], sub.data, arrival,
+                           AGGREGATED | (LAST_SUB if i == last else 0))
+                    for i, sub in enumerate(message.records)]
+        except IndexError:
+            # A partition key index outside the table: the library prints an error and
+            # drops the rest; we deliver the record whole, so the stage worker
+            # dead-letters it with a reason instead of losing it.
+            pass
+    return [Record(seq, 0, raw["PartitionKey"], bytes(data), arrival, LAST_SUB)]
 
 
 def user_records(raws: Iterable[dict[str, Any]],

@@ -54,7 +54,6 @@ class Dispatcher:
         self._results: "queue.Queue[Outcome]" = queue.Queue()
         self._threads: list[threading.Thread] = []
         self.ready = threading.Event()  # set when an outcome is waiting
-        self.client_rebuilds = 0
 
     def start(self) -> None:
         for i in range(self.threads):
@@ -138,7 +137,6 @@ class Dispatcher:
 
     def _discard(self, holder: dict) -> None:
         client, holder["client"] = holder["client"], None
-        self.client_rebuilds += 1
         if client is not None:
             try:
                 client.shutdown()

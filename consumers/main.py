@@ -1,65 +1,42 @@
 """``shardline consumer --stream S --shard SHARD_ID``: wire real clients and run the loop.
 
-Signal handlers only set flags. The first SIGTERM/SIGINT asks for a graceful
-stop (finish in-flight jobs up to shutdown_timeout_s, checkpoint, release the
-lease, exit 0); a second one ends the process at once with FORCED_STOP and no
+Stopping is ``shardline.lifecycle.StopSignals``: the first SIGTERM/SIGINT asks for a
+graceful stop (finish in-flight jobs up to shutdown_timeout_s, checkpoint, release
+the lease, exit 0); a second one ends the process at once with FORCED_STOP and no
 checkpoint. Errors become exit codes in ``shardline.cli`` (LeaseHeld 75,
 LeaseLost 76, BatchFailed 70).
 """
 from __future__ import annotations
 
 import contextlib
-import signal
 import time
 from typing import Any, Sequence
 
 from shardline.consumers.consumer import Consumer
 from shardline.consumers.dispatcher import Dispatcher
-from shardline.consumers.reader import ShardReader, kinesis_client, list_shards
+from shardline.consumers.reader import ShardReader
 from shardline import clients
 from shardline.cli import command_parser, load_settings
 from shardline.control import Control
 from shardline.errors import LeaseError, LeaseHeld
 from shardline.exitcodes import ExitCode
+from shardline.kinesis import kinesis_client, list_shards
+from shardline.lifecycle import ForcedStop, StopSignals
 from shardline.logs import get_logger
 from shardline.settings import Settings
 
 
-class Signals:
-    """Counts SIGTERM/SIGINT; the handler does nothing else."""
-
-    def __init__(self) -> None:
-        self.count = 0
-
-    def handler(self, signum: int, frame: Any) -> None:
-        self.count += 1
-
-    def install(self) -> None:
-        signal.signal(signal.SIGTERM, self.handler)
-        signal.signal(signal.SIGINT, self.handler)
-
-
-class ForcedStop(Exception):
-    """A second signal arrived while sleeping inside a retry."""
-
-
-def build(settings: Settings, shard_id: str, signals: Signals | None = None,
+def build(settings: Settings, shard_id: str, stop: StopSignals | None = None,
           kinesis: Any = None) -> Consumer:
     """A consumer over real clients (kinesis injectable for fault-injection tests)."""
     settings.require("kinesis.stream", "warehouse.dsn")
     stream = settings.kinesis.stream
     log = get_logger("consumer", stream=stream, shard=shard_id)
     cs = settings.consumer
-
-    def sleep(seconds: float) -> None:
-        end = time.monotonic() + seconds
-        while (left := end - time.monotonic()) > 0:
-            if signals is not None and signals.count >= 2:
-                raise ForcedStop()
-            time.sleep(min(left, 0.05))
-
-    kinesis = kinesis or kinesis_client(settings)
-    reader = ShardReader(kinesis, stream, shard_id, cs, sleep=sleep, log=log)
+    # Epoch-second timestamps: deagg turns ApproximateArrivalTimestamp into ms once.
+    kinesis = kinesis or kinesis_client(settings, raw_timestamps=True)
+    reader = ShardReader(kinesis, stream, shard_id, cs,
+                         sleep=stop.sleep if stop is not None else time.sleep, log=log)
     dispatcher = Dispatcher(lambda: clients.gearman_client(settings),
                             settings.gearman.stage_function, threads=cs.dispatch_threads,
                             job_timeout_s=settings.gearman.job_timeout_s,
@@ -70,24 +47,22 @@ def build(settings: Settings, shard_id: str, signals: Signals | None = None,
                     shards=lambda: list_shards(kinesis, stream), log=log)
 
 
-def run(consumer: Consumer, signals: Signals) -> int:
+def run(consumer: Consumer, stop: StopSignals) -> int:
     """Step until done; sleep between steps, waking early for job outcomes or a signal."""
-    seen = signals.count
+    seen = stop.count
     try:
         consumer.start()
         if consumer.done:
             return int(consumer.exit_code or 0)
         consumer.dispatcher.start()
         while not consumer.done:
-            if signals.count != seen:
-                seen = signals.count
-                if seen >= 2:
-                    consumer.log.warning("second signal: exiting now without a checkpoint")
-                    return ExitCode.FORCED_STOP
+            if stop.count != seen:
+                seen = stop.count
+                stop.check()
                 consumer.request_stop()
             pause = consumer.step()
             end = time.monotonic() + pause
-            while (left := end - time.monotonic()) > 0 and signals.count == seen:
+            while (left := end - time.monotonic()) > 0 and stop.count == seen:
                 if consumer.dispatcher.wait(min(left, 0.1)):
                     break
     except ForcedStop:
@@ -112,11 +87,11 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--stream", help="Kinesis stream (default: kinesis.stream)")
     parser.add_argument("--shard", required=True, help="shard id, e.g. shardId-000000000000")
     args = parser.parse_args(list(argv))
-    signals = Signals()
-    signals.install()
+    stop = StopSignals()
+    stop.install()
     settings = load_settings(args, **{"kinesis.stream": args.stream})
-    consumer = build(settings, args.shard, signals)
+    consumer = build(settings, args.shard, stop)
     try:
-        return run(consumer, signals)
+        return run(consumer, stop)
     finally:
         consumer.control.close()

@@ -16,12 +16,12 @@ from typing import Any, Callable
 
 import tenacity
 
-from shardline.consumers.awserrors import map_error
 from shardline.consumers.deagg import user_records
 from shardline.consumers.pacer import Pacer
 from shardline.codec import Record
 from shardline.control import Checkpoint
-from shardline.errors import IteratorExpired, RetriableError, ShardlineError
+from shardline.errors import IteratorExpired, RetriableError
+from shardline.kinesis import call
 from shardline.settings import ConsumerSettings
 
 BACKOFF_MAX_S = 5.0
@@ -75,17 +75,6 @@ class ReadResult:
     nbytes: int = 0
     millis_behind: int | None = None
     closed: bool = False
-
-
-def call(fn: Callable[..., Any], **kwargs: Any) -> Any:
-    """One Kinesis call with botocore errors mapped to shardline classes."""
-    try:
-        return fn(**kwargs)
-    except Exception as exc:  # noqa: BLE001 - mapped or re-raised unchanged
-        mapped = map_error(exc)
-        if mapped is None:
-            raise
-        raise mapped from exc
 
 
 class ShardReader:
@@ -191,63 +180,3 @@ class ShardReader:
             self.closed = True
         return ReadResult(records, len(raws), nbytes, resp.get("MillisBehindLatest"),
                           self.closed)
-
-
-def _timestamp(value: Any) -> datetime:
-    """Epoch numbers (how the JSON protocol sends ApproximateArrivalTimestamp) in UTC.
-
-    botocore's default builds a tzlocal() datetime per record, about a third of the CPU
-    of a 10,000-record GetRecords; anything else goes to botocore's own parser.
-    """
-    if isinstance(value, (int, float)):
-        return datetime.fromtimestamp(value, timezone.utc)
-    from botocore.utils import parse_timestamp
-
-    return parse_timestamp(value)
-
-
-def kinesis_client(settings: Any) -> Any:
-    """The consumer's Kinesis client: ``shardline.clients.kinesis_client``'s settings
-    (botocore retries once; we back off ourselves) plus the fast timestamp parser."""
-    import boto3
-    import botocore.session
-    from botocore.config import Config
-    from botocore.parsers import ResponseParserFactory
-
-    session = botocore.session.Session()
-    factory = ResponseParserFactory()
-    factory.set_parser_defaults(timestamp_parser=_timestamp)
-    session.register_component("response_parser_factory", factory)
-    config = Config(retries={"max_attempts": 1, "mode": "standard"}, connect_timeout=5,
-                    read_timeout=30, max_pool_connections=32)
-    return boto3.Session(botocore_session=session).client(
-        "kinesis", region_name=settings.aws.region or None,
-        endpoint_url=settings.kinesis.endpoint_url or None, config=config)
-
-
-@dataclass(frozen=True)
-class ShardInfo:
-    shard_id: str
-    parent: str | None
-    adjacent_parent: str | None
-    closed: bool
-
-
-def list_shards(kinesis: Any, stream: str) -> dict[str, ShardInfo]:
-    """All shards of the stream (ListShards, paged), with their parents."""
-    out: dict[str, ShardInfo] = {}
-    args: dict[str, Any] = {"StreamName": stream}
-    while True:
-        resp = call(kinesis.list_shards, **args)
-        for s in resp.get("Shards", []):
-            closed = "EndingSequenceNumber" in s.get("SequenceNumberRange", {})
-            out[s["ShardId"]] = ShardInfo(s["ShardId"], s.get("ParentShardId"),
-                                          s.get("AdjacentParentShardId"), closed)
-        token = resp.get("NextToken")
-        if not token:
-            return out
-        args = {"NextToken": token}
-
-
-class ShardNotFound(ShardlineError):
-    """The shard is not in the stream (typo, or it aged out)."""

@@ -1,13 +1,15 @@
 """Factories for the outside world. Nothing connects at import time.
 
 The only difference between local and production is here: an endpoint URL
-(empty = real AWS) and, for the warehouse, the SQL dialect.
+(empty = real AWS) and, for the warehouse, the SQL dialect. The Kinesis client is
+``shardline.kinesis.kinesis_client`` (with ListShards and the error classifier).
 """
 from __future__ import annotations
 
 from typing import Any
 
 from shardline.errors import ConfigError, ServiceUnavailable
+from shardline.lifecycle import first_line
 from shardline.settings import Settings, parse_host_port, redact_dsn
 
 
@@ -16,15 +18,6 @@ def _boto_config(retries: int, read_timeout: float = 30.0) -> Any:
 
     return Config(retries={"max_attempts": retries, "mode": "standard"},
                   connect_timeout=5, read_timeout=read_timeout, max_pool_connections=32)
-
-
-def kinesis_client(settings: Settings, *, botocore_retries: int = 1) -> Any:
-    """Kinesis client; the consumer does its own backoff, so botocore retries once by default."""
-    import boto3
-
-    return boto3.client("kinesis", region_name=settings.aws.region or None,
-                        endpoint_url=settings.kinesis.endpoint_url or None,
-                        config=_boto_config(botocore_retries))
 
 
 def s3_client(settings: Settings) -> Any:
@@ -47,9 +40,8 @@ def warehouse_connect(settings: Settings, *, autocommit: bool = False) -> Any:
         conn = psycopg2.connect(settings.warehouse.dsn,
                                 connect_timeout=settings.warehouse.connect_timeout_s)
     except psycopg2.OperationalError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ServiceUnavailable(f"warehouse {redact_dsn(settings.warehouse.dsn)}: {first}") \
-            from None
+        raise ServiceUnavailable(f"warehouse {redact_dsn(settings.warehouse.dsn)}: "
+                                 f"{first_line(exc)}") from None
     conn.autocommit = True
     with conn.cursor() as cur:
         cur.execute(f'SET search_path TO "{settings.warehouse.schema}"')

@@ -14,9 +14,10 @@ import contextlib
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
-from shardline.errors import LeaseHeld, LeaseLost, ServiceUnavailable
+from shardline.errors import LeaseHeld, LeaseLost
+from shardline.lifecycle import transaction
 
 SHARD_END = "SHARD_END"
 
@@ -82,31 +83,13 @@ class Control:
         self.clock = clock
 
     # -- plumbing -------------------------------------------------------------
-    @contextlib.contextmanager
-    def tx(self) -> Iterator[Any]:
+    def tx(self) -> contextlib.AbstractContextManager[Any]:
         """A cursor in a transaction; commit on success, rollback on error.
 
         A lost connection becomes ``ServiceUnavailable`` (retriable) and the
         connection is rebuilt on the next call.
         """
-        import psycopg2
-
-        try:
-            if self._conn is None or self._conn.closed:
-                self._conn = self._connect()
-                self._conn.autocommit = False
-            conn = self._conn
-            with conn.cursor() as cur:
-                try:
-                    yield cur
-                except BaseException:
-                    conn.rollback()
-                    raise
-            conn.commit()
-        except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
-            self.close()
-            raise ServiceUnavailable(f"control tables: {str(exc).strip().splitlines()[0]}") \
-                from None
+        return transaction(self, "control tables")
 
     def close(self) -> None:
         if self._conn is not None:

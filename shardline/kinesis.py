@@ -82,9 +82,9 @@ def call(fn: Callable[..., Any], **kwargs: Any) -> Any:
             raise mapped from exc
         if error_code(exc) == "ResourceNotFoundException":
             stream = kwargs.get("StreamName", "")
-            raise StreamNotFound(f"stream {stream!r} (or a shard of it) does not exist; "
-                                 f"create it with `shardline create-stream --stream "
-                                 f"{stream or 'S'} --shards N`") from None
+            raise StreamNotFound(f"stream {stream!r} (or a shard of it) does not exist "
+                                 f"(ResourceNotFoundException); create it with `shardline "
+                                 f"create-stream --stream {stream or 'S'} --shards N`") from None
         raise
 
 

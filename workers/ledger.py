@@ -23,6 +23,7 @@ from datetime import datetime
 from typing import Any, Callable, Sequence
 
 from shardline.errors import ServiceUnavailable
+from shardline.lifecycle import transaction
 
 PENDING = "pending"
 LOADED = "loaded"
@@ -131,44 +132,28 @@ class Ledger:
         the insert tried once more (it is idempotent). Any other failure raises:
         ``ServiceUnavailable`` for connection trouble, the driver error otherwise.
         """
-        import psycopg2
-
         entry.check()
         for attempt in (1, 2):
             reused = self._conn is not None and not self._conn.closed
             try:
                 return self._insert(entry)
-            except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
-                self.close()
+            except ServiceUnavailable:
                 if reused and attempt == 1:
                     continue
-                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-                raise ServiceUnavailable(f"ledger: {first}") from None
+                raise
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _insert(self, entry: StagedFile) -> bool:
         import psycopg2
 
-        if self._conn is None or self._conn.closed:
-            self._conn = self._connect()
-            self._conn.autocommit = False
-        conn = self._conn
         try:
-            with conn.cursor() as cur:
+            with transaction(self, "ledger") as cur:
                 cur.execute(INSERT_SQL, entry.params())
-                inserted = cur.rowcount == 1
-            conn.commit()
-            return inserted
+                return cur.rowcount == 1
         except psycopg2.IntegrityError:
-            # A concurrent worker inserted the same key between our check and insert.
-            conn.rollback()
+            # A concurrent worker inserted the same key between our check and insert
+            # (the transaction was rolled back).
             return False
-        except (psycopg2.OperationalError, psycopg2.InterfaceError):
-            raise
-        except BaseException:
-            with contextlib.suppress(Exception):
-                conn.rollback()
-            raise
 
     def close(self) -> None:
         if self._conn is not None:

@@ -40,12 +40,13 @@ from shardline import clients
 from shardline.control import Control, utc
 from shardline.errors import LoadFailed, RetriableError
 from shardline.layout import manifest_key
+from shardline.lifecycle import StopSignals, first_line
 from shardline.logs import get_logger
 from shardline.settings import LoaderSettings, Settings
 from shardline.tables import table_spec
 from shardline.workers.ledger import PENDING, PENDING_FILES_SQL, PENDING_STATS_SQL, StagedFile
 from shardline.workers.warehouse import make_dialect
-from shardline.workers.warehouse.base import Dialect, first_line
+from shardline.workers.warehouse.base import Dialect
 from shardline.workers.warehouse.plan import Manifest, build_plan
 
 MAX_BACKOFF_S = 60.0
@@ -184,7 +185,7 @@ class Loader:
             return StepResult("nothing", poll)
         return StepResult("loaded", 0.0 if result.capped else poll, load=result)
 
-    def run(self, stop: threading.Event) -> None:
+    def run(self, stop: threading.Event | StopSignals) -> None:
         """Loop until ``stop`` is set; a load in progress always finishes first."""
         lc = self.settings.loader
         self.log.info("loader started: dialect=%s trigger: >= %d bytes or >= %d files or "

@@ -2,36 +2,22 @@
 
 ``--once``: one step (a load if the trigger says one is due), then exit; exit 0
 also when nothing was due, ``UNAVAILABLE`` (69) when the load failed (the files
-stay pending). SIGTERM/SIGINT: finish the load in progress, then exit 0; a second
-signal stops at once (the open transaction rolls back: nothing half-applied).
+stay pending). SIGTERM/SIGINT (``shardline.lifecycle.StopSignals``): finish the load
+in progress, then exit 0; a second signal stops at once with exit 130 (the open
+transaction rolls back: nothing half-applied).
 """
 from __future__ import annotations
 
-import signal
 import sys
-import threading
-from typing import Any
 
 from shardline import clients
 from shardline.cli import command_parser, load_settings
 from shardline.exitcodes import ExitCode
+from shardline.lifecycle import ForcedStop, StopSignals
 from shardline.logs import get_logger
 from shardline.tables import table_spec
 from shardline.workers.warehouse import make_dialect
 from shardline.workers.loader import Loader
-
-
-def _install_signals(stop: threading.Event, log: Any) -> None:
-    def handle(signum: int, _frame: Any) -> None:
-        if stop.is_set():
-            log.warning("second %s: stopping now; the open load (if any) rolls back",
-                        signal.Signals(signum).name)
-            raise KeyboardInterrupt
-        log.info("%s: finishing the current load, then exiting", signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, handle)
-    signal.signal(signal.SIGINT, handle)
 
 
 def main(argv: list[str]) -> int:
@@ -48,8 +34,8 @@ def main(argv: list[str]) -> int:
     s3 = clients.s3_client(settings)
     dialect = make_dialect(settings, s3)  # ConfigError: redshift without iam_role
     log = get_logger("loader", table=spec.name, load_id="-")
-    stop = threading.Event()
-    _install_signals(stop, log)
+    stop = StopSignals(log=log, notice="finishing the current load, then exiting")
+    stop.install()
     loader = Loader(settings, spec.name, dialect=dialect, s3=s3)
     if args.once:
         try:
@@ -63,5 +49,9 @@ def main(argv: list[str]) -> int:
         if result.load is None:
             log.info("nothing due (%s)", result.state)
         return ExitCode.OK
-    loader.run(stop)
+    try:
+        loader.run(stop)
+    except ForcedStop as exc:
+        log.warning("%s; the open load (if any) rolls back", exc)
+        raise
     return ExitCode.OK

@@ -8,22 +8,22 @@ which returns only when the ``after_poll`` hook says stop. A connection error
 worker object and the step sleeps a capped, jittered backoff
 (``worker.reconnect_max_s``); the next step reconnects and re-registers.
 
-Signals: the first SIGTERM/SIGINT only sets a flag. pygearman runs a job
-synchronously inside ``work()``, so the job in hand finishes (and its result is
-sent) before ``after_poll`` sees the flag; ``work()`` then returns, the
-connection is closed (gearmand gives any job it had started to assign us to
-another worker) and ``run()`` returns 0. ``after_poll`` runs at least every
+Signals (``shardline.lifecycle.StopSignals``): the first SIGTERM/SIGINT only sets a
+flag. pygearman runs a job synchronously inside ``work()``, so the job in hand
+finishes (and its result is sent) before ``after_poll`` sees the flag; ``work()``
+then returns, the connection is closed (gearmand gives any job it had started to
+assign us to another worker) and ``run()`` returns 0. ``after_poll`` runs at least every
 ``poll_timeout`` seconds, so an idle worker stops within ~1 s. A second signal
-raises ``ForcedStop`` (a ``KeyboardInterrupt``: exit 130) at once.
+raises ``lifecycle.ForcedStop`` (a ``KeyboardInterrupt``: exit 130) at once.
 """
 from __future__ import annotations
 
 import random
-import signal
 import socket
 import time
 from typing import Any, Callable, Mapping
 
+from shardline.lifecycle import ForcedStop, StopSignals
 from shardline.logs import ContextLogger, get_logger
 
 # task(payload, log) -> result bytes; raising makes the job WORK_FAIL. ``log`` is this
@@ -32,10 +32,6 @@ from shardline.logs import ContextLogger, get_logger
 Task = Callable[[bytes, ContextLogger], bytes]
 
 BACKOFF_START_S = 0.1
-
-
-class ForcedStop(KeyboardInterrupt):
-    """A second stop signal: leave now, even mid-job."""
 
 
 def _connection_errors() -> tuple[type[BaseException], ...]:
@@ -64,23 +60,15 @@ class WorkerRunner:
         self.worker: Any = None
         self.stopping = False
         self._stop_reason = "stopped"
-        self.signals = 0
+        self.stop_signals = StopSignals(on_stop=self.stop)
         self.failures = 0  # consecutive connection failures (drives the backoff)
         self._connected_once = False
         self.jobs_done = 0
         self.jobs_failed = 0
-        self.in_job = False
 
     # -- signals --------------------------------------------------------------
     def install_signal_handlers(self) -> None:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, self._on_signal)
-
-    def _on_signal(self, signum: int, frame: Any) -> None:
-        self.signals += 1
-        if self.signals > 1:
-            raise ForcedStop(f"second signal {signal.Signals(signum).name}: stopping now")
-        self.stop(f"signal {signal.Signals(signum).name}")
+        self.stop_signals.install()
 
     def stop(self, why: str = "stop requested") -> None:
         """Ask the loop to stop after the current job (safe from a signal handler)."""
@@ -174,18 +162,13 @@ class WorkerRunner:
             handle = job.handle.decode(errors="replace") if isinstance(job.handle, bytes) \
                 else job.handle
             log = self.log.bind(task=label, job=handle)
-            self.in_job = True
             try:
                 result = task(job.data, log)
-            except ForcedStop:
-                raise
-            except Exception as exc:
+            except Exception as exc:  # a ForcedStop (KeyboardInterrupt) passes through
                 self.jobs_failed += 1
                 log.error("job failed (WORK_FAIL, the client retries): %s: %s",
                           type(exc).__name__, exc, exc_info=not _expected(exc))
                 raise
-            finally:
-                self.in_job = False
             self.jobs_done += 1
             return result
 

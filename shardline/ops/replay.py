@@ -187,10 +187,10 @@ def first_sequence_at(kinesis: Any, stream: str, shard_id: str, when: datetime, 
 def _first_sequence_at(settings: Any, stream: str, shard: str, when: datetime) -> str | None:
     from botocore.exceptions import BotoCoreError, ClientError, ReadTimeoutError
 
-    from shardline import clients
     from shardline.errors import ServiceUnavailable
+    from shardline.kinesis import kinesis_client
 
-    kinesis = clients.kinesis_client(settings, botocore_retries=1)
+    kinesis = kinesis_client(settings, botocore_retries=1)
     try:
         return first_sequence_at(kinesis, stream, shard, when)
     except ClientError as exc:

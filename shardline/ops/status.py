@@ -11,10 +11,10 @@ its status row is older than 3 x ``consumer.report_interval_s`` (the consumer
 stopped reporting). The reasons go to stderr.
 
 This module is the command and the gathering (control tables, Kinesis,
-gearmand admin). The report itself is pure and lives next to it, re-exported
-here: ``shardline.ops.status_report`` (``build_report``, the alert rules,
-``exit_code``, formatting helpers) and ``shardline.ops.status_render``
-(``render_text``), so they are unit-tested without a database.
+gearmand admin). The report itself is pure and lives next to it, so it is
+unit-tested without a database: ``shardline.ops.status_report`` (``build_report``,
+the alert rules, ``exit_code``, formatting helpers) and ``shardline.ops.status_render``
+(``render_text``).
 """
 from __future__ import annotations
 
@@ -28,12 +28,7 @@ from shardline.control import utc
 from shardline.exitcodes import ExitCode
 from shardline.settings import Settings
 from shardline.ops.status_render import render_text
-from shardline.ops.status_report import (SEQ_TAIL, STALE_FACTOR, build_report, exit_code,
-                                         fmt_bytes, fmt_duration, shard_alerts, short_seq)
-
-__all__ = ["STALE_FACTOR", "SEQ_TAIL", "short_seq", "fmt_duration", "fmt_bytes",
-           "build_report", "shard_alerts", "exit_code", "render_text", "gather_warehouse",
-           "gather_kinesis", "collect", "main"]
+from shardline.ops.status_report import build_report, exit_code
 
 
 def _dicts(cur: Any) -> list[dict[str, Any]]:
@@ -81,18 +76,20 @@ def gather_warehouse(control: Any, streams: Sequence[str]) -> dict[str, Any]:
 def gather_kinesis(settings: Settings, streams: Sequence[str]) -> dict[str, Any]:
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from shardline import clients
-    from shardline.ops.supervisor_config import list_shards
+    from shardline.errors import ShardlineError
+    from shardline.kinesis import kinesis_client, list_shards
 
     out: dict[str, Any] = {}
     try:
-        kinesis = clients.kinesis_client(settings)
+        kinesis = kinesis_client(settings)
     except (BotoCoreError, ClientError, ValueError) as exc:
         return {s: {"error": str(exc)} for s in streams}
     for stream in streams:
         try:
-            out[stream] = [{"shard_id": s.shard_id, "open": s.open}
+            out[stream] = [{"shard_id": s.shard_id, "open": s.is_open}
                            for s in list_shards(kinesis, stream)]
+        except ShardlineError as exc:  # StreamNotFound, throttled, unavailable
+            out[stream] = {"error": str(exc)}
         except ClientError as exc:
             err = exc.response.get("Error", {})
             out[stream] = {"error": f"{err.get('Code')}: {err.get('Message')}"}

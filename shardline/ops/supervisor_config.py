@@ -27,15 +27,16 @@ import re
 import shlex
 import sys
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Iterable, Mapping
 
 from shardline import settings as settings_mod
 from shardline.cli import command_parser, load_settings, parse_command_args
 from shardline.control import SHARD_END
 from shardline.errors import ConfigError
 from shardline.exitcodes import ExitCode
-from shardline.ops.supervisor_render import (CONF_NAME, DEFAULT_TEMPLATE,  # noqa: F401
-                                             ShardInfo, program_names, render, select_shards)
+from shardline.lifecycle import first_line
+from shardline.ops.supervisor_render import (CONF_NAME, DEFAULT_TEMPLATE, program_names,
+                                             render, select_shards)
 from shardline.settings import Settings
 
 # SHARDLINE_* settings that may never be written to a file even though settings hold
@@ -110,22 +111,6 @@ def set_flags_env(flags: Mapping[str, str]) -> dict[str, str]:
 
 
 # -- the outside world ----------------------------------------------------------
-def list_shards(kinesis: Any, stream: str) -> list[ShardInfo]:
-    """ListShards, following NextToken."""
-    shards: list[ShardInfo] = []
-    kwargs: dict[str, Any] = {"StreamName": stream}
-    while True:
-        resp = kinesis.list_shards(**kwargs)
-        for s in resp.get("Shards", []):
-            rng = s.get("SequenceNumberRange", {})
-            shards.append(ShardInfo(s["ShardId"], "EndingSequenceNumber" not in rng,
-                                    s.get("ParentShardId"), s.get("AdjacentParentShardId")))
-        token = resp.get("NextToken")
-        if not token:
-            return shards
-        kwargs = {"NextToken": token}
-
-
 def shard_end_checkpoints(settings: Settings, stream: str) -> tuple[set[str] | None, str | None]:
     """Shards of the stream with a SHARD_END checkpoint, or (None, reason) if unknown."""
     if not settings.warehouse.dsn:
@@ -140,8 +125,7 @@ def shard_end_checkpoints(settings: Settings, stream: str) -> tuple[set[str] | N
                         "AND sequence_number = %s", (stream, SHARD_END))
             return {row[0] for row in cur.fetchall()}, None
     except Exception as exc:  # unreachable, not migrated, no permission: all say "unknown"
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return None, text
+        return None, first_line(exc)
     finally:
         control.close()
 
@@ -229,11 +213,11 @@ def main(argv: list[str]) -> int:
 
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from shardline import clients
     from shardline.errors import ServiceUnavailable
+    from shardline.kinesis import kinesis_client, list_shards
 
-    try:
-        shards = list_shards(clients.kinesis_client(settings, botocore_retries=3), stream)
+    try:  # a missing stream is StreamNotFound (exit 78), a transient failure exit 69
+        shards = list_shards(kinesis_client(settings, botocore_retries=3), stream)
     except ClientError as exc:
         err = exc.response.get("Error", {})
         raise ConfigError(f"stream {stream!r}: {err.get('Code')}: {err.get('Message')}") \

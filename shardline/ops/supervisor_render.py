@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
 
 from shardline.errors import ConfigError
+from shardline.kinesis import ShardInfo
 from shardline.settings import Settings
 
 CONF_NAME = "shardline.conf"
@@ -28,14 +29,6 @@ WORKER_STOPWAITSECS = 30
 LOADER_STOPWAITSECS = 60
 _UNIX_SOCKET_MAX = 100  # sun_path is 108 bytes on Linux; keep a margin
 _PROGRAM_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
-
-
-@dataclass(frozen=True)
-class ShardInfo:
-    shard_id: str
-    open: bool
-    parent: str | None = None
-    adjacent_parent: str | None = None
 
 
 @dataclass(frozen=True)
@@ -52,13 +45,13 @@ def select_shards(shards: Iterable[ShardInfo], shard_end: set[str] | None,
     shards = sorted(shards, key=lambda s: s.shard_id)
     if shard_end is None:
         keep = [s.shard_id for s in shards]
-        closed = [s.shard_id for s in shards if not s.open]
+        closed = [s.shard_id for s in shards if s.closed]
         note = ("warehouse not reachable" + (f" ({warehouse_error})" if warehouse_error else "")
                 + ": could not check for SHARD_END checkpoints, so every listed shard gets a "
                   "consumer" + (f" (closed: {', '.join(closed)})" if closed else ""))
         return Selection(tuple(keep), (), note)
-    keep = [s.shard_id for s in shards if s.open or s.shard_id not in shard_end]
-    excluded = [s.shard_id for s in shards if not s.open and s.shard_id in shard_end]
+    keep = [s.shard_id for s in shards if s.is_open or s.shard_id not in shard_end]
+    excluded = [s.shard_id for s in shards if s.closed and s.shard_id in shard_end]
     note = "open shards and closed shards not yet at SHARD_END"
     if excluded:
         note += f"; at SHARD_END (no program): {', '.join(excluded)}"

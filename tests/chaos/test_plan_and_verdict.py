@@ -7,6 +7,7 @@ import gzip
 import json
 
 from tests.chaos import schedule, verdict
+from tests.fakes import FakeS3
 from tests.chaos.corpus import HOSTILE_COLUMNS, Ledger, digest, make_hostile
 
 
@@ -53,25 +54,6 @@ def test_rows_pass_only_when_the_sets_are_equal():
     assert not v.ok and "missing" in v.line() and "FAIL" in v.line()
 
 
-class FakeS3:
-    """list_objects_v2 pages and get_object over an in-memory dict (no network)."""
-
-    def __init__(self, objects: dict[str, bytes]):
-        self.objects = objects
-
-    def get_paginator(self, name: str):
-        objects = self.objects
-
-        class P:
-            def paginate(self, Bucket: str, Prefix: str):
-                yield {"Contents": [{"Key": k} for k in sorted(objects) if k.startswith(Prefix)]}
-        return P()
-
-    def get_object(self, Bucket: str, Key: str):
-        import io
-        return {"Body": io.BytesIO(self.objects[Key])}
-
-
 def _dl(entries: list[tuple[int, bytes, str]]) -> bytes:
     lines = [json.dumps({"shard_id": "s0", "sequence_number": str(seq), "sub_sequence_number": 0,
                          "data_b64": base64.b64encode(data).decode(), "reason": reason})
@@ -83,13 +65,15 @@ def test_dead_letters_compare_contents_and_count_a_position_once():
     ledger = _ledger()
     good = [(1, b"not json", "not JSON: x"), (2, b"", "empty"), (3, b"", "empty")]
     # batch re-staged with other boundaries: position 2 in two objects, counted once
-    s3 = FakeS3({"p/dead-letter/a": _dl(good[:2]), "p/dead-letter/b": _dl(good[1:])})
+    s3 = FakeS3({"p/dead-letter/a": _dl(good[:2]), "p/dead-letter/b": _dl(good[1:])},
+                bucket="bucket")
     v = verdict.Verdict(1)
     verdict.check_dead_letters(v, ledger, s3, "bucket", "p")
     assert (v.dead_lettered, v.dead_missing, v.dead_unexpected) == (3, 0, 0)
     assert v.ok
 
-    s3 = FakeS3({"p/dead-letter/a": _dl([(1, b"not json", ""), (4, b'{"ok": 1}', "x")])})
+    s3 = FakeS3({"p/dead-letter/a": _dl([(1, b"not json", ""), (4, b'{"ok": 1}', "x")])},
+                bucket="bucket")
     v = verdict.Verdict(1)
     verdict.check_dead_letters(v, ledger, s3, "bucket", "p")
     assert (v.dead_missing, v.dead_unexpected, v.dead_without_reason) == (2, 1, 1)

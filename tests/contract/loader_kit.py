@@ -7,12 +7,11 @@
   ``BEGIN``/``COMMIT``/``ROLLBACK`` as psycopg2 issues them) and answers the loader's
   ledger and watermark queries from an in-memory ledger with transaction semantics.
   Used to assert the Redshift plan as SQL text (there is no Redshift here).
-- ``FakeS3``: put/get objects in memory, recording puts.
+The S3 double is ``tests.fakes.FakeS3``.
 """
 from __future__ import annotations
 
 import gzip
-import io
 import json
 import re
 from dataclasses import replace
@@ -20,6 +19,8 @@ from datetime import datetime, timedelta
 from typing import Any, Iterable, Sequence
 
 import psycopg2
+
+from tests.fakes import FakeS3
 
 from shardline import csvformat
 from shardline.settings import Settings
@@ -107,25 +108,6 @@ def stage_file(s3: Any, bucket: str, cur: Any, key: str, rows: Sequence[Sequence
 
 
 # -- fakes ---------------------------------------------------------------------------
-
-class FakeS3:
-    def __init__(self) -> None:
-        self.objects: dict[tuple[str, str], bytes] = {}
-        self.puts: list[tuple[str, str, bytes]] = []
-
-    def put_object(self, Bucket: str, Key: str, Body: bytes, **_: Any) -> dict:
-        self.objects[(Bucket, Key)] = Body
-        self.puts.append((Bucket, Key, Body))
-        return {}
-
-    def get_object(self, Bucket: str, Key: str) -> dict:
-        from botocore.exceptions import ClientError
-
-        if (Bucket, Key) not in self.objects:
-            raise ClientError({"Error": {"Code": "NoSuchKey", "Message": "no such key"}},
-                              "GetObject")
-        return {"Body": io.BytesIO(self.objects[(Bucket, Key)])}
-
 
 class FakeCursor:
     def __init__(self, conn: "FakeWarehouse"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.stub_stage import pos
-from tests.pipeline import wait_for
+from shardline.ops.fleet import wait_for
 
 from shardline.exitcodes import ExitCode
 
@@ -54,3 +54,20 @@ def test_failing_batch_holds_checkpoint_and_exits_70(rig, tmp_path):
                  30, "the checkpoint at the last record", every=0.3)
         proc.terminate()
         assert proc.wait(30) == 0
+
+
+def test_missing_stream_is_a_config_error_and_a_missing_shard_a_crash(rig, tmp_path):
+    """Both at start, before any lease: the stream through shardline.kinesis (exit 78,
+    naming the stream and the AWS code), the shard through the consumer (exit 1)."""
+    log = tmp_path / "no-stream.log"
+    proc = rig.consumer("shardId-000000000000", log)  # the rig's stream was never created
+    assert proc.wait(60) == ExitCode.CONFIG
+    text = log.read_text()
+    assert "ResourceNotFoundException" in text and repr(rig.stream) in text
+    assert "Traceback" not in text
+    rig.create_stream(1)
+    log = tmp_path / "no-shard.log"
+    proc = rig.consumer("shardId-000000000009", log)
+    assert proc.wait(60) == ExitCode.CRASH
+    assert "ShardNotFound: shard shardId-000000000009 is not in stream" in log.read_text()
+    assert rig.lease_owner("shardId-000000000009") is None

@@ -5,6 +5,7 @@ with botocore event hooks on the consumer's own Kinesis client (in-process consu
 """
 from __future__ import annotations
 
+import signal
 import threading
 
 import pytest
@@ -14,7 +15,9 @@ from tests.stub_stage import Rig
 from shardline.ops.fleet import wait_for
 
 from shardline.consumers import main as consumer_main
-from shardline.consumers.reader import kinesis_client
+from shardline.kinesis import kinesis_client
+from shardline.lifecycle import StopSignals
+from shardline.ops.fleet import wait_for
 from shardline import settings as settings_mod
 
 pytestmark = pytest.mark.integration
@@ -40,12 +43,12 @@ def test_faults_absorbed_nothing_lost_or_repeated(rig):
     (shard,) = rig.create_stream(1)
     seqs = rig.put(1000)[shard]
     settings = settings_mod.load(env=rig.env)
-    kinesis = kinesis_client(settings)  # the consumer's own client
+    kinesis = kinesis_client(settings, raw_timestamps=True)  # the consumer's own client
     faults = KinesisFaults(kinesis, SCHEDULE)
-    signals = consumer_main.Signals()
-    consumer = consumer_main.build(settings, shard, signals, kinesis=kinesis)
+    stop = StopSignals()
+    consumer = consumer_main.build(settings, shard, stop, kinesis=kinesis)
     result: dict = {}
-    t = threading.Thread(target=lambda: result.update(rc=consumer_main.run(consumer, signals)),
+    t = threading.Thread(target=lambda: result.update(rc=consumer_main.run(consumer, stop)),
                          daemon=True)
     with rig.stage(delay_s=1.2):  # slow stage: backpressure pauses longer than the max age
         t.start()
@@ -53,7 +56,7 @@ def test_faults_absorbed_nothing_lost_or_repeated(rig):
                  90, "every record despite the faults", every=0.3)
         wait_for(lambda: (rig.checkpoint(shard) or ("",))[0] == seqs[-1],
                  30, "the checkpoint at the last record", every=0.3)
-        signals.count += 1  # what the SIGTERM handler does
+        stop.handler(signal.SIGTERM)  # as a SIGTERM would
         t.join(30)
     assert result.get("rc") == 0
     assert not faults.schedule, f"faults not reached: {faults.schedule}"

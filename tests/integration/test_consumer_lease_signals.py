@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tests.pipeline import wait_for
+from shardline.ops.fleet import wait_for
 
 from shardline.exitcodes import ExitCode
 

@@ -6,7 +6,7 @@ import signal
 import pytest
 
 from tests.stub_stage import pos
-from tests.pipeline import wait_for
+from shardline.ops.fleet import wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -1,16 +1,15 @@
-"""Reader: start positions, iterator age refresh, expiry and throttling absorbed, error mapping."""
+"""Reader: start positions, iterator age refresh, expiry and throttling absorbed."""
 from __future__ import annotations
 
 
 import pytest
-from botocore.exceptions import EndpointConnectionError, ReadTimeoutError
+from botocore.exceptions import EndpointConnectionError
 
-from tests.faults import Clock, FakeKinesis, client_error
+from tests.fakes import Clock, FakeKinesis, client_error
 
-from shardline.consumers.awserrors import map_error
-from shardline.consumers.reader import ShardReader, list_shards, start_position
+from shardline.consumers.reader import ShardReader, start_position
 from shardline.control import Checkpoint
-from shardline.errors import IteratorExpired, ServiceUnavailable, ThrottledError
+from shardline.errors import ServiceUnavailable, ThrottledError
 from shardline.settings import Settings
 
 
@@ -76,8 +75,9 @@ def test_old_iterator_is_refreshed_after_last_record_read():
     got = [x.sequence_number for x in r.read().records]
     assert r.refreshes == before + 1
     assert got == seqs[3:6]
-    assert k.calls[-2] == ("get_shard_iterator", {"type": "AFTER_SEQUENCE_NUMBER",
-                                                  "seq": seqs[2]})
+    assert k.calls[-2] == ("get_shard_iterator", {
+        "StreamName": "s", "ShardId": "sh", "ShardIteratorType": "AFTER_SEQUENCE_NUMBER",
+        "StartingSequenceNumber": seqs[2]})
     assert r.iterator_age_s(clock()) == 0.0
 
 
@@ -88,7 +88,7 @@ def test_refresh_before_any_read_uses_start_position():
     clock.advance(100.0)
     got = drain(r, clock)
     assert got == seqs[2:]
-    types = [c[1]["type"] for c in k.calls if c[0] == "get_shard_iterator"]
+    types = [c[1]["ShardIteratorType"] for c in k.calls if c[0] == "get_shard_iterator"]
     assert types == ["AFTER_SEQUENCE_NUMBER", "AFTER_SEQUENCE_NUMBER"]
 
 
@@ -164,35 +164,3 @@ def test_sub_records_at_checkpoint_are_skipped():
     r.start(start_position(Checkpoint(s, 2, False), r.cs))
     got = [(x.sequence_number, x.sub_sequence_number, x.data) for x in r.read().records]
     assert got == [(s, 3, b"sub3"), (s, 4, b"sub4"), (s2, 0, b"plain")]
-
-
-def test_error_mapping_by_code_not_message():
-    assert isinstance(map_error(client_error("ProvisionedThroughputExceededException")),
-                      ThrottledError)
-    assert isinstance(map_error(client_error("ExpiredIteratorException")), IteratorExpired)
-    assert isinstance(map_error(client_error("Whatever", status=503)), ServiceUnavailable)
-    assert isinstance(map_error(ReadTimeoutError(endpoint_url="http://x")), ServiceUnavailable)
-    assert map_error(client_error("ResourceNotFoundException")) is None
-    assert map_error(ValueError("throttled")) is None
-
-
-def test_list_shards_gives_parents():
-    k = FakeKinesis()
-    k.add_shard("p", closed=True)
-    k.add_shard("c1", parent="p")
-    k.add_shard("c2", parent="p", adjacent_parent="q")
-    shards = list_shards(k, "s")
-    assert shards["p"].closed and not shards["c1"].closed
-    assert (shards["c2"].parent, shards["c2"].adjacent_parent) == ("p", "q")
-
-
-def test_fast_timestamp_parser_matches_botocore():
-    from datetime import datetime, timezone
-
-    from botocore.utils import parse_timestamp
-
-    from shardline.consumers.reader import _timestamp
-    for v in (1795674982.535, 0, 1700000000):
-        assert _timestamp(v) == parse_timestamp(v)
-        assert _timestamp(v).tzinfo is not None
-    assert _timestamp("2026-01-01T00:00:00Z") == datetime(2026, 1, 1, tzinfo=timezone.utc)

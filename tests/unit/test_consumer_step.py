@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from tests.faults import Clock, FakeControl, FakeDispatcher, FakeKinesis, client_error
+from tests.fakes import Clock, FakeControl, FakeDispatcher, FakeKinesis, client_error
 
 from shardline.consumers.consumer import Consumer
-from shardline.consumers.reader import ShardReader, list_shards
+from shardline.consumers.reader import ShardReader
 from shardline.control import SHARD_END, Checkpoint
 from shardline.errors import BatchFailed, LeaseHeld, LeaseLost, ServiceUnavailable
 from shardline.exitcodes import ExitCode
+from shardline.kinesis import list_shards
+from shardline.lifecycle import StopSignals
 from shardline.settings import Settings
 
 BASE = {"kinesis.stream": "s", "consumer.batch_max_records": "10",
@@ -332,18 +334,18 @@ def test_run_first_signal_graceful_second_forced():
     from shardline.consumers import main as consumer_main
 
     rig = Rig(30)
-    signals = consumer_main.Signals()
+    stop = StopSignals()
 
     def send():
         time.sleep(0.3)
-        signals.handler(15, None)  # SIGTERM: graceful, but jobs never finish...
+        stop.handler(15, None)  # SIGTERM: graceful, but jobs never finish...
         time.sleep(0.3)
         assert rig.consumer.state == "stopping" and not rig.consumer.done
-        signals.handler(2, None)  # ...so a second signal ends it at once
+        stop.handler(2, None)  # ...so a second signal ends it at once
 
     t = threading.Thread(target=send)
     t.start()
-    rc = consumer_main.run(rig.consumer, signals)
+    rc = consumer_main.run(rig.consumer, stop)
     t.join()
     assert rc == ExitCode.FORCED_STOP
     assert "sh" not in rig.control.checkpoints
@@ -357,17 +359,17 @@ def test_run_first_signal_exits_zero_after_in_flight_jobs():
     from shardline.consumers import main as consumer_main
 
     rig = Rig(30, **{"consumer.checkpoint_interval_s": "600"})
-    signals = consumer_main.Signals()
+    stop = StopSignals()
 
     def send():
         time.sleep(0.3)
-        signals.handler(15, None)
+        stop.handler(15, None)
         time.sleep(0.3)
         rig.dispatcher.finish_all()
 
     t = threading.Thread(target=send)
     t.start()
-    rc = consumer_main.run(rig.consumer, signals)
+    rc = consumer_main.run(rig.consumer, stop)
     t.join()
     assert rc == ExitCode.OK
     assert rig.control.checkpoints["sh"].sequence_number == rig.seqs[29]

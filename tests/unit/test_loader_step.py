@@ -9,8 +9,9 @@ from datetime import timedelta
 import psycopg2
 import pytest
 
-from tests.contract.loader_kit import (T0, Clock, FakeS3, FakeWarehouse, csv_gz,
-                                 ledger_row, page_view, settings, stage_file)
+from tests.contract.loader_kit import (T0, Clock, FakeWarehouse, csv_gz, ledger_row,
+                                       page_view, settings, stage_file)
+from tests.fakes import FakeS3
 from shardline import csvformat
 from shardline.errors import ConfigError, LoadFailed, ServiceUnavailable
 from shardline.workers.ledger import StagedFile
@@ -101,7 +102,7 @@ def test_nothing_left_inside_the_lock():
 def test_failure_backs_off_exponentially_and_logs_each_time(caplog):
     s3, clock = FakeS3(), Clock(T0)
     wh = FakeWarehouse(staged(s3, 1))
-    del s3.objects[("bucket-x", "pfx/staged/f0000.csv.gz")]  # the object is missing
+    del s3.objects["pfx/staged/f0000.csv.gz"]  # the object is missing
     loader = pg_loader(wh, s3, clock, **{"loader.max_interval_s": "0", "loader.poll_s": "1"})
     waits = []
     with caplog.at_level(logging.ERROR, logger="shardline.loader"):

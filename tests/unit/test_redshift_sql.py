@@ -13,8 +13,9 @@ from datetime import timedelta
 import psycopg2
 import pytest
 
-from tests.contract.loader_kit import (IAM_ROLE, SHARD0, SHARD1, T0, Clock, FakeS3,
-                                 FakeWarehouse, ledger_row, page_view, seq, settings)
+from tests.contract.loader_kit import (IAM_ROLE, SHARD0, SHARD1, T0, Clock, FakeWarehouse,
+                                       ledger_row, page_view, seq, settings)
+from tests.fakes import FakeS3
 from shardline import csvformat
 from shardline.errors import ConfigError, LoadFailed
 from shardline.workers.warehouse import make_dialect

@@ -5,6 +5,8 @@ from datetime import datetime, timezone
 
 import pytest
 
+from tests.fakes import FakeKinesis
+
 from shardline.ops import replay
 from shardline.control import Checkpoint, HistoryEntry
 from shardline.exitcodes import ExitCode
@@ -96,35 +98,27 @@ def test_parse_timestamp():
     assert replay.parse_timestamp("1700000000") == datetime.fromtimestamp(1700000000, utc)
 
 
-class FakeKinesis:
-    def __init__(self, pages):
-        self.pages = list(pages)
-        self.iterator_args = None
-
-    def get_shard_iterator(self, **kw):
-        self.iterator_args = kw
-        return {"ShardIterator": "it-0"}
-
-    def get_records(self, ShardIterator, Limit):
-        assert Limit == 1
-        return self.pages.pop(0)
-
-
 def test_first_sequence_at_timestamp_skips_empty_pages():
-    k = FakeKinesis([{"Records": [], "NextShardIterator": "it-1", "MillisBehindLatest": 9000},
-                     {"Records": [{"SequenceNumber": SEQ}], "NextShardIterator": "it-2",
-                      "MillisBehindLatest": 0}])
+    k = FakeKinesis()
+    k.add_shard("s")
+    k.answers = [{"Records": [], "NextShardIterator": "it-1", "MillisBehindLatest": 9000},
+                 {"Records": [{"SequenceNumber": SEQ}], "NextShardIterator": "it-2",
+                  "MillisBehindLatest": 0}]
     when = datetime(2026, 11, 26, 6, tzinfo=timezone.utc)
     assert replay.first_sequence_at(k, "clicks", "s", when, sleep=lambda s: None) == SEQ
-    assert k.iterator_args == {"StreamName": "clicks", "ShardId": "s",
-                               "ShardIteratorType": "AT_TIMESTAMP", "Timestamp": when}
+    assert k.calls[0] == ("get_shard_iterator", {
+        "StreamName": "clicks", "ShardId": "s", "ShardIteratorType": "AT_TIMESTAMP",
+        "Timestamp": when})
+    assert [kw["Limit"] for op, kw in k.calls if op == "get_records"] == [1, 1]
 
 
 def test_first_sequence_at_timestamp_none_at_tip_or_closed_end():
     when = datetime(2026, 11, 26, 6, tzinfo=timezone.utc)
-    at_tip = FakeKinesis([{"Records": [], "NextShardIterator": "it-1", "MillisBehindLatest": 0}])
+    at_tip = FakeKinesis()
+    at_tip.add_shard("s")  # open, nothing at/after T: an empty page at the tip
     assert replay.first_sequence_at(at_tip, "c", "s", when, sleep=lambda s: None) is None
-    closed = FakeKinesis([{"Records": [], "NextShardIterator": None, "MillisBehindLatest": 0}])
+    closed = FakeKinesis()
+    closed.add_shard("s", closed=True)  # read to its end: no next iterator
     assert replay.first_sequence_at(closed, "c", "s", when, sleep=lambda s: None) is None
 
 

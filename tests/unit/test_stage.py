@@ -15,6 +15,7 @@ from shardline.errors import ConfigError
 from shardline.tables import PAGE_VIEWS
 from tests.csvcheck import parse_csv
 from shardline.workers import rows as rows_mod, stage as stage_mod
+from tests.fakes import FakeS3
 from shardline.workers.ledger import LOADED, PENDING
 from shardline.workers.rows import RowBuilder
 from shardline.workers.stage import StageJob
@@ -253,20 +254,6 @@ def test_keys_follow_the_contract():
 
 
 # -- StageJob with fake S3 and ledger ----------------------------------------------------------
-class FakeS3:
-    def __init__(self, fail: Exception | None = None):
-        self.objects: dict[str, bytes] = {}
-        self.puts = 0
-        self.fail = fail
-
-    def put_object(self, Bucket, Key, Body, ContentType=None):
-        if self.fail:
-            raise self.fail
-        assert Bucket == "bkt"
-        self.puts += 1
-        self.objects[Key] = Body
-
-
 class FakeLedger:
     def __init__(self, fail: Exception | None = None):
         self.rows: dict[str, object] = {}
@@ -292,7 +279,8 @@ def job_settings(**over):
 
 
 def make_job(s3=None, ledger=None, **settings_over):
-    return StageJob(job_settings(**settings_over), s3=s3 or FakeS3(), ledger=ledger or FakeLedger(),
+    return StageJob(job_settings(**settings_over), s3=s3 or FakeS3(bucket="bkt"),
+                    ledger=ledger or FakeLedger(),
                     clock=lambda: STAGED_AT.timestamp())
 
 
@@ -345,13 +333,13 @@ def test_retried_job_overwrites_same_object_and_keeps_one_ledger_row():
     first = dict(job.s3.objects)
     assert job.run(payload) == b""
     assert job.s3.objects == first  # same keys, same bytes (same clock): overwritten
-    assert len(job.s3.objects) == 2 and job.s3.puts == 4  # overwritten, not added
+    assert len(job.s3.objects) == 2 and len(job.s3.puts) == 4  # overwritten, not added
     assert len(job.ledger.rows) == 1
 
 
 def test_s3_failure_fails_the_job_before_the_ledger():
     ledger = FakeLedger()
-    job = make_job(s3=FakeS3(fail=ConnectionError("s3 down")), ledger=ledger)
+    job = make_job(s3=FakeS3(bucket="bkt", fail=ConnectionError("s3 down")), ledger=ledger)
     with pytest.raises(ConnectionError):
         job.run(codec.encode(make_batch([enc(good_event(1))])))
     assert ledger.rows == {}

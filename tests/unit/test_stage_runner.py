@@ -8,7 +8,8 @@ import socket
 import pytest
 from gearman.errors import ServerUnavailable
 
-from shardline.workers.runner import ForcedStop, WorkerRunner
+from shardline.lifecycle import ForcedStop
+from shardline.workers.runner import WorkerRunner
 
 
 class FakeJob:
@@ -182,7 +183,7 @@ def test_signals_first_sets_flag_second_forces_stop():
     try:
         runner.install_signal_handlers()
         os.kill(os.getpid(), signal.SIGTERM)
-        assert runner.stopping and runner.signals == 1
+        assert runner.stopping and runner.stop_signals.count == 1
         with pytest.raises(ForcedStop):
             os.kill(os.getpid(), signal.SIGINT)
     finally:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from datetime import datetime, timedelta
 
-from shardline.ops import status
+from shardline.ops import status, status_render, status_report
 from shardline.exitcodes import ExitCode
 from shardline.ops.gearman_admin import FunctionStatus, ServerStatus
 
@@ -43,7 +43,7 @@ def report(**kw):
     kw.setdefault("streams", [S])
     kw.setdefault("max_lag_ms", 60_000)
     kw.setdefault("report_interval_s", 5.0)
-    return status.build_report(**kw)
+    return status_report.build_report(**kw)
 
 
 def healthy_inputs():
@@ -55,7 +55,7 @@ def healthy_inputs():
 def test_healthy_when_owned_fresh_and_caught_up():
     r = report(**healthy_inputs())
     assert r["healthy"] and r["alerts"] == []
-    assert status.exit_code(r) == ExitCode.OK
+    assert status_report.exit_code(r) == ExitCode.OK
     s0 = r["shards"][0]
     assert s0["owner"] == "host-a:123:abcd" and s0["owner_live"]
     assert s0["lease_age_s"] == 2 and s0["lease_expires_in_s"] == 28
@@ -67,7 +67,7 @@ def test_no_lease_is_an_alert():
     inputs = healthy_inputs()
     inputs["leases"] = inputs["leases"][:1]
     r = report(**inputs)
-    assert status.exit_code(r) == ExitCode.ALERT
+    assert status_report.exit_code(r) == ExitCode.ALERT
     assert len(r["alerts"]) == 1
     assert "clicks/shardId-000000000001: no live owner (no lease" in r["alerts"][0]
 
@@ -80,7 +80,7 @@ def test_expired_and_released_leases_are_alerts():
     assert r["shards"][0]["owner_live"] is False
     assert any("expired 15s ago" in a for a in r["alerts"])
     assert any("released" in a for a in r["alerts"])
-    assert status.exit_code(r) == ExitCode.ALERT
+    assert status_report.exit_code(r) == ExitCode.ALERT
 
 
 def test_lag_past_threshold_is_an_alert():
@@ -97,7 +97,7 @@ def test_stale_status_row_is_an_alert():
     inputs = healthy_inputs()
     inputs["status_rows"][0] = status_row("shardId-000000000000", age=15.5)  # > 3 x 5 s
     r = report(**inputs)
-    assert status.exit_code(r) == ExitCode.ALERT
+    assert status_report.exit_code(r) == ExitCode.ALERT
     assert "status row is stale" in r["alerts"][0]
     assert r["shards"][0]["status"]["stale"] is True
     inputs["status_rows"][0] = status_row("shardId-000000000000", age=14.9)
@@ -180,7 +180,7 @@ def test_text_shortens_sequences_and_json_keeps_them():
                              "target_table": "page_views", "loaded_sequence": SEQ,
                              "loaded_sub_sequence": 0, "load_id": "L1", "updated_at": ago(10)}]
     r = report(**inputs)
-    text = status.render_text(r)
+    text = status_render.render_text(r)
     assert SEQ not in text and SEQ2 not in text
     assert ".." + SEQ[-10:] in text and ".." + SEQ2[-10:] in text
     assert "host-a:123" in text and "abcd" not in text
@@ -193,31 +193,31 @@ def test_text_shortens_sequences_and_json_keeps_them():
 def test_text_lists_alerts():
     inputs = healthy_inputs()
     inputs["leases"] = []
-    text = status.render_text(report(**inputs))
+    text = status_render.render_text(report(**inputs))
     assert "ALERT (2)" in text.splitlines()[0]
     assert "ALERTS:" in text and "! shardId-000000000000" in text
 
 
 def test_text_with_nothing():
-    text = status.render_text(report(streams=[]))
+    text = status_render.render_text(report(streams=[]))
     assert "no shards" in text and "last load: none yet" in text
 
 
 def test_short_seq():
-    assert status.short_seq(None) == "-"
-    assert status.short_seq("12345") == "12345"
-    assert status.short_seq("SHARD_END") == "SHARD_END"
-    assert status.short_seq(SEQ) == ".." + SEQ[-10:]
-    assert status.short_seq(SEQ, tail=4) == ".." + SEQ[-4:]
+    assert status_report.short_seq(None) == "-"
+    assert status_report.short_seq("12345") == "12345"
+    assert status_report.short_seq("SHARD_END") == "SHARD_END"
+    assert status_report.short_seq(SEQ) == ".." + SEQ[-10:]
+    assert status_report.short_seq(SEQ, tail=4) == ".." + SEQ[-4:]
 
 
 def test_format_helpers():
-    assert status.fmt_duration(None) == "-"
-    assert status.fmt_duration(1.25) == "1.2s" or status.fmt_duration(1.25) == "1.3s"
-    assert status.fmt_duration(75) == "75s"
-    assert status.fmt_duration(600) == "10m"
-    assert status.fmt_bytes(999) == "999 B"
-    assert status.fmt_bytes(1_500_000) == "1.5 MB"
+    assert status_report.fmt_duration(None) == "-"
+    assert status_report.fmt_duration(1.25) == "1.2s" or status_report.fmt_duration(1.25) == "1.3s"
+    assert status_report.fmt_duration(75) == "75s"
+    assert status_report.fmt_duration(600) == "10m"
+    assert status_report.fmt_bytes(999) == "999 B"
+    assert status_report.fmt_bytes(1_500_000) == "1.5 MB"
 
 
 def test_cli_usage_errors():

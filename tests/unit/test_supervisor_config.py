@@ -7,21 +7,23 @@ from pathlib import Path
 
 import pytest
 
-from shardline.ops import supervisor_config as sc
 from shardline.errors import ConfigError
+from shardline.kinesis import ShardInfo
+from shardline.ops import supervisor_config as sc
+from shardline.ops.supervisor_render import render, select_shards
 from shardline.settings import Settings
 
-OPEN0 = sc.ShardInfo("shardId-000000000000", True)
-OPEN1 = sc.ShardInfo("shardId-000000000001", True)
-CLOSED1 = sc.ShardInfo("shardId-000000000001", False)
-CHILD2 = sc.ShardInfo("shardId-000000000002", True, "shardId-000000000001")
-CHILD3 = sc.ShardInfo("shardId-000000000003", True, "shardId-000000000001")
+OPEN0 = ShardInfo("shardId-000000000000")
+OPEN1 = ShardInfo("shardId-000000000001")
+CLOSED1 = ShardInfo("shardId-000000000001", closed=True)
+CHILD2 = ShardInfo("shardId-000000000002", parent="shardId-000000000001")
+CHILD3 = ShardInfo("shardId-000000000003", parent="shardId-000000000001")
 
 
 def _render(tmp_path: Path, shards, shard_end=frozenset(), **kw) -> str:
     kw.setdefault("settings", Settings())
     kw.setdefault("shardline_cmd", ["/opt/shardline/bin/shardline"])
-    return sc.render(stream="clicks", shards=sc.select_shards(shards, set(shard_end)),
+    return render(stream="clicks", shards=select_shards(shards, set(shard_end)),
                      out_dir=str(tmp_path), **kw)
 
 
@@ -70,7 +72,7 @@ def test_closed_shard_not_yet_drained_keeps_its_consumer(tmp_path):
 
 
 def test_warehouse_unknown_keeps_every_listed_shard_and_says_so():
-    sel = sc.select_shards([OPEN0, CLOSED1, CHILD2], None, "connection refused")
+    sel = select_shards([OPEN0, CLOSED1, CHILD2], None, "connection refused")
     assert sel.shards == ("shardId-000000000000", "shardId-000000000001",
                           "shardId-000000000002")
     assert "warehouse not reachable (connection refused)" in sel.note
@@ -197,31 +199,8 @@ def test_command_template(tmp_path):
 
 def test_socket_path_too_long(tmp_path):
     with pytest.raises(ConfigError, match="too long"):
-        sc.render(stream="s", shards=sc.select_shards([OPEN0], set()), out_dir="/" + "x" * 120,
+        render(stream="s", shards=select_shards([OPEN0], set()), out_dir="/" + "x" * 120,
                   shardline_cmd=["shardline"], settings=Settings())
-
-
-def test_list_shards_follows_next_token():
-    class FakeKinesis:
-        def __init__(self):
-            self.calls = []
-
-        def list_shards(self, **kw):
-            self.calls.append(kw)
-            if "StreamName" in kw:
-                return {"Shards": [{"ShardId": "shardId-000000000000",
-                                    "SequenceNumberRange": {"StartingSequenceNumber": "1",
-                                                            "EndingSequenceNumber": "9"}}],
-                        "NextToken": "t1"}
-            return {"Shards": [{"ShardId": "shardId-000000000001",
-                                "ParentShardId": "shardId-000000000000",
-                                "SequenceNumberRange": {"StartingSequenceNumber": "10"}}]}
-
-    fake = FakeKinesis()
-    shards = sc.list_shards(fake, "clicks")
-    assert shards == [sc.ShardInfo("shardId-000000000000", False),
-                      sc.ShardInfo("shardId-000000000001", True, "shardId-000000000000")]
-    assert fake.calls == [{"StreamName": "clicks"}, {"NextToken": "t1"}]
 
 
 def test_cli_usage_errors():

@@ -13,11 +13,6 @@ from shardline.workers.warehouse.plan import AdvanceWatermarks, CopyManifest, St
 from shardline.workers.warehouse.watermarks import advance_watermarks
 
 
-def first_line(exc: BaseException) -> str:
-    """The first line of an error's text (or its type name): what goes into a message."""
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-
-
 @dataclass
 class PlanResult:
     rows_copied: int = 0

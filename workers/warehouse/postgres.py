@@ -15,7 +15,8 @@ from typing import Any, Sequence
 from shardline import csvformat
 from shardline.errors import LoadFailed
 from shardline.workers.ledger import StagedFile
-from shardline.workers.warehouse.base import Dialect, first_line
+from shardline.lifecycle import first_line
+from shardline.workers.warehouse.base import Dialect
 from shardline.workers.warehouse.plan import CopyManifest, Manifest
 
 

@@ -10,7 +10,8 @@ from typing import Any
 from shardline import csvformat
 from shardline.errors import ConfigError, LoadFailed
 from shardline.settings import iam_role_chain
-from shardline.workers.warehouse.base import Dialect, first_line
+from shardline.lifecycle import first_line
+from shardline.workers.warehouse.base import Dialect
 from shardline.workers.warehouse.plan import CopyManifest
 
 
