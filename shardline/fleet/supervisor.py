@@ -7,8 +7,9 @@ are ``addProcessGroup`` / ``removeProcessGroup``; ``start`` / ``stop`` the group
 lease; up to stopwaitsecs) never blocks the agent's loop and its heartbeat. Each consumer
 stays its own supervisord program with its own log.
 
-Faults that only say "already so" (added, started, not running, gone) are not errors;
-a socket or protocol failure is ``ServiceUnavailable`` and the connection is rebuilt.
+Faults that only say "already so" (added, started, not running, gone) are not errors; any
+other fault, and a socket or protocol failure, is ``ServiceUnavailable`` (the connection is
+rebuilt), so the agent logs it and tries again at its next step.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ RPC_TIMEOUT_S = 30.0
 
 # supervisor.xmlrpc.Faults (fixed numbers of the protocol)
 BAD_NAME, ALREADY_STARTED, NOT_RUNNING = 10, 60, 70
-ALREADY_ADDED, STILL_RUNNING, CANT_REREAD, SHUTDOWN_STATE = 90, 91, 92, 6
+ALREADY_ADDED, STILL_RUNNING = 90, 91
 
 
 @dataclass(frozen=True)
@@ -83,15 +84,17 @@ class Supervisor:
         self._rpc = xmlrpc.client.ServerProxy("http://127.0.0.1", transport=self._transport)
 
     def _call(self, method: str, *args: Any, ok: tuple[int, ...] = ()) -> Any:
+        """The call's result, or the ``Fault`` itself when its code is in ``ok``."""
         try:
             return getattr(self._rpc.supervisor, method)(*args)
         except xmlrpc.client.Fault as fault:
             if fault.faultCode in ok:
-                return None
-            if fault.faultCode in (SHUTDOWN_STATE, CANT_REREAD):
-                raise ServiceUnavailable(f"supervisord {method}: {fault.faultString}") from None
-            raise
-        except (OSError, xmlrpc.client.ProtocolError, ConnectionError) as exc:
+                return fault
+            # SHUTDOWN_STATE, CANT_REREAD (a config file does not parse) and the rest:
+            # nothing this call can fix; the agent tries again at its next step.
+            raise ServiceUnavailable(f"supervisord {method}{args!r}: {fault.faultString}") \
+                from None
+        except (OSError, xmlrpc.client.ProtocolError) as exc:
             self._transport.close()
             raise ServiceUnavailable(f"supervisord at {self.url}: {method}: {exc}") from None
 
@@ -117,13 +120,8 @@ class Supervisor:
 
     def remove(self, group: str) -> bool:
         """False while a process of the group still runs (stop it first)."""
-        try:
-            self._call("removeProcessGroup", group, ok=(BAD_NAME,))
-        except xmlrpc.client.Fault as fault:
-            if fault.faultCode == STILL_RUNNING:
-                return False
-            raise
-        return True
+        result = self._call("removeProcessGroup", group, ok=(BAD_NAME, STILL_RUNNING))
+        return not (isinstance(result, xmlrpc.client.Fault) and result.faultCode == STILL_RUNNING)
 
     def start(self, group: str) -> None:
         self._call("startProcessGroup", group, False, ok=(ALREADY_STARTED, BAD_NAME))

@@ -84,6 +84,11 @@ def _quote_env(key: str, value: str) -> str:
     return quote + value + quote
 
 
+def agent_include_name(prefix: str) -> str:
+    """The agent's include file, next to the main config (one per stream prefix)."""
+    return f"{prefix}-agent-consumers.conf" if prefix else "agent-consumers.conf"
+
+
 def program_names(prefix: str) -> dict[str, str]:
     p = f"{prefix}-" if prefix else ""
     return {"consumer": f"{p}consumer-", "worker": f"{p}stage-worker", "loader": f"{p}loader",
