@@ -78,14 +78,33 @@ def wait_gone(pid: int, timeout: float, every: float = 0.1) -> bool:
     return False
 
 
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (children, their children ...), from /proc."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
 @dataclass
 class Fleet:
-    """A supervisord running one consumer per shard, N stage workers and the loader."""
+    """A supervisord running one consumer per shard, N stage workers and the loader; with
+    ``agent_host``, one host of many: the agent runs the consumers the fleet gives it."""
 
     conf_dir: Path
     env: dict[str, str]
     stream: str
     workers: int = 2
+    agent_host: str | None = None
     started: bool = field(default=False, init=False)
 
     @property
@@ -93,8 +112,9 @@ class Fleet:
         return self.conf_dir / "shardline.conf"
 
     def configure(self) -> None:
+        agent = ["--agent", "--set", f"agent.host_id={self.agent_host}"] if self.agent_host else []
         shardline("supervisor-config", "--stream", self.stream, "--workers", str(self.workers),
-                  "--out", str(self.conf_dir), env=self.env)
+                  "--out", str(self.conf_dir), *agent, env=self.env)
 
     def start(self) -> None:
         self.configure()
@@ -126,6 +146,22 @@ class Fleet:
                 os.kill(pid, sig)
                 killed.append(pid)
         return killed
+
+    def crash(self) -> list[int]:
+        """The host dies: SIGKILL supervisord and every process under it at once (they
+        run in process groups of their own, so one killpg would not reach them)."""
+        pidfile = self.conf_dir / "supervisord.pid"
+        pid = int(pidfile.read_text())
+        victims = [pid, *descendants(pid)]
+        for victim in victims:
+            try:
+                os.kill(victim, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        for victim in victims:
+            wait_gone(victim, 10)
+        self.started = False
+        return victims
 
     def stop(self) -> None:
         """Graceful: supervisord TERMs each program and waits for it, then exits."""
