@@ -19,10 +19,13 @@ it follows from the heartbeats, and passes on when the leader's heartbeat expire
 Moving a shard gracefully: the old owner's agent sees the shard is no longer its own and
 asks supervisord to stop that consumer (SIGTERM: stop reading, finish in-flight batches,
 checkpoint, release the lease); the new owner's agent adds the program at once but starts
-it only when the shard's lease is free (released, or expired because its host died). So a
-moved shard is never read by two consumers (the lease alone would already refuse the second),
-and the new consumer never sits out a full TTL behind a lease that was released: a pending
-start is re-checked every ``HANDOFF_POLL_S``. Programs are ``autostart=false``, so a config
+it only when (1) no other live host lists the shard among the consumers running there (each
+heartbeat carries that list, ``info["running"]``, and an agent heartbeats at once when one
+of its consumers has stopped) and (2) the shard's lease is free (released, or expired
+because its host died). (1) covers an old consumer that is still starting and has not taken
+the lease yet, or is between two restarts; (2) covers a host that died. So a moved shard
+never has two consumer processes, and the new consumer never sits out a TTL behind a lease
+that was released: a pending start is re-checked every ``HANDOFF_POLL_S``. Programs are ``autostart=false``, so a config
 re-read after a supervisord restart starts nothing the fleet has since given to another host,
 and a consumer a person stopped (``supervisorctl stop``, e.g. for a replay) stays stopped:
 the agent only ever starts a program that supervisord has never started.
@@ -87,14 +90,22 @@ class Agent:
         self.mine: list[str] | None = None  # None until the first assignment read
         self.leader: str | None = None
         self.next_poll: float | None = None
-        self.polls = 0  # a new leader assigns from its second poll: hosts started with it
-        # have heartbeated by then, so a cold start does not pile every shard on one host
+        # A new agent leads only once it has run for one heartbeat TTL: by then every host
+        # started with it has heartbeated, so a cold start of the fleet does not pile every
+        # shard on the first host up and then move them (it follows the store meanwhile).
+        self.started_at: float | None = None
+        self.now = 0.0
+        self.published: list[str] | None = None  # running consumers in our last heartbeat
+        self.running: list[str] = []  # shards whose consumer may hold or take the lease
         self.unsettled = False  # a group is still stopping or could not be removed yet
-        self._waiting_for: dict[str, str | None] = {}  # group -> lease owner (log once)
+        self._waiting_for: dict[str, str] = {}  # group -> what it waits for (log once)
 
     # -- the loop ---------------------------------------------------------------
     def step(self, now: float) -> float:
         """One turn; returns how long the caller may sleep before the next."""
+        self.now = now
+        if self.started_at is None:
+            self.started_at = now
         if self.next_poll is None or now >= self.next_poll:
             self.next_poll = now + self.poll_s
             try:
@@ -131,19 +142,26 @@ class Agent:
                              self.heartbeat_ttl_s, exc)
 
     # -- the fleet --------------------------------------------------------------
-    def _poll(self) -> None:
+    def _heartbeat(self) -> None:
+        """Register this host; ``info["running"]`` lists the shards whose consumer runs here
+        (or starts, backs off, stops): a new owner starts nothing while it is listed."""
+        running = list(self.running)
         self.store.heartbeat(self.host_id, self.heartbeat_ttl_s,
                              {"stream": self.stream, "pid": str(os.getpid()),
-                              "consumers": str(len(self.mine or ()))})
+                              "running": ",".join(running)})
+        self.published = running
+
+    def _poll(self) -> None:
+        self._heartbeat()
         hosts = sorted({h.host_id for h in self.store.live_hosts()
                         if h.info.get("stream") == self.stream} | {self.host_id})
         if hosts[0] != self.leader:
             self.log.info("leader is %s (live hosts: %s)",
                           "this host" if hosts[0] == self.host_id else hosts[0], ", ".join(hosts))
             self.leader = hosts[0]
-        if self.leader == self.host_id and self.polls > 0:
+        if (self.leader == self.host_id
+                and self.now - (self.started_at or self.now) >= self.heartbeat_ttl_s):
             self._lead(hosts)
-        self.polls += 1
         mine = sorted(s for s, h in self.store.assignments(self.stream).items()
                       if h == self.host_id)
         if mine != self.mine:
@@ -181,6 +199,10 @@ class Agent:
         if rewritten or self.unsettled or set(groups) != set(want):
             self._apply(groups)
             groups = self._groups()
+        self.running = sorted(g.removeprefix(self.prefix) for g, p in groups.items() if p.running)
+        if self.published is not None and self.running != self.published \
+                and not set(self.running) <= set(self.published):
+            self._heartbeat()  # a consumer stopped here: tell its new owner now, not next poll
         return self._start_free(want, groups) or self.unsettled
 
     def _apply(self, groups: dict[str, Proc]) -> None:
@@ -211,16 +233,24 @@ class Agent:
         if not new:
             self._waiting_for.clear()
             return False
+        elsewhere = {shard: h.host_id for h in self.store.live_hosts()
+                     if h.host_id != self.host_id and h.info.get("stream") == self.stream
+                     for shard in filter(None, h.info.get("running", "").split(","))}
         leases = {lease.shard_id: lease for lease in self.leases.leases(self.stream)}
         now = self.leases.now()
         waiting = False
         for name in new:
-            lease = leases.get(want[name])
-            if lease is not None and lease.live(now):
-                if self._waiting_for.get(name, "") != lease.owner:
-                    self.log.info("%s waits: shard %s is still held by %s (lease until %s UTC)",
-                                  name, want[name], lease.owner, f"{lease.expires_at:%H:%M:%S}")
-                    self._waiting_for[name] = lease.owner
+            shard = want[name]
+            lease = leases.get(shard)
+            holder = None
+            if shard in elsewhere:
+                holder = f"a consumer still running on host {elsewhere[shard]}"
+            elif lease is not None and lease.live(now):
+                holder = f"{lease.owner} (lease until {lease.expires_at:%H:%M:%S} UTC)"
+            if holder is not None:
+                if self._waiting_for.get(name) != holder:
+                    self.log.info("%s waits: shard %s is held by %s", name, shard, holder)
+                    self._waiting_for[name] = holder
                 waiting = True
                 continue
             self.supervisor.start(name)

@@ -118,6 +118,10 @@ class Fleet:
 
     def start(self) -> None:
         self.configure()
+        self.launch()
+
+    def launch(self) -> None:
+        """Start supervisord on the config ``configure`` wrote."""
         subprocess.run([str(BIN / "supervisord"), "-c", str(self.conf)], env=self.env,
                        check=True, capture_output=True)
         self.started = True

@@ -83,8 +83,10 @@ def test_agents_spread_fail_over_reshard_and_scale(stack_env, stream_name, tmp_p
         return "\n".join(f"===== {h}\n{f.logs(600)}" for h, f in fleets.items())
 
     try:
+        for fleet in fleets.values():  # the hosts boot within a second of each other
+            fleet.configure()
         for fleet in fleets.values():
-            fleet.start()
+            fleet.launch()
         six = open_shard_ids(kinesis, stream_name)
         t = time.monotonic()
         try:

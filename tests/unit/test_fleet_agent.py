@@ -47,8 +47,16 @@ class Host:
         self.wake = 0.0
         self.dead = False
         self.drain_s = 0.0  # how long a graceful stop takes here
+        self.lease_delay_s = 0.0  # how long a consumer starts before it has the lease
+        self.slow: dict[str, float] = {}
 
     def started(self, name: str) -> None:
+        if self.lease_delay_s:
+            self.slow[name] = self.world.clock()  # still importing, no lease yet
+            return
+        self.take_lease(name)
+
+    def take_lease(self, name: str) -> None:
         shard = name.removeprefix("consumer-")
         owner = f"{self.host_id}/{name}"
         token = self.world.store.acquire_lease(STREAM, shard, owner, LEASE_TTL_S)
@@ -57,6 +65,8 @@ class Host:
         self.world.starts.append((self.world.clock(), self.host_id, shard))
 
     def stopped(self, name: str) -> None:
+        if self.slow.pop(name, None) is not None:
+            return  # stopped before it took the lease
         shard = name.removeprefix("consumer-")
         host, owner, token = self.world.running.pop(shard)
         assert host == self.host_id
@@ -98,9 +108,20 @@ class World:
                     if now - since >= host.drain_s:
                         host.sup.finish_stops(only=name)
                         del self.stopping_since[key]
+        for host in self.live():
+            for name, since in list(host.slow.items()):
+                if now - since >= host.lease_delay_s and host.sup.active.get(name, {}).get(
+                        "state") == "RUNNING":
+                    del host.slow[name]
+                    host.take_lease(name)
         for shard, (host, owner, token) in list(self.running.items()):
             if not self.hosts[host].dead:  # live consumers renew their leases
                 self.store.renew_lease(STREAM, shard, owner, token, LEASE_TTL_S)
+        processes: dict[str, list[str]] = {}
+        for host in self.live():
+            for name in host.sup.running():
+                processes.setdefault(name, []).append(host.host_id)
+        assert all(len(h) == 1 for h in processes.values()), f"two processes: {processes}"
         self.clock.advance(DT)
 
     def run(self, seconds: float) -> None:
@@ -203,8 +224,20 @@ def test_joining_host_gets_its_share_by_graceful_handoff(world):
     for t, host, shard in world.starts:
         if t > joined:
             assert host == "h4" and shard in moved
+            # the old agent sees the stop end, heartbeats; the new one re-checks: 2 handoff polls
             released = max(t0 for t0, _, s in world.stops if s == shard)
-            assert released <= t <= released + HANDOFF_POLL_S + DT, (released, t)
+            assert released <= t <= released + 2 * HANDOFF_POLL_S + DT, (released, t)
+
+
+def test_a_shard_moving_while_its_consumer_starts_waits_for_that_process(world):
+    h1 = world.add("h1")
+    h1.lease_delay_s = 2.0  # a slow start: the lease is taken 2 s after the process started
+    h1.drain_s = 0.5
+    world.run(HEARTBEAT_TTL_S + 0.6)  # h1 leads, its six consumers are starting
+    assert len(h1.consumers()) == 6 and world.running == {}
+    world.add("h2")
+    # the tick's invariant (never one shard's process on two hosts) is the check here
+    world.run_until(lambda: world.counts() == [3, 3] and len(world.running) == 6, timeout=10)
 
 
 def test_split_children_get_consumers_and_the_finished_parent_is_removed(world):
@@ -273,7 +306,7 @@ def test_hosts_of_another_stream_are_not_counted(world, tmp_path):
 def test_supervisord_down_is_retried_and_nothing_is_lost(world):
     host = world.add("h1")
     host.sup.down = True
-    world.run(3)
+    world.run(HEARTBEAT_TTL_S + 1)
     assert world.running == {}
     assert world.store.assignments(STREAM)  # the fleet part went on
     host.sup.down = False
