@@ -27,6 +27,7 @@ from typing import Any, Callable, Sequence
 
 from shardline import kinesis
 from shardline.cli import command_parser, load_settings, parse_command_args
+from shardline.errors import ConfigError
 from shardline.exitcodes import ExitCode
 from shardline.fleet.agent import Agent, IncludeFile
 from shardline.fleet.supervisor import Supervisor, server_url
@@ -65,6 +66,8 @@ def build(settings: Settings, *, host_id: str, prefix: str = "",
           shardline_cmd: Sequence[str] | None = None, config_path: str | None = None,
           command_template: str = DEFAULT_TEMPLATE) -> Agent:
     """The agent over real clients; nothing connects before the first step."""
+    from botocore.exceptions import NoRegionError
+
     from shardline import clients
     from shardline.control import Control
     from shardline.controlstore import open_store
@@ -83,12 +86,16 @@ def build(settings: Settings, *, host_id: str, prefix: str = "",
                                 command_template=command_template, host_id=host_id)
 
     render([])  # a setting supervisord cannot take (a quote in a value) stops us now: 78
-    client = kinesis.kinesis_client(settings, botocore_retries=3)
+    supervisor = Supervisor(server_url(settings.agent.serverurl))
+    try:
+        client = kinesis.kinesis_client(settings, botocore_retries=3)
+    except NoRegionError:
+        raise ConfigError("aws.region is required: set [aws] region = ..., SHARDLINE_AWS_REGION "
+                          "or AWS_DEFAULT_REGION") from None
     return Agent(
         stream=stream, host_id=host_id, store=open_store(settings),
         leases=Control(lambda: clients.warehouse_connect(settings), settings.warehouse.dialect),
-        list_shards=lambda: kinesis.list_shards(client, stream),
-        supervisor=Supervisor(server_url(settings.agent.serverurl)),
+        list_shards=lambda: kinesis.list_shards(client, stream), supervisor=supervisor,
         include=IncludeFile(include_path, render), poll_s=settings.agent.poll_s,
         heartbeat_ttl_s=settings.agent.heartbeat_ttl_s,
         consumer_prefix=program_names(prefix)["consumer"],
