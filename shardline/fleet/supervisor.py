@@ -26,7 +26,7 @@ RPC_TIMEOUT_S = 30.0
 
 # supervisor.xmlrpc.Faults (fixed numbers of the protocol)
 BAD_NAME, ALREADY_STARTED, NOT_RUNNING = 10, 60, 70
-ALREADY_ADDED, STILL_RUNNING = 90, 91
+ALREADY_ADDED, STILL_RUNNING, SHUTDOWN_STATE = 90, 91, 6
 
 
 @dataclass(frozen=True)
@@ -100,7 +100,8 @@ class Supervisor:
 
     def state(self) -> str:
         """RUNNING, RESTARTING, SHUTDOWN ..."""
-        return self._call("getState")["statename"]
+        result = self._call("getState", ok=(SHUTDOWN_STATE,))
+        return "SHUTDOWN" if isinstance(result, xmlrpc.client.Fault) else result["statename"]
 
     def processes(self) -> dict[str, Proc]:
         """group name -> its (first) process: the agent's groups have one process each."""

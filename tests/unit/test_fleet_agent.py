@@ -363,3 +363,35 @@ def test_step_waits_until_the_next_poll_when_nothing_moves(world):
     wait = host.agent.step(now)
     assert 0 < wait <= POLL_S
     assert host.agent.step(now + wait) == pytest.approx(POLL_S)
+
+
+@pytest.fixture
+def no_settings(monkeypatch, tmp_path):
+    """No SHARDLINE_* variables and no shardline.ini; the agent's signal handlers undone."""
+    import os
+    import signal
+
+    for name in list(os.environ):
+        if name.startswith("SHARDLINE_") or name == "SUPERVISOR_SERVER_URL":
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    yield monkeypatch
+    for sig, handler in saved.items():
+        signal.signal(sig, handler)
+
+
+@pytest.mark.parametrize("env, key", [
+    ({}, "agent.include_file"),
+    ({"SHARDLINE_AGENT_INCLUDE_FILE": "/tmp/x.conf"}, "warehouse.dsn"),
+    ({"SHARDLINE_AGENT_INCLUDE_FILE": "/tmp/x.conf", "SHARDLINE_WAREHOUSE_DSN": "host=x"},
+     "agent.serverurl"),
+    ({"SHARDLINE_AGENT_POLL_S": "20"}, "agent.heartbeat_ttl_s"),
+])
+def test_agent_command_bad_config_exits_78_naming_the_key(no_settings, capsys, env, key):
+    from shardline import cli
+
+    for name, value in env.items():
+        no_settings.setenv(name, value)
+    assert cli.main(["agent", "--stream", "clicks"]) == 78
+    assert key in capsys.readouterr().err
