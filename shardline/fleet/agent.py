@@ -117,8 +117,7 @@ class Agent:
             try:
                 busy = self._reconcile()
             except RetriableError as exc:
-                self.log.warning("supervisord update failed, will retry: %s", exc)
-                busy = True
+                self.log.warning("could not update this host's consumers, will retry: %s", exc)
         wait = max(0.0, self.next_poll - now)
         return min(wait, HANDOFF_POLL_S) if busy else wait
 
@@ -200,8 +199,7 @@ class Agent:
             self._apply(groups)
             groups = self._groups()
         self.running = sorted(g.removeprefix(self.prefix) for g, p in groups.items() if p.running)
-        if self.published is not None and self.running != self.published \
-                and not set(self.running) <= set(self.published):
+        if self.published is not None and set(self.published) - set(self.running):
             self._heartbeat()  # a consumer stopped here: tell its new owner now, not next poll
         return self._start_free(want, groups) or self.unsettled
 
@@ -239,6 +237,7 @@ class Agent:
         leases = {lease.shard_id: lease for lease in self.leases.leases(self.stream)}
         now = self.leases.now()
         waiting = False
+        free: list[str] = []
         for name in new:
             shard = want[name]
             lease = leases.get(shard)
@@ -253,6 +252,13 @@ class Agent:
                     self._waiting_for[name] = holder
                 waiting = True
                 continue
+            free.append(name)
+        if free:
+            # listed as running here before they start, so that a host this shard moves to
+            # next waits for them (a move in the instant between the two is left to the lease)
+            self.running = sorted(set(self.running) | {want[n] for n in free})
+            self._heartbeat()
+        for name in free:
             self.supervisor.start(name)
             self._waiting_for.pop(name, None)
             self.log.info("started %s", name)

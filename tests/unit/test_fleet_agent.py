@@ -42,8 +42,8 @@ class Host:
             settings=self.render_settings, host_id=host_id))
         self.agent = Agent(stream=stream, host_id=host_id, store=world.store,
                            leases=world.store, list_shards=lambda: list(world.shards),
-                           supervisor=self.sup, include=self.include, poll_s=POLL_S,
-                           heartbeat_ttl_s=HEARTBEAT_TTL_S)
+                           supervisor=self.sup, include=self.include, poll_s=world.poll_s,
+                           heartbeat_ttl_s=world.heartbeat_ttl_s)
         self.wake = 0.0
         self.dead = False
         self.drain_s = 0.0  # how long a graceful stop takes here
@@ -78,8 +78,10 @@ class Host:
 
 
 class World:
-    def __init__(self, tmp_path, shards: int = 6):
+    def __init__(self, tmp_path, shards: int = 6, poll_s: float = POLL_S,
+                 heartbeat_ttl_s: float = HEARTBEAT_TTL_S):
         self.tmp_path = tmp_path
+        self.poll_s, self.heartbeat_ttl_s = poll_s, heartbeat_ttl_s
         self.clock = Clock(1_800_000_000.0)
         self.store = MemoryStore(clock=self.clock)
         self.shards = [ShardInfo(sid(i), starting_hash_key=i) for i in range(shards)]
@@ -227,6 +229,22 @@ def test_joining_host_gets_its_share_by_graceful_handoff(world):
             # the old agent sees the stop end, heartbeats; the new one re-checks: 2 handoff polls
             released = max(t0 for t0, _, s in world.stops if s == shard)
             assert released <= t <= released + 2 * HANDOFF_POLL_S + DT, (released, t)
+
+
+def test_a_handoff_does_not_wait_for_either_agents_next_poll(tmp_path):
+    world = World(tmp_path, poll_s=3.0, heartbeat_ttl_s=6.0)
+    for h in ("h1", "h2"):
+        world.add(h).drain_s = 0.7
+    world.run_until(lambda: world.counts() == [3, 3], timeout=15)
+    joined = world.clock()
+    world.add("h3")
+    world.run_until(lambda: world.counts() == [2, 2, 2], timeout=15)
+    moved = [(t, s) for t, h, s in world.starts if t > joined]
+    assert len(moved) == 2
+    for t, shard in moved:
+        released = max(t0 for t0, _, s in world.stops if s == shard)
+        # the old agent sees the stop end and heartbeats at once; the new one re-checks
+        assert t - released <= 2 * HANDOFF_POLL_S + DT, (t - released, shard)
 
 
 def test_a_shard_moving_while_its_consumer_starts_waits_for_that_process(world):
