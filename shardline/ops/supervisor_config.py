@@ -14,6 +14,11 @@ Which shards get a consumer: every open shard, and every closed shard that has n
 start). If the warehouse cannot be asked, closed shards that Kinesis still lists
 are included too (a consumer that finds SHARD_END exits 0 and stays stopped).
 
+With ``--agent`` (many hosts, see shardline.fleet) the file has no consumer programs:
+it runs ``shardline agent``, which keeps this host's share of them in
+``DIR/agent-consumers.conf`` (included by the main file) and applies changes itself
+through supervisord's XML-RPC interface; nobody runs ``update`` after a reshard.
+
 Secrets never go in the file: supervisord hands its own environment (AWS
 credentials, PGPASSWORD, ...) to the programs; ``environment=`` only carries
 non-secret ``SHARDLINE_*`` settings given on the command line (``--set``,

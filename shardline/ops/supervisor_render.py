@@ -6,6 +6,10 @@ update`` then starts just those). Consumers: ``autorestart=unexpected`` with
 ``exitcodes=0`` (a shard at SHARD_END stays stopped) and ``stopwaitsecs`` above
 the consumer's shutdown bound. No ``[group:...]``: supervisord restarts every
 member of a group whose member list changed.
+
+Many hosts (``--agent``): ``render(agent_include=FILE)`` writes the ``agent`` program and an
+``[include]`` of FILE instead of the consumers, and ``render_consumers`` is what
+``shardline agent`` writes into FILE (the same program sections, ``autostart=false``).
 """
 from __future__ import annotations
 
