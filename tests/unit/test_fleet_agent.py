@@ -275,6 +275,25 @@ def test_split_children_get_consumers_and_the_finished_parent_is_removed(world):
     assert f"consumer-{parent}" not in world.hosts[parent_host].path.read_text()
 
 
+def test_merge_child_gets_a_consumer_and_both_finished_parents_are_removed(world):
+    for h in ("h1", "h2", "h3"):
+        world.add(h)
+    world.run_until(lambda: world.counts() == [2, 2, 2], timeout=5)
+    a, b, child = sid(1), sid(2), sid(6)
+    world.shards = [ShardInfo(s.shard_id, s.parent, s.adjacent_parent,
+                              s.closed or s.shard_id in (a, b), s.starting_hash_key)
+                    for s in world.shards] + [ShardInfo(child, a, b, False, 101)]
+    world.run_until(lambda: child in world.running, timeout=5)
+    for parent in (a, b):
+        world.finish(parent)
+    world.run_until(lambda: set(world.store.assignments(STREAM)) == {
+        sid(0), sid(3), sid(4), sid(5), child}, timeout=5)
+    world.run(3)
+    assert world.counts() == [1, 2, 2] and all_read_once(world)
+    for host in world.live():
+        assert not {f"consumer-{a}", f"consumer-{b}"} & set(host.sup.active)
+
+
 def test_a_program_a_person_stopped_stays_stopped(world):
     host = world.add("h1")
     world.run_until(lambda: len(world.running) == 6, timeout=5)
