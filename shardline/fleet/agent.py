@@ -90,9 +90,10 @@ class Agent:
         self.mine: list[str] | None = None  # None until the first assignment read
         self.leader: str | None = None
         self.next_poll: float | None = None
-        # A new agent leads only once it has run for one heartbeat TTL: by then every host
-        # started with it has heartbeated, so a cold start of the fleet does not pile every
-        # shard on the first host up and then move them (it follows the store meanwhile).
+        # On a cold start (nothing assigned yet) a new leader waits one heartbeat TTL: by
+        # then every host started with it has heartbeated, so the first host up does not
+        # take every shard only to hand most of them over again. With an assignment in the
+        # store it leads at once (a dead host's shards must not wait for a fresh leader).
         self.started_at: float | None = None
         self.now = 0.0
         self.published: list[str] | None = None  # running consumers in our last heartbeat
@@ -158,23 +159,23 @@ class Agent:
             self.log.info("leader is %s (live hosts: %s)",
                           "this host" if hosts[0] == self.host_id else hosts[0], ", ".join(hosts))
             self.leader = hosts[0]
-        if (self.leader == self.host_id
-                and self.now - (self.started_at or self.now) >= self.heartbeat_ttl_s):
-            self._lead(hosts)
-        mine = sorted(s for s, h in self.store.assignments(self.stream).items()
-                      if h == self.host_id)
+        current = self.store.assignments(self.stream)
+        fresh = self.now - (self.started_at or self.now) < self.heartbeat_ttl_s
+        if self.leader == self.host_id and (current or not fresh):
+            current = self._lead(hosts, current)
+        mine = sorted(s for s, h in current.items() if h == self.host_id)
         if mine != self.mine:
             self.log.info("assigned %d shard(s): %s", len(mine), ", ".join(mine) or "-")
             self.mine = mine
 
-    def _lead(self, hosts: list[str]) -> None:
+    def _lead(self, hosts: list[str], current: dict[str, str]) -> dict[str, str]:
+        """Write the balanced assignment; returns it."""
         shards = self.list_shards()
         finished = {s for s, cp in self.leases.checkpoints(self.stream).items() if cp.shard_end}
         # a closed shard keeps a consumer until it reached SHARD_END; a child gets one at
         # once (its consumer waits for the parents itself)
         needing = [s.shard_id for s in shards if s.is_open or s.shard_id not in finished]
         closed = {s.shard_id for s in shards if s.closed}
-        current = self.store.assignments(self.stream)
         target = balance(hosts, needing, current, prefer_keep=closed)
         for shard in sorted(set(current) | set(target)):
             new = target.get(shard)
@@ -182,6 +183,7 @@ class Agent:
                 self.store.assign(self.stream, shard, new)
                 self.log.info("shard %s: %s -> %s", shard, current.get(shard) or "-",
                               new or "- (at SHARD_END or gone)")
+        return target
 
     # -- this host's supervisord ------------------------------------------------
     def _groups(self) -> dict[str, Proc]:

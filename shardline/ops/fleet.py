@@ -184,3 +184,54 @@ class Fleet:
         for path in sorted((self.conf_dir / "logs").glob("*.log")):
             chunks.append(f"--- {path.name}\n" + path.read_text(errors="replace")[-tail:])
         return "\n".join(chunks)
+
+
+@dataclass
+class Hosts:
+    """Several "hosts" on this machine: one agent-mode Fleet (its own supervisord) each,
+    all sharing the control store and the stream (tests and the chaos campaign)."""
+
+    root: Path
+    env: dict[str, str]
+    stream: str
+    workers: int = 1
+    fleets: dict[str, Fleet] = field(default_factory=dict, init=False)
+    down: set[str] = field(default_factory=set, init=False)
+
+    def start(self, host_ids: list[str]) -> None:
+        """Configure them all first, then launch them back to back (they boot together)."""
+        for host in host_ids:
+            self.fleets[host] = Fleet(self.root / host, self.env, self.stream, self.workers,
+                                      agent_host=host)
+            self.fleets[host].configure()
+        for host in host_ids:
+            self.fleets[host].launch()
+
+    def add(self, host: str) -> Fleet:
+        self.start([host])
+        return self.fleets[host]
+
+    def live(self) -> dict[str, Fleet]:
+        return {h: f for h, f in self.fleets.items() if h not in self.down}
+
+    def crash(self, host: str) -> None:
+        """SIGKILL the host's supervisord and everything under it."""
+        self.fleets[host].crash()
+        self.down.add(host)
+
+    def revive(self, host: str) -> None:
+        """Boot it again on the config it had (its include file is as the agent left it)."""
+        self.fleets[host].launch()
+        self.down.discard(host)
+
+    def status(self) -> dict[str, tuple[str, int | None]]:
+        """"host/program" -> (state, pid) over the live hosts."""
+        return {f"{h}/{name}": st for h, f in self.live().items()
+                for name, st in f.status().items()}
+
+    def log_dirs(self) -> list[Path]:
+        return [f.conf_dir / "logs" for f in self.fleets.values()]
+
+    def stop(self) -> None:
+        for fleet in self.live().values():
+            fleet.stop()

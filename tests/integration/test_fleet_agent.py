@@ -3,7 +3,8 @@ its own host id, one control store, a 6-shard stream and a producer writing thro
 
 The shards spread 2/2/2; one host's supervisord and everything under it is SIGKILLed and
 the other two own 3/3 within lease TTL + 15 s; a shard is split and its children are read
-with no command run; a fourth host joins and gets its share; every event lands exactly once.
+with no command run; a fourth host joins and gets its share; the dead one boots again and
+gets its share too; every event lands exactly once.
 "Owns" is checked two ways: supervisord's RUNNING consumer programs of each host, and the
 shard's live lease, whose owner names the pid of that very process.
 """
@@ -17,7 +18,7 @@ from datetime import datetime, timezone
 import pytest
 
 from tests.integration.test_pipeline_e2e import assert_exactly_once, wait_loaded
-from shardline.ops.fleet import SHARDLINE
+from shardline.ops.fleet import SHARDLINE, Hosts
 from tests.pipeline import FAST, Fleet, shardline, wait_active, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -69,8 +70,8 @@ def test_agents_spread_fail_over_reshard_and_scale(stack_env, stream_name, tmp_p
     shardline("migrate", "--control", env=env)
     shardline("create-stream", "--stream", stream_name, "--shards", "6", env=env)
     wait_active(kinesis, stream_name)
-    fleets = {h: Fleet(tmp_path / h, env, stream_name, workers=1, agent_host=h)
-              for h in ("h1", "h2", "h3")}
+    hosts = Hosts(tmp_path, env, stream_name, workers=1)
+    fleets = hosts.fleets
     summary, ids = tmp_path / "produce.json", tmp_path / "ids.txt"
     producer = subprocess.Popen(
         [SHARDLINE, "produce", "--stream", stream_name, "--count", "12000", "--rate", "250",
@@ -80,13 +81,10 @@ def test_agents_spread_fail_over_reshard_and_scale(stack_env, stream_name, tmp_p
     timings: dict[str, float] = {}
 
     def logs() -> str:
-        return "\n".join(f"===== {h}\n{f.logs(600)}" for h, f in fleets.items())
+        return "\n".join(f"===== {h}\n{f.logs(600)}" for h, f in hosts.live().items())
 
     try:
-        for fleet in fleets.values():  # the hosts boot within a second of each other
-            fleet.configure()
-        for fleet in fleets.values():
-            fleet.launch()
+        hosts.start(["h1", "h2", "h3"])  # they boot within a second of each other
         six = open_shard_ids(kinesis, stream_name)
         t = time.monotonic()
         try:
@@ -97,9 +95,9 @@ def test_agents_spread_fail_over_reshard_and_scale(stack_env, stream_name, tmp_p
         timings["spread"] = time.monotonic() - t
 
         # the whole of h1 dies: supervisord, the agent (the leader), consumers, worker, loader
-        fleets["h1"].crash()
+        hosts.crash("h1")
         t = time.monotonic()
-        survivors = {h: fleets[h] for h in ("h2", "h3")}
+        survivors = hosts.live()
         try:
             after = wait_for(lambda: layout(survivors, pg_conn, stream_name, [3, 3], six),
                              LEASE_TTL_S + 15, "3/3 on the survivors")
@@ -137,16 +135,27 @@ def test_agents_spread_fail_over_reshard_and_scale(stack_env, stream_name, tmp_p
         assert all(f"consumer-{parent}" not in f.status() for f in survivors.values())
 
         # a fourth host joins and gets its share: 7 shards on 3 hosts
-        fleets["h4"] = Fleet(tmp_path / "h4", env, stream_name, workers=1, agent_host="h4")
-        fleets["h4"].start()
+        hosts.add("h4")
         t = time.monotonic()
-        live = {h: fleets[h] for h in ("h2", "h3", "h4")}
+        live = hosts.live()
+        assert sorted(live) == ["h2", "h3", "h4"]
         try:
             wait_for(lambda: layout(live, pg_conn, stream_name, [2, 2, 3], seven), 60,
                      "2/2/3 with h4")
         except TimeoutError as exc:
             raise AssertionError(f"{exc}\n{logs()}") from None
         timings["join"] = time.monotonic() - t
+
+        # the dead host boots again: its include file still lists its old shards, but
+        # nothing starts until the fleet gives it its share (7 shards on 4 hosts)
+        hosts.revive("h1")
+        t = time.monotonic()
+        try:
+            wait_for(lambda: layout(hosts.live(), pg_conn, stream_name, [1, 2, 2, 2], seven),
+                     60, "1/2/2/2 with h1 back")
+        except TimeoutError as exc:
+            raise AssertionError(f"{exc}\n{logs()}") from None
+        timings["rejoin"] = time.monotonic() - t
 
         assert producer.wait(180) == 0, (tmp_path / "produce.err").read_text()
         produced = json.loads(summary.read_text())
@@ -159,5 +168,4 @@ def test_agents_spread_fail_over_reshard_and_scale(stack_env, stream_name, tmp_p
         if producer.poll() is None:
             producer.kill()
             producer.wait(10)
-        for fleet in fleets.values():
-            fleet.stop()
+        hosts.stop()

@@ -207,6 +207,23 @@ def test_dead_host_shards_taken_over_after_its_leases_expire(world):
     assert world.hosts["h2"].agent.leader == "h2"
 
 
+def test_a_restarted_leader_reassigns_a_dead_hosts_shards_at_once(tmp_path):
+    world = World(tmp_path, heartbeat_ttl_s=6.0)
+    for h in ("h1", "h2", "h3"):
+        world.add(h)
+    world.run_until(lambda: world.counts() == [2, 2, 2], timeout=10)
+    world.kill("h3")
+    world.run(5)
+    h1 = world.hosts["h1"]  # the leader's agent restarts (its consumers keep running)
+    h1.agent = Agent(stream=STREAM, host_id="h1", store=world.store, leases=world.store,
+                     list_shards=lambda: list(world.shards), supervisor=h1.sup,
+                     include=h1.include, poll_s=POLL_S, heartbeat_ttl_s=6.0)
+    h1.wake = 0.0
+    took = 5 + world.run_until(lambda: world.counts() == [3, 3] and len(world.running) == 6,
+                               timeout=20)
+    assert took <= LEASE_TTL_S + POLL_S + 1.5, took
+
+
 def test_joining_host_gets_its_share_by_graceful_handoff(world):
     for h in ("h1", "h2", "h3"):
         world.add(h)
