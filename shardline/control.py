@@ -179,6 +179,15 @@ class Control:
             row = cur.fetchone()
             return Checkpoint(*row) if row else None
 
+    def checkpoints(self, stream: str) -> dict[str, Checkpoint]:
+        """shard id -> checkpoint for every shard of the stream that has one (the same call
+        as ``ControlStore.checkpoints``, so the agent reads either)."""
+        with self.tx() as cur:
+            cur.execute("SELECT shard_id, sequence_number, sub_sequence_number, closes_sequence, "
+                        "updated_at FROM checkpoints WHERE stream = %s ORDER BY shard_id",
+                        (stream,))
+            return {row[0]: Checkpoint(*row[1:]) for row in cur.fetchall()}
+
     def checkpoint(self, stream: str, shard_id: str, owner: str, token: int, ttl_s: float,
                    cp: Checkpoint, source: str = "consumer") -> None:
         """Fenced write: renews our lease and moves the checkpoint, or raises ``LeaseLost``."""

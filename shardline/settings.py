@@ -279,6 +279,35 @@ class LoaderSettings:
     poll_s: float = _opt(1.0, "how often the loader looks at the ledger", min=0.01)
 
 
+def _check_host_id(value: str) -> str | None:
+    if value and not re.fullmatch(r"[A-Za-z0-9_.:-]{1,128}", value):
+        return "must be 1-128 characters of letters, digits, '_', '.', ':' and '-'"
+    return None
+
+
+def _check_serverurl(value: str) -> str | None:
+    if value and not re.fullmatch(r"(unix://\S+|http://[^/@\s]+(:\d+)?/?)", value):
+        return ("must be unix:///path/to/supervisor.sock or http://host:port (no credentials), "
+                "or empty for $SUPERVISOR_SERVER_URL")
+    return None
+
+
+@dataclass
+class AgentSettings:
+    """``shardline agent``: one per host under supervisord (see shardline.fleet)."""
+
+    host_id: str = _opt("", "this host's id in the fleet; empty: the machine's hostname",
+                        check=_check_host_id)
+    poll_s: float = _opt(5.0, "heartbeat, ListShards and assignment check period", min=0.1,
+                         max=300)
+    heartbeat_ttl_s: float = _opt(20.0, "a host whose heartbeat is older than this is dead "
+                                        "(its shards move; at least 2 x poll_s)", min=1)
+    include_file: str = _opt("", "the supervisord include file the agent writes its consumer "
+                                 "programs to (the --include flag sets it)")
+    serverurl: str = _opt("", "supervisord's XML-RPC URL; empty: $SUPERVISOR_SERVER_URL (set "
+                              "by supervisord for its programs)", check=_check_serverurl)
+
+
 @dataclass
 class StatusSettings:
     max_lag_ms: int = _opt(300_000, "status exits non-zero past this MillisBehindLatest / age",
@@ -301,6 +330,7 @@ class Settings:
     consumer: ConsumerSettings = field(default_factory=ConsumerSettings)
     worker: WorkerSettings = field(default_factory=WorkerSettings)
     loader: LoaderSettings = field(default_factory=LoaderSettings)
+    agent: AgentSettings = field(default_factory=AgentSettings)
     status: StatusSettings = field(default_factory=StatusSettings)
     log: LogSettings = field(default_factory=LogSettings)
 
@@ -390,6 +420,9 @@ def _validate(settings: Settings) -> None:
     c = settings.consumer
     if c.lease_renew_s * 2 > c.lease_ttl_s:
         raise ConfigError("consumer.lease_renew_s must be at most half of consumer.lease_ttl_s")
+    a = settings.agent
+    if a.poll_s * 2 > a.heartbeat_ttl_s:
+        raise ConfigError("agent.heartbeat_ttl_s must be at least twice agent.poll_s")
     if c.initial_position == "AT_TIMESTAMP" and not c.initial_timestamp:
         raise ConfigError("consumer.initial_timestamp is required when initial_position is "
                           "AT_TIMESTAMP")

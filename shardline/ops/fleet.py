@@ -78,14 +78,33 @@ def wait_gone(pid: int, timeout: float, every: float = 0.1) -> bool:
     return False
 
 
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (children, their children ...), from /proc."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
 @dataclass
 class Fleet:
-    """A supervisord running one consumer per shard, N stage workers and the loader."""
+    """A supervisord running one consumer per shard, N stage workers and the loader; with
+    ``agent_host``, one host of many: the agent runs the consumers the fleet gives it."""
 
     conf_dir: Path
     env: dict[str, str]
     stream: str
     workers: int = 2
+    agent_host: str | None = None
     started: bool = field(default=False, init=False)
 
     @property
@@ -93,11 +112,16 @@ class Fleet:
         return self.conf_dir / "shardline.conf"
 
     def configure(self) -> None:
+        agent = ["--agent", "--set", f"agent.host_id={self.agent_host}"] if self.agent_host else []
         shardline("supervisor-config", "--stream", self.stream, "--workers", str(self.workers),
-                  "--out", str(self.conf_dir), env=self.env)
+                  "--out", str(self.conf_dir), *agent, env=self.env)
 
     def start(self) -> None:
         self.configure()
+        self.launch()
+
+    def launch(self) -> None:
+        """Start supervisord on the config ``configure`` wrote."""
         subprocess.run([str(BIN / "supervisord"), "-c", str(self.conf)], env=self.env,
                        check=True, capture_output=True)
         self.started = True
@@ -127,6 +151,22 @@ class Fleet:
                 killed.append(pid)
         return killed
 
+    def crash(self) -> list[int]:
+        """The host dies: SIGKILL supervisord and every process under it at once (they
+        run in process groups of their own, so one killpg would not reach them)."""
+        pidfile = self.conf_dir / "supervisord.pid"
+        pid = int(pidfile.read_text())
+        victims = [pid, *descendants(pid)]
+        for victim in victims:
+            try:
+                os.kill(victim, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        for victim in victims:
+            wait_gone(victim, 10)
+        self.started = False
+        return victims
+
     def stop(self) -> None:
         """Graceful: supervisord TERMs each program and waits for it, then exits."""
         if not self.started:
@@ -144,3 +184,54 @@ class Fleet:
         for path in sorted((self.conf_dir / "logs").glob("*.log")):
             chunks.append(f"--- {path.name}\n" + path.read_text(errors="replace")[-tail:])
         return "\n".join(chunks)
+
+
+@dataclass
+class Hosts:
+    """Several "hosts" on this machine: one agent-mode Fleet (its own supervisord) each,
+    all sharing the control store and the stream (tests and the chaos campaign)."""
+
+    root: Path
+    env: dict[str, str]
+    stream: str
+    workers: int = 1
+    fleets: dict[str, Fleet] = field(default_factory=dict, init=False)
+    down: set[str] = field(default_factory=set, init=False)
+
+    def start(self, host_ids: list[str]) -> None:
+        """Configure them all first, then launch them back to back (they boot together)."""
+        for host in host_ids:
+            self.fleets[host] = Fleet(self.root / host, self.env, self.stream, self.workers,
+                                      agent_host=host)
+            self.fleets[host].configure()
+        for host in host_ids:
+            self.fleets[host].launch()
+
+    def add(self, host: str) -> Fleet:
+        self.start([host])
+        return self.fleets[host]
+
+    def live(self) -> dict[str, Fleet]:
+        return {h: f for h, f in self.fleets.items() if h not in self.down}
+
+    def crash(self, host: str) -> None:
+        """SIGKILL the host's supervisord and everything under it."""
+        self.fleets[host].crash()
+        self.down.add(host)
+
+    def revive(self, host: str) -> None:
+        """Boot it again on the config it had (its include file is as the agent left it)."""
+        self.fleets[host].launch()
+        self.down.discard(host)
+
+    def status(self) -> dict[str, tuple[str, int | None]]:
+        """"host/program" -> (state, pid) over the live hosts."""
+        return {f"{h}/{name}": st for h, f in self.live().items()
+                for name, st in f.status().items()}
+
+    def log_dirs(self) -> list[Path]:
+        return [f.conf_dir / "logs" for f in self.fleets.values()]
+
+    def stop(self) -> None:
+        for fleet in self.live().values():
+            fleet.stop()

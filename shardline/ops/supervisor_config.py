@@ -14,6 +14,11 @@ Which shards get a consumer: every open shard, and every closed shard that has n
 start). If the warehouse cannot be asked, closed shards that Kinesis still lists
 are included too (a consumer that finds SHARD_END exits 0 and stays stopped).
 
+With ``--agent`` (many hosts, see shardline.fleet) the file has no consumer programs:
+it runs ``shardline agent``, which keeps this host's share of them in
+``DIR/agent-consumers.conf`` (included by the main file) and applies changes itself
+through supervisord's XML-RPC interface; nobody runs ``update`` after a reshard.
+
 Secrets never go in the file: supervisord hands its own environment (AWS
 credentials, PGPASSWORD, ...) to the programs; ``environment=`` only carries
 non-secret ``SHARDLINE_*`` settings given on the command line (``--set``,
@@ -36,7 +41,8 @@ from shardline.errors import ConfigError
 from shardline.exitcodes import ExitCode
 from shardline.lifecycle import first_line
 from shardline.ops.supervisor_render import (CONF_NAME, DEFAULT_TEMPLATE, program_names,
-                                             render, select_shards)
+                                             agent_include_name, render, render_consumers,
+                                             select_shards)
 from shardline.settings import Settings
 
 # SHARDLINE_* settings that may never be written to a file even though settings hold
@@ -174,6 +180,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--shardline-command", metavar="CMD",
                         help="how programs run shardline (default: the shardline script next "
                              "to this Python, e.g. /opt/shardline/bin/shardline)")
+    parser.add_argument("--agent", action="store_true",
+                        help="many hosts: instead of a program per shard, the `shardline agent` "
+                             "program and an [include] of the file where the agent keeps this "
+                             "host's consumer programs (DIR/agent-consumers.conf)")
     # Tests and unusual deployments: the whole command, {shardline} and {args} substituted.
     parser.add_argument("--command-template", default=DEFAULT_TEMPLATE, help=argparse.SUPPRESS)
     return parser
@@ -226,18 +236,21 @@ def main(argv: list[str]) -> int:
         raise ServiceUnavailable(f"kinesis: {exc}") from None
     if not shards:
         raise ConfigError(f"stream {stream!r} has no shards")
-    shard_end, why = shard_end_checkpoints(settings, stream)
+    # --agent: the agent decides which shards run where (and checks SHARD_END itself)
+    shard_end, why = (set(), None) if args.agent else shard_end_checkpoints(settings, stream)
     selection = select_shards(shards, shard_end, why)
     if shard_end is None:
         print(f"shardline supervisor-config: {selection.note}", file=sys.stderr)
 
     out_dir = args.out or "."
+    include = os.path.join(os.path.abspath(out_dir), agent_include_name(args.program_prefix))
     text = render(stream=stream, shards=selection, out_dir=out_dir,
                   shardline_cmd=(shlex.split(args.shardline_command) if args.shardline_command
                                  else default_shardline_command()),
                   settings=settings, workers=args.workers, prefix=args.program_prefix,
                   config_path=_settings_file(args), environment=environment,
-                  command_template=args.command_template)
+                  command_template=args.command_template,
+                  agent_include=include if args.agent else None)
     if args.print_only:
         sys.stdout.write(text)
         return ExitCode.OK
@@ -250,6 +263,8 @@ def main(argv: list[str]) -> int:
         tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, target)
     names = program_names(args.program_prefix)
+    if args.agent:
+        return _agent_summary(args, settings, stream, target, include, old == text, names)
     print(f"{'unchanged' if old == text else 'wrote'} {target}: "
           f"{len(selection.shards)} consumer(s) ({', '.join(selection.shards)}), "
           f"{args.workers} stage worker(s), 1 loader")
@@ -258,4 +273,20 @@ def main(argv: list[str]) -> int:
     print(f"  start:  supervisord -c {target}\n"
           f"  update: supervisorctl -c {target} update   (adds new "
           f"{names['consumer']}* programs, leaves running ones alone)")
+    return ExitCode.OK
+
+
+def _agent_summary(args: argparse.Namespace, settings: Settings, stream: str, target: Path,
+                   include: str, unchanged: bool, names: Mapping[str, str]) -> int:
+    """--agent: make the (empty) include file if there is none yet, and say what was done.
+    An existing one is the agent's, kept as it is."""
+    path = Path(include)
+    if not path.exists():
+        path.write_text(render_consumers(stream=stream, shards=[], include=include,
+                                         shardline_cmd=["shardline"], settings=settings,
+                                         prefix=args.program_prefix), encoding="utf-8")
+    print(f"{'unchanged' if unchanged else 'wrote'} {target}: {names['agent']} (consumers in "
+          f"{include}), {args.workers} stage worker(s), 1 loader")
+    print(f"  start:  supervisord -c {target}   (on every host, each with its own "
+          f"agent.host_id)")
     return ExitCode.OK

@@ -6,6 +6,10 @@ update`` then starts just those). Consumers: ``autorestart=unexpected`` with
 ``exitcodes=0`` (a shard at SHARD_END stays stopped) and ``stopwaitsecs`` above
 the consumer's shutdown bound. No ``[group:...]``: supervisord restarts every
 member of a group whose member list changed.
+
+Many hosts (``--agent``): ``render(agent_include=FILE)`` writes the ``agent`` program and an
+``[include]`` of FILE instead of the consumers, and ``render_consumers`` is what
+``shardline agent`` writes into FILE (the same program sections, ``autostart=false``).
 """
 from __future__ import annotations
 
@@ -27,6 +31,7 @@ PROCESS_NUM = "%(process_num)d"
 START_RETRIES = 100  # supervisord backs off 1 s, 2 s, 3 s ...: ~80 min before FATAL
 WORKER_STOPWAITSECS = 30
 LOADER_STOPWAITSECS = 60
+AGENT_STOPWAITSECS = 15
 _UNIX_SOCKET_MAX = 100  # sun_path is 108 bytes on Linux; keep a margin
 _PROGRAM_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
@@ -76,20 +81,84 @@ def _quote_env(key: str, value: str) -> str:
     return quote + value + quote
 
 
+def agent_include_name(prefix: str) -> str:
+    """The agent's include file, next to the main config (one per stream prefix)."""
+    return f"{prefix}-agent-consumers.conf" if prefix else "agent-consumers.conf"
+
+
 def program_names(prefix: str) -> dict[str, str]:
     p = f"{prefix}-" if prefix else ""
-    return {"consumer": f"{p}consumer-", "worker": f"{p}stage-worker", "loader": f"{p}loader"}
+    return {"consumer": f"{p}consumer-", "worker": f"{p}stage-worker", "loader": f"{p}loader",
+            "agent": f"{p}agent"}
+
+
+class Programs:
+    """Program sections that share one command line, ``environment=`` and log directory
+    (``render`` for the whole config, ``render_consumers`` for the agent's include file)."""
+
+    def __init__(self, *, out_dir: str, shardline_cmd: Sequence[str], settings: Settings,
+                 config_path: str | None = None, environment: Mapping[str, str] | None = None,
+                 command_template: str = DEFAULT_TEMPLATE):
+        self.logs = os.path.join(os.path.abspath(out_dir), "logs")
+        self.base = shlex.join(shardline_cmd)
+        self.common = ["--config", os.path.abspath(config_path)] if config_path else []
+        self.template = command_template
+        self.env_line = None
+        if environment:
+            self.env_line = ",".join(f"{k}={_quote_env(k, _esc(v))}"
+                                     for k, v in sorted(environment.items()))
+        self.shutdown = settings.consumer.shutdown_timeout_s
+        self.consumer_wait = math.ceil(self.shutdown) + 10
+
+    def command(self, args: list[str]) -> str:
+        # Everything is literal for supervisord except the %(process_num)d placeholder.
+        joined = " ".join(PROCESS_NUM if a == PROCESS_NUM else _esc(shlex.quote(a))
+                          for a in args + self.common)
+        return (_esc(self.template).replace("{shardline}", _esc(self.base))
+                .replace("{args}", joined))
+
+    def section(self, name: str, cmd: str, *, autorestart: str, stopwait: int,
+                extra: Sequence[str] = (), log_name: str = "%(program_name)s",
+                autostart: bool = True) -> list[str]:
+        logs = _esc(self.logs)
+        block = [f"[program:{name}]", f"command={cmd}", *extra,
+                 f"autostart={'true' if autostart else 'false'}", f"autorestart={autorestart}",
+                 "exitcodes=0", "startsecs=1",
+                 f"startretries={START_RETRIES}", "stopsignal=TERM",
+                 f"stopwaitsecs={stopwait}", "stopasgroup=true", "killasgroup=true",
+                 f"stdout_logfile={logs}/{log_name}.out.log",
+                 "stdout_logfile_maxbytes=50MB", "stdout_logfile_backups=5",
+                 f"stderr_logfile={logs}/{log_name}.err.log",
+                 "stderr_logfile_maxbytes=50MB", "stderr_logfile_backups=5"]
+        if self.env_line:
+            block.append(f"environment={self.env_line}")
+        return block + [""]
+
+    def consumer(self, name: str, stream: str, shard: str, *, autostart: bool = True) -> list[str]:
+        if not _PROGRAM_NAME.match(name):
+            raise ConfigError(f"shard id {shard!r} cannot be part of a supervisord program name")
+        return self.section(name, self.command(["consumer", "--stream", stream, "--shard", shard]),
+                            autorestart="unexpected", stopwait=self.consumer_wait,
+                            autostart=autostart)
+
+
+def _check_prefix(prefix: str) -> None:
+    if prefix and not _PROGRAM_NAME.match(prefix):
+        raise ConfigError(f"--program-prefix {prefix!r}: use letters, digits, '.', '_' or '-'")
 
 
 def render(*, stream: str, shards: Selection, out_dir: str, shardline_cmd: Sequence[str],
            settings: Settings, workers: int = 2, prefix: str = "",
            config_path: str | None = None, environment: Mapping[str, str] | None = None,
-           command_template: str = DEFAULT_TEMPLATE) -> str:
-    """The whole supervisord config as text (deterministic for the same inputs)."""
+           command_template: str = DEFAULT_TEMPLATE, agent_include: str | None = None) -> str:
+    """The whole supervisord config as text (deterministic for the same inputs).
+
+    ``agent_include``: instead of one program per shard, an ``agent`` program and an
+    ``[include]`` of this file, where ``shardline agent`` keeps this host's consumers.
+    """
     if workers < 1:
         raise ConfigError("--workers must be at least 1")
-    if prefix and not _PROGRAM_NAME.match(prefix):
-        raise ConfigError(f"--program-prefix {prefix!r}: use letters, digits, '.', '_' or '-'")
+    _check_prefix(prefix)
     out = os.path.abspath(out_dir)
     logs = os.path.join(out, "logs")
     sock = os.path.join(out, SOCKET_NAME)
@@ -97,28 +166,22 @@ def render(*, stream: str, shards: Selection, out_dir: str, shardline_cmd: Seque
         raise ConfigError(f"--out {out}: the socket path {sock} is too long for a unix socket "
                           f"(max {_UNIX_SOCKET_MAX} bytes); choose a shorter directory")
     names = program_names(prefix)
-    base = shlex.join(shardline_cmd)
-    common = ["--config", os.path.abspath(config_path)] if config_path else []
-
-    def command(args: list[str]) -> str:
-        # Everything is literal for supervisord except the %(process_num)d placeholder.
-        joined = " ".join(PROCESS_NUM if a == PROCESS_NUM else _esc(shlex.quote(a))
-                          for a in args + common)
-        return (_esc(command_template).replace("{shardline}", _esc(base))
-                .replace("{args}", joined))
-
-    env_line = None
-    if environment:
-        env_line = ",".join(f"{k}={_quote_env(k, _esc(v))}" for k, v in sorted(environment.items()))
-    shutdown = settings.consumer.shutdown_timeout_s
-    consumer_wait = math.ceil(shutdown) + 10
+    programs = Programs(out_dir=out, shardline_cmd=shardline_cmd, settings=settings,
+                        config_path=config_path, environment=environment,
+                        command_template=command_template)
+    command, program = programs.command, programs.section
+    shutdown = programs.shutdown
+    note = shards.note
+    if agent_include is not None:
+        note = (f"started and stopped on this host by `shardline agent` (program "
+                f"{names['agent']}) in {os.path.abspath(agent_include)}")
 
     lines = [
         f"; supervisord config for shardline stream {stream!r}.",
         "; Generated by `shardline supervisor-config`; do not edit: change the settings and",
         "; generate again, then `supervisorctl -c THIS_FILE update` (starts new programs,",
         "; stops removed ones, leaves unchanged ones running).",
-        f"; consumers: {shards.note}.",
+        f"; consumers: {note}.",
         "; Environment: supervisord passes its own environment (AWS credentials, PGPASSWORD",
         "; or PGPASSFILE) to every program; nothing secret is written here.",
         "",
@@ -144,30 +207,15 @@ def render(*, stream: str, shards: Selection, out_dir: str, shardline_cmd: Seque
         "",
     ]
 
-    def program(name: str, cmd: str, *, autorestart: str, stopwait: int,
-                extra: Sequence[str] = (), log_name: str = "%(program_name)s") -> list[str]:
-        block = [f"[program:{name}]", f"command={cmd}", *extra,
-                  "autostart=true", f"autorestart={autorestart}", "exitcodes=0", "startsecs=1",
-                  f"startretries={START_RETRIES}", "stopsignal=TERM",
-                  f"stopwaitsecs={stopwait}", "stopasgroup=true", "killasgroup=true",
-                  f"stdout_logfile={_esc(logs)}/{log_name}.out.log",
-                  "stdout_logfile_maxbytes=50MB", "stdout_logfile_backups=5",
-                  f"stderr_logfile={_esc(logs)}/{log_name}.err.log",
-                  "stderr_logfile_maxbytes=50MB", "stderr_logfile_backups=5"]
-        if env_line:
-            block.append(f"environment={env_line}")
-        return block + [""]
-
-    lines += ["; Consumers: one per shard. Exit 0 (SHARD_END reached, or a clean stop) stays",
-              "; stopped; any other exit code is restarted. stopwaitsecs is above",
-              f"; consumer.shutdown_timeout_s ({shutdown:g}s) so a graceful stop is never killed.",
-              ""]
-    for shard in shards.shards:
-        name = names["consumer"] + shard
-        if not _PROGRAM_NAME.match(name):
-            raise ConfigError(f"shard id {shard!r} cannot be part of a supervisord program name")
-        lines += program(name, command(["consumer", "--stream", stream, "--shard", shard]),
-                         autorestart="unexpected", stopwait=consumer_wait)
+    if agent_include is None:
+        lines += ["; Consumers: one per shard. Exit 0 (SHARD_END reached, or a clean stop) stays",
+                  "; stopped; any other exit code is restarted. stopwaitsecs is above",
+                  f"; consumer.shutdown_timeout_s ({shutdown:g}s) so a graceful stop is never "
+                  f"killed.", ""]
+        for shard in shards.shards:
+            lines += programs.consumer(names["consumer"] + shard, stream, shard)
+    else:
+        lines += agent_program(programs, stream, names, agent_include, prefix)
     lines += ["; Stage workers and the loader run all the time: any exit is restarted.", ""]
     lines += program(
         names["worker"], command(["worker", "--functions", "stage", "--id", PROCESS_NUM]),
@@ -177,4 +225,44 @@ def render(*, stream: str, shards: Selection, out_dir: str, shardline_cmd: Seque
         log_name="%(program_name)s_%(process_num)02d")
     lines += program(names["loader"], command(["loader"]), autorestart="true",
                      stopwait=LOADER_STOPWAITSECS)
+    if agent_include is not None:
+        lines += ["; The agent's consumer programs (rewritten by the agent, applied through",
+                  "; supervisord's XML-RPC reloadConfig/addProcessGroup/removeProcessGroup).",
+                  "[include]", f"files={_esc(os.path.abspath(agent_include))}", ""]
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def agent_program(programs: Programs, stream: str, names: Mapping[str, str], include: str,
+                  prefix: str) -> list[str]:
+    """The ``agent`` program: always restarted; priority 1000 so that at shutdown
+    supervisord stops it before the consumers (other hosts start waiting for their leases
+    at once)."""
+    args = ["agent", "--stream", stream, "--include", os.path.abspath(include)]
+    if prefix:
+        args += ["--program-prefix", prefix]
+    return ["; The agent: heartbeats this host, and runs a consumer program for each shard",
+            "; the fleet assigns to it (see the [include] at the end).", ""] + programs.section(
+        names["agent"], programs.command(args), autorestart="true",
+        stopwait=AGENT_STOPWAITSECS, extra=["priority=1000"])
+
+
+def render_consumers(*, stream: str, shards: Iterable[str], include: str,
+                     shardline_cmd: Sequence[str], settings: Settings, prefix: str = "",
+                     config_path: str | None = None,
+                     environment: Mapping[str, str] | None = None,
+                     command_template: str = DEFAULT_TEMPLATE, host_id: str = "") -> str:
+    """The agent's include file: one consumer program per shard, ``autostart=false`` (the
+    agent starts each one once the shard's previous owner has let go of its lease, so a
+    config re-read after a restart starts nothing by itself). Logs go to ``logs/`` next
+    to the file, like the main config's."""
+    _check_prefix(prefix)
+    names = program_names(prefix)
+    programs = Programs(out_dir=os.path.dirname(os.path.abspath(include)),
+                        shardline_cmd=shardline_cmd, settings=settings,
+                        config_path=config_path, environment=environment,
+                        command_template=command_template)
+    lines = [f"; Consumer programs of stream {stream!r} on host {host_id or '?'}.",
+             "; Written by `shardline agent`; do not edit (the agent rewrites it).", ""]
+    for shard in sorted(set(shards)):
+        lines += programs.consumer(names["consumer"] + shard, stream, shard, autostart=False)
     return "\n".join(lines).rstrip("\n") + "\n"

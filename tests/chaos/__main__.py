@@ -30,6 +30,11 @@ def main(argv: list[str]) -> int:
     p.add_argument("--fault-rate", type=float, default=d.fault_rate,
                    help="share of consumer GetRecords calls faulted outside storms")
     p.add_argument("--settle-timeout", type=float, default=d.settle_timeout_s, metavar="S")
+    p.add_argument("--hosts", type=int, default=d.hosts,
+                   help="more than 1: that many supervisord hosts in agent mode, and whole-host "
+                        "crashes in the plan")
+    p.add_argument("--host-crash-every", type=float, default=d.host_crash_every_s, metavar="S",
+                   help="with --hosts: mean seconds between whole-host crashes")
     p.add_argument("--dir", type=Path, help="work directory (default: a new /tmp directory)")
     p.add_argument("--json", type=Path, metavar="FILE", help="write the verdict as JSON")
     p.add_argument("--keep-stack", action="store_true", help="leave the local stack running")
@@ -39,7 +44,8 @@ def main(argv: list[str]) -> int:
     logging.getLogger("botocore").setLevel(logging.WARNING)
     cfg = Config(seed=a.seed, duration_s=a.duration, events=a.events, shards=a.shards,
                  workers=a.workers, kill_every_s=a.kill_every, bad_fraction=a.bad_fraction,
-                 fault_rate=a.fault_rate, settle_timeout_s=a.settle_timeout, dir=a.dir)
+                 fault_rate=a.fault_rate, settle_timeout_s=a.settle_timeout, dir=a.dir,
+                 hosts=a.hosts, host_crash_every_s=a.host_crash_every)
     campaign = Campaign(cfg, say=lambda text: print(text, flush=True))
     try:
         v = campaign.run()

@@ -6,6 +6,11 @@ freezes S3, and storms the consumers' Kinesis calls with faults (``proxy.py``, o
 a steady rate of random ones). Then it waits until the pipeline is quiet and compares
 everything (``verdict.py``).
 
+With ``--hosts N`` (N > 1) the fleet is N "hosts" on this machine, each its own supervisord
+running ``shardline agent`` (``supervisor-config --agent``), sharing the control store; the
+plan then also crashes whole hosts (SIGKILL of a supervisord and everything under it) and
+boots them again, and process kills pick among every live host's programs.
+
 The stack is private to the campaign (a fresh ``devstack`` directory): it is stopped and
 restarted under the fleet's feet. PostgreSQL is switched to password authentication on
 TCP, and the fleet gets a distinctive AWS secret key, so the logs can be searched for
@@ -32,7 +37,7 @@ from shardline import devstack
 from shardline.devstack.state import read_state
 from shardline.ops import gearman_admin
 from shardline.errors import ServiceUnavailable
-from shardline.ops.fleet import Fleet, shardline, warehouse_query
+from shardline.ops.fleet import Fleet, Hosts, shardline, warehouse_query
 from tests.chaos import schedule, verdict
 from tests.chaos.corpus import ChaosProducer
 from tests.chaos.proxy import FaultRates, KinesisFaultProxy, TcpGate
@@ -55,6 +60,8 @@ FLEET_SETTINGS = {
     "SHARDLINE_GEARMAN_JOB_TIMEOUT_S": "30",
     "SHARDLINE_WAREHOUSE_CONNECT_TIMEOUT_S": "3",
 }
+# --hosts: agents poll twice a second, a host is dead 3 s after its last heartbeat.
+AGENT_SETTINGS = {"SHARDLINE_AGENT_POLL_S": "0.5", "SHARDLINE_AGENT_HEARTBEAT_TTL_S": "3"}
 
 
 @dataclass
@@ -71,6 +78,8 @@ class Config:
     fault_rate: float = 0.03
     settle_timeout_s: float = 300.0
     dir: Path | None = None
+    hosts: int = 1  # > 1: agent mode, that many supervisord "hosts"
+    host_crash_every_s: float = 30.0  # agent mode: mean seconds between whole-host crashes
 
 
 def require_password(stack_dir: Path, info: devstack.StackInfo, password: str) -> None:
@@ -108,6 +117,8 @@ class Campaign:
         self.kills: Counter = Counter()
         self.infra: Counter = Counter()
         self.fleet: Fleet | None = None
+        self.hosts: Hosts | None = None
+        self.revive_at: list[tuple[float, str]] = []  # (monotonic time, host) to boot again
         self.kproxy: KinesisFaultProxy | None = None
         self.gate: TcpGate | None = None
         self.frozen_pid: int | None = None
@@ -133,6 +144,8 @@ class Campaign:
                     "SHARDLINE_S3_PREFIX": self.prefix,
                     "AWS_SECRET_ACCESS_KEY": self.secrets["aws_secret_access_key"],
                     "PGPASSWORD": self.secrets["pg_password"]}
+        if cfg.hosts > 1:
+            self.env.update(AGENT_SETTINGS)
         self.env.pop("SHARDLINE_CONFIG", None)
         direct = {**self.env, "SHARDLINE_KINESIS_ENDPOINT_URL": info.kinesis_endpoint_url}
         shardline("migrate", env=direct)
@@ -140,14 +153,31 @@ class Campaign:
                   env=direct)
         self.kinesis = info.client("kinesis")
         self.s3 = info.client("s3")
-        self.fleet = Fleet(self.dir / "supervisor", self.env, self.stream, cfg.workers)
-        self.fleet.start()
+        if cfg.hosts > 1:
+            shardline("migrate", "--control", env=direct)
+            self.hosts = Hosts(self.dir / "hosts", self.env, self.stream, cfg.workers)
+            self.hosts.start([f"host{i}" for i in range(1, cfg.hosts + 1)])
+        else:
+            self.fleet = Fleet(self.dir / "supervisor", self.env, self.stream, cfg.workers)
+            self.fleet.start()
+
+    def fleets(self) -> dict[str, Fleet]:
+        """The running supervisords, by host ("" for the single fleet)."""
+        if self.hosts is not None:
+            return self.hosts.live()
+        return {"": self.fleet} if self.fleet is not None else {}
+
+    def log_dirs(self) -> list[Path]:
+        if self.hosts is not None:
+            return self.hosts.log_dirs()
+        return [self.dir / "supervisor" / "logs"]
 
     # -- chaos ---------------------------------------------------------------
 
     def _kill(self, kind: str) -> bool:
-        assert self.fleet is not None
-        running = [(name, pid) for name, (state, pid) in self.fleet.status().items()
+        running = [(f"{host}/{name}" if host else name, pid)
+                   for host, fleet in self.fleets().items()
+                   for name, (state, pid) in fleet.status().items()
                    if name.split(":")[-1].startswith(kind) and state == "RUNNING" and pid]
         if not running:
             return False
@@ -166,6 +196,8 @@ class Campaign:
         what = action.what
         if what == "kill":
             return self._kill(action.arg)
+        if what == "host_crash":
+            return self._crash_host(action.seconds)
         if what == "gearmand_restart":
             devstack.stop_service(self.stack_dir, "gearman")
             time.sleep(action.seconds)
@@ -191,6 +223,30 @@ class Campaign:
         log.info("%s %s", what, action.arg)
         return True
 
+    def _crash_host(self, down_s: float) -> bool:
+        """SIGKILL one live host whole (never the last one); it boots again after down_s."""
+        if self.hosts is None:
+            return True
+        live = sorted(self.hosts.live())
+        if len(live) < 2:
+            return True
+        host = self.rng.choice(live)
+        self.hosts.crash(host)
+        self.revive_at.append((time.monotonic() + down_s, host))
+        self.kills["host"] += 1
+        log.info("host crash %s (down for %.1f s)", host, down_s)
+        return True
+
+    def _revive(self, everything: bool = False) -> None:
+        """Boot the crashed hosts whose downtime is over (``everything``: all of them)."""
+        assert self.hosts is not None or not self.revive_at
+        now = time.monotonic()
+        for item in sorted(self.revive_at):
+            if everything or item[0] <= now:
+                self.revive_at.remove(item)
+                self.hosts.revive(item[1])
+                log.info("host %s boots again", item[1])
+
     def _s3_up(self) -> None:
         assert self.gate
         self.gate.restore()
@@ -200,10 +256,13 @@ class Campaign:
 
     def run_chaos(self, producer: ChaosProducer) -> None:
         cfg = self.cfg
-        actions = schedule.plan(cfg.seed, cfg.duration_s, kill_every_s=cfg.kill_every_s)
+        actions = schedule.plan(cfg.seed, cfg.duration_s, kill_every_s=cfg.kill_every_s,
+                                host_crash_every_s=cfg.host_crash_every_s if cfg.hosts > 1
+                                else 0.0)
         t0 = time.monotonic()
         next_report = 0.0
         while actions:
+            self._revive()
             now = time.monotonic() - t0
             if actions[0].at_s <= now:
                 action = actions.pop(0)
@@ -226,7 +285,6 @@ class Campaign:
 
     def quiet(self, v: verdict.Verdict) -> bool:
         """Fill the liveness fields of ``v``; True when nothing is left to do."""
-        assert self.fleet is not None
         cps = dict(self.query("SELECT shard_id, sequence_number FROM checkpoints "
                               "WHERE stream = %s", (self.stream,)))
         v.lagging_shards = verdict.lagging_shards(self.kinesis, self.stream, cps)
@@ -234,7 +292,9 @@ class Campaign:
                                          "WHERE state = 'pending'")
         status = gearman_admin.cluster_status([self.info.gearman_server])
         v.queued_jobs = sum(f["total"] for f in gearman_admin.totals(status).values())
-        v.stuck_programs = sorted(name for name, (state, _) in self.fleet.status().items()
+        v.stuck_programs = sorted(f"{host}/{name}" if host else name
+                                  for host, fleet in self.fleets().items()
+                                  for name, (state, _) in fleet.status().items()
                                   if state != "RUNNING")
         return not (v.lagging_shards or v.pending_files or v.queued_jobs or v.stuck_programs)
 
@@ -267,13 +327,15 @@ class Campaign:
         v.kills = dict(self.kills)
         v.infra = dict(self.infra)
         v.faults = self.kproxy.injected() if self.kproxy else {}
-        v.reactions = verdict.reactions(self.dir / "supervisor" / "logs")
+        per_dir = [verdict.reactions(d) for d in self.log_dirs()]
+        v.reactions = {what: sum(r[what] for r in per_dir) for what in per_dir[0]}
         return v
 
     def run(self) -> verdict.Verdict:
         cfg = self.cfg
+        hosts = f", {cfg.hosts} hosts (agent mode)" if cfg.hosts > 1 else ""
         self.say(f"chaos: seed {cfg.seed}, {cfg.duration_s:.0f} s, {cfg.events:,} events, "
-                 f"{cfg.shards} shards, {cfg.workers} stage workers; files in {self.dir}")
+                 f"{cfg.shards} shards, {cfg.workers} stage workers{hosts}; files in {self.dir}")
         self.start()
         rate = cfg.events / max(1.0, cfg.duration_s * 0.85)
         producer = ChaosProducer(self.kinesis, self.stream, count=cfg.events, rate=rate,
@@ -287,6 +349,7 @@ class Campaign:
             self._s3_up()
             if devstack.status(self.stack_dir)["postgres"].alive is False:
                 devstack.start_service(self.stack_dir, "postgres")
+            self._revive(everything=True)
         self.say(f"chaos over after {self.chaos_s:.0f} s; waiting for the pipeline to settle")
         v = self.settle(producer)
         leaks = secrets_in_logs(self.log_files(), self.secrets.values())
@@ -306,6 +369,8 @@ class Campaign:
         self._s3_up()
         if self.fleet is not None:
             self.fleet.stop()
+        if self.hosts is not None:
+            self.hosts.stop()
         for part in (self.kproxy, self.gate):
             if part is not None:
                 part.stop()

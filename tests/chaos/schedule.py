@@ -7,6 +7,10 @@ gearmand restart, a PostgreSQL outage and an S3 outage, each at a jittered point
 round; S3 outages alternate between "refuse" (the S3 relay resets connections) and
 "freeze" (the S3 server is SIGSTOPped: requests hang). Kinesis fault storms (every call
 of a kind faulted for a few seconds) come every ``storm_every_s`` on average.
+
+With several hosts (``--hosts``, agent mode) ``host_crash_every_s`` adds whole-host crashes:
+one host's supervisord and everything under it SIGKILLed, booted again ``seconds`` later. They
+draw from a random stream of their own, so every other action keeps its time.
 """
 from __future__ import annotations
 
@@ -20,15 +24,17 @@ STORM_KINDS = ("throttled", "expired", "500", "drop", "slow")
 @dataclass(frozen=True, order=True)
 class Action:
     at_s: float
-    # kill | gearmand_restart | postgres_down | postgres_up | s3_down | s3_up | storm
+    # kill | gearmand_restart | postgres_down | postgres_up | s3_down | s3_up | storm |
+    # host_crash
     what: str
     arg: str = ""        # kill: process kind; s3_down: refuse | freeze; storm: fault kind
-    seconds: float = 0.0  # storm length, gearmand downtime
+    seconds: float = 0.0  # storm length, gearmand downtime, host downtime
 
 
 def plan(seed: int, duration_s: float, *, kill_every_s: float = 3.0,
          outage_s: tuple[float, float] = (3.0, 6.0), infra_round_s: float = 150.0,
-         storm_every_s: float = 20.0) -> list[Action]:
+         storm_every_s: float = 20.0, host_crash_every_s: float = 0.0,
+         host_down_s: tuple[float, float] = (5.0, 15.0)) -> list[Action]:
     """Every action of a campaign of ``duration_s`` seconds, sorted by time."""
     rng = random.Random(f"chaos-plan-{seed}")
     actions: list[Action] = []
@@ -66,4 +72,13 @@ def plan(seed: int, duration_s: float, *, kill_every_s: float = 3.0,
             break
         actions.append(Action(round(t, 3), "storm", rng.choice(STORM_KINDS),
                               seconds=round(rng.uniform(2.0, 4.0), 3)))
+
+    hosts_rng = random.Random(f"chaos-plan-hosts-{seed}")
+    t = 0.0
+    while host_crash_every_s > 0:
+        t += host_crash_every_s * hosts_rng.uniform(0.5, 1.5)
+        if t >= duration_s:
+            break
+        actions.append(Action(round(t, 3), "host_crash",
+                              seconds=round(hosts_rng.uniform(*host_down_s), 3)))
     return sorted(actions)

@@ -36,6 +36,16 @@ def test_plan_has_every_outage_at_least_once_and_each_outage_ends():
     assert {x.arg for x in long if x.what == "s3_down"} == {"refuse", "freeze"}
 
 
+def test_host_crashes_only_when_asked_and_they_leave_every_other_action_alone():
+    plain = schedule.plan(3, 300)
+    assert not [x for x in plain if x.what == "host_crash"]
+    hosts = schedule.plan(3, 300, host_crash_every_s=40)
+    crashes = [x for x in hosts if x.what == "host_crash"]
+    assert 4 <= len(crashes) <= 12 and all(5 <= x.seconds <= 15 for x in crashes)
+    assert [x for x in hosts if x.what != "host_crash"] == plain
+    assert hosts == sorted(hosts) == schedule.plan(3, 300, host_crash_every_s=40)
+
+
 def _ledger() -> Ledger:
     ledger = Ledger(good_ids={"a", "b", "c"})
     ledger.bad[digest(b"not json")] += 1

@@ -1,0 +1,267 @@
+"""The per-host agent's loop: one consumer process per shard, across many hosts, unattended.
+
+Every ``agent.poll_s`` an agent heartbeats its host into the control store (``heartbeat``
+with ``info["stream"]``, so agents of other streams are not counted), reads the live hosts
+of its stream, and the *leader* (the lowest live host id) lists the stream's shards, drops
+those at SHARD_END, computes ``assign.balance`` and writes the changes to the control store.
+Every agent, the leader included, then runs exactly the shards the store assigns to it.
+
+Why a leader writes, rather than every agent computing its own part: agents see the
+live hosts at slightly different moments (heartbeats expire at different instants for
+each of them), so "everyone computes" would, for a moment, have two hosts that both
+think a shard is theirs and start (and stop) consumers for it. With one writer the store
+holds one assignment at a time; followers never act on their own view of the fleet. Two
+leaders can only coexist while the old lowest id's heartbeat is about to expire; both
+compute from the same stored assignment, so they write the same answer or converge within
+one heartbeat TTL, and the leases keep even that moment safe. Leadership needs no election:
+it follows from the heartbeats, and passes on when the leader's heartbeat expires.
+
+Moving a shard gracefully: the old owner's agent sees the shard is no longer its own and
+asks supervisord to stop that consumer (SIGTERM: stop reading, finish in-flight batches,
+checkpoint, release the lease); the new owner's agent adds the program at once but starts
+it only when (1) no other live host lists the shard among the consumers running there (each
+heartbeat carries that list, ``info["running"]``, and an agent heartbeats at once when one
+of its consumers has stopped) and (2) the shard's lease is free (released, or expired
+because its host died). (1) covers an old consumer that is still starting and has not taken
+the lease yet, or is between two restarts; (2) covers a host that died. So a moved shard
+never has two consumer processes, and the new consumer never sits out a TTL behind a lease
+that was released: a pending start is re-checked every ``HANDOFF_POLL_S``. Programs are ``autostart=false``, so a config
+re-read after a supervisord restart starts nothing the fleet has since given to another host,
+and a consumer a person stopped (``supervisorctl stop``, e.g. for a replay) stays stopped:
+the agent only ever starts a program that supervisord has never started.
+
+``step(now)`` never sleeps; it returns how long the caller may wait. Transient failures
+(control store, warehouse, Kinesis, supervisord) are logged and retried at the next step:
+the agent keeps its consumers as they are while it cannot see the fleet.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+from shardline.errors import RetriableError
+from shardline.fleet.assign import balance
+from shardline.fleet.supervisor import Proc
+from shardline.kinesis import ShardInfo
+from shardline.logs import get_logger
+
+HANDOFF_POLL_S = 0.5  # re-check a start that waits for the previous owner's lease
+
+
+class IncludeFile:
+    """The supervisord include file holding this host's consumer programs."""
+
+    def __init__(self, path: str | os.PathLike, render: Callable[[list[str]], str]):
+        self.path = Path(path)
+        self.render = render
+
+    def write(self, shards: Sequence[str]) -> bool:
+        """Write the programs for ``shards``; False if the file already says exactly that."""
+        text = self.render(sorted(shards))
+        try:
+            if self.path.read_text(encoding="utf-8") == text:
+                return False
+        except FileNotFoundError:
+            pass
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, self.path)
+        return True
+
+
+class Agent:
+    """One host's agent for one stream. ``store``: the control store (heartbeats,
+    assignments); ``leases``: where consumers keep leases and checkpoints (``leases(stream)``,
+    ``checkpoints(stream)``, ``now()``: the warehouse ``Control`` today, the control store
+    once consumers move onto it); ``list_shards``: ListShards of the stream;
+    ``supervisor``: this host's supervisord (``shardline.fleet.supervisor.Supervisor``)."""
+
+    def __init__(self, *, stream: str, host_id: str, store: Any, leases: Any,
+                 list_shards: Callable[[], list[ShardInfo]], supervisor: Any,
+                 include: IncludeFile, poll_s: float, heartbeat_ttl_s: float,
+                 consumer_prefix: str = "consumer-", log: Any = None):
+        self.stream, self.host_id = stream, host_id
+        self.store, self.leases, self.list_shards = store, leases, list_shards
+        self.supervisor, self.include = supervisor, include
+        self.poll_s, self.heartbeat_ttl_s = poll_s, heartbeat_ttl_s
+        self.prefix = consumer_prefix
+        self.log = log or get_logger("agent", stream=stream, host=host_id)
+        self.mine: list[str] | None = None  # None until the first assignment read
+        self.leader: str | None = None
+        self.next_poll: float | None = None
+        # On a cold start (nothing assigned yet) a new leader waits one heartbeat TTL: by
+        # then every host started with it has heartbeated, so the first host up does not
+        # take every shard only to hand most of them over again. With an assignment in the
+        # store it leads at once (a dead host's shards must not wait for a fresh leader).
+        self.started_at: float | None = None
+        self.now = 0.0
+        self.published: list[str] | None = None  # running consumers in our last heartbeat
+        self.running: list[str] = []  # shards whose consumer may hold or take the lease
+        self.unsettled = False  # a group is still stopping or could not be removed yet
+        self._waiting_for: dict[str, str] = {}  # group -> what it waits for (log once)
+
+    # -- the loop ---------------------------------------------------------------
+    def step(self, now: float) -> float:
+        """One turn; returns how long the caller may sleep before the next."""
+        self.now = now
+        if self.started_at is None:
+            self.started_at = now
+        if self.next_poll is None or now >= self.next_poll:
+            self.next_poll = now + self.poll_s
+            try:
+                self._poll()
+            except RetriableError as exc:
+                self.log.warning("fleet poll failed, will retry: %s", exc)
+        busy = False
+        if self.mine is not None:
+            try:
+                busy = self._reconcile()
+            except RetriableError as exc:
+                self.log.warning("could not update this host's consumers, will retry: %s", exc)
+        wait = max(0.0, self.next_poll - now)
+        return min(wait, HANDOFF_POLL_S) if busy else wait
+
+    def leave(self) -> None:
+        """On SIGTERM. If supervisord is shutting down too (it stops the consumers itself),
+        deregister so the others take the shards over as soon as the leases are released;
+        if only the agent restarts, keep the registration (it lapses after the TTL anyway)
+        so a quick restart moves nothing."""
+        try:
+            state = self.supervisor.state()
+        except RetriableError:
+            state = "UNREACHABLE"
+        if state == "RUNNING":
+            self.log.info("stopping; supervisord keeps running, so the consumers stay")
+            return
+        try:
+            self.store.remove_host(self.host_id)
+            self.log.info("stopping with supervisord (%s): host removed from the fleet", state)
+        except RetriableError as exc:
+            self.log.warning("could not remove the host (its heartbeat expires in %.0fs): %s",
+                             self.heartbeat_ttl_s, exc)
+
+    # -- the fleet --------------------------------------------------------------
+    def _heartbeat(self) -> None:
+        """Register this host; ``info["running"]`` lists the shards whose consumer runs here
+        (or starts, backs off, stops): a new owner starts nothing while it is listed."""
+        running = list(self.running)
+        self.store.heartbeat(self.host_id, self.heartbeat_ttl_s,
+                             {"stream": self.stream, "pid": str(os.getpid()),
+                              "running": ",".join(running)})
+        self.published = running
+
+    def _poll(self) -> None:
+        self._heartbeat()
+        hosts = sorted({h.host_id for h in self.store.live_hosts()
+                        if h.info.get("stream") == self.stream} | {self.host_id})
+        if hosts[0] != self.leader:
+            self.log.info("leader is %s (live hosts: %s)",
+                          "this host" if hosts[0] == self.host_id else hosts[0], ", ".join(hosts))
+            self.leader = hosts[0]
+        current = self.store.assignments(self.stream)
+        fresh = self.now - (self.started_at or self.now) < self.heartbeat_ttl_s
+        if self.leader == self.host_id and (current or not fresh):
+            current = self._lead(hosts, current)
+        mine = sorted(s for s, h in current.items() if h == self.host_id)
+        if mine != self.mine:
+            self.log.info("assigned %d shard(s): %s", len(mine), ", ".join(mine) or "-")
+            self.mine = mine
+
+    def _lead(self, hosts: list[str], current: dict[str, str]) -> dict[str, str]:
+        """Write the balanced assignment; returns it."""
+        shards = self.list_shards()
+        finished = {s for s, cp in self.leases.checkpoints(self.stream).items() if cp.shard_end}
+        # a closed shard keeps a consumer until it reached SHARD_END; a child gets one at
+        # once (its consumer waits for the parents itself)
+        needing = [s.shard_id for s in shards if s.is_open or s.shard_id not in finished]
+        closed = {s.shard_id for s in shards if s.closed}
+        target = balance(hosts, needing, current, prefer_keep=closed)
+        for shard in sorted(set(current) | set(target)):
+            new = target.get(shard)
+            if current.get(shard) != new:
+                self.store.assign(self.stream, shard, new)
+                self.log.info("shard %s: %s -> %s", shard, current.get(shard) or "-",
+                              new or "- (at SHARD_END or gone)")
+        return target
+
+    # -- this host's supervisord ------------------------------------------------
+    def _groups(self) -> dict[str, Proc]:
+        return {g: p for g, p in self.supervisor.processes().items() if g.startswith(self.prefix)}
+
+    def _ours(self, names: Iterable[str]) -> list[str]:
+        return sorted(n for n in names if n.startswith(self.prefix))
+
+    def _reconcile(self) -> bool:
+        """Make supervisord run this host's shards; True while something is still moving."""
+        want = {self.prefix + s: s for s in self.mine or ()}
+        rewritten = self.include.write(list(want.values()))
+        groups = self._groups()
+        if rewritten or self.unsettled or set(groups) != set(want):
+            self._apply(groups)
+            groups = self._groups()
+        self.running = sorted(g.removeprefix(self.prefix) for g, p in groups.items() if p.running)
+        if self.published is not None and set(self.published) - set(self.running):
+            self._heartbeat()  # a consumer stopped here: tell its new owner now, not next poll
+        return self._start_free(want, groups) or self.unsettled
+
+    def _apply(self, groups: dict[str, Proc]) -> None:
+        """What ``supervisorctl update`` does for our groups, without blocking on a stop."""
+        added, changed, removed = self.supervisor.reload()
+        self.unsettled = False
+        for name in self._ours(added):
+            self.supervisor.add(name)
+            self.log.info("added %s (starts once the shard's lease is free)", name)
+        for name in self._ours(removed) + self._ours(changed):
+            proc = groups.get(name)
+            if proc is not None and proc.running:
+                if proc.state != "STOPPING":
+                    self.supervisor.stop(name)
+                    self.log.info("stopping %s (SIGTERM: drain, checkpoint, release the lease)",
+                                  name)
+                self.unsettled = True
+            elif self.supervisor.remove(name):
+                self.log.info("removed %s", name)
+            else:
+                self.unsettled = True
+
+    def _start_free(self, want: dict[str, str], groups: dict[str, Proc]) -> bool:
+        """Start the programs supervisord never started whose shard lease is free; True if
+        one still waits for the previous owner."""
+        new = [n for n in sorted(want) if n in groups and groups[n].state == "STOPPED"
+               and not groups[n].started]
+        if not new:
+            self._waiting_for.clear()
+            return False
+        elsewhere = {shard: h.host_id for h in self.store.live_hosts()
+                     if h.host_id != self.host_id and h.info.get("stream") == self.stream
+                     for shard in filter(None, h.info.get("running", "").split(","))}
+        leases = {lease.shard_id: lease for lease in self.leases.leases(self.stream)}
+        now = self.leases.now()
+        waiting = False
+        free: list[str] = []
+        for name in new:
+            shard = want[name]
+            lease = leases.get(shard)
+            holder = None
+            if shard in elsewhere:
+                holder = f"a consumer still running on host {elsewhere[shard]}"
+            elif lease is not None and lease.live(now):
+                holder = f"{lease.owner} (lease until {lease.expires_at:%H:%M:%S} UTC)"
+            if holder is not None:
+                if self._waiting_for.get(name) != holder:
+                    self.log.info("%s waits: shard %s is held by %s", name, shard, holder)
+                    self._waiting_for[name] = holder
+                waiting = True
+                continue
+            free.append(name)
+        if free:
+            # listed as running here before they start, so that a host this shard moves to
+            # next waits for them (a move in the instant between the two is left to the lease)
+            self.running = sorted(set(self.running) | {want[n] for n in free})
+            self._heartbeat()
+        for name in free:
+            self.supervisor.start(name)
+            self._waiting_for.pop(name, None)
+            self.log.info("started %s", name)
+        return waiting
