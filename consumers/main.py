@@ -49,7 +49,7 @@ def build(settings: Settings, shard_id: str, stop: StopSignals | None = None,
 
 def run(consumer: Consumer, stop: StopSignals) -> int:
     """Step until done; sleep between steps, waking early for job outcomes or a signal."""
-    seen = stop.count
+    seen = 0  # a stop asked for while the consumer was being built counts too
     try:
         consumer.start()
         if consumer.done:

@@ -18,7 +18,7 @@ from shardline.kinesis import ShardInfo
 from shardline.ops.supervisor_render import render_consumers
 from shardline.settings import Settings
 from tests.fake_supervisor import FakeSupervisor
-from tests.faults import Clock
+from tests.fakes import Clock
 
 STREAM = "clicks"
 POLL_S, HEARTBEAT_TTL_S, LEASE_TTL_S = 1.0, 3.0, 6.0

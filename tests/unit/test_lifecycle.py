@@ -197,3 +197,37 @@ def test_a_connection_error_closes_the_connection_and_the_next_call_reconnects()
     with transaction(owner, "things") as cur:
         cur.execute("SELECT 1")
     assert fresh.log == ["SELECT 1", "COMMIT"] and owner._conn is fresh
+
+
+def test_consumer_run_acts_on_a_stop_that_came_before_it_started():
+    """A SIGTERM between ``install()`` and ``run()`` (settings, clients being built) must
+    still stop the consumer gracefully, not be ignored until supervisord SIGKILLs it."""
+    import signal as _signal
+    from types import SimpleNamespace
+
+    from shardline.consumers.main import run
+    from shardline.lifecycle import StopSignals
+
+    class OneShardConsumer:
+        def __init__(self) -> None:
+            self.done, self.exit_code, self.stop_requests, self.steps = False, 0, 0, 0
+            self.dispatcher = SimpleNamespace(start=lambda: None, wait=lambda t: False)
+            self.lease = SimpleNamespace(release=lambda: None)
+            self.log = SimpleNamespace(warning=lambda *a: None, error=lambda *a: None)
+
+        def start(self) -> None:
+            pass
+
+        def request_stop(self) -> None:
+            self.stop_requests += 1
+
+        def step(self) -> float:
+            self.steps += 1
+            self.done = self.stop_requests > 0 or self.steps > 50
+            return 0.0
+
+    stop = StopSignals()
+    stop.handler(_signal.SIGTERM)  # arrives before run()
+    consumer = OneShardConsumer()
+    assert run(consumer, stop) == 0
+    assert consumer.stop_requests == 1 and consumer.steps == 1
