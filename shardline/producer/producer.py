@@ -262,8 +262,6 @@ class Producer:
         if self._closed:
             return True
         timeout = self.config.close_timeout_s if timeout is None else timeout
-        if self._pump is not None and self._pump.mode == "spool":
-            timeout = min(timeout, 0.5)  # Kinesis lags and the records are on disk already
         sent = self.flush(timeout)
         with self._lock:
             self._closed = True
