@@ -265,3 +265,44 @@ def user_records(stored: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
                                           data_format="Boto3"):
             out.append((u["kinesis"]["partitionKey"], base64.b64decode(u["kinesis"]["data"])))
     return out
+
+
+class ProxyProcess:
+    """``PutFaultProxy`` in a process of its own (a benchmark must not share its GIL):
+    ``storm(kind, seconds)`` goes over its stdin."""
+
+    def __init__(self, upstream_url: str, stall_s: float = 2.0):
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.producer_kit", upstream_url, str(stall_s)],
+            cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            env={**os.environ, **interpreter_env()})
+        self.url = self.proc.stdout.readline().strip()  # type: ignore[union-attr]
+        if not self.url.startswith("http://"):
+            raise RuntimeError(f"fault proxy did not start: {self.url!r}")
+
+    def storm(self, kind: str, seconds: float) -> None:
+        self.proc.stdin.write(f"{kind} {seconds}\n")  # type: ignore[union-attr]
+        self.proc.stdin.flush()  # type: ignore[union-attr]
+        self.proc.stdout.readline()  # type: ignore[union-attr]  # "ok": the storm is on
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.stdin.close()  # type: ignore[union-attr]
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+def _serve_proxy(upstream: str, stall_s: float) -> None:
+    proxy = PutFaultProxy(upstream, stall_s=stall_s).start()
+    print(proxy.url, flush=True)
+    for line in sys.stdin:
+        kind, seconds = line.split()
+        proxy.storm(kind, float(seconds))
+        print("ok", flush=True)
+    proxy.stop()
+
+
+if __name__ == "__main__":
+    _serve_proxy(sys.argv[1], float(sys.argv[2]))

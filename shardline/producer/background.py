@@ -32,6 +32,8 @@ from shardline.producer.spool import Chunk, Spool
 log = get_logger("producer")
 
 DEPTH = 2                                  # batches queued or in flight per lane
+MAX_CHUNKS = 4                             # spool chunks read and not yet acknowledged
+MAP_WAIT_S = 5.0                           # aggregation: how long records wait for ListShards
 AGG_BATCH_BYTES = 4_800_000                # user bytes per aggregated call (< 5 MiB after framing)
 PLAIN_READY_BYTES = MAX_BATCH_BYTES - 64 * 1024
 
@@ -60,12 +62,13 @@ class Pump:
         self.leftover: list[tuple] = []
         self.mode = "direct"
         self.spool: Spool | None = None
-        self.chunk: Chunk | None = None
+        self.chunks: collections.deque = collections.deque()  # read from the spool, in order
         self.chunk_lanes: list[collections.deque] = []
         self.taken_seq = producer.seq_base
         self.unsynced_from: int | None = None
         self.spooled = 0
         self.shard_map = ShardMap([])
+        self.slots: dict[str, int] = {}  # partition key -> shard slot (sessions repeat)
         self.shard_map_at = 0.0
         self.shard_try_at = -1e9
         self.loading = False
@@ -93,6 +96,7 @@ class Pump:
     def _setup(self) -> None:
         cfg = self.cfg
         self.client = self.p._make_client()
+        self._refresh_shards()  # ListShards starts now, on a thread of its own
         if self.p.metrics:
             from shardline.producer.metrics import Exporter
 
@@ -171,9 +175,17 @@ class Pump:
                      default=now)
         return now - oldest > self.spool_after_ns
 
+    def _slot(self, key: str) -> int:
+        slot = self.slots.get(key)
+        if slot is None:
+            if len(self.slots) > 200_000:
+                self.slots.clear()
+            slot = self.slots[key] = self.shard_map.slot(key)
+        return slot
+
     def _lane_of(self, key: str) -> int:
         n = len(self.lanes)
-        return self.shard_map.slot(key) % n if n > 1 and len(self.shard_map) > 1 else 0
+        return self._slot(key) % n if n > 1 and len(self.shard_map) > 1 else 0
 
     def _route(self, records: list) -> None:
         for rec in records:
@@ -184,6 +196,9 @@ class Pump:
     def _submit_ready(self, now: int) -> None:
         flushing = self.p._flush_to > self.p.acked_seq or self.stopping
         agg = self.cfg.aggregate and len(self.shard_map) > 0
+        if self.cfg.aggregate and not agg and not self.stopping and \
+                time.monotonic() - self.started < MAP_WAIT_S:
+            return  # the shard map is on its way: aggregate rather than send plain records
         for i, lane in enumerate(self.lanes):
             q = self.pending[i]
             while q and lane.busy < DEPTH:
@@ -206,7 +221,7 @@ class Pump:
                 budget += _size(rec) + 12
             groups: dict[int, list] = {}
             for rec in taken:
-                groups.setdefault(self.shard_map.slot(rec[2]), []).append(rec)
+                groups.setdefault(self._slot(rec[2]), []).append(rec)
             entries, users, records, spans = [], [], [], []
             nbytes = 0
 
@@ -263,13 +278,8 @@ class Pump:
                 log.error("Kinesis refused %d entries for good (%s): dropped",
                           len(batch.refused), ",".join(sorted(set(batch.refused.values()))))
             if isinstance(batch.tag, Chunk):
-                chunk = batch.tag
-                chunk.outstanding -= 1
-                chunk.failed |= bool(batch.pending)
-                if chunk.outstanding == 0 and chunk is self.chunk:
-                    if not chunk.failed and self.spool is not None:
-                        self.spool.ack(chunk)
-                    self.chunk = None
+                batch.tag.outstanding -= 1
+                batch.tag.failed |= bool(batch.pending)
                 continue
             if batch.abandoned:
                 continue  # spooled (and released) when it was abandoned
@@ -279,6 +289,12 @@ class Pump:
         if refused:
             with self.p._lock:
                 self.p.dropped["refused"] += refused
+        while self.chunks and self.chunks[0].outstanding == 0:  # acked in the order read
+            chunk = self.chunks[0]
+            if chunk.failed:
+                break  # only when stopping: it and what follows stay for the next start
+            self.chunks.popleft()
+            self.spool.ack(chunk)  # type: ignore[union-attr]
 
     @staticmethod
     def _records_of(batch: Batch, entries: list[int]) -> list:
@@ -337,17 +353,19 @@ class Pump:
                 min(self.unsynced_from, first)
 
     def _drain(self) -> None:
+        """Send the spool oldest first, a few chunks in flight (acked in order)."""
         spool = self.spool
         assert spool is not None
-        if self.chunk is None and not self.stopping:
-            n = len(self.lanes)
+        n = len(self.lanes)
+        while not self.stopping and len(self.chunks) < MAX_CHUNKS and \
+                sum(map(len, self.chunk_lanes)) < n * DEPTH:
             chunk = spool.read_chunk(MAX_BATCH_RECORDS * n if not self.cfg.aggregate
                                      else 1_000_000, AGG_BATCH_BYTES * n)
             if chunk is None:
-                if spool.reset_if_drained():
+                if not self.chunks and spool.reset_if_drained():
                     self.mode = "direct"
                     log.info("spool drained: sending directly again")
-                return
+                break
             per_lane = [collections.deque() for _ in self.lanes]
             for rec in chunk.records:
                 per_lane[self._lane_of(rec[2])].append(rec)
@@ -355,7 +373,7 @@ class Pump:
                 while q:
                     self.chunk_lanes[i].append(self._build(q, tag=chunk))
                     chunk.outstanding += 1
-            self.chunk = chunk
+            self.chunks.append(chunk)
         for i, lane in enumerate(self.lanes):
             q = self.chunk_lanes[i]
             while q and lane.busy < DEPTH:
@@ -378,7 +396,10 @@ class Pump:
     def _load_shards(self) -> None:
         try:
             shards = open_shards(self.client, self.cfg.stream)
-            self.shard_map = ShardMap(shards)
+            new = ShardMap(shards)
+            if new.shard_ids != self.shard_map.shard_ids:
+                self.slots = {}  # a reshard moved keys (the pump reads the new dict next)
+                self.shard_map = new
             self.shard_map_at = time.monotonic()
         except StreamNotFound as exc:
             log.error("%s", exc)
@@ -396,7 +417,7 @@ class Pump:
         durable = floor if self.unsynced_from is None else min(floor, self.unsynced_from)
         acked = floor
         if self.spool is not None and self.mode == "spool":
-            acked = min(acked, self.chunk.first_seq if self.chunk else 0)
+            acked = min(acked, self.chunks[0].first_seq if self.chunks else 0)
         p = self.p
         changed = False
         if durable - 1 > p.durable_seq:

@@ -70,6 +70,7 @@ class Spool:
         self._active_size = 0
         self._segments: list[Path] = []      # oldest first, the active one last
         self._acked: dict[Path, int] = {}
+        self._read: dict[Path, int] = {}     # read cursor (chunks handed out, maybe not acked)
         self._sizes: dict[Path, int] = {}
         self._unsynced_since: float | None = None
         self._made = 0
@@ -176,6 +177,10 @@ class Spool:
     def empty(self) -> bool:
         return all(self._sizes[p] <= self._acked.get(p, 0) for p in self._segments)
 
+    def rewind(self) -> None:
+        """Forget chunks handed out but not acked (they are read again)."""
+        self._read.clear()
+
     def has_room(self, n: int) -> bool:
         return self.bytes + n <= self.max_bytes
 
@@ -239,20 +244,25 @@ class Spool:
     # -- reading --------------------------------------------------------------
 
     def read_chunk(self, max_records: int, max_bytes: int) -> Chunk | None:
-        """The next records after the acked position of the oldest segment, or None."""
-        while self._segments:
-            seg = self._segments[0]
-            start, size = self._acked.get(seg, 0), self._sizes[seg]
+        """The next records after the read cursor (oldest segment first), or None.
+
+        Several chunks may be out at once; ``ack`` them in the order they were read."""
+        for seg in list(self._segments):
+            acked = self._acked.get(seg, 0)
+            start, size = max(self._read.get(seg, 0), acked), self._sizes[seg]
             if start >= size:
                 if seg == self._active:
                     return None  # caught up with the writer
-                self._delete(seg)
+                if acked >= size:
+                    self._delete(seg)
                 continue
             records, end, torn = self._parse(seg, start, max_records, max_bytes)
             if records:
+                self._read[seg] = end
                 return Chunk(seg, start, end, records)
             if torn or seg != self._active:
-                self._delete(seg)
+                if acked >= self._sizes[seg]:
+                    self._delete(seg)
                 continue
             return None
         return None
@@ -303,6 +313,9 @@ class Spool:
         if seg not in self._sizes:
             return
         self._acked[seg] = chunk.end
+        for older in self._segments[:self._segments.index(seg)]:
+            if self._acked.get(older, 0) >= self._sizes[older]:
+                self._delete(older)  # a torn or fully read segment before this one
         if chunk.end >= self._sizes[seg] and seg != self._active:
             self._delete(seg)
             return
@@ -323,6 +336,7 @@ class Spool:
             self._segments.remove(seg)
         self._sizes.pop(seg, None)
         self._acked.pop(seg, None)
+        self._read.pop(seg, None)
 
     def reset_if_drained(self) -> bool:
         """Delete the active segment once everything in it reached Kinesis."""
