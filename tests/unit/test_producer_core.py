@@ -119,8 +119,10 @@ def test_full_buffer_block_policy_waits_up_to_the_timeout_then_drops():
 def test_full_buffer_spill_policy_spools_instead_of_dropping(tmp_path):
     fake = FakeKinesis()
     fake.release.clear()
+    # Only the full buffer can trigger the spool here; put() may wait for the disk (this
+    # loop puts ~100 MB/s, faster than a loaded machine's background thread writes).
     p = make(fake, max_buffer_bytes=1024 * 1024, spool_dir=str(tmp_path), stream="spill",
-             spool_after_ms=10_000)  # only the full buffer can trigger the spool here
+             spool_after_ms=10_000, block_timeout_ms=2_000)
     evs = [{"event_id": f"e{i}", "session_id": f"s{i % 9}", "pad": "p" * 1000}
            for i in range(5_000)]
     assert all(p.put(e) for e in evs)
