@@ -24,7 +24,7 @@ from typing import Any
 
 from shardline.kinesis import ShardMap, StreamNotFound, error_code, open_shards
 from shardline.logs import get_logger
-from shardline.producer.kpl import AGG_MAX_BYTES, Aggregate
+from shardline.producer.kpl import pack
 from shardline.producer.put import MAX_BATCH_BYTES, MAX_BATCH_RECORDS
 from shardline.producer.put_records import Batch, Lane, PutStats, Sender
 from shardline.producer.spool import Chunk, Spool
@@ -219,41 +219,8 @@ class Pump:
                 rec = q.popleft()
                 taken.append(rec)
                 budget += _size(rec) + 12
-            groups: dict[int, list] = {}
-            for rec in taken:
-                groups.setdefault(self._slot(rec[2]), []).append(rec)
-            entries, users, records, spans = [], [], [], []
-            nbytes = 0
-
-            def close(agg: Aggregate, start: int) -> int:
-                nonlocal nbytes
-                if agg.count:
-                    key, data, n = agg.finish()
-                    entries.append({"Data": data, "PartitionKey": key})
-                    users.append(n)
-                    spans.append((start, len(records)))
-                    nbytes += len(data) + len(key)
-                return len(records)
-
-            for slot in sorted(groups):
-                agg = Aggregate(AGG_MAX_BYTES, self.cfg.aggregate_max_records)
-                start = len(records)
-                for rec in groups[slot]:
-                    big = _size(rec) > AGG_MAX_BYTES - 1024  # too big to wrap: sent plain
-                    if big or not agg.add(rec[2], rec[3]):
-                        start = close(agg, start)
-                        agg = Aggregate(AGG_MAX_BYTES, self.cfg.aggregate_max_records)
-                        if big:
-                            entries.append({"Data": rec[3], "PartitionKey": rec[2]})
-                            users.append(1)
-                            records.append(rec)
-                            spans.append((start, start + 1))
-                            nbytes += _size(rec)
-                            start += 1
-                            continue
-                        agg.add(rec[2], rec[3])
-                    records.append(rec)
-                close(agg, start)
+            entries, users, records, spans, nbytes = pack(
+                taken, self._slot, self.cfg.aggregate_max_records)
         else:
             records, nbytes = [], 0
             while q and len(records) < MAX_BATCH_RECORDS and \

@@ -20,7 +20,7 @@ Protobuf (proto2) of the format::
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from shardline.kinesis import ShardInfo, ShardMap
 
@@ -90,6 +90,54 @@ class Aggregate:
         as the KPL writes it)."""
         body = b"".join(self.table) + b"".join(self.parts)
         return self.first_key, MAGIC + body + hashlib.md5(body).digest(), self.count
+
+
+def pack(records: list[tuple], slot_of: Callable[[str], int], max_records: int = 0
+         ) -> tuple[list[dict], list[int], list[tuple], list[tuple[int, int]], int]:
+    """One PutRecords call's entries from the producer's records ``(seq, t, key, data)``.
+
+    Records are grouped by shard slot, each group packed into aggregates (a record too
+    big to wrap goes plain). Returns (entries, user records per entry, the records in
+    entry order, each entry's slice of them, bytes of the entries)."""
+    groups: dict[int, list] = {}
+    for rec in records:
+        groups.setdefault(slot_of(rec[2]), []).append(rec)
+    entries: list[dict] = []
+    users: list[int] = []
+    ordered: list[tuple] = []
+    spans: list[tuple[int, int]] = []
+    nbytes = 0
+
+    def close(agg: Aggregate, start: int) -> int:
+        nonlocal nbytes
+        if agg.count:
+            key, data, n = agg.finish()
+            entries.append({"Data": data, "PartitionKey": key})
+            users.append(n)
+            spans.append((start, len(ordered)))
+            nbytes += len(data) + len(key)
+        return len(ordered)
+
+    for slot in sorted(groups):
+        agg = Aggregate(AGG_MAX_BYTES, max_records)
+        start = len(ordered)
+        for rec in groups[slot]:
+            big = len(rec[3]) + len(rec[2]) > AGG_MAX_BYTES - 1024
+            if big or not agg.add(rec[2], rec[3]):
+                start = close(agg, start)
+                agg = Aggregate(AGG_MAX_BYTES, max_records)
+                if big:  # sent as a plain record
+                    entries.append({"Data": rec[3], "PartitionKey": rec[2]})
+                    users.append(1)
+                    ordered.append(rec)
+                    spans.append((start, start + 1))
+                    nbytes += len(rec[3]) + len(rec[2])
+                    start += 1
+                    continue
+                agg.add(rec[2], rec[3])
+            ordered.append(rec)
+        close(agg, start)
+    return entries, users, ordered, spans, nbytes
 
 
 def aggregate(records: Iterable[tuple[str, bytes]], per_record: int,

@@ -67,6 +67,7 @@ class Producer:
             else:
                 config = ProducerConfig(stream=stream or "", **options).validate()
         self.config = config
+        _check_environment(config, settings, client or client_factory)
         self.stream = config.stream
         self.settings = settings
         self._client = client
@@ -287,6 +288,26 @@ class Producer:
         if self._pump is not None:
             self._pump.forget_after_fork()
         self._init_state()
+
+
+def _check_environment(config: ProducerConfig, settings: Any, client: Any) -> None:
+    """Fail at start, naming the key, for what would otherwise only kill the thread later."""
+    from shardline.errors import ConfigError
+
+    if config.spool_dir:
+        try:
+            os.makedirs(config.spool_dir, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"producer.spool_dir {config.spool_dir!r}: {exc.strerror}") \
+                from None
+        if not os.access(config.spool_dir, os.W_OK | os.X_OK):
+            raise ConfigError(f"producer.spool_dir {config.spool_dir!r} is not writable")
+    if client is None and settings is not None and not settings.aws.region:
+        import botocore.session
+
+        if not botocore.session.Session().get_config_variable("region"):
+            raise ConfigError("aws.region is not set and the AWS chain has no region "
+                              "(SHARDLINE_AWS_REGION or AWS_DEFAULT_REGION)")
 
 
 def _after_fork_in_child() -> None:

@@ -70,8 +70,13 @@ def test_kpl_aggregates_hold_one_shards_records_and_decode_to_the_events():
     evs = events(3_000, sessions=200, start=1)
     for e in evs:
         p.put(e)
+    big = {"event_id": "big", "session_id": "s1", "pad": "x" * 1_000_000}  # too big to wrap
+    evs.append(big)
+    assert p.put(big)
     assert p.flush(10)
     p.close()
+    assert any(json.loads(d).get("event_id") == "big" for _, d in fake.stored
+               if not d.startswith(b"\xf3\x89\x9a\xc2"))  # sent plain
     aggregated = [(k, d) for k, d in fake.stored if d.startswith(b"\xf3\x89\x9a\xc2")]
     assert aggregated and len(fake.stored) < 100
     for key, data in aggregated:
@@ -199,7 +204,18 @@ def test_counters_and_put_latency_are_exported():
     p.close()
 
 
-def test_bad_options_name_the_key():
+def test_bad_options_name_the_key(tmp_path, monkeypatch):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(ConfigError, match="producer.spool_dir"):
+        Producer("s", client=FakeKinesis(), spool_dir=str(blocker / "spool"))
+    for name in ("AWS_DEFAULT_REGION", "AWS_REGION", "AWS_CONFIG_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    from shardline.settings import load
+
+    with pytest.raises(ConfigError, match="aws.region"):
+        Producer(settings=load(None, env={"SHARDLINE_KINESIS_STREAM": "s"}))
     with pytest.raises(ConfigError, match="producer.on_full"):
         Producer("s", client=FakeKinesis(), on_full="spill")  # spill needs a spool
     with pytest.raises(ConfigError, match="producer.linger_ms"):
