@@ -33,7 +33,7 @@ log = get_logger("producer")
 
 DEPTH = 2                                  # batches queued or in flight per lane
 MAX_CHUNKS = 4                             # spool chunks read and not yet acknowledged
-MAP_WAIT_S = 5.0                           # aggregation: how long records wait for ListShards
+MAP_WAIT_S = 5.0                           # how long records wait for the first ListShards
 AGG_BATCH_BYTES = 4_800_000                # user bytes per aggregated call (< 5 MiB after framing)
 PLAIN_READY_BYTES = MAX_BATCH_BYTES - 64 * 1024
 
@@ -69,6 +69,7 @@ class Pump:
         self.spooled = 0
         self.shard_map = ShardMap([])
         self.slots: dict[str, int] = {}  # partition key -> shard slot (sessions repeat)
+        self.routed_by = self.shard_map  # the map the lanes' waiting events were routed by
         self.shard_map_at = 0.0
         self.shard_try_at = -1e9
         self.loading = False
@@ -152,6 +153,13 @@ class Pump:
         if records:
             self.taken_seq = records[-1][0]
         self._handle_done()
+        if self.routed_by is not self.shard_map:  # a new map: waiting events follow it
+            self.routed_by = self.shard_map
+            waiting = sorted((r for q in self.pending for r in q), key=lambda r: r[0])
+            for i, q in enumerate(self.pending):
+                q.clear()
+                self.pending_bytes[i] = 0
+            records = waiting + records
         if self.mode == "direct":
             self._route(records)
             if self.spool is not None and (spill or self._lagging(now)):
@@ -196,9 +204,11 @@ class Pump:
     def _submit_ready(self, now: int) -> None:
         flushing = self.p._flush_to > self.p.acked_seq or self.stopping
         agg = self.cfg.aggregate and len(self.shard_map) > 0
-        if self.cfg.aggregate and not agg and not self.stopping and \
-                time.monotonic() - self.started < MAP_WAIT_S:
-            return  # the shard map is on its way: aggregate rather than send plain records
+        if (self.cfg.aggregate or len(self.lanes) > 1) and not len(self.shard_map) and \
+                not self.stopping and time.monotonic() - self.started < MAP_WAIT_S:
+            # The shard map is on its way: wait for it rather than send plain records, or
+            # send a key's first records from one lane and its next ones from another.
+            return
         for i, lane in enumerate(self.lanes):
             q = self.pending[i]
             while q and lane.busy < DEPTH:
