@@ -24,7 +24,10 @@ import uuid
 from typing import Any, Awaitable, Callable, Iterable
 from urllib.parse import quote
 
+from shardline.logs import get_logger
 from shardline.producer.event_rules import MAX_BYTES
+
+log = get_logger("producer.middleware")
 
 _SESSION_OK = re.compile(r"[A-Za-z0-9._~:-]{1,128}")
 _HOST_OK = re.compile(r"[^/?#\s]+")
@@ -80,6 +83,13 @@ class PageViews:
         self.skip = tuple(skip_prefixes)
         self.methods = frozenset(m.upper() for m in methods)
         self.user_id = user_id
+
+    def record(self, **fields: Any) -> None:
+        """put() the page view; a failure here must never fail the request itself."""
+        try:
+            self.producer.put(self.event(**fields))
+        except Exception:  # noqa: BLE001 - logged; the page is served anyway
+            log.exception("recording a page view failed")
 
     def wanted(self, method: str, path: str) -> bool:
         return method in self.methods and not path.startswith(self.skip)
@@ -140,12 +150,12 @@ class WSGIMiddleware:
             target = quote(environ.get("SCRIPT_NAME", "") + raw, safe="/%:@!$&'()*+,;=~-._")
             if environ.get("QUERY_STRING"):
                 target += "?" + environ["QUERY_STRING"]
-        views.producer.put(views.event(
+        views.record(
             scheme=proto or environ.get("wsgi.url_scheme", "http"), host=host, target=target,
             referrer=environ.get("HTTP_REFERER"), user_agent=environ.get("HTTP_USER_AGENT"),
             ip=client_ip(environ.get("HTTP_X_FORWARDED_FOR"), environ.get("REMOTE_ADDR"),
                          trusted),
-            session_id=session_id, user_id=views.user_id(environ) if views.user_id else None))
+            session_id=session_id, user_id=views.user_id(environ) if views.user_id else None)
         if not (new and views.set_cookie):
             return self.app(environ, start_response)
         cookie = ("Set-Cookie", views.set_cookie_header(session_id))
@@ -188,11 +198,11 @@ class ASGIMiddleware:
         if scope.get("query_string"):
             target += "?" + scope["query_string"].decode("latin-1")
         client = scope.get("client") or ("", None)
-        views.producer.put(views.event(
+        views.record(
             scheme=proto or scope.get("scheme", "http"), host=host, target=target,
             referrer=headers.get("referer"), user_agent=headers.get("user-agent"),
             ip=client_ip(headers.get("x-forwarded-for"), client[0], trusted),
-            session_id=session_id, user_id=views.user_id(scope) if views.user_id else None))
+            session_id=session_id, user_id=views.user_id(scope) if views.user_id else None)
         if not (new and views.set_cookie):
             await self.app(scope, receive, send)
             return

@@ -117,3 +117,12 @@ def test_asgi_records_a_page_view_and_adds_the_cookie_to_the_response():
     assert headers[b"set-cookie"].startswith(f"sid={event['session_id']};".encode())
     asyncio.run(mw({"type": "lifespan"}, receive, send))  # not HTTP: passed through
     assert len(rec.events) == 1
+
+
+def test_a_failing_producer_never_fails_the_request():
+    class Broken:
+        def put(self, event, partition_key=None):
+            raise RuntimeError("boom")
+
+    seen, body = call(WSGIMiddleware(site, Broken()))
+    assert seen["status"] == "200 OK" and body == b"hello"
