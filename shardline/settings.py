@@ -174,6 +174,35 @@ class KinesisSettings:
 
 
 @dataclass
+class ProducerSettings:
+    """The embedded producer (shardline.producer.Producer); docs/producer.md."""
+
+    linger_ms: float = _opt(50.0, "a batch waits at most this long for more records", min=0.1)
+    aggregate: bool = _opt(False, "KPL-aggregate user records, grouped by shard")
+    aggregate_max_records: int = _opt(0, "user records per aggregate; 0 = as many as fit 1 MB",
+                                      min=0)
+    max_buffer_bytes: int = _opt(32 * 1024 * 1024, "bytes of events held in memory",
+                                 min=1024 * 1024)
+    on_full: str = _opt("", "buffer full: spill (to the spool), block, drop; empty = spill "
+                            "with a spool, else drop", choices=("", "spill", "block", "drop"))
+    block_timeout_ms: float = _opt(20.0, "block/spill: longest wait of put() for room", min=0)
+    spool_dir: str = _opt("", "spool directory; empty = memory only")
+    spool_after_ms: float = _opt(500.0, "an event not acknowledged this long goes to the spool",
+                                 min=1)
+    sync_interval_ms: float = _opt(100.0, "fsync spool writes at most this late; 0 = each write",
+                                   min=0)
+    max_spool_bytes: int = _opt(1024 ** 3, "spool size limit; beyond it events are dropped",
+                                min=1024 * 1024)
+    segment_bytes: int = _opt(16 * 1024 * 1024, "spool segment size", min=4096)
+    lanes: int = _opt(2, "sender threads, each owning a group of shards", min=1, max=64)
+    backoff_base_ms: float = _opt(50.0, "first retry backoff", min=1)
+    backoff_max_ms: float = _opt(2000.0, "longest retry backoff", min=1)
+    close_timeout_s: float = _opt(10.0, "close()/exit waits this long to send what is left",
+                                  min=0)
+    shard_refresh_s: float = _opt(300.0, "re-read the shard map this often", min=1)
+
+
+@dataclass
 class S3Settings:
     endpoint_url: str = _opt("", "S3 endpoint; empty means real AWS", check=_check_url)
     bucket: str = _opt("", "bucket for staged batches, manifests and dead letters",
@@ -323,6 +352,7 @@ class LogSettings:
 class Settings:
     aws: AwsSettings = field(default_factory=AwsSettings)
     kinesis: KinesisSettings = field(default_factory=KinesisSettings)
+    producer: ProducerSettings = field(default_factory=ProducerSettings)
     s3: S3Settings = field(default_factory=S3Settings)
     gearman: GearmanSettings = field(default_factory=GearmanSettings)
     warehouse: WarehouseSettings = field(default_factory=WarehouseSettings)

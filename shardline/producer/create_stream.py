@@ -10,12 +10,10 @@ import argparse
 import sys
 import time
 
-from shardline import clients
 from shardline.cli import command_parser, load_settings
 from shardline.errors import ServiceUnavailable
 from shardline.exitcodes import ExitCode
-from shardline.producer.put import open_shards
-from shardline.producer.put_records import error_code, is_connection_error
+from shardline.kinesis import error_code, is_connection_error, kinesis_client, open_shards
 
 
 def main(argv: list[str]) -> int:
@@ -34,7 +32,7 @@ def main(argv: list[str]) -> int:
     settings = load_settings(args, **{"kinesis.stream": args.stream})
     settings.require("kinesis.stream")
     stream = settings.kinesis.stream
-    client = clients.kinesis_client(settings, botocore_retries=3)
+    client = kinesis_client(settings, botocore_retries=3)
     try:
         client.create_stream(StreamName=stream, ShardCount=args.shards)
         created = True
@@ -74,5 +72,5 @@ def main(argv: list[str]) -> int:
     verb = "created" if created else "already exists"
     print(f"stream {stream} {verb}: {len(shards)} shards, ACTIVE")
     for shard in shards:
-        print(shard["ShardId"])
+        print(shard.shard_id)
     return ExitCode.OK

@@ -1,8 +1,9 @@
 """``shardline produce``: put sample page views into a stream, with progress shown.
 
 Events come from ``shardline.producer.events`` (some malformed, some put a second time,
-byte for byte, like a retrying producer would) and go through
-``shardline.producer.put_events``, paced to ``--rate``, optionally KPL-aggregated.
+byte for byte, like a retrying producer would) and go through the same
+``shardline.producer.Producer`` a web front end embeds (``put`` per event, paced to
+``--rate``, optionally KPL-aggregated and spooled), so sample traffic exercises it.
 A progress bar goes to stderr and a summary (optionally JSON, and the good
 event_ids) at the end; the first Ctrl-C finishes the records already made.
 The stream itself comes from ``shardline create-stream`` (``shardline.producer.create_stream``).
@@ -19,14 +20,13 @@ import threading
 import time
 from typing import Any, Callable, Iterable, Iterator
 
-from shardline import clients
-from shardline.producer import events
 from shardline.cli import command_parser, load_settings
 from shardline.errors import ConfigError, ServiceUnavailable
 from shardline.exitcodes import ExitCode
+from shardline.kinesis import error_code, kinesis_client, open_shards
 from shardline.logs import get_logger
-from shardline.producer.put import PutStats, aggregate, open_shards, put_events
-from shardline.producer.put_records import error_code
+from shardline.producer import events
+from shardline.producer.producer import Producer
 
 log = get_logger("producer")
 
@@ -41,12 +41,11 @@ class _Progress:
         self.last = 0.0
         self.drawn = False
 
-    def __call__(self, stats: PutStats) -> None:
+    def __call__(self, done: int) -> None:
         now = time.monotonic()
         if now - self.t0 < self.delay_s or now - self.last < 0.2:
             return
         self.last = now
-        done = stats.user_records
         rate = done / (now - self.t0)
         if self.total:
             frac = min(1.0, done / self.total)
@@ -120,6 +119,12 @@ def produce_main(argv: list[str]) -> int:
     parser.add_argument("--senders", type=int, default=2, metavar="N",
                         help="parallel PutRecords threads, each owning a group of shards "
                              "(default 2)")
+    parser.add_argument("--spool-dir", metavar="DIR",
+                        help="spool what Kinesis does not take in time to DIR (default: "
+                             "setting producer.spool_dir; none = memory only)")
+    parser.add_argument("--flush-timeout", type=_non_negative(float), default=120.0,
+                        metavar="S", help="exit 69 if Kinesis has not taken everything S "
+                                          "seconds after the last event (default 120)")
     parser.add_argument("--summary-json", metavar="FILE", help="write the counts as JSON")
     parser.add_argument("--ids-file", metavar="FILE",
                         help="write the good event_ids, one per line, in put order")
@@ -140,7 +145,7 @@ def produce_main(argv: list[str]) -> int:
     settings = load_settings(args, **{"kinesis.stream": args.stream})
     settings.require("kinesis.stream")
     stream = settings.kinesis.stream
-    client = clients.kinesis_client(settings)
+    client = kinesis_client(settings)
 
     spacing = 1.0 / args.rate if args.rate > 0 else 0.0001
     gen = events.generate(args.count or None, args.bad_fraction, args.seed,
@@ -164,22 +169,44 @@ def produce_main(argv: list[str]) -> int:
         log.warning("cannot list the shards of %s (%s): one sender, KPL aggregates not "
                     "grouped by shard", stream, error_code(exc) or type(exc).__name__)
         shards = []
+    # A command line may wait for Kinesis (backpressure) where a web request must not.
+    producer = Producer(settings=settings, client=client, shards=shards, metrics=False,
+                        lanes=args.senders, aggregate=args.kpl_aggregate > 1,
+                        aggregate_max_records=max(args.kpl_aggregate, 0),
+                        spool_dir=args.spool_dir, on_full="block",
+                        block_timeout_ms=args.flush_timeout * 1000,
+                        linger_ms=100 if args.rate > 0 else 20)
     source = events.with_duplicates(_until(stop, gen), args.duplicate_fraction, args.seed, extra)
-    plain: Iterable[tuple] = ((key, data) for _, key, data in source)
-    if args.kpl_aggregate > 1:
-        plain = aggregate(plain, args.kpl_aggregate, shards)
     old_handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
 
     show = not args.quiet and (args.progress or sys.stderr.isatty())
     bar = _Progress(args.count + int(args.count * args.duplicate_fraction)) if show else None
+    t0 = time.monotonic()
+    put = 0
     try:
-        stats = put_events(client, stream, plain, rate=args.rate, progress=bar, shards=shards,
-                           senders=args.senders)
+        for _, key, data in source:
+            if not producer.put(data, key):
+                raise ServiceUnavailable(f"Kinesis stream {stream} took nothing for "
+                                         f"{args.flush_timeout:.0f} s (producer: "
+                                         f"{producer.stats()['dropped']})")
+            put += 1
+            if args.rate > 0 and put % 16 == 0:
+                delay = t0 + put / args.rate - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+            if bar is not None and put % 256 == 0:
+                bar(producer.stats()["sent"])
+        if not producer.flush(args.flush_timeout):
+            raise ServiceUnavailable(f"Kinesis stream {stream} has not taken every record "
+                                     f"{args.flush_timeout:.0f} s after the last one")
     finally:
+        producer.close(0)
         if bar is not None:
             bar.close()
         for s, handler in old_handlers.items():
             signal.signal(s, handler)
+    stats = producer.stats()
+    elapsed = time.monotonic() - t0
 
     counts = gen.counts
     bad = {k: counts[k] for k in events.BAD_KINDS if counts[k]}
@@ -190,16 +217,18 @@ def produce_main(argv: list[str]) -> int:
         "bad": sum(bad.values()),
         "bad_kinds": bad,
         "duplicates": extra["duplicates"],
-        "user_records_put": stats.user_records,
-        "kinesis_records_put": stats.records,
+        "user_records_put": stats["sent"],
+        "kinesis_records_put": stats["records"],
         "kpl_aggregate": args.kpl_aggregate if args.kpl_aggregate > 1 else 0,
-        "bytes": stats.bytes,
-        "calls": stats.calls,
-        "retried_entries": stats.retried_entries,
-        "retried_calls": stats.retried_calls,
-        "elapsed_s": round(stats.elapsed_s, 3),
-        "rate": round(stats.rate, 1),
-        "shards": dict(sorted(stats.shards.items())),
+        "bytes": stats["bytes"],
+        "calls": stats["calls"],
+        "retried_entries": stats["retried"],
+        "retried_calls": stats["retried_calls"],
+        "spooled": stats["spooled"],
+        "dropped": sum(stats["dropped"].values()),
+        "elapsed_s": round(elapsed, 3),
+        "rate": round(stats["sent"] / elapsed, 1) if elapsed > 0 else 0.0,
+        "shards": stats["shards"],
         "seed": args.seed,
         "start_time": gen.start.isoformat(),
         "interrupted": stop.is_set(),

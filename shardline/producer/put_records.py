@@ -1,10 +1,15 @@
-"""PutRecords with retries, for ``shardline.producer.put_events``.
+"""The one PutRecords retry loop, for ``put_events`` and the background ``Producer``.
 
-A ``Sender`` puts one batch: it retries only the entries a call reports as
+A ``Sender`` puts one ``Batch``: it retries only the entries a call reports as
 failed (and whole calls that fail with a retriable error), with capped
 exponential backoff and jitter, and counts what landed in a shared ``PutStats``.
+Two policies share it: ``put_events`` gives up after ``max_attempts`` and raises;
+the ``Producer`` (``max_attempts=None``) keeps trying until the batch is landed,
+abandoned (its records went to the spool) or the producer stops, and reports
+entries Kinesis refused for good in ``Batch.refused`` instead of raising.
 A ``Lane`` is one sender thread with a small queue, so HTTP calls overlap with
 building the next batch while each lane's records are still put in order.
+Error codes and classes come from ``shardline.kinesis``.
 """
 from __future__ import annotations
 
@@ -15,22 +20,17 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from shardline.errors import ConfigError, FatalError, ServiceUnavailable, ThrottledError
+from shardline.errors import FatalError, ServiceUnavailable, ThrottledError
+from shardline.kinesis import RETRIABLE_CODES, StreamNotFound, classify, error_code
 from shardline.logs import get_logger
-
-# Per-entry / per-call errors worth another try; anything else is fatal.
-RETRIABLE_CODES = {"ProvisionedThroughputExceededException", "InternalFailure",
-                   "ServiceUnavailable", "ServiceUnavailableException", "Throttling",
-                   "ThrottlingException", "LimitExceededException", "RequestTimeout",
-                   "KMSThrottlingException", "RequestLimitExceeded", "SlowDown"}
 
 log = get_logger("producer")
 
 
 @dataclass
 class PutStats:
-    """What ``put_events`` did. ``user_records`` counts KPL user records; without
-    aggregation it equals ``records`` (Kinesis records)."""
+    """What was sent. ``user_records`` counts KPL user records; without aggregation it
+    equals ``records`` (Kinesis records)."""
 
     records: int = 0
     user_records: int = 0
@@ -54,71 +54,73 @@ class PutStats:
                 "shards": dict(sorted(self.shards.items()))}
 
 
-def error_code(exc: BaseException) -> str | None:
-    """The AWS error code of a botocore ``ClientError`` (``HTTP<status>`` if it has none)."""
-    response = getattr(exc, "response", None)
-    if isinstance(response, dict):
-        code = response.get("Error", {}).get("Code")
-        status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        if not code and status:
-            return f"HTTP{status}"
-        return code
-    return None
+@dataclass(eq=False)
+class Batch:
+    """One PutRecords call's worth of entries (≤ 500 records, ≤ 5 MiB).
 
+    ``users[i]`` is the number of user records entry ``i`` carries (KPL aggregates);
+    the producer also keeps the user records behind the entries (``records``, with
+    ``spans[i]`` the slice of entry ``i``) so an abandoned batch can be spooled.
+    """
 
-def is_connection_error(exc: BaseException) -> bool:
-    """True for botocore connection / HTTP client errors (no response at all)."""
-    try:
-        from botocore.exceptions import ConnectionError as BotoConnectionError, HTTPClientError
-    except ImportError:  # pragma: no cover
-        return False
-    return isinstance(exc, (BotoConnectionError, HTTPClientError))
+    entries: list[dict]
+    users: list[int]
+    nbytes: int
+    records: list | None = None
+    spans: list[tuple[int, int]] | None = None
+    tag: Any = None                      # the producer's bookkeeping (a spool chunk)
+    pending: list[int] = field(default_factory=list)  # entries not landed (yet)
+    refused: dict[int, str] = field(default_factory=dict)  # entry -> error code, for good
+    abandoned: bool = False
+    landed_users: int = 0
+    min_seq: int = 0                     # the producer's oldest record in the batch
+    held: int = 0                        # the producer's buffer bytes behind the batch
+
+    def __post_init__(self) -> None:
+        self.pending = list(range(len(self.entries)))
+
+    @property
+    def min_t(self) -> int:
+        return self.records[0][1] if self.records else 0
 
 
 class Sender:
-    """Sends batches in order with retries; runs on one thread."""
+    """Sends batches with retries; one per lane thread."""
 
-    def __init__(self, client: Any, stream: str, stats: PutStats, *, max_attempts: int,
+    def __init__(self, client: Any, stream: str, stats: PutStats, *, max_attempts: int | None,
                  backoff_base_s: float, backoff_max_s: float,
-                 progress: Callable[[PutStats], None] | None, sleep: Callable[[float], None],
-                 lock: threading.Lock):
+                 progress: Callable[[PutStats], None] | None, sleep: Callable[[float], Any],
+                 lock: threading.Lock, stopping: Callable[[], bool] = lambda: False):
         self.client, self.stream, self.stats, self.lock = client, stream, stats, lock
         self.max_attempts, self.base, self.cap = max_attempts, backoff_base_s, backoff_max_s
-        self.progress, self.sleep = progress, sleep
+        self.progress, self.sleep, self.stopping = progress, sleep, stopping
         self.rng = random.Random()
+        self.last_error = ""
 
     def _backoff(self, attempt: int) -> None:
         # "Equal jitter": uniform in [step/2, step], step doubling up to the cap.
-        step = min(self.cap, self.base * (2 ** attempt))
+        step = min(self.cap, self.base * (2 ** min(attempt, 30)))
         self.sleep(step / 2 + self.rng.random() * step / 2)
 
-    def send(self, entries: list[dict], users: list[int], nbytes: int) -> None:
-        pending = list(range(len(entries)))
+    def _give_up(self, batch: Batch) -> bool:
+        return batch.abandoned or self.stopping()
+
+    def send(self, batch: Batch) -> None:
+        """Put the batch; ``batch.pending`` is what is left when it returns early."""
+        entries, users = batch.entries, batch.users
+        pending = batch.pending
+        if batch.abandoned:
+            return
         attempt = 0
-        while True:
+        while pending:
             try:
                 response = self.client.put_records(
                     StreamName=self.stream, Records=[entries[i] for i in pending])
             except Exception as exc:  # noqa: BLE001 - classified below
-                code = error_code(exc)
-                if code == "ResourceNotFoundException":
-                    raise ConfigError(f"stream {self.stream!r} does not exist; create it with "
-                                      f"`shardline create-stream --stream {self.stream} "
-                                      f"--shards N`") from None
-                retriable = is_connection_error(exc) or code in RETRIABLE_CODES or \
-                    (code or "").startswith("HTTP5")
-                if not retriable:
-                    raise FatalError(f"PutRecords to {self.stream!r} failed: "
-                                     f"{type(exc).__name__}: {exc}") from exc
+                self._call_failed(exc, batch, attempt)
                 attempt += 1
-                with self.lock:
-                    self.stats.retried_calls += 1
-                if attempt >= self.max_attempts:
-                    cls = ThrottledError if code in RETRIABLE_CODES else ServiceUnavailable
-                    raise cls(f"PutRecords to {self.stream!r} still failing after {attempt} "
-                              f"tries: {type(exc).__name__}: {exc}") from exc
-                log.warning("PutRecords failed (%s), retrying the whole call (try %d)",
-                            code or type(exc).__name__, attempt + 1)
+                if self._give_up(batch):
+                    return
                 self._backoff(attempt)
                 continue
             failed: list[int] = []
@@ -127,50 +129,88 @@ class Sender:
             ok_users = 0
             for i, result in zip(pending, response["Records"]):
                 code = result.get("ErrorCode")
-                if code:
-                    failed.append(i)
-                    codes[code] += 1
-                else:
+                if not code:
                     ok_users += users[i]
                     ok_shards[result["ShardId"]] += 1
+                elif code in RETRIABLE_CODES:
+                    failed.append(i)
+                    codes[code] += 1
+                elif self.max_attempts is not None:
+                    raise FatalError(f"PutRecords to {self.stream!r}: entries refused: {code}: "
+                                     f"{result.get('ErrorMessage', '')}")
+                else:
+                    batch.refused[i] = code
             with self.lock:
                 self.stats.calls += 1
-                self.stats.records += len(pending) - len(failed)
+                self.stats.records += len(pending) - len(failed) - \
+                    sum(1 for i in pending if i in batch.refused)
                 self.stats.user_records += ok_users
                 self.stats.shards.update(ok_shards)
-                if failed:
-                    self.stats.retried_entries += len(failed)
+                self.stats.retried_entries += len(failed)
+            batch.landed_users += ok_users
+            batch.pending = pending = failed
             if not failed:
                 break
-            fatal = [c for c in codes if c not in RETRIABLE_CODES]
-            if fatal:
-                raise FatalError(f"PutRecords to {self.stream!r}: {len(failed)} entries "
-                                 f"refused: {dict(codes)}")
             attempt += 1
-            if attempt >= self.max_attempts:
+            self.last_error = ",".join(sorted(codes))
+            if self.max_attempts is not None and attempt >= self.max_attempts:
                 raise ThrottledError(f"PutRecords to {self.stream!r}: {len(failed)} entries "
                                      f"still failing after {attempt} tries: {dict(codes)}")
-            log.debug("%d of %d entries failed (%s); retrying only those", len(failed),
-                      len(pending), dict(codes))
-            pending = failed
+            log.debug("%d entries failed (%s); retrying only those", len(failed), dict(codes))
+            if self._give_up(batch):
+                return
             self._backoff(attempt)
         with self.lock:
-            self.stats.bytes += nbytes
+            self.stats.bytes += batch.nbytes
             if self.progress is not None:
                 self.progress(self.stats)
 
+    def _call_failed(self, exc: Exception, batch: Batch, attempt: int) -> None:
+        """Raise what ``put_events`` must raise; count and log a retried call."""
+        code = error_code(exc)
+        mapped = classify(exc)
+        self.last_error = code or type(exc).__name__
+        if mapped is None:
+            if code == "ResourceNotFoundException":
+                problem: Exception = StreamNotFound(
+                    f"stream {self.stream!r} does not exist; create it with `shardline "
+                    f"create-stream --stream {self.stream} --shards N`")
+            else:
+                problem = FatalError(f"PutRecords to {self.stream!r} failed: "
+                                     f"{type(exc).__name__}: {exc}")
+            if self.max_attempts is not None:
+                raise problem from None
+            # The producer keeps the records (memory or spool) until an operator fixes it;
+            # refusing a whole call for good is only right for a malformed request.
+            if code == "ValidationException":
+                batch.refused.update({i: code for i in batch.pending})
+                batch.pending = []
+            log.error("%s; keeping the records and retrying", problem)
+        with self.lock:
+            self.stats.retried_calls += 1
+        if self.max_attempts is not None and attempt + 1 >= self.max_attempts:
+            cls = ThrottledError if code in RETRIABLE_CODES else ServiceUnavailable
+            raise cls(f"PutRecords to {self.stream!r} still failing after {attempt + 1} "
+                      f"tries: {type(exc).__name__}: {exc}") from exc
+        if mapped is not None:
+            log.warning("PutRecords failed (%s), retrying the whole call (try %d)",
+                        code or type(exc).__name__, attempt + 2)
+
 
 class Lane:
-    """One sender thread with its own queue, for a fixed group of shards."""
+    """One sender thread with its own queue, for a fixed group of shards.
 
-    def __init__(self, sender: Sender, threaded: bool, name: str):
+    ``submit`` blocks while the queue is full (``put_events``: backpressure);
+    ``offer`` never blocks (the producer keeps the batch and offers it again).
+    ``on_done(batch, exc)`` runs on the lane thread after each batch.
+    """
+
+    def __init__(self, sender: Sender, threaded: bool, name: str, depth: int = 2,
+                 on_done: Callable[[Batch, BaseException | None], None] | None = None):
         self.sender = sender
-        self.entries: list[dict] = []
-        self.users: list[int] = []
-        self.nbytes = 0
-        self.first_t = 0.0
         self.failure: list[BaseException] = []
-        self.queue: queue.Queue = queue.Queue(maxsize=2)
+        self.on_done = on_done
+        self.queue: queue.Queue = queue.Queue(maxsize=depth)
         self.thread = threading.Thread(target=self._run, name=name, daemon=True) \
             if threaded else None
         if self.thread is not None:
@@ -178,33 +218,47 @@ class Lane:
 
     def _run(self) -> None:
         while True:
-            item = self.queue.get()
-            if item is None:
+            batch = self.queue.get()
+            if batch is None:
+                self.queue.task_done()
                 return
-            if self.failure:
-                continue  # drain after an error; the caller raises it
-            try:
-                self.sender.send(*item)
-            except BaseException as exc:  # noqa: BLE001 - handed to the caller
-                self.failure.append(exc)
+            error: BaseException | None = None
+            if not self.failure:  # after an error, drain; the caller raises it
+                try:
+                    self.sender.send(batch)
+                except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                    error = exc
+                    self.failure.append(exc)
+            if self.on_done is not None:
+                self.on_done(batch, error)
+            self.queue.task_done()
 
-    def submit(self) -> None:
-        item = (self.entries, self.users, self.nbytes)
-        self.entries, self.users, self.nbytes = [], [], 0
+    @property
+    def busy(self) -> int:
+        """Batches queued or being sent."""
+        return self.queue.unfinished_tasks
+
+    def offer(self, batch: Batch) -> bool:
+        try:
+            self.queue.put_nowait(batch)
+            return True
+        except queue.Full:
+            return False
+
+    def submit(self, batch: Batch) -> None:
         if self.thread is None:
-            self.sender.send(*item)
+            self.sender.send(batch)
             return
         while True:
             if self.failure:
                 raise self.failure[0]
             try:
-                self.queue.put(item, timeout=0.2)
+                self.queue.put(batch, timeout=0.2)
                 return
             except queue.Full:
                 continue
 
-    def close(self) -> None:
+    def close(self, timeout: float | None = None) -> None:
         if self.thread is not None:
             self.queue.put(None)
-            self.thread.join()
-
+            self.thread.join(timeout)

@@ -1,5 +1,6 @@
 """``shardline create-stream`` / ``shardline produce`` against the real kinesalite, read back
-with plain boto3; and ``put_events``' retry logic against a scripted fake client."""
+with plain boto3; and ``put_events``' retry logic against a scripted fake client
+(``tests.producer_kit.FakeKinesis``)."""
 from __future__ import annotations
 
 import base64
@@ -19,6 +20,7 @@ from shardline import producer
 from shardline.producer import events
 from shardline.errors import ConfigError, FatalError, ThrottledError
 from shardline.exitcodes import ExitCode
+from tests.producer_kit import FakeKinesis
 
 SHARDLINE = str(Path(sys.executable).parent / "shardline")
 START = "2026-11-26T06:30:00+00:00"
@@ -187,45 +189,6 @@ def test_produce_to_a_missing_stream_is_a_config_error(stack_env, stream_name):
 # ---------------------------------------------------------------------------
 # put_events against a scripted fake (no stack needed)
 # ---------------------------------------------------------------------------
-
-class FakeKinesis:
-    """Accepts PutRecords; fails entries/calls as scripted; remembers every call."""
-
-    SHARDS = 4
-
-    def __init__(self, fail_entries: Any = None, fail_calls: int = 0, error: Exception | None = None):
-        self.fail_entries = fail_entries or (lambda call, i, entry: None)
-        self.fail_calls = fail_calls
-        self.error = error
-        self.calls: list[list[dict]] = []
-        self.stored: list[tuple[str, bytes]] = []
-
-    def list_shards(self, StreamName: str) -> dict:
-        step = 2 ** 128 // self.SHARDS
-        return {"Shards": [{"ShardId": f"shardId-{i:012d}",
-                            "HashKeyRange": {"StartingHashKey": str(i * step),
-                                             "EndingHashKey": str((i + 1) * step - 1)},
-                            "SequenceNumberRange": {"StartingSequenceNumber": "1"}}
-                           for i in range(self.SHARDS)]}
-
-    def put_records(self, StreamName: str, Records: list[dict]) -> dict:
-        assert len(Records) <= 500
-        assert sum(len(r["Data"]) + len(r["PartitionKey"]) for r in Records) <= 5 * 1024 * 1024
-        self.calls.append(Records)
-        if self.fail_calls:
-            self.fail_calls -= 1
-            raise self.error
-        out, failed = [], 0
-        for i, entry in enumerate(Records):
-            code = self.fail_entries(len(self.calls), i, entry)
-            if code:
-                failed += 1
-                out.append({"ErrorCode": code, "ErrorMessage": "scripted"})
-            else:
-                self.stored.append((entry["PartitionKey"], entry["Data"]))
-                out.append({"ShardId": "shardId-000000000000", "SequenceNumber": "1"})
-        return {"FailedRecordCount": failed, "Records": out}
-
 
 def _client_error(code: str, status: int = 400) -> Exception:
     from botocore.exceptions import ClientError

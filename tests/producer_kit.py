@@ -1,0 +1,308 @@
+"""Helpers for the producer's tests and benchmark: a Kinesis fault proxy that faults writes,
+a bounded HTTP load generator (127.0.0.1 only), the example app under gunicorn, and
+deterministic page views a test can recompute.
+
+The proxy is ``tests.chaos.proxy.KinesisFaultProxy`` (the one fault proxy) with one
+change: during a storm *every* operation is faulted, PutRecords included (the chaos
+campaign faults only reads).
+"""
+from __future__ import annotations
+
+import http.client
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from shardline.producer import events
+from tests.chaos.proxy import FaultRates, KinesisFaultProxy
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+class PutFaultProxy(KinesisFaultProxy):
+    """Nothing faulted at random; during ``storm(kind, s)`` every call gets ``kind``:
+    "slow" stalls each call ``stall_s`` and then forwards it, "500" answers
+    InternalFailure, "drop" closes the connection (half before forwarding, half after:
+    the records landed but the answer is lost)."""
+
+    def __init__(self, upstream_url: str, stall_s: float = 2.0, seed: int = 0):
+        super().__init__(upstream_url, random.Random(seed),
+                         FaultRates(get_records=0.0, other=0.0, slow_s=(stall_s, stall_s)))
+
+    def _decide(self, op: str) -> tuple[str | None, bool, float]:
+        with self._lock:
+            self._calls[op] += 1
+            kind, until = self._storm
+            if not self.enabled or not kind or time.monotonic() >= until:
+                return None, False, 0.0
+            self._injected[kind] += 1
+            if kind == "drop":
+                before = self.rng.random() < 0.5
+                self._drops["before" if before else "after"] += 1
+                return kind, before, 0.0
+            return kind, False, self.rates.slow_s[0] if kind == "slow" else 0.0
+
+
+def event_id(run: str, i: int) -> str:
+    """The event_id of event ``i`` of run ``run`` (a valid uuid4, reproducible)."""
+    return str(uuid.UUID(int=random.Random(f"{run}-{i}").getrandbits(128), version=4))
+
+
+def page_views(run: str, n: int, seed: int = 7):
+    """(i, event) for ``n`` realistic, valid page views whose ids ``event_id`` recomputes."""
+    gen = events.Generator(None, 0.0, seed)
+    for i in range(n):
+        event, _ = gen.event(i)
+        event["event_id"] = event_id(run, i)
+        yield i, event
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def percentile(values: list[float], q: float) -> float:
+    values = sorted(values)
+    if not values:
+        return float("nan")
+    return values[min(len(values) - 1, int(round(q / 100 * (len(values) - 1))))]
+
+
+def run_load(port: int, start: int, n: int, threads: int = 8,
+             headers: dict[str, str] | None = None) -> list[tuple[float, int]]:
+    """GET ``/products/linen-shirt?rid=<i>`` for i in start..start+n-1 from ``threads``
+    threads (127.0.0.1 only, bounded); returns (seconds, status) per request."""
+    out: list[tuple[float, int]] = []
+    lock = threading.Lock()
+    ids = iter(range(start, start + n))
+
+    def worker(w: int) -> None:
+        cookie = f"sid=s-load{w:02d}{start:08x}"
+        while True:
+            with lock:
+                i = next(ids, None)
+            if i is None:
+                return
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            t0 = time.perf_counter()
+            try:
+                conn.request("GET", f"/products/linen-shirt?rid={i}", headers={
+                    "User-Agent": "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Firefox/128.0",
+                    "Referer": "https://www.example.com/", "Cookie": cookie,
+                    "X-Forwarded-For": f"203.0.113.{i % 250 + 1}", **(headers or {})})
+                resp = conn.getresponse()
+                resp.read()
+                status = resp.status
+            except OSError:
+                status = 0
+            finally:
+                conn.close()
+            with lock:
+                out.append((time.perf_counter() - t0, status))
+
+    pool = [threading.Thread(target=worker, args=(w,), daemon=True) for w in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join(600)
+    return out
+
+
+class Gunicorn:
+    """examples/pageview_app.py under gunicorn (config examples/gunicorn.conf.py)."""
+
+    def __init__(self, env: dict[str, str], workers: int = 4, log: Path | None = None):
+        self.port = free_port()
+        self.env = {**env, "PAGEVIEW_BIND": f"127.0.0.1:{self.port}",
+                    "PAGEVIEW_WORKERS": str(workers)}
+        self.log = log
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 30) -> "Gunicorn":
+        out = open(self.log, "wb") if self.log else subprocess.DEVNULL
+        self.proc = subprocess.Popen(
+            [str(BIN / "gunicorn"), "-c", "examples/gunicorn.conf.py",
+             "examples.pageview_app:app"], cwd=ROOT, env=self.env, stdout=out,
+            stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"gunicorn exited {self.proc.returncode}: {self.logs()}")
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
+                conn.request("GET", "/healthz")
+                if conn.getresponse().status == 200:
+                    return self
+            except OSError:
+                time.sleep(0.2)
+        raise RuntimeError(f"gunicorn did not answer in {timeout} s: {self.logs()}")
+
+    def get(self, path: str) -> tuple[int, bytes]:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+
+    def stop(self, timeout: float = 40) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(signal.SIGTERM)  # graceful: workers close their producers
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait(10)
+
+    def logs(self) -> str:
+        return self.log.read_text(errors="replace")[-4000:] if self.log and \
+            self.log.exists() else ""
+
+
+def child_env(base: dict[str, str], **producer: Any) -> dict[str, str]:
+    """``base`` plus SHARDLINE_PRODUCER_<KEY> for each option."""
+    return {**base, **{f"SHARDLINE_PRODUCER_{k.upper()}": str(v) for k, v in producer.items()}}
+
+
+def python(*args: str, env: dict[str, str], **kw: Any) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env, **kw)
+
+
+def interpreter_env() -> dict[str, str]:
+    return {"PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+
+class FakeKinesis:
+    """An in-memory Kinesis for put_events / Producer unit tests (no stack needed).
+
+    Accepts PutRecords (checking the API limits), routes each entry to a shard by its
+    key's MD5 like Kinesis, fails entries or whole calls as scripted, and can stall
+    every call until ``release`` is set. Thread-safe; remembers every call."""
+
+    SHARDS = 4
+
+    def __init__(self, fail_entries: Any = None, fail_calls: int = 0,
+                 error: Exception | None = None, shards: int | None = None):
+        self.fail_entries = fail_entries or (lambda call, i, entry: None)
+        self.fail_calls = fail_calls
+        self.error = error
+        self.shards = shards or self.SHARDS
+        self.calls: list[list[dict]] = []
+        self.stored: list[tuple[str, bytes]] = []
+        self.by_shard: dict[str, list[tuple[str, bytes]]] = {}
+        self.lock = threading.Lock()
+        self.release = threading.Event()
+        self.release.set()
+        self.down = False  # every call fails with a connection error
+
+    def list_shards(self, StreamName: str = "", NextToken: str = "") -> dict:
+        step = 2 ** 128 // self.shards
+        return {"Shards": [{"ShardId": f"shardId-{i:012d}",
+                            "HashKeyRange": {"StartingHashKey": str(i * step),
+                                             "EndingHashKey": str((i + 1) * step - 1)},
+                            "SequenceNumberRange": {"StartingSequenceNumber": "1"}}
+                           for i in range(self.shards)]}
+
+    def shard_of(self, key: str) -> str:
+        import hashlib
+
+        h = int.from_bytes(hashlib.md5(key.encode()).digest(), "big")
+        return f"shardId-{min(self.shards - 1, h // (2 ** 128 // self.shards)):012d}"
+
+    def put_records(self, StreamName: str, Records: list[dict]) -> dict:
+        assert len(Records) <= 500
+        assert sum(len(r["Data"]) + len(r["PartitionKey"]) for r in Records) <= 5 * 1024 * 1024
+        assert all(len(r["Data"]) + len(r["PartitionKey"]) <= 1024 * 1024 for r in Records)
+        self.release.wait()
+        with self.lock:
+            self.calls.append(Records)
+            if self.down:
+                from botocore.exceptions import EndpointConnectionError
+
+                raise EndpointConnectionError(endpoint_url="http://127.0.0.1:1")
+            if self.fail_calls:
+                self.fail_calls -= 1
+                raise self.error  # type: ignore[misc]
+            out, failed = [], 0
+            for i, entry in enumerate(Records):
+                code = self.fail_entries(len(self.calls), i, entry)
+                if code:
+                    failed += 1
+                    out.append({"ErrorCode": code, "ErrorMessage": "scripted"})
+                else:
+                    shard = self.shard_of(entry["PartitionKey"])
+                    self.stored.append((entry["PartitionKey"], entry["Data"]))
+                    self.by_shard.setdefault(shard, []).append(
+                        (entry["PartitionKey"], entry["Data"]))
+                    out.append({"ShardId": shard, "SequenceNumber": "1"})
+            return {"FailedRecordCount": failed, "Records": out}
+
+
+def user_records(stored: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
+    """(partition key, data) of every user record, KPL aggregates unpacked (the library)."""
+    import base64
+
+    from aws_kinesis_agg.deaggregator import iter_deaggregate_records
+
+    out = []
+    for key, data in stored:
+        if not data.startswith(b"\xf3\x89\x9a\xc2"):
+            out.append((key, data))
+            continue
+        for u in iter_deaggregate_records({"Data": data, "PartitionKey": key,
+                                           "SequenceNumber": "1",
+                                           "ApproximateArrivalTimestamp": 0},
+                                          data_format="Boto3"):
+            out.append((u["kinesis"]["partitionKey"], base64.b64decode(u["kinesis"]["data"])))
+    return out
+
+
+class ProxyProcess:
+    """``PutFaultProxy`` in a process of its own (a benchmark must not share its GIL):
+    ``storm(kind, seconds)`` goes over its stdin."""
+
+    def __init__(self, upstream_url: str, stall_s: float = 2.0):
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.producer_kit", upstream_url, str(stall_s)],
+            cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            env={**os.environ, **interpreter_env()})
+        self.url = self.proc.stdout.readline().strip()  # type: ignore[union-attr]
+        if not self.url.startswith("http://"):
+            raise RuntimeError(f"fault proxy did not start: {self.url!r}")
+
+    def storm(self, kind: str, seconds: float) -> None:
+        self.proc.stdin.write(f"{kind} {seconds}\n")  # type: ignore[union-attr]
+        self.proc.stdin.flush()  # type: ignore[union-attr]
+        self.proc.stdout.readline()  # type: ignore[union-attr]  # "ok": the storm is on
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.stdin.close()  # type: ignore[union-attr]
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+def _serve_proxy(upstream: str, stall_s: float) -> None:
+    proxy = PutFaultProxy(upstream, stall_s=stall_s).start()
+    print(proxy.url, flush=True)
+    for line in sys.stdin:
+        kind, seconds = line.split()
+        proxy.storm(kind, float(seconds))
+        print("ok", flush=True)
+    proxy.stop()
+
+
+if __name__ == "__main__":
+    _serve_proxy(sys.argv[1], float(sys.argv[2]))
