@@ -3,7 +3,8 @@
 - ``FakeKinesis``: shards with records, GetShardIterator (all five types),
   GetRecords with iterators that expire by an injected clock, ListShards (paged),
   PutRecords routed by hash key (with the API's limits), queues of faults to raise,
-  scripted GetRecords answers and PutRecords entry failures; every call is recorded
+  scripted GetRecords answers and PutRecords entry failures, PutRecords stalled
+  (``put_gate``) or unreachable (``put_down``); every call is recorded
   as ``(operation, kwargs)`` with the API's own argument names.
 - ``FakeS3``: one bucket in memory: put/get/list (paged), recorded puts, and a
   failure to raise on every call.
@@ -24,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Callable
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, EndpointConnectionError
 
 HASH_KEY_MAX = 2 ** 128 - 1
 PUT_MAX_RECORDS = 500
@@ -60,18 +61,30 @@ class FakeKinesis:
     in order, before the store is read (pages the store cannot make, such as an empty
     page behind the tip). ``list_page_size``: shards per ListShards page (NextToken).
     ``entry_errors(call, index, entry) -> error code | None`` fails single PutRecords
-    entries (``call`` counts PutRecords calls from 1).
+    entries (``call`` counts PutRecords calls from 1). ``shards=n``: start with ``n``
+    open shards (``split_evenly``), as a producer's stream.
+
+    The producer's outages touch PutRecords only (ListShards keeps answering, so the
+    producer keeps its shard map and lanes): clear ``put_gate`` and every PutRecords
+    call waits until it is set again (Kinesis stalls); set ``put_down`` and every
+    PutRecords call fails with a connection error (Kinesis unreachable). Both calls
+    are recorded, like the calls that fail with ``put_faults``.
     """
 
     def __init__(self, clock: Callable[[], float] = time.monotonic, iterator_life_s: float = 300,
-                 *, list_page_size: int | None = None):
+                 *, list_page_size: int | None = None, shards: int = 0,
+                 entry_errors: Callable[[int, int, dict], str | None] | None = None,
+                 put_faults: list[BaseException] | None = None):
         self.clock, self.iterator_life_s = clock, iterator_life_s
         self.list_page_size = list_page_size
         self.shards: dict[str, FakeShard] = {}
         self.faults: list[BaseException] = []  # raised by the next get_records calls
         self.list_faults: list[BaseException] = []  # ... and by the next list_shards calls
-        self.put_faults: list[BaseException] = []  # ... and by the next put_records calls
-        self.entry_errors: Callable[[int, int, dict], str | None] | None = None
+        self.put_faults: list[BaseException] = list(put_faults or [])  # ... put_records calls
+        self.entry_errors = entry_errors
+        self.put_gate = threading.Event()
+        self.put_gate.set()
+        self.put_down = False
         self.put_calls = 0
         self._put_lock = threading.Lock()  # the producer puts from several threads
         self.answers: list[dict] = []  # returned by the next get_records calls
@@ -79,6 +92,8 @@ class FakeKinesis:
         self._iters: dict[str, tuple[str, int, float]] = {}
         self._ids = itertools.count(1)
         self._seq = itertools.count(1)
+        if shards:
+            self.split_evenly(shards)
 
     def add_shard(self, shard_id: str, **kw: Any) -> FakeShard:
         self.shards[shard_id] = FakeShard(**kw)
@@ -110,12 +125,15 @@ class FakeKinesis:
         raise AssertionError(f"no open shard holds hash key {h}")
 
     def put_records(self, StreamName: str, Records: list[dict]) -> dict:
+        self.put_gate.wait()  # outside the lock: a stalled call must not hold the others
         with self._put_lock:
             return self._put_records(StreamName, Records)
 
     def _put_records(self, StreamName: str, Records: list[dict]) -> dict:
         self.calls.append(("put_records", {"StreamName": StreamName, "Records": Records}))
         self.put_calls += 1
+        if self.put_down:
+            raise EndpointConnectionError(endpoint_url="http://127.0.0.1:1")
         if len(Records) > PUT_MAX_RECORDS or any(
                 len(r["Data"]) + len(r["PartitionKey"]) > RECORD_MAX_BYTES for r in Records) \
                 or sum(len(r["Data"]) + len(r["PartitionKey"]) for r in Records) > PUT_MAX_BYTES:
@@ -134,6 +152,10 @@ class FakeKinesis:
                         "SequenceNumber": self.put(shard_id, entry["Data"],
                                                    entry["PartitionKey"])})
         return {"FailedRecordCount": failed, "Records": out}
+
+    def put_batches(self) -> list[list[dict]]:
+        """The ``Records`` of every PutRecords call, in order (failed calls included)."""
+        return [kw["Records"] for op, kw in list(self.calls) if op == "put_records"]
 
     def stored(self) -> list[tuple[str, bytes]]:
         """(partition key, data) of every record, shard by shard, in order."""

@@ -1,6 +1,7 @@
 """Helpers for the producer's tests and benchmark: a Kinesis fault proxy that faults writes,
-a bounded HTTP load generator (127.0.0.1 only), the example app under gunicorn, and
-deterministic page views a test can recompute.
+a bounded HTTP load generator (127.0.0.1 only), the example app under gunicorn,
+deterministic page views a test can recompute and KPL unpacking. The in-memory Kinesis
+is ``tests.fakes.FakeKinesis`` (``shards=``, ``put_gate``, ``put_down``).
 
 The proxy is ``tests.chaos.proxy.KinesisFaultProxy`` (the one fault proxy) with one
 change: during a storm *every* operation is faulted, PutRecords included (the chaos
@@ -180,72 +181,6 @@ def python(*args: str, env: dict[str, str], **kw: Any) -> subprocess.Popen:
 
 def interpreter_env() -> dict[str, str]:
     return {"PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-
-
-class FakeKinesis:
-    """An in-memory Kinesis for put_events / Producer unit tests (no stack needed).
-
-    Accepts PutRecords (checking the API limits), routes each entry to a shard by its
-    key's MD5 like Kinesis, fails entries or whole calls as scripted, and can stall
-    every call until ``release`` is set. Thread-safe; remembers every call."""
-
-    SHARDS = 4
-
-    def __init__(self, fail_entries: Any = None, fail_calls: int = 0,
-                 error: Exception | None = None, shards: int | None = None):
-        self.fail_entries = fail_entries or (lambda call, i, entry: None)
-        self.fail_calls = fail_calls
-        self.error = error
-        self.shards = shards or self.SHARDS
-        self.calls: list[list[dict]] = []
-        self.stored: list[tuple[str, bytes]] = []
-        self.by_shard: dict[str, list[tuple[str, bytes]]] = {}
-        self.lock = threading.Lock()
-        self.release = threading.Event()
-        self.release.set()
-        self.down = False  # every call fails with a connection error
-
-    def list_shards(self, StreamName: str = "", NextToken: str = "") -> dict:
-        step = 2 ** 128 // self.shards
-        return {"Shards": [{"ShardId": f"shardId-{i:012d}",
-                            "HashKeyRange": {"StartingHashKey": str(i * step),
-                                             "EndingHashKey": str((i + 1) * step - 1)},
-                            "SequenceNumberRange": {"StartingSequenceNumber": "1"}}
-                           for i in range(self.shards)]}
-
-    def shard_of(self, key: str) -> str:
-        import hashlib
-
-        h = int.from_bytes(hashlib.md5(key.encode()).digest(), "big")
-        return f"shardId-{min(self.shards - 1, h // (2 ** 128 // self.shards)):012d}"
-
-    def put_records(self, StreamName: str, Records: list[dict]) -> dict:
-        assert len(Records) <= 500
-        assert sum(len(r["Data"]) + len(r["PartitionKey"]) for r in Records) <= 5 * 1024 * 1024
-        assert all(len(r["Data"]) + len(r["PartitionKey"]) <= 1024 * 1024 for r in Records)
-        self.release.wait()
-        with self.lock:
-            self.calls.append(Records)
-            if self.down:
-                from botocore.exceptions import EndpointConnectionError
-
-                raise EndpointConnectionError(endpoint_url="http://127.0.0.1:1")
-            if self.fail_calls:
-                self.fail_calls -= 1
-                raise self.error  # type: ignore[misc]
-            out, failed = [], 0
-            for i, entry in enumerate(Records):
-                code = self.fail_entries(len(self.calls), i, entry)
-                if code:
-                    failed += 1
-                    out.append({"ErrorCode": code, "ErrorMessage": "scripted"})
-                else:
-                    shard = self.shard_of(entry["PartitionKey"])
-                    self.stored.append((entry["PartitionKey"], entry["Data"]))
-                    self.by_shard.setdefault(shard, []).append(
-                        (entry["PartitionKey"], entry["Data"]))
-                    out.append({"ShardId": shard, "SequenceNumber": "1"})
-            return {"FailedRecordCount": failed, "Records": out}
 
 
 def user_records(stored: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:

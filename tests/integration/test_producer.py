@@ -1,6 +1,6 @@
 """``shardline create-stream`` / ``shardline produce`` against the real kinesalite, read back
 with plain boto3; and ``put_events``' retry logic against a scripted fake client
-(``tests.producer_kit.FakeKinesis``)."""
+(``tests.fakes.FakeKinesis``)."""
 from __future__ import annotations
 
 import base64
@@ -20,7 +20,7 @@ from shardline import producer
 from shardline.producer import events
 from shardline.errors import ConfigError, FatalError, ThrottledError
 from shardline.exitcodes import ExitCode
-from tests.producer_kit import FakeKinesis
+from tests.fakes import FakeKinesis
 
 SHARDLINE = str(Path(sys.executable).parent / "shardline")
 START = "2026-11-26T06:30:00+00:00"
@@ -204,61 +204,65 @@ def _records(n: int, keys: int = 50) -> list[tuple[str, bytes]]:
 def test_put_events_retries_only_the_failed_entries():
     sleeps: list[float] = []
     # every 3rd entry of the first call is throttled once
-    fake = FakeKinesis(lambda call, i, e: "ProvisionedThroughputExceededException"
+    fake = FakeKinesis(shards=4, entry_errors=lambda call, i, e:
+                       "ProvisionedThroughputExceededException"
                        if call == 1 and i % 3 == 0 else None)
     stats = producer.put_events(fake, "s", _records(300), threaded=False, sleep=sleeps.append)
-    assert len(fake.calls) == 2
-    assert [e["Data"] for e in fake.calls[1]] == [e["Data"] for e in fake.calls[0][::3]]
-    assert sorted(fake.stored) == sorted(_records(300))
+    assert len(fake.put_batches()) == 2
+    first, retry = fake.put_batches()
+    assert [e["Data"] for e in retry] == [e["Data"] for e in first[::3]]
+    assert sorted(fake.stored()) == sorted(_records(300))
     assert stats.records == stats.user_records == 300
     assert stats.retried_entries == 100 and stats.calls == 2
     assert len(sleeps) == 1 and 0 < sleeps[0] <= 5
 
 
 def test_put_events_retries_a_failed_call_then_gives_up():
-    fake = FakeKinesis(fail_calls=2, error=_client_error("InternalFailure", 500))
+    fake = FakeKinesis(shards=4, put_faults=[_client_error("InternalFailure", 500)] * 2)
     stats = producer.put_events(fake, "s", _records(10), threaded=False, sleep=lambda s: None)
-    assert stats.records == 10 and stats.retried_calls == 2 and len(fake.calls) == 3
+    assert stats.records == 10 and stats.retried_calls == 2 and len(fake.put_batches()) == 3
 
-    always = FakeKinesis(lambda call, i, e: "ProvisionedThroughputExceededException")
+    always = FakeKinesis(shards=4, entry_errors=lambda call, i, e:
+                         "ProvisionedThroughputExceededException")
     with pytest.raises(ThrottledError, match="still failing"):
         producer.put_events(always, "s", _records(5), threaded=False, max_attempts=4,
                             sleep=lambda s: None)
-    assert len(always.calls) == 4
+    assert len(always.put_batches()) == 4
 
 
 def test_put_events_errors_that_are_not_retried():
-    missing = FakeKinesis(fail_calls=1, error=_client_error("ResourceNotFoundException"))
+    missing = FakeKinesis(shards=4, put_faults=[_client_error("ResourceNotFoundException")])
     with pytest.raises(ConfigError, match="create-stream"):
         producer.put_events(missing, "s", _records(5), threaded=False)
-    invalid = FakeKinesis(fail_calls=1, error=_client_error("ValidationException"))
+    invalid = FakeKinesis(shards=4, put_faults=[_client_error("ValidationException")])
     with pytest.raises(FatalError):
         producer.put_events(invalid, "s", _records(5), threaded=False)
     with pytest.raises(FatalError, match="over the Kinesis limit"):
-        producer.put_events(FakeKinesis(), "s", [("k", b"x" * (1024 * 1024))], threaded=False)
+        producer.put_events(FakeKinesis(shards=4), "s", [("k", b"x" * (1024 * 1024))],
+                            threaded=False)
 
 
 def test_put_events_splits_calls_by_count_and_bytes():
-    fake = FakeKinesis()
+    fake = FakeKinesis(shards=4)
     big = [(f"k{i}", b"x" * 900_000) for i in range(12)]
     stats = producer.put_events(fake, "s", _records(1234) + big, threaded=False)
-    assert stats.records == 1246 and stats.calls == len(fake.calls)
-    assert [len(c) for c in fake.calls[:2]] == [500, 500]
-    assert max(sum(len(e["Data"]) for e in c) for c in fake.calls) <= 5 * 1024 * 1024
+    assert stats.records == 1246 and stats.calls == len(fake.put_batches())
+    assert [len(c) for c in fake.put_batches()[:2]] == [500, 500]
+    assert max(sum(len(e["Data"]) for e in c) for c in fake.put_batches()) <= 5 * 1024 * 1024
 
 
 def test_put_events_lanes_keep_each_keys_order():
-    fake = FakeKinesis(lambda call, i, e: "InternalFailure" if call % 5 == 0 and i % 7 == 0
-                       else None)
+    fake = FakeKinesis(shards=4, entry_errors=lambda call, i, e: "InternalFailure"
+                       if call % 5 == 0 and i % 7 == 0 else None)
     records = _records(20_000, keys=300)
     stats = producer.put_events(fake, "s", records, senders=3, sleep=lambda s: None)
     assert stats.records == 20_000
     # Retried entries land after their call's successes; without failures per-key order
     # holds exactly, so check it on a clean run too.
-    clean = FakeKinesis()
+    clean = FakeKinesis(shards=4)
     producer.put_events(clean, "s", records, senders=3)
     by_key: dict[str, list[bytes]] = collections.defaultdict(list)
-    for key, data in clean.stored:
+    for key, data in clean.stored():
         by_key[key].append(data)
     expected: dict[str, list[bytes]] = collections.defaultdict(list)
     for key, data in records:
@@ -269,7 +273,7 @@ def test_put_events_lanes_keep_each_keys_order():
 def test_aggregate_groups_by_shard_and_counts_user_records():
     from aws_kinesis_agg.deaggregator import iter_deaggregate_records
 
-    shards = FakeKinesis().list_shards("s")["Shards"]
+    shards = FakeKinesis(shards=4).list_shards("s")["Shards"]
     records = _records(1000, keys=97)
     out = list(producer.aggregate(records, 40, shards))
     assert sum(n for _, _, n in out) == 1000

@@ -52,3 +52,29 @@ def test_fake_s3_one_bucket_paged_listing_and_missing_keys():
     with pytest.raises(ClientError, match="NoSuchBucket"):
         s3.get_object(Bucket="other", Key="p/3")
     assert [k for _, k, _ in s3.puts] == ["p/0", "p/1", "p/2", "p/3", "p/4", "q/x"]
+
+
+def test_put_records_stalls_on_the_gate_and_fails_while_down():
+    import threading
+
+    from botocore.exceptions import EndpointConnectionError
+
+    k = FakeKinesis(shards=2, put_faults=[RuntimeError("once")])
+    assert [s.shard_id for s in list_shards(k, "s")] == list(k.shards)
+    with pytest.raises(RuntimeError, match="once"):
+        k.put_records(StreamName="s", Records=[{"PartitionKey": "a", "Data": b"0"}])
+    k.put_down = True
+    with pytest.raises(EndpointConnectionError):
+        k.put_records(StreamName="s", Records=[{"PartitionKey": "a", "Data": b"1"}])
+    assert list_shards(k, "s")  # only PutRecords is down
+    k.put_down = False
+    k.put_gate.clear()
+    t = threading.Thread(target=k.put_records, kwargs={
+        "StreamName": "s", "Records": [{"PartitionKey": "a", "Data": b"2"}]})
+    t.start()
+    t.join(0.2)
+    assert t.is_alive() and k.stored() == []  # stalled until the gate opens
+    k.put_gate.set()
+    t.join(5)
+    assert k.stored() == [("a", b"2")]
+    assert [[r["Data"] for r in b] for b in k.put_batches()] == [[b"0"], [b"1"], [b"2"]]

@@ -12,7 +12,8 @@ from prometheus_client import REGISTRY
 
 from shardline.errors import ConfigError
 from shardline.producer.producer import Producer
-from tests.producer_kit import FakeKinesis, user_records
+from tests.fakes import FakeKinesis
+from tests.producer_kit import user_records
 
 
 def make(fake: FakeKinesis, stream: str = "s", **options) -> Producer:
@@ -30,16 +31,16 @@ def ids(stored) -> list[str]:
 
 
 def test_every_event_is_sent_once_in_batches_within_the_limits_and_in_key_order():
-    fake = FakeKinesis()
+    fake = FakeKinesis(shards=4)
     p = make(fake, lanes=3, stream="order")
     evs = events(5_000, sessions=97)
     assert all(p.put(e) for e in evs)
     assert p.flush(10)
     p.close()
-    got = ids(fake.stored)
+    got = ids(fake.stored())
     assert sorted(got) == sorted(e["event_id"] for e in evs)
     per_key: dict[str, list[str]] = collections.defaultdict(list)
-    for key, data in fake.stored:
+    for key, data in fake.stored():
         per_key[key].append(json.loads(data)["event_id"])
         assert key == json.loads(data)["session_id"]  # the session is the partition key
     for key, seen in per_key.items():
@@ -48,21 +49,22 @@ def test_every_event_is_sent_once_in_batches_within_the_limits_and_in_key_order(
 
 
 def test_only_failed_entries_are_retried():
-    fake = FakeKinesis(lambda call, i, e: "ProvisionedThroughputExceededException"
+    fake = FakeKinesis(shards=4, entry_errors=lambda call, i, e:
+                       "ProvisionedThroughputExceededException"
                        if call == 1 and i % 3 == 0 else None)
     p = make(fake, lanes=1, backoff_base_ms=1, stream="retry")
     for e in events(300):
         p.put(e)
     assert p.flush(10)
-    assert sorted(ids(fake.stored)) == sorted(f"e{i}" for i in range(300))
-    first = len(fake.calls[0])
-    assert [r["Data"] for r in fake.calls[1]] == [r["Data"] for r in fake.calls[0][::3]]
-    assert p.stats()["retried"] == len(range(0, first, 3))
+    assert sorted(ids(fake.stored())) == sorted(f"e{i}" for i in range(300))
+    batches = fake.put_batches()
+    assert [r["Data"] for r in batches[1]] == [r["Data"] for r in batches[0][::3]]
+    assert p.stats()["retried"] == len(range(0, len(batches[0]), 3))
     p.close()
 
 
 def test_kpl_aggregates_hold_one_shards_records_and_decode_to_the_events():
-    fake = FakeKinesis()
+    fake = FakeKinesis(shards=4)
     p = make(fake, aggregate=True, stream="agg", shards=None)
     p.put(events(1)[0])
     p.flush(5)
@@ -75,27 +77,27 @@ def test_kpl_aggregates_hold_one_shards_records_and_decode_to_the_events():
     assert p.put(big)
     assert p.flush(10)
     p.close()
-    assert any(json.loads(d).get("event_id") == "big" for _, d in fake.stored
+    assert any(json.loads(d).get("event_id") == "big" for _, d in fake.stored()
                if not d.startswith(b"\xf3\x89\x9a\xc2"))  # sent plain
-    aggregated = [(k, d) for k, d in fake.stored if d.startswith(b"\xf3\x89\x9a\xc2")]
-    assert aggregated and len(fake.stored) < 100
+    aggregated = [(k, d) for k, d in fake.stored() if d.startswith(b"\xf3\x89\x9a\xc2")]
+    assert aggregated and len(fake.stored()) < 100
     for key, data in aggregated:
-        shard = fake.shard_of(key)
-        assert {fake.shard_of(k) for k, _ in user_records([(key, data)])} == {shard}
-    assert sorted(ids(fake.stored)) == sorted(["e0"] + [e["event_id"] for e in evs])
+        shard = fake.shard_for(key)
+        assert {fake.shard_for(k) for k, _ in user_records([(key, data)])} == {shard}
+    assert sorted(ids(fake.stored())) == sorted(["e0"] + [e["event_id"] for e in evs])
 
 
 def test_full_buffer_drop_policy_counts_and_keeps_what_it_accepted():
-    fake = FakeKinesis()
-    fake.release.clear()  # Kinesis stalls every call
+    fake = FakeKinesis(shards=4)
+    fake.put_gate.clear()  # Kinesis stalls every PutRecords call
     p = make(fake, max_buffer_bytes=1024 * 1024, on_full="drop", stream="drop")
     big = [{"event_id": f"e{i}", "session_id": "x", "pad": "p" * 1000} for i in range(3_000)]
     accepted = [e["event_id"] for e in big if p.put(e)]
     assert 0 < len(accepted) < 3_000
     assert p.stats()["dropped"] == {"buffer_full": 3_000 - len(accepted)}
-    fake.release.set()
+    fake.put_gate.set()
     assert p.flush(10)
-    assert sorted(ids(fake.stored)) == sorted(accepted)
+    assert sorted(ids(fake.stored())) == sorted(accepted)
     p.close()
     time.sleep(0.1)
     assert REGISTRY.get_sample_value("shardline_producer_dropped_total",
@@ -104,8 +106,8 @@ def test_full_buffer_drop_policy_counts_and_keeps_what_it_accepted():
 
 
 def test_full_buffer_block_policy_waits_up_to_the_timeout_then_drops():
-    fake = FakeKinesis()
-    fake.release.clear()
+    fake = FakeKinesis(shards=4)
+    fake.put_gate.clear()
     p = make(fake, max_buffer_bytes=1024 * 1024, on_full="block", block_timeout_ms=80,
              stream="block")
     pad = "p" * 10_000
@@ -116,14 +118,14 @@ def test_full_buffer_block_policy_waits_up_to_the_timeout_then_drops():
     assert not p.put({"event_id": "late", "session_id": "x", "pad": pad})
     assert time.monotonic() - t0 >= 0.07
     assert p.stats()["dropped"] == {"block_timeout": 2}
-    fake.release.set()
-    assert p.flush(10) and len(ids(fake.stored)) == n
+    fake.put_gate.set()
+    assert p.flush(10) and len(ids(fake.stored())) == n
     p.close()
 
 
 def test_full_buffer_spill_policy_spools_instead_of_dropping(tmp_path):
-    fake = FakeKinesis()
-    fake.release.clear()
+    fake = FakeKinesis(shards=4)
+    fake.put_gate.clear()
     # Only the full buffer can trigger the spool here; put() may wait for the disk (this
     # loop puts ~100 MB/s, faster than a loaded machine's background thread writes).
     p = make(fake, max_buffer_bytes=1024 * 1024, spool_dir=str(tmp_path), stream="spill",
@@ -133,9 +135,9 @@ def test_full_buffer_spill_policy_spools_instead_of_dropping(tmp_path):
     assert all(p.put(e) for e in evs)
     st = p.stats()
     assert st["dropped"] == {} and st["spooled"] > 0 and st["mode"] == "spool"
-    fake.release.set()
+    fake.put_gate.set()
     assert p.flush(20)
-    got = ids(fake.stored)
+    got = ids(fake.stored())
     assert set(got) == {e["event_id"] for e in evs}
     assert len(got) - len(set(got)) <= 2 * 2 * 500  # abandoned calls may land as well
     p.close()
@@ -143,10 +145,10 @@ def test_full_buffer_spill_policy_spools_instead_of_dropping(tmp_path):
 
 
 def test_kinesis_down_then_back_sends_the_spool_oldest_first(tmp_path):
-    fake = FakeKinesis()
+    fake = FakeKinesis(shards=4)
     p = make(fake, spool_dir=str(tmp_path), spool_after_ms=50, sync_interval_ms=0,
              backoff_max_ms=20, lanes=1, stream="down")
-    fake.down = True
+    fake.put_down = True
     for e in events(400, sessions=1):
         p.put(e)
     time.sleep(0.5)
@@ -154,33 +156,33 @@ def test_kinesis_down_then_back_sends_the_spool_oldest_first(tmp_path):
     assert st["mode"] == "spool" and st["spooled"] == 400
     assert p.durable_seq == p.accepted_seq  # all on disk and fsynced
     assert p.acked_seq < p.accepted_seq
-    fake.down = False
+    fake.put_down = False
     assert p.flush(10)
-    assert ids(fake.stored) == [f"e{i}" for i in range(400)]  # one session: in order
+    assert ids(fake.stored()) == [f"e{i}" for i in range(400)]  # one session: in order
     assert p.stats()["mode"] == "direct"
     p.close()
 
 
 def test_close_while_kinesis_is_down_spools_the_rest_for_the_next_start(tmp_path):
-    fake = FakeKinesis()
-    fake.down = True
+    fake = FakeKinesis(shards=4)
+    fake.put_down = True
     p = make(fake, spool_dir=str(tmp_path), spool_after_ms=60_000, backoff_max_ms=20,
              stream="close")
     for e in events(100):
         p.put(e)
     assert not p.close(timeout=0.2)
     assert p.stats()["dropped"] == {}
-    fake.down = False
+    fake.put_down = False
     again = make(fake, spool_dir=str(tmp_path), stream="close")
     again.put(events(1, start=100)[0])  # the first put starts the thread, which reads the spool
     assert again.flush(10)
-    assert sorted(ids(fake.stored)) == sorted(f"e{i}" for i in range(101))
+    assert sorted(ids(fake.stored())) == sorted(f"e{i}" for i in range(101))
     again.close()
 
 
 def test_close_without_a_spool_counts_what_it_loses():
-    fake = FakeKinesis()
-    fake.down = True
+    fake = FakeKinesis(shards=4)
+    fake.put_down = True
     p = make(fake, backoff_max_ms=20, stream="lost")
     for e in events(10):
         p.put(e)
@@ -190,7 +192,7 @@ def test_close_without_a_spool_counts_what_it_loses():
 
 
 def test_counters_and_put_latency_are_exported():
-    fake = FakeKinesis()
+    fake = FakeKinesis(shards=4)
     p = make(fake, stream="metrics")
     for e in events(1_000):
         p.put(e)
@@ -208,7 +210,7 @@ def test_bad_options_name_the_key(tmp_path, monkeypatch):
     blocker = tmp_path / "file"
     blocker.write_text("")
     with pytest.raises(ConfigError, match="producer.spool_dir"):
-        Producer("s", client=FakeKinesis(), spool_dir=str(blocker / "spool"))
+        Producer("s", client=FakeKinesis(shards=4), spool_dir=str(blocker / "spool"))
     for name in ("AWS_DEFAULT_REGION", "AWS_REGION", "AWS_CONFIG_FILE"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
@@ -217,15 +219,15 @@ def test_bad_options_name_the_key(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="aws.region"):
         Producer(settings=load(None, env={"SHARDLINE_KINESIS_STREAM": "s"}))
     with pytest.raises(ConfigError, match="producer.on_full"):
-        Producer("s", client=FakeKinesis(), on_full="spill")  # spill needs a spool
+        Producer("s", client=FakeKinesis(shards=4), on_full="spill")  # spill needs a spool
     with pytest.raises(ConfigError, match="producer.linger_ms"):
-        Producer("s", client=FakeKinesis(), linger_ms=0)
+        Producer("s", client=FakeKinesis(shards=4), linger_ms=0)
     with pytest.raises(TypeError):
-        make(FakeKinesis()).put("not a dict or bytes")  # type: ignore[arg-type]
+        make(FakeKinesis(shards=4)).put("not a dict or bytes")  # type: ignore[arg-type]
 
 
 def test_a_forked_child_sends_its_own_events_and_not_its_parents():
-    fake = FakeKinesis()
+    fake = FakeKinesis(shards=4)
     p = make(fake, linger_ms=60_000, stream="fork")  # the parent's events wait in memory
     for e in events(50):
         p.put(e)
@@ -235,7 +237,7 @@ def test_a_forked_child_sends_its_own_events_and_not_its_parents():
         try:
             os.close(read)
             ok = all(p.put(e) for e in events(30, start=1000)) and p.flush(10)
-            report = {"ok": ok, "ids": ids(fake.stored), "thread": p._thread.is_alive()}
+            report = {"ok": ok, "ids": ids(fake.stored()), "thread": p._thread.is_alive()}
             os.write(write, json.dumps(report).encode())
         finally:
             os._exit(0)
@@ -248,5 +250,5 @@ def test_a_forked_child_sends_its_own_events_and_not_its_parents():
     assert child["ok"] and child["thread"]
     assert sorted(child["ids"]) == sorted(f"e{i}" for i in range(1000, 1030))
     assert p.flush(10)
-    assert sorted(ids(fake.stored)) == sorted(f"e{i}" for i in range(50))
+    assert sorted(ids(fake.stored())) == sorted(f"e{i}" for i in range(50))
     p.close()
