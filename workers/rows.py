@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import base64
 import json
+from operator import gt
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+import orjson
+
 from shardline import codec
-from shardline.csvformat import format_row
+from shardline.csvformat import NULL, format_row
 from shardline.errors import ConfigError
 from shardline.tables import TableSpec
 from shardline.workers.transform import Transform
@@ -28,6 +31,12 @@ MAX_REASON = 500  # characters of an exception message kept in a dead-letter rea
 # Columns the worker fills from the Kinesis record / batch; a transform gives the rest.
 WORKER_COLUMNS = ("shard_id", "sequence_number", "sub_sequence_number", "arrival_time",
                   "staged_at")
+
+_fast_loads, _FastJSONError = orjson.loads, orjson.JSONDecodeError
+_SIMPLE_TYPES = frozenset((str, int, bool, type(None)))  # JSON values orjson reads exactly
+_ONLY_STR = frozenset((str,))
+_NUL = "\x00"  # stands for None in build()'s fast path: no accepted value contains one
+_NULL_FIELD = '"\x00"'
 
 
 class _Reject(Exception):
@@ -124,6 +133,16 @@ class RowBuilder:
             raise ConfigError(f"table {spec.name} must end with the worker columns "
                               f"{', '.join(WORKER_COLUMNS)}")
         self._col = {col[0]: col for col in self.columns}
+        # the fast accept test of build(): event columns by position, char limits of
+        # every column (worker columns are checked apart), quotes of the '","' joins
+        self._event_names = [col[0] for col in self.event_plan]
+        self._ts_index = [i for i, col in enumerate(self.event_plan) if col[1] == "timestamp"]
+        self._nullable_index = [i for i, col in enumerate(self.event_plan)
+                                if col[3] and col[1] == "text"]
+        self._fast_ok = all(col[1] in ("text", "timestamp") for col in self.event_plan)
+        self._text_limits = [col[2] if col[1] == "text" and col[2] is not None else 1 << 62
+                             for col in self.event_plan] + [1 << 62] * len(WORKER_COLUMNS)
+        self._n_quotes = 2 * (len(self.columns) - 1)
 
     def _worker_value(self, name: str, value: Any) -> Any:
         n, kind, max_bytes, nullable = self._col[name]
@@ -131,11 +150,16 @@ class RowBuilder:
 
     def build(self, batch: codec.Batch, staged_at: datetime) -> StagedBatch:
         transform = self.transform
-        fast_plan = self._fast_plan
+        event_names = self._event_names
+        ts_index = self._ts_index
+        text_limits = self._text_limits
+        nullable_index = self._nullable_index
+        n_quotes = self._n_quotes
+        only_str = _ONLY_STR
         event_columns = self.event_columns
-        seq_col = self._col["sequence_number"]
-        sub_col = self._col["sub_sequence_number"]
-        loads = json.loads
+        seq_limit = self._col["sequence_number"][2] or 1 << 62
+        fast_ok = self._fast_ok
+        fast_loads, fast_error, simple = _fast_loads, _FastJSONError, _SIMPLE_TYPES
         lines: list[str] = []
         dead: list[dict] = []
         seconds: dict[int, str] = {}
@@ -151,16 +175,16 @@ class RowBuilder:
             try:
                 if batch_problem:
                     raise _Reject(batch_problem)
+                # orjson reads the common record (flat object of strings, ints, bools,
+                # nulls) exactly as json.loads does; anything else (an error, a float,
+                # which may be a big integer json.loads keeps exact, a nested value)
+                # goes through parse_event so results and reasons stay json.loads's.
                 try:
-                    text = rec.data.decode("utf-8")
-                except UnicodeDecodeError as exc:
-                    raise _Reject(f"invalid UTF-8: {exc.reason} at byte {exc.start}") from None
-                try:
-                    event = loads(text)
-                except (ValueError, RecursionError) as exc:
-                    raise _Reject(f"not JSON: {str(exc)[:MAX_REASON]}") from None
-                if type(event) is not dict:
-                    raise _Reject(f"not a JSON object: got {_json_type(event)}")
+                    event = fast_loads(rec.data)
+                    if type(event) is not dict or not simple.issuperset(map(type, event.values())):
+                        event = parse_event(rec.data)
+                except fast_error:
+                    event = parse_event(rec.data)
                 try:
                     out = transform(event)
                 except Exception as exc:
@@ -171,42 +195,85 @@ class RowBuilder:
                 if not event_columns.issuperset(out):
                     extra = sorted(set(out) - event_columns)
                     raise _Reject(f"transform: returned unknown column(s) {', '.join(extra)}")
-                get = out.get
-                values = []
-                for name, is_text, limit, col in fast_plan:
-                    value = get(name)
-                    if is_text and type(value) is str:
-                        # chars > limit implies bytes > limit; the exact byte count of
-                        # non-ASCII text is checked below, only for non-ASCII rows
-                        if len(value) > limit:
-                            check_value(*col, value)  # raises
-                        if "\x00" in value:
-                            raise _Reject(f"column {name}: contains a NUL character")
-                        values.append(value)
-                    else:
-                        values.append(check_value(*col, value))
+                # Fast accept test: the row as format_row would write it when the worker
+                # values are plainly valid, every event value is a str (or None where
+                # nullable) within its character limit, the timestamps are UTC datetimes
+                # and no value holds a NUL or a '"'. Any other row is written by
+                # _exact_line, the column-by-column checks that define the reasons.
+                # None travels as a lone NUL, which no accepted value contains.
                 seq_no = rec.sequence_number
-                if len(seq_no) > seq_col[2] or not seq_no.isascii():
-                    check_value(*seq_col, seq_no)
                 sub = rec.sub_sequence_number
-                if not 0 <= sub <= BIGINT_MAX:
-                    check_value(*sub_col, sub)
                 secs, millis = divmod(arrival_ms, 1000)
                 second = seconds.get(secs)
                 if second is None:  # records of a batch arrive within a few seconds
-                    try:
-                        second = (EPOCH_NAIVE + timedelta(seconds=secs)).isoformat(" ")
-                    except OverflowError:
-                        raise _Reject(f"arrival time {arrival_ms} ms is out of range") from None
-                    seconds[secs] = second
-                values += (shard_value, seq_no, sub, f"{second}.{millis:03d}000", staged_value)
-                line = format_row(values)
-                if not line.isascii():
-                    self._check_utf8(values)
-                lines.append(line)
+                    second = seconds[secs] = _second_text(secs)
+                if fast_ok and second and len(seq_no) <= seq_limit and seq_no.isascii() \
+                        and 0 <= sub <= BIGINT_MAX:
+                    values = list(map(out.get, event_names))
+                    nones = 0
+                    for i in nullable_index:
+                        if values[i] is None:
+                            values[i] = _NUL
+                            nones += 1
+                    for i in ts_index:
+                        ts = values[i]
+                        if type(ts) is datetime and ts.tzinfo is UTC:
+                            values[i] = ts.isoformat(" ", "microseconds")[:-6]
+                        else:
+                            break
+                    else:
+                        values += (shard_value, seq_no, str(sub), f"{second}.{millis:03d}000",
+                                   staged_value)
+                        if only_str.issuperset(map(type, values)):
+                            body = '","'.join(values)
+                            if body.count('"') == n_quotes and body.count(_NUL) == nones \
+                                    and not any(map(gt, map(len, values), text_limits)):
+                                line = f'"{body}"\n'
+                                if nones:
+                                    line = line.replace(_NULL_FIELD, NULL)
+                                if not line.isascii():
+                                    self._check_utf8([None if v is _NUL else v
+                                                      for v in values])
+                                lines.append(line)
+                                continue
+                lines.append(self._exact_line(out, rec, second, shard_value, staged_value))
             except _Reject as rej:
                 dead.append(dead_letter(rec, shard_id, rej.reason))
         return StagedBatch("".join(lines), len(lines), dead)
+
+    def _exact_line(self, out: dict, rec: codec.Record, second: str, shard_value: str,
+                    staged_value: str) -> str:
+        """One row column by column, raising _Reject for the first bad value: the
+        definition that build()'s fast accept test reproduces for common rows."""
+        get = out.get
+        values = []
+        for name, is_text, limit, col in self._fast_plan:
+            value = get(name)
+            if is_text and type(value) is str:
+                # chars > limit implies bytes > limit; the exact byte count of
+                # non-ASCII text is checked below, only for non-ASCII rows
+                if len(value) > limit:
+                    check_value(*col, value)  # raises
+                if "\x00" in value:
+                    raise _Reject(f"column {name}: contains a NUL character")
+                values.append(value)
+            else:
+                values.append(check_value(*col, value))
+        seq_col = self._col["sequence_number"]
+        seq_no = rec.sequence_number
+        if len(seq_no) > seq_col[2] or not seq_no.isascii():
+            check_value(*seq_col, seq_no)
+        sub = rec.sub_sequence_number
+        if not 0 <= sub <= BIGINT_MAX:
+            check_value(*self._col["sub_sequence_number"], sub)
+        if not second:
+            raise _Reject(f"arrival time {rec.arrival_ms} ms is out of range")
+        values += (shard_value, seq_no, sub, f"{second}.{rec.arrival_ms % 1000:03d}000",
+                   staged_value)
+        line = format_row(values)
+        if not line.isascii():
+            self._check_utf8(values)
+        return line
 
     def _check_utf8(self, values: list) -> None:
         """Exact UTF-8 byte lengths and encodability of a non-ASCII row (raises _Reject)."""
@@ -215,12 +282,37 @@ class RowBuilder:
                 check_value(name, "text", max_bytes, nullable, value)
 
 
+def parse_event(data: bytes) -> dict:
+    """Record data -> its JSON object, by json.loads: the definition of what parses and of
+    the reasons (raises _Reject). build() only reads a record with orjson first when that
+    gives the same object."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _Reject(f"invalid UTF-8: {exc.reason} at byte {exc.start}") from None
+    try:
+        event = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise _Reject(f"not JSON: {str(exc)[:MAX_REASON]}") from None
+    if type(event) is not dict:
+        raise _Reject(f"not a JSON object: got {_json_type(event)}")
+    return event
+
+
 def _json_type(value: Any) -> str:
     if isinstance(value, bool):
         return "boolean"
     if isinstance(value, (int, float)):
         return "number"
     return {list: "array", str: "string", type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def _second_text(secs: int) -> str:
+    """Whole seconds since the epoch -> "YYYY-MM-DD HH:MM:SS" UTC, "" when out of range."""
+    try:
+        return (EPOCH_NAIVE + timedelta(seconds=secs)).isoformat(" ")
+    except OverflowError:
+        return ""
 
 
 def _arrival_text(arrival_ms: int) -> str:
