@@ -44,3 +44,26 @@ def load(rev: str) -> SimpleNamespace:
     finally:
         sys.path.remove(str(base))
     return SimpleNamespace(rev=sha, **mods)
+
+
+def install(ns: SimpleNamespace) -> None:
+    """Make the loaded revision *the* stage path of this process (before anything imports it):
+    ``shardline.codec`` & co. then resolve to the old modules, so a real ``shardline worker``
+    started from here runs the old per-record code."""
+    import shardline
+    import shardline.workers
+
+    for name, (_path, dotted) in MODULES.items():
+        module = getattr(ns, name)
+        sys.modules[dotted] = module
+        parent, _, attr = dotted.rpartition(".")
+        setattr(sys.modules[parent], attr, module)
+
+
+if __name__ == "__main__":
+    # python bench/stage_baseline.py REV ARGS...: `shardline ARGS...` with REV's stage path
+    sys.path.insert(0, str(ROOT))
+    install(load(sys.argv[1]))
+    from shardline.cli import main
+
+    sys.exit(main(sys.argv[2:]))
