@@ -1,10 +1,11 @@
 """The stage path of another git revision, importable beside today's (for bench_stage.py).
 
-``load(rev)`` writes that revision's codec, csvformat, transform and rows modules
+``load(rev)`` writes that revision's codec, csvformat, transform, rows and clients modules
 (``git show rev:path``) into a temp package ``_stage_base_<rev>`` with their imports of each
 other rewritten to point inside it, so the old and new per-record paths run in one
 process, interleaved, on the same input. Everything else they import (tables, errors,
-layout, positions) is today's: those are not part of the stage path being compared.
+layout, positions, settings, the ledger, the runner) is today's: those are not part of the
+stage path being compared.
 """
 from __future__ import annotations
 
@@ -20,7 +21,9 @@ ROOT = Path(__file__).resolve().parent.parent
 MODULES = {"codec": ("shardline/codec.py", "shardline.codec"),
            "csvformat": ("shardline/csvformat.py", "shardline.csvformat"),
            "transform": ("workers/transform.py", "shardline.workers.transform"),
-           "rows": ("workers/rows.py", "shardline.workers.rows")}
+           "rows": ("workers/rows.py", "shardline.workers.rows"),
+           # the worker's Gearman connection (read size), for the worker-process runs
+           "clients": ("shardline/clients.py", "shardline.clients")}
 
 
 def load(rev: str) -> SimpleNamespace:

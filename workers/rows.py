@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 from dataclasses import dataclass, field
+from operator import itemgetter
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
@@ -36,6 +37,7 @@ _SIMPLE_TYPES = frozenset((str, int, bool, type(None)))  # JSON values orjson re
 _ONLY_STR = frozenset((str,))
 _NUL = "\x00"  # stands for None in build()'s fast path: no accepted value contains one
 _NULL_FIELD = '"\x00"'
+_MILLIS_TEXT = [f".{m:03d}000" for m in range(1000)]  # arrival_time's fraction
 
 
 class _Reject(Exception):
@@ -132,13 +134,10 @@ class RowBuilder:
             raise ConfigError(f"table {spec.name} must end with the worker columns "
                               f"{', '.join(WORKER_COLUMNS)}")
         self._col = {col[0]: col for col in self.columns}
-        # the fast accept test of build(): event columns by position, char limits of
-        # every column (worker columns are checked apart), quotes of the '","' joins
-        self._event_names = [col[0] for col in self.event_plan]
-        self._ts_index = [i for i, col in enumerate(self.event_plan) if col[1] == "timestamp"]
-        self._nullable_index = [i for i, col in enumerate(self.event_plan)
-                                if col[3] and col[1] == "text"]
+        # the fast accept test of build(): the event values of a row, char limits of the
+        # text columns, quotes of the '","' joins
         self._fast_ok = all(col[1] in ("text", "timestamp") for col in self.event_plan)
+        self._row_values = _row_values_function(self.event_plan)
         limits = [(i, col[2]) for i, col in enumerate(self.event_plan)
                   if col[1] == "text" and col[2] is not None]
         self._fits = _length_test(limits)
@@ -154,10 +153,9 @@ class RowBuilder:
 
     def build(self, batch: codec.Batch, staged_at: datetime) -> StagedBatch:
         transform = self.transform
-        event_names = self._event_names
-        ts_index = self._ts_index
+        row_values = self._row_values
+        millis_text = _MILLIS_TEXT
         fits, short_fits, short_max = self._fits, self._short_fits, self._short_max
-        nullable_index = self._nullable_index
         n_quotes = self._n_quotes
         only_str = _ONLY_STR
         event_columns = self.event_columns
@@ -228,20 +226,10 @@ class RowBuilder:
                     second = seconds[secs] = _second_text(secs)
                 if fast_ok and second and len(seq_no) <= seq_limit and seq_no.isascii() \
                         and 0 <= sub <= BIGINT_MAX:
-                    values = list(map(out.get, event_names))
-                    nones = 0
-                    for i in nullable_index:
-                        if values[i] is None:
-                            values[i] = _NUL
-                            nones += 1
-                    for i in ts_index:
-                        ts = values[i]
-                        if type(ts) is datetime and ts.tzinfo is UTC:
-                            values[i] = ts.isoformat(" ", "microseconds")[:-6]
-                        else:
-                            break
-                    else:
-                        values += (shard_value, seq_no, str(sub), f"{second}.{millis:03d}000",
+                    values = row_values(out)
+                    if values is not None:
+                        nones = values.pop()
+                        values += (shard_value, seq_no, str(sub), second + millis_text[millis],
                                    staged_value)
                         if only_str.issuperset(map(type, values)):
                             body = '","'.join(values)
@@ -300,6 +288,33 @@ class RowBuilder:
         for (name, kind, max_bytes, nullable), value in zip(self.columns, values):
             if type(value) is str and not value.isascii():
                 check_value(name, "text", max_bytes, nullable, value)
+
+
+def _row_values_function(plan: list[tuple]) -> Callable[[dict], list | None]:
+    """-> row_values(out): the event values of a transform output in column order, None
+    as a lone NUL, UTC datetimes as their CSV text, the count of Nones appended; None when
+    a column is missing or a timestamp is not a UTC datetime (the row then takes the exact
+    path). Compiled for the spec: straight-line code, no per-column loop."""
+    names = [col[0] for col in plan]
+    lines = ["def row_values(out):",
+             "    try:",
+             f"        {', '.join(f'v{i}' for i in range(len(plan)))}, = getter(out)",
+             "    except KeyError:",
+             "        return None",
+             "    n = 0"]
+    for i, (_name, kind, _max_bytes, nullable) in enumerate(plan):
+        if kind == "timestamp":
+            lines += [f"    if type(v{i}) is not datetime or v{i}.tzinfo is not UTC:",
+                      "        return None",
+                      f"    v{i} = v{i}.isoformat(' ', 'microseconds')[:-6]"]
+        elif nullable:
+            lines += [f"    if v{i} is None:", f"        v{i} = NUL", "        n += 1"]
+    lines.append(f"    return [{', '.join(f'v{i}' for i in range(len(plan)))}, n]")
+    namespace: dict[str, Any] = {"getter": itemgetter(*names) if len(names) > 1 else
+                                 (lambda out, name=names[0]: (out[name],)),
+                                 "datetime": datetime, "UTC": UTC, "NUL": _NUL}
+    exec("\n".join(lines) + "\n", namespace)  # names only through the getter
+    return namespace["row_values"]
 
 
 def _length_test(limits: list[tuple[int, int]]) -> Callable[[list], bool]:

@@ -115,6 +115,8 @@ def parse_timestamp(text: str, name: str = "occurred_at") -> datetime:
         ts = datetime.fromisoformat(text)
     except ValueError:
         raise BadRecord(f"{name}: not an ISO-8601 timestamp: {text[:64]!r}") from None
+    if ts.tzinfo is UTC:  # most events ("Z", "+00:00"): astimezone would return ts itself
+        return ts
     if ts.tzinfo is None or ts.utcoffset() is None:
         raise BadRecord(f"{name}: no time zone (naive timestamps are ambiguous): {text[:64]!r}")
     try:
