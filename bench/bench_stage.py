@@ -1,21 +1,28 @@
-"""Stage-worker throughput: records/s through real `shardline worker` processes.
+"""Stage-worker CPU per record: today's stage path against a baseline revision, in one run.
 
     .venv/bin/python bench/bench_stage.py [--records 20000] [--batch 500] [--inflight 8]
-                                          [--workers 1,2] [--runs 3]
+                                          [--workers 1] [--runs 5] [--baseline-rev REV]
 
-What it measures:
+What it measures, old (``--baseline-rev``, default: where this branch left main; its
+codec, csvformat, transform, rows and clients modules loaded from git by
+``bench/stage_baseline.py``) beside new (this tree):
 
-- baseline: the bare in-process path of one batch (codec.decode, per-record
-  UTF-8/JSON/transform/column checks, CSV, gzip), no Gearman, S3 or warehouse;
-- N workers: ``shardline worker --functions stage`` subprocesses against a
-  real local stack (gearmand, moto S3, PostgreSQL from ``shardline.devstack``);
-  a client keeps ``--inflight`` foreground jobs in flight (one thread and one
-  pygearman client per slot, like the consumer's dispatch threads) and times
-  from the first submit to the last result. Each run stages to a fresh stream
-  name, so every batch is a new S3 object and a new ledger row.
+- in-process: the bare path of every batch (codec.decode, per-record UTF-8/JSON/transform/
+  column checks, CSV, gzip), no Gearman, S3 or warehouse; old and new alternate every 4
+  batches, so the shared machine's load hits both alike; CPU µs per record
+  (``time.process_time``), medians of ``--runs`` and their ratio, plus a per-step
+  breakdown (decode, json, transform, checks+CSV, gzip) of each, measured apart;
+- N workers: ``shardline worker --functions stage`` subprocesses of each code (old ones
+  started through ``bench/stage_baseline.py``) against a real local stack (gearmand, moto
+  S3, PostgreSQL from ``shardline.devstack``), each set on its own Gearman function; a
+  client keeps ``--inflight`` foreground jobs in flight (one thread and one pygearman client
+  per slot, like the consumer's dispatch threads); runs alternate old/new; records per
+  worker CPU-second from ``/proc``. Each run stages to a fresh stream name, so every batch
+  is a new S3 object and a new ledger row.
 
-Input: realistic page views from ``shardline.producer.events`` (~300 bytes each, seeded),
-batched and ``codec.encode``d before the clock starts. Medians of ``--runs``.
+Input: realistic page views from ``shardline.producer.events`` (~400 bytes each, seeded),
+batched and ``codec.encode``d before the clock starts. Transform caches are emptied at the
+start of every in-process repetition (cold, like a fresh worker).
 """
 from __future__ import annotations
 
