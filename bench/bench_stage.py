@@ -178,6 +178,8 @@ def compare(old: SimpleNamespace, payloads: list[bytes], runs: int) -> dict:
                                       for k in parts[name][0]}}
     out["ratio_old_over_new"] = (out["old"]["cpu_us_per_record"]
                                  / out["new"]["cpu_us_per_record"])
+    out["pair_ratio_median"] = statistics.median(o[2] / n[2] for o, n in
+                                                 zip(res["old"], res["new"]))
     return out
 
 
@@ -306,10 +308,15 @@ def worker_runs(env: dict[str, str], servers: list[str], n: int, old_rev: str, a
                 rc = p.wait(timeout=30)
                 if rc != 0:
                     print(f"worker exited {rc}: {p.stderr.read().decode()[-2000:]}")
-    return {name: {"records_per_s": statistics.median(rates[name]),
+    pair_ratios = [n / o for o, n in zip(cpu_rates["old"], cpu_rates["new"])]
+    print(f"  {n} worker(s): new/old records per worker CPU-second, run by run: "
+          f"{', '.join(f'{r:.2f}' for r in pair_ratios)} (median "
+          f"{statistics.median(pair_ratios):.2f}x)")
+    return {"pair_ratio_median": statistics.median(pair_ratios),
+            **{name: {"records_per_s": statistics.median(rates[name]),
                    "records_per_worker_cpu_s": statistics.median(cpu_rates[name]),
                    "runs_records_per_worker_cpu_s": [round(r) for r in cpu_rates[name]]}
-            for name in sets}
+               for name in sets}}
 
 
 def main() -> int:
@@ -342,7 +349,8 @@ def main() -> int:
               f"{r['cpu_us_per_record']:.1f} µs ({r['records_per_cpu_s']:,.0f} records per "
               f"CPU-second, {r['records_per_s']:,.0f} records/s wall; runs {r['cpu_us_runs']})")
         print("      where: " + ", ".join(f"{k} {v:.1f}" for k, v in r["breakdown_us"].items()))
-    print(f"  ratio old/new: {cmp['ratio_old_over_new']:.2f}x")
+    print(f"  ratio old/new: {cmp['ratio_old_over_new']:.2f}x of the medians, "
+          f"{cmp['pair_ratio_median']:.2f}x median of the repetitions' ratios")
 
     workers: dict[str, dict] = {}
     counts = [int(x) for x in args.workers.split(",") if x.strip()]
@@ -379,7 +387,8 @@ def main() -> int:
                   f"{r['records_per_worker_cpu_s']:,.0f} per worker CPU-second "
                   f"({1e6 / r['records_per_worker_cpu_s']:.1f} µs per record)")
         print(f"  {n} worker(s) ratio new/old records per worker CPU-second: "
-              f"{w['new']['records_per_worker_cpu_s'] / w['old']['records_per_worker_cpu_s']:.2f}x")
+              f"{w['new']['records_per_worker_cpu_s'] / w['old']['records_per_worker_cpu_s']:.2f}x"
+              f" of the medians, {w['pair_ratio_median']:.2f}x median of run pairs")
     out = ROOT / "bench" / "results" / "bench_stage.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({
