@@ -10,8 +10,8 @@ from __future__ import annotations
 import base64
 import json
 from dataclasses import dataclass, field
-from operator import itemgetter
 from datetime import datetime, timedelta, timezone
+from operator import itemgetter
 from typing import Any, Callable
 
 import orjson
@@ -134,10 +134,11 @@ class RowBuilder:
             raise ConfigError(f"table {spec.name} must end with the worker columns "
                               f"{', '.join(WORKER_COLUMNS)}")
         self._col = {col[0]: col for col in self.columns}
-        # the fast accept test of build(): the event values of a row, char limits of the
-        # text columns, quotes of the '","' joins
-        self._fast_ok = all(col[1] in ("text", "timestamp") for col in self.event_plan)
-        self._row_values = _row_values_function(self.event_plan)
+        # build()'s fast accept test, compiled for this spec: the event values of a row,
+        # the char limits of its text columns, the quotes of its '","' joins
+        self._fast_ok = bool(self.event_plan) and all(col[1] in ("text", "timestamp")
+                                                      for col in self.event_plan)
+        self._row_values = _row_values_function(self.event_plan) if self._fast_ok else None
         limits = [(i, col[2]) for i, col in enumerate(self.event_plan)
                   if col[1] == "text" and col[2] is not None]
         self._fits = _length_test(limits)
