@@ -222,10 +222,14 @@ def device_class(user_agent: str) -> str:
 
 # Page URLs, referrers and addresses repeat (a session's views share its IP, sites
 # share paths and referrers): bounded caches of the pure parsers. Errors are not
-# cached (lru_cache does not keep exceptions), so a bad value raises every time.
+# cached (lru_cache does not keep exceptions), so a bad value raises every time. Only
+# values up to CACHE_MAX_CHARS are cached: an entry keeps its key, and a stream of
+# unique 1 MB URLs must not hold gigabytes (each cache stays under ~10 MB).
+CACHE_MAX_CHARS = 256
 _split_url = functools.lru_cache(maxsize=8192)(split_url)
 _url_host = functools.lru_cache(maxsize=8192)(url_host)
 _ip_prefix = functools.lru_cache(maxsize=8192)(ip_prefix)
+_classify_user_agent = device_class.__wrapped__
 _uuid_match = _UUID.fullmatch
 
 
@@ -244,7 +248,7 @@ def page_view(event: dict) -> dict[str, Any]:
     url = get("url")
     if type(url) is not str:
         url = _require_str(event, "url")
-    host, path, query = _split_url(url)
+    host, path, query = (_split_url if len(url) <= CACHE_MAX_CHARS else split_url)(url)
     referrer = get("referrer")
     if referrer is not None and type(referrer) is not str:
         _optional_str(event, "referrer")  # raises
@@ -269,10 +273,12 @@ def page_view(event: dict) -> dict[str, Any]:
         "url_path": path,
         "url_query": query,
         "referrer": referrer,
-        "referrer_host": _url_host(referrer) if referrer is not None else None,
+        "referrer_host": None if referrer is None else
+        (_url_host if len(referrer) <= CACHE_MAX_CHARS else url_host)(referrer),
         "user_agent": user_agent,
-        "device_class": device_class(user_agent),
-        "ip_prefix": _ip_prefix(ip),
+        "device_class": (device_class if len(user_agent) <= CACHE_MAX_CHARS
+                         else _classify_user_agent)(user_agent),
+        "ip_prefix": (_ip_prefix if len(ip) <= CACHE_MAX_CHARS else ip_prefix)(ip),
         "user_id": user_id,
         "session_id": session_id,
     }
