@@ -110,12 +110,16 @@ class StagedBatch:
 class RowBuilder:
     """Records -> CSV lines + dead letters for one table spec and transform.
 
-    The per-record path is kept lean: one ``json.loads``, the transform, then
-    per column a type test, a length test and a NUL test. The exact UTF-8 work
-    (byte lengths of non-ASCII text, lone surrogates) runs only for the rare row
-    whose CSV line is not pure ASCII. Worker columns are built valid by
-    construction (timestamps from integers) and checked once per batch where
-    they do not change (shard_id, staged_at).
+    The per-record path is kept lean (reprocessing a month is CPU-bound here, see
+    docs/benchmarks.md "Stage worker"): orjson for the common flat record (json.loads
+    for the rest), the transform, then one fast accept test for the whole row (the
+    line built by one join, whole-row quote/NUL counts, spec-compiled length tests).
+    A row it does not accept is done column by column by ``_exact_line``, the code
+    that defines every reason; tests/unit/test_stage_differential.py holds both to
+    the pre-speed-up reference. The exact UTF-8 work (byte lengths of non-ASCII text,
+    lone surrogates) runs only for the rare row whose CSV line is not pure ASCII.
+    Worker columns are built valid by construction (timestamps from integers) and
+    checked once per batch where they do not change (shard_id, staged_at).
     """
 
     def __init__(self, spec: TableSpec, transform: Transform):
