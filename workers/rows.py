@@ -138,19 +138,18 @@ class RowBuilder:
             raise ConfigError(f"table {spec.name} must end with the worker columns "
                               f"{', '.join(WORKER_COLUMNS)}")
         self._col = {col[0]: col for col in self.columns}
-        # build()'s fast accept test, compiled for this spec: the event values of a row,
-        # the char limits of its text columns, the quotes of its '","' joins
+        # build()'s fast accept test, compiled for this spec (see _row_line_function)
         self._fast_ok = bool(self.event_plan) and all(col[1] in ("text", "timestamp")
                                                       for col in self.event_plan)
-        self._row_values = _row_values_function(self.event_plan) if self._fast_ok else None
         limits = [(i, col[2]) for i, col in enumerate(self.event_plan)
                   if col[1] == "text" and col[2] is not None]
-        self._fits = _length_test(limits)
         # A row no longer than the smallest limit >= 1024 (its largest value is not longer
         # than the row) only needs the smaller limits checked.
-        self._short_max = min((lim for _i, lim in limits if lim >= 1024), default=0)
-        self._short_fits = _length_test([(i, lim) for i, lim in limits if lim < self._short_max])
-        self._n_quotes = 2 * (len(self.columns) - 1)
+        short_max = min((lim for _i, lim in limits if lim >= 1024), default=0)
+        self._row_line = _row_line_function(
+            self.event_plan, _length_test(limits),
+            _length_test([(i, lim) for i, lim in limits if lim < short_max]),
+            short_max) if self._fast_ok else None
 
     def _worker_value(self, name: str, value: Any) -> Any:
         n, kind, max_bytes, nullable = self._col[name]
@@ -158,11 +157,8 @@ class RowBuilder:
 
     def build(self, batch: codec.Batch, staged_at: datetime) -> StagedBatch:
         transform = self.transform
-        row_values = self._row_values
+        row_line = self._row_line
         millis_text = _MILLIS_TEXT
-        fits, short_fits, short_max = self._fits, self._short_fits, self._short_max
-        n_quotes = self._n_quotes
-        only_str = _ONLY_STR
         event_columns = self.event_columns
         seq_limit = self._col["sequence_number"][2] or 1 << 62
         fast_ok = self._fast_ok
@@ -231,24 +227,14 @@ class RowBuilder:
                     second = seconds[secs] = _second_text(secs)
                 if fast_ok and second and len(seq_no) <= seq_limit and seq_no.isascii() \
                         and 0 <= sub <= BIGINT_MAX:
-                    values = row_values(out)
-                    if values is not None:
-                        nones = values.pop()
-                        values += (shard_value, seq_no, str(sub), second + millis_text[millis],
-                                   staged_value)
-                        if only_str.issuperset(map(type, values)):
-                            body = '","'.join(values)
-                            if body.count('"') == n_quotes and body.count(_NUL) == nones \
-                                    and (short_fits(values) if len(body) <= short_max
-                                         else fits(values)):
-                                line = f'"{body}"\n'
-                                if nones:
-                                    line = line.replace(_NULL_FIELD, NULL)
-                                if not line.isascii():
-                                    self._check_utf8([None if v is _NUL else v
-                                                      for v in values])
-                                lines.append(line)
-                                continue
+                    got = row_line(out, (shard_value, seq_no, str(sub),
+                                         second + millis_text[millis], staged_value))
+                    if got is not None:
+                        line, values = got
+                        if not line.isascii():
+                            self._check_utf8([None if v is _NUL else v for v in values])
+                        lines.append(line)
+                        continue
                 lines.append(self._exact_line(out, rec, second, shard_value, staged_value))
             except _Reject as rej:
                 dead.append(dead_letter(rec, shard_id, rej.reason))
@@ -295,31 +281,52 @@ class RowBuilder:
                 check_value(name, "text", max_bytes, nullable, value)
 
 
-def _row_values_function(plan: list[tuple]) -> Callable[[dict], list | None]:
-    """-> row_values(out): the event values of a transform output in column order, None
-    as a lone NUL, UTC datetimes as their CSV text, the count of Nones appended; None when
-    a column is missing or a timestamp is not a UTC datetime (the row then takes the exact
-    path). Compiled for the spec: straight-line code, no per-column loop."""
+def _row_line_function(plan: list[tuple], fits: Callable[[list], bool],
+                       short_fits: Callable[[list], bool], short_max: int
+                       ) -> Callable[[dict, tuple], tuple[str, list] | None]:
+    """-> row_line(out, tail): (the CSV line, its values) of a transform output plus the
+    worker values, or None when the row needs the exact path: a column missing, a
+    timestamp that is not a UTC datetime, a value that is not a str (or None where
+    nullable), a '"' or NUL in a value, a value over its character limit. Compiled for
+    the spec: straight-line code, no per-column loop; the quote/NUL tests are two scans
+    of the values joined, and None travels as a lone NUL in the values returned."""
     names = [col[0] for col in plan]
-    lines = ["def row_values(out):",
+    var = [f"v{i}" for i in range(len(plan))]
+    nullable = [i for i, col in enumerate(plan) if col[1] == "text" and col[3]]
+    lines = ["def row_line(out, tail):",
              "    try:",
-             f"        {', '.join(f'v{i}' for i in range(len(plan)))}, = getter(out)",
+             f"        {', '.join(var)}, = getter(out)",
              "    except KeyError:",
-             "        return None",
-             "    n = 0"]
-    for i, (_name, kind, _max_bytes, nullable) in enumerate(plan):
+             "        return None"]
+    for i, (_name, kind, _max_bytes, _nullable) in enumerate(plan):
         if kind == "timestamp":
             lines += [f"    if type(v{i}) is not datetime or v{i}.tzinfo is not UTC:",
                       "        return None",
                       f"    v{i} = v{i}.isoformat(' ', 'microseconds')[:-6]"]
-        elif nullable:
-            lines += [f"    if v{i} is None:", f"        v{i} = NUL", "        n += 1"]
-    lines.append(f"    return [{', '.join(f'v{i}' for i in range(len(plan)))}, n]")
-    namespace: dict[str, Any] = {"getter": itemgetter(*names) if len(names) > 1 else
-                                 (lambda out, name=names[0]: (out[name],)),
-                                 "datetime": datetime, "UTC": UTC, "NUL": _NUL}
-    exec("\n".join(lines) + "\n", namespace)  # names only through the getter
-    return namespace["row_values"]
+    for i in nullable:
+        lines += [f"    n{i} = v{i} is None", f"    if n{i}:", f"        v{i} = ''"]
+    lines += [f"    values = [{', '.join(var)}, *tail]",
+              "    if not only_str.issuperset(map(type, values)):",
+              "        return None",
+              "    cat = ''.join(values)",
+              "    if '\"' in cat or NUL in cat:",
+              "        return None",
+              "    if not (short_fits(values) if len(cat) <= short_max else fits(values)):",
+              "        return None"]
+    if nullable:
+        lines.append(f"    if {' or '.join(f'n{i}' for i in nullable)}:")
+        for i in nullable:
+            lines += [f"        if n{i}:", f"            values[{i}] = NUL"]
+        lines.append("        return ('\"' + '\",\"'.join(values) + '\"\\n')"
+                     ".replace(NULL_FIELD, NULL), values")
+    lines.append("    return '\"' + '\",\"'.join(values) + '\"\\n', values")
+    namespace: dict[str, Any] = {
+        "getter": itemgetter(*names) if len(names) > 1 else (lambda out, name=names[0]:
+                                                             (out[name],)),
+        "datetime": datetime, "UTC": UTC, "NUL": _NUL, "NULL_FIELD": _NULL_FIELD, "NULL": NULL,
+        "only_str": _ONLY_STR, "fits": fits, "short_fits": short_fits, "short_max": short_max}
+    exec("\n".join(lines) + "\n", namespace)  # column names only through the getter
+    return namespace["row_line"]
 
 
 def _length_test(limits: list[tuple[int, int]]) -> Callable[[list], bool]:
