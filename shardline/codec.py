@@ -29,6 +29,8 @@ LAST_SUB = 0x02
 _HEAD = struct.Struct(">3sB")
 _U8, _U16, _U32 = struct.Struct(">B"), struct.Struct(">H"), struct.Struct(">I")
 _REC_FIXED = struct.Struct(">IQ")  # sub_sequence, arrival_ms
+_FLAGS_SEQ = struct.Struct(">BB")  # decode: flags, sequence length
+_FIXED_KEY = struct.Struct(">IQH")  # decode: sub_sequence, arrival_ms, partition key length
 
 
 class CodecError(ValueError):
@@ -79,6 +81,14 @@ class Batch:
         return layout.batch_name(self)
 
 
+# decode fills Records through their slot descriptors: the same fields the frozen
+# dataclass __init__ sets (via object.__setattr__), at a fraction of its cost (it was
+# about half of decode's time). In Record field order.
+_RECORD_SETTERS = tuple(getattr(Record, f).__set__ for f in
+                        ("sequence_number", "sub_sequence_number", "partition_key", "data",
+                         "arrival_ms", "flags"))
+
+
 def _str(text: str, width: struct.Struct) -> bytes:
     raw = text.encode("utf-8")
     return width.pack(len(raw)) + raw
@@ -97,37 +107,59 @@ def encode(batch: Batch) -> bytes:
 
 
 def decode(payload: bytes) -> Batch:
-    view = memoryview(payload)
+    data = bytes(payload)  # slices of bytes are the record data: no memoryview copies
+    end = len(data)
     try:
-        magic, version = _HEAD.unpack_from(view, 0)
+        magic, version = _HEAD.unpack_from(data, 0)
         if magic != MAGIC:
             raise CodecError("not a shardline batch (bad magic)")
         if version != VERSION:
             raise CodecError(f"batch format version {version} is not supported (this is {VERSION})")
         pos = _HEAD.size
-        stream, pos = _read_str(view, pos, _U16)
-        shard_id, pos = _read_str(view, pos, _U16)
-        (count,), pos = _U32.unpack_from(view, pos), pos + 4
+        stream, pos = _read_str(data, pos, _U16)
+        shard_id, pos = _read_str(data, pos, _U16)
+        (count,), pos = _U32.unpack_from(data, pos), pos + 4
         records = []
+        append = records.append
+        flags_seq, fixed_key, u32 = _FLAGS_SEQ.unpack_from, _FIXED_KEY.unpack_from, _U32.unpack_from
+        new = object.__new__
+        set_seq, set_sub, set_key, set_data, set_arrival, set_flags = _RECORD_SETTERS
         for _ in range(count):
-            (flags,), pos = _U8.unpack_from(view, pos), pos + 1
-            seq, pos = _read_str(view, pos, _U8)
-            sub, arrival = _REC_FIXED.unpack_from(view, pos)
-            pos += _REC_FIXED.size
-            key, pos = _read_str(view, pos, _U16)
-            (size,), pos = _U32.unpack_from(view, pos), pos + 4
-            if pos + size > len(view):
+            flags, size = flags_seq(data, pos)
+            pos += 2
+            if pos + size > end:
                 raise CodecError("truncated batch payload")
-            records.append(Record(seq, sub, key, bytes(view[pos:pos + size]), arrival, flags))
+            seq = data[pos:pos + size].decode("utf-8")
             pos += size
+            sub, arrival, size = fixed_key(data, pos)
+            pos += 14
+            if pos + size > end:
+                raise CodecError("truncated batch payload")
+            key = data[pos:pos + size].decode("utf-8")
+            pos += size
+            (size,) = u32(data, pos)
+            pos += 4
+            if pos + size > end:
+                raise CodecError("truncated batch payload")
+            rec = new(Record)
+            set_seq(rec, seq)
+            set_sub(rec, sub)
+            set_key(rec, key)
+            set_data(rec, data[pos:pos + size])
+            set_arrival(rec, arrival)
+            set_flags(rec, flags)
+            append(rec)
+            pos += size
+    except UnicodeDecodeError:
+        raise CodecError("a header string is not UTF-8") from None
     except struct.error:
         raise CodecError("truncated batch payload") from None
-    if pos != len(view):
-        raise CodecError(f"{len(view) - pos} trailing bytes after the last record")
+    if pos != end:
+        raise CodecError(f"{end - pos} trailing bytes after the last record")
     return Batch(stream, shard_id, records)
 
 
-def _read_str(view: memoryview, pos: int, width: struct.Struct) -> tuple[str, int]:
+def _read_str(view: bytes, pos: int, width: struct.Struct) -> tuple[str, int]:
     (size,) = width.unpack_from(view, pos)
     pos += width.size
     if pos + size > len(view):

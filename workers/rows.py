@@ -11,10 +11,13 @@ import base64
 import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from operator import itemgetter
+from typing import Any, Callable
+
+import orjson
 
 from shardline import codec
-from shardline.csvformat import format_row
+from shardline.csvformat import NULL, format_row
 from shardline.errors import ConfigError
 from shardline.tables import TableSpec
 from shardline.workers.transform import Transform
@@ -28,6 +31,13 @@ MAX_REASON = 500  # characters of an exception message kept in a dead-letter rea
 # Columns the worker fills from the Kinesis record / batch; a transform gives the rest.
 WORKER_COLUMNS = ("shard_id", "sequence_number", "sub_sequence_number", "arrival_time",
                   "staged_at")
+
+_fast_loads, _FastJSONError = orjson.loads, orjson.JSONDecodeError
+_SIMPLE_TYPES = frozenset((str, int, bool, type(None)))  # JSON values orjson reads exactly
+_ONLY_STR = frozenset((str,))
+_NUL = "\x00"  # stands for None in build()'s fast path: no accepted value contains one
+_NULL_FIELD = '"\x00"'
+_MILLIS_TEXT = [f".{m:03d}000" for m in range(1000)]  # arrival_time's fraction
 
 
 class _Reject(Exception):
@@ -100,12 +110,16 @@ class StagedBatch:
 class RowBuilder:
     """Records -> CSV lines + dead letters for one table spec and transform.
 
-    The per-record path is kept lean: one ``json.loads``, the transform, then
-    per column a type test, a length test and a NUL test. The exact UTF-8 work
-    (byte lengths of non-ASCII text, lone surrogates) runs only for the rare row
-    whose CSV line is not pure ASCII. Worker columns are built valid by
-    construction (timestamps from integers) and checked once per batch where
-    they do not change (shard_id, staged_at).
+    The per-record path is kept lean (reprocessing a month is CPU-bound here, see
+    docs/benchmarks.md "Stage worker"): orjson for the common flat record (json.loads
+    for the rest), the transform, then one fast accept test for the whole row (the
+    line built by one join, whole-row quote/NUL counts, spec-compiled length tests).
+    A row it does not accept is done column by column by ``_exact_line``, the code
+    that defines every reason; tests/unit/test_stage_differential.py holds both to
+    the pre-speed-up reference. The exact UTF-8 work (byte lengths of non-ASCII text,
+    lone surrogates) runs only for the rare row whose CSV line is not pure ASCII.
+    Worker columns are built valid by construction (timestamps from integers) and
+    checked once per batch where they do not change (shard_id, staged_at).
     """
 
     def __init__(self, spec: TableSpec, transform: Transform):
@@ -124,6 +138,18 @@ class RowBuilder:
             raise ConfigError(f"table {spec.name} must end with the worker columns "
                               f"{', '.join(WORKER_COLUMNS)}")
         self._col = {col[0]: col for col in self.columns}
+        # build()'s fast accept test, compiled for this spec (see _row_line_function)
+        self._fast_ok = bool(self.event_plan) and all(col[1] in ("text", "timestamp")
+                                                      for col in self.event_plan)
+        limits = [(i, col[2]) for i, col in enumerate(self.event_plan)
+                  if col[1] == "text" and col[2] is not None]
+        # A row no longer than the smallest limit >= 1024 (its largest value is not longer
+        # than the row) only needs the smaller limits checked.
+        short_max = min((lim for _i, lim in limits if lim >= 1024), default=0)
+        self._row_line = _row_line_function(
+            self.event_plan, _length_test(limits),
+            _length_test([(i, lim) for i, lim in limits if lim < short_max]),
+            short_max) if self._fast_ok else None
 
     def _worker_value(self, name: str, value: Any) -> Any:
         n, kind, max_bytes, nullable = self._col[name]
@@ -131,10 +157,12 @@ class RowBuilder:
 
     def build(self, batch: codec.Batch, staged_at: datetime) -> StagedBatch:
         transform = self.transform
-        fast_plan = self._fast_plan
+        row_line = self._row_line
+        millis_text = _MILLIS_TEXT
         event_columns = self.event_columns
-        seq_col = self._col["sequence_number"]
-        sub_col = self._col["sub_sequence_number"]
+        seq_limit = self._col["sequence_number"][2] or 1 << 62
+        fast_ok = self._fast_ok
+        fast_loads, fast_error, simple = _fast_loads, _FastJSONError, _SIMPLE_TYPES
         loads = json.loads
         lines: list[str] = []
         dead: list[dict] = []
@@ -151,16 +179,30 @@ class RowBuilder:
             try:
                 if batch_problem:
                     raise _Reject(batch_problem)
+                # orjson reads the common record (flat object of strings, ints, bools,
+                # nulls) exactly as json.loads does; anything else (an error, a float,
+                # which may be a big integer json.loads keeps exact, a nested value) is
+                # read again by json.loads, which defines what parses and the reasons.
+                # Inline, not a helper: how deep a RecursionError's message says it was
+                # depends on the caller's stack depth.
                 try:
-                    text = rec.data.decode("utf-8")
-                except UnicodeDecodeError as exc:
-                    raise _Reject(f"invalid UTF-8: {exc.reason} at byte {exc.start}") from None
-                try:
-                    event = loads(text)
-                except (ValueError, RecursionError) as exc:
-                    raise _Reject(f"not JSON: {str(exc)[:MAX_REASON]}") from None
-                if type(event) is not dict:
-                    raise _Reject(f"not a JSON object: got {_json_type(event)}")
+                    event = fast_loads(rec.data)
+                    if type(event) is not dict or not simple.issuperset(map(type, event.values())):
+                        event = None
+                except fast_error:
+                    event = None
+                if event is None:
+                    try:
+                        text = rec.data.decode("utf-8")
+                    except UnicodeDecodeError as exc:
+                        raise _Reject(f"invalid UTF-8: {exc.reason} at byte {exc.start}") \
+                            from None
+                    try:
+                        event = loads(text)
+                    except (ValueError, RecursionError) as exc:
+                        raise _Reject(f"not JSON: {str(exc)[:MAX_REASON]}") from None
+                    if type(event) is not dict:
+                        raise _Reject(f"not a JSON object: got {_json_type(event)}")
                 try:
                     out = transform(event)
                 except Exception as exc:
@@ -171,42 +213,66 @@ class RowBuilder:
                 if not event_columns.issuperset(out):
                     extra = sorted(set(out) - event_columns)
                     raise _Reject(f"transform: returned unknown column(s) {', '.join(extra)}")
-                get = out.get
-                values = []
-                for name, is_text, limit, col in fast_plan:
-                    value = get(name)
-                    if is_text and type(value) is str:
-                        # chars > limit implies bytes > limit; the exact byte count of
-                        # non-ASCII text is checked below, only for non-ASCII rows
-                        if len(value) > limit:
-                            check_value(*col, value)  # raises
-                        if "\x00" in value:
-                            raise _Reject(f"column {name}: contains a NUL character")
-                        values.append(value)
-                    else:
-                        values.append(check_value(*col, value))
+                # Fast accept test: the row as format_row would write it when the worker
+                # values are plainly valid, every event value is a str (or None where
+                # nullable) within its character limit, the timestamps are UTC datetimes
+                # and no value holds a NUL or a '"'. Any other row is written by
+                # _exact_line, the column-by-column checks that define the reasons.
+                # None travels as a lone NUL, which no accepted value contains.
                 seq_no = rec.sequence_number
-                if len(seq_no) > seq_col[2] or not seq_no.isascii():
-                    check_value(*seq_col, seq_no)
                 sub = rec.sub_sequence_number
-                if not 0 <= sub <= BIGINT_MAX:
-                    check_value(*sub_col, sub)
                 secs, millis = divmod(arrival_ms, 1000)
                 second = seconds.get(secs)
                 if second is None:  # records of a batch arrive within a few seconds
-                    try:
-                        second = (EPOCH_NAIVE + timedelta(seconds=secs)).isoformat(" ")
-                    except OverflowError:
-                        raise _Reject(f"arrival time {arrival_ms} ms is out of range") from None
-                    seconds[secs] = second
-                values += (shard_value, seq_no, sub, f"{second}.{millis:03d}000", staged_value)
-                line = format_row(values)
-                if not line.isascii():
-                    self._check_utf8(values)
-                lines.append(line)
+                    second = seconds[secs] = _second_text(secs)
+                if fast_ok and second and len(seq_no) <= seq_limit and seq_no.isascii() \
+                        and 0 <= sub <= BIGINT_MAX:
+                    got = row_line(out, (shard_value, seq_no, str(sub),
+                                         second + millis_text[millis], staged_value))
+                    if got is not None:
+                        line, values = got
+                        if not line.isascii():
+                            self._check_utf8([None if v is _NUL else v for v in values])
+                        lines.append(line)
+                        continue
+                lines.append(self._exact_line(out, rec, second, shard_value, staged_value))
             except _Reject as rej:
                 dead.append(dead_letter(rec, shard_id, rej.reason))
         return StagedBatch("".join(lines), len(lines), dead)
+
+    def _exact_line(self, out: dict, rec: codec.Record, second: str, shard_value: str,
+                    staged_value: str) -> str:
+        """One row column by column, raising _Reject for the first bad value: the
+        definition that build()'s fast accept test reproduces for common rows."""
+        get = out.get
+        values = []
+        for name, is_text, limit, col in self._fast_plan:
+            value = get(name)
+            if is_text and type(value) is str:
+                # chars > limit implies bytes > limit; the exact byte count of
+                # non-ASCII text is checked below, only for non-ASCII rows
+                if len(value) > limit:
+                    check_value(*col, value)  # raises
+                if "\x00" in value:
+                    raise _Reject(f"column {name}: contains a NUL character")
+                values.append(value)
+            else:
+                values.append(check_value(*col, value))
+        seq_col = self._col["sequence_number"]
+        seq_no = rec.sequence_number
+        if len(seq_no) > seq_col[2] or not seq_no.isascii():
+            check_value(*seq_col, seq_no)
+        sub = rec.sub_sequence_number
+        if not 0 <= sub <= BIGINT_MAX:
+            check_value(*self._col["sub_sequence_number"], sub)
+        if not second:
+            raise _Reject(f"arrival time {rec.arrival_ms} ms is out of range")
+        values += (shard_value, seq_no, sub, f"{second}.{rec.arrival_ms % 1000:03d}000",
+                   staged_value)
+        line = format_row(values)
+        if not line.isascii():
+            self._check_utf8(values)
+        return line
 
     def _check_utf8(self, values: list) -> None:
         """Exact UTF-8 byte lengths and encodability of a non-ASCII row (raises _Reject)."""
@@ -215,12 +281,77 @@ class RowBuilder:
                 check_value(name, "text", max_bytes, nullable, value)
 
 
+def _row_line_function(plan: list[tuple], fits: Callable[[list], bool],
+                       short_fits: Callable[[list], bool], short_max: int
+                       ) -> Callable[[dict, tuple], tuple[str, list] | None]:
+    """-> row_line(out, tail): (the CSV line, its values) of a transform output plus the
+    worker values, or None when the row needs the exact path: a column missing, a
+    timestamp that is not a UTC datetime, a value that is not a str (or None where
+    nullable), a '"' or NUL in a value, a value over its character limit. Compiled for
+    the spec: straight-line code, no per-column loop; the quote/NUL tests are two scans
+    of the values joined, and None travels as a lone NUL in the values returned."""
+    names = [col[0] for col in plan]
+    var = [f"v{i}" for i in range(len(plan))]
+    nullable = [i for i, col in enumerate(plan) if col[1] == "text" and col[3]]
+    lines = ["def row_line(out, tail):",
+             "    try:",
+             f"        {', '.join(var)}, = getter(out)",
+             "    except KeyError:",
+             "        return None"]
+    for i, (_name, kind, _max_bytes, _nullable) in enumerate(plan):
+        if kind == "timestamp":
+            lines += [f"    if type(v{i}) is not datetime or v{i}.tzinfo is not UTC:",
+                      "        return None",
+                      f"    v{i} = v{i}.isoformat(' ', 'microseconds')[:-6]"]
+    for i in nullable:
+        lines += [f"    n{i} = v{i} is None", f"    if n{i}:", f"        v{i} = ''"]
+    lines += [f"    values = [{', '.join(var)}, *tail]",
+              "    if not only_str.issuperset(map(type, values)):",
+              "        return None",
+              "    cat = ''.join(values)",
+              "    if '\"' in cat or NUL in cat:",
+              "        return None",
+              "    if not (short_fits(values) if len(cat) <= short_max else fits(values)):",
+              "        return None"]
+    if nullable:
+        lines.append(f"    if {' or '.join(f'n{i}' for i in nullable)}:")
+        for i in nullable:
+            lines += [f"        if n{i}:", f"            values[{i}] = NUL"]
+        lines.append("        return ('\"' + '\",\"'.join(values) + '\"\\n')"
+                     ".replace(NULL_FIELD, NULL), values")
+    lines.append("    return '\"' + '\",\"'.join(values) + '\"\\n', values")
+    namespace: dict[str, Any] = {
+        "getter": itemgetter(*names) if len(names) > 1 else (lambda out, name=names[0]:
+                                                             (out[name],)),
+        "datetime": datetime, "UTC": UTC, "NUL": _NUL, "NULL_FIELD": _NULL_FIELD, "NULL": NULL,
+        "only_str": _ONLY_STR, "fits": fits, "short_fits": short_fits, "short_max": short_max}
+    exec("\n".join(lines) + "\n", namespace)  # column names only through the getter
+    return namespace["row_line"]
+
+
+def _length_test(limits: list[tuple[int, int]]) -> Callable[[list], bool]:
+    """-> fits(values): True when len(values[i]) <= limit for every (i, limit), as one
+    expression compiled for the spec (a generic loop over 13 columns costs ~2 µs a row)."""
+    body = " and ".join(f"len(v[{int(i)}]) <= {int(lim)}" for i, lim in limits) or "True"
+    namespace: dict[str, Any] = {}
+    exec(f"def fits(v, len=len):\n    return {body}\n", namespace)  # ints only, from the spec
+    return namespace["fits"]
+
+
 def _json_type(value: Any) -> str:
     if isinstance(value, bool):
         return "boolean"
     if isinstance(value, (int, float)):
         return "number"
     return {list: "array", str: "string", type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def _second_text(secs: int) -> str:
+    """Whole seconds since the epoch -> "YYYY-MM-DD HH:MM:SS" UTC, "" when out of range."""
+    try:
+        return (EPOCH_NAIVE + timedelta(seconds=secs)).isoformat(" ")
+    except OverflowError:
+        return ""
 
 
 def _arrival_text(arrival_ms: int) -> str:

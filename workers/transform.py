@@ -115,6 +115,8 @@ def parse_timestamp(text: str, name: str = "occurred_at") -> datetime:
         ts = datetime.fromisoformat(text)
     except ValueError:
         raise BadRecord(f"{name}: not an ISO-8601 timestamp: {text[:64]!r}") from None
+    if ts.tzinfo is UTC:  # most events ("Z", "+00:00"): astimezone would return ts itself
+        return ts
     if ts.tzinfo is None or ts.utcoffset() is None:
         raise BadRecord(f"{name}: no time zone (naive timestamps are ambiguous): {text[:64]!r}")
     try:
@@ -218,19 +220,51 @@ def device_class(user_agent: str) -> str:
     return "other"
 
 
+# Page URLs, referrers and addresses repeat (a session's views share its IP, sites
+# share paths and referrers): bounded caches of the pure parsers. Errors are not
+# cached (lru_cache does not keep exceptions), so a bad value raises every time. Only
+# values up to CACHE_MAX_CHARS are cached: an entry keeps its key, and a stream of
+# unique 1 MB URLs must not hold gigabytes (each cache stays under ~10 MB).
+CACHE_MAX_CHARS = 256
+_split_url = functools.lru_cache(maxsize=8192)(split_url)
+_url_host = functools.lru_cache(maxsize=8192)(url_host)
+_ip_prefix = functools.lru_cache(maxsize=8192)(ip_prefix)
+_classify_user_agent = device_class.__wrapped__
+_uuid_match = _UUID.fullmatch
+
+
 def page_view(event: dict) -> dict[str, Any]:
     """The default transform: a page-view event -> its page_views columns."""
-    event_id = _require_str(event, "event_id")
-    if not _UUID.fullmatch(event_id):
+    get = event.get
+    event_id = get("event_id")
+    if type(event_id) is not str:
+        event_id = _require_str(event, "event_id")
+    if not _uuid_match(event_id):
         raise BadRecord(f"event_id: not a UUID: {event_id[:64]!r}")
-    occurred_at = parse_timestamp(_require_str(event, "occurred_at"))
-    url = _require_str(event, "url")
-    host, path, query = split_url(url)
-    referrer = _optional_str(event, "referrer") or None
-    user_agent = _require_str(event, "user_agent")
-    ip = _require_str(event, "ip")
-    user_id = _optional_str(event, "user_id")
-    session_id = _require_str(event, "session_id")
+    occurred_at = get("occurred_at")
+    if type(occurred_at) is not str:
+        occurred_at = _require_str(event, "occurred_at")
+    occurred_at = parse_timestamp(occurred_at)
+    url = get("url")
+    if type(url) is not str:
+        url = _require_str(event, "url")
+    host, path, query = (_split_url if len(url) <= CACHE_MAX_CHARS else split_url)(url)
+    referrer = get("referrer")
+    if referrer is not None and type(referrer) is not str:
+        _optional_str(event, "referrer")  # raises
+    user_agent = get("user_agent")
+    if type(user_agent) is not str:
+        user_agent = _require_str(event, "user_agent")
+    ip = get("ip")
+    if type(ip) is not str:
+        ip = _require_str(event, "ip")
+    user_id = get("user_id")
+    if user_id is not None and type(user_id) is not str:
+        _optional_str(event, "user_id")  # raises
+    session_id = get("session_id")
+    if type(session_id) is not str:
+        session_id = _require_str(event, "session_id")
+    referrer = referrer or None
     return {
         "event_id": event_id.lower(),
         "occurred_at": occurred_at,
@@ -239,10 +273,12 @@ def page_view(event: dict) -> dict[str, Any]:
         "url_path": path,
         "url_query": query,
         "referrer": referrer,
-        "referrer_host": url_host(referrer) if referrer is not None else None,
+        "referrer_host": None if referrer is None else
+        (_url_host if len(referrer) <= CACHE_MAX_CHARS else url_host)(referrer),
         "user_agent": user_agent,
-        "device_class": device_class(user_agent),
-        "ip_prefix": ip_prefix(ip),
+        "device_class": (device_class if len(user_agent) <= CACHE_MAX_CHARS
+                         else _classify_user_agent)(user_agent),
+        "ip_prefix": (_ip_prefix if len(ip) <= CACHE_MAX_CHARS else ip_prefix)(ip),
         "user_id": user_id,
         "session_id": session_id,
     }

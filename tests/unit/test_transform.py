@@ -267,3 +267,23 @@ def test_ip_prefix_matches_ipaddress_on_random_addresses():
             want = str(ipaddress.ip_network(f"{addr}/48", strict=False))
         assert t.ip_prefix(str(addr)) == want, addr
         assert t.ip_prefix(addr.exploded) == want, addr
+
+
+def test_parser_caches_keep_only_short_values():
+    """A stream of unique long URLs/referrers/user agents must not fill the LRU caches."""
+    caches = (t._split_url, t._url_host, t._ip_prefix, t.device_class)
+    for c in caches:  # other tests may have filled them to maxsize
+        c.cache_clear()
+    long_text = "x" * (t.CACHE_MAX_CHARS + 1)
+    before = [c.cache_info().currsize for c in caches]
+    row = page_view(event(url=f"https://shop.example.com/{long_text}",
+                          referrer=f"https://ref.example.com/{long_text}",
+                          user_agent=f"Mozilla/5.0 (X11) {long_text}"))
+    assert row["url_path"] == "/" + long_text and row["referrer_host"] == "ref.example.com"
+    assert row["device_class"] == "desktop"
+    assert [c.cache_info().currsize for c in caches][:2] == before[:2]
+    assert caches[3].cache_info().currsize == before[3]
+    short = page_view(event(url="https://shop.example.com/short-cache-test",
+                            referrer="https://ref.example.com/short-cache-test"))
+    assert short["url_host"] == "shop.example.com"
+    assert [c.cache_info().currsize for c in caches][:2] == [n + 1 for n in before[:2]]

@@ -1,0 +1,72 @@
+"""The stage path of another git revision, importable beside today's (for bench_stage.py).
+
+``load(rev)`` writes that revision's codec, csvformat, transform, rows and clients modules
+(``git show rev:path``) into a temp package ``_stage_base_<rev>`` with their imports of each
+other rewritten to point inside it, so the old and new per-record paths run in one
+process, interleaved, on the same input. Everything else they import (tables, errors,
+layout, positions, settings, the ledger, the runner) is today's: those are not part of the
+stage path being compared.
+"""
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from types import SimpleNamespace
+
+ROOT = Path(__file__).resolve().parent.parent
+# module name in the package -> (path in the repo, its import name today)
+MODULES = {"codec": ("shardline/codec.py", "shardline.codec"),
+           "csvformat": ("shardline/csvformat.py", "shardline.csvformat"),
+           "transform": ("workers/transform.py", "shardline.workers.transform"),
+           "rows": ("workers/rows.py", "shardline.workers.rows"),
+           # the worker's Gearman connection (read size), for the worker-process runs
+           "clients": ("shardline/clients.py", "shardline.clients")}
+
+
+def load(rev: str) -> SimpleNamespace:
+    """-> namespace with codec, csvformat, transform, rows modules as of ``rev``."""
+    sha = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", rev], check=True,
+                         capture_output=True, text=True).stdout.strip()
+    pkg = f"_stage_base_{sha}"
+    base = Path(tempfile.mkdtemp(prefix="stage-baseline-"))
+    (base / pkg).mkdir()
+    (base / pkg / "__init__.py").write_text("")
+    for name, (path, dotted) in MODULES.items():
+        text = subprocess.run(["git", "-C", str(ROOT), "show", f"{sha}:{path}"], check=True,
+                              capture_output=True, text=True).stdout
+        for other, (_p, other_dotted) in MODULES.items():
+            text = text.replace(f"from {other_dotted} import", f"from {pkg}.{other} import")
+        text = text.replace("from shardline import codec\n", f"from {pkg} import codec\n")
+        (base / pkg / f"{name}.py").write_text(text)
+    sys.path.insert(0, str(base))
+    try:
+        mods = {name: importlib.import_module(f"{pkg}.{name}") for name in MODULES}
+    finally:
+        sys.path.remove(str(base))
+    return SimpleNamespace(rev=sha, **mods)
+
+
+def install(ns: SimpleNamespace) -> None:
+    """Make the loaded revision *the* stage path of this process (before anything imports it):
+    ``shardline.codec`` & co. then resolve to the old modules, so a real ``shardline worker``
+    started from here runs the old per-record code."""
+    import shardline
+    import shardline.workers
+
+    for name, (_path, dotted) in MODULES.items():
+        module = getattr(ns, name)
+        sys.modules[dotted] = module
+        parent, _, attr = dotted.rpartition(".")
+        setattr(sys.modules[parent], attr, module)
+
+
+if __name__ == "__main__":
+    # python bench/stage_baseline.py REV ARGS...: `shardline ARGS...` with REV's stage path
+    sys.path.insert(0, str(ROOT))
+    install(load(sys.argv[1]))
+    from shardline.cli import main
+
+    sys.exit(main(sys.argv[2:]))
