@@ -19,7 +19,8 @@ import pytest
 
 from tests.integration.test_pipeline_e2e import assert_exactly_once, wait_loaded
 from shardline.ops.fleet import SHARDLINE, Hosts
-from tests.pipeline import FAST, Fleet, shardline, wait_active, wait_for
+from shardline.ops.fleet import Fleet, shardline, wait_for
+from tests.pipeline import FAST, wait_active
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

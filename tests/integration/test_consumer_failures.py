@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.stub_stage import pos
+from shardline.positions import position as pos
 from shardline.ops.fleet import wait_for
 
 from shardline.exitcodes import ExitCode

@@ -5,7 +5,7 @@ import signal
 
 import pytest
 
-from tests.stub_stage import pos
+from shardline.positions import position as pos
 from shardline.ops.fleet import wait_for
 
 pytestmark = pytest.mark.integration

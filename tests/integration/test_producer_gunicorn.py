@@ -8,7 +8,8 @@ import re
 
 import pytest
 
-from tests.pipeline import FAST, Fleet, shardline, wait_for
+from shardline.ops.fleet import Fleet, shardline, wait_for
+from tests.pipeline import FAST
 from tests.producer_kit import Gunicorn, PutFaultProxy, child_env, percentile, run_load
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

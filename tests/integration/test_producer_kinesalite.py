@@ -9,7 +9,8 @@ import pytest
 
 from shardline.producer.producer import Producer
 from shardline.settings import load
-from tests.pipeline import read_stream, shardline
+from shardline.ops.fleet import shardline
+from tests.pipeline import read_stream
 from tests.producer_kit import PutFaultProxy, user_records
 
 pytestmark = pytest.mark.integration

@@ -15,7 +15,8 @@ import time
 
 import pytest
 
-from tests.pipeline import FAST, Fleet, shardline, wait_for
+from shardline.ops.fleet import Fleet, shardline, wait_for
+from tests.pipeline import FAST
 from tests.producer_kit import PutFaultProxy, child_env, event_id, interpreter_env, python
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
