@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from dataclasses import asdict
 from typing import Any, Sequence
 
 from shardline.cli import command_parser, load_settings, parse_command_args
@@ -36,23 +37,24 @@ def _dicts(cur: Any) -> list[dict[str, Any]]:
     return [dict(zip(cols, row)) for row in cur.fetchall()]
 
 
-def gather_warehouse(control: Any, streams: Sequence[str]) -> dict[str, Any]:
-    """All control-table rows the report needs, in one transaction."""
+def gather_control(store: Any, streams: Sequence[str]) -> dict[str, Any]:
+    """Leases, checkpoints and consumer reports of the streams, from the control store."""
+    out: dict[str, Any] = {"leases": [], "checkpoints": [], "status_rows": []}
+    for stream in streams:
+        out["leases"] += [asdict(lease) for lease in store.leases(stream)]
+        out["checkpoints"] += [{"stream": stream, "shard_id": shard, **asdict(cp)}
+                               for shard, cp in store.checkpoints(stream).items()]
+        out["status_rows"] += [asdict(st) for st in store.statuses(stream)]
+    return out
+
+
+def gather_warehouse(conn: Any, streams: Sequence[str]) -> dict[str, Any]:
+    """What the loader keeps in the warehouse: watermarks, pending files, the last load."""
     where, params = "", tuple(streams)
     if streams:
         where = "WHERE stream IN (" + ",".join(["%s"] * len(streams)) + ")"
     out: dict[str, Any] = {}
-    with control.tx() as cur:
-        cur.execute("SELECT stream, shard_id, owner, token, acquired_at, renewed_at, expires_at "
-                    f"FROM shard_leases {where}", params)
-        out["leases"] = _dicts(cur)
-        cur.execute("SELECT stream, shard_id, sequence_number, sub_sequence_number, "
-                    f"closes_sequence, updated_at FROM checkpoints {where}", params)
-        out["checkpoints"] = _dicts(cur)
-        cur.execute("SELECT stream, shard_id, owner, last_read_sequence, checkpoint_sequence, "
-                    "millis_behind_latest, iterator_age_ms, inflight_batches, inflight_bytes, "
-                    f"records_per_s, state, updated_at FROM shard_status {where}", params)
-        out["status_rows"] = _dicts(cur)
+    with conn.cursor() as cur:
         cur.execute("SELECT stream, shard_id, target_table, loaded_sequence, "
                     f"loaded_sub_sequence, load_id, updated_at FROM shard_watermarks {where}",
                     params)
@@ -70,6 +72,7 @@ def gather_warehouse(control: Any, streams: Sequence[str]) -> dict[str, Any]:
                     "ORDER BY finished_at DESC LIMIT 1")
         rows = _dicts(cur)
         out["last_load"] = rows[0] if rows else None
+    conn.rollback()
     return out
 
 
@@ -101,13 +104,17 @@ def gather_kinesis(settings: Settings, streams: Sequence[str]) -> dict[str, Any]
 def collect(settings: Settings, control: Any, streams: Sequence[str], *,
             use_kinesis: bool = True, gearman_timeout_s: float = 2.0,
             clock: Any = time.time) -> dict[str, Any]:
+    """``control``: the control store; the warehouse is read over a short connection."""
     from shardline import clients
     from shardline.ops import gearman_admin
 
-    data = gather_warehouse(control, streams)
-    known = list(streams) or sorted({r["stream"] for k in ("leases", "checkpoints",
-                                                           "status_rows", "watermarks")
-                                     for r in data[k]})
+    known = list(streams)
+    data = gather_control(control, known)
+    conn = clients.warehouse_connect(settings)
+    try:
+        data.update(gather_warehouse(conn, known))
+    finally:
+        conn.close()
     kinesis = gather_kinesis(settings, known) if use_kinesis and known else None
     gearman = gearman_admin.cluster_status(clients.gearman_servers(settings), gearman_timeout_s)
     return build_report(now=utc(clock()), streams=known, kinesis=kinesis, gearman=gearman,
@@ -118,8 +125,7 @@ def collect(settings: Settings, control: Any, streams: Sequence[str], *,
 def main(argv: list[str]) -> int:
     parser = command_parser("status", "One screen of pipeline health. Exit 0 when healthy, "
                                       "3 when a shard has no live owner or lags/stalls.")
-    parser.add_argument("--stream", help="only this stream (default: kinesis.stream, "
-                                         "else every stream in the control tables)")
+    parser.add_argument("--stream", help="the stream (default: kinesis.stream)")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     parser.add_argument("--watch", type=float, metavar="SECONDS",
                         help="refresh every SECONDS until Ctrl-C")
@@ -134,14 +140,14 @@ def main(argv: list[str]) -> int:
         print("shardline status: --watch needs a positive number of seconds", file=sys.stderr)
         return ExitCode.USAGE
     settings = load_settings(args, **{"kinesis.stream": args.stream})
-    settings.require("warehouse.dsn")
-    streams = [settings.kinesis.stream] if settings.kinesis.stream else []
+    # The control store is keyed by stream: status shows one (it has no "every stream" scan).
+    settings.require("warehouse.dsn", "kinesis.stream")
+    streams = [settings.kinesis.stream]
 
-    from shardline import clients
-    from shardline.control import Control
+    from shardline.controlstore import open_store
     from shardline.errors import ShardlineError
 
-    control = Control(lambda: clients.warehouse_connect(settings), settings.warehouse.dialect)
+    control = open_store(settings)
 
     def once() -> int:
         report = collect(settings, control, streams, use_kinesis=not args.no_kinesis,

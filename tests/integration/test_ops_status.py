@@ -52,7 +52,8 @@ def _drain(server: str, function: bytes, count: int) -> None:
     worker.shutdown()
 
 
-def test_status_reports_numbers_and_alerts(stack_env, stream_name, pg_schema, pg_conn, kinesis):
+def test_status_reports_numbers_and_alerts(stack_env, stream_name, pg_schema, pg_conn, kinesis,
+                                           control_store, control_conn):
     migrate.migrate(pg_conn, "postgres")
     kinesis.create_stream(StreamName=stream_name, ShardCount=2)
     wait_active(kinesis, stream_name)
@@ -66,14 +67,20 @@ def test_status_reports_numbers_and_alerts(stack_env, stream_name, pg_schema, pg
            "SHARDLINE_CONSUMER_REPORT_INTERVAL_S": "5", "SHARDLINE_STATUS_MAX_LAG_MS": "60000"}
 
     now = _now()
-    with pg_conn.cursor() as cur:
+    with control_conn.cursor() as cur:  # the control store's rows, written by hand
         cur.execute("INSERT INTO shard_leases (stream, shard_id, owner, token, acquired_at, "
                     "renewed_at, expires_at) VALUES (%s, %s, 'host-a:11:u1', 3, %s, %s, %s)",
                     (stream_name, shard0, now - timedelta(minutes=5), now - timedelta(seconds=2),
                      now + timedelta(seconds=28)))
+        cur.execute("INSERT INTO checkpoint_history (stream, shard_id, sequence_number, "
+                    "sub_sequence_number, closes_sequence, source, lease_token, created_at) "
+                    "VALUES (%s, %s, %s, 0, true, 'consumer', 3, %s) RETURNING id",
+                    (stream_name, shard0, SEQ_A, now))
+        (history_id,), = cur.fetchall()
         cur.execute("INSERT INTO checkpoints (stream, shard_id, sequence_number, "
-                    "sub_sequence_number, closes_sequence, lease_token, updated_at) VALUES "
-                    "(%s, %s, %s, 0, true, 3, %s)", (stream_name, shard0, SEQ_A, now))
+                    "sub_sequence_number, closes_sequence, lease_token, history_id, updated_at) "
+                    "VALUES (%s, %s, %s, 0, true, 3, %s, %s)",
+                    (stream_name, shard0, SEQ_A, history_id, now))
         for shard, lag in ((shard0, 1234), (shard1, 0)):
             cur.execute("INSERT INTO shard_status (stream, shard_id, owner, last_read_sequence, "
                         "checkpoint_sequence, millis_behind_latest, iterator_age_ms, "
@@ -81,6 +88,7 @@ def test_status_reports_numbers_and_alerts(stack_env, stream_name, pg_schema, pg
                         "VALUES (%s, %s, 'host-a:11:u1', %s, %s, %s, 800, 3, 9000, 250.5, "
                         "'reading', %s)",
                         (stream_name, shard, SEQ_B, SEQ_A, lag, now - timedelta(seconds=1)))
+    with pg_conn.cursor() as cur:  # the warehouse's
         cur.execute("INSERT INTO shard_watermarks (stream, shard_id, target_table, "
                     "loaded_sequence, loaded_sub_sequence, load_id, updated_at) VALUES "
                     "(%s, %s, 'page_views', %s, 0, 'load-1', %s)",
@@ -145,7 +153,7 @@ def test_status_reports_numbers_and_alerts(stack_env, stream_name, pg_schema, pg
         assert "DOWN" in text.stdout and function in text.stdout
 
         # 2. every shard owned and fresh: healthy
-        with pg_conn.cursor() as cur:
+        with control_conn.cursor() as cur:
             cur.execute("INSERT INTO shard_leases (stream, shard_id, owner, token, acquired_at, "
                         "renewed_at, expires_at) VALUES (%s, %s, 'host-b:22:u2', 1, %s, %s, %s)",
                         (stream_name, shard1, _now(), _now(), _now() + timedelta(seconds=30)))
@@ -155,7 +163,7 @@ def test_status_reports_numbers_and_alerts(stack_env, stream_name, pg_schema, pg
         assert json.loads(proc.stdout)["healthy"] is True
 
         # 3. a stale status row (> 3 x report interval) and too much lag: alert again
-        with pg_conn.cursor() as cur:
+        with control_conn.cursor() as cur:
             cur.execute("UPDATE shard_status SET updated_at = %s WHERE stream = %s AND "
                         "shard_id = %s", (_now() - timedelta(seconds=16), stream_name, shard0))
             cur.execute("UPDATE shard_status SET millis_behind_latest = 60001, updated_at = %s "
