@@ -108,6 +108,50 @@ def stack_env(stack: StackInfo, pg_schema: str, s3_prefix: str) -> dict[str, str
     }
 
 
+@pytest.fixture(scope="session")
+def rs_stack(tmp_path_factory: pytest.TempPathFactory,
+             _dummy_aws_credentials: None) -> Iterator[StackInfo]:
+    """A second stack whose warehouse is redshift-like (SERIALIZABLE, 300 ms per COMMIT)."""
+    dir = tmp_path_factory.mktemp("redshift-like")
+    try:
+        info = devstack.up(dir, warehouse="redshift-like", commit_latency_ms=300)
+    except BaseException:
+        devstack.down(dir)
+        raise
+    try:
+        yield info
+    finally:
+        devstack.down(dir)
+
+
+@pytest.fixture
+def rs_schema(rs_stack: StackInfo):
+    """(schema, autocommit warehouse connection through the relay, control store) on the
+    redshift-like stack; the schema is dropped in both databases afterwards."""
+    from shardline.controlstore.postgres import PostgresStore
+
+    schema = f"t_{uuid.uuid4().hex[:8]}"
+    admin = [psycopg2.connect(dsn) for dsn in (rs_stack.direct_dsn, rs_stack.control_dsn)]
+    for conn in admin:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute(f'CREATE SCHEMA "{schema}"')
+    conn = psycopg2.connect(rs_stack.dsn, options=f"-c search_path={schema}")
+    conn.autocommit = True
+    store = PostgresStore(rs_stack.control_dsn, schema)
+    store.create_tables()
+    try:
+        yield schema, conn, store
+    finally:
+        store.close()
+        conn.close()
+        for c in admin:
+            with c.cursor() as cur:
+                cur.execute("SET lock_timeout = '10s'")
+                cur.execute(f'DROP SCHEMA "{schema}" CASCADE')
+            c.close()
+
+
 @pytest.fixture
 def control_store(stack: StackInfo, pg_schema: str):
     """The control store (PostgreSQL backend) in this test's schema, tables created."""

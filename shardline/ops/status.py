@@ -1,14 +1,14 @@
 """``shardline status``: one screen of pipeline health, and an exit code for alerting.
 
-Per shard: lease owner and age, staged checkpoint, loaded watermark, what the
-consumer last reported (shard_status) and how old that report is. Then the
-Gearman queues (admin protocol, every configured server), the pending staged
-files, the last load and the dead-letter count.
+Per shard (from the control store): lease owner and age, staged checkpoint, what the
+consumer last reported and how old that report is; (from the warehouse's load record) the
+last loaded position. Then the Gearman queues (admin protocol, every configured server),
+the pending and quarantined staged files (control store) and the last load.
 
 Exit 0 when healthy; ``ExitCode.ALERT`` (3) when a shard that is not at SHARD_END
 has no live owner, or lags past ``status.max_lag_ms`` (MillisBehindLatest), or
 its status row is older than 3 x ``consumer.report_interval_s`` (the consumer
-stopped reporting). The reasons go to stderr.
+stopped reporting), or a staged file is quarantined. The reasons go to stderr.
 
 This module is the command and the gathering (control tables, Kinesis,
 gearmand admin). The report itself is pure and lives next to it, so it is
@@ -48,28 +48,33 @@ def gather_control(store: Any, streams: Sequence[str]) -> dict[str, Any]:
     return out
 
 
-def gather_warehouse(conn: Any, streams: Sequence[str]) -> dict[str, Any]:
-    """What the loader keeps in the warehouse: watermarks, pending files, the last load."""
-    where, params = "", tuple(streams)
-    if streams:
-        where = "WHERE stream IN (" + ",".join(["%s"] * len(streams)) + ")"
+def gather_ledger(store: Any, tables: Sequence[str]) -> dict[str, Any]:
+    """Pending and quarantined files per target table, from the control store's ledger."""
+    pending, quarantined = [], []
+    for table in tables:
+        stats = store.pending_stats(table)
+        if stats.files:
+            pending.append({"target_table": table, "files": stats.files, "bytes": stats.bytes,
+                            "oldest": stats.oldest})
+        quarantined += [{"target_table": table, "s3_key": q.file.s3_key, "error": q.error,
+                         "quarantined_at": q.quarantined_at} for q in store.quarantined(table)]
+    return {"pending": pending, "quarantined": quarantined}
+
+
+def gather_warehouse(conn: Any, streams: Sequence[str], now: Any) -> dict[str, Any]:
+    """From the load record: per shard the last loaded position (over the last day's
+    loads: a range on the record's sort key), and the last load."""
+    from datetime import timedelta
+
+    from shardline.workers.warehouse.record import loaded_positions
+
     out: dict[str, Any] = {}
     with conn.cursor() as cur:
-        cur.execute("SELECT stream, shard_id, target_table, loaded_sequence, "
-                    f"loaded_sub_sequence, load_id, updated_at FROM shard_watermarks {where}",
-                    params)
-        out["watermarks"] = _dicts(cur)
-        pend_where = (where + " AND " if where else "WHERE ") + "state = 'pending'"
-        cur.execute("SELECT target_table, COUNT(*) AS files, SUM(byte_count) AS bytes, "
-                    "SUM(row_count) AS rows, MIN(staged_at) AS oldest "
-                    f"FROM staged_files {pend_where} GROUP BY target_table", params)
-        out["pending"] = _dicts(cur)
-        cur.execute(f"SELECT COALESCE(SUM(dead_letter_count), 0) FROM staged_files {where}",
-                    params)
-        out["dead_letters"] = int(cur.fetchone()[0])
+        out["watermarks"] = loaded_positions(cur, streams, now - timedelta(days=1))
         cur.execute("SELECT load_id, target_table, file_count, byte_count, rows_copied, "
                     "rows_inserted, started_at, finished_at FROM loads "
-                    "ORDER BY finished_at DESC LIMIT 1")
+                    "WHERE finished_at >= %s ORDER BY finished_at DESC LIMIT 1",
+                    (now - timedelta(days=7),))
         rows = _dicts(cur)
         out["last_load"] = rows[0] if rows else None
     conn.rollback()
@@ -108,16 +113,20 @@ def collect(settings: Settings, control: Any, streams: Sequence[str], *,
     from shardline import clients
     from shardline.ops import gearman_admin
 
+    from shardline.tables import TABLES
+
     known = list(streams)
+    now = utc(clock())
     data = gather_control(control, known)
+    data.update(gather_ledger(control, sorted(TABLES)))
     conn = clients.warehouse_connect(settings)
     try:
-        data.update(gather_warehouse(conn, known))
+        data.update(gather_warehouse(conn, known, now))
     finally:
         conn.close()
     kinesis = gather_kinesis(settings, known) if use_kinesis and known else None
     gearman = gearman_admin.cluster_status(clients.gearman_servers(settings), gearman_timeout_s)
-    return build_report(now=utc(clock()), streams=known, kinesis=kinesis, gearman=gearman,
+    return build_report(now=now, streams=known, kinesis=kinesis, gearman=gearman,
                         max_lag_ms=settings.status.max_lag_ms,
                         report_interval_s=settings.consumer.report_interval_s, **data)
 

@@ -27,15 +27,7 @@ pytestmark = pytest.mark.integration
 LATENCY_MS = 300
 
 
-@pytest.fixture(scope="module")
-def rs_stack(tmp_path_factory: pytest.TempPathFactory,
-             _dummy_aws_credentials: None) -> Iterator[StackInfo]:
-    dir = tmp_path_factory.mktemp("redshift-like")
-    try:
-        info = devstack.up(dir, warehouse="redshift-like", commit_latency_ms=LATENCY_MS)
-        yield info
-    finally:
-        devstack.down(dir)
+# rs_stack: tests/conftest.py (session-wide, shared with the loader contract suite)
 
 
 @pytest.fixture

@@ -260,7 +260,7 @@ class FakeLedger:
         self.fail = fail
         self.closed = False
 
-    def record(self, entry):
+    def record_file(self, entry):
         if self.fail:
             raise self.fail
         if entry.s3_key in self.rows:
