@@ -10,7 +10,7 @@ import argparse
 import sys
 import time
 
-from shardline import clients
+from shardline.kinesis import kinesis_client
 from shardline.cli import command_parser, load_settings
 from shardline.errors import ServiceUnavailable
 from shardline.exitcodes import ExitCode
@@ -34,7 +34,7 @@ def main(argv: list[str]) -> int:
     settings = load_settings(args, **{"kinesis.stream": args.stream})
     settings.require("kinesis.stream")
     stream = settings.kinesis.stream
-    client = clients.kinesis_client(settings, botocore_retries=3)
+    client = kinesis_client(settings, botocore_retries=3)
     try:
         client.create_stream(StreamName=stream, ShardCount=args.shards)
         created = True

@@ -19,7 +19,7 @@ import threading
 import time
 from typing import Any, Callable, Iterable, Iterator
 
-from shardline import clients
+from shardline.kinesis import kinesis_client
 from shardline.producer import events
 from shardline.cli import command_parser, load_settings
 from shardline.errors import ConfigError, ServiceUnavailable
@@ -140,7 +140,7 @@ def produce_main(argv: list[str]) -> int:
     settings = load_settings(args, **{"kinesis.stream": args.stream})
     settings.require("kinesis.stream")
     stream = settings.kinesis.stream
-    client = clients.kinesis_client(settings)
+    client = kinesis_client(settings)
 
     spacing = 1.0 / args.rate if args.rate > 0 else 0.0001
     gen = events.generate(args.count or None, args.bad_fraction, args.seed,

@@ -30,6 +30,10 @@ def main(argv: list[str]) -> int:
     p.add_argument("--fault-rate", type=float, default=d.fault_rate,
                    help="share of consumer GetRecords calls faulted outside storms")
     p.add_argument("--settle-timeout", type=float, default=d.settle_timeout_s, metavar="S")
+    p.add_argument("--control", choices=("postgres", "dynamodb"), default=d.control,
+                   help="control store backend (dynamodb: moto's, on the S3 port)")
+    p.add_argument("--warehouse", choices=("postgres", "redshift-like"), default=d.warehouse,
+                   help="warehouse mode (redshift-like: SERIALIZABLE, 300 ms per COMMIT)")
     p.add_argument("--dir", type=Path, help="work directory (default: a new /tmp directory)")
     p.add_argument("--json", type=Path, metavar="FILE", help="write the verdict as JSON")
     p.add_argument("--keep-stack", action="store_true", help="leave the local stack running")
@@ -39,7 +43,8 @@ def main(argv: list[str]) -> int:
     logging.getLogger("botocore").setLevel(logging.WARNING)
     cfg = Config(seed=a.seed, duration_s=a.duration, events=a.events, shards=a.shards,
                  workers=a.workers, kill_every_s=a.kill_every, bad_fraction=a.bad_fraction,
-                 fault_rate=a.fault_rate, settle_timeout_s=a.settle_timeout, dir=a.dir)
+                 fault_rate=a.fault_rate, settle_timeout_s=a.settle_timeout, dir=a.dir,
+                 control=a.control, warehouse=a.warehouse)
     campaign = Campaign(cfg, say=lambda text: print(text, flush=True))
     try:
         v = campaign.run()
