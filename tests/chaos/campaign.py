@@ -13,6 +13,7 @@ both afterwards.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -174,14 +175,16 @@ class Campaign:
         pending ledger rows are row-locked first, so ``mark_loaded`` waits there while the
         warehouse commit lands; on DynamoDB the kill follows the commit as closely as it can
         (the next loads row seen)."""
-        before = self.query("SELECT count(*) FROM loads")[0][0]
+        from shardline.errors import ShardlineError
+
         holder = None
-        if self.cfg.control == "postgres":
-            c = self.env
-            holder = psycopg2.connect(c["SHARDLINE_CONTROL_DSN"], password=c["PGPASSWORD"],
-                                      options=f"-c search_path={SCHEMA} "
-                                              "-c statement_timeout=5000")
         try:
+            before = self.query("SELECT count(*) FROM loads")[0][0]
+            if self.cfg.control == "postgres":
+                c = self.env
+                holder = psycopg2.connect(c["SHARDLINE_CONTROL_DSN"], password=c["PGPASSWORD"],
+                                          options=f"-c search_path={SCHEMA} "
+                                                  "-c statement_timeout=5000")
             if holder is not None:
                 with holder.cursor() as cur:
                     cur.execute("SELECT s3_key FROM staged_files WHERE state = 'pending' "
@@ -198,13 +201,14 @@ class Campaign:
             if self._kill("loader"):
                 self.kills["loader (after warehouse commit)"] += 1
             return True
-        except psycopg2.Error as exc:  # PostgreSQL is down right now: an ordinary kill
+        except (psycopg2.Error, ShardlineError) as exc:  # PostgreSQL is down: a plain kill
             log.info("commit-point kill fell back to a plain one: %s", exc)
             return self._kill("loader")
         finally:
             if holder is not None:
-                holder.rollback()
-                holder.close()
+                with contextlib.suppress(psycopg2.Error):
+                    holder.rollback()
+                    holder.close()
 
     def _do(self, action: schedule.Action) -> bool:
         """Carry out one action; False if it must be tried again shortly."""
