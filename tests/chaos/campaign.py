@@ -123,6 +123,9 @@ class Campaign:
         self.info = info = devstack.up(self.stack_dir, warehouse=cfg.warehouse)
         require_password(self.stack_dir, info, self.secrets["pg_password"])
         os.environ["PGPASSWORD"] = self.secrets["pg_password"]  # this process's own queries
+        for name in ("AWS_ACCESS_KEY_ID", "AWS_DEFAULT_REGION"):  # its own DynamoDB client
+            os.environ.setdefault(name, info.env()[name])
+        os.environ["AWS_SECRET_ACCESS_KEY"] = self.secrets["aws_secret_access_key"]
         self.kproxy = KinesisFaultProxy(
             info.kinesis_endpoint_url, random.Random(f"faults-{cfg.seed}"),
             FaultRates(get_records=cfg.fault_rate, other=cfg.fault_rate / 2)).start()
@@ -198,8 +201,8 @@ class Campaign:
                 return self._kill("loader")  # no load came: an ordinary kill
             if holder is not None:
                 time.sleep(0.2)  # the loader is now waiting in mark_loaded
-            if self._kill("loader"):
-                self.kills["loader (after warehouse commit)"] += 1
+            if self._kill("loader"):  # counted as a loader kill, and here as its kind
+                self.infra["loader kills after the warehouse commit"] += 1
             return True
         except (psycopg2.Error, ShardlineError) as exc:  # PostgreSQL is down: a plain kill
             log.info("commit-point kill fell back to a plain one: %s", exc)
