@@ -51,8 +51,8 @@ def fill(conn, start: int, stop: int) -> None:
     with conn.cursor() as cur:
         cur.execute(
             "INSERT INTO page_views SELECT '00000000-0000-4000-8000-' || lpad(i::text, 12, '0'), "
-            "%s + i * interval '10 milliseconds', 'https://shop.example.com/p/' || (i % 5000), "
-            "'shop.example.com', '/p/' || (i % 5000), NULL, NULL, NULL, 'Mozilla/5.0', "
+            "%s + i * interval '10 milliseconds', 'https://shop.example.com/p/' || (i %% 5000), "
+            "'shop.example.com', '/p/' || (i %% 5000), NULL, NULL, NULL, 'Mozilla/5.0', "
             "'desktop', '203.0.113.0/24', NULL, 's-' || (i / 20), 'shardId-000000000000', "
             "'1' || lpad(i::text, 55, '0'), 0, %s + i * interval '10 milliseconds', "
             "%s + i * interval '10 milliseconds', %s FROM generate_series(%s, %s - 1) AS i",

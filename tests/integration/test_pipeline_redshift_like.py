@@ -93,5 +93,5 @@ def test_redshift_like_pipeline_exactly_once_and_readers_never_wait(
     assert len(stored) == len(set(stored)), "an event_id is stored twice"
     assert set(stored) == ids
     assert files == distinct, "a file was loaded twice"
-    assert loads >= 2
+    assert loads >= 1
     assert reader_times and max(reader_times) < 1.0, max(reader_times)
