@@ -23,7 +23,7 @@ import time
 from datetime import datetime, timezone
 from typing import Any, Callable
 
-from shardline import codec, layout
+from shardline import codec, csvformat, layout
 from shardline.logs import ContextLogger, get_logger
 from shardline.settings import Settings
 from shardline.tables import table_spec
@@ -41,6 +41,22 @@ def gzip_bytes(text: str) -> bytes:
     return gzip.compress(text.encode("utf-8"), compresslevel=GZIP_LEVEL, mtime=0)
 
 
+def refuse_null_marker(transform: Transform) -> Transform:
+    """Redshift's ``NULL AS`` matches the marker whether or not the field is quoted, so a text
+    value equal to it (``\\N``) would load as NULL (and fail a NOT NULL column, stopping its
+    file). On Redshift such a record is a dead letter with that reason instead; PostgreSQL
+    keeps a quoted ``"\\N"`` as text, so the local stand-ins load it unchanged."""
+    def guarded(event: dict) -> dict:
+        row = transform(event)
+        if isinstance(row, dict):
+            for name, value in row.items():
+                if value == csvformat.NULL:
+                    raise ValueError(f"column {name}: the value equals the COPY NULL marker "
+                                     f"{csvformat.NULL!r}, which Redshift would load as NULL")
+        return row
+    return guarded
+
+
 class StageJob:
     """The stage task: payload bytes -> staged objects + ledger row. One instance per worker
     process."""
@@ -52,7 +68,10 @@ class StageJob:
 
         self.settings = settings
         self.spec = table_spec(settings.worker.target_table)
-        self.builder = RowBuilder(self.spec, transform or load_transform(settings.worker.transform))
+        transform = transform or load_transform(settings.worker.transform)
+        if settings.warehouse.dialect == "redshift":
+            transform = refuse_null_marker(transform)
+        self.builder = RowBuilder(self.spec, transform)
         self.bucket = settings.s3.bucket
         self.prefix = settings.s3.prefix
         self.s3 = s3 if s3 is not None else clients.s3_client(settings)
