@@ -61,6 +61,7 @@ def test_the_mode_is_on_recorded_and_shown(rs_stack: StackInfo,
     assert rs_stack.warehouse_mode == "redshift-like"
     assert rs_stack.commit_latency_ms == LATENCY_MS
     assert f"port={rs_stack.relay_port} " in rs_stack.env()["SHARDLINE_WAREHOUSE_DSN"]
+    assert rs_stack.env()["SHARDLINE_WAREHOUSE_MODE"] == "redshift-like"  # for migrate
     assert rs_stack.relay_port != rs_stack.pg_port
     with warehouse(rs_stack) as conn, conn.cursor() as cur:
         cur.execute("SHOW transaction_isolation")
