@@ -45,6 +45,7 @@ from shardline import devstack, migrate, settings as settings_mod  # noqa: E402
 from shardline.codec import Batch, Record, encode  # noqa: E402
 from shardline.kinesis import kinesis_client  # noqa: E402
 from shardline.lifecycle import StopSignals  # noqa: E402
+from shardline.controlstore.postgres import SQL_DIR as CONTROL_SQL  # noqa: E402
 
 FUNCTION = "bench_consumer_stage"
 
@@ -191,16 +192,27 @@ def main() -> None:
                 cur.execute(f"SET search_path TO {schema}")
             migrate.migrate(conn, "postgres")
             conn.autocommit = True
-            renv = {**env, "SHARDLINE_WAREHOUSE_SCHEMA": schema, "SHARDLINE_KINESIS_STREAM": stream}
+            # leases and checkpoints: the control store, a schema of the same name there
+            cconn = psycopg2.connect(stack.control_dsn)
+            cconn.autocommit = True
+            with cconn.cursor() as cur:
+                cur.execute(f"CREATE SCHEMA {schema}")
+                cur.execute(f"SET search_path TO {schema}")
+            migrate.migrate(cconn, "postgres", CONTROL_SQL)
+            cconn.autocommit = True
+            renv = {**env, "SHARDLINE_WAREHOUSE_SCHEMA": schema,
+                    "SHARDLINE_CONTROL_SCHEMA": schema, "SHARDLINE_KINESIS_STREAM": stream}
             rows["bare"].append(bare_loop(kinesis, stream, args.records))
             rows["bare_fast_ts"].append(bare_loop(fast_kinesis, stream, args.records))
-            with conn.cursor() as cur:
-                cur.execute(f"TRUNCATE {schema}.checkpoints, {schema}.shard_leases")
+            with cconn.cursor() as cur:
+                cur.execute(f"TRUNCATE {schema}.checkpoints, {schema}.checkpoint_history, "
+                            f"{schema}.shard_leases")
             rows["consumer_unpaced"].append(consumer_run(
                 renv, stream, seqs[-1], args.records,
                 {"SHARDLINE_CONSUMER_MAX_BYTES_PER_S": "100000000"})["records_per_s"])
-            with conn.cursor() as cur:
-                cur.execute(f"TRUNCATE {schema}.checkpoints, {schema}.shard_leases")
+            with cconn.cursor() as cur:
+                cur.execute(f"TRUNCATE {schema}.checkpoints, {schema}.checkpoint_history, "
+                            f"{schema}.shard_leases")
             rows["consumer_2MBps"].append(consumer_run(renv, stream, seqs[-1], args.records,
                                                        {})["records_per_s"])
             rows["naive"].append(naive(kinesis, stream, [stack.gearman_server], args.naive))

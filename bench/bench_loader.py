@@ -46,6 +46,7 @@ from shardline import clients, csvformat, migrate  # noqa: E402
 from shardline.settings import Settings  # noqa: E402
 from shardline.tables import PAGE_VIEWS  # noqa: E402
 from shardline.workers.ledger import StagedFile  # noqa: E402
+from shardline.controlstore import MemoryStore  # noqa: E402
 from shardline.workers.warehouse.plan import Manifest  # noqa: E402
 from shardline.workers.warehouse.postgres import ManifestReader  # noqa: E402
 from shardline.workers.loader import Loader  # noqa: E402
@@ -163,19 +164,19 @@ def run(env: dict, args: argparse.Namespace, per_file: int, total: int) -> int:
         migrate.migrate(conn, "postgres")
         conn.autocommit = True
 
+        store = MemoryStore()  # the ledger is the control store's; in memory here
+
         def ledger(suffix: str) -> None:
-            with conn.cursor() as cur:
-                for key, shard, first, last, n, size, _ in files:
-                    cur.execute(
-                        "INSERT INTO staged_files (s3_key, target_table, stream, shard_id, "
-                        "first_sequence, first_sub_sequence, last_sequence, last_sub_sequence, "
-                        "row_count, byte_count, dead_letter_count, state, staged_at) "
-                        "VALUES (%s,'page_views','bench',%s,%s,0,%s,0,%s,%s,0,'pending',%s)",
-                        (key + suffix, shard, first, last, n, size, T0))
+            for key, shard, first, last, n, size, _ in files:
+                store.record_file(StagedFile(
+                    s3_key=key + suffix, target_table="page_views", stream="bench",
+                    shard_id=shard, first_sequence=first, first_sub_sequence=0,
+                    last_sequence=last, last_sub_sequence=0, row_count=n, byte_count=size,
+                    staged_at=T0))
 
         # loader, into an empty target
         ledger("")
-        loader = Loader(cfg, "page_views", s3=s3)
+        loader = Loader(cfg, "page_views", s3=s3, store=store)
         t = time.perf_counter()
         result = loader.step()
         loader_s.append(time.perf_counter() - t)

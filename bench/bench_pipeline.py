@@ -108,6 +108,7 @@ def bare_drain(info: devstack.StackInfo, stream: str) -> tuple[int, float]:
 def run_fleet(base_env: dict[str, str], work: Path, stream: str, name: str, workers: int,
               good: int, bad: int, settings: dict[str, str], timeout: float) -> dict:
     env = {**base_env, **settings, "SHARDLINE_WAREHOUSE_SCHEMA": name,
+           "SHARDLINE_CONTROL_SCHEMA": name,  # fresh checkpoints: read from TRIM_HORIZON
            "SHARDLINE_S3_PREFIX": f"bench/{name}", "SHARDLINE_KINESIS_STREAM": stream}
     shardline("migrate", env=env)
     fleet = Fleet(work / name, env, stream, workers)
@@ -137,6 +138,7 @@ def latency_run(base_env: dict[str, str], info: devstack.StackInfo, work: Path, 
                 count: int, workers: int) -> dict:
     stream = f"bench-latency-{int(time.time())}"
     env = {**base_env, **DEMO, "SHARDLINE_WAREHOUSE_SCHEMA": "bench_latency",
+           "SHARDLINE_CONTROL_SCHEMA": "bench_latency",
            "SHARDLINE_S3_PREFIX": "bench/latency", "SHARDLINE_KINESIS_STREAM": stream}
     shardline("create-stream", "--stream", stream, "--shards", "4", env=env)
     shardline("migrate", env=env)

@@ -17,7 +17,7 @@ from shardline.consumers.dispatcher import Dispatcher
 from shardline.consumers.reader import ShardReader
 from shardline import clients
 from shardline.cli import command_parser, load_settings
-from shardline.control import Control
+from shardline.controlstore import open_store
 from shardline.errors import LeaseError, LeaseHeld
 from shardline.exitcodes import ExitCode
 from shardline.kinesis import kinesis_client, list_shards
@@ -29,7 +29,7 @@ from shardline.settings import Settings
 def build(settings: Settings, shard_id: str, stop: StopSignals | None = None,
           kinesis: Any = None) -> Consumer:
     """A consumer over real clients (kinesis injectable for fault-injection tests)."""
-    settings.require("kinesis.stream", "warehouse.dsn")
+    settings.require("kinesis.stream")
     stream = settings.kinesis.stream
     log = get_logger("consumer", stream=stream, shard=shard_id)
     cs = settings.consumer
@@ -42,7 +42,7 @@ def build(settings: Settings, shard_id: str, stop: StopSignals | None = None,
                             job_timeout_s=settings.gearman.job_timeout_s,
                             max_attempts=cs.job_max_attempts, retry_max_s=cs.job_retry_max_s,
                             log=log.bind(component="dispatch"))
-    control = Control(lambda: clients.warehouse_connect(settings), settings.warehouse.dialect)
+    control = open_store(settings)  # leases, checkpoints, status: the control store
     return Consumer(settings, shard_id, reader=reader, dispatcher=dispatcher, control=control,
                     shards=lambda: list_shards(kinesis, stream), log=log)
 

@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT))
 
 from shardline import devstack, layout  # noqa: E402
 from shardline.settings import S3Settings  # noqa: E402
-from shardline.ops.fleet import DEMO_SETTINGS, SHARDLINE, Fleet, shardline  # noqa: E402
+from shardline.ops.fleet import DEMO_SETTINGS, SHARDLINE, Fleet, control_query, shardline  # noqa: E402
 from shardline.ops.fleet import warehouse_query as query  # noqa: E402
 
 class DemoFailed(Exception):
@@ -34,9 +34,12 @@ def step(text: str) -> None:
 
 def live_line(env: dict[str, str], produced: int | None) -> str:
     (rows,), = query(env, "SELECT count(*) FROM page_views")
-    (pending, dead), = query(env, "SELECT coalesce(sum(CASE WHEN state='pending' THEN 1 END),0),"
-                                  " coalesce(sum(dead_letter_count),0) FROM staged_files")
-    (owned,), = query(env, "SELECT count(*) FROM shard_leases WHERE owner IS NOT NULL")
+    # the ledger and the leases are in the control store (its own database), not the warehouse
+    (pending, dead), = control_query(
+        env, "SELECT coalesce(sum(CASE WHEN state='pending' THEN 1 END),0), "
+             "coalesce(sum(dead_letter_count),0) FROM staged_files")
+    (owned,), = control_query(env, "SELECT count(*) FROM shard_leases WHERE owner IS NOT NULL "
+                                   "AND stream NOT LIKE '@%'")
     made = "" if produced is None else f"produced {produced:>7,}  "
     return (f"{made}loaded {rows:>7,}  dead letters {dead:>5,}  pending files {pending:>4}  "
             f"consumers {owned}")
@@ -63,6 +66,7 @@ def main() -> int:
         info = devstack.up(stack_dir)
         env = {**os.environ, **info.env(), **DEMO_SETTINGS,
                "SHARDLINE_WAREHOUSE_SCHEMA": f"demo_{run_id}",
+               "SHARDLINE_CONTROL_SCHEMA": f"demo_{run_id}",
                "SHARDLINE_KINESIS_STREAM": stream, "PYTHONUNBUFFERED": "1"}
         for key, value in sorted(info.env().items()):
             if key.startswith("SHARDLINE_"):
@@ -70,6 +74,7 @@ def main() -> int:
 
         step(f"schema demo_{run_id}: migrate")
         shardline("migrate", env=env)
+        shardline("migrate", "--control", env=env)  # leases, checkpoints, the ledger
 
         step(f"stream {stream}: {args.shards} shards")
         print(shardline("create-stream", "--stream", stream, "--shards", str(args.shards),
@@ -102,7 +107,8 @@ def main() -> int:
         deadline = time.time() + args.timeout
         while True:
             (rows,), = query(env, "SELECT count(*) FROM page_views")
-            (dead,), = query(env, "SELECT coalesce(sum(dead_letter_count),0) FROM staged_files")
+            (dead,), = control_query(env, "SELECT coalesce(sum(dead_letter_count),0) "
+                                          "FROM staged_files")
             print(f"   {live_line(env, good + bad)}", flush=True)
             if rows >= good and dead >= bad:
                 break

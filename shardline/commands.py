@@ -21,17 +21,18 @@ def migrate_main(argv: list[str]) -> int:
     if args.print_sql:
         for _, name, path in migrate_mod.migrations():
             print(f"-- {name}")
-            for statement in migrate_mod.render(path.read_text(encoding="utf-8"), settings.warehouse.dialect):
+            for statement in migrate_mod.render(path.read_text(encoding="utf-8"),
+                                                migrate_mod.target(settings)):
                 print(statement + ";\n")
         return ExitCode.OK
     settings.require("warehouse.dsn")
     conn = clients.warehouse_connect(settings)
     try:
-        if settings.warehouse.dialect == "postgres":
+        if settings.warehouse.dialect == "postgres":  # plain and redshift-like
             with conn.cursor() as cur:
                 cur.execute(f'CREATE SCHEMA IF NOT EXISTS "{settings.warehouse.schema}"')
             conn.commit()
-        applied = migrate_mod.migrate(conn, settings.warehouse.dialect)
+        applied = migrate_mod.migrate(conn, migrate_mod.target(settings))
     finally:
         conn.close()
     get_logger("migrate", schema=settings.warehouse.schema).info(

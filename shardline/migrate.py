@@ -4,9 +4,11 @@ They ship in the wheel as package data of ``shardline.sql`` and are read with
 ``importlib.resources``, so an installed ``shardline migrate`` finds the same files
 as a checkout. Finding none is an install error (``NoMigrations``), never "up to date".
 
-One source for both dialects: ``/*postgres:...*/`` and ``/*redshift:...*/``
-comments hold the dialect-only parts; ``render`` keeps the target's and drops
-the other's. Each migration runs in its own transaction with its record.
+One source for every target: ``/*postgres:...*/`` (PostgreSQL, plain and redshift-like),
+``/*postgres-plain:...*/`` (plain PostgreSQL only), ``/*redshift-like:...*/`` (the local
+Redshift stand-in: no index on the dedup key, BRIN on the sort key) and ``/*redshift:...*/``
+comments hold the target-only parts; ``render`` keeps the target's and drops the others.
+Each migration runs in its own transaction with its record.
 """
 from __future__ import annotations
 
@@ -20,15 +22,27 @@ from shardline.errors import NoMigrations
 from shardline.logs import get_logger
 
 SQL_DIR: Traversable = resources.files("shardline.sql") / "migrations"
-_DIALECT_PART = re.compile(r"/\*(postgres|redshift):(.*?)\*/", re.DOTALL)
+_DIALECT_PART = re.compile(r"/\*(postgres-plain|postgres|redshift-like|redshift):(.*?)\*/",
+                           re.DOTALL)
+# target -> the part tags it keeps
+_KEEPS = {"postgres": ("postgres", "postgres-plain"),
+          "redshift-like": ("postgres", "redshift-like"), "redshift": ("redshift",)}
 _NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
 
 log = get_logger("migrate")
 
 
+def target(settings: Any) -> str:
+    """What the warehouse migrations render for: redshift, postgres or redshift-like."""
+    w = settings.warehouse
+    return "redshift-like" if w.dialect == "postgres" and w.mode == "redshift-like" \
+        else w.dialect
+
+
 def render(sql: str, dialect: str) -> list[str]:
-    """The statements of a migration for one dialect (comments and empties dropped)."""
-    text = _DIALECT_PART.sub(lambda m: m.group(2) if m.group(1) == dialect else "", sql)
+    """The statements of a migration for one target (comments and empties dropped)."""
+    keep = _KEEPS[dialect]
+    text = _DIALECT_PART.sub(lambda m: m.group(2) if m.group(1) in keep else "", sql)
     text = "\n".join(line.split("--", 1)[0] for line in text.splitlines())
     return [s.strip() for s in text.split(";") if s.strip()]
 

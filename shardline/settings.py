@@ -225,7 +225,10 @@ class WarehouseSettings:
                         choices=("postgres", "redshift"))
     dsn: str = _opt("", "libpq DSN without password (host=... port=... dbname=... user=...)",
                     check=_check_dsn)
-    schema: str = _opt("public", "schema holding the target and control tables",
+    mode: str = _opt("postgres", "postgres dialect only: redshift-like = the local Redshift "
+                     "stand-in (no index on the dedup key, BRIN on the sort key)",
+                     choices=("postgres", "redshift-like"))
+    schema: str = _opt("public", "schema holding the target tables and the load record",
                        check=_check_identifier)
     iam_role: str = _opt("", "Redshift: IAM role ARN that COPY uses to read S3",
                          check=_check_iam_role)
@@ -301,11 +304,26 @@ class WorkerSettings:
 
 @dataclass
 class LoaderSettings:
-    min_bytes: int = _opt(64 * 1024 * 1024, "load when this many staged bytes are pending", min=1)
-    min_files: int = _opt(1000, "... or this many files", min=1)
-    max_interval_s: float = _opt(60.0, "... or the oldest pending file is this old", min=0)
+    # Production cadence by default (AWS: micro-batches every 2-5 minutes, COPY reading files
+    # of 1 MB-1 GB compressed, a multiple of the slice count); the demo and tests set theirs.
+    min_bytes: int = _opt(256 * 1024 * 1024, "load when this many staged bytes are pending "
+                          "(rounded up to a multiple of slices x 1 MB)", min=1)
+    min_files: int = _opt(0, "... or this many files (0: no file-count trigger)", min=0)
+    max_interval_s: float = _opt(180.0, "... or the oldest pending file is this old", min=0)
     max_files_per_load: int = _opt(5000, "files in one COPY manifest", min=1)
+    slices: int = _opt(4, "slices of the Redshift cluster: COPY parts and the byte trigger "
+                       "are sized to a multiple of it", min=1)
+    combine_min_bytes: int = _opt(1024 * 1024, "staged files smaller than this are combined "
+                                  "into parts of at least this size before COPY (0: never)",
+                                  min=0)
     poll_s: float = _opt(1.0, "how often the loader looks at the ledger", min=0.01)
+    dedup_window_s: float = _opt(3600.0, "the merge looks for stored copies of an event only "
+                                 "this far around the batch's occurred_at range (sort key)",
+                                 min=0)
+    lease_ttl_s: float = _opt(60.0, "the loader lease (one loader per table) lapses after "
+                              "this long without renewal", min=1)
+    quarantine_after: int = _opt(3, "a file whose COPY failed this many times is quarantined",
+                                 min=1)
 
 
 def _check_host_id(value: str) -> str | None:

@@ -75,31 +75,105 @@ def s3_prefix(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def pg_schema(stack: StackInfo) -> Iterator[str]:
-    """A fresh schema t_<uuid8> in the `shardline` database, dropped CASCADE afterwards."""
+    """A fresh schema t_<uuid8> in the `shardline` database (the warehouse) and the same name
+    in `shardline_control` (the control store), both dropped CASCADE afterwards."""
     schema = f"t_{uuid.uuid4().hex[:8]}"
-    conn = psycopg2.connect(stack.dsn)
-    conn.autocommit = True
+    conns = [psycopg2.connect(dsn) for dsn in (stack.direct_dsn, stack.control_dsn)]
     try:
-        with conn.cursor() as cur:
-            cur.execute(f'CREATE SCHEMA "{schema}"')
+        for conn in conns:
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                cur.execute(f'CREATE SCHEMA "{schema}"')
         yield schema
-        with conn.cursor() as cur:
-            # Fail rather than hang if a test left a transaction holding locks.
-            cur.execute("SET lock_timeout = '10s'")
-            cur.execute(f'DROP SCHEMA "{schema}" CASCADE')
+        for conn in conns:
+            with conn.cursor() as cur:
+                # Fail rather than hang if a test left a transaction holding locks.
+                cur.execute("SET lock_timeout = '10s'")
+                cur.execute(f'DROP SCHEMA "{schema}" CASCADE')
     finally:
-        conn.close()
+        for conn in conns:
+            conn.close()
 
 
 @pytest.fixture
 def stack_env(stack: StackInfo, pg_schema: str, s3_prefix: str) -> dict[str, str]:
-    """Environment for subprocesses: os.environ + the stack + this test's schema/prefix."""
+    """Environment for subprocesses: os.environ + the stack + this test's schema/prefix
+    (the warehouse schema and the control store's schema share the name)."""
     return {
         **os.environ,
         **stack.env(),
         "SHARDLINE_WAREHOUSE_SCHEMA": pg_schema,
+        "SHARDLINE_CONTROL_SCHEMA": pg_schema,
         "SHARDLINE_S3_PREFIX": s3_prefix,
     }
+
+
+@pytest.fixture(scope="session")
+def rs_stack(tmp_path_factory: pytest.TempPathFactory,
+             _dummy_aws_credentials: None) -> Iterator[StackInfo]:
+    """A second stack whose warehouse is redshift-like (SERIALIZABLE, 300 ms per COMMIT)."""
+    dir = tmp_path_factory.mktemp("redshift-like")
+    try:
+        info = devstack.up(dir, warehouse="redshift-like", commit_latency_ms=300)
+    except BaseException:
+        devstack.down(dir)
+        raise
+    try:
+        yield info
+    finally:
+        devstack.down(dir)
+
+
+@pytest.fixture
+def rs_schema(rs_stack: StackInfo):
+    """(schema, autocommit warehouse connection through the relay, control store) on the
+    redshift-like stack; the schema is dropped in both databases afterwards."""
+    from shardline.controlstore.postgres import PostgresStore
+
+    schema = f"t_{uuid.uuid4().hex[:8]}"
+    admin = [psycopg2.connect(dsn) for dsn in (rs_stack.direct_dsn, rs_stack.control_dsn)]
+    for conn in admin:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute(f'CREATE SCHEMA "{schema}"')
+    conn = psycopg2.connect(rs_stack.dsn, options=f"-c search_path={schema}")
+    conn.autocommit = True
+    store = PostgresStore(rs_stack.control_dsn, schema)
+    store.create_tables()
+    try:
+        yield schema, conn, store
+    finally:
+        store.close()
+        conn.close()
+        for c in admin:
+            with c.cursor() as cur:
+                cur.execute("SET lock_timeout = '10s'")
+                cur.execute(f'DROP SCHEMA "{schema}" CASCADE')
+            c.close()
+
+
+@pytest.fixture
+def control_store(stack: StackInfo, pg_schema: str):
+    """The control store (PostgreSQL backend) in this test's schema, tables created."""
+    from shardline.controlstore.postgres import PostgresStore
+
+    store = PostgresStore(stack.control_dsn, pg_schema)
+    store.create_tables()
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+@pytest.fixture
+def control_conn(stack: StackInfo, pg_schema: str) -> Iterator[psycopg2.extensions.connection]:
+    """Autocommit connection to the control database with search_path = pg_schema."""
+    conn = psycopg2.connect(stack.control_dsn, options=f"-c search_path={pg_schema}")
+    conn.autocommit = True
+    try:
+        yield conn
+    finally:
+        conn.close()
 
 
 @pytest.fixture(scope="session")

@@ -330,7 +330,7 @@ class Clock:
 
 
 class FakeControl:
-    """In-memory stand-in for ``shardline.control.Control`` with injectable failures."""
+    """In-memory stand-in for the consumer's ``ControlStore`` calls, with injectable failures."""
 
     def __init__(self) -> None:
         self.leases: dict[str, tuple[str | None, int]] = {}

@@ -205,6 +205,16 @@ class Rig:
             p for p in (str(REPO), stack_env.get("PYTHONPATH", "")) if p)
         self.servers = self.env["SHARDLINE_GEARMAN_SERVERS"].split(",")
         self.dsn = self.env["SHARDLINE_WAREHOUSE_DSN"]
+        from shardline.controlstore.postgres import PostgresStore
+
+        # leases, checkpoints and status: the control store, same schema name
+        self.control = PostgresStore(self.env["SHARDLINE_CONTROL_DSN"], pg_schema)
+        self.control.create_tables()
+        import psycopg2
+
+        self.cconn = psycopg2.connect(self.env["SHARDLINE_CONTROL_DSN"],
+                                      options=f"-c search_path={pg_schema}")
+        self.cconn.autocommit = True
         self.procs: list[Any] = []
 
     def stage(self, **kw: Any) -> StubStage:
@@ -247,6 +257,12 @@ class Rig:
             cur.execute(query, args)
             return cur.fetchall() if cur.description else []
 
+    def csql(self, query: str, args: Any = None) -> list[tuple]:
+        """A query on the control store's tables (checkpoint_history, shard_status, ...)."""
+        with self.cconn.cursor() as cur:
+            cur.execute(query, args)
+            return cur.fetchall() if cur.description else []
+
     def delivered(self, shard: str | None = None) -> list[tuple[str, int]]:
         q = "SELECT seq, sub FROM stub_records"
         rows = self.sql(q + (" WHERE shard_id = %s" if shard else ""), (shard,) if shard else None)
@@ -258,23 +274,25 @@ class Rig:
                              "GROUP BY shard_id"))
 
     def checkpoint(self, shard: str) -> tuple | None:
-        rows = self.sql("SELECT sequence_number, sub_sequence_number, closes_sequence "
-                        "FROM checkpoints WHERE stream = %s AND shard_id = %s",
-                        (self.stream, shard))
-        return rows[0] if rows else None
+        cp = self.control.get_checkpoint(self.stream, shard)
+        return None if cp is None else (cp.sequence_number, cp.sub_sequence_number,
+                                        cp.closes_sequence)
 
     def lease_owner(self, shard: str) -> str | None:
-        rows = self.sql("SELECT owner FROM shard_leases WHERE stream = %s AND shard_id = %s",
-                        (self.stream, shard))
-        return rows[0][0] if rows else None
+        lease = self.control.get_lease(self.stream, shard)
+        return lease.owner if lease else None
 
     def wait_lease_expired(self, shard: str, timeout: float = 30) -> None:
         """After a SIGKILL the lease stays until its ttl passes (a restart exits 75 before)."""
-        wait_for(lambda: self.sql("SELECT owner IS NULL OR expires_at < (now() AT TIME ZONE "
-                                  "'UTC') FROM shard_leases WHERE stream = %s AND shard_id = %s",
-                                  (self.stream, shard))[0][0], timeout, "lease expiry", every=0.1)
+        def expired() -> bool:
+            lease = self.control.get_lease(self.stream, shard)
+            return lease is not None and not lease.live(self.control.now())
+
+        wait_for(expired, timeout, "lease expiry", every=0.1)
 
     def cleanup(self) -> None:
+        self.control.close()
+        self.cconn.close()
         for p in self.procs:
             if p.poll() is None:
                 p.kill()

@@ -1,33 +1,39 @@
 """The loader: COPY staged files into the warehouse, each record exactly once.
 
-Why a loop process and not a Gearman function: a load is not a unit of work
-somebody hands out; it is "whatever is pending for this table, now". One loop per
-table reads the ledger itself, so there is no job to lose, retry or coalesce,
-and nothing is in flight outside the warehouse transaction. The warehouse lock
-taken in every load serialises loads of a table anyway, so Gearman fan-out would
-buy no parallelism; a second loader (e.g. a standby) is safe, it just waits for
-the lock and then finds nothing (or only newer files) pending.
+Why a loop process and not a Gearman function: a load is not a unit of work somebody
+hands out; it is "whatever is pending for this table, now". One loop per table reads the
+ledger (in the control store) itself, so there is no job to lose, retry or coalesce.
+
+Two stores, exactly once. The ledger of staged files lives in the control store; the
+warehouse transaction commits the rows together with an insert-only record of the files it
+loaded (``loaded_files``, ``loads``). Only then is the control store told
+(``mark_loaded``). A loader killed between the two is reconciled: at start and after each
+load, pending files the warehouse record already holds are marked loaded from it
+(``reconcile``), and the load transaction itself refuses a file already in the record.
+
+One loader per table at a time: a lease in the control store (``LOADER_LEASE`` /
+table), fenced in the warehouse by the ``load_fence`` row the transaction updates with
+its token. No table lock: readers of the target never wait for a load.
 
 One ``step()``:
 
-1. ask the ledger what is pending for the table (count, bytes, oldest ``staged_at``)
-   and let the pure ``LoadTrigger`` decide: load when ``>= loader.min_bytes`` or
-   ``>= loader.min_files`` are pending, or the oldest has waited
-   ``>= loader.max_interval_s``;
-2. in ONE transaction: lock the target table (``LOCK TABLE ... IN SHARE ROW
-   EXCLUSIVE MODE`` / Redshift ``LOCK``), re-read the pending entries inside the
-   lock (oldest first, at most ``loader.max_files_per_load``), write the COPY
-   manifest to S3, then run the dialect's plan (``shardline.workers.warehouse``): staging
-   table, COPY, dedup merge, ledger ``loaded``, ``loads`` row, watermarks; commit.
+1. hold the loader lease (take it, or renew it); a standby loader waits;
+2. reconcile if needed; ask the ledger what is pending (count, bytes, oldest) and let the
+   pure ``LoadTrigger`` decide: load when ``>= loader.min_bytes`` or ``>= loader.min_files``
+   are pending, or the oldest has waited ``>= loader.max_interval_s``;
+3. in ONE warehouse transaction: the plan (``shardline.workers.warehouse.plan``): fence,
+   refuse already-loaded files, staging table, COPY, bounded dedup merge, the record;
+   commit; then ``mark_loaded`` in the control store.
 
-A crash anywhere before the commit rolls everything back: the files stay
-``pending`` and the next load picks them up (a manifest object may be left
-behind; it is never read again). A failed load (bad data, S3 or warehouse
-trouble) is logged with its reason and retried with exponential backoff; the
-loop never dies on a retriable error and never retries silently.
+A crash before the commit rolls everything back: the files stay ``pending``. A failed load
+is logged with its reason and retried with exponential backoff; a file whose COPY failed
+``loader.quarantine_after`` times is quarantined with its error (``shardline status``
+shows it) so the rest of the table goes on loading.
 """
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import re
 import threading
 import time
@@ -37,30 +43,26 @@ from datetime import datetime
 from typing import Any, Callable, Sequence
 
 from shardline import clients
-from shardline.control import Control, utc
-from shardline.errors import LoadFailed, RetriableError
+from shardline.control import utc
+from shardline.controlstore import ControlStore, PendingStats, open_store
+from shardline.errors import LeaseHeld, LeaseLost, LoadFailed, RetriableError
 from shardline.layout import manifest_key
-from shardline.lifecycle import StopSignals, first_line
+from shardline.lifecycle import StopSignals, first_line, transaction
 from shardline.logs import get_logger
 from shardline.settings import LoaderSettings, Settings
 from shardline.tables import table_spec
-from shardline.workers.ledger import PENDING, PENDING_FILES_SQL, PENDING_STATS_SQL, StagedFile
-from shardline.workers.warehouse import make_dialect
+from shardline.workers.ledger import StagedFile
+from shardline.workers.warehouse import combine, make_dialect, record
 from shardline.workers.warehouse.base import Dialect
-from shardline.workers.warehouse.plan import Manifest, build_plan
+from shardline.workers.warehouse.plan import Manifest, Refused, build_plan
 
 MAX_BACKOFF_S = 60.0
 _IDENT = re.compile(r"[^a-z0-9]")
+# The loader lease's "stream" in the control store ('@' is never in a Kinesis stream name).
+LOADER_LEASE = "@loader"
 
 
 # -- the trigger (pure) -------------------------------------------------------------
-
-@dataclass(frozen=True)
-class PendingStats:
-    files: int
-    bytes: int
-    oldest: datetime | None  # naive UTC staged_at of the oldest pending file
-
 
 @dataclass(frozen=True)
 class LoadTrigger:
@@ -72,7 +74,11 @@ class LoadTrigger:
 
     @classmethod
     def from_settings(cls, loader: LoaderSettings) -> "LoadTrigger":
-        return cls(loader.min_bytes, loader.min_files, loader.max_interval_s)
+        """min_bytes rounded up to a multiple of slices x 1 MB (every slice gets work)."""
+        unit = loader.slices * 1024 * 1024
+        min_bytes = -(-loader.min_bytes // unit) * unit if loader.min_bytes >= unit \
+            else loader.min_bytes  # tests and the demo use tiny thresholds on purpose
+        return cls(min_bytes, loader.min_files, loader.max_interval_s)
 
     def reason(self, stats: PendingStats, now: datetime) -> str | None:
         """Why a load is due (for the log), or None when it is not."""
@@ -80,7 +86,7 @@ class LoadTrigger:
             return None
         if stats.bytes >= self.min_bytes:
             return f"{stats.bytes} bytes pending >= min_bytes {self.min_bytes}"
-        if stats.files >= self.min_files:
+        if self.min_files and stats.files >= self.min_files:
             return f"{stats.files} files pending >= min_files {self.min_files}"
         if self.max_interval_s <= 0:
             return "files pending and max_interval_s is 0"
@@ -113,13 +119,12 @@ class LoadResult:
     rows_inserted: int
     seconds: float
     capped: bool  # the load took max_files_per_load entries: more may be waiting
-    watermarks: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)  # plan step -> seconds
 
 
 @dataclass(frozen=True)
 class StepResult:
-    state: str  # idle | not_due | loaded | nothing | failed | backoff
+    state: str  # idle | not_due | loaded | nothing | failed | backoff | standby
     wait_s: float
     load: LoadResult | None = None
     error: BaseException | None = None
@@ -131,45 +136,80 @@ def new_load_id(now: datetime) -> str:
 
 # -- the loop ----------------------------------------------------------------------
 
+class Warehouse:
+    """One lazily opened warehouse connection, rebuilt after a connection error."""
+
+    def __init__(self, connect: Callable[[], Any]):
+        self._connect = connect
+        self._conn: Any = None
+
+    def tx(self) -> contextlib.AbstractContextManager[Any]:
+        return transaction(self, "warehouse")
+
+    def close(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                self._conn.close()
+        self._conn = None
+
+
 class Loader:
     """One table's loader; ``step()`` is one look at the ledger (and maybe one load)."""
 
     def __init__(self, settings: Settings, table: str = "page_views", *,
                  dialect: Dialect | None = None, s3: Any = None,
                  connect: Callable[[], Any] | None = None,
+                 store: ControlStore | None = None,
                  clock: Callable[[], float] = time.time,
-                 load_id_factory: Callable[[datetime], str] = new_load_id):
+                 load_id_factory: Callable[[datetime], str] = new_load_id,
+                 owner: str | None = None):
         self.settings = settings
         self.spec = table_spec(table)
         self.table = self.spec.name
         self.s3 = s3 if s3 is not None else clients.s3_client(settings)
         self.dialect = dialect if dialect is not None else make_dialect(settings, self.s3)
         self.clock = clock
-        self.control = Control(connect or (lambda: clients.warehouse_connect(settings)),
-                               self.dialect.name, clock)
+        self.warehouse = Warehouse(connect or (lambda: clients.warehouse_connect(settings)))
+        self.store = store if store is not None else open_store(settings, clock)
         self.trigger = LoadTrigger.from_settings(settings.loader)
         self.load_id_factory = load_id_factory
+        self.owner = owner or f"{default_owner()}"
+        self.token: int | None = None
+        self.lease_renewed = 0.0
+        self.reconciled = False
         self.failures = 0
         self.retry_at = 0.0
+        self.copy_failures: dict[str, int] = {}  # s3_key -> failed COPYs in a row
+        self.isolate = False  # a COPY failed naming no file: load one file at a time
         self.last_load_id: str | None = None
         self.log = get_logger("loader", table=self.table, load_id="-")
 
     # -- one iteration -----------------------------------------------------------
     def step(self) -> StepResult:
-        """Look at the ledger; load if the trigger fires. Retriable failures are logged
-        and turned into a backoff (the next steps return ``backoff`` until it passes);
-        anything else is a bug and propagates."""
+        """Hold the lease, look at the ledger, load if the trigger fires. Retriable
+        failures are logged and turned into a backoff (the next steps return ``backoff``
+        until it passes); anything else is a bug and propagates."""
         poll = self.settings.loader.poll_s
         now = self.clock()
         self.last_load_id = None
         if now < self.retry_at:
             return StepResult("backoff", self.retry_at - now)
         try:
+            if not self.hold_lease():
+                return StepResult("standby", poll)
+            if not self.reconciled:
+                self.reconcile()
             stats = self.pending_stats()
             reason = self.trigger.reason(stats, utc(now))
             if reason is None:
                 return StepResult("idle" if stats.files == 0 else "not_due", poll)
             result = self.load(reason)
+        except Refused as exc:
+            self.reconciled = False  # the warehouse knows something the store does not
+            if exc.step == "fence":
+                self.token = None  # a newer loader holds the table
+            self.log.warning("load refused: %s", exc)
+            return StepResult("nothing", 0.0 if exc.step != "fence" else poll)
         except (LoadFailed, RetriableError) as exc:
             self.failures += 1
             delay = min(MAX_BACKOFF_S, max(poll, 1.0) * 2 ** (self.failures - 1))
@@ -189,37 +229,80 @@ class Loader:
         """Loop until ``stop`` is set; a load in progress always finishes first."""
         lc = self.settings.loader
         self.log.info("loader started: dialect=%s trigger: >= %d bytes or >= %d files or "
-                      "oldest >= %gs; <= %d files per load; poll %gs", self.dialect.name,
-                      lc.min_bytes, lc.min_files, lc.max_interval_s, lc.max_files_per_load,
-                      lc.poll_s)
+                      "oldest >= %gs; <= %d files per load; dedup window %gs; poll %gs",
+                      self.dialect.name, lc.min_bytes, lc.min_files, lc.max_interval_s,
+                      lc.max_files_per_load, lc.dedup_window_s, lc.poll_s)
         try:
             while not stop.is_set():
                 result = self.step()
                 if result.wait_s > 0:
                     stop.wait(result.wait_s)
         finally:
+            self.release()
             self.close()
             self.log.info("loader stopped")
 
     def close(self) -> None:
-        self.control.close()
+        self.warehouse.close()
+        self.store.close()
 
-    # -- ledger reads --------------------------------------------------------------
+    # -- the loader lease ----------------------------------------------------------
+    def hold_lease(self) -> bool:
+        """Take or renew the table's loader lease; False while another loader holds it."""
+        ttl = self.settings.loader.lease_ttl_s
+        now = self.clock()
+        if self.token is not None:
+            if now - self.lease_renewed < ttl / 4:
+                return True
+            try:
+                self.store.renew_lease(LOADER_LEASE, self.table, self.owner, self.token, ttl)
+                self.lease_renewed = now
+                return True
+            except LeaseLost:
+                self.log.warning("loader lease lost (token %d); standing by", self.token)
+                self.token = None
+        try:
+            self.token = self.store.acquire_lease(LOADER_LEASE, self.table, self.owner, ttl)
+        except LeaseHeld:
+            return False
+        self.lease_renewed = now
+        self.reconciled = False
+        with self.warehouse.tx() as cur:
+            record.ensure_fence(cur, self.table, utc(now))
+        self.log.info("loader lease taken (token %d)", self.token)
+        return True
+
+    def release(self) -> None:
+        if self.token is not None:
+            with contextlib.suppress(Exception):
+                self.store.release_lease(LOADER_LEASE, self.table, self.owner, self.token)
+            self.token = None
+
+    # -- the two stores ------------------------------------------------------------
     def pending_stats(self) -> PendingStats:
-        with self.control.tx() as cur:
-            cur.execute(PENDING_STATS_SQL, (self.table, PENDING))
-            files, size, oldest = cur.fetchone()
-        return PendingStats(int(files or 0), int(size or 0), oldest)
+        return self.store.pending_stats(self.table)
 
-    def _pending_entries(self, cur: Any) -> list[StagedFile]:
-        cur.execute(PENDING_FILES_SQL,
-                    (self.table, PENDING, self.settings.loader.max_files_per_load))
-        return [StagedFile.pending(self.table, row) for row in cur.fetchall()]
+    def reconcile(self) -> int:
+        """Mark loaded what the warehouse record already holds. A load takes the oldest
+        pending files, so one load's worth of the oldest is all that can be unmarked."""
+        entries = self.store.pending_files(self.table, self.settings.loader.max_files_per_load)
+        with self.warehouse.tx() as cur:
+            found = record.loaded_by(cur, self.table, entries)
+        by_load: dict[str, list[str]] = {}
+        for key, load_id in found.items():
+            by_load.setdefault(load_id, []).append(key)
+        for load_id, keys in sorted(by_load.items()):
+            n = self.store.mark_loaded(self.table, keys, load_id)
+            self.log.bind(load_id=load_id).warning(
+                "reconciled %d files the warehouse already held (the loader stopped between "
+                "its commit and the control store update)", n)
+        self.reconciled = True
+        return len(found)
 
     # -- one load --------------------------------------------------------------------
     def load(self, reason: str = "requested") -> LoadResult | None:
-        """One load transaction; None when, inside the lock, nothing is due any more
-        (another loader took the files). Raises ``LoadFailed`` / ``ServiceUnavailable``."""
+        """One load transaction, then the ledger update; None when nothing is pending any
+        more. Raises ``LoadFailed`` / ``ServiceUnavailable`` / ``Refused``."""
         import psycopg2
 
         t0 = time.monotonic()
@@ -228,56 +311,67 @@ class Loader:
         self.last_load_id = load_id
         log = self.log.bind(load_id=load_id)
         stage_table = f"stage_{self.table[:24]}_{_IDENT.sub('_', load_id.lower())[:32]}"
-        cap = self.settings.loader.max_files_per_load
-        copy_failed = False
+        lc = self.settings.loader
+        cap = 1 if self.isolate else lc.max_files_per_load
+        entries = self.store.pending_files(self.table, cap)
+        if not entries:
+            return None
+        manifest = Manifest(self.settings.s3.bucket,
+                            manifest_key(self.settings.s3.prefix, self.table, load_id),
+                            tuple(e for e in entries if e.row_count > 0))
+        if self.dialect.name == "redshift":  # COPY reads parts of >= combine_min_bytes
+            groups = combine.plan_parts(manifest.entries, lc.combine_min_bytes, lc.slices)
+            if groups:
+                parts = combine.write_parts(self.s3, manifest.bucket, self.settings.s3.prefix,
+                                            self.table, load_id, groups)
+                manifest = dataclasses.replace(
+                    manifest, parts=tuple(parts),
+                    combined=frozenset(e.s3_key for g in groups for e in g))
+        log.info("loading %d files (%d bytes) because %s%s", len(entries),
+                 sum(e.byte_count for e in entries), reason,
+                 " (one at a time: finding the file whose COPY fails)" if self.isolate else "")
+        if manifest.entries:
+            self._put_manifest(manifest)
+        plan = build_plan(self.spec, load_id=load_id, stage_table=stage_table,
+                          manifest=manifest, entries=entries, started_at=started,
+                          finished_at=lambda: utc(self.clock()), lease_token=self.token or 0,
+                          dedup_window_s=lc.dedup_window_s)
         try:
-            with self.control.tx() as cur:
+            with self.warehouse.tx() as cur:
                 try:
-                    self.control.lock(cur, self.table)
-                    entries = self._pending_entries(cur)
-                    if not entries or (len(entries) < cap and
-                                       not self.trigger.due(stats_of(entries), started)):
-                        log.info("nothing due any more inside the lock (%d pending); "
-                                 "another loader got there first", len(entries))
-                        return None
-                    manifest = Manifest(
-                        self.settings.s3.bucket,
-                        manifest_key(self.settings.s3.prefix, self.table, load_id),
-                        tuple(e for e in entries if e.row_count > 0))
-                    log.info("loading %d files (%d bytes) because %s", len(entries),
-                             sum(e.byte_count for e in entries), reason)
-                    if manifest.entries:
-                        self._put_manifest(manifest)
-                    plan = build_plan(self.spec, load_id=load_id, stage_table=stage_table,
-                                      manifest=manifest, entries=entries, started_at=started,
-                                      finished_at=lambda: utc(self.clock()))
                     outcome = self.dialect.run(cur, plan)
-                except LoadFailed as exc:
-                    copy_failed = getattr(exc, "step", None) == "copy"
+                except LoadFailed:
                     raise
                 except (psycopg2.OperationalError, psycopg2.InterfaceError):
                     raise
                 except psycopg2.Error as exc:
                     raise LoadFailed(self.dialect.redact(
                         f"{type(exc).__name__}: {first_line(exc)}")) from None
-        except LoadFailed:
-            if copy_failed:
-                self._log_copy_errors(log)
+        except LoadFailed as exc:
+            if getattr(exc, "step", None) == "copy":
+                self._copy_failed(log, manifest, str(exc))
             raise
+        self.copy_failures.clear()
+        self.isolate = False
+        # The warehouse has committed; a kill here is what reconcile() repairs.
+        try:
+            self.store.mark_loaded(self.table, [e.s3_key for e in entries], load_id)
+        except RetriableError as exc:
+            self.reconciled = False
+            log.warning("loaded, but the control store did not take the update (%s); "
+                        "reconciling from the warehouse record next", exc)
         seconds = time.monotonic() - t0
         result = LoadResult(load_id, self.table, manifest.key, len(entries),
                             sum(e.byte_count for e in entries), outcome.rows_copied,
                             outcome.rows_inserted, seconds, len(entries) >= cap,
-                            outcome.watermarks, outcome.timings)
+                            outcome.timings)
         log.info("loaded %d files, %d rows copied, %d inserted, %d duplicates skipped, "
-                 "in %.2fs (%.0f rows/s; %s); watermarks moved: %s", result.files,
+                 "in %.2fs (%.0f rows/s; %s)", result.files,
                  result.rows_copied, result.rows_inserted,
                  result.rows_copied - result.rows_inserted, seconds,
                  result.rows_copied / seconds if seconds > 0 else 0.0,
                  " ".join(f"{k}={v:.2f}s" for k, v in outcome.timings.items() if v >= 0.01)
-                 or "steps < 0.01s",
-                 ", ".join(f"{shard}={seq}/{sub}" for (_, shard), (seq, sub)
-                           in sorted(outcome.watermarks.items())) or "none")
+                 or "steps < 0.01s")
         return result
 
     def _put_manifest(self, manifest: Manifest) -> None:
@@ -288,14 +382,45 @@ class Loader:
             raise LoadFailed(f"cannot write manifest s3://{manifest.bucket}/{manifest.key}: "
                              f"{first_line(exc)}") from None
 
-    def _log_copy_errors(self, log: Any) -> None:
+    def _copy_failed(self, log: Any, manifest: Manifest, error: str) -> None:
+        """Count the failure against the file it names (or, naming none, against the only
+        file of an isolated load); quarantine a file at ``loader.quarantine_after``."""
+        details = self._copy_error_details(log)
+        text = " ".join([error, *details])
+        named = [e for e in manifest.entries if manifest.object_url(e) in text]
+        if not named and len(manifest.entries) == 1:
+            named = list(manifest.entries)
+        if not named:
+            self.isolate = True
+            return
+        limit = self.settings.loader.quarantine_after
+        for entry in named:
+            n = self.copy_failures.get(entry.s3_key, 0) + 1
+            self.copy_failures[entry.s3_key] = n
+            if n >= limit:
+                reason = self.dialect.redact(text)[:4000]
+                if self.store.quarantine(entry.s3_key, reason):
+                    log.error("quarantined %s after %d failed COPYs: %s",
+                              manifest.object_url(entry), n, reason)
+                self.copy_failures.pop(entry.s3_key, None)
+                self.isolate = False
+
+    def _copy_error_details(self, log: Any) -> list[str]:
         """Redshift: after the rollback, STL_LOAD_ERRORS by pg_last_copy_id() (same session)."""
         try:
-            with self.control.tx() as cur:
+            with self.warehouse.tx() as cur:
                 details = self.dialect.copy_error_details(cur)
         except Exception as exc:  # diagnostics must never hide the load error itself
             log.warning("could not read the COPY error details: %s",
                         self.dialect.redact(first_line(exc)))
-            return
+            return []
         for line in details:
             log.error("COPY error: %s", line)
+        return details
+
+
+def default_owner() -> str:
+    import os
+    import socket
+
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"

@@ -2,13 +2,14 @@
 
 ``--once``: one step (a load if the trigger says one is due), then exit; exit 0
 also when nothing was due, ``UNAVAILABLE`` (69) when the load failed (the files
-stay pending). SIGTERM/SIGINT (``shardline.lifecycle.StopSignals``): finish the load
+stay pending) or another loader kept the table's loader lease. SIGTERM/SIGINT (``shardline.lifecycle.StopSignals``): finish the load
 in progress, then exit 0; a second signal stops at once with exit 130 (the open
 transaction rolls back: nothing half-applied).
 """
 from __future__ import annotations
 
 import sys
+import time
 
 from shardline import clients
 from shardline.cli import command_parser, load_settings
@@ -29,7 +30,7 @@ def main(argv: list[str]) -> int:
                         help="one load if the trigger says it is due, then exit")
     args = parser.parse_args(argv)
     settings = load_settings(args)
-    settings.require("warehouse.dsn", "s3.bucket")
+    settings.require("warehouse.dsn", "s3.bucket")  # and the control store (open_store)
     spec = table_spec(args.table)  # ConfigError for an unknown table
     s3 = clients.s3_client(settings)
     dialect = make_dialect(settings, s3)  # ConfigError: redshift without iam_role
@@ -39,9 +40,20 @@ def main(argv: list[str]) -> int:
     loader = Loader(settings, spec.name, dialect=dialect, s3=s3)
     if args.once:
         try:
+            # Another loader's lease (a live one, or a killed one's until it lapses): wait
+            # for it, up to one lease lifetime and a bit.
+            deadline = time.monotonic() + settings.loader.lease_ttl_s * 1.5 + 1
             result = loader.step()
+            while result.state == "standby" and time.monotonic() < deadline:
+                stop.wait(settings.loader.poll_s)
+                result = loader.step()
         finally:
+            loader.release()
             loader.close()
+        if result.state == "standby":
+            print("shardline loader: another loader holds the table's loader lease",
+                  file=sys.stderr)
+            return ExitCode.UNAVAILABLE
         if result.state in ("failed", "backoff"):
             print(f"shardline loader: load failed, files stay pending: {result.error}",
                   file=sys.stderr)

@@ -25,7 +25,7 @@ from shardline.workers.runner import Task, WorkerRunner, default_worker_id
 def _stage(settings: Settings, log: ContextLogger) -> tuple[str, Task, Callable[[], None]]:
     from shardline.workers.stage import StageJob
 
-    settings.require("s3.bucket", "warehouse.dsn")
+    settings.require("s3.bucket")
     job = StageJob(settings, log=log.bind())
     return settings.gearman.stage_function, (lambda data, job_log: job.run(data, job_log)), \
         job.close

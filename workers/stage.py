@@ -8,10 +8,10 @@
 3. put the dead letters (gzip'd JSON lines) and the good rows (gzip'd CSV) to S3
    under deterministic keys (``shardline.layout``), so a retried batch overwrites its
    objects;
-4. record the staged object in ``staged_files`` (idempotent), and only then return
+4. record the staged object in the control store's ledger (idempotent), and only then return
    (an empty result: completing the job is the success signal).
 
-An S3 or warehouse failure raises, the Gearman job fails (WORK_FAIL) and the
+An S3 or control-store failure raises, the Gearman job fails (WORK_FAIL) and the
 consumer retries it. A batch without good rows writes no staged object; its
 ledger row has row_count 0 and state ``loaded`` (its ``s3_key`` is still the key the
 object would have had: the ledger's name for the batch).
@@ -23,11 +23,12 @@ import time
 from datetime import datetime, timezone
 from typing import Any, Callable
 
-from shardline import codec, layout
+from shardline import codec, csvformat, layout
 from shardline.logs import ContextLogger, get_logger
 from shardline.settings import Settings
 from shardline.tables import table_spec
-from shardline.workers.ledger import Ledger, StagedFile
+from shardline.controlstore import open_store
+from shardline.workers.ledger import StagedFile
 from shardline.workers.rows import RowBuilder, dead_letter_lines
 from shardline.workers.transform import Transform, load_transform
 
@@ -40,23 +41,42 @@ def gzip_bytes(text: str) -> bytes:
     return gzip.compress(text.encode("utf-8"), compresslevel=GZIP_LEVEL, mtime=0)
 
 
+def refuse_null_marker(transform: Transform) -> Transform:
+    """Redshift's ``NULL AS`` matches the marker whether or not the field is quoted, so a text
+    value equal to it (``\\N``) would load as NULL (and fail a NOT NULL column, stopping its
+    file). On Redshift such a record is a dead letter with that reason instead; PostgreSQL
+    keeps a quoted ``"\\N"`` as text, so the local stand-ins load it unchanged."""
+    def guarded(event: dict) -> dict:
+        row = transform(event)
+        if isinstance(row, dict):
+            for name, value in row.items():
+                if value == csvformat.NULL:
+                    raise ValueError(f"column {name}: the value equals the COPY NULL marker "
+                                     f"{csvformat.NULL!r}, which Redshift would load as NULL")
+        return row
+    return guarded
+
+
 class StageJob:
     """The stage task: payload bytes -> staged objects + ledger row. One instance per worker
     process."""
 
-    def __init__(self, settings: Settings, *, s3: Any = None, ledger: Ledger | None = None,
+    def __init__(self, settings: Settings, *, s3: Any = None, ledger: Any = None,
                  transform: Transform | None = None, clock: Callable[[], float] = time.time,
                  log: ContextLogger | None = None):
         from shardline import clients
 
         self.settings = settings
         self.spec = table_spec(settings.worker.target_table)
-        self.builder = RowBuilder(self.spec, transform or load_transform(settings.worker.transform))
+        transform = transform or load_transform(settings.worker.transform)
+        if settings.warehouse.dialect == "redshift":
+            transform = refuse_null_marker(transform)
+        self.builder = RowBuilder(self.spec, transform)
         self.bucket = settings.s3.bucket
         self.prefix = settings.s3.prefix
         self.s3 = s3 if s3 is not None else clients.s3_client(settings)
-        self.ledger = ledger if ledger is not None else Ledger(
-            lambda: clients.warehouse_connect(settings))
+        # the ledger is the control store's (``record_file``), never the warehouse
+        self.ledger = ledger if ledger is not None else open_store(settings)
         self.clock = clock
         self.log = log or get_logger("stage")
 
@@ -97,7 +117,7 @@ class StageJob:
             size = len(body)
             self._put(key, body, "text/csv")
         f, l = batch.first, batch.last
-        inserted = self.ledger.record(StagedFile(
+        inserted = self.ledger.record_file(StagedFile(
             s3_key=key, target_table=self.spec.name, stream=batch.stream,
             shard_id=batch.shard_id, first_sequence=f.sequence_number,
             first_sub_sequence=f.sub_sequence_number, last_sequence=l.sequence_number,

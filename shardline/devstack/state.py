@@ -84,6 +84,7 @@ class StackInfo:
             "SHARDLINE_S3_BUCKET": self.bucket,
             "SHARDLINE_GEARMAN_SERVERS": self.gearman_server,
             "SHARDLINE_WAREHOUSE_DSN": self.dsn,
+            "SHARDLINE_WAREHOUSE_MODE": self.warehouse_mode,
             "SHARDLINE_CONTROL_BACKEND": "postgres",
             "SHARDLINE_CONTROL_DSN": self.control_dsn,
             "SHARDLINE_CONTROL_DYNAMODB_ENDPOINT_URL": self.dynamodb_endpoint_url,

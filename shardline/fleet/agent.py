@@ -73,8 +73,8 @@ class IncludeFile:
 class Agent:
     """One host's agent for one stream. ``store``: the control store (heartbeats,
     assignments); ``leases``: where consumers keep leases and checkpoints (``leases(stream)``,
-    ``checkpoints(stream)``, ``now()``: the warehouse ``Control`` today, the control store
-    once consumers move onto it); ``list_shards``: ListShards of the stream;
+    ``checkpoints(stream)``, ``now()``: the same control store in production; a separate
+    object only in tests); ``list_shards``: ListShards of the stream;
     ``supervisor``: this host's supervisord (``shardline.fleet.supervisor.Supervisor``)."""
 
     def __init__(self, *, stream: str, host_id: str, store: Any, leases: Any,

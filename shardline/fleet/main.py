@@ -1,9 +1,8 @@
 """``shardline agent --stream S --include FILE``: this host's agent, one program under
 supervisord (``shardline supervisor-config --agent`` writes it into the config).
 
-Wiring only: the control store (heartbeats, assignments), the warehouse control tables
-(the consumers' leases and checkpoints, until consumers move onto the control store),
-the Kinesis adapter, supervisord's XML-RPC socket ($SUPERVISOR_SERVER_URL, which
+Wiring only: the control store (heartbeats, assignments, and the consumers' leases and
+checkpoints), the Kinesis adapter, supervisord's XML-RPC socket ($SUPERVISOR_SERVER_URL, which
 supervisord sets for its programs), and the include file rendered by the same code as
 ``supervisor-config``. The consumer programs get this process's own non-secret
 ``SHARDLINE_*`` settings (supervisor-config's ``environment=`` reaches the agent too) and
@@ -68,12 +67,10 @@ def build(settings: Settings, *, host_id: str, prefix: str = "",
     """The agent over real clients; nothing connects before the first step."""
     from botocore.exceptions import NoRegionError
 
-    from shardline import clients
-    from shardline.control import Control
     from shardline.controlstore import open_store
     from shardline.ops.supervisor_config import default_shardline_command
 
-    settings.require("kinesis.stream", "agent.include_file", "warehouse.dsn")
+    settings.require("kinesis.stream", "agent.include_file")
     stream = settings.kinesis.stream
     include_path = os.path.abspath(settings.agent.include_file)
     environment = consumer_environment()
@@ -86,6 +83,7 @@ def build(settings: Settings, *, host_id: str, prefix: str = "",
                                 command_template=command_template, host_id=host_id)
 
     render([])  # a setting supervisord cannot take (a quote in a value) stops us now: 78
+    store = open_store(settings)  # heartbeats, assignments, and the consumers' leases
     supervisor = Supervisor(server_url(settings.agent.serverurl))
     try:
         client = kinesis.kinesis_client(settings, botocore_retries=3)
@@ -93,8 +91,7 @@ def build(settings: Settings, *, host_id: str, prefix: str = "",
         raise ConfigError("aws.region is required: set [aws] region = ..., SHARDLINE_AWS_REGION "
                           "or AWS_DEFAULT_REGION") from None
     return Agent(
-        stream=stream, host_id=host_id, store=open_store(settings),
-        leases=Control(lambda: clients.warehouse_connect(settings), settings.warehouse.dialect),
+        stream=stream, host_id=host_id, store=store, leases=store,
         list_shards=lambda: kinesis.list_shards(client, stream), supervisor=supervisor,
         include=IncludeFile(include_path, render), poll_s=settings.agent.poll_s,
         heartbeat_ttl_s=settings.agent.heartbeat_ttl_s,

@@ -27,6 +27,7 @@ DEMO_SETTINGS = {
     "SHARDLINE_LOADER_MAX_INTERVAL_S": "2",
     "SHARDLINE_LOADER_POLL_S": "0.5",
     "SHARDLINE_LOADER_MIN_FILES": "200",
+    "SHARDLINE_LOADER_LEASE_TTL_S": "5",  # a killed loader's successor waits this long
 }
 
 
@@ -35,6 +36,30 @@ def warehouse_query(env: dict[str, str], sql: str, args: Any = None) -> list[tup
     from shardline import clients, settings
 
     conn = clients.warehouse_connect(settings.load(None, env=env))
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql, args)
+            return cur.fetchall()
+    finally:
+        conn.close()
+
+
+def control_store(env: dict[str, str]) -> Any:
+    """The control store the fleet's env names (any backend); close it after use."""
+    from shardline import settings
+    from shardline.controlstore import open_store
+
+    return open_store(settings.load(None, env=env))
+
+
+def control_query(env: dict[str, str], sql: str, args: Any = None) -> list[tuple]:
+    """One query on a PostgreSQL control store (the demo's and the tests' default)."""
+    import psycopg2
+
+    from shardline import settings
+
+    c = settings.load(None, env=env).control
+    conn = psycopg2.connect(c.dsn, options=f"-c search_path={c.schema}")
     try:
         with conn.cursor() as cur:
             cur.execute(sql, args)
@@ -112,6 +137,7 @@ class Fleet:
         return self.conf_dir / "shardline.conf"
 
     def configure(self) -> None:
+        shardline("migrate", "--control", env=self.env)  # idempotent: the store's tables
         agent = ["--agent", "--set", f"agent.host_id={self.agent_host}"] if self.agent_host else []
         shardline("supervisor-config", "--stream", self.stream, "--workers", str(self.workers),
                   "--out", str(self.conf_dir), *agent, env=self.env)

@@ -231,13 +231,12 @@ def main(argv: list[str]) -> int:
         print(f"shardline replay: {exc}", file=sys.stderr)
         return ExitCode.USAGE
     settings = load_settings(args, **{"kinesis.stream": args.stream})
-    settings.require("kinesis.stream", "warehouse.dsn")
+    settings.require("kinesis.stream")
     stream = settings.kinesis.stream
 
-    from shardline import clients
-    from shardline.control import Control
+    from shardline.controlstore import open_store
 
-    control = Control(lambda: clients.warehouse_connect(settings), settings.warehouse.dialect)
+    control = open_store(settings)
     try:
         if action == "list":
             sys.stdout.write(history_table(control.history(stream, args.shard, args.limit),
@@ -271,9 +270,9 @@ def main(argv: list[str]) -> int:
         if not args.yes and not _confirm("move the checkpoint?"):
             print("shardline replay: not confirmed; nothing changed", file=sys.stderr)
             return ExitCode.USAGE
-        control.move_checkpoint(stream, shard, target, args.reason.strip())  # LeaseHeld -> 75
-        entry = control.history(stream, shard, limit=1)
-        print(f"moved (history id {entry[0].id if entry else '?'}). Start the shard's consumer "
+        entry_id = control.move_checkpoint(stream, shard, target,
+                                           args.reason.strip())  # LeaseHeld -> 75
+        print(f"moved (history id {entry_id}). Start the shard's consumer "
               f"again (supervisorctl start ...consumer-{shard}); the loader keeps each event "
               f"once, so re-read records are not duplicated.")
         if current is not None and current.shard_end:

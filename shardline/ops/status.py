@@ -1,14 +1,14 @@
 """``shardline status``: one screen of pipeline health, and an exit code for alerting.
 
-Per shard: lease owner and age, staged checkpoint, loaded watermark, what the
-consumer last reported (shard_status) and how old that report is. Then the
-Gearman queues (admin protocol, every configured server), the pending staged
-files, the last load and the dead-letter count.
+Per shard (from the control store): lease owner and age, staged checkpoint, what the
+consumer last reported and how old that report is; (from the warehouse's load record) the
+last loaded position. Then the Gearman queues (admin protocol, every configured server),
+the pending and quarantined staged files (control store) and the last load.
 
 Exit 0 when healthy; ``ExitCode.ALERT`` (3) when a shard that is not at SHARD_END
 has no live owner, or lags past ``status.max_lag_ms`` (MillisBehindLatest), or
 its status row is older than 3 x ``consumer.report_interval_s`` (the consumer
-stopped reporting). The reasons go to stderr.
+stopped reporting), or a staged file is quarantined. The reasons go to stderr.
 
 This module is the command and the gathering (control tables, Kinesis,
 gearmand admin). The report itself is pure and lives next to it, so it is
@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from dataclasses import asdict
 from typing import Any, Sequence
 
 from shardline.cli import command_parser, load_settings, parse_command_args
@@ -36,40 +37,47 @@ def _dicts(cur: Any) -> list[dict[str, Any]]:
     return [dict(zip(cols, row)) for row in cur.fetchall()]
 
 
-def gather_warehouse(control: Any, streams: Sequence[str]) -> dict[str, Any]:
-    """All control-table rows the report needs, in one transaction."""
-    where, params = "", tuple(streams)
-    if streams:
-        where = "WHERE stream IN (" + ",".join(["%s"] * len(streams)) + ")"
+def gather_control(store: Any, streams: Sequence[str]) -> dict[str, Any]:
+    """Leases, checkpoints and consumer reports of the streams, from the control store."""
+    out: dict[str, Any] = {"leases": [], "checkpoints": [], "status_rows": []}
+    for stream in streams:
+        out["leases"] += [asdict(lease) for lease in store.leases(stream)]
+        out["checkpoints"] += [{"stream": stream, "shard_id": shard, **asdict(cp)}
+                               for shard, cp in store.checkpoints(stream).items()]
+        out["status_rows"] += [asdict(st) for st in store.statuses(stream)]
+    return out
+
+
+def gather_ledger(store: Any, tables: Sequence[str]) -> dict[str, Any]:
+    """Pending and quarantined files per target table, from the control store's ledger."""
+    pending, quarantined = [], []
+    for table in tables:
+        stats = store.pending_stats(table)
+        if stats.files:
+            pending.append({"target_table": table, "files": stats.files, "bytes": stats.bytes,
+                            "oldest": stats.oldest})
+        quarantined += [{"target_table": table, "s3_key": q.file.s3_key, "error": q.error,
+                         "quarantined_at": q.quarantined_at} for q in store.quarantined(table)]
+    return {"pending": pending, "quarantined": quarantined}
+
+
+def gather_warehouse(conn: Any, streams: Sequence[str], now: Any) -> dict[str, Any]:
+    """From the load record: per shard the last loaded position (over the last day's
+    loads: a range on the record's sort key), and the last load."""
+    from datetime import timedelta
+
+    from shardline.workers.warehouse.record import loaded_positions
+
     out: dict[str, Any] = {}
-    with control.tx() as cur:
-        cur.execute("SELECT stream, shard_id, owner, token, acquired_at, renewed_at, expires_at "
-                    f"FROM shard_leases {where}", params)
-        out["leases"] = _dicts(cur)
-        cur.execute("SELECT stream, shard_id, sequence_number, sub_sequence_number, "
-                    f"closes_sequence, updated_at FROM checkpoints {where}", params)
-        out["checkpoints"] = _dicts(cur)
-        cur.execute("SELECT stream, shard_id, owner, last_read_sequence, checkpoint_sequence, "
-                    "millis_behind_latest, iterator_age_ms, inflight_batches, inflight_bytes, "
-                    f"records_per_s, state, updated_at FROM shard_status {where}", params)
-        out["status_rows"] = _dicts(cur)
-        cur.execute("SELECT stream, shard_id, target_table, loaded_sequence, "
-                    f"loaded_sub_sequence, load_id, updated_at FROM shard_watermarks {where}",
-                    params)
-        out["watermarks"] = _dicts(cur)
-        pend_where = (where + " AND " if where else "WHERE ") + "state = 'pending'"
-        cur.execute("SELECT target_table, COUNT(*) AS files, SUM(byte_count) AS bytes, "
-                    "SUM(row_count) AS rows, MIN(staged_at) AS oldest "
-                    f"FROM staged_files {pend_where} GROUP BY target_table", params)
-        out["pending"] = _dicts(cur)
-        cur.execute(f"SELECT COALESCE(SUM(dead_letter_count), 0) FROM staged_files {where}",
-                    params)
-        out["dead_letters"] = int(cur.fetchone()[0])
+    with conn.cursor() as cur:
+        out["watermarks"] = loaded_positions(cur, streams, now - timedelta(days=1))
         cur.execute("SELECT load_id, target_table, file_count, byte_count, rows_copied, "
                     "rows_inserted, started_at, finished_at FROM loads "
-                    "ORDER BY finished_at DESC LIMIT 1")
+                    "WHERE finished_at >= %s ORDER BY finished_at DESC LIMIT 1",
+                    (now - timedelta(days=7),))
         rows = _dicts(cur)
         out["last_load"] = rows[0] if rows else None
+    conn.rollback()
     return out
 
 
@@ -101,16 +109,24 @@ def gather_kinesis(settings: Settings, streams: Sequence[str]) -> dict[str, Any]
 def collect(settings: Settings, control: Any, streams: Sequence[str], *,
             use_kinesis: bool = True, gearman_timeout_s: float = 2.0,
             clock: Any = time.time) -> dict[str, Any]:
+    """``control``: the control store; the warehouse is read over a short connection."""
     from shardline import clients
     from shardline.ops import gearman_admin
 
-    data = gather_warehouse(control, streams)
-    known = list(streams) or sorted({r["stream"] for k in ("leases", "checkpoints",
-                                                           "status_rows", "watermarks")
-                                     for r in data[k]})
+    from shardline.tables import TABLES
+
+    known = list(streams)
+    now = utc(clock())
+    data = gather_control(control, known)
+    data.update(gather_ledger(control, sorted(TABLES)))
+    conn = clients.warehouse_connect(settings)
+    try:
+        data.update(gather_warehouse(conn, known, now))
+    finally:
+        conn.close()
     kinesis = gather_kinesis(settings, known) if use_kinesis and known else None
     gearman = gearman_admin.cluster_status(clients.gearman_servers(settings), gearman_timeout_s)
-    return build_report(now=utc(clock()), streams=known, kinesis=kinesis, gearman=gearman,
+    return build_report(now=now, streams=known, kinesis=kinesis, gearman=gearman,
                         max_lag_ms=settings.status.max_lag_ms,
                         report_interval_s=settings.consumer.report_interval_s, **data)
 
@@ -118,8 +134,7 @@ def collect(settings: Settings, control: Any, streams: Sequence[str], *,
 def main(argv: list[str]) -> int:
     parser = command_parser("status", "One screen of pipeline health. Exit 0 when healthy, "
                                       "3 when a shard has no live owner or lags/stalls.")
-    parser.add_argument("--stream", help="only this stream (default: kinesis.stream, "
-                                         "else every stream in the control tables)")
+    parser.add_argument("--stream", help="the stream (default: kinesis.stream)")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     parser.add_argument("--watch", type=float, metavar="SECONDS",
                         help="refresh every SECONDS until Ctrl-C")
@@ -134,14 +149,14 @@ def main(argv: list[str]) -> int:
         print("shardline status: --watch needs a positive number of seconds", file=sys.stderr)
         return ExitCode.USAGE
     settings = load_settings(args, **{"kinesis.stream": args.stream})
-    settings.require("warehouse.dsn")
-    streams = [settings.kinesis.stream] if settings.kinesis.stream else []
+    # The control store is keyed by stream: status shows one (it has no "every stream" scan).
+    settings.require("warehouse.dsn", "kinesis.stream")
+    streams = [settings.kinesis.stream]
 
-    from shardline import clients
-    from shardline.control import Control
+    from shardline.controlstore import open_store
     from shardline.errors import ShardlineError
 
-    control = Control(lambda: clients.warehouse_connect(settings), settings.warehouse.dialect)
+    control = open_store(settings)
 
     def once() -> int:
         report = collect(settings, control, streams, use_kinesis=not args.no_kinesis,

@@ -87,8 +87,7 @@ def render_text(report: Mapping[str, Any]) -> str:
             [[name, str(f["queued"]), str(f["running"]), str(f["workers"])]
              for name, f in g["functions"].items()])]
     tot = report["staged_pending_total"]
-    pend = f"staged, pending load: {tot['files']} files, {fmt_bytes(tot['bytes'])}, " \
-           f"{tot['rows']:,} rows"
+    pend = f"staged, pending load: {tot['files']} files, {fmt_bytes(tot['bytes'])}"
     oldest = [p["oldest_age_s"] for p in report["staged_pending"] if p["oldest_age_s"] is not None]
     if oldest:
         pend += f", oldest {fmt_duration(max(oldest))}"
@@ -100,7 +99,11 @@ def render_text(report: Mapping[str, Any]) -> str:
                      f"{load['rows_copied']:,} rows copied, {load['rows_inserted']:,} new")
     else:
         lines.append("last load: none yet")
-    lines.append(f"dead letters: {report['dead_letters']:,}")
+    quarantined = report["quarantined"]
+    lines.append(f"quarantined (COPY kept failing; fix, then re-stage or replay): "
+                 f"{len(quarantined)} files")
+    lines += [f"  {q['target_table']} {q['s3_key']} ({q['quarantined_at']}): {q['error'][:200]}"
+              for q in quarantined]
     for n in report["notes"]:
         lines.append(f"note: {n}")
     if report["alerts"]:

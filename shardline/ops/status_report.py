@@ -72,7 +72,7 @@ def fmt_bytes(n: int | float | None) -> str:
 def build_report(*, now: datetime, streams: Sequence[str], leases: Iterable[Row] = (),
                  checkpoints: Iterable[Row] = (), status_rows: Iterable[Row] = (),
                  watermarks: Iterable[Row] = (), pending: Iterable[Row] = (),
-                 dead_letters: int = 0, last_load: Row | None = None,
+                 quarantined: Iterable[Row] = (), last_load: Row | None = None,
                  gearman: Sequence[Any] = (), kinesis: Mapping[str, Any] | None = None,
                  max_lag_ms: int, report_interval_s: float) -> dict[str, Any]:
     """Everything ``status`` shows, as a JSON-ready dict with ``alerts`` and ``healthy``.
@@ -168,9 +168,14 @@ def build_report(*, now: datetime, streams: Sequence[str], leases: Iterable[Row]
     pending_out = []
     for p in sorted(pending, key=lambda p: p["target_table"]):
         pending_out.append({"target_table": p["target_table"], "files": int(p["files"]),
-                            "bytes": int(p["bytes"] or 0), "rows": int(p["rows"] or 0),
+                            "bytes": int(p["bytes"] or 0),
                             "oldest_staged_at": _iso(p.get("oldest")),
                             "oldest_age_s": _age(now, p.get("oldest"))})
+    quarantined_out = [{"target_table": q["target_table"], "s3_key": q["s3_key"],
+                        "error": q["error"], "quarantined_at": _iso(q.get("quarantined_at"))}
+                       for q in quarantined]
+    alerts += [f"{q['target_table']}: {q['s3_key']} is quarantined (its COPY kept failing)"
+               for q in quarantined_out]
     down = [s for s in gearman if not s.up]
     for s in down:
         notes.append(f"gearman {s.server} is down: {s.error}")
@@ -194,10 +199,9 @@ def build_report(*, now: datetime, streams: Sequence[str], leases: Iterable[Row]
                     "functions": gearman_admin.totals(gearman)},
         "staged_pending": pending_out,
         "staged_pending_total": {"files": sum(p["files"] for p in pending_out),
-                                 "bytes": sum(p["bytes"] for p in pending_out),
-                                 "rows": sum(p["rows"] for p in pending_out)},
+                                 "bytes": sum(p["bytes"] for p in pending_out)},
+        "quarantined": quarantined_out,
         "last_load": load,
-        "dead_letters": int(dead_letters or 0),
     }
 
 

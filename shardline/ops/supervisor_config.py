@@ -119,17 +119,15 @@ def set_flags_env(flags: Mapping[str, str]) -> dict[str, str]:
 # -- the outside world ----------------------------------------------------------
 def shard_end_checkpoints(settings: Settings, stream: str) -> tuple[set[str] | None, str | None]:
     """Shards of the stream with a SHARD_END checkpoint, or (None, reason) if unknown."""
-    if not settings.warehouse.dsn:
-        return None, "warehouse.dsn is not set"
-    from shardline import clients
-    from shardline.control import Control
+    from shardline.controlstore import open_store
 
-    control = Control(lambda: clients.warehouse_connect(settings), settings.warehouse.dialect)
     try:
-        with control.tx() as cur:
-            cur.execute("SELECT shard_id FROM checkpoints WHERE stream = %s "
-                        "AND sequence_number = %s", (stream, SHARD_END))
-            return {row[0] for row in cur.fetchall()}, None
+        control = open_store(settings)
+    except Exception as exc:  # control store not configured
+        return None, first_line(exc)
+    try:
+        return {shard for shard, cp in control.checkpoints(stream).items()
+                if cp.sequence_number == SHARD_END}, None
     except Exception as exc:  # unreachable, not migrated, no permission: all say "unknown"
         return None, first_line(exc)
     finally:

@@ -35,6 +35,10 @@ def main(argv: list[str]) -> int:
                         "crashes in the plan")
     p.add_argument("--host-crash-every", type=float, default=d.host_crash_every_s, metavar="S",
                    help="with --hosts: mean seconds between whole-host crashes")
+    p.add_argument("--control", choices=("postgres", "dynamodb"), default=d.control,
+                   help="control store backend (dynamodb: moto's, on the S3 port)")
+    p.add_argument("--warehouse", choices=("postgres", "redshift-like"), default=d.warehouse,
+                   help="warehouse mode (redshift-like: SERIALIZABLE, 300 ms per COMMIT)")
     p.add_argument("--dir", type=Path, help="work directory (default: a new /tmp directory)")
     p.add_argument("--json", type=Path, metavar="FILE", help="write the verdict as JSON")
     p.add_argument("--keep-stack", action="store_true", help="leave the local stack running")
@@ -45,7 +49,8 @@ def main(argv: list[str]) -> int:
     cfg = Config(seed=a.seed, duration_s=a.duration, events=a.events, shards=a.shards,
                  workers=a.workers, kill_every_s=a.kill_every, bad_fraction=a.bad_fraction,
                  fault_rate=a.fault_rate, settle_timeout_s=a.settle_timeout, dir=a.dir,
-                 hosts=a.hosts, host_crash_every_s=a.host_crash_every)
+                 hosts=a.hosts, host_crash_every_s=a.host_crash_every,
+                 control=a.control, warehouse=a.warehouse)
     campaign = Campaign(cfg, say=lambda text: print(text, flush=True))
     try:
         v = campaign.run()

@@ -18,6 +18,7 @@ both afterwards.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -37,7 +38,7 @@ from shardline import devstack
 from shardline.devstack.state import read_state
 from shardline.ops import gearman_admin
 from shardline.errors import ServiceUnavailable
-from shardline.ops.fleet import Fleet, Hosts, shardline, warehouse_query
+from shardline.ops.fleet import Fleet, Hosts, control_store, shardline, warehouse_query
 from tests.chaos import schedule, verdict
 from tests.chaos.corpus import ChaosProducer
 from tests.chaos.proxy import FaultRates, KinesisFaultProxy, TcpGate
@@ -57,6 +58,7 @@ FLEET_SETTINGS = {
     "SHARDLINE_LOADER_MAX_INTERVAL_S": "1",
     "SHARDLINE_LOADER_POLL_S": "0.3",
     "SHARDLINE_LOADER_MIN_FILES": "100",
+    "SHARDLINE_LOADER_LEASE_TTL_S": "4",
     "SHARDLINE_GEARMAN_JOB_TIMEOUT_S": "30",
     "SHARDLINE_WAREHOUSE_CONNECT_TIMEOUT_S": "3",
 }
@@ -80,6 +82,8 @@ class Config:
     dir: Path | None = None
     hosts: int = 1  # > 1: agent mode, that many supervisord "hosts"
     host_crash_every_s: float = 30.0  # agent mode: mean seconds between whole-host crashes
+    control: str = "postgres"  # the control store: postgres | dynamodb
+    warehouse: str = "postgres"  # the warehouse: postgres | redshift-like
 
 
 def require_password(stack_dir: Path, info: devstack.StackInfo, password: str) -> None:
@@ -127,9 +131,12 @@ class Campaign:
 
     def start(self) -> None:
         cfg = self.cfg
-        self.info = info = devstack.up(self.stack_dir)
+        self.info = info = devstack.up(self.stack_dir, warehouse=cfg.warehouse)
         require_password(self.stack_dir, info, self.secrets["pg_password"])
         os.environ["PGPASSWORD"] = self.secrets["pg_password"]  # this process's own queries
+        for name in ("AWS_ACCESS_KEY_ID", "AWS_DEFAULT_REGION"):  # its own DynamoDB client
+            os.environ.setdefault(name, info.env()[name])
+        os.environ["AWS_SECRET_ACCESS_KEY"] = self.secrets["aws_secret_access_key"]
         self.kproxy = KinesisFaultProxy(
             info.kinesis_endpoint_url, random.Random(f"faults-{cfg.seed}"),
             FaultRates(get_records=cfg.fault_rate, other=cfg.fault_rate / 2)).start()
@@ -141,6 +148,9 @@ class Campaign:
                     "SHARDLINE_S3_ENDPOINT_URL": self.gate.url,
                     "SHARDLINE_KINESIS_STREAM": self.stream,
                     "SHARDLINE_WAREHOUSE_SCHEMA": SCHEMA,
+                    "SHARDLINE_CONTROL_BACKEND": cfg.control,
+                    "SHARDLINE_CONTROL_SCHEMA": SCHEMA,
+                    "SHARDLINE_CONTROL_TABLE_PREFIX": f"chaos{cfg.seed}_",
                     "SHARDLINE_S3_PREFIX": self.prefix,
                     "AWS_SECRET_ACCESS_KEY": self.secrets["aws_secret_access_key"],
                     "PGPASSWORD": self.secrets["pg_password"]}
@@ -149,6 +159,8 @@ class Campaign:
         self.env.pop("SHARDLINE_CONFIG", None)
         direct = {**self.env, "SHARDLINE_KINESIS_ENDPOINT_URL": info.kinesis_endpoint_url}
         shardline("migrate", env=direct)
+        shardline("migrate", "--control", env=direct)
+        self.store = control_store(direct)  # the verdict's view of leases and the ledger
         shardline("create-stream", "--stream", self.stream, "--shards", str(cfg.shards),
                   env=direct)
         self.kinesis = info.client("kinesis")
@@ -190,10 +202,53 @@ class Campaign:
         log.info("SIGKILL %s (pid %d)", name, pid)
         return True
 
+    def _kill_loader_after_commit(self) -> bool:
+        """The kill point between the two stores: SIGKILL the loader after its warehouse
+        commit and before its control-store update. On the PostgreSQL control store the
+        pending ledger rows are row-locked first, so ``mark_loaded`` waits there while the
+        warehouse commit lands; on DynamoDB the kill follows the commit as closely as it can
+        (the next loads row seen)."""
+        from shardline.errors import ShardlineError
+
+        holder = None
+        try:
+            before = self.query("SELECT count(*) FROM loads")[0][0]
+            if self.cfg.control == "postgres":
+                c = self.env
+                holder = psycopg2.connect(c["SHARDLINE_CONTROL_DSN"], password=c["PGPASSWORD"],
+                                          options=f"-c search_path={SCHEMA} "
+                                                  "-c statement_timeout=5000")
+            if holder is not None:
+                with holder.cursor() as cur:
+                    cur.execute("SELECT s3_key FROM staged_files WHERE state = 'pending' "
+                                "FOR UPDATE")
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline:
+                if self.query("SELECT count(*) FROM loads")[0][0] > before:
+                    break
+                time.sleep(0.05)
+            else:
+                return self._kill("loader")  # no load came: an ordinary kill
+            if holder is not None:
+                time.sleep(0.2)  # the loader is now waiting in mark_loaded
+            if self._kill("loader"):  # counted as a loader kill, and here as its kind
+                self.infra["loader kills after the warehouse commit"] += 1
+            return True
+        except (psycopg2.Error, ShardlineError) as exc:  # PostgreSQL is down: a plain kill
+            log.info("commit-point kill fell back to a plain one: %s", exc)
+            return self._kill("loader")
+        finally:
+            if holder is not None:
+                with contextlib.suppress(psycopg2.Error):
+                    holder.rollback()
+                    holder.close()
+
     def _do(self, action: schedule.Action) -> bool:
         """Carry out one action; False if it must be tried again shortly."""
         assert self.kproxy and self.gate
         what = action.what
+        if what == "kill" and action.arg == "loader" and self.kills["loader"] % 2:
+            return self._kill_loader_after_commit()  # every other loader kill
         if what == "kill":
             return self._kill(action.arg)
         if what == "host_crash":
@@ -285,11 +340,10 @@ class Campaign:
 
     def quiet(self, v: verdict.Verdict) -> bool:
         """Fill the liveness fields of ``v``; True when nothing is left to do."""
-        cps = dict(self.query("SELECT shard_id, sequence_number FROM checkpoints "
-                              "WHERE stream = %s", (self.stream,)))
+        cps = {shard: cp.sequence_number
+               for shard, cp in self.store.checkpoints(self.stream).items()}
         v.lagging_shards = verdict.lagging_shards(self.kinesis, self.stream, cps)
-        (v.pending_files,), = self.query("SELECT count(*) FROM staged_files "
-                                         "WHERE state = 'pending'")
+        v.pending_files = self.store.pending_stats("page_views").files
         status = gearman_admin.cluster_status([self.info.gearman_server])
         v.queued_jobs = sum(f["total"] for f in gearman_admin.totals(status).values())
         v.stuck_programs = sorted(f"{host}/{name}" if host else name

@@ -61,6 +61,8 @@ def test_it_survived_kills_of_every_kind_and_every_outage(run):
     assert all(v["kills"].get(kind, 0) >= 5 for kind in ("consumer", "stage-worker", "loader")), \
         v["kills"]
     assert v["infra"].get("gearmand restarts", 0) >= 1
+    # the kill point between the two stores: warehouse committed, control store not told
+    assert v["infra"].get("loader kills after the warehouse commit", 0) >= 1, v["infra"]
     assert v["infra"].get("postgres outages", 0) >= 1
     assert v["infra"].get("s3 outages (refused)", 0) + v["infra"].get("s3 outages (frozen)", 0) >= 1
     assert sum(v["faults"].values()) >= 20 and len(v["faults"]) >= 3, v["faults"]

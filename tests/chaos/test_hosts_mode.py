@@ -63,7 +63,10 @@ def test_kills_and_stuck_programs_span_the_live_hosts(tmp_path, monkeypatch):
     killed = []
     monkeypatch.setattr("os.kill", lambda pid, sig: killed.append(pid))
     assert c._kill("consumer") and killed == [4242]  # the only RUNNING consumer
-    # quiet() with the warehouse, Kinesis and gearmand answering "nothing left"
+    # quiet() with the control store, Kinesis and gearmand answering "nothing left"
+    from shardline.controlstore.memory import MemoryStore
+
+    c.store = MemoryStore()
     c.query = lambda sql, args=None: [(0,)] if "count" in sql else []
     c.kinesis, c.stream = None, "s"
     c.info = type("Info", (), {"gearman_server": "127.0.0.1:1"})()

@@ -1,12 +1,12 @@
 """Test kit for the loader: page-view rows, staged files, and a recording fake warehouse.
 
 - ``page_view(...)``: a row in ``PAGE_VIEWS`` column order.
-- ``stage_file(...)``: gzip'd CSV (``csvformat.format_row``) to S3 and its ledger row
-  (``shardline.workers.ledger.StagedFile``, the stage worker's INSERT), without the stage worker.
+- ``stage_file(...)``: gzip'd CSV (``csvformat.format_row``) to S3 and its ledger entry
+  (``shardline.workers.ledger.StagedFile``) in a control store, without the stage worker.
 - ``FakeWarehouse``: a psycopg2-like connection that records every statement (with
-  ``BEGIN``/``COMMIT``/``ROLLBACK`` as psycopg2 issues them) and answers the loader's
-  ledger and watermark queries from an in-memory ledger with transaction semantics.
-  Used to assert the Redshift plan as SQL text (there is no Redshift here).
+  ``BEGIN``/``COMMIT``/``ROLLBACK`` as psycopg2 issues them) and keeps the load record
+  (``loaded_files``, ``loads``, ``load_fence``) with transaction semantics. Used to assert
+  the Redshift plan as SQL text (there is no Redshift here).
 The S3 double is ``tests.fakes.FakeS3``.
 """
 from __future__ import annotations
@@ -25,9 +25,11 @@ from tests.fakes import FakeS3
 from shardline import csvformat
 from shardline.settings import Settings
 from shardline.tables import PAGE_VIEWS
-from shardline.workers.ledger import INSERT_SQL, LOADED, PENDING, PENDING_COLUMNS, StagedFile
+from shardline.controlstore import MemoryStore
+from shardline.workers.ledger import StagedFile
 from shardline.workers.loader import Loader
 from shardline.positions import position
+from shardline.workers.warehouse.plan import LOADED_FILES_COLUMNS
 from shardline.workers.warehouse.redshift import RedshiftDialect
 
 STREAM = "clicks"
@@ -73,10 +75,6 @@ def _pos(row: Sequence[Any]) -> tuple:
     return position(row[names.index("sequence_number")], row[names.index("sub_sequence_number")])
 
 
-def _last_pos(entry: StagedFile) -> tuple:
-    return position(entry.last_sequence, entry.last_sub_sequence)
-
-
 def ledger_row(key: str, rows: Sequence[Sequence[Any]], *, shard: str = SHARD0,
                stream: str = STREAM, staged_at: datetime = T0, byte_count: int = 100,
                table: str = "page_views", first: tuple | None = None,
@@ -93,17 +91,17 @@ def ledger_row(key: str, rows: Sequence[Sequence[Any]], *, shard: str = SHARD0,
                       row_count=len(rows), byte_count=byte_count, staged_at=staged_at)
 
 
-def stage_file(s3: Any, bucket: str, cur: Any, key: str, rows: Sequence[Sequence[Any]], *,
+def stage_file(s3: Any, bucket: str, store: Any, key: str, rows: Sequence[Sequence[Any]], *,
                shard: str = SHARD0, stream: str = STREAM, staged_at: datetime = T0,
                first: tuple | None = None, last: tuple | None = None) -> StagedFile:
-    """Write the staged object (unless the batch has no rows) and its ledger row."""
+    """Write the staged object (unless the batch has no rows) and its ledger entry."""
     body = csv_gz(rows) if rows else b""
     if rows:
         s3.put_object(Bucket=bucket, Key=key, Body=body)
     entry = ledger_row(key, rows, shard=shard, stream=stream, staged_at=staged_at,
                        byte_count=len(body), first=first, last=last)
-    if cur is not None:
-        cur.execute(INSERT_SQL, entry.params())
+    if store is not None:
+        assert store.record_file(entry)
     return entry
 
 
@@ -141,6 +139,7 @@ class FakeCursor:
             data += chunk
         self.conn.statements.append((sql, None))
         self.conn.copied.append(data)
+        self.conn._state()["staged"] = data.count(b"\n")  # test rows hold no newline
 
     def fetchone(self) -> tuple | None:
         return self._rows.pop(0) if self._rows else None
@@ -151,25 +150,25 @@ class FakeCursor:
 
 
 class FakeWarehouse:
-    """Recording psycopg2 stand-in with a transactional in-memory ledger.
+    """Recording psycopg2 stand-in keeping the load record with transaction semantics.
 
     ``statements``: (sql, params) in order, with "BEGIN", "COMMIT", "ROLLBACK" as
     psycopg2 would send them (implicit BEGIN before the first statement).
     ``fail_on``: {regex: exception} raised when a statement matches.
-    ``staged_rows``: rows COPY would put in the staging table (for COUNT(*)).
+    ``rows_of``: s3 key -> rows in that file (the COPY's row count comes from the manifest).
     ``inserted``: what ``INSERT INTO <target>`` reports as its row count.
     """
 
-    def __init__(self, ledger: Iterable[StagedFile] = (), *, staged_rows: int | None = None,
-                 inserted: int | None = None):
-        self.ledger: dict[str, StagedFile] = {e.s3_key: e for e in ledger}
-        self.watermarks: dict[tuple, tuple] = {}
+    def __init__(self, *, s3: Any = None, rows_of: Any = None, inserted: int | None = None):
+        self.s3 = s3
+        self.rows_of = rows_of or (lambda key: 0)
+        self.loaded: dict[str, dict] = {}  # loaded_files by s3_key
         self.loads: list[tuple] = []
+        self.fence: dict[str, int] = {}
         self.statements: list[tuple[str, Any]] = []
         self.copied: list[bytes] = []
         self.fail_on: dict[str, BaseException] = {}
         self.load_errors: list[tuple] = []
-        self.staged_rows = staged_rows
         self.inserted = inserted
         self.closed = 0
         self.autocommit = False
@@ -182,9 +181,8 @@ class FakeWarehouse:
     def commit(self) -> None:
         if self._tx is not None:
             self.statements.append(("COMMIT", None))
-            self.ledger, self.watermarks, self.loads = (self._tx["ledger"],
-                                                         self._tx["watermarks"],
-                                                         self._tx["loads"])
+            self.loaded, self.loads, self.fence = (self._tx["loaded"], self._tx["loads"],
+                                                   self._tx["fence"])
             self._tx = None
 
     def rollback(self) -> None:
@@ -219,71 +217,58 @@ class FakeWarehouse:
     def _begin(self) -> None:
         if self._tx is None and not self.autocommit:
             self.statements.append(("BEGIN", None))
-            self._tx = {"ledger": {k: replace(v) for k, v in self.ledger.items()},
-                        "watermarks": dict(self.watermarks), "loads": list(self.loads)}
+            self._tx = {"loaded": dict(self.loaded), "loads": list(self.loads),
+                        "fence": dict(self.fence), "staged": 0}
 
     def _state(self) -> dict:
-        return self._tx or {"ledger": self.ledger, "watermarks": self.watermarks,
-                            "loads": self.loads}
+        return self._tx or {"loaded": self.loaded, "loads": self.loads, "fence": self.fence,
+                            "staged": 0}
 
     def _answer(self, sql: str, params: Any) -> tuple[list[tuple], int | None]:
         for pattern, exc in self.fail_on.items():
             if re.search(pattern, sql):
                 raise exc
         st = self._state()
-        ledger: dict[str, StagedFile] = st["ledger"]
         flat = " ".join(sql.split())
-        if flat.startswith("SELECT COUNT(*), COALESCE(SUM(byte_count), 0), MIN(staged_at)"):
-            table, state = params
-            rows = [e for e in ledger.values() if e.target_table == table and e.state == state]
-            return [(len(rows), sum(e.byte_count for e in rows),
-                     min((e.staged_at for e in rows), default=None))], None
-        if flat.startswith(f"SELECT {', '.join(PENDING_COLUMNS)} FROM staged_files"):
-            table, state, limit = params
-            rows = sorted((e for e in ledger.values()
-                           if e.target_table == table and e.state == state),
-                          key=lambda e: (e.staged_at, e.s3_key))[:limit]
-            return [tuple(getattr(e, c) for c in PENDING_COLUMNS) for e in rows], None
+        if flat.startswith("INSERT INTO load_fence"):
+            table = params[0]
+            if table in st["fence"]:
+                return [], 0
+            st["fence"][table] = 0
+            return [], 1
+        if flat.startswith("UPDATE load_fence"):
+            token, _, _, table, _ = params
+            if table in st["fence"] and st["fence"][table] <= token:
+                st["fence"][table] = token
+                return [], 1
+            return [], 0
+        if flat.startswith("SELECT s3_key, load_id FROM loaded_files"):
+            table, since, *keys = params
+            return [(k, st["loaded"][k]["load_id"]) for k in keys if k in st["loaded"]
+                    and st["loaded"][k]["target_table"] == table
+                    and st["loaded"][k]["loaded_at"] >= since], None
+        if flat.startswith("COPY "):
+            url = re.search(r"FROM 's3://[^/]+/([^']+)'", flat).group(1)
+            manifest = json.loads(self.s3.objects[url]) if self.s3 else {"entries": []}
+            keys = [e["url"].split("/", 3)[3] for e in manifest["entries"]]
+            st["staged"] = sum(gzip.decompress(self.s3.objects[k]).count(b"\n")
+                               if k in self.s3.objects else self.rows_of(k) for k in keys)
+            return [], 0
         if flat.startswith("SELECT COUNT(*) FROM stage_"):
-            n = self.staged_rows
-            if n is None:
-                n = sum(e.row_count for e in ledger.values() if e.state == PENDING)
-            return [(n,)], None
+            return [(st["staged"],)], None
+        if flat.startswith("SELECT MIN(occurred_at), MAX(occurred_at) FROM stage_"):
+            return [(T0, T0)], None
         if flat.startswith("INSERT INTO page_views") or flat.startswith("INSERT INTO "
                                                                          "position_table"):
-            return [], self.inserted if self.inserted is not None else 0
-        if flat.startswith("UPDATE staged_files SET state"):
-            state, load_id, loaded_at, table, pending, keys = params
-            n = 0
-            for k in keys:
-                e = ledger.get(k)
-                if e and e.state == pending and e.target_table == table:
-                    e.state, e.load_id, e.loaded_at = state, load_id, loaded_at
-                    n += 1
-            return [], n
+            return [], self.inserted if self.inserted is not None else st["staged"]
+        if flat.startswith("INSERT INTO loaded_files"):
+            n = len(LOADED_FILES_COLUMNS)
+            for i in range(0, len(params), n):
+                row = dict(zip(LOADED_FILES_COLUMNS, params[i:i + n]))
+                st["loaded"][row["s3_key"]] = row
+            return [], len(params) // n
         if flat.startswith("INSERT INTO loads"):
             st["loads"].append(params)
-            return [], 1
-        if flat.startswith("SELECT last_sequence, last_sub_sequence FROM staged_files"):
-            table, stream, shard = params[:3]
-            mine = [e for e in ledger.values()
-                    if (e.target_table, e.stream, e.shard_id) == (table, stream, shard)]
-            if f"state = '{PENDING}'" in flat:
-                cands = sorted((e for e in mine if e.state == PENDING), key=_last_pos)
-            else:
-                cands = [e for e in mine if e.state == LOADED]
-                if len(params) > 3:
-                    bound = (params[3], params[5], params[7])
-                    cands = [e for e in cands if _last_pos(e) < bound]
-                cands = sorted(cands, key=_last_pos, reverse=True)
-            return [(e.last_sequence, e.last_sub_sequence) for e in cands[:1]], None
-        if flat.startswith("SELECT loaded_sequence, loaded_sub_sequence FROM shard_watermarks"):
-            wm = st["watermarks"].get(tuple(params))
-            return ([wm[:2]] if wm else []), None
-        if flat.startswith("UPDATE shard_watermarks") or flat.startswith(
-                "INSERT INTO shard_watermarks"):
-            seq_, sub, load_id, now, stream, shard, table = params
-            st["watermarks"][(stream, shard, table)] = (seq_, sub, load_id)
             return [], 1
         if flat.startswith("SELECT query, TRIM(filename)"):
             return list(self.load_errors), None
@@ -340,38 +325,42 @@ class PostgresBackend(Backend):
     name = "postgres"
     supports_rows = True
 
-    def __init__(self, env: dict, pg_conn: Any, pg_schema: str, s3: Any, prefix: str):
+    def __init__(self, env: dict, pg_conn: Any, pg_schema: str, s3: Any, prefix: str,
+                 store: Any, target: str = "postgres"):
         super().__init__()
         from shardline import migrate
 
         self.env, self.schema, self.s3, self.prefix = env, pg_schema, s3, prefix.strip("/")
         self.bucket = env["SHARDLINE_S3_BUCKET"]
+        self.store = store
         self.conn = pg_conn
         self.conn.autocommit = True
         with self.conn.cursor() as cur:
             cur.execute(f'SET search_path TO "{pg_schema}"')
-        migrate.migrate(self.conn, "postgres")
+        migrate.migrate(self.conn, target)
         self.conn.autocommit = True
 
     def settings(self, **overrides: str) -> Settings:
         return Settings().replace(**{
             "warehouse.dsn": self.env["SHARDLINE_WAREHOUSE_DSN"],
             "warehouse.schema": self.schema,
+            "control.dsn": self.env["SHARDLINE_CONTROL_DSN"],
+            "control.schema": self.schema,
             "s3.endpoint_url": self.env.get("SHARDLINE_S3_ENDPOINT_URL", ""),
             "s3.bucket": self.bucket, "s3.prefix": self.prefix,
             **LOADER_DEFAULTS, **overrides})
 
     def stage(self, name: str, rows: list, *, shard: str = SHARD0, staged_at=None, **kw: Any):
-        with self.conn.cursor() as cur:
-            return stage_file(self.s3, self.bucket, cur, self.key(name, shard), rows,
-                              shard=shard, staged_at=staged_at or self.next_time(), **kw)
+        return stage_file(self.s3, self.bucket, self.store, self.key(name, shard), rows,
+                          shard=shard, staged_at=staged_at or self.next_time(), **kw)
 
     def stage_bad(self, name: str, rows: list, **kw: Any):
         """Stage rows the warehouse will refuse (PostgreSQL refuses them for real)."""
         return self.stage(name, rows, **kw)
 
-    def loader(self, **overrides: str) -> Loader:
-        return Loader(self.settings(**overrides), "page_views", s3=self.s3)
+    def loader(self, store: Any = None, **overrides: str) -> Loader:
+        return Loader(self.settings(**overrides), "page_views", s3=self.s3,
+                      store=store or self.store)
 
     def query(self, sql: str, params: Any = None) -> list[tuple]:
         with self.conn.cursor() as cur:
@@ -389,17 +378,19 @@ class PostgresBackend(Backend):
         return out
 
     def ledger(self) -> dict[str, tuple]:
-        return {k: (s, l) for k, s, l in self.query(
-            "SELECT s3_key, state, load_id FROM staged_files")}
+        with self.store.tx() as cur:
+            cur.execute("SELECT s3_key, state, load_id FROM staged_files")
+            return {k: (s, l) for k, s, l in cur.fetchall()}
 
     def loads(self) -> list[tuple]:
         return self.query("SELECT load_id, file_count, rows_copied, rows_inserted FROM loads "
                           "ORDER BY started_at, load_id")
 
-    def watermarks(self) -> dict[str, tuple]:
-        return {shard: (s, int(sub)) for shard, s, sub in self.query(
-            "SELECT shard_id, loaded_sequence, loaded_sub_sequence FROM shard_watermarks "
-            "WHERE target_table = 'page_views'")}
+    def record(self) -> dict[str, str]:
+        """The warehouse's loaded_files: s3_key -> load_id (a key twice is a failure)."""
+        rows = self.query("SELECT s3_key, load_id FROM loaded_files")
+        assert len(rows) == len({k for k, _ in rows}), f"a file recorded twice: {rows}"
+        return dict(rows)
 
     def check_dedup_plan(self) -> None:
         pass  # executed for real: the rows are checked instead
@@ -416,15 +407,14 @@ class RedshiftBackend(Backend):
     def __init__(self) -> None:
         super().__init__()
         self.s3 = FakeS3()
-        self.wh = FakeWarehouse()
         self.clock = Clock(T0 + timedelta(hours=1))
+        self.store = MemoryStore(self.clock)
+        self.wh = FakeWarehouse(s3=self.s3, rows_of=lambda key: self.store.get_file(key).row_count)
         self.load_no = 0
 
     def stage(self, name: str, rows: list, *, shard: str = SHARD0, staged_at=None, **kw: Any):
-        entry = stage_file(self.s3, self.bucket, None, self.key(name, shard), rows, shard=shard,
-                           staged_at=staged_at or self.next_time(), **kw)
-        self.wh.ledger[entry.s3_key] = entry
-        return entry
+        return stage_file(self.s3, self.bucket, self.store, self.key(name, shard), rows,
+                          shard=shard, staged_at=staged_at or self.next_time(), **kw)
 
     def stage_bad(self, name: str, rows: list, **kw: Any):
         """Stage rows Redshift would refuse: the fake COPY fails the way Redshift does and
@@ -437,8 +427,9 @@ class RedshiftBackend(Backend):
                                 "Invalid timestamp format or value")]
         return entry
 
-    def loader(self, **overrides: str) -> Loader:
+    def loader(self, store: Any = None, **overrides: str) -> Loader:
         cfg = settings(**{"warehouse.dialect": "redshift", "warehouse.iam_role": IAM_ROLE,
+                          "loader.combine_min_bytes": "0",  # combining: test_redshift_sql
                           **LOADER_DEFAULTS, **overrides})
 
         def next_id(now):
@@ -446,54 +437,60 @@ class RedshiftBackend(Backend):
             return f"L{self.load_no}"
 
         return Loader(cfg, "page_views", dialect=RedshiftDialect(IAM_ROLE), s3=self.s3,
-                      connect=self.wh, clock=self.clock, load_id_factory=next_id)
+                      connect=self.wh, clock=self.clock, load_id_factory=next_id,
+                      store=store or self.store)
 
     def ledger(self) -> dict[str, tuple]:
-        return {k: (e.state, e.load_id) for k, e in self.wh.ledger.items()}
+        return {k: (e.state, e.load_id) for k, e in self.store._files.items()}
 
     def loads(self) -> list[tuple]:
         return [(p[0], p[3], p[5], p[6]) for p in self.wh.loads]
 
-    def watermarks(self) -> dict[str, tuple]:
-        return {shard: (s, int(sub)) for (_, shard, _), (s, sub, _) in self.wh.watermarks.items()}
+    def record(self) -> dict[str, str]:
+        return {k: r["load_id"] for k, r in self.wh.loaded.items()}
 
     def load_transactions(self) -> list[list[str]]:
-        return [tx for tx in self.wh.transactions() if any(s.startswith("LOCK") for s in tx)]
+        return [tx for tx in self.wh.transactions()
+                if any(s.startswith("UPDATE load_fence") for s in tx)]
 
     def check_dedup_plan(self) -> None:
-        """Every committed load: COPY through its manifest, then the dedup merge on event_id
-        keeping the first by position, then the ledger UPDATE, in one BEGIN..COMMIT."""
+        """Every committed load: the fence, the already-loaded guard, COPY through its
+        manifest, the dedup merge on event_id bounded by occurred_at, keeping the first by
+        position, then the record, in one BEGIN..COMMIT; never a LOCK."""
         committed = [tx for tx in self.load_transactions() if tx[-1] == "COMMIT"]
         assert committed
         for tx in committed:
             flat = [" ".join(s.split()) for s in tx]
+            assert not any(s.startswith("LOCK") for s in flat), flat
             order = [next(i for i, s in enumerate(flat) if re.match(p, s)) for p in (
-                r"^LOCK page_views$",
+                r"^UPDATE load_fence SET lease_token = %s",
+                r"^SELECT s3_key, load_id FROM loaded_files WHERE target_table = %s AND "
+                r"loaded_at >= %s AND s3_key IN ",
                 r"^COPY stage_\w+ \(event_id, .*\) FROM 's3://bucket-x/pfx/manifests/page_views/"
                 r"L\d+\.manifest' IAM_ROLE '" + re.escape(IAM_ROLE) + r"' MANIFEST .*GZIP.*"
                 r"STATUPDATE OFF COMPUPDATE OFF$",
+                r"^SELECT MIN\(occurred_at\), MAX\(occurred_at\) FROM stage_\w+$",
                 r"^DELETE FROM (stage_\w+) USING page_views WHERE \1\.event_id = "
-                r"page_views\.event_id$",
-                r"^INSERT INTO page_views \(.*\) SELECT .* ROW_NUMBER\(\) OVER \(PARTITION BY "
+                r"page_views\.event_id AND page_views\.occurred_at BETWEEN %s AND %s$",
+                r"^INSERT INTO page_views \(.*, loaded_at\) SELECT .*, %s FROM \(SELECT .* "
+                r"ROW_NUMBER\(\) OVER \(PARTITION BY "
                 r"event_id ORDER BY shard_id, LENGTH\(sequence_number\), sequence_number, "
                 r"sub_sequence_number\) AS rn FROM stage_\w+\) ranked WHERE rn = 1$",
-                r"^UPDATE staged_files SET state = %s",
+                r"^INSERT INTO loaded_files ",
                 r"^INSERT INTO loads ",
             )]
             assert order == sorted(order), flat
             assert tx[0] == "BEGIN" and tx[-1] == "COMMIT"
-        # Each manifest lists exactly the files that load marked loaded (with rows).
+        # Each manifest lists exactly the files that load recorded (with rows).
         manifests = {k: json.loads(b) for _, k, b in self.s3.puts
                      if k.endswith(".manifest")}
         for load_id, key in ((p[0], p[2]) for p in self.wh.loads):
             urls = {e["url"] for e in manifests[key]["entries"]}
-            marked = {f"s3://{self.bucket}/{k}" for k, e in self.wh.ledger.items()
-                      if e.load_id == load_id and e.row_count > 0}
+            marked = {f"s3://{self.bucket}/{k}" for k, r in self.wh.loaded.items()
+                      if r["load_id"] == load_id and r["row_count"] > 0}
             assert urls == marked
 
     def check_atomic(self) -> None:
         for tx in self.load_transactions():
             assert tx[0] == "BEGIN" and tx[-1] in ("COMMIT", "ROLLBACK")
             assert tx.count("BEGIN") == 1
-
-

@@ -1,23 +1,29 @@
 """The loader contract: the same scenarios against each warehouse dialect.
 
-PostgreSQL runs them for real (moto S3 + PostgreSQL); Redshift checks the generated
-plan with a recording fake connection (see conftest.py). A scenario asserts rows only
-where the backend has rows (``backend.supports_rows``); both check the ledger, the
-``loads`` history and the watermarks, which the fake keeps transactionally.
+PostgreSQL runs them for real (moto S3 + PostgreSQL, plain and redshift-like); Redshift
+checks the generated plan with a recording fake connection (see conftest.py). A scenario
+asserts rows only where the backend has rows (``backend.supports_rows``); all check the
+ledger (control store), the ``loads`` history and the ``loaded_files`` record.
 """
 from __future__ import annotations
 
 import logging
 
+import pytest
+
+from shardline.errors import ServiceUnavailable
 from tests.contract.loader_kit import SHARD0, SHARD1, event_id, page_view, seq
 
 
 def run_until_idle(loader, limit: int = 20) -> list:
+    """Step until not loading any more, then release the loader lease (as ``run`` does on
+    its way out), so the next loader of the scenario can take the table."""
     results = []
     for _ in range(limit):
         r = loader.step()
         results.append(r)
         if r.state != "loaded":
+            loader.release()
             return results
     raise AssertionError("the loader never became idle")
 
@@ -32,7 +38,7 @@ def test_loads_every_row_once_and_records_it(backend):
     assert backend.ledger() == {a.s3_key: ("loaded", load.load_id),
                                 b.s3_key: ("loaded", load.load_id)}
     assert [(l[0], l[1], l[2]) for l in backend.loads()] == [(load.load_id, 2, 3)]
-    assert backend.watermarks() == {SHARD0: (seq(2), 0), SHARD1: (seq(3), 0)}
+    assert backend.record() == {a.s3_key: load.load_id, b.s3_key: load.load_id}
     backend.check_dedup_plan()
     if backend.supports_rows:
         assert set(backend.stored()) == {event_id(1), event_id(2), event_id(3)}
@@ -67,7 +73,7 @@ def test_replay_after_checkpoint_moved_back(backend):
     if backend.supports_rows:
         assert sorted(backend.stored()) == [event_id(i) for i in range(1, 16)]
         assert [l[2:] for l in backend.loads()] == [(18, 12), (13, 3)]
-    assert backend.watermarks() == {SHARD0: (seq(15), 0)}
+    assert len(backend.record()) == 3
 
 
 def test_producer_retry_keeps_the_first_by_position(backend):
@@ -112,36 +118,74 @@ def test_copy_error_rolls_back_and_keeps_files_pending(backend, caplog):
     # the reason and the file are in the log (Redshift: from STL_LOAD_ERRORS)
     assert "not a time" in caplog.text and bad.s3_key in caplog.text
     assert backend.ledger() == {good.s3_key: ("pending", None), bad.s3_key: ("pending", None)}
-    assert backend.loads() == [] and backend.watermarks() == {}
+    assert backend.loads() == [] and backend.record() == {}
     if backend.supports_rows:
         assert backend.stored() == {}
     assert loader.step().state == "backoff"
     backend.check_atomic()
 
 
-def test_watermark_only_over_contiguous_loaded_entries(backend):
-    """Shard 0 has A(1-2) B(3-4) C(5-6); B was staged last, so a 2-file load takes A and C:
-    the watermark stops at A until B is loaded. Shard 1 moves on its own."""
-    backend.stage("A", [page_view(1, 1), page_view(2, 2)])
-    backend.stage("C", [page_view(5, 5), page_view(6, 6)])
-    backend.stage("D", [page_view(7, 1, shard=SHARD1)], shard=SHARD1)
-    backend.stage("B", [page_view(3, 3), page_view(4, 4)])
-    loader = backend.loader(**{"loader.max_files_per_load": "2"})
-    assert loader.step().state == "loaded"  # A, C
-    assert backend.watermarks() == {SHARD0: (seq(2), 0)}
-    assert loader.step().state == "loaded"  # D, B
-    assert backend.watermarks() == {SHARD0: (seq(6), 0), SHARD1: (seq(1), 0)}
-    # A replayed old range loaded later never moves the watermark back.
-    backend.stage("A-again", [page_view(1, 1)])
-    assert run_until_idle(backend.loader())[0].state == "loaded"
-    assert backend.watermarks() == {SHARD0: (seq(6), 0), SHARD1: (seq(1), 0)}
-    backend.check_dedup_plan()
+def test_killed_between_warehouse_commit_and_ledger_update(backend):
+    """The warehouse committed, the control store never heard (the loader died, or the store
+    was down): the next loader reconciles from loaded_files; nothing loaded twice or lost."""
+    a = backend.stage("a", [page_view(1, 1), page_view(2, 2)])
+
+    class StoreDownAfterCommit:
+        def __init__(self, store):
+            self.store = store
+
+        def __getattr__(self, name):
+            return getattr(self.store, name)
+
+        def mark_loaded(self, *args, **kw):
+            raise ServiceUnavailable("control store: connection refused")
+
+    first = backend.loader(store=StoreDownAfterCommit(backend.store))
+    r = first.step()
+    assert r.state == "loaded"
+    load_id = r.load.load_id
+    assert backend.ledger() == {a.s3_key: ("pending", None)}  # the store did not hear
+    assert backend.record() == {a.s3_key: load_id}
+    first.release()  # it died: its lease lapses
+    b = backend.stage("b", [page_view(2, 2), page_view(3, 3)])
+    results = run_until_idle(backend.loader())
+    assert backend.ledger() == {a.s3_key: ("loaded", load_id),
+                                b.s3_key: ("loaded", results[0].load.load_id)}
+    assert set(backend.record()) == {a.s3_key, b.s3_key}
+    assert [l[1] for l in backend.loads()] == [1, 1]  # "a" was never loaded again
+    if backend.supports_rows:
+        assert sorted(backend.stored()) == [event_id(1), event_id(2), event_id(3)]
 
 
-def test_empty_batches_count_as_loaded_for_the_watermark(backend):
-    """A batch with no good rows is born 'loaded' (no object): it does not hold the mark."""
-    backend.stage("A", [page_view(1, 1)])
-    backend.stage("empty", [], first=(seq(2), 0), last=(seq(3), 0))
-    backend.stage("C", [page_view(4, 4)])
-    run_until_idle(backend.loader())
-    assert backend.watermarks() == {SHARD0: (seq(4), 0)}
+def test_a_file_whose_copy_keeps_failing_is_quarantined(backend):
+    """After loader.quarantine_after failed COPYs the bad file leaves the load path with its
+    error; the good one then loads."""
+    good = backend.stage("good", [page_view(1, 1)])
+    bad = backend.stage_bad("bad", [page_view(2, 2, occurred_at="not a time")])
+    loader = backend.loader(**{"loader.quarantine_after": "2"})
+    for _ in range(2):
+        loader.retry_at = 0.0  # skip the backoff
+        assert loader.step().state == "failed"
+    assert backend.ledger()[bad.s3_key] == ("quarantined", None)
+    (q,) = backend.store.quarantined("page_views")
+    assert q.file.s3_key == bad.s3_key and "not a time" in q.error
+    if hasattr(backend, "wh"):
+        backend.wh.fail_on.clear()
+    loader.retry_at = 0.0
+    assert run_until_idle(loader)[0].state == "loaded"
+    assert backend.ledger()[good.s3_key][0] == "loaded"
+    if backend.supports_rows:
+        assert set(backend.stored()) == {event_id(1)}
+
+
+def test_one_loader_per_table_the_other_stands_by(backend):
+    backend.stage("a", [page_view(1, 1)])
+    first, second = backend.loader(), backend.loader()
+    assert first.step().state == "loaded"
+    backend.stage("b", [page_view(2, 2)])
+    assert second.step().state == "standby"
+    assert first.step().state == "loaded"
+    first.release()
+    backend.stage("c", [page_view(3, 3)])
+    assert second.step().state == "loaded"
+    assert len(backend.record()) == 3

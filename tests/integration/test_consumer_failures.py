@@ -40,7 +40,7 @@ def test_failing_batch_holds_checkpoint_and_exits_70(rig, tmp_path):
     delivered = {q for q, _ in rig.delivered(shard)}
     assert poison not in delivered
     assert set(s for s in seqs if pos(s) <= pos(cp[0])) <= delivered
-    history = rig.sql("SELECT sequence_number FROM checkpoint_history WHERE shard_id = %s",
+    history = rig.csql("SELECT sequence_number FROM checkpoint_history WHERE shard_id = %s",
                       (shard,))
     assert all(pos(h) < pos(first_of_poison) for (h,) in history)
     assert rig.lease_owner(shard) is None  # released: supervisord's restart starts at once

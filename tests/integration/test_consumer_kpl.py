@@ -63,6 +63,6 @@ def test_kpl_stop_mid_aggregate_and_restart_exactly_once(rig, tmp_path):
     assert max(counts.values()) == 1  # nothing repeated, across the stop and restart
     assert all(bytes(d) == want[(s, int(sub))] for s, sub, d in got)
     # the checkpoints did land inside aggregates (AT_SEQUENCE_NUMBER + skip on restart)
-    mid = rig.sql("SELECT count(*) FROM checkpoint_history WHERE shard_id = %s "
+    mid = rig.csql("SELECT count(*) FROM checkpoint_history WHERE shard_id = %s "
                   "AND NOT closes_sequence", (shard,))[0][0]
     assert mid > 0

@@ -30,14 +30,14 @@ def test_second_consumer_exits_75_naming_owner_and_stolen_lease_stops_first(rig,
         assert first.poll() is None  # the first one keeps running
 
         # someone takes the lease (as after a long pause): the first must stop, never checkpoint
-        rig.sql("UPDATE shard_leases SET owner = 'thief:1:x', token = token + 1, "
+        rig.csql("UPDATE shard_leases SET owner = 'thief:1:x', token = token + 1, "
                 "expires_at = (now() AT TIME ZONE 'UTC') + interval '1 hour' "
                 "WHERE shard_id = %s", (shard,))
-        (history_before,), = rig.sql("SELECT count(*) FROM checkpoint_history")
+        (history_before,), = rig.csql("SELECT count(*) FROM checkpoint_history")
         rig.put(300, start=500)
         assert first.wait(30) == ExitCode.LEASE_LOST
         assert "lease lost" in (tmp_path / "first.log").read_text()
-        assert rig.sql("SELECT count(*) FROM checkpoint_history") == [(history_before,)]
+        assert rig.csql("SELECT count(*) FROM checkpoint_history") == [(history_before,)]
         assert rig.checkpoint(shard)[0] == seqs[-1]
         assert rig.lease_owner(shard) == "thief:1:x"
 
@@ -78,7 +78,7 @@ def test_second_signal_exits_at_once_without_checkpoint(rig, tmp_path):
            "SHARDLINE_CONSUMER_SHUTDOWN_TIMEOUT_S": "30"}
     with rig.stage(delay_s=3.0, threads=1):  # jobs outlast the test
         proc = rig.consumer(shard, tmp_path / "c.log", **env)
-        wait_for(lambda: (rig.sql("SELECT max(inflight_batches) FROM shard_status")[0][0]
+        wait_for(lambda: (rig.csql("SELECT max(inflight_batches) FROM shard_status")[0][0]
                           or 0) > 0, 60, "batches in flight", every=0.1)
         proc.send_signal(signal.SIGTERM)
         time.sleep(0.5)

@@ -48,7 +48,7 @@ def test_split_parent_drained_to_shard_end_then_children(rig, tmp_path):
     got = rig.delivered()
     assert sorted(q for q, _ in got) == sorted(before + after[children[0]] + after[children[1]])
     # children read nothing before the parent's SHARD_END checkpoint
-    (end_at,), = rig.sql("SELECT created_at FROM checkpoint_history WHERE shard_id = %s "
+    (end_at,), = rig.csql("SELECT created_at FROM checkpoint_history WHERE shard_id = %s "
                          "AND sequence_number = 'SHARD_END'", (parent,))
     (parent_last,), = rig.sql("SELECT max(received_at) FROM stub_batches WHERE shard_id = %s",
                               (parent,))
@@ -57,8 +57,8 @@ def test_split_parent_drained_to_shard_end_then_children(rig, tmp_path):
     assert child_first > parent_last
     for c in children:  # they started while the parent was still being read, and waited
         assert "waiting for parent shards" in (tmp_path / f"{c}.log").read_text()
-    status = dict(rig.sql("SELECT shard_id, state FROM shard_status"))
+    status = dict(rig.csql("SELECT shard_id, state FROM shard_status"))
     assert status[parent] == "shard_end"
-    assert rig.sql("SELECT count(*) FROM checkpoint_history WHERE shard_id = %s AND "
+    assert rig.csql("SELECT count(*) FROM checkpoint_history WHERE shard_id = %s AND "
                    "source = 'shard_end'", (parent,)) == [(1,)]
     assert end_at is not None and pos(before[-1]) > pos(before[0])

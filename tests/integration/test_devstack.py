@@ -115,6 +115,7 @@ def test_env_has_exactly_the_documented_keys(stack: StackInfo) -> None:
         "SHARDLINE_WAREHOUSE_DSN": (
             f"host=127.0.0.1 port={stack.pg_port} dbname=shardline user=postgres"
         ),
+        "SHARDLINE_WAREHOUSE_MODE": "postgres",  # migrate renders the DDL for it
         "SHARDLINE_CONTROL_BACKEND": "postgres",
         "SHARDLINE_CONTROL_DSN": (
             f"host=127.0.0.1 port={stack.pg_port} dbname=shardline_control user=postgres"
@@ -240,7 +241,7 @@ def test_cli_env_can_be_evaluated_by_a_shell(stack: StackInfo) -> None:
     out = subprocess.run(
         ["bash", "-c", script], cwd=devstack.REPO_ROOT, capture_output=True, text=True, check=True
     ).stdout.splitlines()
-    assert out == [stack.dsn, stack.gearman_server, "8"]  # exported, not just set
+    assert out == [stack.dsn, stack.gearman_server, "9"]  # exported, not just set
 
 
 def test_cli_status(stack: StackInfo, capsys: pytest.CaptureFixture[str]) -> None:

@@ -27,15 +27,7 @@ pytestmark = pytest.mark.integration
 LATENCY_MS = 300
 
 
-@pytest.fixture(scope="module")
-def rs_stack(tmp_path_factory: pytest.TempPathFactory,
-             _dummy_aws_credentials: None) -> Iterator[StackInfo]:
-    dir = tmp_path_factory.mktemp("redshift-like")
-    try:
-        info = devstack.up(dir, warehouse="redshift-like", commit_latency_ms=LATENCY_MS)
-        yield info
-    finally:
-        devstack.down(dir)
+# rs_stack: tests/conftest.py (session-wide, shared with the loader contract suite)
 
 
 @pytest.fixture
@@ -69,6 +61,7 @@ def test_the_mode_is_on_recorded_and_shown(rs_stack: StackInfo,
     assert rs_stack.warehouse_mode == "redshift-like"
     assert rs_stack.commit_latency_ms == LATENCY_MS
     assert f"port={rs_stack.relay_port} " in rs_stack.env()["SHARDLINE_WAREHOUSE_DSN"]
+    assert rs_stack.env()["SHARDLINE_WAREHOUSE_MODE"] == "redshift-like"  # for migrate
     assert rs_stack.relay_port != rs_stack.pg_port
     with warehouse(rs_stack) as conn, conn.cursor() as cur:
         cur.execute("SHOW transaction_isolation")

@@ -47,6 +47,7 @@ def start_gearmand(tmp_path, name: str) -> tuple[subprocess.Popen, str]:
 def env(stack_env, stream_name):
     env = {**stack_env, **FAST, "SHARDLINE_KINESIS_STREAM": stream_name}
     shardline("migrate", env=env)
+    shardline("migrate", "--control", env=env)
     return env
 
 

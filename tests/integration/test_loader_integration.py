@@ -1,8 +1,8 @@
 """The loader against the real local stack (moto S3 + PostgreSQL), including the CLI.
 
-Staged files are made here directly (csvformat.format_row + gzip + put_object) with plain
-ledger INSERTs; the stage worker is not involved, except in the hostile-text round trip,
-where events go through the stage job (shardline.workers.stage.StageJob, S3 and ledger for real) first.
+Staged files are made here directly (csvformat.format_row + gzip + put_object) with their
+ledger entries in the control store; the stage worker is not involved, except in the
+hostile-text round trip, where events go through the stage job (S3 and ledger for real) first.
 """
 from __future__ import annotations
 
@@ -34,8 +34,8 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def pg(stack, stack_env, pg_conn, pg_schema, s3, s3_prefix) -> PostgresBackend:
-    return PostgresBackend(stack.env(), pg_conn, pg_schema, s3, s3_prefix)
+def pg(stack, stack_env, pg_conn, pg_schema, s3, s3_prefix, control_store) -> PostgresBackend:
+    return PostgresBackend(stack.env(), pg_conn, pg_schema, s3, s3_prefix, control_store)
 
 
 def shardline_cmd(*args: str) -> list[str]:
@@ -48,6 +48,7 @@ def cli_env(pg: PostgresBackend, **loader: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SHARDLINE_")}
     env.update(pg.env)
     env.update({"SHARDLINE_WAREHOUSE_SCHEMA": pg.schema, "SHARDLINE_S3_PREFIX": pg.prefix,
+                "SHARDLINE_CONTROL_SCHEMA": pg.schema, "SHARDLINE_LOADER_LEASE_TTL_S": "2",
                 "SHARDLINE_LOADER_MAX_INTERVAL_S": "0", "SHARDLINE_LOADER_POLL_S": "0.1"})
     env.update({f"SHARDLINE_LOADER_{k.upper()}": v for k, v in loader.items()})
     return env
@@ -76,11 +77,11 @@ def holder_connection(pg: PostgresBackend):
 
 
 def blocked_loader_backend(pg: PostgresBackend) -> dict | None:
-    """The loader backend waiting for shard_watermarks, with what it already holds."""
+    """The loader backend waiting for ``loads`` (its last insert), with what it holds."""
     rows = pg.query(
         "SELECT l.pid, a.query FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
         "WHERE l.relation = %s::regclass AND NOT l.granted",
-        (f'"{pg.schema}".shard_watermarks',))
+        (f'"{pg.schema}".loads',))
     if not rows:
         return None
     pid, query = rows[0]
@@ -99,19 +100,18 @@ def test_sigkill_between_copy_and_commit_then_restart(pg, tmp_path):
     holder = holder_connection(pg)
     try:
         with holder.cursor() as cur:  # the loader needs this AFTER its COPY and merge
-            cur.execute("LOCK TABLE shard_watermarks IN ACCESS EXCLUSIVE MODE")
+            cur.execute("LOCK TABLE loads IN ACCESS EXCLUSIVE MODE")
         proc = start_loader(pg, tmp_path, "--once")
         blocked = wait_for(lambda: blocked_loader_backend(pg),
-                           20, "the loader to block on shard_watermarks", every=0.05)
+                           20, "the loader to block on loads", every=0.05)
         # It got there after the COPY and the merge: it wrote to page_views (the INSERT of
-        # the merge, which follows the COPY into its staging table), the ledger (UPDATE)
-        # and the load history. (Its temp table is invisible from here: uncommitted.)
-        assert "shard_watermarks" in blocked["query"]
+        # the merge) and loaded_files, and it took NO table lock on page_views.
+        assert "INSERT INTO loads" in blocked["query"]
         held = blocked["held"]
-        assert ("page_views", "ShareRowExclusiveLock") in held
         assert ("page_views", "RowExclusiveLock") in held
-        assert ("staged_files", "RowExclusiveLock") in held
-        assert ("loads", "RowExclusiveLock") in held
+        assert ("loaded_files", "RowExclusiveLock") in held
+        assert not {m for r, m in held if r == "page_views"} - {
+            "AccessShareLock", "RowExclusiveLock"}
         proc.send_signal(signal.SIGKILL)
         assert proc.wait(10) == -signal.SIGKILL
     finally:
@@ -123,16 +123,81 @@ def test_sigkill_between_copy_and_commit_then_restart(pg, tmp_path):
              30, "the killed loader's backend to end", every=0.05)
     assert pg.stored() == {}
     assert {s for s, _ in pg.ledger().values()} == {"pending"}
-    assert pg.loads() == [] and pg.watermarks() == {}
+    assert pg.loads() == [] and pg.record() == {}
 
-    proc = start_loader(pg, tmp_path, "--once")
+    proc = start_loader(pg, tmp_path, "--once")  # waits out the dead one's loader lease
     assert proc.wait(60) == 0, output(proc)
     assert sorted(pg.stored()) == [event_id(i) for i in range(1, 120)]
     (load_id, files, copied, inserted), = pg.loads()
     assert (files, copied, inserted) == (3, 39 + 50 + 40, 119)
     assert pg.ledger() == {e.s3_key: ("loaded", load_id) for e in entries}
-    assert pg.watermarks() == {SHARD0: (seq(119), 0)}
+    assert pg.record() == {e.s3_key: load_id for e in entries}
     assert f"load_id={load_id}" in output(proc)
+
+
+def test_sigkill_between_warehouse_commit_and_control_store_update(pg, tmp_path, control_conn):
+    """The kill point between the two stores: the warehouse has committed rows and record,
+    the ledger still says pending. The next loader reconciles: no file twice, none lost."""
+    rows = {name: [page_view(i, i) for i in range(lo, hi)]
+            for name, lo, hi in (("a", 1, 40), ("b", 30, 80))}
+    entries = [pg.stage(name, r) for name, r in rows.items()]
+    control_conn.autocommit = False
+    with control_conn.cursor() as cur:  # row locks: mark_loaded's UPDATE waits on them
+        cur.execute("SELECT s3_key FROM staged_files FOR UPDATE")
+    try:
+        proc = start_loader(pg, tmp_path, "--once")
+        wait_for(lambda: pg.loads(), 30, "the warehouse commit", every=0.05)
+        time.sleep(0.2)  # now in (or about to be in) mark_loaded, blocked
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait(10) == -signal.SIGKILL
+    finally:
+        control_conn.rollback()
+        control_conn.autocommit = True
+    (load_id, files, _, inserted), = pg.loads()
+    assert (files, inserted) == (2, 79)
+    assert {s for s, _ in pg.ledger().values()} == {"pending"}  # the store never heard
+    pg.stage("c", [page_view(i, i) for i in range(70, 90)])
+    proc = start_loader(pg, tmp_path, "--once")
+    assert proc.wait(60) == 0, output(proc)
+    assert "reconciled 2 files" in output(proc)
+    assert sorted(pg.stored()) == [event_id(i) for i in range(1, 90)]
+    ledger = pg.ledger()
+    assert all(ledger[e.s3_key] == ("loaded", load_id) for e in entries)
+    assert [l[1] for l in pg.loads()] == [2, 1]  # a and b were not loaded again
+    assert len(pg.record()) == 3
+
+
+def test_a_reader_is_never_blocked_by_a_load(pg, tmp_path):
+    """While a load is in progress (held open after its COPY and merge), a plain SELECT
+    count(*) on the target returns at once (no table lock; it sees the rows before)."""
+    pg.stage("before", [page_view(i, i) for i in range(1, 6)])
+    first = pg.loader()
+    assert first.step().state == "loaded"
+    first.release()
+    pg.stage("during", [page_view(i, i) for i in range(6, 50)])
+    holder = holder_connection(pg)
+    try:
+        with holder.cursor() as cur:
+            cur.execute("LOCK TABLE loads IN ACCESS EXCLUSIVE MODE")
+        proc = start_loader(pg, tmp_path, "--once", lease_ttl_s="1")
+        wait_for(lambda: blocked_loader_backend(pg), 20, "the load to be in progress",
+                 every=0.05)
+        reader = psycopg2.connect(pg.env["SHARDLINE_WAREHOUSE_DSN"],
+                                  options=f"-c search_path={pg.schema} "
+                                          "-c statement_timeout=1000")
+        try:
+            with reader.cursor() as cur:
+                t0 = time.monotonic()
+                cur.execute("SELECT count(*) FROM page_views")
+                (n,), took = cur.fetchone(), time.monotonic() - t0
+        finally:
+            reader.close()
+        assert n == 5 and took < 1.0
+    finally:
+        holder.rollback()
+        holder.close()
+    assert proc.wait(60) == 0, output(proc)
+    assert len(pg.stored()) == 49
 
 
 # -- every value arrives unchanged --------------------------------------------------------
@@ -215,8 +280,8 @@ def test_hostile_text_round_trips_through_the_stage_worker_unchanged(pg):
         assert job.run(codec.encode(batch)) == b""  # the Gearman task body
     finally:
         job.close()
-    (rows, dead, dl_key), = pg.query("SELECT row_count, dead_letter_count, dead_letter_key "
-                                     "FROM staged_files")
+    (entry,) = pg.store.pending_files("page_views", 10)
+    rows, dead, dl_key = entry.row_count, entry.dead_letter_count, entry.dead_letter_key
     assert rows == len(sent) and dead == 1
     body = pg.s3.get_object(Bucket=pg.bucket, Key=dl_key)["Body"].read()
     (dead,) = [json.loads(line) for line in gzip.decompress(body).splitlines()]
@@ -243,6 +308,8 @@ def test_hostile_text_round_trips_through_the_stage_worker_unchanged(pg):
 # -- two loaders at once --------------------------------------------------------------------
 
 def test_two_loaders_at_once_serialise_without_duplicates_or_losses(pg):
+    """Two loaders: one holds the table's loader lease and loads, the other stands by;
+    whichever loads, no file is loaded twice or lost."""
     n_files = 24
     entries = []
     for f in range(n_files):
@@ -264,8 +331,9 @@ def test_two_loaders_at_once_serialise_without_duplicates_or_losses(pg):
             while idle < 3:
                 r = loader.step()
                 results[name].append(r)
-                idle = idle + 1 if r.state in ("idle", "nothing") else 0
+                idle = idle + 1 if r.state in ("idle", "nothing", "standby") else 0
                 assert r.state != "failed", r.error
+            loader.release()
             loader.close()
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
@@ -308,7 +376,7 @@ def test_sigterm_finishes_the_load_in_progress_then_exits_zero(pg, tmp_path):
     proc = None
     try:
         with holder.cursor() as cur:
-            cur.execute("LOCK TABLE shard_watermarks IN ACCESS EXCLUSIVE MODE")
+            cur.execute("LOCK TABLE loads IN ACCESS EXCLUSIVE MODE")
         proc = start_loader(pg, tmp_path)  # the loop, not --once
         wait_for(lambda: blocked_loader_backend(pg), 20, "the load to be in progress", every=0.05)
         proc.send_signal(signal.SIGTERM)

@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 import pytest
 
 from shardline import migrate
-from shardline.control import Checkpoint, Control
+from shardline.control import Checkpoint
 from tests.pipeline import wait_active
 
 pytestmark = pytest.mark.integration
@@ -25,20 +25,17 @@ def _replay(env, *args):
 
 
 @pytest.fixture
-def setup(stack_env, pg_schema, pg_conn, warehouse_connect):
+def setup(stack_env, pg_schema, pg_conn, control_store):
     migrate.migrate(pg_conn, "postgres")
     pg_conn.commit()
     env = {**stack_env, "SHARDLINE_WAREHOUSE_SCHEMA": pg_schema}
-    control = Control(warehouse_connect, "postgres")
-    yield env, control
-    control.close()
+    yield env, control_store
 
 
 def _row(control, stream):
-    with control.tx() as cur:
-        cur.execute("SELECT sequence_number, sub_sequence_number, closes_sequence "
-                    "FROM checkpoints WHERE stream = %s AND shard_id = %s", (stream, SHARD))
-        return cur.fetchone()
+    cp = control.get_checkpoint(stream, SHARD)
+    return None if cp is None else (cp.sequence_number, cp.sub_sequence_number,
+                                    cp.closes_sequence)
 
 
 def test_replay_moves_checkpoint_with_history_and_respects_leases(setup, stream_name):

@@ -52,7 +52,8 @@ def _drain(server: str, function: bytes, count: int) -> None:
     worker.shutdown()
 
 
-def test_status_reports_numbers_and_alerts(stack_env, stream_name, pg_schema, pg_conn, kinesis):
+def test_status_reports_numbers_and_alerts(stack_env, stream_name, pg_schema, pg_conn, kinesis,
+                                           control_store, control_conn):
     migrate.migrate(pg_conn, "postgres")
     kinesis.create_stream(StreamName=stream_name, ShardCount=2)
     wait_active(kinesis, stream_name)
@@ -66,14 +67,20 @@ def test_status_reports_numbers_and_alerts(stack_env, stream_name, pg_schema, pg
            "SHARDLINE_CONSUMER_REPORT_INTERVAL_S": "5", "SHARDLINE_STATUS_MAX_LAG_MS": "60000"}
 
     now = _now()
-    with pg_conn.cursor() as cur:
+    with control_conn.cursor() as cur:  # the control store's rows, written by hand
         cur.execute("INSERT INTO shard_leases (stream, shard_id, owner, token, acquired_at, "
                     "renewed_at, expires_at) VALUES (%s, %s, 'host-a:11:u1', 3, %s, %s, %s)",
                     (stream_name, shard0, now - timedelta(minutes=5), now - timedelta(seconds=2),
                      now + timedelta(seconds=28)))
+        cur.execute("INSERT INTO checkpoint_history (stream, shard_id, sequence_number, "
+                    "sub_sequence_number, closes_sequence, source, lease_token, created_at) "
+                    "VALUES (%s, %s, %s, 0, true, 'consumer', 3, %s) RETURNING id",
+                    (stream_name, shard0, SEQ_A, now))
+        (history_id,), = cur.fetchall()
         cur.execute("INSERT INTO checkpoints (stream, shard_id, sequence_number, "
-                    "sub_sequence_number, closes_sequence, lease_token, updated_at) VALUES "
-                    "(%s, %s, %s, 0, true, 3, %s)", (stream_name, shard0, SEQ_A, now))
+                    "sub_sequence_number, closes_sequence, lease_token, history_id, updated_at) "
+                    "VALUES (%s, %s, %s, 0, true, 3, %s, %s)",
+                    (stream_name, shard0, SEQ_A, history_id, now))
         for shard, lag in ((shard0, 1234), (shard1, 0)):
             cur.execute("INSERT INTO shard_status (stream, shard_id, owner, last_read_sequence, "
                         "checkpoint_sequence, millis_behind_latest, iterator_age_ms, "
@@ -81,23 +88,30 @@ def test_status_reports_numbers_and_alerts(stack_env, stream_name, pg_schema, pg
                         "VALUES (%s, %s, 'host-a:11:u1', %s, %s, %s, 800, 3, 9000, 250.5, "
                         "'reading', %s)",
                         (stream_name, shard, SEQ_B, SEQ_A, lag, now - timedelta(seconds=1)))
-        cur.execute("INSERT INTO shard_watermarks (stream, shard_id, target_table, "
-                    "loaded_sequence, loaded_sub_sequence, load_id, updated_at) VALUES "
-                    "(%s, %s, 'page_views', %s, 0, 'load-1', %s)",
-                    (stream_name, shard0, SEQ_A, now - timedelta(seconds=20)))
+    with control_conn.cursor() as cur:  # the ledger: control store
         files = [("k1", "pending", 100, 10, 0, 30), ("k2", "pending", 250, 20, 2, 90),
-                 ("k3", "loaded", 400, 40, 3, 300)]
+                 ("k3", "loaded", 400, 40, 3, 300), ("k4", "quarantined", 50, 5, 0, 60)]
         for key, state, size, rows, dead, age in files:
             cur.execute("INSERT INTO staged_files (s3_key, target_table, stream, shard_id, "
                         "first_sequence, first_sub_sequence, last_sequence, last_sub_sequence, "
                         "row_count, byte_count, dead_letter_key, dead_letter_count, state, "
-                        "staged_at) VALUES (%s, 'page_views', %s, %s, %s, 0, %s, 0, %s, %s, "
-                        "NULL, %s, %s, %s)",
+                        "staged_at, error, quarantined_at) VALUES (%s, 'page_views', %s, %s, "
+                        "%s, 0, %s, 0, %s, %s, NULL, %s, %s, %s, %s, %s)",
                         (f"{stream_name}/{key}", stream_name, shard0, SEQ_A, SEQ_B, rows, size,
-                         dead, state, now - timedelta(seconds=age)))
+                         dead, state, now - timedelta(seconds=age),
+                         "COPY failed: bad timestamp" if state == "quarantined" else None,
+                         now if state == "quarantined" else None))
+    with pg_conn.cursor() as cur:  # the warehouse's load record
+        cur.execute("INSERT INTO loaded_files (s3_key, target_table, load_id, stream, shard_id, "
+                    "first_sequence, first_sub_sequence, last_sequence, last_sub_sequence, "
+                    "row_count, byte_count, staged_at, loaded_at) VALUES (%s, 'page_views', "
+                    "'load-1', %s, %s, %s, 0, %s, 0, 40, 400, %s, %s)",
+                    (f"{stream_name}/k3", stream_name, shard0, SEQ_A, SEQ_A,
+                     now - timedelta(seconds=300), now - timedelta(seconds=20)))
         cur.execute("INSERT INTO loads (load_id, target_table, manifest_key, file_count, "
-                    "byte_count, rows_copied, rows_inserted, started_at, finished_at) VALUES "
-                    "('load-1', 'page_views', 'm/load-1.manifest', 1, 400, 40, 39, %s, %s)",
+                    "byte_count, rows_copied, rows_inserted, lease_token, started_at, "
+                    "finished_at) VALUES ('load-1', 'page_views', 'm/load-1.manifest', 1, 400, "
+                    "40, 39, 1, %s, %s)",
                     (now - timedelta(seconds=22), now - timedelta(seconds=20)))
     pg_conn.commit()
 
@@ -126,9 +140,10 @@ def test_status_reports_numbers_and_alerts(stack_env, stream_name, pg_schema, pg
         assert s0["status"]["records_per_s"] == 250.5
         assert s0["status"]["stale"] is False and s0["alerts"] == []
         assert s1["owner"] is None and s1["alerts"]
-        assert report["staged_pending_total"] == {"files": 2, "bytes": 350, "rows": 30}
+        assert report["staged_pending_total"] == {"files": 2, "bytes": 350}
         assert 90 <= report["staged_pending"][0]["oldest_age_s"] < 120
-        assert report["dead_letters"] == 5
+        (q,) = report["quarantined"]
+        assert q["s3_key"] == f"{stream_name}/k4" and "bad timestamp" in q["error"]
         assert report["last_load"]["load_id"] == "load-1"
         assert report["last_load"]["rows_copied"] == 40
         assert report["last_load"]["rows_inserted"] == 39
@@ -144,8 +159,9 @@ def test_status_reports_numbers_and_alerts(stack_env, stream_name, pg_schema, pg
         assert SEQ_A not in text.stdout and ".." + SEQ_A[-10:] in text.stdout
         assert "DOWN" in text.stdout and function in text.stdout
 
-        # 2. every shard owned and fresh: healthy
-        with pg_conn.cursor() as cur:
+        # 2. every shard owned and fresh, nothing quarantined: healthy
+        with control_conn.cursor() as cur:
+            cur.execute("DELETE FROM staged_files WHERE state = 'quarantined'")
             cur.execute("INSERT INTO shard_leases (stream, shard_id, owner, token, acquired_at, "
                         "renewed_at, expires_at) VALUES (%s, %s, 'host-b:22:u2', 1, %s, %s, %s)",
                         (stream_name, shard1, _now(), _now(), _now() + timedelta(seconds=30)))
@@ -155,7 +171,7 @@ def test_status_reports_numbers_and_alerts(stack_env, stream_name, pg_schema, pg
         assert json.loads(proc.stdout)["healthy"] is True
 
         # 3. a stale status row (> 3 x report interval) and too much lag: alert again
-        with pg_conn.cursor() as cur:
+        with control_conn.cursor() as cur:
             cur.execute("UPDATE shard_status SET updated_at = %s WHERE stream = %s AND "
                         "shard_id = %s", (_now() - timedelta(seconds=16), stream_name, shard0))
             cur.execute("UPDATE shard_status SET millis_behind_latest = 60001, updated_at = %s "

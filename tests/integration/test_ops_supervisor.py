@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from shardline import migrate
+from shardline.control import SHARD_END, Checkpoint
 from shardline.ops.fleet import wait_gone
 from tests.pipeline import wait_active
 
@@ -91,7 +92,7 @@ def _stop_supervisord(conf: Path, env, pidfile: Path) -> None:
 
 
 def test_supervisor_config_and_reshard_update(stack_env, stream_name, pg_schema, pg_conn,
-                                              kinesis):
+                                              kinesis, control_store):
     migrate.migrate(pg_conn, "postgres")
     env = {**stack_env, "SHARDLINE_WAREHOUSE_SCHEMA": pg_schema}
     kinesis.create_stream(StreamName=stream_name, ShardCount=2)
@@ -154,13 +155,13 @@ def test_supervisor_config_and_reshard_update(stack_env, stream_name, pg_schema,
         # the closed parent keeps its consumer: it has no SHARD_END checkpoint yet
 
         # once the parent is drained (SHARD_END), regenerating drops its program only
-        with pg_conn.cursor() as cur:
-            cur.execute("INSERT INTO checkpoints (stream, shard_id, sequence_number, "
-                        "sub_sequence_number, closes_sequence, lease_token, updated_at) "
-                        "VALUES (%s, %s, 'SHARD_END', 0, true, 1, %s)",
-                        (stream_name, parent["ShardId"],
-                         datetime.now(timezone.utc).replace(tzinfo=None)))
-        pg_conn.commit()
+        lease = control_store.get_lease(stream_name, parent["ShardId"])
+        if lease is not None and lease.live(control_store.now()):  # written as its consumer
+            control_store.checkpoint(stream_name, parent["ShardId"], lease.owner, lease.token,
+                                     30, Checkpoint(SHARD_END, 0, True))
+        else:
+            control_store.move_checkpoint(stream_name, parent["ShardId"],
+                                          Checkpoint(SHARD_END, 0, True), "test: drained")
         _shardline(env, *gen)
         assert f"[program:consumer-{parent['ShardId']}]" not in conf.read_text()
         upd = _run([str(BIN / "supervisorctl"), "-c", str(conf), "update"], env)

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from shardline.ops.fleet import Fleet, shardline, wait_for
+from shardline.ops.fleet import Fleet, control_query, shardline, wait_for
 from shardline.positions import position
 from tests.pipeline import FAST, dead_letter_positions, read_stream
 
@@ -23,6 +23,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 def fleet_env(stack_env, stream_name, tmp_path):
     env = {**stack_env, **FAST, "SHARDLINE_KINESIS_STREAM": stream_name}
     shardline("migrate", env=env)
+    shardline("migrate", "--control", env=env)
     return env
 
 
@@ -60,8 +61,8 @@ def warehouse(pg_conn, sql: str) -> list[tuple]:
 def wait_loaded(pg_conn, fleet: Fleet, want_rows: int, want_dead: int, timeout: float) -> None:
     def done():
         (rows,), = warehouse(pg_conn, "SELECT count(*) FROM page_views")
-        (dead,), = warehouse(pg_conn, "SELECT coalesce(sum(dead_letter_count), 0) "
-                                      "FROM staged_files")
+        (dead,), = control_query(fleet.env, "SELECT coalesce(sum(dead_letter_count), 0) "
+                                            "FROM staged_files")
         return rows >= want_rows and dead >= want_dead
 
     try:
@@ -129,18 +130,19 @@ def test_kills_mid_stream_then_replay_keep_exactly_once(
                    key=lambda s: s["ShardId"])[0]["ShardId"]
     program = next(name for name in f.status() if shard in name)
     f.ctl("stop", program)
-    (before,), = warehouse(pg_conn, f"SELECT sequence_number FROM checkpoints "
-                                    f"WHERE shard_id = '{shard}'")
+    (before,), = control_query(fleet_env, f"SELECT sequence_number FROM checkpoints "
+                                          f"WHERE shard_id = '{shard}'")
     refused = shardline("replay", "--stream", stream_name, "--shard", shard, "--trim-horizon",
                         "--reason", "test replay", env=fleet_env, check=False)
     assert refused.returncode == 0, f"replay after a graceful stop failed:\n{refused.stderr}"
-    assert not warehouse(pg_conn, f"SELECT 1 FROM checkpoints WHERE shard_id = '{shard}'")
+    assert not control_query(fleet_env, f"SELECT 1 FROM checkpoints WHERE shard_id = '{shard}'")
     f.ctl("start", program)
 
     def caught_up():
-        row = warehouse(pg_conn, f"SELECT sequence_number FROM checkpoints "
-                                 f"WHERE shard_id = '{shard}'")
-        pending = warehouse(pg_conn, "SELECT count(*) FROM staged_files WHERE state = 'pending'")
+        row = control_query(fleet_env, f"SELECT sequence_number FROM checkpoints "
+                                       f"WHERE shard_id = '{shard}'")
+        pending = control_query(fleet_env, "SELECT count(*) FROM staged_files "
+                                           "WHERE state = 'pending'")
         return row and position(row[0][0]) >= position(before) and pending[0][0] == 0
 
     wait_for(caught_up, 120, "the replayed shard to catch up again")

@@ -161,8 +161,8 @@ class Ctx:
 
     def ledger_row(self, batch: codec.Batch) -> list[tuple]:
         """(state, row_count, dead_letter_count) of the batch's ledger row, by its key."""
-        return self.query("SELECT state, row_count, dead_letter_count FROM staged_files "
-                          "WHERE s3_key = %s", (self.keys(batch)[0],))
+        return self.cquery("SELECT state, row_count, dead_letter_count FROM staged_files "
+                           "WHERE s3_key = %s", (self.keys(batch)[0],))
 
     # S3 / warehouse
     def s3(self):
@@ -182,10 +182,14 @@ class Ctx:
         return {o["Key"]: s3.get_object(Bucket=self.bucket, Key=o["Key"])["Body"].read()
                 for o in listing.get("Contents", [])}
 
-    def query(self, sql: str, params=()) -> list[tuple]:
+    def cquery(self, sql: str, params=()) -> list[tuple]:
+        """A query on the control store (the staged-file ledger lives there)."""
+        return self.query(sql, params, dsn=self.env["SHARDLINE_CONTROL_DSN"])
+
+    def query(self, sql: str, params=(), dsn: str | None = None) -> list[tuple]:
         import psycopg2
 
-        with psycopg2.connect(self.dsn) as conn, conn.cursor() as cur:
+        with psycopg2.connect(dsn or self.dsn) as conn, conn.cursor() as cur:
             cur.execute(f'SET search_path TO "{self.schema}"')
             cur.execute(sql, params)
             rows = cur.fetchall() if cur.description else []
@@ -215,6 +219,11 @@ def ctx(stack_env, pg_schema, s3_prefix, tmp_path):
         migrate.migrate(conn, "postgres")
     finally:
         conn.close()
+    from shardline.controlstore.postgres import PostgresStore
+
+    store = PostgresStore(stack_env["SHARDLINE_CONTROL_DSN"], pg_schema)
+    store.create_tables()
+    store.close()
     gearmand = Gearmand(tmp_path)
     gearmand.start()
     (tmp_path / "sl_it_transform.py").write_text(SLOW_TRANSFORM)
@@ -306,7 +315,7 @@ def test_stage_batch_objects_ledger_and_retry(ctx):
                 d["partition_key"]) == (SHARD, rec.sequence_number, 0, rec.partition_key)
         assert d["arrival_time"].endswith("Z")
 
-    ledger = ctx.query("SELECT s3_key, state, row_count, dead_letter_count, dead_letter_key, "
+    ledger = ctx.cquery("SELECT s3_key, state, row_count, dead_letter_count, dead_letter_key, "
                        "byte_count, stream, shard_id, first_sequence, last_sequence, staged_at "
                        "FROM staged_files WHERE s3_key LIKE %s", (ctx.prefix + "/%",))
     assert len(ledger) == 1
@@ -330,7 +339,7 @@ def test_stage_batch_objects_ledger_and_retry(ctx):
     # The same batch again (a consumer retry): same objects overwritten, ledger untouched.
     ctx.submit(batch)
     assert set(ctx.objects()) == {key, dl_key}
-    again = ctx.query("SELECT s3_key, state, staged_at FROM staged_files WHERE s3_key LIKE %s",
+    again = ctx.cquery("SELECT s3_key, state, staged_at FROM staged_files WHERE s3_key LIKE %s",
                       (ctx.prefix + "/%",))
     assert again == [(key, "pending", staged_at)]
 
@@ -339,7 +348,7 @@ def test_stage_batch_objects_ledger_and_retry(ctx):
     ctx.submit(bad_batch)
     bad_key, bad_dl_key = ctx.keys(bad_batch)
     assert bad_key not in ctx.objects() and bad_dl_key in ctx.objects()
-    assert ctx.query("SELECT state, row_count, dead_letter_count, dead_letter_key "
+    assert ctx.cquery("SELECT state, row_count, dead_letter_count, dead_letter_key "
                      "FROM staged_files WHERE s3_key = %s",
                      (bad_key,)) == [("loaded", 0, 2, bad_dl_key)]
 
@@ -361,7 +370,7 @@ def test_two_workers_both_take_jobs_and_stop_cleanly(ctx):
     for proc in procs:
         assert "staged 1 rows" in proc.log.read_text(), ctx.logs()
         assert f"worker={proc.wid}" in proc.log.read_text()
-    assert len(ctx.query("SELECT 1 FROM staged_files WHERE s3_key LIKE %s",
+    assert len(ctx.cquery("SELECT 1 FROM staged_files WHERE s3_key LIKE %s",
                          (ctx.prefix + "/%",))) == 4
 
     # Idle workers stop promptly and cleanly on SIGTERM.
@@ -441,7 +450,7 @@ def test_second_signal_stops_at_once(ctx):
     assert code == 130, ctx.logs()
     assert time.monotonic() - t0 < 3
     # nothing was staged for the interrupted job
-    assert ctx.query("SELECT count(*) FROM staged_files WHERE s3_key LIKE %s",
+    assert ctx.cquery("SELECT count(*) FROM staged_files WHERE s3_key LIKE %s",
                      (ctx.prefix + "/%",)) == [(0,)]
 
 

@@ -437,8 +437,8 @@ def no_settings(monkeypatch, tmp_path):
 
 @pytest.mark.parametrize("env, key", [
     ({}, "agent.include_file"),
-    ({"SHARDLINE_AGENT_INCLUDE_FILE": "/tmp/x.conf"}, "warehouse.dsn"),
-    ({"SHARDLINE_AGENT_INCLUDE_FILE": "/tmp/x.conf", "SHARDLINE_WAREHOUSE_DSN": "host=x"},
+    ({"SHARDLINE_AGENT_INCLUDE_FILE": "/tmp/x.conf"}, "control.dsn"),
+    ({"SHARDLINE_AGENT_INCLUDE_FILE": "/tmp/x.conf", "SHARDLINE_CONTROL_DSN": "host=x"},
      "agent.serverurl"),
     ({"SHARDLINE_AGENT_POLL_S": "20"}, "agent.heartbeat_ttl_s"),
 ])

@@ -13,6 +13,7 @@ from tests.contract.loader_kit import (T0, Clock, FakeWarehouse, csv_gz, ledger_
                                        page_view, settings, stage_file)
 from tests.fakes import FakeS3
 from shardline import csvformat
+from shardline.controlstore import MemoryStore
 from shardline.errors import ConfigError, LoadFailed, ServiceUnavailable
 from shardline.workers.ledger import StagedFile
 from shardline.layout import manifest_key
@@ -21,89 +22,104 @@ from shardline.workers.warehouse.postgres import ManifestReader, PostgresDialect
 from shardline.workers.loader import Loader, MAX_BACKOFF_S
 
 
-def pg_loader(wh: FakeWarehouse, s3: FakeS3, clock: Clock, **overrides: str) -> Loader:
-    cfg = settings(**overrides)
-    return Loader(cfg, "page_views", dialect=PostgresDialect(s3), s3=s3, connect=wh,
-                  clock=clock, load_id_factory=lambda now: f"L{now:%H%M%S}")
+class Rig:
+    """A PostgreSQL-dialect loader over a fake warehouse, fake S3 and an in-memory store."""
+
+    def __init__(self, n_files: int = 0, **overrides: str):
+        self.s3, self.clock = FakeS3(), Clock(T0)
+        self.store = MemoryStore(self.clock)
+        self.entries = staged(self.s3, self.store, n_files)
+        self.wh = FakeWarehouse(s3=self.s3,
+                                rows_of=lambda key: self.store.get_file(key).row_count)
+        self.loader = Loader(settings(**overrides), "page_views",
+                             dialect=PostgresDialect(self.s3), s3=self.s3, connect=self.wh,
+                             store=self.store, clock=self.clock,
+                             load_id_factory=lambda now: f"L{now:%H%M%S}")
+
+    def states(self) -> dict[str, str]:
+        return {k: e.state for k, e in self.store._files.items()}
 
 
-def staged(s3: FakeS3, n: int, rows_per_file: int = 2, start: int = 0) -> list:
+def staged(s3: FakeS3, store, n: int, rows_per_file: int = 2, start: int = 0) -> list:
     out = []
     for i in range(n):
         rows = [page_view(start + i * 100 + j, start + i * 100 + j)
                 for j in range(rows_per_file)]
-        out.append(stage_file(s3, "bucket-x", None, f"pfx/staged/f{start + i:04d}.csv.gz", rows,
-                              staged_at=T0 + timedelta(seconds=i)))
+        out.append(stage_file(s3, "bucket-x", store, f"pfx/staged/f{start + i:04d}.csv.gz",
+                              rows, staged_at=T0 + timedelta(seconds=i)))
     return out
 
 
 def test_waits_for_the_trigger_then_loads_by_age():
-    s3, clock = FakeS3(), Clock(T0)
-    wh = FakeWarehouse(staged(s3, 2))
-    loader = pg_loader(wh, s3, clock)  # 30 s max interval, 1000 files, 1 MB
-    r = loader.step()
+    rig = Rig(2)  # 30 s max interval, 1000 files, 1 MB
+    r = rig.loader.step()
     assert (r.state, r.wait_s) == ("not_due", 0.5)
-    assert not any(s.startswith("LOCK") for s in wh.sql())
-    clock.advance(30)
-    r = loader.step()
+    assert not any(s.startswith(("LOCK", "COPY")) for s in rig.wh.sql())
+    rig.clock.advance(30)
+    r = rig.loader.step()
     assert r.state == "loaded" and r.load.files == 2 and r.load.rows_copied == 4
     assert r.wait_s == 0.5
-    assert all(e.state == "loaded" for e in wh.ledger.values())
+    assert set(rig.states().values()) == {"loaded"}
+    assert not any(s.startswith("LOCK") for s in rig.wh.sql())  # never a table lock
     # The stream COPY got both files' rows, in manifest (oldest first) order.
-    data = b"".join(wh.copied).decode()
+    data = b"".join(rig.wh.copied).decode()
     assert data == "".join(csvformat.format_row(page_view(i, i)) for i in (0, 1, 100, 101))
-    assert loader.step().state == "idle"
+    assert rig.loader.step().state == "idle"
 
 
 def test_min_files_and_cap_oldest_first():
-    s3, clock = FakeS3(), Clock(T0)
-    wh = FakeWarehouse(staged(s3, 5))
-    loader = pg_loader(wh, s3, clock, **{"loader.min_files": "3",
-                                         "loader.max_files_per_load": "2"})
-    r = loader.step()
+    rig = Rig(5, **{"loader.min_files": "3", "loader.max_files_per_load": "2"})
+    r = rig.loader.step()
     assert r.state == "loaded" and r.load.files == 2 and r.load.capped and r.wait_s == 0
-    assert sorted(k for k, e in wh.ledger.items() if e.state == "loaded") == \
+    assert sorted(k for k, st in rig.states().items() if st == "loaded") == \
         ["pfx/staged/f0000.csv.gz", "pfx/staged/f0001.csv.gz"]
-    r = loader.step()  # 3 left: still >= min_files
+    r = rig.loader.step()  # 3 left: still >= min_files
     assert r.state == "loaded" and r.load.files == 2
-    r = loader.step()  # 1 left: not due by count, and young
+    r = rig.loader.step()  # 1 left: not due by count, and young
     assert r.state == "not_due"
 
 
 def test_min_bytes():
-    s3, clock = FakeS3(), Clock(T0)
-    entries = staged(s3, 2)
-    wh = FakeWarehouse(entries)
-    total = sum(e.byte_count for e in entries)
-    loader = pg_loader(wh, s3, clock, **{"loader.min_bytes": str(total)})
-    assert loader.step().state == "loaded"
+    rig = Rig(2)
+    total = sum(e.byte_count for e in rig.entries)
+    rig.loader.trigger = type(rig.loader.trigger)(total, 1000, 30)
+    assert rig.loader.step().state == "loaded"
 
 
-def test_nothing_left_inside_the_lock():
-    """Another loader loaded the files between our trigger check and our lock."""
-    s3, clock = FakeS3(), Clock(T0)
-    wh = FakeWarehouse(staged(s3, 2))
-    real = wh._answer
-
-    def answer(sql, params):
-        if sql.startswith("LOCK"):
-            for e in wh._state()["ledger"].values():
-                e.state = "loaded"
-        return real(sql, params)
-
-    wh._answer = answer
-    loader = pg_loader(wh, s3, clock, **{"loader.max_interval_s": "0"})
-    r = loader.step()
+def test_a_file_the_warehouse_already_holds_is_refused_then_reconciled():
+    """The warehouse record has the file (a loader died after its commit) but the store
+    says pending: the load transaction refuses, the loader reconciles, nothing is copied."""
+    rig = Rig(1, **{"loader.max_interval_s": "0"})
+    rig.loader.hold_lease()
+    rig.loader.reconciled = True  # as if reconciled before the other loader committed
+    e = rig.entries[0]
+    rig.wh.loaded[e.s3_key] = {"s3_key": e.s3_key, "target_table": "page_views",
+                               "load_id": "OLD", "loaded_at": T0, "row_count": 2}
+    r = rig.loader.step()
     assert r.state == "nothing"
-    assert not any(s.startswith(("COPY", "CREATE")) for s in wh.sql())
-    assert not [k for _, k, _ in s3.puts if k.endswith(".manifest")]  # no manifest either
+    assert not any(s.startswith("COPY") for s in rig.wh.sql())
+    assert rig.wh.transactions()[-1][-1] == "ROLLBACK"
+    r = rig.loader.step()  # reconciles first: nothing pending any more
+    assert r.state == "idle"
+    assert rig.store.get_file(e.s3_key).load_id == "OLD"
+
+
+def test_a_stale_loader_is_fenced_off():
+    """Our lease was taken over and the newer loader has loaded: the fence row refuses us."""
+    rig = Rig(1, **{"loader.max_interval_s": "0"})
+    assert rig.loader.hold_lease()
+    rig.wh.fence["page_views"] = rig.loader.token + 1
+    r = rig.loader.step()
+    assert r.state == "nothing" and rig.loader.token is None
+    assert rig.wh.transactions()[-1][-1] == "ROLLBACK"
+    assert set(rig.states().values()) == {"pending"}
 
 
 def test_failure_backs_off_exponentially_and_logs_each_time(caplog):
-    s3, clock = FakeS3(), Clock(T0)
-    wh = FakeWarehouse(staged(s3, 1))
+    rig = Rig(1, **{"loader.max_interval_s": "0", "loader.poll_s": "1",
+                    "loader.quarantine_after": "100"})
+    s3, clock, wh, loader = rig.s3, rig.clock, rig.wh, rig.loader
     del s3.objects["pfx/staged/f0000.csv.gz"]  # the object is missing
-    loader = pg_loader(wh, s3, clock, **{"loader.max_interval_s": "0", "loader.poll_s": "1"})
     waits = []
     with caplog.at_level(logging.ERROR, logger="shardline.loader"):
         for _ in range(8):
@@ -120,7 +136,7 @@ def test_failure_backs_off_exponentially_and_logs_each_time(caplog):
     assert all("NoSuchKey" in r.getMessage() or "no such key" in r.getMessage()
                for r in errors)
     assert all("table=page_views" in r.ctx and "load_id=L" in r.ctx for r in errors)
-    assert wh.ledger["pfx/staged/f0000.csv.gz"].state == "pending"
+    assert rig.states()["pfx/staged/f0000.csv.gz"] == "pending"
     # Fixed: the next attempt loads and the backoff resets.
     s3.put_object(Bucket="bucket-x", Key="pfx/staged/f0000.csv.gz",
                   Body=csv_gz([page_view(0, 0), page_view(1, 1)]))
@@ -135,39 +151,36 @@ def test_warehouse_down_is_a_backoff_not_a_crash():
         raise ServiceUnavailable("warehouse host=x: connection refused")
 
     loader = Loader(settings(), "page_views", dialect=PostgresDialect(s3), s3=s3,
-                    connect=connect, clock=clock)
+                    connect=connect, clock=clock, store=MemoryStore(clock))
     r = loader.step()
     assert r.state == "failed" and isinstance(r.error, ServiceUnavailable)
 
 
 def test_sql_error_in_merge_becomes_load_failed_and_rolls_back():
-    s3, clock = FakeS3(), Clock(T0)
-    wh = FakeWarehouse(staged(s3, 1))
-    wh.fail_on[r"^INSERT INTO page_views"] = psycopg2.IntegrityError("duplicate key value")
-    loader = pg_loader(wh, s3, clock, **{"loader.max_interval_s": "0"})
-    r = loader.step()
+    rig = Rig(1, **{"loader.max_interval_s": "0"})
+    rig.wh.fail_on[r"^INSERT INTO page_views"] = psycopg2.IntegrityError("duplicate key value")
+    r = rig.loader.step()
     assert r.state == "failed" and "duplicate key value" in str(r.error)
-    assert wh.transactions()[-1][-1] == "ROLLBACK"
-    assert all(e.state == "pending" for e in wh.ledger.values()) and not wh.loads
+    assert rig.wh.transactions()[-1][-1] == "ROLLBACK"
+    assert set(rig.states().values()) == {"pending"} and not rig.wh.loads
+    assert not rig.wh.loaded
 
 
 def test_zero_row_entries_are_marked_loaded_but_not_in_the_manifest():
-    s3, clock = FakeS3(), Clock(T0)
-    entries = staged(s3, 1)
+    rig = Rig(1, **{"loader.max_interval_s": "0"})
     empty = ledger_row("pfx/staged/empty.csv.gz", [], staged_at=T0)
     empty.state = "pending"  # a ledger writer that leaves 0-row batches pending
-    wh = FakeWarehouse(entries + [empty])
-    loader = pg_loader(wh, s3, clock, **{"loader.max_interval_s": "0"})
-    assert loader.step().state == "loaded"
-    assert wh.ledger["pfx/staged/empty.csv.gz"].state == "loaded"
-    manifest = next(b for _, k, b in s3.puts if k.endswith(".manifest")).decode()
+    rig.store.record_file(empty)
+    assert rig.loader.step().state == "loaded"
+    assert rig.states()["pfx/staged/empty.csv.gz"] == "loaded"
+    manifest = next(b for _, k, b in rig.s3.puts if k.endswith(".manifest")).decode()
     assert "empty.csv.gz" not in manifest and "f0000.csv.gz" in manifest
 
 
 def test_unknown_table_is_a_config_error():
     with pytest.raises(ConfigError, match="unknown target table"):
         Loader(settings(), "nope", dialect=PostgresDialect(FakeS3()), s3=FakeS3(),
-               connect=FakeWarehouse())
+               connect=FakeWarehouse(), store=MemoryStore())
 
 
 def test_manifest_key_follows_the_contract():

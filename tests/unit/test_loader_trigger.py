@@ -52,4 +52,14 @@ def test_from_settings_uses_production_defaults():
     from shardline.settings import Settings
 
     t = LoadTrigger.from_settings(Settings().loader)
-    assert (t.min_bytes, t.min_files, t.max_interval_s) == (64 * 1024 * 1024, 1000, 60.0)
+    # AWS's micro-batch guidance: every 2-5 minutes, or 256 MB (a multiple of 4 slices x 1 MB);
+    # no file-count trigger (at 200 shards it fired back to back)
+    assert (t.min_bytes, t.min_files, t.max_interval_s) == (256 * 1024 * 1024, 0, 180.0)
+    assert not t.due(PendingStats(100_000, 1000, NOW), NOW)
+
+
+def test_min_bytes_is_rounded_up_to_a_multiple_of_slices_mb():
+    from shardline.settings import Settings
+
+    s = Settings().replace(**{"loader.slices": "6", "loader.min_bytes": str(100 * 1024 * 1024)})
+    assert LoadTrigger.from_settings(s.loader).min_bytes == 102 * 1024 * 1024

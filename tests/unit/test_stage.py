@@ -260,7 +260,7 @@ class FakeLedger:
         self.fail = fail
         self.closed = False
 
-    def record(self, entry):
+    def record_file(self, entry):
         if self.fail:
             raise self.fail
         if entry.s3_key in self.rows:
@@ -468,3 +468,21 @@ def test_long_exception_message_is_cut_in_the_reason():
 
     _, staged = build([enc(good_event(1))], transform=noisy)
     assert len(staged.dead_letters[0]["reason"]) == len("transform: ValueError: ") + 500
+
+
+def test_on_redshift_a_value_equal_to_the_null_marker_is_a_dead_letter():
+    """Redshift would load a quoted "\\N" as NULL: dead letter with the reason; PostgreSQL
+    (the local stand-in) keeps it as text."""
+    datas = [enc(good_event(1, user_id="\\N")), enc(good_event(2))]
+    batch = make_batch(datas)
+    job = make_job(**{"warehouse.dialect": "redshift",
+                      "warehouse.iam_role": "arn:aws:iam::123456789012:role/r"})
+    job.run(codec.encode(batch))
+    (entry,) = job.ledger.rows.values()
+    assert (entry.row_count, entry.dead_letter_count) == (1, 1)
+    dl = json.loads(gzip.decompress(job.s3.objects[entry.dead_letter_key]).splitlines()[0])
+    assert "NULL marker" in dl["reason"] and "user_id" in dl["reason"]
+    pg = make_job()
+    pg.run(codec.encode(batch))
+    (entry,) = pg.ledger.rows.values()
+    assert (entry.row_count, entry.dead_letter_count) == (2, 0)

@@ -147,15 +147,14 @@ def test_other_streams_are_filtered_out():
     assert {s["stream"] for s in r["shards"]} == {S}
 
 
-def test_ledger_gearman_loads_and_dead_letters():
+def test_ledger_gearman_loads_and_quarantine():
     gearman = [ServerStatus("127.0.0.1:4730", True, (FunctionStatus("shardline_stage", 7, 2, 4),
                                                       FunctionStatus("other", 0, 0, 1))),
                ServerStatus("127.0.0.1:4731", True, (FunctionStatus("shardline_stage", 1, 1, 4),)),
                ServerStatus("127.0.0.1:4732", False, error="connection refused")]
     r = report(gearman=gearman,
-               pending=[{"target_table": "page_views", "files": 3, "bytes": 3000, "rows": 1500,
+               pending=[{"target_table": "page_views", "files": 3, "bytes": 3000,
                          "oldest": ago(42)}],
-               dead_letters=5,
                last_load={"load_id": "L1", "target_table": "page_views", "file_count": 10,
                           "byte_count": 10_000, "rows_copied": 5000, "rows_inserted": 4990,
                           "started_at": ago(13), "finished_at": ago(12)},
@@ -166,12 +165,23 @@ def test_ledger_gearman_loads_and_dead_letters():
     assert r["gearman"]["servers"][2]["error"] == "connection refused"
     assert any("4732 is down" in n for n in r["notes"])
     assert r["healthy"]  # a gearmand down is shown, not an alert by itself
-    assert r["staged_pending_total"] == {"files": 3, "bytes": 3000, "rows": 1500}
+    assert r["staged_pending_total"] == {"files": 3, "bytes": 3000}
     assert r["staged_pending"][0]["oldest_age_s"] == 42
     assert r["last_load"]["rows_copied"] == 5000 and r["last_load"]["age_s"] == 12
     assert r["last_load"]["duration_s"] == 1
-    assert r["dead_letters"] == 5
+    assert r["quarantined"] == []
     json.dumps(r)  # JSON-ready as is
+
+
+def test_a_quarantined_file_is_shown_and_alerts():
+    r = report(quarantined=[{"target_table": "page_views", "s3_key": "p/staged/x.csv.gz",
+                             "error": "COPY failed: bad timestamp", "quarantined_at": ago(5)}],
+               **healthy_inputs())
+    assert not r["healthy"]
+    assert r["alerts"] == ["page_views: p/staged/x.csv.gz is quarantined (its COPY kept failing)"]
+    assert r["quarantined"][0]["error"] == "COPY failed: bad timestamp"
+    text = status_render.render_text(r)
+    assert "quarantined" in text and "p/staged/x.csv.gz" in text and "bad timestamp" in text
 
 
 def test_text_shortens_sequences_and_json_keeps_them():

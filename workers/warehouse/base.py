@@ -1,6 +1,5 @@
 """What a warehouse dialect is: the plan runner, plus what differs between warehouses: the
-COPY step. (The table lock differs too; it is ``Control.lock``, with the rest of the
-dialect-specific control SQL.)"""
+COPY step. (No table lock: loads are kept apart by the loader lease and the fence row.)"""
 from __future__ import annotations
 
 import abc
@@ -9,15 +8,13 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from shardline.errors import LoadFailed
-from shardline.workers.warehouse.plan import AdvanceWatermarks, CopyManifest, Step
-from shardline.workers.warehouse.watermarks import advance_watermarks
+from shardline.workers.warehouse.plan import CopyManifest, Refused, Step
 
 
 @dataclass
 class PlanResult:
     rows_copied: int = 0
     rows_inserted: int = 0
-    watermarks: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)  # step name -> seconds
 
 
@@ -56,16 +53,23 @@ class Dialect(abc.ABC):
             except LoadFailed as exc:
                 exc.step = "copy"  # the loader then logs the dialect's error details
                 raise
-        elif isinstance(step, AdvanceWatermarks):
-            out.watermarks = advance_watermarks(cur, step)
         else:
             params = step.params(results) if callable(step.params) else step.params
             cur.execute(step.text, params)
+            rows = None
             if step.fetch == "one":
                 results[step.result] = cur.fetchone()[0]
+            elif step.fetch == "row":
+                results[step.result] = cur.fetchone()
             elif step.fetch == "rowcount":
                 results[step.result] = cur.rowcount
+            elif step.fetch == "all" or step.expect_empty:
+                rows = cur.fetchall()
+                if step.result:
+                    results[step.result] = rows
             if step.expect_rowcount is not None and cur.rowcount != step.expect_rowcount:
-                raise LoadFailed(f"{step.name}: expected {step.expect_rowcount} pending "
-                                 f"ledger rows, updated {cur.rowcount}; the ledger changed "
-                                 f"under the lock, load abandoned")
+                raise Refused(step.refusal or f"{step.name}: expected {step.expect_rowcount} "
+                              f"rows, touched {cur.rowcount}; load abandoned", step.name)
+            if step.expect_empty and rows:
+                raise Refused(f"{step.refusal}: {', '.join(str(r[0]) for r in rows[:3])}"
+                              f"{' ...' if len(rows) > 3 else ''}", step.name)

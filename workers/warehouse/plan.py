@@ -1,57 +1,66 @@
 """ONE load plan for both warehouses; only its COPY step differs per dialect.
 
-``build_plan`` turns "these ledger entries, this manifest, this table" into a list
-of steps. Every step but the COPY is the same SQL text on PostgreSQL and
+``build_plan`` turns "these ledger entries, this manifest, this table, this lease token"
+into a list of steps. Every step but the COPY is the same SQL text on PostgreSQL and
 Redshift (the subset both speak: no RETURNING, no ON CONFLICT, no ``= ANY``):
 
-1. ``CREATE TEMP TABLE stage_x (LIKE target INCLUDING DEFAULTS)``: same column
-   types; on Redshift also the target's DISTKEY/SORTKEY, so the merge join on the
-   dedup key is co-located. ``INCLUDING DEFAULTS`` because ``loaded_at`` is
-   ``NOT NULL DEFAULT ...`` and is not in the staged CSV.
-2. COPY the manifest's files into ``stage_x`` (the dialect's own step):
-   Redshift ``COPY ... FROM 's3://.../x.manifest' IAM_ROLE ... MANIFEST``;
-   PostgreSQL streams each object from S3 (gunzip as a stream) into
-   ``COPY ... FROM STDIN``.
-3. ``SELECT COUNT(*) FROM stage_x``: rows copied.
-4. ``DELETE FROM stage_x USING target WHERE <key equal>``: drop rows already
-   stored (a replay, a file staged twice, a producer retry loaded earlier).
-5. ``INSERT INTO target (cols) SELECT cols FROM (SELECT cols, ROW_NUMBER() OVER
-   (PARTITION BY key ORDER BY shard_id, LENGTH(sequence_number), sequence_number,
-   sub_sequence_number) AS rn FROM stage_x) ranked WHERE rn = 1``: keep the first
-   copy of each key by Kinesis position (``shardline.positions``). Ranking in the
-   INSERT's subquery instead of materialising a second staging table gives the same
-   rows with one write less.
-6. ``UPDATE staged_files SET state = 'loaded' ...`` for exactly these entries (a
-   row count mismatch aborts the load).
-7. ``INSERT INTO loads ...``: the history row.
-8. Advance ``shard_watermarks`` per (stream, shard, table) touched (``watermarks.py``).
-9. ``DROP TABLE stage_x`` (the loader's session lives on; temp tables would pile up).
+1. ``UPDATE load_fence SET lease_token = T ... WHERE target_table = X AND lease_token <= T``
+   must touch its one row: the fence. A loader whose lease (in the control store) was
+   taken over by a newer token cannot commit; two loaders at once conflict on this row
+   (PostgreSQL: the second waits, then re-checks; Redshift: one gets ERROR 1023).
+   No table lock: readers of the target never wait for a load.
+2. ``SELECT s3_key FROM loaded_files WHERE ... s3_key IN (...)`` must return nothing: a
+   file the warehouse already holds (a loader killed after its commit, before the control
+   store heard of it) is never loaded twice (``Refused``; the loader reconciles).
+3. ``CREATE TEMP TABLE stage_x (LIKE target INCLUDING DEFAULTS)``: same column types; on
+   Redshift also the target's DISTKEY/SORTKEY. ``loaded_at`` is not staged: its default
+   fills it here, and step 7 writes the loader's UTC time instead.
+4. COPY the manifest's files into ``stage_x`` (the dialect's own step).
+5. ``SELECT COUNT(*)`` (rows copied) and ``MIN/MAX(sort key)`` of ``stage_x``.
+6. ``DELETE FROM stage_x USING target WHERE <key equal> AND target.<sort key> BETWEEN
+   min - window AND max + window``: drop rows already stored. The range predicate on the
+   sort key is what Redshift's zone maps (a BRIN index locally) prune, so the cost follows
+   the batch, not the table. Copies of one event carry the same ``occurred_at``; the
+   window (``loader.dedup_window_s``) only matters for an event re-sent with another one.
+7. ``INSERT INTO target ... ROW_NUMBER() OVER (PARTITION BY key ORDER BY position) ...
+   WHERE rn = 1``: keep the first copy of each key by Kinesis position.
+8. ``INSERT INTO loaded_files`` (one row per file) and ``INSERT INTO loads``: the
+   insert-only record of what this transaction loaded, committed with the rows. The
+   control store's ledger is reconciled from it (``shardline.workers.warehouse.record``).
+9. ``DROP TABLE stage_x``.
 
-The loader runs the steps after taking the table lock and re-reading the pending
-entries, all in one transaction: a crash anywhere leaves none or all of a load.
-
-Locking: the target table (PostgreSQL ``SHARE ROW EXCLUSIVE``: readers go on, a second
-loader of the same table waits; Redshift ``LOCK``). Not the ledger, so stage workers
-keep recording files during a load. On Redshift a stage worker's insert can still make
-the load fail with a serializable isolation violation (1023); that is a ``LoadFailed``
-like any other: rolled back, retried after a backoff.
+Nothing here reads or writes a table that stage workers write (they write only the
+control store), so the load has no read/write cycle with them.
 """
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Callable, Sequence
 
 from shardline import positions
-from shardline.errors import ConfigError
+from shardline.errors import ConfigError, LoadFailed
 from shardline.tables import POSITION_KEY, TableSpec
-from shardline.workers.ledger import LOADED, MARK_LOADED_SQL, PENDING, StagedFile
+from shardline.workers.ledger import StagedFile
 
-LEDGER_IN_CHUNK = 1000  # keys per "s3_key IN (...)" statement
+IN_CHUNK = 500  # keys per "s3_key IN (...)" / rows per multi-row INSERT
 
 # The merge keeps the first copy of an event: lowest shard, then Kinesis position.
 POSITION_ORDER = "shard_id, " + positions.order_by("sequence_number", "sub_sequence_number")
+
+LOADED_FILES_COLUMNS = ("s3_key", "target_table", "load_id", "stream", "shard_id",
+                        "first_sequence", "first_sub_sequence", "last_sequence",
+                        "last_sub_sequence", "row_count", "byte_count", "staged_at",
+                        "loaded_at")
+
+
+class Refused(LoadFailed):
+    """A guard step of the plan refused the load (``step``: fence | already_loaded)."""
+
+    def __init__(self, message: str, step: str):
+        super().__init__(message)
+        self.step = step
 
 
 # -- manifests -----------------------------------------------------------------------
@@ -61,6 +70,10 @@ class Manifest:
     bucket: str
     key: str
     entries: tuple[StagedFile, ...]  # only entries with rows: a 0-row batch has no object
+    # (key, size) of combined parts standing in for some entries (combine.py); the JSON
+    # lists the parts plus the entries no part holds
+    parts: tuple[tuple[str, int], ...] = ()
+    combined: frozenset = frozenset()  # s3 keys of the entries inside the parts
 
     @property
     def url(self) -> str:
@@ -71,9 +84,11 @@ class Manifest:
 
     def to_json(self) -> bytes:
         """Redshift manifest format (the contract): url, mandatory, meta.content_length."""
+        objects = [(key, size) for key, size in self.parts] + [
+            (e.s3_key, e.byte_count) for e in self.entries if e.s3_key not in self.combined]
         return json.dumps({"entries": [
-            {"url": self.object_url(e), "mandatory": True,
-             "meta": {"content_length": e.byte_count}} for e in self.entries]},
+            {"url": f"s3://{self.bucket}/{key}", "mandatory": True,
+             "meta": {"content_length": size}} for key, size in objects]},
             indent=1).encode()
 
 
@@ -82,8 +97,10 @@ class Manifest:
 @dataclass(frozen=True)
 class Sql:
     """One statement. ``params`` is a tuple, or a callable of the results so far.
-    ``result`` names what to keep: the first column of the first row (``fetch="one"``)
-    or the statement's row count (``fetch="rowcount"``)."""
+    ``result`` names what to keep: the first column of the first row (``fetch="one"``),
+    the first row (``"row"``), every row (``"all"``) or the row count (``"rowcount"``).
+    A guard: ``expect_rowcount`` (that many rows touched) or ``expect_empty`` (no row
+    returned), else ``Refused(refusal)``."""
 
     name: str
     text: str
@@ -91,6 +108,8 @@ class Sql:
     result: str | None = None
     fetch: str | None = None
     expect_rowcount: int | None = None
+    expect_empty: bool = False
+    refusal: str = ""
 
 
 @dataclass(frozen=True)
@@ -103,29 +122,71 @@ class CopyManifest:
     manifest: Manifest
 
 
-@dataclass(frozen=True)
-class AdvanceWatermarks:
-    """Per (stream, shard) touched: the highest last position such that every ledger
-    entry of that shard whose last position is at or before it is loaded. Never moves
-    back (after a replay, the re-staged positions were already queryable)."""
-
-    name: str
-    table: str
-    shards: tuple[tuple[str, str], ...]
-    load_id: str
-    now: datetime
-
-
-Step = Sql | CopyManifest | AdvanceWatermarks
+Step = Sql | CopyManifest
 
 
 def _key_match(left: str, right: str, key: Sequence[str]) -> str:
     return " AND ".join(f"{left}.{k} = {right}.{k}" for k in key)
 
 
+def _window(window_s: float) -> Callable[[dict], tuple]:
+    def params(results: dict) -> tuple:
+        low, high = results.get("sort_range") or (None, None)
+        if low is None or high is None:
+            return (None, None)  # nothing staged: matches nothing
+        pad = timedelta(seconds=window_s)
+        return (low - pad, high + pad)
+    return params
+
+
+def fence_step(table: str, token: int, load_id: str, now: datetime) -> Sql:
+    return Sql("fence", "UPDATE load_fence SET lease_token = %s, load_id = %s, updated_at = %s "
+                        "WHERE target_table = %s AND lease_token <= %s",
+               (token, load_id, now, table, token), expect_rowcount=1,
+               refusal=f"load fence of {table}: a loader with a lease token newer than "
+                       f"{token} has loaded (our loader lease was taken over); load abandoned")
+
+
+def already_loaded_steps(table: str, entries: Sequence[StagedFile]) -> list[Sql]:
+    if not entries:
+        return []
+    since = min(e.staged_at for e in entries) - timedelta(hours=1)  # clock skew between hosts
+    keys = [e.s3_key for e in entries]
+    steps = []
+    for n, start in enumerate(range(0, len(keys), IN_CHUNK)):
+        chunk = keys[start:start + IN_CHUNK]
+        steps.append(Sql(
+            f"already_loaded_{n}",
+            "SELECT s3_key, load_id FROM loaded_files WHERE target_table = %s AND loaded_at >= %s"
+            f" AND s3_key IN ({', '.join(['%s'] * len(chunk))})",
+            (table, since, *chunk), expect_empty=True,
+            refusal="some of these files are already in the warehouse (a load committed "
+                    "before the control store heard of it); reconciling"))
+    return steps
+
+
+def record_steps(table: str, load_id: str, entries: Sequence[StagedFile],
+                 loaded_at: datetime) -> list[Sql]:
+    """Multi-row INSERTs into the insert-only ``loaded_files`` record."""
+    cols = ", ".join(LOADED_FILES_COLUMNS)
+    steps = []
+    for n, start in enumerate(range(0, len(entries), IN_CHUNK)):
+        chunk = entries[start:start + IN_CHUNK]
+        row = "(" + ", ".join(["%s"] * len(LOADED_FILES_COLUMNS)) + ")"
+        params: list[Any] = []
+        for e in chunk:
+            params += [e.s3_key, table, load_id, e.stream, e.shard_id, e.first_sequence,
+                       e.first_sub_sequence, e.last_sequence, e.last_sub_sequence, e.row_count,
+                       e.byte_count, e.staged_at, loaded_at]
+        steps.append(Sql(f"record_files_{n}", f"INSERT INTO loaded_files ({cols}) VALUES "
+                                              + ", ".join([row] * len(chunk)), tuple(params)))
+    return steps
+
+
 def build_plan(spec: TableSpec, *, load_id: str, stage_table: str, manifest: Manifest,
                entries: Sequence[StagedFile], started_at: datetime,
-               finished_at: Callable[[], datetime]) -> list[Step]:
+               finished_at: Callable[[], datetime], lease_token: int,
+               dedup_window_s: float) -> list[Step]:
     """The load as a list of steps, the same on every warehouse (see the module doc)."""
     missing = [c for c in POSITION_KEY if c not in spec.column_names]
     if missing:
@@ -134,38 +195,44 @@ def build_plan(spec: TableSpec, *, load_id: str, stage_table: str, manifest: Man
     key = tuple(spec.dedup_key or POSITION_KEY)
     cols = ", ".join(spec.column_names)
     target = spec.name
-    steps: list[Step] = [] if not manifest.entries else [  # only 0-row batches: no COPY
-        Sql("create_stage",
-            f"CREATE TEMP TABLE {stage_table} (LIKE {target} INCLUDING DEFAULTS)"),
-        CopyManifest("copy", stage_table, tuple(spec.column_names), manifest),
-        Sql("count_staged", f"SELECT COUNT(*) FROM {stage_table}",
-            result="rows_copied", fetch="one"),
-        Sql("delete_existing",
-            f"DELETE FROM {stage_table} USING {target} "
-            f"WHERE {_key_match(stage_table, target, key)}"),
-        Sql("insert_new",
-            f"INSERT INTO {target} ({cols}) SELECT {cols} FROM ("
+    steps: list[Step] = [fence_step(target, lease_token, load_id, started_at),
+                         *already_loaded_steps(target, entries)]
+    if manifest.entries:  # only 0-row batches: no COPY
+        dedup = f"DELETE FROM {stage_table} USING {target} " \
+                f"WHERE {_key_match(stage_table, target, key)}"
+        steps += [
+            Sql("create_stage",
+                f"CREATE TEMP TABLE {stage_table} (LIKE {target} INCLUDING DEFAULTS)"),
+            CopyManifest("copy", stage_table, tuple(spec.column_names), manifest),
+            Sql("count_staged", f"SELECT COUNT(*) FROM {stage_table}",
+                result="rows_copied", fetch="one"),
+        ]
+        if spec.sort_key:
+            sk = spec.sort_key
+            steps += [
+                Sql("sort_range", f"SELECT MIN({sk}), MAX({sk}) FROM {stage_table}",
+                    result="sort_range", fetch="row"),
+                Sql("delete_existing", f"{dedup} AND {target}.{sk} BETWEEN %s AND %s",
+                    _window(dedup_window_s)),
+            ]
+        else:
+            steps.append(Sql("delete_existing", dedup))
+        steps.append(Sql(  # loaded_at from the loader's UTC clock, never a session-zone default
+            "insert_new",
+            f"INSERT INTO {target} ({cols}, loaded_at) SELECT {cols}, %s FROM ("
             f"SELECT {cols}, ROW_NUMBER() OVER (PARTITION BY {', '.join(key)} "
             f"ORDER BY {POSITION_ORDER}) AS rn FROM {stage_table}) ranked WHERE rn = 1",
-            result="rows_inserted", fetch="rowcount"),
-    ]
-    keys = [e.s3_key for e in entries]
-    for n, start in enumerate(range(0, len(keys), LEDGER_IN_CHUNK)):
-        chunk = tuple(keys[start:start + LEDGER_IN_CHUNK])
-        steps.append(Sql(f"mark_loaded_{n}", MARK_LOADED_SQL,
-                         (LOADED, load_id, started_at, target, PENDING, chunk),
-                         expect_rowcount=len(chunk)))
+            (started_at,), result="rows_inserted", fetch="rowcount"))
+    steps += record_steps(target, load_id, entries, started_at)
     files = len(manifest.entries)
     size = sum(e.byte_count for e in entries)
     steps.append(Sql(
         "insert_load",
         "INSERT INTO loads (load_id, target_table, manifest_key, file_count, byte_count, "
-        "rows_copied, rows_inserted, started_at, finished_at) "
-        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        "rows_copied, rows_inserted, lease_token, started_at, finished_at) "
+        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
         lambda r: (load_id, target, manifest.key, files, size, r.get("rows_copied", 0),
-                   r.get("rows_inserted", 0), started_at, finished_at())))
-    shards = tuple(sorted({(e.stream, e.shard_id) for e in entries}))
-    steps.append(AdvanceWatermarks("watermarks", target, shards, load_id, started_at))
+                   r.get("rows_inserted", 0), lease_token, started_at, finished_at())))
     if manifest.entries:
         steps.append(Sql("drop_stage", f"DROP TABLE {stage_table}"))
     return steps

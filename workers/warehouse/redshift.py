@@ -20,7 +20,7 @@ class RedshiftDialect(Dialect):
 
     name = "redshift"
 
-    def __init__(self, iam_role: str):
+    def __init__(self, iam_role: str, region: str = ""):
         if not iam_role:
             raise ConfigError("warehouse.iam_role is required for the redshift dialect: the IAM "
                               "role ARN that COPY uses to read the staged files "
@@ -33,11 +33,17 @@ class RedshiftDialect(Dialect):
                               "(arn:aws:iam::<12-digit account>:role/<name>; chain roles with ',')"
                               ) from None
         self.iam_role = ",".join(roles)
+        if region and not region.replace("-", "").isalnum():
+            raise ConfigError(f"aws.region {region!r} does not look like an AWS region")
+        # REGION: the bucket's region, needed when it is not the cluster's (aws.region).
+        self.region = region
 
     def copy_sql(self, step: CopyManifest) -> str:
         url = step.manifest.url.replace("'", "''")
+        region = f"REGION '{self.region}' " if self.region else ""
         return (f"COPY {step.stage_table} ({', '.join(step.columns)}) FROM '{url}' "
-                f"IAM_ROLE '{self.iam_role}' MANIFEST {csvformat.REDSHIFT_COPY_OPTIONS} "
+                f"IAM_ROLE '{self.iam_role}' MANIFEST {region}"
+                f"{csvformat.REDSHIFT_COPY_OPTIONS} "
                 f"STATUPDATE OFF COMPUPDATE OFF")
 
     def redact(self, text: str) -> str:

@@ -4,7 +4,8 @@
 -- same event under two sequence numbers; the loader's merge keeps the first
 -- (lowest shard, sequence, sub-sequence) and skips any event_id already here.
 --
--- Redshift layout:
+-- Redshift layout (DISTSTYLE KEY, not ALL: the table grows without bound and every load
+-- writes it):
 --   DISTKEY (event_id): the merge joins staging to target on event_id, so both
 --     sides are co-located (staging tables are created with the same DISTKEY)
 --     and the join needs no redistribution; uuids also spread rows evenly.
@@ -33,9 +34,16 @@ CREATE TABLE page_views (
     sub_sequence_number  BIGINT         NOT NULL,
     arrival_time         TIMESTAMP      NOT NULL,  -- ApproximateArrivalTimestamp, UTC
     staged_at            TIMESTAMP      NOT NULL,  -- when the stage worker wrote the row
-    /*postgres: loaded_at TIMESTAMP NOT NULL DEFAULT (clock_timestamp() AT TIME ZONE 'utc'),*/
-    /*redshift: loaded_at TIMESTAMP NOT NULL DEFAULT SYSDATE,*/
-    PRIMARY KEY (event_id)  -- enforced on PostgreSQL; informational on Redshift
+    -- UTC, written by the loader's INSERT (the default only fills its staging table: SYSDATE
+    -- is in the session's time zone)
+    loaded_at            TIMESTAMP      NOT NULL
+        /*postgres: DEFAULT (clock_timestamp() AT TIME ZONE 'utc')*/ /*redshift: DEFAULT SYSDATE*/
+    /*postgres-plain: , PRIMARY KEY (event_id)*/  -- plain PostgreSQL enforces it
+    /*redshift: , PRIMARY KEY (event_id)*/         -- informational on Redshift
 ) /*redshift: DISTSTYLE KEY DISTKEY (event_id) COMPOUND SORTKEY (occurred_at)*/;
 
-/*postgres: CREATE UNIQUE INDEX page_views_position ON page_views (shard_id, sequence_number, sub_sequence_number)*/;
+/*postgres-plain: CREATE UNIQUE INDEX page_views_position ON page_views (shard_id, sequence_number, sub_sequence_number)*/;
+
+-- redshift-like: no index enforces or finds the dedup key (as on Redshift); a BRIN index on
+-- the sort key plays Redshift's zone maps, so only a range on occurred_at prunes.
+/*redshift-like: CREATE INDEX page_views_occurred_at ON page_views USING brin (occurred_at)*/;

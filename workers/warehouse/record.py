@@ -1,0 +1,62 @@
+"""Reading back the warehouse's insert-only load record (``loaded_files``, ``loads``).
+
+The load transaction commits the rows together with one ``loaded_files`` row per file
+(plan.py). The control store's ledger is then told (``mark_loaded``) after the commit; a
+loader killed in between leaves files ``pending`` in the store although the warehouse has
+them. ``loaded_by`` is how the next loader (at start, and after each load) finds them and
+reconciles, so such a file is neither loaded twice nor lost. Only the loader writes these
+tables, and these reads run outside the load transaction.
+
+Every query carries a range on ``loaded_at`` (the record's sort key): a file is loaded after
+it was staged, so ``loaded_at >= staged_at - skew``.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any, Sequence
+
+from shardline.positions import position
+from shardline.workers.ledger import StagedFile
+from shardline.workers.warehouse.plan import IN_CHUNK
+
+CLOCK_SKEW = timedelta(hours=1)
+
+
+def ensure_fence(cur: Any, table: str, now: datetime) -> None:
+    """The table's fence row (``load_fence``), created once at loader start."""
+    cur.execute("INSERT INTO load_fence (target_table, lease_token, load_id, updated_at) "
+                "SELECT %s, 0, '', %s WHERE NOT EXISTS "
+                "(SELECT 1 FROM load_fence WHERE target_table = %s)", (table, now, table))
+
+
+def loaded_by(cur: Any, table: str, entries: Sequence[StagedFile]) -> dict[str, str]:
+    """s3_key -> load_id for those of ``entries`` the warehouse already holds."""
+    out: dict[str, str] = {}
+    if not entries:
+        return out
+    since = min(e.staged_at for e in entries) - CLOCK_SKEW
+    keys = [e.s3_key for e in entries]
+    for start in range(0, len(keys), IN_CHUNK):
+        chunk = keys[start:start + IN_CHUNK]
+        cur.execute("SELECT s3_key, load_id FROM loaded_files WHERE target_table = %s AND "
+                    f"loaded_at >= %s AND s3_key IN ({', '.join(['%s'] * len(chunk))})",
+                    (table, since, *chunk))
+        out.update(dict(cur.fetchall()))
+    return out
+
+
+def loaded_positions(cur: Any, streams: Sequence[str], since: datetime) -> list[dict]:
+    """Per (stream, shard, table): the highest last position loaded since ``since`` (status)."""
+    if not streams:
+        return []
+    cur.execute("SELECT stream, shard_id, target_table, last_sequence, last_sub_sequence, "
+                "load_id, loaded_at FROM loaded_files WHERE loaded_at >= %s AND stream IN ("
+                + ", ".join(["%s"] * len(streams)) + ")", (since, *streams))
+    best: dict[tuple, tuple] = {}
+    for stream, shard, table, seq, sub, load_id, at in cur.fetchall():
+        key = (stream, shard, table)
+        if key not in best or position(seq, sub) > position(*best[key][:2]):
+            best[key] = (seq, sub, load_id, at)
+    return [{"stream": s, "shard_id": sh, "target_table": t, "loaded_sequence": seq,
+             "loaded_sub_sequence": sub, "load_id": lid, "updated_at": at}
+            for (s, sh, t), (seq, sub, lid, at) in sorted(best.items())]
