@@ -34,16 +34,16 @@ def running_consumers(fleet: Fleet) -> dict[str, int]:
             if name.startswith("consumer-") and state == "RUNNING" and pid}
 
 
-def live_leases(pg_conn, stream: str) -> dict[str, int]:
+def live_leases(control_conn, stream: str) -> dict[str, int]:
     """shard -> pid named in its live lease (owner is host:pid:uuid)."""
     now = datetime.now(timezone.utc).replace(tzinfo=None)
-    with pg_conn.cursor() as cur:
+    with control_conn.cursor() as cur:
         cur.execute("SELECT shard_id, owner FROM shard_leases WHERE stream = %s "
                     "AND owner IS NOT NULL AND expires_at > %s", (stream, now))
         return {shard: int(owner.split(":")[1]) for shard, owner in cur.fetchall()}
 
 
-def layout(fleets: dict[str, Fleet], pg_conn, stream: str, want: list[int],
+def layout(fleets: dict[str, Fleet], control_conn, stream: str, want: list[int],
            shards: set[str] | None = None) -> dict[str, set[str]] | None:
     """host -> shards it owns, if the counts are ``want`` (sorted), every shard once, and
     each lease held by that host's RUNNING consumer of the shard; None otherwise."""
@@ -53,7 +53,7 @@ def layout(fleets: dict[str, Fleet], pg_conn, stream: str, want: list[int],
         return None
     if shards is not None and set(owned) != shards:
         return None
-    leases = live_leases(pg_conn, stream)
+    leases = live_leases(control_conn, stream)
     if any(leases.get(s) != pid for r in running.values() for s, pid in r.items()):
         return None
     return {h: set(r) for h, r in running.items()}
@@ -65,7 +65,7 @@ def open_shard_ids(kinesis, stream: str) -> set[str]:
 
 
 def test_agents_spread_fail_over_reshard_and_scale(stack_env, stream_name, tmp_path, pg_conn,
-                                                   kinesis, s3, stack, s3_prefix):
+                                                   control_conn, kinesis, s3, stack, s3_prefix):
     env = {**stack_env, **FAST, **AGENT, "SHARDLINE_KINESIS_STREAM": stream_name}
     shardline("migrate", env=env)
     shardline("migrate", "--control", env=env)
@@ -89,7 +89,7 @@ def test_agents_spread_fail_over_reshard_and_scale(stack_env, stream_name, tmp_p
         six = open_shard_ids(kinesis, stream_name)
         t = time.monotonic()
         try:
-            spread = wait_for(lambda: layout(fleets, pg_conn, stream_name, [2, 2, 2], six),
+            spread = wait_for(lambda: layout(fleets, control_conn, stream_name, [2, 2, 2], six),
                               60, "2/2/2")
         except TimeoutError as exc:
             raise AssertionError(f"{exc}\n{logs()}") from None
@@ -100,7 +100,7 @@ def test_agents_spread_fail_over_reshard_and_scale(stack_env, stream_name, tmp_p
         t = time.monotonic()
         survivors = hosts.live()
         try:
-            after = wait_for(lambda: layout(survivors, pg_conn, stream_name, [3, 3], six),
+            after = wait_for(lambda: layout(survivors, control_conn, stream_name, [3, 3], six),
                              LEASE_TTL_S + 15, "3/3 on the survivors")
         except TimeoutError as exc:
             raise AssertionError(f"{exc}\n{logs()}") from None
@@ -121,12 +121,12 @@ def test_agents_spread_fail_over_reshard_and_scale(stack_env, stream_name, tmp_p
         children = seven - six
 
         def children_read() -> bool:
-            with pg_conn.cursor() as cur:
+            with control_conn.cursor() as cur:
                 cur.execute("SELECT shard_id, sequence_number FROM checkpoints "
                             "WHERE stream = %s", (stream_name,))
                 cps = dict(cur.fetchall())
             return (cps.get(parent) == "SHARD_END" and all(cps.get(c) for c in children)
-                    and layout(survivors, pg_conn, stream_name, [3, 4], seven) is not None)
+                    and layout(survivors, control_conn, stream_name, [3, 4], seven) is not None)
 
         try:
             wait_for(children_read, 60, "children read and the parent at SHARD_END, removed")
@@ -141,7 +141,7 @@ def test_agents_spread_fail_over_reshard_and_scale(stack_env, stream_name, tmp_p
         live = hosts.live()
         assert sorted(live) == ["h2", "h3", "h4"]
         try:
-            wait_for(lambda: layout(live, pg_conn, stream_name, [2, 2, 3], seven), 60,
+            wait_for(lambda: layout(live, control_conn, stream_name, [2, 2, 3], seven), 60,
                      "2/2/3 with h4")
         except TimeoutError as exc:
             raise AssertionError(f"{exc}\n{logs()}") from None
@@ -152,7 +152,7 @@ def test_agents_spread_fail_over_reshard_and_scale(stack_env, stream_name, tmp_p
         hosts.revive("h1")
         t = time.monotonic()
         try:
-            wait_for(lambda: layout(hosts.live(), pg_conn, stream_name, [1, 2, 2, 2], seven),
+            wait_for(lambda: layout(hosts.live(), control_conn, stream_name, [1, 2, 2, 2], seven),
                      60, "1/2/2/2 with h1 back")
         except TimeoutError as exc:
             raise AssertionError(f"{exc}\n{logs()}") from None
