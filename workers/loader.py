@@ -170,6 +170,7 @@ class Loader:
         self.dialect = dialect if dialect is not None else make_dialect(settings, self.s3)
         self.clock = clock
         self.warehouse = Warehouse(connect or (lambda: clients.warehouse_connect(settings)))
+        self._owns_store = store is None  # a store handed in belongs to the caller
         self.store = store if store is not None else open_store(settings, clock)
         self.trigger = LoadTrigger.from_settings(settings.loader)
         self.load_id_factory = load_id_factory
@@ -244,7 +245,8 @@ class Loader:
 
     def close(self) -> None:
         self.warehouse.close()
-        self.store.close()
+        if self._owns_store:
+            self.store.close()
 
     # -- the loader lease ----------------------------------------------------------
     def hold_lease(self) -> bool:
