@@ -15,9 +15,10 @@ import json
 import threading
 import time
 from importlib import resources
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from shardline.errors import ServiceUnavailable
+from shardline.lifecycle import first_line, transaction
 from shardline.settings import redact_dsn
 
 from .base import (
@@ -61,35 +62,22 @@ class PostgresStore(ControlStore):
                                             "-c default_transaction_isolation=read\\ committed")
         except psycopg2.OperationalError as exc:
             raise ServiceUnavailable(f"control store {redact_dsn(self.dsn)}: "
-                                     f"{_first_line(exc)}") from None
+                                     f"{first_line(exc)}") from None
         conn.autocommit = False
         with self._all_lock:
             self._all.add(conn)
         return conn
 
-    @contextlib.contextmanager
-    def tx(self) -> Iterator[Any]:
-        """A cursor in a transaction on this thread's connection; commit on success,
-        rollback on error; a lost connection is ``ServiceUnavailable`` and is rebuilt."""
-        import psycopg2
-
-        conn = getattr(self._local, "conn", None)
-        try:
-            if conn is None or conn.closed:
-                conn = self._local.conn = self._connect()
-            with conn.cursor() as cur:
-                try:
-                    yield cur
-                except BaseException:
-                    conn.rollback()
-                    raise
-            conn.commit()
-        except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
-            self._drop(conn)
-            raise ServiceUnavailable(f"control store: {_first_line(exc)}") from None
+    def tx(self) -> contextlib.AbstractContextManager[Any]:
+        """A cursor in a transaction on this thread's connection (``lifecycle.transaction``:
+        commit on success, rollback on error, a lost connection is ``ServiceUnavailable``
+        and the next call opens a new one)."""
+        holder = getattr(self._local, "holder", None)
+        if holder is None:
+            holder = self._local.holder = _ThreadConnection(self)
+        return transaction(holder, "control store")
 
     def _drop(self, conn: Any) -> None:
-        self._local.conn = None
         if conn is not None:
             with self._all_lock:
                 self._all.discard(conn)
@@ -366,5 +354,16 @@ class PostgresStore(ControlStore):
             return dict(cur.fetchall())
 
 
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+class _ThreadConnection:
+    """One thread's connection, in the shape ``lifecycle.transaction`` works on."""
+
+    def __init__(self, store: PostgresStore):
+        self._store = store
+        self._conn: Any = None
+
+    def _connect(self) -> Any:
+        return self._store._connect()
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        self._store._drop(conn)

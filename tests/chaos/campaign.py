@@ -41,7 +41,8 @@ from shardline.errors import ServiceUnavailable
 from shardline.ops.fleet import Fleet, Hosts, control_store, shardline, warehouse_query
 from tests.chaos import schedule, verdict
 from tests.chaos.corpus import ChaosProducer
-from tests.chaos.proxy import FaultRates, KinesisFaultProxy, TcpGate
+from shardline.devstack.relay import TcpRelay
+from tests.chaos.proxy import FaultRates, KinesisFaultProxy
 
 log = logging.getLogger("chaos")
 
@@ -124,7 +125,7 @@ class Campaign:
         self.hosts: Hosts | None = None
         self.revive_at: list[tuple[float, str]] = []  # (monotonic time, host) to boot again
         self.kproxy: KinesisFaultProxy | None = None
-        self.gate: TcpGate | None = None
+        self.gate: TcpRelay | None = None
         self.frozen_pid: int | None = None
 
     # -- setup ---------------------------------------------------------------
@@ -140,7 +141,7 @@ class Campaign:
         self.kproxy = KinesisFaultProxy(
             info.kinesis_endpoint_url, random.Random(f"faults-{cfg.seed}"),
             FaultRates(get_records=cfg.fault_rate, other=cfg.fault_rate / 2)).start()
-        self.gate = TcpGate(("127.0.0.1", info.s3_port)).start()
+        self.gate = TcpRelay(("127.0.0.1", info.s3_port)).start()
         self.stream = f"chaos-{cfg.seed}"
         self.prefix = f"chaos/{cfg.seed}"
         self.env = {**os.environ, **info.env(), **FLEET_SETTINGS,

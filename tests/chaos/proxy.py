@@ -8,10 +8,9 @@ real process stop. Clients therefore go through these proxies, which make the fa
   (GetRecords, GetShardIterator, ListShards, DescribeStream*) with throttling, expired
   iterators, 500s, slow answers or dropped connections, at seeded random rates or in
   forced storms. Writes are never faulted.
-- ``TcpGate``: a TCP relay in front of moto S3 that can be cut (every connection reset,
-  new ones reset at accept) and restored. It is the devstack's relay
-  (``shardline.devstack.relay.TcpRelay``, which also adds commit latency in front of
-  PostgreSQL), re-exported here under the campaign's name.
+- S3 outages use the devstack's relay, ``shardline.devstack.relay.TcpRelay`` (which also
+  adds commit latency in front of PostgreSQL): it can be cut (every connection reset, new
+  ones reset at accept) and restored.
 """
 from __future__ import annotations
 
@@ -29,7 +28,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
-from shardline.devstack.relay import TcpRelay as TcpGate, quietly as _quietly  # noqa: F401
+from shardline.devstack.relay import quietly as _quietly
 
 KINDS = ("throttled", "expired", "500", "slow", "drop")
 OTHER_OPS = frozenset({"GetShardIterator", "ListShards", "DescribeStream",

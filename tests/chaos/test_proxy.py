@@ -1,5 +1,5 @@
 """The chaos campaign's fault injectors against the real stack: ``KinesisFaultProxy`` in
-front of kinesalite and ``TcpGate`` in front of moto S3."""
+front of kinesalite and ``TcpRelay`` in front of moto S3."""
 from __future__ import annotations
 
 import os
@@ -15,7 +15,8 @@ from botocore.config import Config
 from botocore.exceptions import ClientError, ConnectionClosedError, EndpointConnectionError
 
 from shardline.devstack.aws import boto_client
-from tests.chaos.proxy import FaultRates, KinesisFaultProxy, TcpGate
+from shardline.devstack.relay import TcpRelay
+from tests.chaos.proxy import FaultRates, KinesisFaultProxy
 from tests.pipeline import wait_active
 
 pytestmark = [pytest.mark.integration]
@@ -255,18 +256,18 @@ def test_storm_rejects_unknown_kind(stack, make_proxy):
 
 
 # ---------------------------------------------------------------------------
-# TcpGate
+# TcpRelay
 # ---------------------------------------------------------------------------
 
 @pytest.fixture
-def gate(stack) -> Iterator[TcpGate]:
+def gate(stack) -> Iterator[TcpRelay]:
     port = int(stack.s3_endpoint_url.rsplit(":", 1)[1])
-    g = TcpGate(("127.0.0.1", port)).start()
+    g = TcpRelay(("127.0.0.1", port)).start()
     yield g
     g.stop()
 
 
-def s3_via(gate: TcpGate) -> Any:
+def s3_via(gate: TcpRelay) -> Any:
     return boto_client("s3", gate.url, config=Config(
         retries=NO_RETRY, connect_timeout=1, read_timeout=2))
 
@@ -314,8 +315,8 @@ def test_gate_cut_resets_open_connections(stack, gate):
 
 def test_gate_half_close_and_stop_leaves_no_threads(stack, s3_prefix):
     port = int(stack.s3_endpoint_url.rsplit(":", 1)[1])
-    gate = TcpGate(("127.0.0.1", port)).start()
-    name = f"tcp-relay-{gate.port}"  # TcpGate is shardline.devstack.relay.TcpRelay
+    gate = TcpRelay(("127.0.0.1", port)).start()
+    name = f"tcp-relay-{gate.port}"  # TcpRelay is shardline.devstack.relay.TcpRelay
     # Half-close: the request, then FIN; the answer still comes back in full.
     sock = socket.create_connection(("127.0.0.1", gate.port), timeout=5)
     sock.sendall(f"GET /{stack.bucket}?list-type=2 HTTP/1.1\r\nHost: x\r\n"

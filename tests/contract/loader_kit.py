@@ -14,7 +14,6 @@ from __future__ import annotations
 import gzip
 import json
 import re
-from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, Iterable, Sequence
 

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import logging
 
-import pytest
-
 from shardline.errors import ServiceUnavailable
 from tests.contract.loader_kit import SHARD0, SHARD1, event_id, page_view, seq
 

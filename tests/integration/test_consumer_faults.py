@@ -12,7 +12,6 @@ import pytest
 
 from tests.faults import KinesisFaults
 from tests.stub_stage import Rig
-from shardline.ops.fleet import wait_for
 
 from shardline.consumers import main as consumer_main
 from shardline.kinesis import kinesis_client

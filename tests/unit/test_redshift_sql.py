@@ -14,7 +14,7 @@ from datetime import timedelta
 import psycopg2
 import pytest
 
-from tests.contract.loader_kit import (IAM_ROLE, SHARD0, SHARD1, T0, Clock, FakeWarehouse,
+from tests.contract.loader_kit import (IAM_ROLE, T0, Clock, FakeWarehouse,
                                        ledger_row, page_view, seq, settings)
 from tests.fakes import FakeS3
 from shardline import csvformat
