@@ -168,12 +168,7 @@ def control_store(stack: StackInfo, pg_schema: str):
 @pytest.fixture
 def control_conn(stack: StackInfo, pg_schema: str) -> Iterator[psycopg2.extensions.connection]:
     """Autocommit connection to the control database with search_path = pg_schema."""
-    conn = psycopg2.connect(stack.control_dsn, options=f"-c search_path={pg_schema}")
-    conn.autocommit = True
-    try:
-        yield conn
-    finally:
-        conn.close()
+    yield from _schema_conn(stack.control_dsn, pg_schema)
 
 
 @pytest.fixture(scope="session")
@@ -201,7 +196,11 @@ def s3(_s3_client):
 @pytest.fixture
 def pg_conn(stack: StackInfo, pg_schema: str) -> Iterator[psycopg2.extensions.connection]:
     """Autocommit connection to the `shardline` database with search_path = pg_schema."""
-    conn = psycopg2.connect(stack.dsn, options=f"-c search_path={pg_schema}")
+    yield from _schema_conn(stack.dsn, pg_schema)
+
+
+def _schema_conn(dsn: str, schema: str) -> Iterator[psycopg2.extensions.connection]:
+    conn = psycopg2.connect(dsn, options=f"-c search_path={schema}")
     conn.autocommit = True
     try:
         yield conn

@@ -45,12 +45,7 @@ class PutFaultProxy(KinesisFaultProxy):
             kind, until = self._storm
             if not self.enabled or not kind or time.monotonic() >= until:
                 return None, False, 0.0
-            self._injected[kind] += 1
-            if kind == "drop":
-                before = self.rng.random() < 0.5
-                self._drops["before" if before else "after"] += 1
-                return kind, before, 0.0
-            return kind, False, self.rates.slow_s[0] if kind == "slow" else 0.0
+            return self._inject(kind)
 
 
 def event_id(run: str, i: int) -> str:

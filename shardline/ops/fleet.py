@@ -35,13 +35,7 @@ def warehouse_query(env: dict[str, str], sql: str, args: Any = None) -> list[tup
     """Run one query in the schema the fleet's env names (validated like any setting)."""
     from shardline import clients, settings
 
-    conn = clients.warehouse_connect(settings.load(None, env=env))
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql, args)
-            return cur.fetchall()
-    finally:
-        conn.close()
+    return _fetch_all(clients.warehouse_connect(settings.load(None, env=env)), sql, args)
 
 
 def control_store(env: dict[str, str]) -> Any:
@@ -59,7 +53,11 @@ def control_query(env: dict[str, str], sql: str, args: Any = None) -> list[tuple
     from shardline import settings
 
     c = settings.load(None, env=env).control
-    conn = psycopg2.connect(c.dsn, options=f"-c search_path={c.schema}")
+    return _fetch_all(psycopg2.connect(c.dsn, options=f"-c search_path={c.schema}"), sql, args)
+
+
+def _fetch_all(conn: Any, sql: str, args: Any) -> list[tuple]:
+    """One query's rows; the connection is closed afterwards."""
     try:
         with conn.cursor() as cur:
             cur.execute(sql, args)

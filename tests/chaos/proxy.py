@@ -222,11 +222,15 @@ class KinesisFaultProxy:
             elif self.rng.random() < (self.rates.get_records if op == "GetRecords"
                                       else self.rates.other):
                 kind = self.rng.choices(kinds, [self.rates.weights.get(k, 0) for k in kinds])[0]
-            if kind is None:
-                return None, False, 0.0
-            self._injected[kind] += 1
-            if kind == "drop":
-                before = self.rng.random() < 0.5
-                self._drops["before" if before else "after"] += 1
-                return kind, before, 0.0
-            return kind, False, self.rng.uniform(*self.rates.slow_s) if kind == "slow" else 0.0
+            return self._inject(kind)
+
+    def _inject(self, kind: str | None) -> tuple[str | None, bool, float]:
+        """Count a chosen fault and say how it plays out (call with ``_lock`` held)."""
+        if kind is None:
+            return None, False, 0.0
+        self._injected[kind] += 1
+        if kind == "drop":
+            before = self.rng.random() < 0.5
+            self._drops["before" if before else "after"] += 1
+            return kind, before, 0.0
+        return kind, False, self.rng.uniform(*self.rates.slow_s) if kind == "slow" else 0.0
