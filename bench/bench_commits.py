@@ -147,6 +147,10 @@ def run(info, shards: int, seconds: float, layout: str) -> dict:
 
     loader = Loader(settings, "page_views", s3=s3, store=store)
     assert loader.step().state == "idle"  # lease, fence row, first reconcile: once per lease
+    # A backend reports its commits to pg_stat_database when it goes idle (at most once a
+    # second, later if idle) and at exit: the loader's session is closed here (it reconnects
+    # at its next transaction), the window's sessions before the count after it.
+    loader.warehouse.close()
     time.sleep(1.0)  # let the relays count those before the window opens
     counted = {name: r.commits for name, r in relays.items()}
     sessions = Sessions(info.direct_dsn, "shardline")
@@ -165,12 +169,13 @@ def run(info, shards: int, seconds: float, layout: str) -> dict:
     for t in threads:
         t.join(10)
     elapsed = time.monotonic() - t0
-    ours = {name: r.commits - counted[name] for name, r in relays.items()}
-    sessions.stop.set()
-    sessions.join(5)
-    after = commits(info.direct_dsn, "shardline")
     loader.close()
     store.close()
+    sessions.stop.set()
+    sessions.join(5)
+    time.sleep(0.5)
+    ours = {name: r.commits - counted[name] for name, r in relays.items()}
+    after = commits(info.direct_dsn, "shardline")
     for r in relays.values():
         r.stop()
     total = after - before - 1 - sessions.queries  # the bench's own transactions
