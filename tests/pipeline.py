@@ -24,6 +24,8 @@ FAST = {
     "SHARDLINE_LOADER_MIN_FILES": "100",
     "SHARDLINE_LOADER_LEASE_TTL_S": "4",
     "SHARDLINE_GEARMAN_JOB_TIMEOUT_S": "30",
+    # each host's scrape target on a free port: tests run side by side on one machine
+    "SHARDLINE_AGENT_METRICS_ADDRESS": "127.0.0.1:0",
 }
 
 
