@@ -127,18 +127,21 @@ def arrival_points(sample: str | None) -> list[int]:
     return [first] + [first + d for d in rest]
 
 
-def e2e_observations(entries: Iterable["StagedFile"], queryable_ms: int
-                     ) -> list[tuple[float, int]]:
-    """(latency seconds, rows) pairs for the files of one load: each file's rows are split
-    evenly over its arrival points."""
+def e2e_observations(entries: Iterable["StagedFile"], queryable_ms: int,
+                     inserted_share: float = 1.0) -> list[tuple[float, int]]:
+    """(latency seconds, rows) pairs for the files of one load: each file's rows (times
+    ``inserted_share``, the load's inserted / copied rows: duplicates the merge skipped, e.g.
+    of a replay, were queryable long before and are not counted) split evenly over its
+    arrival points."""
     out: list[tuple[float, int]] = []
     for e in entries:
         points = arrival_points(e.arrival_sample)
-        if not points or e.row_count <= 0:
+        count = round(e.row_count * min(1.0, max(0.0, inserted_share)))
+        if not points or count <= 0:
             continue
         k = len(points)
         for i, arrived in enumerate(points):
-            rows = e.row_count * (i + 1) // k - e.row_count * i // k
+            rows = count * (i + 1) // k - count * i // k
             if rows:
                 out.append((max(0.0, (queryable_ms - arrived) / 1000.0), rows))
     return out

@@ -386,8 +386,9 @@ class Loader:
                             sum(e.byte_count for e in entries), outcome.rows_copied,
                             outcome.rows_inserted, seconds, len(entries) >= cap,
                             outcome.timings)
+        share = outcome.rows_inserted / outcome.rows_copied if outcome.rows_copied else 0.0
         self.metrics.load_done(seconds, outcome.rows_inserted, outcome.rows_copied,
-                               e2e_observations(entries, queryable_ms))
+                               e2e_observations(entries, queryable_ms, share))
         log.info("loaded %d files, %d rows copied, %d inserted, %d duplicates skipped, "
                  "in %.2fs (%.0f rows/s; %s)", result.files,
                  result.rows_copied, result.rows_inserted,

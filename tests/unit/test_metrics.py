@@ -53,6 +53,10 @@ def test_e2e_observations_split_each_files_rows_over_its_points():
                            queryable_ms=11_000)
     assert obs == [(10.0, 3), (10.0, 3), (8.0, 4)]
     assert sum(n for _, n in obs) == 10
+    # half the load's copied rows were duplicates (a replay): only the inserted share counts
+    assert e2e_observations([entry(10, "1000,0,2000")], 11_000, 0.5) == \
+        [(10.0, 1), (10.0, 2), (8.0, 2)]
+    assert e2e_observations([entry(10, "1000")], 11_000, 0.0) == []
 
 
 def test_observe_counts_matches_observe_one_by_one():
