@@ -7,7 +7,8 @@ the lease, add the history item, move the checkpoint) that lands whole or not at
 ledger insert is a put conditional on the key not existing. Pending and quarantined files
 are found through sparse GSIs keyed by table and ordered by ``<staged µs>#<key>`` (GSIs are
 eventually consistent: a file just recorded may show up in ``pending_files`` a moment later,
-which only delays its load; the flips themselves are conditional on the item). History is
+which only delays its load; the flips themselves are conditional on the item); a third GSI,
+``staged``, orders every file by table and staged time for ``staged_totals``. History is
 keyed by ``<stream>/<shard>`` and id, ids from an atomic counter item. Times are integer
 microseconds since the epoch so conditions compare numbers (``dynamodb_schema.py``).
 Tables: ``create_tables()`` (PAY_PER_REQUEST), called by ``shardline migrate --control``.
