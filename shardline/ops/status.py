@@ -199,14 +199,8 @@ def main(argv: list[str]) -> int:
     from shardline.errors import ShardlineError
 
     control = open_store(settings)
-    # One stream named: fixed. Otherwise looked up at every refresh (a new stream shows up).
-    fixed = None if args.all_streams or not settings.kinesis.stream else [settings.kinesis.stream]
-    if fixed is None:
-        try:
-            resolve_streams(settings, control, args.all_streams)
-        except BaseException:
-            control.close()
-            raise
+    # A named stream is fixed; "every known stream" is looked up again at each refresh.
+    fixed: list[str] | None = None
 
     def once() -> int:
         report = collect(settings, control, fixed, use_kinesis=not args.no_kinesis,
@@ -223,6 +217,11 @@ def main(argv: list[str]) -> int:
         return exit_code(report)
 
     try:
+        streams = resolve_streams(settings, control, args.all_streams)  # none: ConfigError
+        if settings.kinesis.stream and not args.all_streams:
+            fixed = streams
+        # (``--serve``, shardline.ops.status_web, would branch here: it renders collect()'s
+        # report for the same settings, store and streams.)
         if args.watch is None:
             return once()
         code = ExitCode.OK

@@ -564,7 +564,7 @@ def test_migrate_control_creates_the_dynamodb_tables(stack, cli_env) -> None:
         files = client.describe_table(TableName=f"{prefix}files")["Table"]
         assert files["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
         assert {i["IndexName"] for i in files["GlobalSecondaryIndexes"]} == {
-            "pending", "quarantined"}
+            "pending", "quarantined", "staged"}
     finally:
         for name in [n for n in client.list_tables()["TableNames"] if n.startswith(prefix)]:
             client.delete_table(TableName=name)
