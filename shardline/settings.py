@@ -364,7 +364,7 @@ class StatusSettings:
     max_pending_age_s: float = _opt(0.0, "alert when the oldest pending staged file is older "
                                     "(the loader is not loading); 0: 3 x loader.max_interval_s, "
                                     "at least 60 s", min=0)
-    max_dead_letter_ratio: float = _opt(0.01, "alert when dead letters / staged records of a "
+    max_dead_letter_ratio: float = _opt(0.05, "alert when dead letters / staged records of a "
                                         "stream over dead_letter_window_s exceed this (1: never)",
                                         min=0, max=1)
     dead_letter_window_s: float = _opt(900.0, "the recent window of the dead-letter count and "

@@ -165,7 +165,7 @@ def test_status_reports_numbers_and_alerts(stack_env, stream_name, pg_schema, pg
     drained = False
     try:
         # 1. shard1 has no lease, a gearmand does not answer, no worker for the stage
-        # function, 5 dead letters of 80 records (> 1%), a quarantined file: alerts
+        # function, 5 dead letters of 80 records (> 5%), a quarantined file: alerts
         proc = _status(env, "--stream", stream_name, "--json")
         assert proc.returncode == 3, proc.stderr
         assert f"{shard1}: no live owner" in proc.stderr
@@ -173,7 +173,7 @@ def test_status_reports_numbers_and_alerts(stack_env, stream_name, pg_schema, pg
         assert (f"ALERT gearman: no worker is registered for {function} on {server} "
                 f"(3 jobs queued)") in proc.stderr
         assert (f"ALERT {stream_name}: 5 dead letters of 80 records staged in the last 15m "
-                f"(6.25% > status.max_dead_letter_ratio = 0.01)") in proc.stderr
+                f"(6.25% > status.max_dead_letter_ratio = 0.05)") in proc.stderr
         report = json.loads(proc.stdout)
         assert len(report["alerts"]) == 5 and all(f"ALERT {a}" in proc.stderr
                                                   for a in report["alerts"])
