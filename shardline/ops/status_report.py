@@ -308,7 +308,8 @@ def fleet_hosts(now: datetime, hosts: Iterable[Row], assignments: Iterable[Row],
                 shards: Sequence[Row], streams: Sequence[str]) -> list[dict[str, Any]]:
     """The fleet's hosts (of ``streams``: an agent's heartbeat names its stream), live or
     not, each with the shards assigned to it, holding a live lease of it (lease owner's
-    host part) or listed as running there in its heartbeat."""
+    host part: consumers name their machine, the agent's default host id) or listed as
+    running there in its heartbeat; ``stream/shard`` when several streams are shown."""
     multi = len(streams) > 1
 
     def name(stream: str, shard: str) -> str:
