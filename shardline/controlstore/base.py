@@ -33,13 +33,10 @@ from shardline.workers.ledger import LOADED, PENDING, StagedFile
 __all__ = [
     "SHARD_END", "Checkpoint", "HistoryEntry", "Lease", "StagedFile", "PENDING", "LOADED",
     "QUARANTINED", "STATUS_FIELDS", "ShardStatus", "PendingStats", "Quarantined", "Host",
-    "ControlStore", "StagedTotals", "FILE_STATES", "INTERNAL_STREAM_PREFIX",
+    "ControlStore",
 ]  # fmt: skip
 
 QUARANTINED = "quarantined"
-FILE_STATES = (PENDING, LOADED, QUARANTINED)  # every state a ledger entry can be in
-# Lease "streams" of the pipeline's own (the loader's lease is stream "@loader"), not Kinesis.
-INTERNAL_STREAM_PREFIX = "@"
 
 # What a consumer reports (the columns of ``shard_status``; ``Control.STATUS_FIELDS``).
 STATUS_FIELDS = ("owner", "last_read_sequence", "checkpoint_sequence", "millis_behind_latest",
@@ -82,16 +79,6 @@ class Quarantined:
     file: StagedFile
     error: str
     quarantined_at: datetime
-
-
-@dataclass(frozen=True)
-class StagedTotals:
-    """What was staged for one table and stream in a window (``staged_totals``): files,
-    good rows and dead letters, from the ledger's per-file counts."""
-
-    files: int
-    rows: int
-    dead_letters: int
 
 
 @dataclass(frozen=True)
@@ -271,7 +258,7 @@ class ControlStore(abc.ABC):
     def assignments(self, stream: str) -> dict[str, str]:
         """shard id -> host id for the stream's assigned shards."""
 
-    # -- status's view of the fleet and the ledger (issue 13) -------------------
+    # -- status's view of the fleet and the ledger (issue 13; records at the module's end)
     # Read-only queries for ``shardline status``; each is bounded by something small (the
     # hosts, the shards, a recent time window), never by the size of the ledger.
     @abc.abstractmethod
@@ -288,3 +275,22 @@ class ControlStore(abc.ABC):
     def staged_totals(self, target_table: str, since: datetime) -> dict[str, StagedTotals]:
         """stream -> what was staged for the table at or after ``since`` (any state): the
         dead-letter rate of a recent window."""
+
+
+# -- status's view of the fleet and the ledger (issue 13) ------------------------------
+FILE_STATES = (PENDING, LOADED, QUARANTINED)  # every state a ledger entry can be in
+# Lease "streams" of the pipeline's own (the loader's lease is stream "@loader"), not Kinesis.
+INTERNAL_STREAM_PREFIX = "@"
+
+
+@dataclass(frozen=True)
+class StagedTotals:
+    """What was staged for one table and stream in a window (``staged_totals``): files,
+    good rows and dead letters, from the ledger's per-file counts."""
+
+    files: int
+    rows: int
+    dead_letters: int
+
+
+__all__ += ["FILE_STATES", "INTERNAL_STREAM_PREFIX", "StagedTotals"]

@@ -23,11 +23,11 @@ from shardline.errors import ServiceUnavailable, ShardlineError, ThrottledError
 from shardline.kinesis import error_code, is_connection_error
 
 from .base import (
-    INTERNAL_STREAM_PREFIX, LOADED, PENDING, QUARANTINED, STATUS_FIELDS, Checkpoint,
-    ControlStore, HistoryEntry, Host, Lease, PendingStats, Quarantined, ShardStatus, StagedFile,
-    StagedTotals, check_status_fields, lease_held, lease_lost, replay_entry_checkpoint,
-    replay_refused,
+    LOADED, PENDING, QUARANTINED, STATUS_FIELDS, Checkpoint, ControlStore, HistoryEntry, Host,
+    Lease, PendingStats, Quarantined, ShardStatus, StagedFile, check_status_fields, lease_held,
+    lease_lost, replay_entry_checkpoint, replay_refused,
 )  # fmt: skip
+from .base import INTERNAL_STREAM_PREFIX, StagedTotals  # status's views (issue 13)
 from .dynamodb_schema import (
     TABLES, from_us as _dt, item as _item, names as _names, ser as _ser, table_specs,
     to_us as _us, vals as _vals,

@@ -14,11 +14,11 @@ from datetime import datetime
 from typing import Any, Callable, Iterable, Mapping
 
 from .base import (
-    INTERNAL_STREAM_PREFIX, LOADED, PENDING, QUARANTINED, STATUS_FIELDS, Checkpoint,
-    ControlStore, HistoryEntry, Host, Lease, PendingStats, Quarantined, ShardStatus, StagedFile,
-    StagedTotals, check_status_fields, lease_held, lease_lost, replay_entry_checkpoint,
-    replay_refused,
+    LOADED, PENDING, QUARANTINED, STATUS_FIELDS, Checkpoint, ControlStore, HistoryEntry, Host,
+    Lease, PendingStats, Quarantined, ShardStatus, StagedFile, check_status_fields, lease_held,
+    lease_lost, replay_entry_checkpoint, replay_refused,
 )  # fmt: skip
+from .base import INTERNAL_STREAM_PREFIX, StagedTotals  # status's views (issue 13)
 
 
 class MemoryStore(ControlStore):

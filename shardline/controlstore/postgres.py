@@ -22,11 +22,11 @@ from shardline.lifecycle import first_line, transaction
 from shardline.settings import redact_dsn
 
 from .base import (
-    FILE_STATES, INTERNAL_STREAM_PREFIX, LOADED, PENDING, QUARANTINED, STATUS_FIELDS, Checkpoint,
-    ControlStore, HistoryEntry, Host, Lease, PendingStats, Quarantined, ShardStatus, StagedFile,
-    StagedTotals, check_status_fields, lease_held, lease_lost, replay_entry_checkpoint,
-    replay_refused,
+    LOADED, PENDING, QUARANTINED, STATUS_FIELDS, Checkpoint, ControlStore, HistoryEntry, Host,
+    Lease, PendingStats, Quarantined, ShardStatus, StagedFile, check_status_fields, lease_held,
+    lease_lost, replay_entry_checkpoint, replay_refused,
 )  # fmt: skip
+from .base import FILE_STATES, INTERNAL_STREAM_PREFIX, StagedTotals  # status's views (issue 13)
 
 SQL_DIR = resources.files("shardline.sql") / "control"
 

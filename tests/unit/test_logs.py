@@ -54,7 +54,8 @@ def test_json_lines_include_the_exception(capture):
     (line,) = buf.getvalue().splitlines()  # the traceback stays inside the one line
     doc = json.loads(line)
     assert doc["level"] == "ERROR" and doc["load_id"] == "L-1"
-    assert doc["exception"].startswith("Traceback") and "RuntimeError: COPY failed" in doc["exception"]
+    assert doc["exception"].startswith("Traceback")
+    assert "RuntimeError: COPY failed" in doc["exception"]
 
 
 def test_text_lines_are_unchanged(capture):
