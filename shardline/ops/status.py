@@ -186,12 +186,27 @@ def main(argv: list[str]) -> int:
                         help="do not list shards in Kinesis (show the control tables only)")
     parser.add_argument("--gearman-timeout", type=float, default=2.0, metavar="SECONDS",
                         help="per gearmand admin connection (default 2)")
+    parser.add_argument("--serve", metavar="HOST:PORT",
+                        help="serve the status web page, /api/status, /api/history and "
+                             "/metrics (loopback only unless --public)")
+    parser.add_argument("--public", action="store_true",
+                        help="with --serve: allow a non-loopback address (no authentication)")
+    parser.add_argument("--interval", type=float, default=5.0, metavar="SECONDS",
+                        help="with --serve: sample the pipeline every SECONDS (default 5)")
     args, code = parse_command_args(parser, argv)
     if args is None:
         return code
     if args.watch is not None and args.watch <= 0:
         print("shardline status: --watch needs a positive number of seconds", file=sys.stderr)
         return ExitCode.USAGE
+    if args.serve:
+        from shardline.ops import status_web
+
+        try:
+            bind = status_web.parse_bind(args.serve, public=args.public, interval=args.interval)
+        except ValueError as exc:
+            print(f"shardline status: --serve: {exc}", file=sys.stderr)
+            return ExitCode.USAGE
     settings = load_settings(args, **{"kinesis.stream": args.stream})
     settings.require("warehouse.dsn")
 
@@ -220,8 +235,13 @@ def main(argv: list[str]) -> int:
         streams = resolve_streams(settings, control, args.all_streams)  # none: ConfigError
         if settings.kinesis.stream and not args.all_streams:
             fixed = streams
-        # (``--serve``, shardline.ops.status_web, would branch here: it renders collect()'s
-        # report for the same settings, store and streams.)
+        if args.serve:
+            from shardline.tables import TABLES
+
+            return status_web.serve(
+                lambda: collect(settings, control, fixed, use_kinesis=not args.no_kinesis,
+                                gearman_timeout_s=args.gearman_timeout),
+                *bind, interval_s=args.interval, tables=TABLES)
         if args.watch is None:
             return once()
         code = ExitCode.OK
