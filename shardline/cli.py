@@ -67,7 +67,7 @@ def load_settings(args: argparse.Namespace, **flags: str | None) -> Settings:
     if getattr(args, "log_level", None):
         overrides["log.level"] = args.log_level
     settings = settings_mod.load(args.config, overrides=overrides)
-    logs.setup(settings.log.level)
+    logs.setup(settings.log.level, settings.log.format)
     return settings
 
 

@@ -26,6 +26,7 @@ from .base import (
     Lease, PendingStats, Quarantined, ShardStatus, StagedFile, check_status_fields, lease_held,
     lease_lost, replay_entry_checkpoint, replay_refused,
 )  # fmt: skip
+from .base import FILE_STATES, INTERNAL_STREAM_PREFIX, StagedTotals  # status's views (issue 13)
 
 SQL_DIR = resources.files("shardline.sql") / "control"
 
@@ -278,11 +279,11 @@ class PostgresStore(ControlStore):
 
     def pending_stats(self, target_table: str) -> PendingStats:
         with self.tx() as cur:
-            cur.execute("SELECT COUNT(*), COALESCE(SUM(byte_count), 0), MIN(staged_at) "
-                        "FROM staged_files WHERE target_table = %s AND state = %s",
-                        (target_table, PENDING))
-            files, size, oldest = cur.fetchone()
-            return PendingStats(int(files), int(size), oldest)
+            cur.execute("SELECT COUNT(*), COALESCE(SUM(byte_count), 0), MIN(staged_at), "
+                        "COALESCE(SUM(row_count), 0) FROM staged_files "
+                        "WHERE target_table = %s AND state = %s", (target_table, PENDING))
+            files, size, oldest, rows = cur.fetchone()
+            return PendingStats(int(files), int(size), oldest, int(rows))
 
     def mark_loaded(self, target_table: str, s3_keys: Iterable[str], load_id: str) -> int:
         keys = sorted(set(s3_keys))
@@ -352,6 +353,31 @@ class PostgresStore(ControlStore):
             cur.execute("SELECT shard_id, host_id FROM shard_assignments WHERE stream = %s "
                         "ORDER BY shard_id", (stream,))
             return dict(cur.fetchall())
+
+    # -- status's view of the fleet and the ledger --------------------------------
+    def hosts(self) -> list[Host]:
+        with self.tx() as cur:
+            cur.execute("SELECT host_id, renewed_at, expires_at, info FROM hosts "
+                        "ORDER BY host_id")
+            return [Host(*row) for row in cur.fetchall()]
+
+    def streams(self) -> list[str]:
+        # Both tables hold a row per shard (not per record): small, whatever the traffic.
+        with self.tx() as cur:
+            cur.execute("SELECT stream FROM shard_leases UNION SELECT stream "
+                        "FROM shard_assignments ORDER BY 1")
+            return [s for (s,) in cur.fetchall() if not s.startswith(INTERNAL_STREAM_PREFIX)]
+
+    def staged_totals(self, target_table: str, since: Any) -> dict[str, StagedTotals]:
+        # state = ANY(every state) lets the (target_table, state, staged_at) index serve the
+        # time range (one index range per state), so this reads the window, not the ledger.
+        with self.tx() as cur:
+            cur.execute("SELECT stream, COUNT(*), COALESCE(SUM(row_count), 0), "
+                        "COALESCE(SUM(dead_letter_count), 0) FROM staged_files "
+                        "WHERE target_table = %s AND state = ANY(%s) AND staged_at >= %s "
+                        "GROUP BY stream ORDER BY stream",
+                        (target_table, list(FILE_STATES), since))
+            return {s: StagedTotals(int(f), int(r), int(d)) for s, f, r, d in cur.fetchall()}
 
 
 class _ThreadConnection:

@@ -1,6 +1,7 @@
 """docs/grafana/shardline.json uses only metrics the code exports, so it cannot drift: every
 ``shardline_*`` name in a query is a sample a host target serves (``shardline.metrics.pipeline``)
-or one of the fleet target's (``FLEET_METRICS``, served by ``shardline status --serve``)."""
+or one of the fleet target's (``FLEET_METRICS``, checked against what ``shardline status --serve``'s
+``FleetCollector`` yields)."""
 from __future__ import annotations
 
 import json
@@ -42,6 +43,15 @@ def test_panels_are_well_formed():
         for t in p.get("targets", []):
             assert t["expr"].count("(") == t["expr"].count(")"), t["expr"]
             assert t["datasource"]["uid"] == "${datasource}"
+
+
+def test_fleet_names_are_what_status_serve_exports():
+    """``FLEET_METRICS`` (the names the dashboard may use) is exactly what the fleet target's
+    collector yields (``shardline status --serve`` /metrics)."""
+    from shardline.ops.status_web import FleetCollector
+
+    exported = {family.name for family in FleetCollector(lambda: None, ["page_views"]).collect()}
+    assert exported == set(FLEET_METRICS)
 
 
 def test_exported_names_have_the_text_format_suffixes():
