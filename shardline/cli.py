@@ -32,6 +32,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "replay": ("shardline.ops.replay:main", "move a shard's checkpoint back (or list history)"),
     "supervisor-config": ("shardline.ops.supervisor_config:main", "write a supervisord config"),
     "agent": ("shardline.fleet.main:main", "this host's agent: spreads the consumers over hosts"),
+    "metrics": ("shardline.metrics.main:main", "serve or print this host's Prometheus metrics"),
     "settings": ("shardline.commands:settings_main", "list every setting, its env var and default"),
 }
 

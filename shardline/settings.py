@@ -339,6 +339,12 @@ def _check_serverurl(value: str) -> str | None:
     return None
 
 
+def _check_metrics_address(value: str) -> str | None:
+    if value and not re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):\d{1,5}", value):
+        return "must be host:port (e.g. 127.0.0.1:9641; port 0: any free port), or empty"
+    return None
+
+
 @dataclass
 class AgentSettings:
     """``shardline agent``: one per host under supervisord (see shardline.fleet)."""
@@ -353,6 +359,10 @@ class AgentSettings:
                                  "programs to (the --include flag sets it)")
     serverurl: str = _opt("", "supervisord's XML-RPC URL; empty: $SUPERVISOR_SERVER_URL (set "
                               "by supervisord for its programs)", check=_check_serverurl)
+    metrics_address: str = _opt("127.0.0.1:9641", "this host's Prometheus scrape target "
+                                "(/metrics of every program supervisord runs here), served by "
+                                "the agent, or by the metrics program without --agent; empty: "
+                                "none", check=_check_metrics_address)
 
 
 @dataclass
