@@ -12,7 +12,8 @@ PYTEST_ARGS ?=
 deps: sysdeps pydeps nodedeps
 
 # Debian/Ubuntu packages: gearmand, PostgreSQL server binaries, Node.js for kinesalite,
-# and venv support for the system Python. Only what is missing gets installed.
+# venv support for the system Python, and headless Chromium for the status web page's
+# test (tests/integration/test_status_web.py). Only what is missing gets installed.
 sysdeps:
 	@missing=""; \
 	command -v gearmand >/dev/null 2>&1 || [ -x /usr/sbin/gearmand ] || missing="$$missing gearman-job-server"; \
@@ -21,6 +22,7 @@ sysdeps:
 	command -v node >/dev/null 2>&1 || missing="$$missing nodejs"; \
 	command -v npm >/dev/null 2>&1 || missing="$$missing npm"; \
 	command -v runuser >/dev/null 2>&1 || missing="$$missing util-linux"; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	$(PYTHON) -c 'import ensurepip, venv' >/dev/null 2>&1 || missing="$$missing python3-venv"; \
 	if [ -n "$$missing" ]; then \
 		echo ">> installing Debian packages:$$missing"; \

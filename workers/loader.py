@@ -50,9 +50,10 @@ from shardline.errors import LeaseHeld, LeaseLost, LoadFailed, RetriableError
 from shardline.layout import manifest_key
 from shardline.lifecycle import StopSignals, first_line, transaction
 from shardline.logs import get_logger
+from shardline.metrics.pipeline import LoaderMetrics
 from shardline.settings import LoaderSettings, Settings
 from shardline.tables import table_spec
-from shardline.workers.ledger import StagedFile
+from shardline.workers.ledger import StagedFile, e2e_observations
 from shardline.workers.warehouse import combine, make_dialect, record
 from shardline.workers.warehouse.base import Dialect
 from shardline.workers.warehouse.plan import Manifest, Refused, build_plan
@@ -61,6 +62,7 @@ MAX_BACKOFF_S = 60.0
 _IDENT = re.compile(r"[^a-z0-9]")
 # The loader lease's "stream" in the control store ('@' is never in a Kinesis stream name).
 LOADER_LEASE = "@loader"
+QUARANTINE_REFRESH_S = 30.0  # the quarantined-files gauge reads the store this often
 
 
 # -- the trigger (pure) -------------------------------------------------------------
@@ -184,6 +186,8 @@ class Loader:
         self.isolate = False  # a COPY failed naming no file: load one file at a time
         self.last_load_id: str | None = None
         self.log = get_logger("loader", table=self.table, load_id="-")
+        self.metrics = LoaderMetrics(self.table)
+        self.quarantine_read_at: float | None = None  # None: read at the next step
 
     # -- one iteration -----------------------------------------------------------
     def step(self) -> StepResult:
@@ -197,10 +201,12 @@ class Loader:
             return StepResult("backoff", self.retry_at - now)
         try:
             if not self.hold_lease():
+                self.metrics.standby()
                 return StepResult("standby", poll)
             if not self.reconciled:
                 self.reconcile()
             stats = self.pending_stats()
+            self._gauges(stats, now)
             reason = self.trigger.reason(stats, utc(now))
             if reason is None:
                 return StepResult("idle" if stats.files == 0 else "not_due", poll)
@@ -215,6 +221,8 @@ class Loader:
             self.failures += 1
             delay = min(MAX_BACKOFF_S, max(poll, 1.0) * 2 ** (self.failures - 1))
             self.retry_at = self.clock() + delay
+            if self.last_load_id is not None:
+                self.metrics.load_failed()
             log = self.log.bind(load_id=self.last_load_id or "-")
             log.error("load failed (%s, failure %d in a row); its files stay pending, "
                       "retrying in %.1fs: %s", type(exc).__name__, self.failures, delay,
@@ -247,6 +255,16 @@ class Loader:
         self.warehouse.close()
         if self._owns_store:
             self.store.close()
+
+    def _gauges(self, stats: PendingStats, now: float) -> None:
+        """Pending and quarantined files for the metrics (the quarantine list is read every
+        ``QUARANTINE_REFRESH_S``, and at once after a quarantine)."""
+        age = (utc(now) - stats.oldest).total_seconds() if stats.oldest is not None else 0.0
+        self.metrics.pending(stats.files, stats.bytes, age)
+        if self.quarantine_read_at is None or now - self.quarantine_read_at >= \
+                QUARANTINE_REFRESH_S:
+            self.quarantine_read_at = now
+            self.metrics.quarantined.set(len(self.store.quarantined(self.table)))
 
     # -- the loader lease ----------------------------------------------------------
     def hold_lease(self) -> bool:
@@ -353,6 +371,7 @@ class Loader:
             if getattr(exc, "step", None) == "copy":
                 self._copy_failed(log, manifest, str(exc))
             raise
+        queryable_ms = int(self.clock() * 1000)
         self.isolate = False
         # The warehouse has committed; a kill here is what reconcile() repairs.
         try:
@@ -366,6 +385,9 @@ class Loader:
                             sum(e.byte_count for e in entries), outcome.rows_copied,
                             outcome.rows_inserted, seconds, len(entries) >= cap,
                             outcome.timings)
+        share = outcome.rows_inserted / outcome.rows_copied if outcome.rows_copied else 0.0
+        self.metrics.load_done(seconds, outcome.rows_inserted, outcome.rows_copied,
+                               e2e_observations(entries, queryable_ms, share))
         log.info("loaded %d files, %d rows copied, %d inserted, %d duplicates skipped, "
                  "in %.2fs (%.0f rows/s; %s)", result.files,
                  result.rows_copied, result.rows_inserted,
@@ -402,6 +424,7 @@ class Loader:
             # counting where the last one stopped
             n = self.store.count_copy_failure(entry.s3_key, reason)
             if n >= limit:
+                self.quarantine_read_at = None  # the gauge reads the list again
                 if self.store.quarantine(entry.s3_key, reason):
                     log.error("quarantined %s after %d failed COPYs: %s",
                               manifest.object_url(entry), n, reason)

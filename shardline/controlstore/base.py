@@ -69,6 +69,7 @@ class PendingStats:
     files: int
     bytes: int
     oldest: datetime | None
+    rows: int = 0  # good rows in the pending files (status shows it)
 
 
 @dataclass(frozen=True)
@@ -257,6 +258,24 @@ class ControlStore(abc.ABC):
     def assignments(self, stream: str) -> dict[str, str]:
         """shard id -> host id for the stream's assigned shards."""
 
+    # -- status's view of the fleet and the ledger (issue 13; records at the module's end)
+    # Read-only queries for ``shardline status``; each is bounded by something small (the
+    # hosts, the shards, a recent time window), never by the size of the ledger.
+    @abc.abstractmethod
+    def hosts(self) -> list[Host]:
+        """Every registered host, live or not (a host whose heartbeat stopped stays until
+        ``remove_host``), by id; ``Host.expires_at`` tells which are live."""
+
+    @abc.abstractmethod
+    def streams(self) -> list[str]:
+        """The streams this store knows (any lease or assignment), by name; the pipeline's
+        own lease names (``INTERNAL_STREAM_PREFIX``) are left out."""
+
+    @abc.abstractmethod
+    def staged_totals(self, target_table: str, since: datetime) -> dict[str, StagedTotals]:
+        """stream -> what was staged for the table at or after ``since`` (any state): the
+        dead-letter rate of a recent window."""
+
     # -- COPY failures: quarantine that survives a loader restart ------------------
     @abc.abstractmethod
     def count_copy_failure(self, s3_key: str, error: str) -> int:
@@ -281,6 +300,25 @@ class ControlStore(abc.ABC):
         state, changes nothing already there. Later history ids are larger than every
         imported one. Returns how many of each were inserted (``shardline migrate`` on a
         warehouse of the release before the control store; ``shardline/upgrade.py``)."""
+
+
+# -- status's view of the fleet and the ledger (issue 13) ------------------------------
+FILE_STATES = (PENDING, LOADED, QUARANTINED)  # every state a ledger entry can be in
+# Lease "streams" of the pipeline's own (the loader's lease is stream "@loader"), not Kinesis.
+INTERNAL_STREAM_PREFIX = "@"
+
+
+@dataclass(frozen=True)
+class StagedTotals:
+    """What was staged for one table and stream in a window (``staged_totals``): files,
+    good rows and dead letters, from the ledger's per-file counts."""
+
+    files: int
+    rows: int
+    dead_letters: int
+
+
+__all__ += ["FILE_STATES", "INTERNAL_STREAM_PREFIX", "StagedTotals"]
 
 
 # -- the upgrade from a warehouse that held the control tables (import_shard_state) --

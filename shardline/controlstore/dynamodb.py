@@ -7,7 +7,8 @@ the lease, add the history item, move the checkpoint) that lands whole or not at
 ledger insert is a put conditional on the key not existing. Pending and quarantined files
 are found through sparse GSIs keyed by table and ordered by ``<staged µs>#<key>`` (GSIs are
 eventually consistent: a file just recorded may show up in ``pending_files`` a moment later,
-which only delays its load; the flips themselves are conditional on the item). History is
+which only delays its load; the flips themselves are conditional on the item); a third GSI,
+``staged``, orders every file by table and staged time for ``staged_totals``. History is
 keyed by ``<stream>/<shard>`` and id, ids from an atomic counter item. Times are integer
 microseconds since the epoch so conditions compare numbers (``dynamodb_schema.py``).
 Tables: ``create_tables()`` (PAY_PER_REQUEST), called by ``shardline migrate --control``.
@@ -26,6 +27,7 @@ from .base import (
     Lease, PendingStats, Quarantined, ShardStatus, StagedFile, check_status_fields, lease_held,
     lease_lost, replay_entry_checkpoint, replay_refused,
 )  # fmt: skip
+from .base import INTERNAL_STREAM_PREFIX, StagedTotals  # status's views (issue 13)
 from .base import LegacyCheckpoint
 from .dynamodb_schema import (
     TABLES, from_us as _dt, item as _item, names as _names, ser as _ser, table_specs,
@@ -35,9 +37,11 @@ from .dynamodb_schema import (
 _COUNTER = {"shard_key": {"S": "#counter"}, "id": {"N": "0"}}  # no stream, no entry_id: no GSI
 _THROTTLED = {"ProvisionedThroughputExceededException", "ThrottlingException",
               "RequestLimitExceeded", "TransactionConflictException"}
+_INDEX_BACKFILL_WAIT_S = 3600.0  # migrate waits this long for an added index to fill
 _FILE_FIELDS = ("s3_key", "target_table", "stream", "shard_id", "first_sequence",
                 "first_sub_sequence", "last_sequence", "last_sub_sequence", "row_count",
-                "byte_count", "dead_letter_key", "dead_letter_count", "state", "load_id")
+                "byte_count", "dead_letter_key", "dead_letter_count", "state", "load_id",
+                "arrival_sample")
 
 
 class DynamoStore(ControlStore):
@@ -94,7 +98,41 @@ class DynamoStore(ControlStore):
                     created.append(spec["TableName"])
             for name in created:
                 self.client.get_waiter("table_exists").wait(TableName=name)
+            for spec in specs:
+                if spec["TableName"] in existing:
+                    created += self._add_indexes(spec)
         return created
+
+    def _add_indexes(self, spec: dict) -> list[str]:
+        """GSIs a newer version added to a table that exists already (UpdateTable creates
+        one index per call); waits until each is ACTIVE (DynamoDB backfills it first).
+        Returns ``table.index`` names."""
+        name = spec["TableName"]
+        have = {g["IndexName"] for g in self.client.describe_table(TableName=name)["Table"]
+                .get("GlobalSecondaryIndexes", [])}
+        added = []
+        for gsi in spec.get("GlobalSecondaryIndexes", []):
+            if gsi["IndexName"] in have:
+                continue
+            self.client.update_table(TableName=name,
+                                     AttributeDefinitions=spec["AttributeDefinitions"],
+                                     GlobalSecondaryIndexUpdates=[{"Create": gsi}])
+            deadline = time.monotonic() + _INDEX_BACKFILL_WAIT_S
+            while self._index_status(name, gsi["IndexName"]) != "ACTIVE":
+                if time.monotonic() > deadline:
+                    raise ServiceUnavailable(
+                        f"control store (DynamoDB): index {gsi['IndexName']} of {name} is "
+                        f"still being built; run `shardline migrate --control` again later")
+                time.sleep(1)
+            added.append(f"{name}.{gsi['IndexName']}")
+        return added
+
+    def _index_status(self, table: str, index: str) -> str | None:
+        for g in self.client.describe_table(TableName=table)["Table"].get(
+                "GlobalSecondaryIndexes", []):
+            if g["IndexName"] == index:
+                return g.get("IndexStatus")
+        return None
 
     # -- leases -----------------------------------------------------------------
     @staticmethod
@@ -367,12 +405,13 @@ class DynamoStore(ControlStore):
         return out
 
     def pending_stats(self, target_table: str) -> PendingStats:
-        files, size, oldest = 0, 0, None
+        files, size, rows, oldest = 0, 0, 0, None
         for item in self._by_index("pending", target_table,
-                                   ProjectionExpression="byte_count, staged_us"):
+                                   ProjectionExpression="byte_count, staged_us, row_count"):
             files, size = files + 1, size + int(item["byte_count"])
+            rows += int(item.get("row_count") or 0)
             oldest = oldest if oldest is not None else _dt(item["staged_us"])
-        return PendingStats(files, size, oldest)
+        return PendingStats(files, size, oldest, rows)
 
     def _flip(self, s3_key: str, update: str, what: str, **values: Any) -> bool:
         try:
@@ -416,21 +455,28 @@ class DynamoStore(ControlStore):
         with self._errors("heartbeat"):
             self.client.put_item(TableName=self.t["hosts"], Item=_ser(item)["M"])
 
-    def live_hosts(self) -> list[Host]:
-        kw: dict[str, Any] = {"TableName": self.t["hosts"], "ConsistentRead": True,
-                              "FilterExpression": "expires_us > :now",
-                              "ExpressionAttributeValues": _vals(now=_us(self.now()))}
-        hosts = []
+    def _scan(self, table: str, **kw: Any) -> list[dict[str, Any]]:
+        """Every item of a small table (hosts, leases, assignments: an item per host or
+        shard), following pages."""
+        kw = {"TableName": self.t[table], "ConsistentRead": True, **kw}
+        items = []
         while True:
-            with self._errors("list hosts"):
+            with self._errors(f"scan {table}"):
                 page = self.client.scan(**kw)
-            hosts += [_item(i) for i in page.get("Items", [])]
+            items += [_item(i) for i in page.get("Items", [])]
             if "LastEvaluatedKey" not in page:
-                break
+                return items
             kw["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    @staticmethod
+    def _hosts(items: list[dict[str, Any]]) -> list[Host]:
         return [Host(h["host_id"], _dt(h["renewed_us"]), _dt(h["expires_us"]),
                      dict(h.get("info") or {}))
-                for h in sorted(hosts, key=lambda h: h["host_id"])]
+                for h in sorted(items, key=lambda h: h["host_id"])]
+
+    def live_hosts(self) -> list[Host]:
+        return self._hosts(self._scan("hosts", FilterExpression="expires_us > :now",
+                                      ExpressionAttributeValues=_vals(now=_us(self.now()))))
 
     def remove_host(self, host_id: str) -> None:
         with self._errors("remove host"):
@@ -455,6 +501,30 @@ class DynamoStore(ControlStore):
             KeyConditionExpression="#stream = :s", ExpressionAttributeNames=_names("stream"),
             ExpressionAttributeValues=_vals(s=stream))}
 
+    # -- status's view of the fleet and the ledger --------------------------------
+    def hosts(self) -> list[Host]:
+        return self._hosts(self._scan("hosts"))
+
+    def streams(self) -> list[str]:
+        # A Scan, but of tables holding an item per shard: cheap whatever the traffic.
+        names = {i["stream"] for table in ("leases", "assignments")
+                 for i in self._scan(table, ProjectionExpression="#stream",
+                                     ExpressionAttributeNames=_names("stream"))}
+        return sorted(n for n in names if not n.startswith(INTERNAL_STREAM_PREFIX))
+
+    def staged_totals(self, target_table: str, since: Any) -> dict[str, StagedTotals]:
+        out: dict[str, list[int]] = {}
+        for i in self._query(TableName=self.t["files"], IndexName="staged",
+                             KeyConditionExpression="target_table = :t AND order_key >= :since",
+                             ExpressionAttributeValues=_vals(t=target_table,
+                                                             since=f"{_us(since):020d}"),
+                             ProjectionExpression="#stream, row_count, dead_letter_count",
+                             ExpressionAttributeNames=_names("stream")):
+            agg = out.setdefault(i["stream"], [0, 0, 0])
+            agg[0] += 1
+            agg[1] += int(i.get("row_count") or 0)
+            agg[2] += int(i.get("dead_letter_count") or 0)
+        return {s: StagedTotals(*agg) for s, agg in sorted(out.items())}
     # -- COPY failures -----------------------------------------------------------
     def count_copy_failure(self, s3_key: str, error: str) -> int:
         try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
+from collections import Counter
 from datetime import datetime
 from typing import Any, Callable, Iterable, Mapping
 
@@ -18,6 +19,7 @@ from .base import (
     Lease, PendingStats, Quarantined, ShardStatus, StagedFile, check_status_fields, lease_held,
     lease_lost, replay_entry_checkpoint, replay_refused,
 )  # fmt: skip
+from .base import INTERNAL_STREAM_PREFIX, StagedTotals  # status's views (issue 13)
 
 
 class MemoryStore(ControlStore):
@@ -168,7 +170,8 @@ class MemoryStore(ControlStore):
         with self._lock:
             files = self._in_state(target_table, PENDING)
             return PendingStats(len(files), sum(f.byte_count for f in files),
-                                files[0].staged_at if files else None)
+                                files[0].staged_at if files else None,
+                                sum(f.row_count for f in files))
 
     def mark_loaded(self, target_table: str, s3_keys: Iterable[str], load_id: str) -> int:
         with self._lock:
@@ -226,6 +229,28 @@ class MemoryStore(ControlStore):
         with self._lock:
             return {shard: h for (s, shard), h in sorted(self._assignments.items())
                     if s == stream}
+
+    # -- status's view of the fleet and the ledger --------------------------------
+    def hosts(self) -> list[Host]:
+        with self._lock:
+            return [h for _, h in sorted(self._hosts.items())]
+
+    def streams(self) -> list[str]:
+        with self._lock:
+            names = {s for s, _ in self._leases} | {s for s, _ in self._assignments}
+        return sorted(n for n in names if not n.startswith(INTERNAL_STREAM_PREFIX))
+
+    def staged_totals(self, target_table: str, since: datetime) -> dict[str, StagedTotals]:
+        files: Counter[str] = Counter()
+        rows: Counter[str] = Counter()
+        dead: Counter[str] = Counter()
+        with self._lock:
+            for f in self._files.values():
+                if f.target_table == target_table and f.staged_at >= since:
+                    files[f.stream] += 1
+                    rows[f.stream] += f.row_count
+                    dead[f.stream] += f.dead_letter_count or 0
+        return {s: StagedTotals(files[s], rows[s], dead[s]) for s in sorted(files)}
 
     # -- COPY failures -----------------------------------------------------------
     def count_copy_failure(self, s3_key: str, error: str) -> int:

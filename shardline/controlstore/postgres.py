@@ -27,6 +27,7 @@ from .base import (
     Lease, PendingStats, Quarantined, ShardStatus, StagedFile, check_status_fields, lease_held,
     lease_lost, replay_entry_checkpoint, replay_refused,
 )  # fmt: skip
+from .base import FILE_STATES, INTERNAL_STREAM_PREFIX, StagedTotals  # status's views (issue 13)
 
 SQL_DIR = resources.files("shardline.sql") / "control"
 
@@ -36,7 +37,7 @@ _HISTORY_COLS = ("id, stream, shard_id, sequence_number, sub_sequence_number, cl
 _FILE_COLS = ("s3_key", "target_table", "stream", "shard_id", "first_sequence",
               "first_sub_sequence", "last_sequence", "last_sub_sequence", "row_count",
               "byte_count", "dead_letter_key", "dead_letter_count", "state", "staged_at",
-              "loaded_at", "load_id")
+              "loaded_at", "load_id", "arrival_sample")
 _SELECT_FILES = f"SELECT {', '.join(_FILE_COLS)} FROM staged_files"
 
 
@@ -279,11 +280,11 @@ class PostgresStore(ControlStore):
 
     def pending_stats(self, target_table: str) -> PendingStats:
         with self.tx() as cur:
-            cur.execute("SELECT COUNT(*), COALESCE(SUM(byte_count), 0), MIN(staged_at) "
-                        "FROM staged_files WHERE target_table = %s AND state = %s",
-                        (target_table, PENDING))
-            files, size, oldest = cur.fetchone()
-            return PendingStats(int(files), int(size), oldest)
+            cur.execute("SELECT COUNT(*), COALESCE(SUM(byte_count), 0), MIN(staged_at), "
+                        "COALESCE(SUM(row_count), 0) FROM staged_files "
+                        "WHERE target_table = %s AND state = %s", (target_table, PENDING))
+            files, size, oldest, rows = cur.fetchone()
+            return PendingStats(int(files), int(size), oldest, int(rows))
 
     def mark_loaded(self, target_table: str, s3_keys: Iterable[str], load_id: str) -> int:
         keys = sorted(set(s3_keys))
@@ -353,6 +354,31 @@ class PostgresStore(ControlStore):
             cur.execute("SELECT shard_id, host_id FROM shard_assignments WHERE stream = %s "
                         "ORDER BY shard_id", (stream,))
             return dict(cur.fetchall())
+
+    # -- status's view of the fleet and the ledger --------------------------------
+    def hosts(self) -> list[Host]:
+        with self.tx() as cur:
+            cur.execute("SELECT host_id, renewed_at, expires_at, info FROM hosts "
+                        "ORDER BY host_id")
+            return [Host(*row) for row in cur.fetchall()]
+
+    def streams(self) -> list[str]:
+        # Both tables hold a row per shard (not per record): small, whatever the traffic.
+        with self.tx() as cur:
+            cur.execute("SELECT stream FROM shard_leases UNION SELECT stream "
+                        "FROM shard_assignments ORDER BY 1")
+            return [s for (s,) in cur.fetchall() if not s.startswith(INTERNAL_STREAM_PREFIX)]
+
+    def staged_totals(self, target_table: str, since: Any) -> dict[str, StagedTotals]:
+        # state = ANY(every state) lets the (target_table, state, staged_at) index serve the
+        # time range (one index range per state), so this reads the window, not the ledger.
+        with self.tx() as cur:
+            cur.execute("SELECT stream, COUNT(*), COALESCE(SUM(row_count), 0), "
+                        "COALESCE(SUM(dead_letter_count), 0) FROM staged_files "
+                        "WHERE target_table = %s AND state = ANY(%s) AND staged_at >= %s "
+                        "GROUP BY stream ORDER BY stream",
+                        (target_table, list(FILE_STATES), since))
+            return {s: StagedTotals(int(f), int(r), int(d)) for s, f, r, d in cur.fetchall()}
 
 
     # -- COPY failures -----------------------------------------------------------
