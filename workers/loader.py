@@ -27,7 +27,8 @@ One ``step()``:
 
 A crash before the commit rolls everything back: the files stay ``pending``. A failed load
 is logged with its reason and retried with exponential backoff; a file whose COPY failed
-``loader.quarantine_after`` times is quarantined with its error (``shardline status``
+``loader.quarantine_after`` times (counted in the control store, so restarts do not reset
+it) is quarantined with its error (``shardline status``
 shows it) so the rest of the table goes on loading.
 """
 from __future__ import annotations
@@ -182,7 +183,6 @@ class Loader:
         self.reconciled = False
         self.failures = 0
         self.retry_at = 0.0
-        self.copy_failures: dict[str, int] = {}  # s3_key -> failed COPYs in a row
         self.isolate = False  # a COPY failed naming no file: load one file at a time
         self.last_load_id: str | None = None
         self.log = get_logger("loader", table=self.table, load_id="-")
@@ -372,7 +372,6 @@ class Loader:
                 self._copy_failed(log, manifest, str(exc))
             raise
         queryable_ms = int(self.clock() * 1000)
-        self.copy_failures.clear()
         self.isolate = False
         # The warehouse has committed; a kill here is what reconcile() repairs.
         try:
@@ -408,7 +407,8 @@ class Loader:
 
     def _copy_failed(self, log: Any, manifest: Manifest, error: str) -> None:
         """Count the failure against the file it names (or, naming none, against the only
-        file of an isolated load); quarantine a file at ``loader.quarantine_after``."""
+        file of an isolated load) in the control store; quarantine a file at
+        ``loader.quarantine_after`` failures, however many loader processes made them."""
         details = self._copy_error_details(log)
         text = " ".join([error, *details])
         named = [e for e in manifest.entries if manifest.object_url(e) in text]
@@ -418,16 +418,16 @@ class Loader:
             self.isolate = True
             return
         limit = self.settings.loader.quarantine_after
+        reason = self.dialect.redact(text)[:4000]
         for entry in named:
-            n = self.copy_failures.get(entry.s3_key, 0) + 1
-            self.copy_failures[entry.s3_key] = n
+            # counted in the control store: a loader restarted after each failure goes on
+            # counting where the last one stopped
+            n = self.store.count_copy_failure(entry.s3_key, reason)
             if n >= limit:
-                reason = self.dialect.redact(text)[:4000]
                 self.quarantine_read_at = None  # the gauge reads the list again
                 if self.store.quarantine(entry.s3_key, reason):
                     log.error("quarantined %s after %d failed COPYs: %s",
                               manifest.object_url(entry), n, reason)
-                self.copy_failures.pop(entry.s3_key, None)
                 self.isolate = False
 
     def _copy_error_details(self, log: Any) -> list[str]:

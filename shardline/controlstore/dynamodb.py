@@ -28,6 +28,7 @@ from .base import (
     lease_lost, replay_entry_checkpoint, replay_refused,
 )  # fmt: skip
 from .base import INTERNAL_STREAM_PREFIX, StagedTotals  # status's views (issue 13)
+from .base import LegacyCheckpoint
 from .dynamodb_schema import (
     TABLES, from_us as _dt, item as _item, names as _names, ser as _ser, table_specs,
     to_us as _us, vals as _vals,
@@ -524,3 +525,79 @@ class DynamoStore(ControlStore):
             agg[1] += int(i.get("row_count") or 0)
             agg[2] += int(i.get("dead_letter_count") or 0)
         return {s: StagedTotals(*agg) for s, agg in sorted(out.items())}
+    # -- COPY failures -----------------------------------------------------------
+    def count_copy_failure(self, s3_key: str, error: str) -> int:
+        try:
+            with self._errors("count copy failure"):
+                out = self.client.update_item(
+                    TableName=self.t["files"], Key={"s3_key": _ser(s3_key)},
+                    UpdateExpression="ADD copy_failures :one SET last_copy_error = :error",
+                    ConditionExpression="#state = :pending",
+                    ExpressionAttributeNames=_names("state"),
+                    ExpressionAttributeValues=_vals(one=1, error=error, pending=PENDING),
+                    ReturnValues="UPDATED_NEW")
+        except Exception as exc:  # noqa: BLE001
+            if error_code(exc) == "ConditionalCheckFailedException":
+                return 0  # not pending (or unknown): nothing written
+            raise
+        return int(out["Attributes"]["copy_failures"]["N"])
+
+    def copy_failures(self, s3_key: str) -> tuple[int, str | None]:
+        found = self._get("files", s3_key=s3_key)
+        if not found:
+            return 0, None
+        return int(found.get("copy_failures", 0)), found.get("last_copy_error")
+
+    # -- the upgrade from a warehouse that held the control tables -----------------
+    def _put_new(self, table: str, item: dict[str, Any], key: str) -> int:
+        """1 if the item was put, 0 if one with its key was there (left alone)."""
+        try:
+            with self._errors(f"import {table}"):
+                self.client.put_item(TableName=self.t[table],
+                                     Item={k: _ser(v) for k, v in item.items() if v is not None},
+                                     ConditionExpression=f"attribute_not_exists({key})")
+            return 1
+        except Exception as exc:  # noqa: BLE001
+            if error_code(exc) == "ConditionalCheckFailedException":
+                return 0
+            raise
+
+    def import_shard_state(self, leases: Iterable[Lease], history: Iterable[HistoryEntry],
+                           checkpoints: Iterable[LegacyCheckpoint]) -> dict[str, int]:
+        done = {"leases": 0, "history": 0, "checkpoints": 0}
+        for lease in leases:
+            done["leases"] += self._put_new("leases", {
+                "stream": lease.stream, "shard_id": lease.shard_id, "token": lease.token,
+                "renewed_us": _us(lease.renewed_at) if lease.renewed_at else None,
+                "expires_us": _us(lease.expires_at) if lease.expires_at else None},
+                "shard_id")
+        top = 0
+        for e in history:
+            top = max(top, e.id)
+            done["history"] += self._put_new("history", {
+                "stream": e.stream, "id": e.id, "entry_id": e.id, "shard_id": e.shard_id,
+                "shard_key": f"{e.stream}/{e.shard_id}", "sequence_number": e.sequence_number,
+                "sub_sequence_number": e.sub_sequence_number,
+                "closes_sequence": e.closes_sequence, "source": e.source, "reason": e.reason,
+                "lease_token": e.lease_token, "created_us": _us(e.created_at)}, "id")
+        if top:  # the counter hands out ids above every imported one
+            try:
+                with self._errors("history counter"):
+                    self.client.update_item(
+                        TableName=self.t["history"], Key=_COUNTER,
+                        UpdateExpression="SET next_id = :top",
+                        ConditionExpression="attribute_not_exists(next_id) OR next_id < :top",
+                        ExpressionAttributeValues=_vals(top=top))
+            except Exception as exc:  # noqa: BLE001
+                if error_code(exc) != "ConditionalCheckFailedException":
+                    raise
+        for c in checkpoints:
+            cp = c.checkpoint
+            done["checkpoints"] += self._put_new("checkpoints", {
+                "stream": c.stream, "shard_id": c.shard_id,
+                "sequence_number": cp.sequence_number,
+                "sub_sequence_number": cp.sub_sequence_number,
+                "closes_sequence": cp.closes_sequence, "lease_token": c.lease_token,
+                "history_id": c.history_id,
+                "updated_us": _us(cp.updated_at or self.now())}, "shard_id")
+        return done

@@ -21,6 +21,7 @@ from shardline.errors import ServiceUnavailable
 from shardline.lifecycle import first_line, transaction
 from shardline.settings import redact_dsn
 
+from .base import LegacyCheckpoint
 from .base import (
     LOADED, PENDING, QUARANTINED, STATUS_FIELDS, Checkpoint, ControlStore, HistoryEntry, Host,
     Lease, PendingStats, Quarantined, ShardStatus, StagedFile, check_status_fields, lease_held,
@@ -378,6 +379,58 @@ class PostgresStore(ControlStore):
                         "GROUP BY stream ORDER BY stream",
                         (target_table, list(FILE_STATES), since))
             return {s: StagedTotals(int(f), int(r), int(d)) for s, f, r, d in cur.fetchall()}
+
+
+    # -- COPY failures -----------------------------------------------------------
+    def count_copy_failure(self, s3_key: str, error: str) -> int:
+        with self.tx() as cur:
+            cur.execute("UPDATE staged_files SET copy_failures = copy_failures + 1, "
+                        "last_copy_error = %s WHERE s3_key = %s AND state = %s "
+                        "RETURNING copy_failures", (error, s3_key, PENDING))
+            row = cur.fetchone()
+            return int(row[0]) if row else 0
+
+    def copy_failures(self, s3_key: str) -> tuple[int, str | None]:
+        with self.tx() as cur:
+            cur.execute("SELECT copy_failures, last_copy_error FROM staged_files "
+                        "WHERE s3_key = %s", (s3_key,))
+            row = cur.fetchone()
+            return (int(row[0]), row[1]) if row else (0, None)
+
+    # -- the upgrade from a warehouse that held the control tables -----------------
+    def import_shard_state(self, leases: Iterable[Lease], history: Iterable[HistoryEntry],
+                           checkpoints: Iterable[LegacyCheckpoint]) -> dict[str, int]:
+        done = {"leases": 0, "history": 0, "checkpoints": 0}
+        with self.tx() as cur:  # one transaction: all of it or none
+            for lease in leases:
+                cur.execute("INSERT INTO shard_leases (stream, shard_id, owner, token, "
+                            "renewed_at, expires_at) VALUES (%s, %s, NULL, %s, %s, %s) "
+                            "ON CONFLICT DO NOTHING", (lease.stream, lease.shard_id,
+                                                       lease.token, lease.renewed_at,
+                                                       lease.expires_at))
+                done["leases"] += cur.rowcount
+            for e in history:
+                cur.execute(f"INSERT INTO checkpoint_history ({_HISTORY_COLS}) VALUES "
+                            "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                            (e.id, e.stream, e.shard_id, e.sequence_number,
+                             e.sub_sequence_number, e.closes_sequence, e.source, e.reason,
+                             e.lease_token, e.created_at))
+                done["history"] += cur.rowcount
+            # ids given explicitly do not move the sequence: the next one must be larger
+            cur.execute("SELECT setval(pg_get_serial_sequence('checkpoint_history', 'id'), "
+                        "GREATEST((SELECT COALESCE(MAX(id), 0) FROM checkpoint_history), "
+                        "(SELECT last_value FROM checkpoint_history_id_seq)), true)")
+            for c in checkpoints:
+                cp = c.checkpoint
+                cur.execute("INSERT INTO checkpoints (stream, shard_id, sequence_number, "
+                            "sub_sequence_number, closes_sequence, lease_token, history_id, "
+                            "updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
+                            "ON CONFLICT DO NOTHING",
+                            (c.stream, c.shard_id, cp.sequence_number, cp.sub_sequence_number,
+                             cp.closes_sequence, c.lease_token, c.history_id,
+                             cp.updated_at or self.now()))
+                done["checkpoints"] += cur.rowcount
+        return done
 
 
 class _ThreadConnection:

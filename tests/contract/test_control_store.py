@@ -42,7 +42,7 @@ def _postgres(request: Any, clock: Clock) -> Iterator[ControlStore]:
     stack = request.getfixturevalue("stack")
     schema = f"c_{uuid.uuid4().hex[:8]}"
     store = PostgresStore(stack.control_dsn, schema, clock=clock)
-    assert store.create_tables() == ["001_control_store", "002_arrival_sample"]
+    assert store.create_tables() == ["001_control_store", "002_arrival_sample", "003_copy_failures"]
     try:
         yield store
     finally:
@@ -388,6 +388,60 @@ def test_quarantine_takes_a_pending_file_out_with_its_error(store, clock) -> Non
     assert store.quarantined("clicks") == []
 
 
+# ------------------------------------------------- COPY failures (quarantine counts)
+
+
+def test_copy_failures_are_counted_per_pending_file_with_the_last_error(store) -> None:
+    store.record_file(staged("bad"))
+    store.record_file(staged("done"))
+    store.mark_loaded("page_views", ["done"], "load-1")
+    assert store.copy_failures("bad") == (0, None)
+    assert store.count_copy_failure("bad", "bad gzip") == 1
+    assert store.count_copy_failure("bad", "invalid timestamp") == 2
+    assert store.copy_failures("bad") == (2, "invalid timestamp")
+    assert store.count_copy_failure("done", "x") == 0  # not pending: nothing written
+    assert store.count_copy_failure("missing", "x") == 0
+    assert store.copy_failures("done") == store.copy_failures("missing") == (0, None)
+    assert sum(race(6, lambda i: store.count_copy_failure("bad", f"e{i}") > 0)) == 6
+    assert store.copy_failures("bad")[0] == 8  # atomic increments, none lost
+    assert store.quarantine("bad", "invalid timestamp")
+    assert store.count_copy_failure("bad", "x") == 0
+
+
+# ------------------------------------- the upgrade from control tables in the warehouse
+
+
+def test_import_shard_state_keeps_ids_and_tokens_and_never_overwrites(store, clock) -> None:
+    from shardline.control import HistoryEntry, Lease
+    from shardline.controlstore.base import LegacyCheckpoint
+
+    t = at(clock, -60)
+    leases = [Lease("s", "sh-1", "old-host:1", 7, t, t), Lease("s", "sh-2", None, 3, t, t)]
+    history = [HistoryEntry(i, "s", "sh-1", str(100 * i), 0, True, "consumer", None, 7, t)
+               for i in (40, 41)]
+    history.append(HistoryEntry(42, "s", "sh-2", "TRIM_HORIZON", 0, False, "replay",
+                                "bad deploy", None, t))
+    cps = [LegacyCheckpoint("s", "sh-1", Checkpoint("4100", 0, True, t), 7, 41)]
+    assert store.import_shard_state(leases, history, cps) == {
+        "leases": 2, "history": 3, "checkpoints": 1}
+    assert store.import_shard_state(leases, history, cps) == {
+        "leases": 0, "history": 0, "checkpoints": 0}  # a second run changes nothing
+    assert store.get_checkpoint("s", "sh-1") == Checkpoint("4100", 0, True, t)
+    assert [e.id for e in store.history("s")] == [42, 41, 40]
+    assert store.history_entry(42).reason == "bad deploy"
+    lease = store.get_lease("s", "sh-1")
+    assert (lease.owner, lease.token) == (None, 7)  # released, token kept
+    # a consumer of the new release resumes: the next token and a larger history id
+    token = store.acquire_lease("s", "sh-1", "new-host:1", TTL)
+    assert token == 8
+    entry = store.checkpoint("s", "sh-1", "new-host:1", token, TTL, Checkpoint("4200", 0, True))
+    assert entry > 42 and store.history("s", "sh-1", limit=1)[0].id == entry
+    # newer state is never overwritten by an import
+    store.import_shard_state(leases, history, cps)
+    assert store.get_checkpoint("s", "sh-1").sequence_number == "4200"
+    assert store.get_lease("s", "sh-1").token == 8
+
+
 # ----------------------------------------------------------------------- the fleet
 
 
@@ -537,7 +591,8 @@ def test_migrate_control_creates_the_postgres_tables_once(stack, cli_env, capsys
                 "checkpoint_history", "checkpoints", "hosts", "schema_migrations",
                 "shard_assignments", "shard_leases", "shard_status", "staged_files"]
             cur.execute(f'SELECT name FROM "{schema}".schema_migrations')
-            assert sorted(cur.fetchall()) == [("001_control_store",), ("002_arrival_sample",)]
+            assert sorted(cur.fetchall()) == [("001_control_store",), ("002_arrival_sample",),
+                                             ("003_copy_failures",)]
         assert cli.main(["migrate", "--control", "--print-sql"]) == 0
         assert "CREATE TABLE shard_leases" in capsys.readouterr().out
     finally:
