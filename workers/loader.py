@@ -52,7 +52,7 @@ from shardline.lifecycle import StopSignals, first_line, transaction
 from shardline.logs import get_logger
 from shardline.metrics.pipeline import LoaderMetrics
 from shardline.settings import LoaderSettings, Settings
-from shardline.tables import table_spec
+from shardline.tables import PRE_COLUMN_LIST, load_tables
 from shardline.workers.ledger import StagedFile, e2e_observations
 from shardline.workers.warehouse import combine, make_dialect, record
 from shardline.workers.warehouse.base import Dialect
@@ -167,7 +167,7 @@ class Loader:
                  load_id_factory: Callable[[datetime], str] = new_load_id,
                  owner: str | None = None):
         self.settings = settings
-        self.spec = table_spec(table)
+        self.spec = load_tables(settings)[table]  # ConfigError: not in the tables file
         self.table = self.spec.name
         self.s3 = s3 if s3 is not None else clients.s3_client(settings)
         self.dialect = dialect if dialect is not None else make_dialect(settings, self.s3)
@@ -336,6 +336,12 @@ class Loader:
         entries = self.store.pending_files(self.table, cap)
         if not entries:
             return None
+        # one COPY column list per load: the oldest file's (a tables-file change mid-stream
+        # leaves older files with fewer columns; they load first, the rest next)
+        columns = self.columns_of(entries[0])
+        same = [e for e in entries if self.columns_of(e) == columns]
+        capped = len(same) < len(entries)
+        entries = same
         manifest = Manifest(self.settings.s3.bucket,
                             manifest_key(self.settings.s3.prefix, self.table, load_id),
                             tuple(e for e in entries if e.row_count > 0))
@@ -355,7 +361,7 @@ class Loader:
         plan = build_plan(self.spec, load_id=load_id, stage_table=stage_table,
                           manifest=manifest, entries=entries, started_at=started,
                           finished_at=lambda: utc(self.clock()), lease_token=self.token or 0,
-                          dedup_window_s=lc.dedup_window_s)
+                          dedup_window_s=lc.dedup_window_s, columns=columns)
         try:
             with self.warehouse.tx() as cur:
                 try:
@@ -383,7 +389,7 @@ class Loader:
         seconds = time.monotonic() - t0
         result = LoadResult(load_id, self.table, manifest.key, len(entries),
                             sum(e.byte_count for e in entries), outcome.rows_copied,
-                            outcome.rows_inserted, seconds, len(entries) >= cap,
+                            outcome.rows_inserted, seconds, capped or len(entries) >= cap,
                             outcome.timings)
         share = outcome.rows_inserted / outcome.rows_copied if outcome.rows_copied else 0.0
         self.metrics.load_done(seconds, outcome.rows_inserted, outcome.rows_copied,
@@ -396,6 +402,11 @@ class Loader:
                  " ".join(f"{k}={v:.2f}s" for k, v in outcome.timings.items() if v >= 0.01)
                  or "steps < 0.01s")
         return result
+
+    def columns_of(self, entry: StagedFile) -> tuple[str, ...]:
+        """The file's CSV columns: recorded by its stage worker, or (a file staged before
+        files recorded them) the columns that release staged."""
+        return entry.columns or PRE_COLUMN_LIST.get(self.table) or tuple(self.spec.column_names)
 
     def _put_manifest(self, manifest: Manifest) -> None:
         try:
