@@ -124,6 +124,13 @@ class StageJob:
         if "batch" not in log.extra:
             log = log.bind(batch=f"{batch.stream}/{batch.batch_id}")
         started = time.perf_counter()
+        own = self.spec.name
+        if self.ledger.get_file(layout.staged_key(self.prefix, own, batch)) is not None:
+            # a retry of a batch already staged (its own entry is written last): the
+            # objects stay those its entries describe (a worker with another transform or
+            # tables file must not overwrite a file whose recorded column list is older)
+            log.info("ledger entry already present (retry): nothing rewritten")
+            return
         now = datetime.fromtimestamp(self.clock(), UTC)
         routed = self.builder.build_tables(batch, now)
         dead = routed.dead_letters
@@ -133,7 +140,6 @@ class StageJob:
             self._put(dl_key, gzip_bytes(dead_letter_lines(dead)), "application/x-ndjson")
         # one staged file and ledger entry per table with rows; the batch's own table last,
         # always: its entry present means the batch's other entries are too
-        own = self.spec.name
         order = [t for t in self.tables.names if t != own and t in routed.tables] + [own]
         f, l = batch.first, batch.last
         parts = []
@@ -142,11 +148,14 @@ class StageJob:
             rows = staged.rows if staged is not None else 0
             key = layout.staged_key(self.prefix, table, batch)
             size = 0
+            mine = table == own
+            if not mine and self.ledger.get_file(key) is not None:
+                parts.append(f"{table}'s entry already present (retry)")
+                continue  # an earlier try got this far: its file stands
             if rows:
                 body = gzip_bytes(staged.csv_text)
                 size = len(body)
                 self._put(key, body, "text/csv")
-            mine = table == own
             inserted = self.ledger.record_file(StagedFile(
                 s3_key=key, target_table=table, stream=batch.stream,
                 shard_id=batch.shard_id, first_sequence=f.sequence_number,

@@ -236,3 +236,62 @@ def test_the_clicks_example_file_is_valid_and_its_transform_imports():
     assert row["event_id"] == "6bf70d11-5820-4311-b52d-bd490274a3fa"
     assert row["occurred_at"] == dt.datetime(2026, 12, 1, 7, 0, tzinfo=UTC)
     assert row["url_host"] == "shop.example.com"
+
+
+def test_the_generator_emits_clicks_only_when_asked():
+    from shardline.producer import events
+
+    start = dt.datetime(2026, 12, 1, tzinfo=UTC)
+    plain = [d for _k, _p, d in events.generate(200, seed=5, start=start)]
+    again = events.generate(200, seed=5, start=start, click_fraction=0.0)
+    assert [d for _k, _p, d in again] == plain  # the seeded stream is unchanged
+    gen = events.generate(2000, seed=5, click_fraction=0.25, keep_ids=True)
+    kinds = [k for k, _p, _d in gen]
+    assert 400 < kinds.count(events.CLICK) < 600 and len(gen.click_ids) == kinds.count("click")
+    transforms = transform_mod.load_table_transforms(tables_file.load(CLICKS_FILE))
+    gen = events.generate(300, seed=6, click_fraction=0.5)
+    for kind, _p, data in gen:
+        event = json.loads(data)
+        table = "clicks" if kind == events.CLICK else "page_views"
+        assert ("type" in event) == (table == "clicks")
+        transforms[table](event)  # both transforms accept what the generator makes
+
+
+def test_stage_job_stages_one_file_per_table_and_a_retry_rewrites_nothing():
+    import gzip
+
+    from shardline import settings as settings_mod
+    from shardline.controlstore.memory import MemoryStore
+    from shardline.producer import events
+    from shardline.workers.stage import StageJob
+    from tests.fakes import FakeS3
+
+    settings = settings_mod.Settings().replace(**{
+        "s3.bucket": "bkt", "s3.prefix": "p", "tables.file": str(CLICKS_FILE)})
+    store, s3 = MemoryStore(), FakeS3(bucket="bkt")
+    job = StageJob(settings, s3=s3, ledger=store, clock=lambda: 1_764_576_000.0)
+    gen = events.generate(300, bad_fraction=0.05, seed=8, click_fraction=0.3)
+    kinds, recs = [], []
+    for i, (kind, _key, data) in enumerate(gen):
+        kinds.append(kind)
+        recs.append(_record(i, data))
+    batch = codec.Batch("s", "shardId-0", recs)
+    job.stage(batch)
+    files = {f.target_table: f for f in store.pending_files("page_views", 9) +
+             store.pending_files("clicks", 9)}
+    assert files["page_views"].row_count == kinds.count("good")
+    assert files["clicks"].row_count == kinds.count("click")
+    assert files["page_views"].dead_letter_count == len(recs) - kinds.count("good") - \
+        kinds.count("click") > 0  # the batch's dead letters are on its own table's entry
+    assert files["clicks"].dead_letter_key is None
+    assert files["clicks"].columns == tuple(job.tables["clicks"].column_names)
+    body = gzip.decompress(s3.objects[files["clicks"].s3_key]).decode()
+    assert body.count("\n") == kinds.count("click")
+    puts = len(s3.puts)
+    job.stage(batch)  # a retry: the entries are there, nothing is written again
+    assert len(s3.puts) == puts
+    store._files.pop(files["page_views"].s3_key)  # an earlier try stopped before its last entry
+    job.stage(batch)
+    assert store.get_file(files["page_views"].s3_key) is not None
+    rewritten = [key for _bucket, key, _body in s3.puts[puts:]]
+    assert files["page_views"].s3_key in rewritten and files["clicks"].s3_key not in rewritten
