@@ -134,6 +134,8 @@ def migrate_tables(conn: Any, dialect: str, tables: Any) -> list:
     is checked before anything is applied: a refused change (``SchemaMismatch``) leaves the
     warehouse as it was."""
     changes = table_changes(conn, dialect, tables)
+    if not changes:  # nothing to record: no bookkeeping table in a warehouse that needs none
+        return []
     conn.autocommit = False
     with conn.cursor() as cur:
         cur.execute("CREATE TABLE IF NOT EXISTS table_changes ("
