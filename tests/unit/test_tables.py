@@ -295,3 +295,13 @@ def test_stage_job_stages_one_file_per_table_and_a_retry_rewrites_nothing():
     assert store.get_file(files["page_views"].s3_key) is not None
     rewritten = [key for _bucket, key, _body in s3.puts[puts:]]
     assert files["page_views"].s3_key in rewritten and files["clicks"].s3_key not in rewritten
+
+
+def test_any_import_order_works():
+    """shardline.tables reads the default file at import: tables_file must import first too."""
+    import subprocess
+    import sys
+
+    for first in ("shardline.tables_file", "shardline.ddl", "shardline.tables"):
+        subprocess.run([sys.executable, "-c", f"import {first}; import shardline.tables"],
+                       check=True)
