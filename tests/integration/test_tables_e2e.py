@@ -121,3 +121,17 @@ def test_clicks_in_their_own_table_and_a_column_added_mid_stream(
     assert {f[2] for f in files} == {"loaded"}
     lists = {(f[0], "campaign" in f[1]) for f in files}
     assert lists == {("page_views", False), ("page_views", True), ("clicks", False)}
+
+    # a type change and a dropped column are refused against the real catalog, nothing applied
+    for bad, why in (
+            (changed.replace('"url_host",      type = "varchar(255)"',
+                             '"url_host",      type = "varchar(100)"'), "url_host is varchar(255)"),
+            (changed.replace('  { name = "y",           type = "int" },\n', ''),
+             "column(s) y are in the warehouse")):
+        assert bad != changed
+        tables.write_text(bad)
+        refused = shardline("migrate", env=env, check=False)
+        assert refused.returncode == 78 and why in refused.stderr, refused.stderr
+    assert warehouse(pg_conn, "SELECT target_table, action, count(*) FROM table_changes GROUP "
+                              "BY 1, 2 ORDER BY 1") == [("clicks", "create", 2),  # + its index
+                                                        ("page_views", "add_column", 1)]
