@@ -305,3 +305,15 @@ def test_any_import_order_works():
     for first in ("shardline.tables_file", "shardline.ddl", "shardline.tables"):
         subprocess.run([sys.executable, "-c", f"import {first}; import shardline.tables"],
                        check=True)
+
+
+def test_a_transform_that_does_not_import_stops_the_stage_worker_at_start(tmp_path, capsys):
+    from shardline import cli
+    from shardline.exitcodes import ExitCode
+
+    bad = tmp_path / "t.toml"
+    bad.write_text(CLICKS_FILE.read_text().replace("clicks_transform:click", "no_such_mod:click"))
+    code = cli.main(["worker", "--set", "s3.bucket=bkt", "--set", f"tables.file={bad}"])
+    assert code == ExitCode.CONFIG
+    assert "[tables.clicks] transform 'no_such_mod:click': cannot import no_such_mod" in \
+        capsys.readouterr().err
