@@ -114,6 +114,11 @@ class CatalogColumn:
     nullable: bool
 
 
+def catalog_of(spec: TableSpec) -> list[CatalogColumn]:
+    """The catalog a table made exactly as ``spec`` says would show."""
+    return [CatalogColumn(c.name, c.type, c.nullable) for c in all_columns(spec)]
+
+
 def catalog_type(data_type: str, length: int | None) -> str:
     base = _CATALOG.get(data_type.lower(), data_type.lower())
     return f"{base}({length})" if base in ("varchar", "char") else base

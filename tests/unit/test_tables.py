@@ -317,3 +317,20 @@ def test_a_transform_that_does_not_import_stops_the_stage_worker_at_start(tmp_pa
     assert code == ExitCode.CONFIG
     assert "[tables.clicks] transform 'no_such_mod:click': cannot import no_such_mod" in \
         capsys.readouterr().err
+
+
+def test_print_sql_shows_the_tables_file_after_the_migrations(tmp_path, capsys):
+    from shardline import cli
+
+    text = CLICKS_FILE.read_text().replace('python_path = ["."]', "").replace(
+        '{ name = "session_id",    type = "varchar(128)",  not_null = true },\n]',
+        '{ name = "session_id",    type = "varchar(128)",  not_null = true },\n'
+        '  { name = "campaign", type = "varchar(64)", default = "none" },\n]', 1)
+    path = tmp_path / "t.toml"
+    path.write_text(text)
+    assert cli.main(["migrate", "--print-sql", "--set", f"tables.file={path}"]) == 0
+    out = capsys.readouterr().out
+    tail = out[out.index(f"-- tables file {path}"):]
+    assert "CREATE TABLE page_views" in out and "CREATE TABLE page_views" not in tail
+    assert "ALTER TABLE page_views ADD COLUMN campaign VARCHAR(64) DEFAULT 'none';" in tail
+    assert "CREATE TABLE clicks (" in tail and "CREATE UNIQUE INDEX clicks_position" in tail
