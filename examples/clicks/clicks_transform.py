@@ -15,13 +15,7 @@ from typing import Any
 
 from shardline.errors import BadRecord
 from shardline.workers.transform import _UUID, parse_timestamp, split_url
-
-
-def _text(event: dict, name: str) -> str:
-    value = event.get(name)
-    if type(value) is not str:
-        raise BadRecord(f"{name}: expected a string, got {type(value).__name__}")
-    return value
+from shardline.workers.transform import _require_str as _text  # "<field>: missing" etc.
 
 
 def _coordinate(event: dict, name: str) -> int | None:
