@@ -8,7 +8,9 @@ request (what a handler that calls Kinesis itself does).
 1. ``put()`` latency p50/p99/p99.9 (µs), at ``--rate`` puts/s from one thread (a busy
    front-end process), Kinesis healthy and stalled; the baseline's per-call latency.
 2. Events/s from one process putting as fast as it can until ``flush()`` returns,
-   without and with KPL aggregation.
+   without and with KPL aggregation; aggregated also against ``bench/kinesis_sink.py``
+   (a local endpoint that takes every PutRecords at once, in a process of its own), so
+   the producer's own ceiling shows beside kinesalite's.
 3. examples/pageview_app.py under gunicorn (4 workers), a load generator on 127.0.0.1,
    Kinesis healthy then stalled: request latency p50/p99, and every page view in the
    warehouse exactly once (the fleet loads it).
@@ -21,6 +23,7 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -143,6 +146,19 @@ def ceiling(settings, evs: list[dict], n: int) -> dict:
             "kinesis_records": stats.records, "mb": stats.bytes / 1e6}
 
 
+class Sink:
+    """bench/kinesis_sink.py in a process of its own (4 shards)."""
+
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / "kinesis_sink.py"),
+                                      "--shards", "4"], stdout=subprocess.PIPE, text=True)
+        self.url = f"http://127.0.0.1:{int(self.proc.stdout.readline())}"
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
 def web(info, env: dict, proxy: ProxyProcess, tmp: Path, per_phase: int) -> dict:
     stream = env["SHARDLINE_KINESIS_STREAM"]
     app_env = child_env({**env, "SHARDLINE_KINESIS_ENDPOINT_URL": proxy.url},
@@ -197,7 +213,9 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="bench-producer-"))
     info = devstack.up(tmp / "stack")
     proxy = ProxyProcess(info.kinesis_endpoint_url, stall_s=2.0)
-    results: dict = {"args": vars(args), "latency": [], "baseline": [], "tput": []}
+    sink = Sink()
+    results: dict = {"args": vars(args), "latency": [], "baseline": [], "tput": [],
+                     "load_at_start": os.getloadavg()[0]}
     try:
         env = {**info.env(), **FAST}
         evs = sample_events(20_000)
@@ -208,6 +226,8 @@ def main() -> int:
             direct = load(None, env={**env, "SHARDLINE_KINESIS_STREAM": stream})
             via = load(None, env={**env, "SHARDLINE_KINESIS_STREAM": stream,
                                   "SHARDLINE_KINESIS_ENDPOINT_URL": proxy.url})
+            to_sink = load(None, env={**env, "SHARDLINE_KINESIS_STREAM": stream,
+                                      "SHARDLINE_KINESIS_ENDPOINT_URL": sink.url})
             spool = str(tmp / f"spool-{rep}")
             # Healthy: kinesalite itself (the proxy adds ~40 ms a call: Nagle on its relay).
             run = {"normal": put_latency(direct, evs, args.rate, args.seconds, spool)}
@@ -222,7 +242,10 @@ def main() -> int:
                 "plain": throughput(direct, evs, args.events // 4, False),
                 "aggregated": throughput(direct, evs, args.events, True),
                 "aggregated_bytes": throughput(direct, raw, args.events, True),
-                "ceiling": ceiling(direct, evs, args.events)})
+                "ceiling": ceiling(direct, evs, args.events),
+                "aggregated_sink": throughput(to_sink, evs, args.events, True),
+                "aggregated_bytes_sink": throughput(to_sink, raw, args.events, True),
+                "ceiling_sink": ceiling(to_sink, evs, args.events)})
             print(json.dumps({"rep": rep, **run, "baseline": base,
                               "tput": results["tput"][-1]}), flush=True)
         if not args.skip_web:
@@ -235,6 +258,7 @@ def main() -> int:
             print(json.dumps({"web": results["web"]}), flush=True)
     finally:
         proxy.stop()
+        sink.stop()
         devstack.down(tmp / "stack")
     summary = {}
     for mode in ("normal", "stalled"):
@@ -246,12 +270,17 @@ def main() -> int:
             summary[f"baseline_{mode}_{k}"] = med([r[mode] for r in results["baseline"]], k)
         summary[f"baseline_over_put_p99_{mode}"] = summary[f"baseline_{mode}_p99_us"] / \
             summary[f"put_{mode}_paced_p99_us"]
-    for kind in ("plain", "aggregated", "aggregated_bytes", "ceiling"):
+    for kind in ("plain", "aggregated", "aggregated_bytes", "ceiling", "aggregated_sink",
+                 "aggregated_bytes_sink", "ceiling_sink"):
         summary[f"{kind}_events_per_s"] = med([r[kind] for r in results["tput"]],
                                               "events_per_s")
     summary["agg_vs_plain"] = summary["aggregated_events_per_s"] / summary["plain_events_per_s"]
     summary["agg_vs_ceiling"] = summary["aggregated_events_per_s"] / \
         summary["ceiling_events_per_s"]
+    summary["agg_sink_vs_ceiling_sink"] = summary["aggregated_sink_events_per_s"] / \
+        summary["ceiling_sink_events_per_s"]
+    summary["load_1m_start"] = results["load_at_start"]
+    summary["load_1m_end"] = os.getloadavg()[0]
     results["summary"] = summary
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "bench_producer.json").write_text(json.dumps(results, indent=2))
