@@ -105,11 +105,23 @@ def baseline_latency(settings, evs: list[dict], calls: int) -> dict:
     return {"p50_us": percentile(lat, 50), "p99_us": percentile(lat, 99), "calls": calls}
 
 
-def throughput(settings, evs: list, n: int, aggregate: bool) -> dict:
+def throughput(settings, evs: list, n: int, aggregate: bool, warm: bool = False) -> dict:
     """put() as fast as one thread can, until flush() returns (dicts, or pre-encoded bytes
-    with their partition keys)."""
+    with their partition keys). The clock starts before the first put(), so it includes
+    the thread's start (botocore making its client: 0.1-0.6 s here, once per process) and
+    the first ListShards; ``warm`` puts and flushes one event first, as a web process
+    that has served a request. ``cpu_us_per_event``: this process's CPU time (all its
+    threads) per event, which the machine's load moves far less than the wall clock."""
     p = Producer(settings=settings, aggregate=aggregate, metrics=False,
                  max_buffer_bytes=256 * 1024 * 1024, on_full="block", block_timeout_ms=60_000)
+    if warm:
+        first = evs[0]
+        p.put(first[1], first[0]) if isinstance(first, tuple) else p.put(first)
+        assert p.flush(60), "warm-up flush timed out"
+        n0 = 1
+    else:
+        n0 = 0
+    cpu0 = os.times()
     t0 = time.perf_counter()
     if isinstance(evs[0], tuple):
         for i in range(n):
@@ -121,11 +133,14 @@ def throughput(settings, evs: list, n: int, aggregate: bool) -> dict:
     put_s = time.perf_counter() - t0
     assert p.flush(300), "flush timed out"
     total = time.perf_counter() - t0
+    cpu1 = os.times()
     st = p.stats()
     p.close()
-    assert st["sent"] == n and not st["dropped"], st
+    assert st["sent"] == n + n0 and not st["dropped"], st
+    cpu = cpu1.user + cpu1.system - cpu0.user - cpu0.system
     return {"events": n, "events_per_s": n / total, "put_phase_s": put_s, "total_s": total,
-            "kinesis_records": st["records"], "calls": st["calls"]}
+            "kinesis_records": st["records"], "calls": st["calls"],
+            "cpu_us_per_event": cpu / n * 1e6}
 
 
 def ceiling(settings, evs: list[dict], n: int) -> dict:
@@ -208,6 +223,7 @@ def main() -> int:
     ap.add_argument("--events", type=int, default=200_000, help="throughput run size")
     ap.add_argument("--requests", type=int, default=2000, help="per web phase")
     ap.add_argument("--skip-web", action="store_true")
+    ap.add_argument("--skip-latency", action="store_true", help="events/s only")
     args = ap.parse_args()
     os.environ.update(devstack.DUMMY_AWS_ENV)  # the emulators' fake credentials and region
     tmp = Path(tempfile.mkdtemp(prefix="bench-producer-"))
@@ -229,21 +245,26 @@ def main() -> int:
             to_sink = load(None, env={**env, "SHARDLINE_KINESIS_STREAM": stream,
                                       "SHARDLINE_KINESIS_ENDPOINT_URL": sink.url})
             spool = str(tmp / f"spool-{rep}")
-            # Healthy: kinesalite itself (the proxy adds ~40 ms a call: Nagle on its relay).
-            run = {"normal": put_latency(direct, evs, args.rate, args.seconds, spool)}
-            base = {"normal": baseline_latency(direct, evs, 300)}
-            proxy.storm("slow", 3600)
-            run["stalled"] = put_latency(via, evs, args.rate, args.seconds, spool + "-s")
-            base["stalled"] = baseline_latency(via, evs, 3)
-            proxy.storm("slow", 0)
-            results["latency"].append(run)
-            results["baseline"].append(base)
+            run: dict = {}
+            base: dict = {}
+            if not args.skip_latency:
+                # Healthy: kinesalite itself (the proxy adds ~40 ms a call: Nagle on its relay).
+                run["normal"] = put_latency(direct, evs, args.rate, args.seconds, spool)
+                base["normal"] = baseline_latency(direct, evs, 300)
+                proxy.storm("slow", 3600)
+                run["stalled"] = put_latency(via, evs, args.rate, args.seconds, spool + "-s")
+                base["stalled"] = baseline_latency(via, evs, 3)
+                proxy.storm("slow", 0)
+                results["latency"].append(run)
+                results["baseline"].append(base)
             results["tput"].append({
                 "plain": throughput(direct, evs, args.events // 4, False),
                 "aggregated": throughput(direct, evs, args.events, True),
                 "aggregated_bytes": throughput(direct, raw, args.events, True),
+                "aggregated_warm": throughput(direct, evs, args.events, True, warm=True),
                 "ceiling": ceiling(direct, evs, args.events),
                 "aggregated_sink": throughput(to_sink, evs, args.events, True),
+                "aggregated_warm_sink": throughput(to_sink, evs, args.events, True, warm=True),
                 "aggregated_bytes_sink": throughput(to_sink, raw, args.events, True),
                 "ceiling_sink": ceiling(to_sink, evs, args.events)})
             print(json.dumps({"rep": rep, **run, "baseline": base,
@@ -261,7 +282,7 @@ def main() -> int:
         sink.stop()
         devstack.down(tmp / "stack")
     summary = {}
-    for mode in ("normal", "stalled"):
+    for mode in ("normal", "stalled") if results["latency"] else ():
         for how in ("paced", "tight", "json_paced"):
             for k in ("p50_us", "p99_us", "p999_us"):
                 summary[f"put_{mode}_{how}_{k}"] = statistics.median(
@@ -270,10 +291,14 @@ def main() -> int:
             summary[f"baseline_{mode}_{k}"] = med([r[mode] for r in results["baseline"]], k)
         summary[f"baseline_over_put_p99_{mode}"] = summary[f"baseline_{mode}_p99_us"] / \
             summary[f"put_{mode}_paced_p99_us"]
-    for kind in ("plain", "aggregated", "aggregated_bytes", "ceiling", "aggregated_sink",
-                 "aggregated_bytes_sink", "ceiling_sink"):
+    for kind in ("plain", "aggregated", "aggregated_bytes", "aggregated_warm", "ceiling",
+                 "aggregated_sink", "aggregated_bytes_sink", "aggregated_warm_sink",
+                 "ceiling_sink"):
         summary[f"{kind}_events_per_s"] = med([r[kind] for r in results["tput"]],
                                               "events_per_s")
+        if kind != "ceiling" and kind != "ceiling_sink":
+            summary[f"{kind}_cpu_us_per_event"] = med([r[kind] for r in results["tput"]],
+                                                      "cpu_us_per_event")
     summary["agg_vs_plain"] = summary["aggregated_events_per_s"] / summary["plain_events_per_s"]
     summary["agg_vs_ceiling"] = summary["aggregated_events_per_s"] / \
         summary["ceiling_events_per_s"]
