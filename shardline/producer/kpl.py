@@ -73,7 +73,7 @@ def _shard_records(group: list[tuple], max_records: int) -> Iterator[tuple[str, 
             index = keys.get(key)
             if index is None:
                 kb = key.encode("utf-8")
-                entry = b"\x0a" + V[len(kb)] + kb  # a key is at most 256 characters
+                entry = b"\x0a" + (V[len(kb)] if len(kb) < 16384 else _varint(len(kb))) + kb
                 index = len(keys)
                 grow = len(entry)
             else:
