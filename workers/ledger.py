@@ -9,7 +9,9 @@ worker writes and the loader reads, and its column limits.
 
 A stage worker records its object *before* its job reports success. A retried job (same
 batch, same deterministic key) finds the entry and leaves it untouched, so the ledger never
-holds a batch twice and never moves an entry the loader flipped to ``loaded`` back.
+holds a batch twice and never moves an entry the loader flipped to ``loaded`` back. A
+reprocess run stages under keys of its own (the generation is in the key), so its files
+are new entries, never "already present".
 """
 from __future__ import annotations
 
@@ -37,6 +39,10 @@ _COLUMNS = [
     ("state", "VARCHAR(16)"),
     ("staged_at", "TIMESTAMP"),
     ("loaded_at", "TIMESTAMP"),
+    ("transform_version", "VARCHAR(64)"),
+    ("generation", "VARCHAR(64)"),
+    ("arrival_min_ms", "BIGINT"),
+    ("arrival_max_ms", "BIGINT"),
 ]
 
 # What the loader needs of a pending file, in order (``StagedFile.pending``).
@@ -68,10 +74,22 @@ class StagedFile:
     state: str = ""
     load_id: str | None = None
     loaded_at: datetime | None = None
+    # Which transform made the rows (``transform.transform_version``); None: staged before
+    # versions were recorded. The loader writes it into every row of the file.
+    transform_version: str | None = None
+    # The reprocess run that staged this file (``shardline reprocess``), None for a normal
+    # batch: the loader then replaces the rows of the file's position range instead of
+    # skipping stored events. A reprocess file is pending even with no good rows (its
+    # range's stored rows must still be removed).
+    generation: str | None = None
+    # ApproximateArrivalTimestamp range of the batch's records (epoch ms): bounds the
+    # reprocess replace by the sort key even when the file has no rows.
+    arrival_min_ms: int | None = None
+    arrival_max_ms: int | None = None
 
     def __post_init__(self) -> None:
         if not self.state:
-            self.state = PENDING if self.row_count > 0 else LOADED
+            self.state = PENDING if self.row_count > 0 or self.generation else LOADED
             if self.state == LOADED and self.loaded_at is None:
                 self.loaded_at = self.staged_at
 

@@ -36,7 +36,8 @@ _THROTTLED = {"ProvisionedThroughputExceededException", "ThrottlingException",
               "RequestLimitExceeded", "TransactionConflictException"}
 _FILE_FIELDS = ("s3_key", "target_table", "stream", "shard_id", "first_sequence",
                 "first_sub_sequence", "last_sequence", "last_sub_sequence", "row_count",
-                "byte_count", "dead_letter_key", "dead_letter_count", "state", "load_id")
+                "byte_count", "dead_letter_key", "dead_letter_count", "state", "load_id",
+                "transform_version", "generation", "arrival_min_ms", "arrival_max_ms")
 
 
 class DynamoStore(ControlStore):

@@ -99,6 +99,9 @@ def render_text(report: Mapping[str, Any]) -> str:
                      f"{load['rows_copied']:,} rows copied, {load['rows_inserted']:,} new")
     else:
         lines.append("last load: none yet")
+    lines += [f"transform {v['target_table']} {v['transform_version'] or 'unrecorded'}: "
+              f"{v['rows']:,} rows in {v['files']} files loaded ({v['reprocess_files']} by "
+              f"reprocess), last {v['last_loaded_at']}" for v in report["transform_versions"]]
     quarantined = report["quarantined"]
     lines.append(f"quarantined (COPY kept failing; fix, then re-stage or replay): "
                  f"{len(quarantined)} files")

@@ -73,6 +73,7 @@ def build_report(*, now: datetime, streams: Sequence[str], leases: Iterable[Row]
                  checkpoints: Iterable[Row] = (), status_rows: Iterable[Row] = (),
                  watermarks: Iterable[Row] = (), pending: Iterable[Row] = (),
                  quarantined: Iterable[Row] = (), last_load: Row | None = None,
+                 transform_versions: Iterable[Row] = (),
                  gearman: Sequence[Any] = (), kinesis: Mapping[str, Any] | None = None,
                  max_lag_ms: int, report_interval_s: float) -> dict[str, Any]:
     """Everything ``status`` shows, as a JSON-ready dict with ``alerts`` and ``healthy``.
@@ -202,6 +203,9 @@ def build_report(*, now: datetime, streams: Sequence[str], leases: Iterable[Row]
                                  "bytes": sum(p["bytes"] for p in pending_out)},
         "quarantined": quarantined_out,
         "last_load": load,
+        # per table and transform version: rows/files loaded over 7 days (the load record)
+        "transform_versions": [{**v, "last_loaded_at": _iso(v.get("last_loaded_at"))}
+                               for v in transform_versions],
     }
 
 

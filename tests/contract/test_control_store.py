@@ -42,7 +42,7 @@ def _postgres(request: Any, clock: Clock) -> Iterator[ControlStore]:
     stack = request.getfixturevalue("stack")
     schema = f"c_{uuid.uuid4().hex[:8]}"
     store = PostgresStore(stack.control_dsn, schema, clock=clock)
-    assert store.create_tables() == ["001_control_store"]
+    assert store.create_tables() == ["001_control_store", "002_ledger_versions"]
     try:
         yield store
     finally:
@@ -465,8 +465,8 @@ def test_migrate_control_creates_the_postgres_tables_once(stack, cli_env, capsys
             assert [r[0] for r in cur.fetchall()] == [
                 "checkpoint_history", "checkpoints", "hosts", "schema_migrations",
                 "shard_assignments", "shard_leases", "shard_status", "staged_files"]
-            cur.execute(f'SELECT name FROM "{schema}".schema_migrations')
-            assert cur.fetchall() == [("001_control_store",)]
+            cur.execute(f'SELECT name FROM "{schema}".schema_migrations ORDER BY 1')
+            assert cur.fetchall() == [("001_control_store",), ("002_ledger_versions",)]
         assert cli.main(["migrate", "--control", "--print-sql"]) == 0
         assert "CREATE TABLE shard_leases" in capsys.readouterr().out
     finally:
