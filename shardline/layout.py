@@ -7,6 +7,7 @@ The key layout is part of the contract (docs/architecture-contract.md)::
     {prefix}/manifests/{table}/{load_id}.manifest
     {prefix}/archive/{stream}/{YYYY-MM-DD}/{HH}/{shard_id}/{first}_{last}.slb.gz
     {prefix}/reprocess/{stream}/{generation}.json
+    {prefix}/redrive/{stream}/{generation}.json
 
 ``prefix`` is ``s3.prefix`` (empty: keys start at the kind); ``first``/``last`` are
 ``{sequence_number}-{sub_sequence_number}`` of the batch's first and last record.
@@ -76,6 +77,12 @@ def archive_prefix(prefix: str, stream: str, hour: datetime | None = None) -> st
         return _join(prefix, ARCHIVE, stream, "")
     hour = hour.astimezone(timezone.utc)
     return _join(prefix, ARCHIVE, stream, f"{hour:%Y-%m-%d}", f"{hour:%H}", "")
+
+
+def redrive_record_key(prefix: str, stream: str, generation: str = "") -> str:
+    """What a redrive run landed and what it still rejects (``generation`` empty: the
+    prefix of every record of the stream)."""
+    return _join(prefix, "redrive", stream, f"{generation}.json" if generation else "")
 
 
 def reprocess_record_key(prefix: str, stream: str, generation: str) -> str:

@@ -21,6 +21,10 @@ from typing import Any, Sequence
 
 PENDING = "pending"
 LOADED = "loaded"
+# Generations: a reprocess run's ("g...", its files replace their ranges) or a redrive's
+# ("r...", dead letters sent through the transform again: plain dedup, new events).
+REPROCESS_PREFIX = "g"
+REDRIVE_PREFIX = "r"
 
 # The columns the stage worker writes (``load_id`` is the loader's), with their limits.
 _COLUMNS = [
@@ -77,10 +81,11 @@ class StagedFile:
     # Which transform made the rows (``transform.transform_version``); None: staged before
     # versions were recorded. The loader writes it into every row of the file.
     transform_version: str | None = None
-    # The reprocess run that staged this file (``shardline reprocess``), None for a normal
-    # batch: the loader then replaces the rows of the file's position range instead of
-    # skipping stored events. A reprocess file is pending even with no good rows (its
-    # range's stored rows must still be removed).
+    # The reprocess run that staged this file (``shardline reprocess``; ``replaces``), None
+    # for a normal batch: the loader then replaces the rows of the file's position range
+    # instead of skipping stored events. A reprocess file is pending even with no good rows
+    # (its range's stored rows must still be removed). A redrive's generation ("r...")
+    # only gives its batches keys of their own; they load like normal batches.
     generation: str | None = None
     # ApproximateArrivalTimestamp range of the batch's records (epoch ms): bounds the
     # reprocess replace by the sort key even when the file has no rows.
@@ -89,9 +94,14 @@ class StagedFile:
 
     def __post_init__(self) -> None:
         if not self.state:
-            self.state = PENDING if self.row_count > 0 or self.generation else LOADED
+            self.state = PENDING if self.row_count > 0 or self.replaces else LOADED
             if self.state == LOADED and self.loaded_at is None:
                 self.loaded_at = self.staged_at
+
+    @property
+    def replaces(self) -> bool:
+        """A reprocess run's file: the loader replaces the rows of its position range."""
+        return bool(self.generation and self.generation.startswith(REPROCESS_PREFIX))
 
     @classmethod
     def pending(cls, target_table: str, row: Sequence[Any]) -> "StagedFile":

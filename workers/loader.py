@@ -117,7 +117,7 @@ def load_group(entries: Sequence[StagedFile]) -> list[StagedFile]:
     for e in entries:
         if (e.generation, e.transform_version) == kind:
             out.append(e)
-        elif first.generation and e.generation is None \
+        elif first.replaces and not e.replaces \
                 and e.transform_version != first.transform_version:
             break
     return out
@@ -357,14 +357,14 @@ class Loader:
         log.info("loading %d files (%d bytes; transform %s%s) because %s%s", len(entries),
                  sum(e.byte_count for e in entries), first.transform_version or "unrecorded",
                  f"; reprocess {first.generation}: replacing their ranges"
-                 if first.generation else "", reason,
+                 if first.replaces else "", reason,
                  " (one at a time: finding the file whose COPY fails)" if self.isolate else "")
         if manifest.entries:
             self._put_manifest(manifest)
         plan = build_plan(self.spec, load_id=load_id, stage_table=stage_table,
                           manifest=manifest, entries=entries, started_at=started,
                           finished_at=lambda: utc(self.clock()), lease_token=self.token or 0,
-                          dedup_window_s=lc.dedup_window_s, replace=bool(first.generation),
+                          dedup_window_s=lc.dedup_window_s, replace=first.replaces,
                           transform_version=first.transform_version)
         try:
             with self.warehouse.tx() as cur:
@@ -401,7 +401,7 @@ class Loader:
                  result.rows_copied, result.rows_inserted,
                  result.rows_copied - result.rows_inserted,
                  f"{result.rows_replaced} stored rows of reprocessed ranges replaced, "
-                 if first.generation else "",
+                 if first.replaces else "",
                  seconds,
                  result.rows_copied / seconds if seconds > 0 else 0.0,
                  " ".join(f"{k}={v:.2f}s" for k, v in outcome.timings.items() if v >= 0.01)

@@ -17,7 +17,7 @@ import pytest
 
 from shardline.ops.fleet import Fleet, control_query, shardline, wait_for
 from shardline.producer import events
-from tests.pipeline import FAST, wait_active
+from tests.pipeline import FAST, dead_letters, wait_active
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -45,6 +45,17 @@ TRANSFORMS = {
             row["device_class"] = row["device_class"].upper()
             return row
     ''',
+    "rp_v4": '''
+        from shardline.errors import BadRecord
+        from shardline.workers.transform import page_view
+        VERSION = "v4"
+
+        def transform(event):  # half of the blocked host's pages, now with another reason
+            row = page_view(event)
+            if row["url_host"] == "blocked.example.net" and int(row["url_path"][3:]) % 20 == 0:
+                raise BadRecord("v4: still not ours")
+            return row
+    ''',
     "rp_v3": '''
         from shardline.workers.transform import page_view
         VERSION = "v3"
@@ -57,10 +68,10 @@ TRANSFORMS = {
 }
 
 
-def put_events(kinesis, stream: str) -> set[str]:
-    """N good page views, every BLOCKED_EVERY-th on the blocked host; their event ids."""
+def put_events(kinesis, stream: str, n: int = N) -> set[str]:
+    """n good page views, every BLOCKED_EVERY-th on the blocked host; their event ids."""
     ids, records = set(), []
-    for i, (_kind, key, data) in enumerate(events.generate(N, 0.0, seed=12)):
+    for i, (_kind, key, data) in enumerate(events.generate(n, 0.0, seed=12)):
         event = json.loads(data)
         if i % BLOCKED_EVERY == 0:
             event["url"] = f"https://{BLOCKED}/p/{i}"
@@ -108,8 +119,8 @@ def dry_run(env, *args: str) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
-def test_reprocess_with_the_fleet_running_then_from_the_archive(
-        stack_env, stream_name, tmp_path, kinesis, s3, stack, s3_prefix):
+def v1_fleet(stack_env, stream_name, tmp_path, kinesis, n: int) -> tuple[Fleet, set[str]]:
+    """The fleet running transform v1 over n events, once they are loaded."""
     for name, code in TRANSFORMS.items():
         (tmp_path / f"{name}.py").write_text(textwrap.dedent(code))
     env = {**stack_env, **FAST, "SHARDLINE_KINESIS_STREAM": stream_name,
@@ -118,18 +129,28 @@ def test_reprocess_with_the_fleet_running_then_from_the_archive(
     shardline("migrate", env=env)
     kinesis.create_stream(StreamName=stream_name, ShardCount=2)
     wait_active(kinesis, stream_name)
-    ids = put_events(kinesis, stream_name)
+    ids = put_events(kinesis, stream_name, n)
     fleet = Fleet(tmp_path / "supervisor", env, stream_name, workers=2)
+    fleet.start()
+    blocked = n // BLOCKED_EVERY
+
+    def v1_loaded():
+        dead = control_query(env, "SELECT coalesce(sum(dead_letter_count), 0), count(*) "
+                                  "FILTER (WHERE state = 'pending') FROM staged_files")[0]
+        return dead == (blocked, 0) and len(rows(env)) == n - blocked
     try:
-        fleet.start()
-        blocked = N // BLOCKED_EVERY
-
-        def v1_loaded():
-            dead = control_query(env, "SELECT coalesce(sum(dead_letter_count), 0), count(*) "
-                                      "FILTER (WHERE state = 'pending') FROM staged_files")[0]
-            return dead == (blocked, 0) and len(rows(env)) == N - blocked
         wait_for(v1_loaded, 90, "the v1 rows and dead letters", every=0.5)
+    except BaseException:
+        fleet.stop()
+        raise
+    return fleet, ids
 
+
+def test_reprocess_with_the_fleet_running_then_from_the_archive(
+        stack_env, stream_name, tmp_path, kinesis):
+    fleet, ids = v1_fleet(stack_env, stream_name, tmp_path, kinesis, N)
+    env, blocked = fleet.env, N // BLOCKED_EVERY
+    try:
         deploy(fleet, "rp_v2")
         before = dry_run(env, "--all-shards", "--trim-horizon")
         assert (before["added"], before["changed"], before["removed"]) == \
@@ -161,5 +182,34 @@ def test_reprocess_with_the_fleet_running_then_from_the_archive(
         got = rows(env)
         assert sorted(r[0] for r in got) == sorted(ids)
         assert all(r[1].endswith("-3") for r in got)
+    finally:
+        fleet.stop()
+
+
+def test_redrive_lands_what_the_transform_accepts_now_once(
+        stack_env, stream_name, tmp_path, kinesis, s3, stack, s3_prefix):
+    n = 1000
+    fleet, ids = v1_fleet(stack_env, stream_name, tmp_path, kinesis, n)
+    env, blocked = fleet.env, n // BLOCKED_EVERY
+    try:
+        deploy(fleet, "rp_v4")
+        out = shardline("redrive", "--reason", "v4 takes half", env=env).stdout
+        assert json.loads(out.strip().splitlines()[-1])["accepted"] == blocked // 2, out
+
+        def landed():
+            pending = control_query(env, "SELECT count(*) FROM staged_files "
+                                         "WHERE state = 'pending'")[0][0]
+            return pending == 0 and len(rows(env)) == n - blocked // 2
+        wait_for(landed, 60, "the redriven rows", every=0.5)
+        got = rows(env)
+        assert len({r[0] for r in got}) == len(got) and {r[0] for r in got} <= ids
+        assert {r[2] for r in got if r[3] == BLOCKED} == {"v4"}
+        again = shardline("redrive", env=env).stdout  # same transform: nothing to send
+        assert json.loads(again.strip().splitlines()[-1])["sent"] == 0
+        still = [d for d in dead_letters(s3, stack.bucket, s3_prefix)
+                 if d["reason"].endswith("v4: still not ours")]
+        assert len(still) == blocked // 2  # once each: the second redrive wrote none
+        assert len({(d["shard_id"], d["sequence_number"]) for d in still}) == blocked // 2
+        assert len(rows(env)) == n - blocked // 2
     finally:
         fleet.stop()
