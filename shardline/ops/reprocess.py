@@ -40,6 +40,7 @@ from shardline import layout
 from shardline.cli import command_parser, load_settings, parse_command_args
 from shardline.codec import Batch
 from shardline.consumers.reader import Position
+from shardline.errors import BatchFailed
 from shardline.exitcodes import ExitCode
 from shardline.logs import get_logger
 from shardline.ops.replay import UsageError, _confirm, parse_timestamp
@@ -155,8 +156,10 @@ def submit(settings: Any, stream: str, generation: str, batches: Iterable[Batch]
             dispatcher.wait(0.5)
             for out in dispatcher.poll():
                 batch = inflight.pop(out.ticket)
-                if not out.ok:
-                    raise RuntimeError(f"reprocess job for {batch.batch_id} failed: {out.error}")
+                if not out.ok:  # exit 70; run it again (a new generation, the same rows)
+                    raise BatchFailed(f"{generation}: the job for {batch.batch_id} kept "
+                                      f"failing ({out.error}); nothing is lost: run the "
+                                      f"command again")
                 done += 1
             block = block and bool(inflight)
     try:
