@@ -176,6 +176,37 @@ def submit(settings: Any, stream: str, generation: str, batches: Iterable[Batch]
     return done, records, ranges
 
 
+SAMPLE = 25  # ledger entries checked at each end of a run
+
+
+def sampled(batches: Iterable[Batch], keep: list[Batch]) -> Iterator[Batch]:
+    """Pass the batches through, keeping the first and the last ``SAMPLE`` in ``keep``."""
+    tail: list[Batch] = []
+    for batch in batches:
+        if len(keep) < SAMPLE:
+            keep.append(batch)
+        else:
+            tail = (tail + [batch])[-SAMPLE:]
+        yield batch
+    keep += tail
+
+
+def wrong_versions(store: Any, settings: Any, generation: str, batches: Iterable[Batch],
+                   version: str) -> dict[str, int]:
+    """Versions other than ``version`` in the ledger entries of these batches of the run: a
+    stage worker still ran another transform (the deploy was not finished)."""
+    from shardline.tables import table_spec
+
+    table = table_spec(settings.worker.target_table).name
+    found: dict[str, int] = {}
+    for batch in batches:
+        entry = store.get_file(layout.staged_key(settings.s3.prefix, table, batch, generation))
+        got = entry.transform_version if entry is not None else "(no ledger entry)"
+        if got != version:
+            found[str(got)] = found.get(str(got), 0) + 1
+    return found
+
+
 def main(argv: list[str]) -> int:
     parser = build_parser()
     args, code = parse_command_args(parser, argv)
@@ -206,9 +237,9 @@ def main(argv: list[str]) -> int:
         print("shardline reprocess: not confirmed; nothing changed", file=sys.stderr)
         return ExitCode.USAGE
     started = time.time()
-    batches, records, ranges = submit(settings, stream, generation,
-                                      source_batches(settings, source, args, stream, s3, log),
-                                      log)
+    sample: list[Batch] = []
+    batches, records, ranges = submit(settings, stream, generation, sampled(
+        source_batches(settings, source, args, stream, s3, log), sample), log)
     record = {"generation": generation, "stream": stream, "source": source,
               "shard": args.shard, "since": args.since, "until": args.until,
               "at": args.at_timestamp or args.at_sequence, "reason": args.reason.strip(),
@@ -222,6 +253,22 @@ def main(argv: list[str]) -> int:
     print(f"staged {batches} batches ({records} records) as reprocess {generation} in "
           f"{time.time() - started:.1f}s; the loader replaces their ranges as it loads them: "
           f"watch `shardline status` (transform versions) until no file is pending")
+    from shardline.controlstore import open_store
+    from shardline.workers.transform import load_transform, transform_version
+
+    version = transform_version(load_transform(settings.worker.transform))
+    store = open_store(settings)
+    try:
+        others = wrong_versions(store, settings, generation, sample, version)
+    finally:
+        store.close()
+    if others:
+        print(f"shardline reprocess: of {len(sample)} batches checked, some were staged by "
+              f"another transform than {version} (worker.transform here): "
+              + ", ".join(f"{v}: {n}" for v, n in sorted(others.items()))
+              + ". Finish deploying the stage workers, then run reprocess again.",
+              file=sys.stderr)
+        return ExitCode.BATCH_FAILED
     return ExitCode.OK
 
 

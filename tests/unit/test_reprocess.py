@@ -150,3 +150,24 @@ def test_reprocess_and_redrive_are_commands():
     from shardline.exitcodes import ExitCode
 
     assert cli.main(["reprocess", "--all-shards", "--reason", "x"]) == ExitCode.USAGE
+
+
+def test_a_run_checks_the_versions_its_batches_were_staged_with():
+    from shardline.controlstore import MemoryStore
+    from shardline.settings import Settings
+
+    settings = Settings().replace(**{"s3.prefix": "p"})
+    batches = [codec.Batch("s", "sh", [rec(i)]) for i in range(60)]
+    keep: list = []
+    assert list(reprocess.sampled(iter(batches), keep)) == batches
+    assert keep == batches[:25] + batches[-25:]
+    store = MemoryStore(lambda: 0.0)
+    for i, b in enumerate(keep):
+        key = layout.staged_key("p", "page_views", b, "g1")
+        store.record_file(StagedFile(
+            s3_key=key, target_table="page_views", stream="s", shard_id="sh",
+            first_sequence="1", first_sub_sequence=0, last_sequence="1", last_sub_sequence=0,
+            row_count=1, byte_count=1, staged_at=T0, generation="g1",
+            transform_version="v1" if i < 3 else "v2"))
+    assert reprocess.wrong_versions(store, settings, "g1", keep, "v2") == {"v1": 3}
+    assert reprocess.wrong_versions(store, settings, "g1", keep[3:], "v2") == {}
