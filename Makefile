@@ -59,6 +59,8 @@ bench: deps
 	$(PY) bench/run_all.py
 
 # The reliability campaign (docs/reliability.md): `make chaos SEED=3 DURATION=600 EVENTS=500000`.
+# Its modes: CHAOS_ARGS="--control postgres|dynamodb --warehouse postgres|redshift-like"
+# (default postgres/postgres; `make test` runs the short one with dynamodb/redshift-like).
 SEED ?= 1
 DURATION ?= 120
 EVENTS ?= 60000

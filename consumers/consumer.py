@@ -27,6 +27,7 @@ from shardline.errors import (BatchFailed, LeaseHeld, RetriableError, ServiceUna
 from shardline.exitcodes import ExitCode
 from shardline.kinesis import ShardInfo
 from shardline.logs import get_logger
+from shardline.metrics.pipeline import ConsumerMetrics
 from shardline.settings import Settings
 
 BUSY_S = 0.05  # pause while waiting on in-flight jobs
@@ -68,8 +69,9 @@ class Consumer:
         self.exit_code: int | None = None
         self.stop_deadline: float | None = None
         self.millis_behind: int | None = None
-        self.records_read = 0
+        self.records_read = 0  # a plain int on the read path; metrics get it at each report
         self._rate_mark: tuple[float, int] | None = None
+        self.metrics = ConsumerMetrics(self.stream, shard_id)
 
     # -- lifecycle --------------------------------------------------------------
     def start(self) -> None:
@@ -324,19 +326,31 @@ class Consumer:
         return 0.0
 
     # -- status -----------------------------------------------------------------
+    def checkpoint_age_s(self, now: float) -> float:
+        """Seconds since the last checkpoint write while staged records wait for one; 0
+        when the checkpoint is current (an idle shard is not a late checkpoint)."""
+        if self.staged_cp == self.committed or self.cadence.last is None:
+            return 0.0
+        return max(0.0, now - self.cadence.last)
+
     def _report(self, now: float, quiet: bool = False) -> None:
         self.report_every.mark(now)
         rate = 0.0
         if self._rate_mark is not None and now > self._rate_mark[0]:
             rate = (self.records_read - self._rate_mark[1]) / (now - self._rate_mark[0])
         self._rate_mark = (now, self.records_read)
+        iterator_age_s = self.reader.iterator_age_s(now)
+        self.metrics.push(records_read=self.records_read, millis_behind=self.millis_behind,
+                          iterator_age_s=iterator_age_s,
+                          inflight_batches=self.window.inflight_batches,
+                          checkpoint_age_s=self.checkpoint_age_s(now))
         try:
             self.control.report_status(
                 self.stream, self.shard_id, owner=self.owner,
                 last_read_sequence=self.reader.last_sequence,
                 checkpoint_sequence=self.committed.sequence_number if self.committed else None,
                 millis_behind_latest=self.millis_behind,
-                iterator_age_ms=int(self.reader.iterator_age_s(now) * 1000),
+                iterator_age_ms=int(iterator_age_s * 1000),
                 inflight_batches=self.window.inflight_batches,
                 inflight_bytes=self.window.inflight_bytes, records_per_s=round(rate, 1),
                 state=self.state)

@@ -34,6 +34,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "redrive": ("shardline.ops.redrive:main", "send dead letters through the current transform again"),
     "supervisor-config": ("shardline.ops.supervisor_config:main", "write a supervisord config"),
     "agent": ("shardline.fleet.main:main", "this host's agent: spreads the consumers over hosts"),
+    "metrics": ("shardline.metrics.main:main", "serve or print this host's Prometheus metrics"),
     "settings": ("shardline.commands:settings_main", "list every setting, its env var and default"),
 }
 
@@ -68,7 +69,7 @@ def load_settings(args: argparse.Namespace, **flags: str | None) -> Settings:
     if getattr(args, "log_level", None):
         overrides["log.level"] = args.log_level
     settings = settings_mod.load(args.config, overrides=overrides)
-    logs.setup(settings.log.level)
+    logs.setup(settings.log.level, settings.log.format)
     return settings
 
 

@@ -1,14 +1,18 @@
 """Small commands: ``migrate`` and ``settings``."""
 from __future__ import annotations
 
-from shardline import clients, migrate as migrate_mod, settings as settings_mod
+from shardline import clients, migrate as migrate_mod, settings as settings_mod, upgrade
+from shardline.errors import ConfigError
 from shardline.cli import command_parser, load_settings
 from shardline.exitcodes import ExitCode
 from shardline.logs import get_logger
 
 
 def migrate_main(argv: list[str]) -> int:
-    parser = command_parser("migrate", "Apply the numbered migrations (sql/migrations, shipped as shardline.sql).")
+    parser = command_parser("migrate", "Apply the numbered migrations (sql/migrations, shipped "
+                                       "as shardline.sql); a warehouse of the release before "
+                                       "the control store is upgraded, its control tables "
+                                       "carried into the control store (docs/operations.md).")
     parser.add_argument("--print-sql", action="store_true",
                         help="print the rendered SQL for the configured dialect, run nothing")
     parser.add_argument("--control", action="store_true",
@@ -32,12 +36,32 @@ def migrate_main(argv: list[str]) -> int:
             with conn.cursor() as cur:
                 cur.execute(f'CREATE SCHEMA IF NOT EXISTS "{settings.warehouse.schema}"')
             conn.commit()
+        if upgrade.legacy_layout(conn):  # the release before the control store
+            _upgrade_legacy(settings, conn)
         applied = migrate_mod.migrate(conn, migrate_mod.target(settings))
     finally:
         conn.close()
     get_logger("migrate", schema=settings.warehouse.schema).info(
         "schema is up to date (%d applied now)", len(applied))
     return ExitCode.OK
+
+
+def _upgrade_legacy(settings: settings_mod.Settings, conn: object) -> None:
+    """The warehouse holds the old control tables: carry them into the control store (its
+    tables made first, as ``migrate --control`` does) and bring the warehouse up to date."""
+    from shardline.controlstore import open_store
+
+    c, w = settings.control, settings.warehouse
+    if c.backend == "postgres" and c.dsn == w.dsn and c.schema == w.schema:
+        raise ConfigError("control.dsn/control.schema name the warehouse's own schema: the "
+                          "control store must be a database (or at least a schema) of its "
+                          "own before the control tables can leave the warehouse")
+    store = open_store(settings)
+    try:
+        store.create_tables()
+        upgrade.upgrade(conn, migrate_mod.target(settings), store)
+    finally:
+        store.close()
 
 
 def _migrate_control(settings: settings_mod.Settings, print_sql: bool) -> int:

@@ -17,6 +17,11 @@ class ConfigError(ShardlineError):
     """A setting is unknown or invalid: fix the config; retrying won't help."""
 
 
+class SchemaMismatch(ConfigError):
+    """The database records migrations under names this release does not have (another
+    layout, or another release's schema): nothing is applied on top of it."""
+
+
 class NoMigrations(ShardlineError):
     """The installed package has no migrations: a broken install, not a database state."""
 

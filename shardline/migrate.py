@@ -18,7 +18,7 @@ from importlib import resources
 from importlib.abc import Traversable
 from typing import Any
 
-from shardline.errors import NoMigrations
+from shardline.errors import NoMigrations, SchemaMismatch
 from shardline.logs import get_logger
 
 SQL_DIR: Traversable = resources.files("shardline.sql") / "migrations"
@@ -75,9 +75,16 @@ def migrate(conn: Any, dialect: str, directory: Traversable = SQL_DIR) -> list[s
                     "version INTEGER NOT NULL PRIMARY KEY, name VARCHAR(256) NOT NULL, "
                     "applied_at TIMESTAMP NOT NULL)")
         conn.commit()
-        cur.execute("SELECT version FROM schema_migrations")
-        done = {row[0] for row in cur.fetchall()}
+        cur.execute("SELECT version, name FROM schema_migrations")
+        recorded = dict(cur.fetchall())
     conn.commit()
+    names = {version: name for version, name, _ in plan}
+    foreign = sorted(f"{v} {n}" for v, n in recorded.items() if names.get(v, n) != n)
+    if foreign:  # e.g. the release before the control store: shardline/upgrade.py
+        raise SchemaMismatch(f"schema_migrations records {', '.join(foreign)}, which this "
+                             f"release does not have under those numbers ({directory}); "
+                             f"nothing was applied")
+    done = set(recorded)
     applied = []
     for version, name, path in plan:
         if version in done:

@@ -341,6 +341,12 @@ def _check_serverurl(value: str) -> str | None:
     return None
 
 
+def _check_metrics_address(value: str) -> str | None:
+    if value and not re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):\d{1,5}", value):
+        return "must be host:port (e.g. 127.0.0.1:9641; port 0: any free port), or empty"
+    return None
+
+
 @dataclass
 class AgentSettings:
     """``shardline agent``: one per host under supervisord (see shardline.fleet)."""
@@ -355,17 +361,41 @@ class AgentSettings:
                                  "programs to (the --include flag sets it)")
     serverurl: str = _opt("", "supervisord's XML-RPC URL; empty: $SUPERVISOR_SERVER_URL (set "
                               "by supervisord for its programs)", check=_check_serverurl)
+    metrics_address: str = _opt("127.0.0.1:9641", "this host's Prometheus scrape target "
+                                "(/metrics of every program supervisord runs here), served by "
+                                "the agent, or by the metrics program without --agent; empty: "
+                                "none", check=_check_metrics_address)
 
 
 @dataclass
 class StatusSettings:
+    """``shardline status``'s alert thresholds (exit 3 past any of them)."""
+
     max_lag_ms: int = _opt(300_000, "status exits non-zero past this MillisBehindLatest / age",
                            min=0)
+    max_pending_age_s: float = _opt(0.0, "alert when the oldest pending staged file is older "
+                                    "(the loader is not loading); 0: 3 x loader.max_interval_s, "
+                                    "at least 60 s", min=0)
+    max_dead_letter_ratio: float = _opt(0.05, "alert when dead letters / staged records of a "
+                                        "stream over dead_letter_window_s exceed this (1: never)",
+                                        min=0, max=1)
+    dead_letter_window_s: float = _opt(900.0, "the recent window of the dead-letter count and "
+                                       "ratio", min=1)
+    dead_host_alert_s: float = _opt(86400.0, "a host whose heartbeat stopped alerts for this "
+                                    "long, then is only listed (0: as long as it is registered)",
+                                    min=0)
+
+    def pending_age_limit_s(self, loader_max_interval_s: float) -> float:
+        """``max_pending_age_s``, or the default sized from the loader's cadence."""
+        return self.max_pending_age_s or max(3 * loader_max_interval_s, 60.0)
 
 
 @dataclass
 class LogSettings:
     level: str = _opt("INFO", "log level", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    format: str = _opt("text", "text, or json: one JSON object per line (time, level, logger, "
+                       "message, the context fields such as shard or load_id, exception)",
+                       choices=("text", "json"))
 
 
 @dataclass

@@ -24,6 +24,8 @@ FAST = {
     "SHARDLINE_LOADER_MIN_FILES": "100",
     "SHARDLINE_LOADER_LEASE_TTL_S": "4",
     "SHARDLINE_GEARMAN_JOB_TIMEOUT_S": "30",
+    # each host's scrape target on a free port: tests run side by side on one machine
+    "SHARDLINE_AGENT_METRICS_ADDRESS": "127.0.0.1:0",
 }
 
 
@@ -68,3 +70,73 @@ def dead_letter_positions(s3: Any, bucket: str, prefix: str) -> dict[tuple[str, 
 
 def decode_b64(entry: dict) -> bytes:
     return base64.b64decode(entry["data_b64"])
+
+
+# -- metrics: the host scrape targets (docs/metrics.md) ----------------------------------------
+# What every host target shows once events flow, and which of them must grow between scrapes.
+HOST_METRICS = (
+    "shardline_consumer_records_read_total", "shardline_consumer_millis_behind_latest",
+    "shardline_consumer_iterator_age_seconds", "shardline_consumer_batches_in_flight",
+    "shardline_consumer_checkpoint_age_seconds", "shardline_stage_job_seconds_count",
+    "shardline_stage_records_staged_total", "shardline_stage_dead_letters_total",
+    "shardline_loader_pending_files", "shardline_loader_pending_bytes",
+    "shardline_loader_oldest_pending_age_seconds", "shardline_loader_quarantined_files",
+)
+LOAD_METRICS = ("shardline_loader_load_seconds_count", "shardline_loader_rows_loaded_total",
+                "shardline_e2e_latency_seconds_count")
+MOVING = ("shardline_consumer_records_read_total", "shardline_stage_records_staged_total",
+          "shardline_loader_rows_loaded_total", "shardline_e2e_latency_seconds_count")
+
+
+def free_address() -> str:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{s.getsockname()[1]}"
+
+
+def scrape(address: str) -> dict[str, float]:
+    """One scrape of a target in Prometheus text format: sample name -> sum over labels
+    (the parser refuses anything that is not the text format)."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://{address}/metrics", timeout=10) as resp:
+        assert resp.headers["Content-Type"].startswith("text/plain"), resp.headers
+        text = resp.read().decode()
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[s.name] = out.get(s.name, 0.0) + s.value
+    return out
+
+
+def total(scrapes: list[dict[str, float]], name: str) -> float:
+    return sum(s.get(name, 0.0) for s in scrapes)
+
+
+def scrape_when_complete(addresses: list[str], names: tuple[str, ...], timeout: float,
+                         logs: Any = None) -> list[dict[str, float]]:
+    """Scrape every target until, together, they show every name in ``names`` (a target
+    still starting is retried); the scrapes."""
+    import urllib.error
+
+    found: list[dict[str, float]] = []
+
+    def complete() -> bool:
+        found.clear()
+        for address in addresses:
+            try:
+                found.append(scrape(address))
+            except (urllib.error.URLError, ConnectionError):
+                return False
+        return all(any(n in s for s in found) for n in names)
+
+    try:
+        wait_for(complete, timeout, f"metrics {', '.join(names)} at {', '.join(addresses)}")
+    except TimeoutError as exc:
+        missing = [n for n in names if not any(n in s for s in found)]
+        raise AssertionError(f"{exc}; missing {missing}\n{logs() if logs else ''}") from None
+    return list(found)

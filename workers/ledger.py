@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 PENDING = "pending"
 LOADED = "loaded"
@@ -47,11 +47,16 @@ _COLUMNS = [
     ("generation", "VARCHAR(64)"),
     ("arrival_min_ms", "BIGINT"),
     ("arrival_max_ms", "BIGINT"),
+    ("arrival_sample", "VARCHAR(256)"),
 ]
 
 # What the loader needs of a pending file, in order (``StagedFile.pending``).
 PENDING_COLUMNS = ("s3_key", "stream", "shard_id", "first_sequence", "first_sub_sequence",
-                   "last_sequence", "last_sub_sequence", "row_count", "byte_count", "staged_at")
+                   "last_sequence", "last_sub_sequence", "row_count", "byte_count", "staged_at",
+                   "arrival_sample")
+
+# Arrival times kept per staged file, for the end-to-end latency histogram at load time.
+ARRIVAL_POINTS = 8
 
 
 @dataclass(kw_only=True)
@@ -91,6 +96,7 @@ class StagedFile:
     # reprocess replace by the sort key even when the file has no rows.
     arrival_min_ms: int | None = None
     arrival_max_ms: int | None = None
+    arrival_sample: str | None = None  # ``arrival_sample()`` of the batch's records
 
     def __post_init__(self) -> None:
         if not self.state:
@@ -121,3 +127,49 @@ class StagedFile:
     def params(self) -> tuple:
         """The values of ``_COLUMNS``, in order."""
         return tuple(getattr(self, name) for name, _ in _COLUMNS)
+
+
+def arrival_sample(arrivals_ms: Iterable[int], points: int = ARRIVAL_POINTS) -> str | None:
+    """The batch's Kinesis arrival times (epoch ms) as ``points`` quantiles, each standing
+    for an equal share of the rows: the midpoints of ``points`` equal-count slices, written
+    ``first,delta,delta...`` (ms; ~60 bytes). The loader turns them into end-to-end latency
+    observations at its commit (``arrival_points``) without reading the rows again."""
+    ordered = sorted(arrivals_ms)  # already in order within a shard: timsort is linear
+    n = len(ordered)
+    if not n:
+        return None
+    k = min(points, n)
+    picks = [ordered[min(n - 1, (2 * i + 1) * n // (2 * k))] for i in range(k)]
+    return ",".join([str(picks[0])] + [str(p - picks[0]) for p in picks[1:]])
+
+
+def arrival_points(sample: str | None) -> list[int]:
+    """``arrival_sample`` text -> arrival times in epoch ms (empty when absent or unreadable:
+    a metric must never stop a load)."""
+    if not sample:
+        return []
+    try:
+        first, *rest = (int(p) for p in sample.split(","))
+    except ValueError:
+        return []
+    return [first] + [first + d for d in rest]
+
+
+def e2e_observations(entries: Iterable["StagedFile"], queryable_ms: int,
+                     inserted_share: float = 1.0) -> list[tuple[float, int]]:
+    """(latency seconds, rows) pairs for the files of one load: each file's rows (times
+    ``inserted_share``, the load's inserted / copied rows: duplicates the merge skipped, e.g.
+    of a replay, were queryable long before and are not counted) split evenly over its
+    arrival points."""
+    out: list[tuple[float, int]] = []
+    for e in entries:
+        points = arrival_points(e.arrival_sample)
+        count = round(e.row_count * min(1.0, max(0.0, inserted_share)))
+        if not points or count <= 0:
+            continue
+        k = len(points)
+        for i, arrived in enumerate(points):
+            rows = count * (i + 1) // k - count * i // k
+            if rows:
+                out.append((max(0.0, (queryable_ms - arrived) / 1000.0), rows))
+    return out

@@ -27,7 +27,8 @@ One ``step()``:
 
 A crash before the commit rolls everything back: the files stay ``pending``. A failed load
 is logged with its reason and retried with exponential backoff; a file whose COPY failed
-``loader.quarantine_after`` times is quarantined with its error (``shardline status``
+``loader.quarantine_after`` times (counted in the control store, so restarts do not reset
+it) is quarantined with its error (``shardline status``
 shows it) so the rest of the table goes on loading.
 """
 from __future__ import annotations
@@ -49,9 +50,10 @@ from shardline.errors import LeaseHeld, LeaseLost, LoadFailed, RetriableError
 from shardline.layout import manifest_key
 from shardline.lifecycle import StopSignals, first_line, transaction
 from shardline.logs import get_logger
+from shardline.metrics.pipeline import LoaderMetrics
 from shardline.settings import LoaderSettings, Settings
 from shardline.tables import table_spec
-from shardline.workers.ledger import StagedFile
+from shardline.workers.ledger import StagedFile, e2e_observations
 from shardline.workers.warehouse import combine, make_dialect, record
 from shardline.workers.warehouse.base import Dialect
 from shardline.workers.warehouse.plan import Manifest, Refused, build_plan
@@ -60,6 +62,7 @@ MAX_BACKOFF_S = 60.0
 _IDENT = re.compile(r"[^a-z0-9]")
 # The loader lease's "stream" in the control store ('@' is never in a Kinesis stream name).
 LOADER_LEASE = "@loader"
+QUARANTINE_REFRESH_S = 30.0  # the quarantined-files gauge reads the store this often
 
 
 # -- the trigger (pure) -------------------------------------------------------------
@@ -203,10 +206,11 @@ class Loader:
         self.reconciled = False
         self.failures = 0
         self.retry_at = 0.0
-        self.copy_failures: dict[str, int] = {}  # s3_key -> failed COPYs in a row
         self.isolate = False  # a COPY failed naming no file: load one file at a time
         self.last_load_id: str | None = None
         self.log = get_logger("loader", table=self.table, load_id="-")
+        self.metrics = LoaderMetrics(self.table)
+        self.quarantine_read_at: float | None = None  # None: read at the next step
 
     # -- one iteration -----------------------------------------------------------
     def step(self) -> StepResult:
@@ -220,10 +224,12 @@ class Loader:
             return StepResult("backoff", self.retry_at - now)
         try:
             if not self.hold_lease():
+                self.metrics.standby()
                 return StepResult("standby", poll)
             if not self.reconciled:
                 self.reconcile()
             stats = self.pending_stats()
+            self._gauges(stats, now)
             reason = self.trigger.reason(stats, utc(now))
             if reason is None:
                 return StepResult("idle" if stats.files == 0 else "not_due", poll)
@@ -238,6 +244,8 @@ class Loader:
             self.failures += 1
             delay = min(MAX_BACKOFF_S, max(poll, 1.0) * 2 ** (self.failures - 1))
             self.retry_at = self.clock() + delay
+            if self.last_load_id is not None:
+                self.metrics.load_failed()
             log = self.log.bind(load_id=self.last_load_id or "-")
             log.error("load failed (%s, failure %d in a row); its files stay pending, "
                       "retrying in %.1fs: %s", type(exc).__name__, self.failures, delay,
@@ -270,6 +278,16 @@ class Loader:
         self.warehouse.close()
         if self._owns_store:
             self.store.close()
+
+    def _gauges(self, stats: PendingStats, now: float) -> None:
+        """Pending and quarantined files for the metrics (the quarantine list is read every
+        ``QUARANTINE_REFRESH_S``, and at once after a quarantine)."""
+        age = (utc(now) - stats.oldest).total_seconds() if stats.oldest is not None else 0.0
+        self.metrics.pending(stats.files, stats.bytes, age)
+        if self.quarantine_read_at is None or now - self.quarantine_read_at >= \
+                QUARANTINE_REFRESH_S:
+            self.quarantine_read_at = now
+            self.metrics.quarantined.set(len(self.store.quarantined(self.table)))
 
     # -- the loader lease ----------------------------------------------------------
     def hold_lease(self) -> bool:
@@ -381,7 +399,7 @@ class Loader:
             if getattr(exc, "step", None) == "copy":
                 self._copy_failed(log, manifest, str(exc))
             raise
-        self.copy_failures.clear()
+        queryable_ms = int(self.clock() * 1000)
         self.isolate = False
         # The warehouse has committed; a kill here is what reconcile() repairs.
         try:
@@ -396,6 +414,11 @@ class Loader:
                             outcome.rows_inserted, seconds,
                             len(fetched) >= cap or len(entries) < len(fetched),
                             outcome.timings, outcome.rows_replaced)
+        share = outcome.rows_inserted / outcome.rows_copied if outcome.rows_copied else 0.0
+        # a reprocess or redrive re-loads old records: their age is not the pipeline's latency
+        self.metrics.load_done(seconds, outcome.rows_inserted, outcome.rows_copied,
+                               [] if first.generation else
+                               e2e_observations(entries, queryable_ms, share))
         log.info("loaded %d files, %d rows copied, %d inserted, %d duplicates skipped, "
                  "%s""in %.2fs (%.0f rows/s; %s)", result.files,
                  result.rows_copied, result.rows_inserted,
@@ -418,7 +441,8 @@ class Loader:
 
     def _copy_failed(self, log: Any, manifest: Manifest, error: str) -> None:
         """Count the failure against the file it names (or, naming none, against the only
-        file of an isolated load); quarantine a file at ``loader.quarantine_after``."""
+        file of an isolated load) in the control store; quarantine a file at
+        ``loader.quarantine_after`` failures, however many loader processes made them."""
         details = self._copy_error_details(log)
         text = " ".join([error, *details])
         named = [e for e in manifest.entries if manifest.object_url(e) in text]
@@ -428,15 +452,16 @@ class Loader:
             self.isolate = True
             return
         limit = self.settings.loader.quarantine_after
+        reason = self.dialect.redact(text)[:4000]
         for entry in named:
-            n = self.copy_failures.get(entry.s3_key, 0) + 1
-            self.copy_failures[entry.s3_key] = n
+            # counted in the control store: a loader restarted after each failure goes on
+            # counting where the last one stopped
+            n = self.store.count_copy_failure(entry.s3_key, reason)
             if n >= limit:
-                reason = self.dialect.redact(text)[:4000]
+                self.quarantine_read_at = None  # the gauge reads the list again
                 if self.store.quarantine(entry.s3_key, reason):
                     log.error("quarantined %s after %d failed COPYs: %s",
                               manifest.object_url(entry), n, reason)
-                self.copy_failures.pop(entry.s3_key, None)
                 self.isolate = False
 
     def _copy_error_details(self, log: Any) -> list[str]:

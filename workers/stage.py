@@ -34,10 +34,11 @@ from typing import Any, Callable
 
 from shardline import codec, csvformat, layout
 from shardline.logs import ContextLogger, get_logger
+from shardline.metrics.pipeline import StageMetrics
 from shardline.settings import Settings
 from shardline.tables import table_spec
 from shardline.controlstore import open_store
-from shardline.workers.ledger import StagedFile
+from shardline.workers.ledger import StagedFile, arrival_sample
 from shardline.workers.rows import RowBuilder, dead_letter_lines
 from shardline.workers.transform import Transform, load_transform, transform_version
 
@@ -90,6 +91,7 @@ class StageJob:
         self.ledger = ledger if ledger is not None else open_store(settings)
         self.clock = clock
         self.log = log or get_logger("stage")
+        self.metrics = StageMetrics(self.spec.name)
 
     def close(self) -> None:
         self.ledger.close()
@@ -99,15 +101,21 @@ class StageJob:
 
         Returns ``b""``: the job completing is the whole answer (nobody reads a result);
         failing is raising (WORK_FAIL)."""
-        generation, batch = codec.decode_job(payload)
-        if job_log is not None and batch.records:
-            # the runner's own lines for this job (e.g. "job failed") then name the batch too
-            job_log.extra["batch"] = f"{batch.stream}/{batch.batch_id}"
-            if generation:
-                job_log.extra["reprocess"] = generation
-        log = self.log.bind(**job_log.extra) if job_log is not None else self.log
-        self.stage(batch, log, generation=generation,
-                   raw=payload if generation is None else None)
+        started = time.perf_counter()
+        try:
+            generation, batch = codec.decode_job(payload)
+            if job_log is not None and batch.records:
+                # the runner's own lines for this job (e.g. "job failed") name the batch too
+                job_log.extra["batch"] = f"{batch.stream}/{batch.batch_id}"
+                if generation:
+                    job_log.extra["reprocess"] = generation
+            log = self.log.bind(**job_log.extra) if job_log is not None else self.log
+            self.stage(batch, log, generation=generation,
+                       raw=payload if generation is None else None)
+        except Exception:
+            self.metrics.job(time.perf_counter() - started, ok=False)
+            raise
+        self.metrics.job(time.perf_counter() - started, ok=True)
         return b""
 
     def stage(self, batch: codec.Batch, log: ContextLogger | None = None, *,
@@ -150,9 +158,13 @@ class StageJob:
             first_sub_sequence=f.sub_sequence_number, last_sequence=l.sequence_number,
             last_sub_sequence=l.sub_sequence_number, row_count=staged.rows, byte_count=size,
             dead_letter_key=dl_key, dead_letter_count=len(staged.dead_letters),
-            staged_at=now.replace(tzinfo=None), transform_version=self.transform_version,
-            generation=generation, arrival_min_ms=min(r.arrival_ms for r in batch.records),
+            staged_at=now.replace(tzinfo=None),
+            arrival_sample=arrival_sample(r.arrival_ms for r in batch.records),
+            transform_version=self.transform_version, generation=generation,
+            arrival_min_ms=min(r.arrival_ms for r in batch.records),
             arrival_max_ms=max(r.arrival_ms for r in batch.records)))
+        if inserted:
+            self.metrics.recorded(staged.rows, staged.dead_letters)
         log.info("staged %d rows (%d bytes gz), %d dead letters in %.1f ms (transform %s%s)%s",
                  staged.rows, size, len(staged.dead_letters),
                  (time.perf_counter() - started) * 1000, self.transform_version,

@@ -69,6 +69,7 @@ class PendingStats:
     files: int
     bytes: int
     oldest: datetime | None
+    rows: int = 0  # good rows in the pending files (status shows it)
 
 
 @dataclass(frozen=True)
@@ -256,3 +257,78 @@ class ControlStore(abc.ABC):
     @abc.abstractmethod
     def assignments(self, stream: str) -> dict[str, str]:
         """shard id -> host id for the stream's assigned shards."""
+
+    # -- status's view of the fleet and the ledger (issue 13; records at the module's end)
+    # Read-only queries for ``shardline status``; each is bounded by something small (the
+    # hosts, the shards, a recent time window), never by the size of the ledger.
+    @abc.abstractmethod
+    def hosts(self) -> list[Host]:
+        """Every registered host, live or not (a host whose heartbeat stopped stays until
+        ``remove_host``), by id; ``Host.expires_at`` tells which are live."""
+
+    @abc.abstractmethod
+    def streams(self) -> list[str]:
+        """The streams this store knows (any lease or assignment), by name; the pipeline's
+        own lease names (``INTERNAL_STREAM_PREFIX``) are left out."""
+
+    @abc.abstractmethod
+    def staged_totals(self, target_table: str, since: datetime) -> dict[str, StagedTotals]:
+        """stream -> what was staged for the table at or after ``since`` (any state): the
+        dead-letter rate of a recent window."""
+
+    # -- COPY failures: quarantine that survives a loader restart ------------------
+    @abc.abstractmethod
+    def count_copy_failure(self, s3_key: str, error: str) -> int:
+        """One more failed COPY of a *pending* file, with its (redacted) error, in one
+        atomic write; returns the file's count so far, or 0 when the file is not pending
+        (loaded, quarantined, unknown: nothing written). Kept in the store, not in the
+        loader process, so a loader restarted after every failure still reaches
+        ``loader.quarantine_after``."""
+
+    @abc.abstractmethod
+    def copy_failures(self, s3_key: str) -> tuple[int, str | None]:
+        """(failed COPYs counted so far, the last error) of a file; ``(0, None)`` when
+        none were counted or the file is unknown."""
+
+    # -- the upgrade from a warehouse that held the control tables -----------------
+    @abc.abstractmethod
+    def import_shard_state(self, leases: Iterable[Lease], history: Iterable[HistoryEntry],
+                           checkpoints: Iterable["LegacyCheckpoint"]) -> dict[str, int]:
+        """Carry leases (with their tokens, released), history entries (with their ids)
+        and checkpoints (pointing at those ids) into the store, each inserted only where
+        the store has none yet: running it twice, or after the new fleet wrote newer
+        state, changes nothing already there. Later history ids are larger than every
+        imported one. Returns how many of each were inserted (``shardline migrate`` on a
+        warehouse of the release before the control store; ``shardline/upgrade.py``)."""
+
+
+# -- status's view of the fleet and the ledger (issue 13) ------------------------------
+FILE_STATES = (PENDING, LOADED, QUARANTINED)  # every state a ledger entry can be in
+# Lease "streams" of the pipeline's own (the loader's lease is stream "@loader"), not Kinesis.
+INTERNAL_STREAM_PREFIX = "@"
+
+
+@dataclass(frozen=True)
+class StagedTotals:
+    """What was staged for one table and stream in a window (``staged_totals``): files,
+    good rows and dead letters, from the ledger's per-file counts."""
+
+    files: int
+    rows: int
+    dead_letters: int
+
+
+__all__ += ["FILE_STATES", "INTERNAL_STREAM_PREFIX", "StagedTotals"]
+
+
+# -- the upgrade from a warehouse that held the control tables (import_shard_state) --
+
+@dataclass(frozen=True)
+class LegacyCheckpoint:
+    """A checkpoint as the warehouse of the release before the control store held it."""
+
+    stream: str
+    shard_id: str
+    checkpoint: Checkpoint  # its updated_at is the row's
+    lease_token: int
+    history_id: int

@@ -7,7 +7,8 @@ the lease, add the history item, move the checkpoint) that lands whole or not at
 ledger insert is a put conditional on the key not existing. Pending and quarantined files
 are found through sparse GSIs keyed by table and ordered by ``<staged µs>#<key>`` (GSIs are
 eventually consistent: a file just recorded may show up in ``pending_files`` a moment later,
-which only delays its load; the flips themselves are conditional on the item). History is
+which only delays its load; the flips themselves are conditional on the item); a third GSI,
+``staged``, orders every file by table and staged time for ``staged_totals``. History is
 keyed by ``<stream>/<shard>`` and id, ids from an atomic counter item. Times are integer
 microseconds since the epoch so conditions compare numbers (``dynamodb_schema.py``).
 Tables: ``create_tables()`` (PAY_PER_REQUEST), called by ``shardline migrate --control``.
@@ -26,6 +27,8 @@ from .base import (
     Lease, PendingStats, Quarantined, ShardStatus, StagedFile, check_status_fields, lease_held,
     lease_lost, replay_entry_checkpoint, replay_refused,
 )  # fmt: skip
+from .base import INTERNAL_STREAM_PREFIX, StagedTotals  # status's views (issue 13)
+from .base import LegacyCheckpoint
 from .dynamodb_schema import (
     TABLES, from_us as _dt, item as _item, names as _names, ser as _ser, table_specs,
     to_us as _us, vals as _vals,
@@ -34,10 +37,12 @@ from .dynamodb_schema import (
 _COUNTER = {"shard_key": {"S": "#counter"}, "id": {"N": "0"}}  # no stream, no entry_id: no GSI
 _THROTTLED = {"ProvisionedThroughputExceededException", "ThrottlingException",
               "RequestLimitExceeded", "TransactionConflictException"}
+_INDEX_BACKFILL_WAIT_S = 3600.0  # migrate waits this long for an added index to fill
 _FILE_FIELDS = ("s3_key", "target_table", "stream", "shard_id", "first_sequence",
                 "first_sub_sequence", "last_sequence", "last_sub_sequence", "row_count",
                 "byte_count", "dead_letter_key", "dead_letter_count", "state", "load_id",
-                "transform_version", "generation", "arrival_min_ms", "arrival_max_ms")
+                "arrival_sample", "transform_version", "generation", "arrival_min_ms",
+                "arrival_max_ms")
 
 
 class DynamoStore(ControlStore):
@@ -94,7 +99,41 @@ class DynamoStore(ControlStore):
                     created.append(spec["TableName"])
             for name in created:
                 self.client.get_waiter("table_exists").wait(TableName=name)
+            for spec in specs:
+                if spec["TableName"] in existing:
+                    created += self._add_indexes(spec)
         return created
+
+    def _add_indexes(self, spec: dict) -> list[str]:
+        """GSIs a newer version added to a table that exists already (UpdateTable creates
+        one index per call); waits until each is ACTIVE (DynamoDB backfills it first).
+        Returns ``table.index`` names."""
+        name = spec["TableName"]
+        have = {g["IndexName"] for g in self.client.describe_table(TableName=name)["Table"]
+                .get("GlobalSecondaryIndexes", [])}
+        added = []
+        for gsi in spec.get("GlobalSecondaryIndexes", []):
+            if gsi["IndexName"] in have:
+                continue
+            self.client.update_table(TableName=name,
+                                     AttributeDefinitions=spec["AttributeDefinitions"],
+                                     GlobalSecondaryIndexUpdates=[{"Create": gsi}])
+            deadline = time.monotonic() + _INDEX_BACKFILL_WAIT_S
+            while self._index_status(name, gsi["IndexName"]) != "ACTIVE":
+                if time.monotonic() > deadline:
+                    raise ServiceUnavailable(
+                        f"control store (DynamoDB): index {gsi['IndexName']} of {name} is "
+                        f"still being built; run `shardline migrate --control` again later")
+                time.sleep(1)
+            added.append(f"{name}.{gsi['IndexName']}")
+        return added
+
+    def _index_status(self, table: str, index: str) -> str | None:
+        for g in self.client.describe_table(TableName=table)["Table"].get(
+                "GlobalSecondaryIndexes", []):
+            if g["IndexName"] == index:
+                return g.get("IndexStatus")
+        return None
 
     # -- leases -----------------------------------------------------------------
     @staticmethod
@@ -367,12 +406,13 @@ class DynamoStore(ControlStore):
         return out
 
     def pending_stats(self, target_table: str) -> PendingStats:
-        files, size, oldest = 0, 0, None
+        files, size, rows, oldest = 0, 0, 0, None
         for item in self._by_index("pending", target_table,
-                                   ProjectionExpression="byte_count, staged_us"):
+                                   ProjectionExpression="byte_count, staged_us, row_count"):
             files, size = files + 1, size + int(item["byte_count"])
+            rows += int(item.get("row_count") or 0)
             oldest = oldest if oldest is not None else _dt(item["staged_us"])
-        return PendingStats(files, size, oldest)
+        return PendingStats(files, size, oldest, rows)
 
     def _flip(self, s3_key: str, update: str, what: str, **values: Any) -> bool:
         try:
@@ -416,21 +456,28 @@ class DynamoStore(ControlStore):
         with self._errors("heartbeat"):
             self.client.put_item(TableName=self.t["hosts"], Item=_ser(item)["M"])
 
-    def live_hosts(self) -> list[Host]:
-        kw: dict[str, Any] = {"TableName": self.t["hosts"], "ConsistentRead": True,
-                              "FilterExpression": "expires_us > :now",
-                              "ExpressionAttributeValues": _vals(now=_us(self.now()))}
-        hosts = []
+    def _scan(self, table: str, **kw: Any) -> list[dict[str, Any]]:
+        """Every item of a small table (hosts, leases, assignments: an item per host or
+        shard), following pages."""
+        kw = {"TableName": self.t[table], "ConsistentRead": True, **kw}
+        items = []
         while True:
-            with self._errors("list hosts"):
+            with self._errors(f"scan {table}"):
                 page = self.client.scan(**kw)
-            hosts += [_item(i) for i in page.get("Items", [])]
+            items += [_item(i) for i in page.get("Items", [])]
             if "LastEvaluatedKey" not in page:
-                break
+                return items
             kw["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    @staticmethod
+    def _hosts(items: list[dict[str, Any]]) -> list[Host]:
         return [Host(h["host_id"], _dt(h["renewed_us"]), _dt(h["expires_us"]),
                      dict(h.get("info") or {}))
-                for h in sorted(hosts, key=lambda h: h["host_id"])]
+                for h in sorted(items, key=lambda h: h["host_id"])]
+
+    def live_hosts(self) -> list[Host]:
+        return self._hosts(self._scan("hosts", FilterExpression="expires_us > :now",
+                                      ExpressionAttributeValues=_vals(now=_us(self.now()))))
 
     def remove_host(self, host_id: str) -> None:
         with self._errors("remove host"):
@@ -454,3 +501,104 @@ class DynamoStore(ControlStore):
             TableName=self.t["assignments"], ConsistentRead=True,
             KeyConditionExpression="#stream = :s", ExpressionAttributeNames=_names("stream"),
             ExpressionAttributeValues=_vals(s=stream))}
+
+    # -- status's view of the fleet and the ledger --------------------------------
+    def hosts(self) -> list[Host]:
+        return self._hosts(self._scan("hosts"))
+
+    def streams(self) -> list[str]:
+        # A Scan, but of tables holding an item per shard: cheap whatever the traffic.
+        names = {i["stream"] for table in ("leases", "assignments")
+                 for i in self._scan(table, ProjectionExpression="#stream",
+                                     ExpressionAttributeNames=_names("stream"))}
+        return sorted(n for n in names if not n.startswith(INTERNAL_STREAM_PREFIX))
+
+    def staged_totals(self, target_table: str, since: Any) -> dict[str, StagedTotals]:
+        out: dict[str, list[int]] = {}
+        for i in self._query(TableName=self.t["files"], IndexName="staged",
+                             KeyConditionExpression="target_table = :t AND order_key >= :since",
+                             ExpressionAttributeValues=_vals(t=target_table,
+                                                             since=f"{_us(since):020d}"),
+                             ProjectionExpression="#stream, row_count, dead_letter_count",
+                             ExpressionAttributeNames=_names("stream")):
+            agg = out.setdefault(i["stream"], [0, 0, 0])
+            agg[0] += 1
+            agg[1] += int(i.get("row_count") or 0)
+            agg[2] += int(i.get("dead_letter_count") or 0)
+        return {s: StagedTotals(*agg) for s, agg in sorted(out.items())}
+    # -- COPY failures -----------------------------------------------------------
+    def count_copy_failure(self, s3_key: str, error: str) -> int:
+        try:
+            with self._errors("count copy failure"):
+                out = self.client.update_item(
+                    TableName=self.t["files"], Key={"s3_key": _ser(s3_key)},
+                    UpdateExpression="ADD copy_failures :one SET last_copy_error = :error",
+                    ConditionExpression="#state = :pending",
+                    ExpressionAttributeNames=_names("state"),
+                    ExpressionAttributeValues=_vals(one=1, error=error, pending=PENDING),
+                    ReturnValues="UPDATED_NEW")
+        except Exception as exc:  # noqa: BLE001
+            if error_code(exc) == "ConditionalCheckFailedException":
+                return 0  # not pending (or unknown): nothing written
+            raise
+        return int(out["Attributes"]["copy_failures"]["N"])
+
+    def copy_failures(self, s3_key: str) -> tuple[int, str | None]:
+        found = self._get("files", s3_key=s3_key)
+        if not found:
+            return 0, None
+        return int(found.get("copy_failures", 0)), found.get("last_copy_error")
+
+    # -- the upgrade from a warehouse that held the control tables -----------------
+    def _put_new(self, table: str, item: dict[str, Any], key: str) -> int:
+        """1 if the item was put, 0 if one with its key was there (left alone)."""
+        try:
+            with self._errors(f"import {table}"):
+                self.client.put_item(TableName=self.t[table],
+                                     Item={k: _ser(v) for k, v in item.items() if v is not None},
+                                     ConditionExpression=f"attribute_not_exists({key})")
+            return 1
+        except Exception as exc:  # noqa: BLE001
+            if error_code(exc) == "ConditionalCheckFailedException":
+                return 0
+            raise
+
+    def import_shard_state(self, leases: Iterable[Lease], history: Iterable[HistoryEntry],
+                           checkpoints: Iterable[LegacyCheckpoint]) -> dict[str, int]:
+        done = {"leases": 0, "history": 0, "checkpoints": 0}
+        for lease in leases:
+            done["leases"] += self._put_new("leases", {
+                "stream": lease.stream, "shard_id": lease.shard_id, "token": lease.token,
+                "renewed_us": _us(lease.renewed_at) if lease.renewed_at else None,
+                "expires_us": _us(lease.expires_at) if lease.expires_at else None},
+                "shard_id")
+        top = 0
+        for e in history:
+            top = max(top, e.id)
+            done["history"] += self._put_new("history", {
+                "stream": e.stream, "id": e.id, "entry_id": e.id, "shard_id": e.shard_id,
+                "shard_key": f"{e.stream}/{e.shard_id}", "sequence_number": e.sequence_number,
+                "sub_sequence_number": e.sub_sequence_number,
+                "closes_sequence": e.closes_sequence, "source": e.source, "reason": e.reason,
+                "lease_token": e.lease_token, "created_us": _us(e.created_at)}, "id")
+        if top:  # the counter hands out ids above every imported one
+            try:
+                with self._errors("history counter"):
+                    self.client.update_item(
+                        TableName=self.t["history"], Key=_COUNTER,
+                        UpdateExpression="SET next_id = :top",
+                        ConditionExpression="attribute_not_exists(next_id) OR next_id < :top",
+                        ExpressionAttributeValues=_vals(top=top))
+            except Exception as exc:  # noqa: BLE001
+                if error_code(exc) != "ConditionalCheckFailedException":
+                    raise
+        for c in checkpoints:
+            cp = c.checkpoint
+            done["checkpoints"] += self._put_new("checkpoints", {
+                "stream": c.stream, "shard_id": c.shard_id,
+                "sequence_number": cp.sequence_number,
+                "sub_sequence_number": cp.sub_sequence_number,
+                "closes_sequence": cp.closes_sequence, "lease_token": c.lease_token,
+                "history_id": c.history_id,
+                "updated_us": _us(cp.updated_at or self.now())}, "shard_id")
+        return done

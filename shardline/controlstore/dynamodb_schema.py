@@ -95,7 +95,9 @@ def table_specs(t: dict[str, str]) -> list[dict]:
         table_spec(t["status"], ("stream", S), ("shard_id", S)),
         table_spec(t["files"], ("s3_key", S),
                    gsis=[("pending", ("pending_table", S), ("order_key", S)),
-                         ("quarantined", ("quarantined_table", S), ("order_key", S))]),
+                         ("quarantined", ("quarantined_table", S), ("order_key", S)),
+                         # every file by table and staging time: status's recent window
+                         ("staged", ("target_table", S), ("order_key", S))]),
         table_spec(t["hosts"], ("host_id", S)),
         table_spec(t["assignments"], ("stream", S), ("shard_id", S)),
     ]

@@ -9,14 +9,17 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
+from collections import Counter
 from datetime import datetime
 from typing import Any, Callable, Iterable, Mapping
 
+from .base import LegacyCheckpoint
 from .base import (
     LOADED, PENDING, QUARANTINED, STATUS_FIELDS, Checkpoint, ControlStore, HistoryEntry, Host,
     Lease, PendingStats, Quarantined, ShardStatus, StagedFile, check_status_fields, lease_held,
     lease_lost, replay_entry_checkpoint, replay_refused,
 )  # fmt: skip
+from .base import INTERNAL_STREAM_PREFIX, StagedTotals  # status's views (issue 13)
 
 
 class MemoryStore(ControlStore):
@@ -32,6 +35,7 @@ class MemoryStore(ControlStore):
         self._errors: dict[str, tuple[str, datetime]] = {}
         self._hosts: dict[str, Host] = {}
         self._assignments: dict[tuple[str, str], str] = {}
+        self._copy_failures: dict[str, tuple[int, str]] = {}
 
     def create_tables(self) -> list[str]:
         return []
@@ -166,7 +170,8 @@ class MemoryStore(ControlStore):
         with self._lock:
             files = self._in_state(target_table, PENDING)
             return PendingStats(len(files), sum(f.byte_count for f in files),
-                                files[0].staged_at if files else None)
+                                files[0].staged_at if files else None,
+                                sum(f.row_count for f in files))
 
     def mark_loaded(self, target_table: str, s3_keys: Iterable[str], load_id: str) -> int:
         with self._lock:
@@ -224,3 +229,60 @@ class MemoryStore(ControlStore):
         with self._lock:
             return {shard: h for (s, shard), h in sorted(self._assignments.items())
                     if s == stream}
+
+    # -- status's view of the fleet and the ledger --------------------------------
+    def hosts(self) -> list[Host]:
+        with self._lock:
+            return [h for _, h in sorted(self._hosts.items())]
+
+    def streams(self) -> list[str]:
+        with self._lock:
+            names = {s for s, _ in self._leases} | {s for s, _ in self._assignments}
+        return sorted(n for n in names if not n.startswith(INTERNAL_STREAM_PREFIX))
+
+    def staged_totals(self, target_table: str, since: datetime) -> dict[str, StagedTotals]:
+        files: Counter[str] = Counter()
+        rows: Counter[str] = Counter()
+        dead: Counter[str] = Counter()
+        with self._lock:
+            for f in self._files.values():
+                if f.target_table == target_table and f.staged_at >= since:
+                    files[f.stream] += 1
+                    rows[f.stream] += f.row_count
+                    dead[f.stream] += f.dead_letter_count or 0
+        return {s: StagedTotals(files[s], rows[s], dead[s]) for s in sorted(files)}
+
+    # -- COPY failures -----------------------------------------------------------
+    def count_copy_failure(self, s3_key: str, error: str) -> int:
+        with self._lock:
+            f = self._files.get(s3_key)
+            if f is None or f.state != PENDING:
+                return 0
+            n = self._copy_failures.get(s3_key, (0, ""))[0] + 1
+            self._copy_failures[s3_key] = (n, error)
+            return n
+
+    def copy_failures(self, s3_key: str) -> tuple[int, str | None]:
+        with self._lock:
+            return self._copy_failures.get(s3_key, (0, None))
+
+    # -- the upgrade from a warehouse that held the control tables -----------------
+    def import_shard_state(self, leases: Iterable[Lease], history: Iterable[HistoryEntry],
+                           checkpoints: Iterable[LegacyCheckpoint]) -> dict[str, int]:
+        done = {"leases": 0, "history": 0, "checkpoints": 0}
+        with self._lock:
+            for lease in leases:
+                if (lease.stream, lease.shard_id) not in self._leases:
+                    self._leases[(lease.stream, lease.shard_id)] = dataclasses.replace(
+                        lease, owner=None)
+                    done["leases"] += 1
+            for entry in history:
+                if entry.id not in self._history:
+                    self._history[entry.id] = entry
+                    done["history"] += 1
+                self._next_id = max(self._next_id, entry.id + 1)
+            for c in checkpoints:
+                if (c.stream, c.shard_id) not in self._checkpoints:
+                    self._checkpoints[(c.stream, c.shard_id)] = (c.checkpoint, c.history_id)
+                    done["checkpoints"] += 1
+        return done

@@ -21,11 +21,13 @@ from shardline.errors import ServiceUnavailable
 from shardline.lifecycle import first_line, transaction
 from shardline.settings import redact_dsn
 
+from .base import LegacyCheckpoint
 from .base import (
     LOADED, PENDING, QUARANTINED, STATUS_FIELDS, Checkpoint, ControlStore, HistoryEntry, Host,
     Lease, PendingStats, Quarantined, ShardStatus, StagedFile, check_status_fields, lease_held,
     lease_lost, replay_entry_checkpoint, replay_refused,
 )  # fmt: skip
+from .base import FILE_STATES, INTERNAL_STREAM_PREFIX, StagedTotals  # status's views (issue 13)
 
 SQL_DIR = resources.files("shardline.sql") / "control"
 
@@ -35,8 +37,8 @@ _HISTORY_COLS = ("id, stream, shard_id, sequence_number, sub_sequence_number, cl
 _FILE_COLS = ("s3_key", "target_table", "stream", "shard_id", "first_sequence",
               "first_sub_sequence", "last_sequence", "last_sub_sequence", "row_count",
               "byte_count", "dead_letter_key", "dead_letter_count", "state", "staged_at",
-              "loaded_at", "load_id", "transform_version", "generation", "arrival_min_ms",
-              "arrival_max_ms")
+              "loaded_at", "load_id", "arrival_sample", "transform_version", "generation",
+              "arrival_min_ms", "arrival_max_ms")
 _SELECT_FILES = f"SELECT {', '.join(_FILE_COLS)} FROM staged_files"
 
 
@@ -279,11 +281,11 @@ class PostgresStore(ControlStore):
 
     def pending_stats(self, target_table: str) -> PendingStats:
         with self.tx() as cur:
-            cur.execute("SELECT COUNT(*), COALESCE(SUM(byte_count), 0), MIN(staged_at) "
-                        "FROM staged_files WHERE target_table = %s AND state = %s",
-                        (target_table, PENDING))
-            files, size, oldest = cur.fetchone()
-            return PendingStats(int(files), int(size), oldest)
+            cur.execute("SELECT COUNT(*), COALESCE(SUM(byte_count), 0), MIN(staged_at), "
+                        "COALESCE(SUM(row_count), 0) FROM staged_files "
+                        "WHERE target_table = %s AND state = %s", (target_table, PENDING))
+            files, size, oldest, rows = cur.fetchone()
+            return PendingStats(int(files), int(size), oldest, int(rows))
 
     def mark_loaded(self, target_table: str, s3_keys: Iterable[str], load_id: str) -> int:
         keys = sorted(set(s3_keys))
@@ -353,6 +355,83 @@ class PostgresStore(ControlStore):
             cur.execute("SELECT shard_id, host_id FROM shard_assignments WHERE stream = %s "
                         "ORDER BY shard_id", (stream,))
             return dict(cur.fetchall())
+
+    # -- status's view of the fleet and the ledger --------------------------------
+    def hosts(self) -> list[Host]:
+        with self.tx() as cur:
+            cur.execute("SELECT host_id, renewed_at, expires_at, info FROM hosts "
+                        "ORDER BY host_id")
+            return [Host(*row) for row in cur.fetchall()]
+
+    def streams(self) -> list[str]:
+        # Both tables hold a row per shard (not per record): small, whatever the traffic.
+        with self.tx() as cur:
+            cur.execute("SELECT stream FROM shard_leases UNION SELECT stream "
+                        "FROM shard_assignments ORDER BY 1")
+            return [s for (s,) in cur.fetchall() if not s.startswith(INTERNAL_STREAM_PREFIX)]
+
+    def staged_totals(self, target_table: str, since: Any) -> dict[str, StagedTotals]:
+        # state = ANY(every state) lets the (target_table, state, staged_at) index serve the
+        # time range (one index range per state), so this reads the window, not the ledger.
+        with self.tx() as cur:
+            cur.execute("SELECT stream, COUNT(*), COALESCE(SUM(row_count), 0), "
+                        "COALESCE(SUM(dead_letter_count), 0) FROM staged_files "
+                        "WHERE target_table = %s AND state = ANY(%s) AND staged_at >= %s "
+                        "GROUP BY stream ORDER BY stream",
+                        (target_table, list(FILE_STATES), since))
+            return {s: StagedTotals(int(f), int(r), int(d)) for s, f, r, d in cur.fetchall()}
+
+
+    # -- COPY failures -----------------------------------------------------------
+    def count_copy_failure(self, s3_key: str, error: str) -> int:
+        with self.tx() as cur:
+            cur.execute("UPDATE staged_files SET copy_failures = copy_failures + 1, "
+                        "last_copy_error = %s WHERE s3_key = %s AND state = %s "
+                        "RETURNING copy_failures", (error, s3_key, PENDING))
+            row = cur.fetchone()
+            return int(row[0]) if row else 0
+
+    def copy_failures(self, s3_key: str) -> tuple[int, str | None]:
+        with self.tx() as cur:
+            cur.execute("SELECT copy_failures, last_copy_error FROM staged_files "
+                        "WHERE s3_key = %s", (s3_key,))
+            row = cur.fetchone()
+            return (int(row[0]), row[1]) if row else (0, None)
+
+    # -- the upgrade from a warehouse that held the control tables -----------------
+    def import_shard_state(self, leases: Iterable[Lease], history: Iterable[HistoryEntry],
+                           checkpoints: Iterable[LegacyCheckpoint]) -> dict[str, int]:
+        done = {"leases": 0, "history": 0, "checkpoints": 0}
+        with self.tx() as cur:  # one transaction: all of it or none
+            for lease in leases:
+                cur.execute("INSERT INTO shard_leases (stream, shard_id, owner, token, "
+                            "renewed_at, expires_at) VALUES (%s, %s, NULL, %s, %s, %s) "
+                            "ON CONFLICT DO NOTHING", (lease.stream, lease.shard_id,
+                                                       lease.token, lease.renewed_at,
+                                                       lease.expires_at))
+                done["leases"] += cur.rowcount
+            for e in history:
+                cur.execute(f"INSERT INTO checkpoint_history ({_HISTORY_COLS}) VALUES "
+                            "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                            (e.id, e.stream, e.shard_id, e.sequence_number,
+                             e.sub_sequence_number, e.closes_sequence, e.source, e.reason,
+                             e.lease_token, e.created_at))
+                done["history"] += cur.rowcount
+            # ids given explicitly do not move the sequence: the next one must be larger
+            cur.execute("SELECT setval(pg_get_serial_sequence('checkpoint_history', 'id'), "
+                        "GREATEST((SELECT COALESCE(MAX(id), 0) FROM checkpoint_history), "
+                        "(SELECT last_value FROM checkpoint_history_id_seq)), true)")
+            for c in checkpoints:
+                cp = c.checkpoint
+                cur.execute("INSERT INTO checkpoints (stream, shard_id, sequence_number, "
+                            "sub_sequence_number, closes_sequence, lease_token, history_id, "
+                            "updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
+                            "ON CONFLICT DO NOTHING",
+                            (c.stream, c.shard_id, cp.sequence_number, cp.sub_sequence_number,
+                             cp.closes_sequence, c.lease_token, c.history_id,
+                             cp.updated_at or self.now()))
+                done["checkpoints"] += cur.rowcount
+        return done
 
 
 class _ThreadConnection:

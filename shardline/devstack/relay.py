@@ -86,18 +86,22 @@ def _is_commit(text: bytes) -> bool:
 
 class TcpRelay:
     """TCP relay to ``upstream``; ``cut()`` resets every connection (an outage) until
-    ``restore()``; ``commit_delay_s`` > 0 adds ``CommitDelay`` on the client side."""
+    ``restore()``; ``commit_delay_s`` > 0 (or ``count_commits``) adds ``CommitDelay`` on
+    the client side, which counts the COMMITs in ``commits``."""
 
     def __init__(self, upstream: tuple[str, int], host: str = "127.0.0.1", port: int = 0,
-                 commit_delay_s: float = 0.0) -> None:
+                 commit_delay_s: float = 0.0, count_commits: bool = False) -> None:
         self.upstream = upstream
         self.commit_delay_s = commit_delay_s
+        # count COMMITs even without a delay (bench/bench_commits.py: one relay per
+        # component, so the commits of shardline's own sessions are told apart)
+        self.count_commits = count_commits
         self._listener = socket.create_server((host, port))
         self._listener.settimeout(0.1)  # the accept loop notices stop()
         self.port: int = self._listener.getsockname()[1]
         self.url = f"http://{host}:{self.port}"
         self.outages = 0  # number of cut() calls
-        self.commits = 0  # COMMITs held back
+        self.commits = 0  # COMMITs seen (held back when commit_delay_s > 0)
         self._cut = False
         self._stopping = threading.Event()
         self._lock = threading.Lock()
@@ -165,7 +169,7 @@ class TcpRelay:
                 continue
             link = (client, upstream)
             delay = CommitDelay(self.commit_delay_s, self._counted) \
-                if self.commit_delay_s > 0 else None
+                if self.commit_delay_s > 0 or self.count_commits else None
             threads = [threading.Thread(target=self._pump, args=(link, src, dst, delay, up),
                                         daemon=True, name=f"tcp-relay-{self.port}-pump")
                        for src, dst, up in ((client, upstream, True), (upstream, client, False))]

@@ -8,6 +8,9 @@ supervisord sets for its programs), and the include file rendered by the same co
 ``SHARDLINE_*`` settings (supervisor-config's ``environment=`` reaches the agent too) and
 its ``--config``, so they run with the settings the host's config was made for.
 
+Metrics: the agent serves this host's scrape target on ``agent.metrics_address``
+(``shardline.metrics.multiproc``; a port in use is a warning, never a stop).
+
 Signals: the first SIGTERM/SIGINT ends the loop after the current step (leave the fleet if
 supervisord is shutting down, exit 0; supervisord stops the consumers itself); a second one
 stops at once (exit 130).
@@ -31,6 +34,7 @@ from shardline.exitcodes import ExitCode
 from shardline.fleet.agent import Agent, IncludeFile
 from shardline.fleet.supervisor import Supervisor, server_url
 from shardline.logs import get_logger
+from shardline.metrics import multiproc
 from shardline.ops.supervisor_render import DEFAULT_TEMPLATE, program_names, render_consumers
 from shardline.settings import ENV_PREFIX, Settings
 
@@ -145,4 +149,9 @@ def main(argv: Sequence[str]) -> int:
                   shardline_cmd=(shlex.split(args.shardline_command)
                                  if args.shardline_command else None),
                   config_path=args.config, command_template=args.command_template)
-    return run(agent, stop)
+    # The host's scrape target: every program supervisord runs here (multiprocess mode).
+    server = multiproc.serve_quietly(settings.agent.metrics_address, agent.log)
+    try:
+        return run(agent, stop)
+    finally:
+        multiproc.stop(server)

@@ -128,6 +128,7 @@ class Fleet:
     stream: str
     workers: int = 2
     agent_host: str | None = None
+    settings: dict[str, str] = field(default_factory=dict)  # --set for supervisor-config
     started: bool = field(default=False, init=False)
 
     @property
@@ -137,8 +138,9 @@ class Fleet:
     def configure(self) -> None:
         shardline("migrate", "--control", env=self.env)  # idempotent: the store's tables
         agent = ["--agent", "--set", f"agent.host_id={self.agent_host}"] if self.agent_host else []
+        sets = [a for k, v in sorted(self.settings.items()) for a in ("--set", f"{k}={v}")]
         shardline("supervisor-config", "--stream", self.stream, "--workers", str(self.workers),
-                  "--out", str(self.conf_dir), *agent, env=self.env)
+                  "--out", str(self.conf_dir), *agent, *sets, env=self.env)
 
     def start(self) -> None:
         self.configure()
@@ -219,6 +221,7 @@ class Hosts:
     env: dict[str, str]
     stream: str
     workers: int = 1
+    host_settings: dict[str, dict[str, str]] = field(default_factory=dict)  # host -> --set
     fleets: dict[str, Fleet] = field(default_factory=dict, init=False)
     down: set[str] = field(default_factory=set, init=False)
 
@@ -226,7 +229,8 @@ class Hosts:
         """Configure them all first, then launch them back to back (they boot together)."""
         for host in host_ids:
             self.fleets[host] = Fleet(self.root / host, self.env, self.stream, self.workers,
-                                      agent_host=host)
+                                      agent_host=host,
+                                      settings=self.host_settings.get(host, {}))
             self.fleets[host].configure()
         for host in host_ids:
             self.fleets[host].launch()

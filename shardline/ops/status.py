@@ -2,15 +2,25 @@
 
 Per shard (from the control store): lease owner and age, staged checkpoint, what the
 consumer last reported and how old that report is; (from the warehouse's load record) the
-last loaded position. Then the Gearman queues (admin protocol, every configured server),
-the pending and quarantined staged files (control store) and the last load.
+last loaded position. Then the fleet's hosts and their shards, the Gearman queues (admin
+protocol, every configured server), the pending and quarantined staged files and the dead
+letters of the last ``status.dead_letter_window_s`` (the control store's ledger: each
+staged file records its good rows and dead letters) and the last load.
 
-Exit 0 when healthy; ``ExitCode.ALERT`` (3) when a shard that is not at SHARD_END
-has no live owner, or lags past ``status.max_lag_ms`` (MillisBehindLatest), or
-its status row is older than 3 x ``consumer.report_interval_s`` (the consumer
-stopped reporting), or a staged file is quarantined. The reasons go to stderr.
+Streams: ``--stream`` or ``kinesis.stream``; ``--all-streams`` (or neither set) shows every
+stream the control store knows (its leases and assignments: a row per shard, cheap on both
+backends).
 
-This module is the command and the gathering (control tables, Kinesis,
+Exit 0 when healthy; ``ExitCode.ALERT`` (3) on any alert, the reasons on stderr and in
+``--json``'s ``alerts``: a shard that is not at SHARD_END has no live owner, lags past
+``status.max_lag_ms`` (MillisBehindLatest), or its status row is older than 3 x
+``consumer.report_interval_s`` (the consumer stopped reporting); a staged file is
+quarantined; the loader is not loading (the oldest pending file is older than
+``status.max_pending_age_s``); a configured gearmand does not answer, or no worker is
+registered for the stage function; the dead-letter ratio over the window is above
+``status.max_dead_letter_ratio``; a registered host's heartbeat stopped.
+
+This module is the command and the gathering (control store, warehouse, Kinesis,
 gearmand admin). The report itself is pure and lives next to it, so it is
 unit-tested without a database: ``shardline.ops.status_report`` (``build_report``,
 the alert rules, ``exit_code``, formatting helpers) and ``shardline.ops.status_render``
@@ -22,6 +32,7 @@ import json
 import sys
 import time
 from dataclasses import asdict
+from datetime import timedelta
 from typing import Any, Sequence
 
 from shardline.cli import command_parser, load_settings, parse_command_args
@@ -38,34 +49,51 @@ def _dicts(cur: Any) -> list[dict[str, Any]]:
 
 
 def gather_control(store: Any, streams: Sequence[str]) -> dict[str, Any]:
-    """Leases, checkpoints and consumer reports of the streams, from the control store."""
-    out: dict[str, Any] = {"leases": [], "checkpoints": [], "status_rows": []}
+    """Leases, checkpoints, consumer reports and shard assignments of the streams, and
+    every registered host, from the control store."""
+    out: dict[str, Any] = {"leases": [], "checkpoints": [], "status_rows": [],
+                           "assignments": []}
     for stream in streams:
         out["leases"] += [asdict(lease) for lease in store.leases(stream)]
         out["checkpoints"] += [{"stream": stream, "shard_id": shard, **asdict(cp)}
                                for shard, cp in store.checkpoints(stream).items()]
         out["status_rows"] += [asdict(st) for st in store.statuses(stream)]
+        out["assignments"] += [{"stream": stream, "shard_id": shard, "host_id": host}
+                               for shard, host in store.assignments(stream).items()]
+    out["hosts"] = [asdict(h) for h in store.hosts()]
     return out
 
 
-def gather_ledger(store: Any, tables: Sequence[str]) -> dict[str, Any]:
-    """Pending and quarantined files per target table, from the control store's ledger."""
-    pending, quarantined = [], []
+def gather_ledger(store: Any, tables: Sequence[str], since: Any) -> dict[str, Any]:
+    """Per target table, from the control store's ledger: pending and quarantined files,
+    and what was staged since ``since`` (files, good rows, dead letters per stream)."""
+    pending, quarantined, recent = [], [], []
     for table in tables:
         stats = store.pending_stats(table)
         if stats.files:
             pending.append({"target_table": table, "files": stats.files, "bytes": stats.bytes,
-                            "oldest": stats.oldest})
+                            "rows": stats.rows, "oldest": stats.oldest})
         quarantined += [{"target_table": table, "s3_key": q.file.s3_key, "error": q.error,
                          "quarantined_at": q.quarantined_at} for q in store.quarantined(table)]
-    return {"pending": pending, "quarantined": quarantined}
+        recent += [{"target_table": table, "stream": stream, **asdict(t)}
+                   for stream, t in store.staged_totals(table, since).items()]
+    return {"pending": pending, "quarantined": quarantined, "staged_recent": recent}
+
+
+def resolve_streams(settings: Settings, store: Any, all_streams: bool = False) -> list[str]:
+    """The streams to show: every stream the control store knows with ``all_streams``,
+    else ``kinesis.stream`` (``--stream``), else (none set) every known stream."""
+    if not all_streams and settings.kinesis.stream:
+        return [settings.kinesis.stream]
+    known = store.streams()
+    if not known and not all_streams:
+        settings.require("kinesis.stream")  # the usual "is required" configuration error
+    return known
 
 
 def gather_warehouse(conn: Any, streams: Sequence[str], now: Any) -> dict[str, Any]:
     """From the load record: per shard the last loaded position (over the last day's
     loads: a range on the record's sort key), and the last load."""
-    from datetime import timedelta
-
     from shardline.workers.warehouse.record import loaded_positions, loaded_versions
 
     out: dict[str, Any] = {}
@@ -107,19 +135,22 @@ def gather_kinesis(settings: Settings, streams: Sequence[str]) -> dict[str, Any]
     return out
 
 
-def collect(settings: Settings, control: Any, streams: Sequence[str], *,
+def collect(settings: Settings, control: Any, streams: Sequence[str] | None, *,
             use_kinesis: bool = True, gearman_timeout_s: float = 2.0,
             clock: Any = time.time) -> dict[str, Any]:
-    """``control``: the control store; the warehouse is read over a short connection."""
+    """``control``: the control store; the warehouse is read over a short connection.
+    ``streams`` None: every stream the control store knows (looked up now)."""
     from shardline import clients
     from shardline.ops import gearman_admin
 
     from shardline.tables import TABLES
 
-    known = list(streams)
+    known = list(control.streams() if streams is None else streams)
     now = utc(clock())
+    st = settings.status
     data = gather_control(control, known)
-    data.update(gather_ledger(control, sorted(TABLES)))
+    data.update(gather_ledger(control, sorted(TABLES),
+                              now - timedelta(seconds=st.dead_letter_window_s)))
     conn = clients.warehouse_connect(settings)
     try:
         data.update(gather_warehouse(conn, known, now))
@@ -128,14 +159,27 @@ def collect(settings: Settings, control: Any, streams: Sequence[str], *,
     kinesis = gather_kinesis(settings, known) if use_kinesis and known else None
     gearman = gearman_admin.cluster_status(clients.gearman_servers(settings), gearman_timeout_s)
     return build_report(now=now, streams=known, kinesis=kinesis, gearman=gearman,
-                        max_lag_ms=settings.status.max_lag_ms,
-                        report_interval_s=settings.consumer.report_interval_s, **data)
+                        max_lag_ms=st.max_lag_ms,
+                        report_interval_s=settings.consumer.report_interval_s,
+                        stage_function=settings.gearman.stage_function,
+                        max_pending_age_s=st.pending_age_limit_s(settings.loader.max_interval_s),
+                        max_dead_letter_ratio=st.max_dead_letter_ratio,
+                        dead_letter_window_s=st.dead_letter_window_s,
+                        dead_host_alert_s=st.dead_host_alert_s, **data)
 
 
 def main(argv: list[str]) -> int:
     parser = command_parser("status", "One screen of pipeline health. Exit 0 when healthy, "
-                                      "3 when a shard has no live owner or lags/stalls.")
-    parser.add_argument("--stream", help="the stream (default: kinesis.stream)")
+                                      "3 on an alert: a shard with no live owner or that "
+                                      "lags/stalls, the loader not loading, gearmand "
+                                      "unreachable or without stage workers, too many dead "
+                                      "letters, a quarantined file, a host whose heartbeat "
+                                      "stopped.")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--stream", help="the stream (default: kinesis.stream; neither set: "
+                                        "every stream the control store knows)")
+    which.add_argument("--all-streams", action="store_true",
+                       help="every stream the control store knows (leases, assignments)")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     parser.add_argument("--watch", type=float, metavar="SECONDS",
                         help="refresh every SECONDS until Ctrl-C")
@@ -165,17 +209,17 @@ def main(argv: list[str]) -> int:
             print(f"shardline status: --serve: {exc}", file=sys.stderr)
             return ExitCode.USAGE
     settings = load_settings(args, **{"kinesis.stream": args.stream})
-    # The control store is keyed by stream: status shows one (it has no "every stream" scan).
-    settings.require("warehouse.dsn", "kinesis.stream")
-    streams = [settings.kinesis.stream]
+    settings.require("warehouse.dsn")
 
     from shardline.controlstore import open_store
     from shardline.errors import ShardlineError
 
     control = open_store(settings)
+    # A named stream is fixed; "every known stream" is looked up again at each refresh.
+    fixed: list[str] | None = None
 
     def once() -> int:
-        report = collect(settings, control, streams, use_kinesis=not args.no_kinesis,
+        report = collect(settings, control, fixed, use_kinesis=not args.no_kinesis,
                          gearman_timeout_s=args.gearman_timeout)
         if args.json:
             print(json.dumps(report, indent=2, sort_keys=False, default=str), flush=True)
@@ -189,11 +233,14 @@ def main(argv: list[str]) -> int:
         return exit_code(report)
 
     try:
+        streams = resolve_streams(settings, control, args.all_streams)  # none: ConfigError
+        if settings.kinesis.stream and not args.all_streams:
+            fixed = streams
         if args.serve:
             from shardline.tables import TABLES
 
             return status_web.serve(
-                lambda: collect(settings, control, streams, use_kinesis=not args.no_kinesis,
+                lambda: collect(settings, control, fixed, use_kinesis=not args.no_kinesis,
                                 gearman_timeout_s=args.gearman_timeout),
                 *bind, interval_s=args.interval, tables=TABLES)
         if args.watch is None:

@@ -86,8 +86,16 @@ def render_text(report: Mapping[str, Any]) -> str:
             ["FUNCTION", "QUEUED", "RUNNING", "WORKERS"],
             [[name, str(f["queued"]), str(f["running"]), str(f["workers"])]
              for name, f in g["functions"].items()])]
+    hosts = report.get("hosts") or []
+    if hosts:
+        lines += ["hosts:"] + ["  " + r for r in _table(
+            ["HOST", "HEARTBEAT", "STATE", "SHARDS"],
+            [[h["host_id"], fmt_duration(h["heartbeat_age_s"]) + " ago",
+              "live" if h["alive"] else "DEAD", ", ".join(h["shards"]) or "-"]
+             for h in hosts])]
     tot = report["staged_pending_total"]
-    pend = f"staged, pending load: {tot['files']} files, {fmt_bytes(tot['bytes'])}"
+    pend = (f"staged, pending load: {tot['files']} files, {fmt_bytes(tot['bytes'])}, "
+            f"{tot.get('rows', 0):,} rows")
     oldest = [p["oldest_age_s"] for p in report["staged_pending"] if p["oldest_age_s"] is not None]
     if oldest:
         pend += f", oldest {fmt_duration(max(oldest))}"
@@ -99,6 +107,12 @@ def render_text(report: Mapping[str, Any]) -> str:
                      f"{load['rows_copied']:,} rows copied, {load['rows_inserted']:,} new")
     else:
         lines.append("last load: none yet")
+    dl = report.get("dead_letter_window")
+    if dl:
+        ratio = "-" if dl["ratio"] is None else f"{dl['ratio']:.2%}"
+        lines.append(f"dead letters (last {fmt_duration(dl['window_s'])}): "
+                     f"{dl['dead_letters']:,} of {dl['rows'] + dl['dead_letters']:,} records "
+                     f"staged ({ratio}) in {dl['files']:,} files")
     lines += [f"transform {v['target_table']} {v['transform_version'] or 'unrecorded'}: "
               f"{v['rows']:,} rows in {v['files']} files loaded ({v['reprocess_files']} by "
               f"reprocess), last {v['last_loaded_at']}" for v in report["transform_versions"]]

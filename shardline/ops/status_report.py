@@ -2,11 +2,20 @@
 
 ``build_report`` joins per-shard lease, checkpoint, status and watermark rows
 (plus Kinesis shard listings and gearmand queues) into the dict that
-``--json`` prints, and applies the alert rules (``shard_alerts``): a shard not
-at SHARD_END with no live owner, a lag past ``status.max_lag_ms``, or a status
-row older than ``STALE_FACTOR`` report intervals. No I/O here, so it is
-unit-tested without a database; gathering is in ``shardline.ops.status``, the text
-view in ``shardline.ops.status_render``.
+``--json`` prints, and applies the alert rules: per shard (``shard_alerts``) a shard
+not at SHARD_END with no live owner, a lag past ``status.max_lag_ms``, or a status
+row older than ``STALE_FACTOR`` report intervals; beyond shards a quarantined file,
+the loader not loading (``pending_alerts``), gearmand unreachable or without stage
+workers (``gearman_alerts``), too many dead letters (``dead_letter_alerts``) and a
+host whose heartbeat stopped (``host_alerts``). No I/O here, so it is unit-tested
+without a database; gathering is in ``shardline.ops.status``, the text view in
+``shardline.ops.status_render``.
+
+Stable keys (``--json``, the status web page): ``generated_at``, ``streams``, ``healthy``,
+``alerts`` (list of str), ``notes``, ``thresholds``, ``shards``, ``hosts`` (``host_id``,
+``heartbeat_at``, ``heartbeat_age_s``, ``alive``, ``shards``, ``expired_s``), ``gearman``,
+``staged_pending``, ``staged_pending_total``, ``quarantined``, ``last_load``,
+``dead_letters`` and ``dead_letter_window``.
 """
 from __future__ import annotations
 
@@ -75,12 +84,23 @@ def build_report(*, now: datetime, streams: Sequence[str], leases: Iterable[Row]
                  quarantined: Iterable[Row] = (), last_load: Row | None = None,
                  transform_versions: Iterable[Row] = (),
                  gearman: Sequence[Any] = (), kinesis: Mapping[str, Any] | None = None,
-                 max_lag_ms: int, report_interval_s: float) -> dict[str, Any]:
+                 max_lag_ms: int, report_interval_s: float,
+                 hosts: Iterable[Row] = (), assignments: Iterable[Row] = (),
+                 staged_recent: Iterable[Row] = (), stage_function: str | None = None,
+                 max_pending_age_s: float | None = None,
+                 max_dead_letter_ratio: float | None = None,
+                 dead_letter_window_s: float | None = None,
+                 dead_host_alert_s: float | None = None) -> dict[str, Any]:
     """Everything ``status`` shows, as a JSON-ready dict with ``alerts`` and ``healthy``.
 
     Rows are mappings with the control tables' column names (plus ``stream``).
     ``kinesis``: {stream: [{"shard_id", "open"}, ...] or {"error": text}}, or None
-    when not asked. ``gearman``: ``gearman_admin.ServerStatus`` objects.
+    when not asked. ``gearman``: ``gearman_admin.ServerStatus`` objects. ``hosts``:
+    {host_id, renewed_at, expires_at, info}; ``assignments``: {stream, shard_id, host_id};
+    ``staged_recent``: {target_table, stream, files, rows, dead_letters} over the last
+    ``dead_letter_window_s``. A threshold left None switches its alert off (the rules
+    beyond shards: ``pending_alerts``, ``gearman_alerts``, ``dead_letter_alerts``,
+    ``host_alerts``).
     """
     from shardline.ops import gearman_admin
 
@@ -169,7 +189,7 @@ def build_report(*, now: datetime, streams: Sequence[str], leases: Iterable[Row]
     pending_out = []
     for p in sorted(pending, key=lambda p: p["target_table"]):
         pending_out.append({"target_table": p["target_table"], "files": int(p["files"]),
-                            "bytes": int(p["bytes"] or 0),
+                            "bytes": int(p["bytes"] or 0), "rows": int(p.get("rows") or 0),
                             "oldest_staged_at": _iso(p.get("oldest")),
                             "oldest_age_s": _age(now, p.get("oldest"))})
     quarantined_out = [{"target_table": q["target_table"], "s3_key": q["s3_key"],
@@ -177,9 +197,6 @@ def build_report(*, now: datetime, streams: Sequence[str], leases: Iterable[Row]
                        for q in quarantined]
     alerts += [f"{q['target_table']}: {q['s3_key']} is quarantined (its COPY kept failing)"
                for q in quarantined_out]
-    down = [s for s in gearman if not s.up]
-    for s in down:
-        notes.append(f"gearman {s.server} is down: {s.error}")
     load = None
     if last_load:
         load = {k: last_load.get(k) for k in ("load_id", "target_table", "file_count",
@@ -188,25 +205,153 @@ def build_report(*, now: datetime, streams: Sequence[str], leases: Iterable[Row]
         load["age_s"] = _age(now, last_load.get("finished_at"))
         if last_load.get("started_at") and last_load.get("finished_at"):
             load["duration_s"] = _age(last_load["finished_at"], last_load["started_at"])
+    shown = list(streams) or sorted({k[0] for k in by_key})
+    functions = gearman_admin.totals(gearman)
+    alerts += pending_alerts(pending_out, load, max_pending_age_s)
+    alerts += gearman_alerts(gearman, functions, stage_function)
+    dead_out = dead_letter_window(staged_recent, shown, dead_letter_window_s)
+    alerts += dead_letter_alerts(dead_out, max_dead_letter_ratio)
+    hosts_out = fleet_hosts(now, hosts, assignments, shards_out, shown)
+    alerts += host_alerts(hosts_out, dead_host_alert_s)
     return {
         "generated_at": _iso(now),
-        "streams": list(streams) or sorted({k[0] for k in by_key}),
+        "streams": shown,
         "healthy": not alerts,
         "alerts": alerts,
         "notes": notes,
-        "thresholds": {"max_lag_ms": max_lag_ms, "stale_after_s": stale_after},
+        "thresholds": {"max_lag_ms": max_lag_ms, "stale_after_s": stale_after,
+                       "max_pending_age_s": max_pending_age_s,
+                       "max_dead_letter_ratio": max_dead_letter_ratio,
+                       "dead_letter_window_s": dead_letter_window_s,
+                       "dead_host_alert_s": dead_host_alert_s},
         "shards": shards_out,
-        "gearman": {"servers": [s.to_dict() for s in gearman],
-                    "functions": gearman_admin.totals(gearman)},
+        "hosts": hosts_out,
+        "gearman": {"servers": [s.to_dict() for s in gearman], "functions": functions,
+                    "stage_function": stage_function},
         "staged_pending": pending_out,
         "staged_pending_total": {"files": sum(p["files"] for p in pending_out),
-                                 "bytes": sum(p["bytes"] for p in pending_out)},
+                                 "bytes": sum(p["bytes"] for p in pending_out),
+                                 "rows": sum(p["rows"] for p in pending_out)},
         "quarantined": quarantined_out,
         "last_load": load,
+        "dead_letters": dead_out["dead_letters"],
+        "dead_letter_window": dead_out,
         # per table and transform version: rows/files loaded over 7 days (the load record)
         "transform_versions": [{**v, "last_loaded_at": _iso(v.get("last_loaded_at"))}
                                for v in transform_versions],
     }
+
+
+# -- beyond shards (issue 13): the loader, gearmand, dead letters, the fleet -------
+def pending_alerts(pending: Sequence[Row], last_load: Row | None,
+                   max_age_s: float | None) -> list[str]:
+    """The loader is not loading: a table's oldest pending file is older than
+    ``max_age_s`` (it loads at ``loader.max_interval_s`` at the latest when it runs)."""
+    if max_age_s is None:
+        return []
+    since = ("no load in the last 7 days" if last_load is None else
+             f"last load {fmt_duration(last_load.get('age_s'))} ago")
+    return [f"{p['target_table']}: the loader is not loading: {p['files']} files pending, "
+            f"the oldest staged {fmt_duration(p['oldest_age_s'])} ago "
+            f"(> status.max_pending_age_s = {fmt_duration(max_age_s)}); {since}"
+            for p in pending
+            if p["files"] and p["oldest_age_s"] is not None and p["oldest_age_s"] > max_age_s]
+
+
+def gearman_alerts(servers: Sequence[Any], functions: Mapping[str, Mapping[str, int]],
+                   stage_function: str | None) -> list[str]:
+    """A configured gearmand that does not answer; no worker registered for the stage
+    function on the servers that do (consumers' jobs would queue and time out)."""
+    why = [f"gearman {s.server} is unreachable: {s.error}" for s in servers if not s.up]
+    up = [s.server for s in servers if s.up]
+    if stage_function and up and not functions.get(stage_function, {}).get("workers"):
+        queued = functions.get(stage_function, {}).get("queued", 0)
+        why.append(f"gearman: no worker is registered for {stage_function} on "
+                   f"{', '.join(up)} ({queued} jobs queued)")
+    return why
+
+
+def dead_letter_window(staged_recent: Iterable[Row], streams: Sequence[str],
+                       window_s: float | None) -> dict[str, Any]:
+    """Per stream (of ``streams``), the files, good rows and dead letters staged in the
+    window, and the dead-letter ratio (dead letters / all records)."""
+    agg: dict[str, dict[str, int]] = {}
+    for r in staged_recent:
+        if streams and r["stream"] not in streams:
+            continue
+        a = agg.setdefault(r["stream"], {"files": 0, "rows": 0, "dead_letters": 0})
+        for k in a:
+            a[k] += int(r.get(k) or 0)
+
+    def ratio(a: Mapping[str, int]) -> float | None:
+        total = a["rows"] + a["dead_letters"]
+        return round(a["dead_letters"] / total, 6) if total else None
+
+    by_stream = [{"stream": s, **a, "ratio": ratio(a)} for s, a in sorted(agg.items())]
+    total = {k: sum(b[k] for b in by_stream) for k in ("files", "rows", "dead_letters")}
+    return {"window_s": window_s, **total, "ratio": ratio(total), "by_stream": by_stream}
+
+
+def dead_letter_alerts(window: Mapping[str, Any], max_ratio: float | None) -> list[str]:
+    """A stream whose dead-letter ratio over the window is above ``max_ratio``."""
+    if max_ratio is None:
+        return []
+    return [f"{b['stream']}: {b['dead_letters']} dead letters of "
+            f"{b['rows'] + b['dead_letters']} records staged in the last "
+            f"{fmt_duration(window['window_s'])} ({b['ratio']:.2%} > "
+            f"status.max_dead_letter_ratio = {max_ratio:g})"
+            for b in window["by_stream"] if b["ratio"] is not None and b["ratio"] > max_ratio]
+
+
+def _lease_host(owner: str | None) -> str | None:
+    """``host:pid:uuid`` -> host (a consumer's lease owner names its machine)."""
+    return owner.split(":", 1)[0] if owner else None
+
+
+def fleet_hosts(now: datetime, hosts: Iterable[Row], assignments: Iterable[Row],
+                shards: Sequence[Row], streams: Sequence[str]) -> list[dict[str, Any]]:
+    """The fleet's hosts (of ``streams``: an agent's heartbeat names its stream), live or
+    not, each with the shards assigned to it, holding a live lease of it (lease owner's
+    host part: consumers name their machine, the agent's default host id) or listed as
+    running there in its heartbeat; ``stream/shard`` when several streams are shown."""
+    multi = len(streams) > 1
+
+    def name(stream: str, shard: str) -> str:
+        return f"{stream}/{shard}" if multi else shard
+
+    held: dict[str, set[str]] = {}
+    for a in assignments:
+        if not streams or a["stream"] in streams:
+            held.setdefault(a["host_id"], set()).add(name(a["stream"], a["shard_id"]))
+    for s in shards:
+        if s["owner_live"] and (host := _lease_host(s["owner"])):
+            held.setdefault(host, set()).add(name(s["stream"], s["shard_id"]))
+    out = []
+    for h in sorted(hosts, key=lambda h: h["host_id"]):
+        info = h.get("info") or {}
+        stream = info.get("stream")
+        if streams and stream and stream not in streams:
+            continue
+        mine = set(held.get(h["host_id"], ()))
+        mine |= {name(stream, r) for r in filter(None, info.get("running", "").split(","))
+                 if stream}
+        out.append({"host_id": h["host_id"], "heartbeat_at": _iso(h["renewed_at"]),
+                    "heartbeat_age_s": _age(now, h["renewed_at"]),
+                    "alive": h["expires_at"] > now, "shards": sorted(mine),
+                    "expired_s": None if h["expires_at"] > now else _age(now, h["expires_at"])})
+    return out
+
+
+def host_alerts(hosts: Sequence[Row], dead_host_alert_s: float | None) -> list[str]:
+    """A registered host whose heartbeat stopped (its TTL ran out), for
+    ``dead_host_alert_s`` after that (0: for as long as it stays registered)."""
+    if dead_host_alert_s is None:
+        return []
+    return [f"host {h['host_id']}: heartbeat stopped {fmt_duration(h['heartbeat_age_s'])} "
+            f"ago (expired {fmt_duration(h['expired_s'])} ago)"
+            + (f"; it still has {', '.join(h['shards'])}" if h["shards"] else "")
+            for h in hosts if not h["alive"]
+            and (not dead_host_alert_s or h["expired_s"] <= dead_host_alert_s)]
 
 
 def shard_alerts(*, now: datetime, lease: Row | None, status: Row | None, live: bool,

@@ -40,6 +40,7 @@ from shardline.control import SHARD_END
 from shardline.errors import ConfigError
 from shardline.exitcodes import ExitCode
 from shardline.lifecycle import first_line
+from shardline.metrics.multiproc import DIR_NAME as METRICS_DIR
 from shardline.ops.supervisor_render import (CONF_NAME, DEFAULT_TEMPLATE, program_names,
                                              agent_include_name, render, render_consumers,
                                              select_shards)
@@ -254,6 +255,7 @@ def main(argv: list[str]) -> int:
         return ExitCode.OK
     out = Path(os.path.abspath(out_dir))
     (out / "logs").mkdir(parents=True, exist_ok=True)
+    (out / METRICS_DIR).mkdir(parents=True, exist_ok=True)  # PROMETHEUS_MULTIPROC_DIR
     target = out / CONF_NAME
     old = target.read_text(encoding="utf-8") if target.exists() else None
     if old != text:

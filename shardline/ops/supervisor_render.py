@@ -7,6 +7,9 @@ update`` then starts just those). Consumers: ``autorestart=unexpected`` with
 the consumer's shutdown bound. No ``[group:...]``: supervisord restarts every
 member of a group whose member list changed.
 
+Every program gets ``PROMETHEUS_MULTIPROC_DIR=<out>/metrics`` (``shardline.metrics``); without
+the agent a ``metrics`` program serves that directory at ``agent.metrics_address``.
+
 Many hosts (``--agent``): ``render(agent_include=FILE)`` writes the ``agent`` program and an
 ``[include]`` of FILE instead of the consumers, and ``render_consumers`` is what
 ``shardline agent`` writes into FILE (the same program sections, ``autostart=false``).
@@ -22,6 +25,7 @@ from typing import Iterable, Mapping, Sequence
 
 from shardline.errors import ConfigError
 from shardline.kinesis import ShardInfo
+from shardline.metrics import multiproc
 from shardline.settings import Settings
 
 CONF_NAME = "shardline.conf"
@@ -89,7 +93,7 @@ def agent_include_name(prefix: str) -> str:
 def program_names(prefix: str) -> dict[str, str]:
     p = f"{prefix}-" if prefix else ""
     return {"consumer": f"{p}consumer-", "worker": f"{p}stage-worker", "loader": f"{p}loader",
-            "agent": f"{p}agent"}
+            "agent": f"{p}agent", "metrics": f"{p}metrics"}
 
 
 class Programs:
@@ -103,10 +107,11 @@ class Programs:
         self.base = shlex.join(shardline_cmd)
         self.common = ["--config", os.path.abspath(config_path)] if config_path else []
         self.template = command_template
-        self.env_line = None
-        if environment:
-            self.env_line = ",".join(f"{k}={_quote_env(k, _esc(v))}"
-                                     for k, v in sorted(environment.items()))
+        # Every program writes its metrics to this host's multiprocess directory, which the
+        # agent (or the metrics program) serves: one scrape target per host.
+        env = {**(environment or {}),
+               multiproc.ENV: os.path.join(os.path.abspath(out_dir), multiproc.DIR_NAME)}
+        self.env_line = ",".join(f"{k}={_quote_env(k, _esc(v))}" for k, v in sorted(env.items()))
         self.shutdown = settings.consumer.shutdown_timeout_s
         self.consumer_wait = math.ceil(self.shutdown) + 10
 
@@ -225,6 +230,13 @@ def render(*, stream: str, shards: Selection, out_dir: str, shardline_cmd: Seque
         log_name="%(program_name)s_%(process_num)02d")
     lines += program(names["loader"], command(["loader"]), autorestart="true",
                      stopwait=LOADER_STOPWAITSECS)
+    address = settings.agent.metrics_address
+    if agent_include is None and address:
+        lines += ["; This host's scrape target: the metrics of every program above, merged",
+                  f"; (prometheus_client multiprocess mode, {multiproc.DIR_NAME}/). With --agent "
+                  f"the agent serves it.", ""]
+        lines += program(names["metrics"], command(["metrics", "--serve", address]),
+                         autorestart="true", stopwait=WORKER_STOPWAITSECS)
     if agent_include is not None:
         lines += ["; The agent's consumer programs (rewritten by the agent, applied through",
                   "; supervisord's XML-RPC reloadConfig/addProcessGroup/removeProcessGroup).",

@@ -64,6 +64,8 @@ FLEET_SETTINGS = {
     "SHARDLINE_LOADER_LEASE_TTL_S": "4",
     "SHARDLINE_GEARMAN_JOB_TIMEOUT_S": "30",
     "SHARDLINE_WAREHOUSE_CONNECT_TIMEOUT_S": "3",
+    # the host scrape target (metrics program / agent) on a free port, never a taken one
+    "SHARDLINE_AGENT_METRICS_ADDRESS": "127.0.0.1:0",
 }
 # --hosts: agents poll twice a second, a host is dead 3 s after its last heartbeat.
 AGENT_SETTINGS = {"SHARDLINE_AGENT_POLL_S": "0.5", "SHARDLINE_AGENT_HEARTBEAT_TTL_S": "3"}

@@ -42,7 +42,8 @@ def _postgres(request: Any, clock: Clock) -> Iterator[ControlStore]:
     stack = request.getfixturevalue("stack")
     schema = f"c_{uuid.uuid4().hex[:8]}"
     store = PostgresStore(stack.control_dsn, schema, clock=clock)
-    assert store.create_tables() == ["001_control_store", "002_ledger_versions"]
+    assert store.create_tables() == ["001_control_store", "002_arrival_sample",
+                                    "003_copy_failures", "004_ledger_versions"]
     try:
         yield store
     finally:
@@ -406,6 +407,60 @@ def test_quarantine_takes_a_pending_file_out_with_its_error(store, clock) -> Non
     assert store.quarantined("clicks") == []
 
 
+# ------------------------------------------------- COPY failures (quarantine counts)
+
+
+def test_copy_failures_are_counted_per_pending_file_with_the_last_error(store) -> None:
+    store.record_file(staged("bad"))
+    store.record_file(staged("done"))
+    store.mark_loaded("page_views", ["done"], "load-1")
+    assert store.copy_failures("bad") == (0, None)
+    assert store.count_copy_failure("bad", "bad gzip") == 1
+    assert store.count_copy_failure("bad", "invalid timestamp") == 2
+    assert store.copy_failures("bad") == (2, "invalid timestamp")
+    assert store.count_copy_failure("done", "x") == 0  # not pending: nothing written
+    assert store.count_copy_failure("missing", "x") == 0
+    assert store.copy_failures("done") == store.copy_failures("missing") == (0, None)
+    assert sum(race(6, lambda i: store.count_copy_failure("bad", f"e{i}") > 0)) == 6
+    assert store.copy_failures("bad")[0] == 8  # atomic increments, none lost
+    assert store.quarantine("bad", "invalid timestamp")
+    assert store.count_copy_failure("bad", "x") == 0
+
+
+# ------------------------------------- the upgrade from control tables in the warehouse
+
+
+def test_import_shard_state_keeps_ids_and_tokens_and_never_overwrites(store, clock) -> None:
+    from shardline.control import HistoryEntry, Lease
+    from shardline.controlstore.base import LegacyCheckpoint
+
+    t = at(clock, -60)
+    leases = [Lease("s", "sh-1", "old-host:1", 7, t, t), Lease("s", "sh-2", None, 3, t, t)]
+    history = [HistoryEntry(i, "s", "sh-1", str(100 * i), 0, True, "consumer", None, 7, t)
+               for i in (40, 41)]
+    history.append(HistoryEntry(42, "s", "sh-2", "TRIM_HORIZON", 0, False, "replay",
+                                "bad deploy", None, t))
+    cps = [LegacyCheckpoint("s", "sh-1", Checkpoint("4100", 0, True, t), 7, 41)]
+    assert store.import_shard_state(leases, history, cps) == {
+        "leases": 2, "history": 3, "checkpoints": 1}
+    assert store.import_shard_state(leases, history, cps) == {
+        "leases": 0, "history": 0, "checkpoints": 0}  # a second run changes nothing
+    assert store.get_checkpoint("s", "sh-1") == Checkpoint("4100", 0, True, t)
+    assert [e.id for e in store.history("s")] == [42, 41, 40]
+    assert store.history_entry(42).reason == "bad deploy"
+    lease = store.get_lease("s", "sh-1")
+    assert (lease.owner, lease.token) == (None, 7)  # released, token kept
+    # a consumer of the new release resumes: the next token and a larger history id
+    token = store.acquire_lease("s", "sh-1", "new-host:1", TTL)
+    assert token == 8
+    entry = store.checkpoint("s", "sh-1", "new-host:1", token, TTL, Checkpoint("4200", 0, True))
+    assert entry > 42 and store.history("s", "sh-1", limit=1)[0].id == entry
+    # newer state is never overwritten by an import
+    store.import_shard_state(leases, history, cps)
+    assert store.get_checkpoint("s", "sh-1").sequence_number == "4200"
+    assert store.get_lease("s", "sh-1").token == 8
+
+
 # ----------------------------------------------------------------------- the fleet
 
 
@@ -435,6 +490,77 @@ def test_assignments(store) -> None:
     store.assign("s", "never", None)
     assert store.assignments("s") == {"sh1": "host-b"}
     assert store.assignments("t") == {"sh1": "host-c"}
+
+
+# ------------------------------------- status's view of the fleet and the ledger (issue 13)
+
+
+def test_hosts_lists_every_registered_host_live_or_not(store, clock) -> None:
+    assert store.hosts() == []
+    store.heartbeat("host-b", 5, {"stream": "s", "running": "sh0"})
+    store.heartbeat("host-a", 30)
+    clock.advance(10)  # host-b's heartbeat stopped: not live, still registered
+    assert [h.host_id for h in store.live_hosts()] == ["host-a"]
+    assert [(h.host_id, h.renewed_at, h.expires_at, h.info) for h in store.hosts()] == [
+        ("host-a", at(clock, -10), at(clock, 20), {}),
+        ("host-b", at(clock, -10), at(clock, -5), {"stream": "s", "running": "sh0"})]
+    store.remove_host("host-b")
+    assert [h.host_id for h in store.hosts()] == ["host-a"]
+
+
+def test_streams_are_those_with_leases_or_assignments(store) -> None:
+    assert store.streams() == []
+    store.acquire_lease("s2", "sh0", "o", TTL)
+    store.acquire_lease("s1", "sh0", "o", TTL)
+    store.acquire_lease("s1", "sh1", "o", TTL)
+    store.acquire_lease("@loader", "page_views", "o", TTL)  # the loader's own lease
+    store.assign("s3", "sh0", "host-a")
+    assert store.streams() == ["s1", "s2", "s3"]
+
+
+def test_staged_totals_count_a_window_in_every_state(store) -> None:
+    base = datetime(2027, 1, 15, 8, 0, 0)
+
+    def rec(key, minute, rows, dead, stream="s", table="page_views"):
+        f = staged(key, table=table, rows=rows, staged_at=base + timedelta(minutes=minute))
+        f.stream, f.dead_letter_count = stream, dead
+        f.dead_letter_key = f"dl/{key}" if dead else None
+        store.record_file(f)
+
+    rec("old", 0, 100, 50)  # before the window
+    rec("a", 5, 10, 1)
+    rec("b", 6, 0, 4)  # every record dead: born loaded
+    rec("c", 7, 20, 0)
+    rec("d", 8, 5, 2, stream="t")
+    rec("e", 9, 7, 7, table="clicks")
+    store.mark_loaded("page_views", ["a"], "load-1")
+    store.quarantine("c", "bad")
+    got = store.staged_totals("page_views", base + timedelta(minutes=5))
+    assert {k: (v.files, v.rows, v.dead_letters) for k, v in got.items()} == {
+        "s": (3, 30, 5), "t": (1, 5, 2)}
+    assert store.staged_totals("page_views", base + timedelta(minutes=10)) == {}
+    stats = store.pending_stats("page_views")  # "old" and "d" are still pending
+    assert (stats.files, stats.rows) == (2, 105)
+
+
+@pytest.mark.integration
+def test_dynamodb_migrate_adds_an_index_missing_from_an_existing_table(stack, clock) -> None:
+    from shardline.controlstore.dynamodb import DynamoStore
+
+    client = stack.client("dynamodb")
+    store = DynamoStore(client, f"t{uuid.uuid4().hex[:8]}_", clock=clock)
+    store.create_tables()
+    try:
+        files = store.t["files"]
+        client.update_table(TableName=files, GlobalSecondaryIndexUpdates=[
+            {"Delete": {"IndexName": "staged"}}])  # a table made before the index existed
+        assert store.create_tables() == [f"{files}.staged"]
+        store.record_file(staged("a", staged_at=at(clock)))
+        assert store.staged_totals("page_views", at(clock, -1))["s"].files == 1
+        assert store.create_tables() == []
+    finally:
+        for name in store.t.values():
+            client.delete_table(TableName=name)
 
 
 # ------------------------------------------------------- shardline migrate --control
@@ -483,8 +609,9 @@ def test_migrate_control_creates_the_postgres_tables_once(stack, cli_env, capsys
             assert [r[0] for r in cur.fetchall()] == [
                 "checkpoint_history", "checkpoints", "hosts", "schema_migrations",
                 "shard_assignments", "shard_leases", "shard_status", "staged_files"]
-            cur.execute(f'SELECT name FROM "{schema}".schema_migrations ORDER BY 1')
-            assert cur.fetchall() == [("001_control_store",), ("002_ledger_versions",)]
+            cur.execute(f'SELECT name FROM "{schema}".schema_migrations')
+            assert sorted(cur.fetchall()) == [("001_control_store",), ("002_arrival_sample",),
+                                             ("003_copy_failures",), ("004_ledger_versions",)]
         assert cli.main(["migrate", "--control", "--print-sql"]) == 0
         assert "CREATE TABLE shard_leases" in capsys.readouterr().out
     finally:
@@ -511,7 +638,7 @@ def test_migrate_control_creates_the_dynamodb_tables(stack, cli_env) -> None:
         files = client.describe_table(TableName=f"{prefix}files")["Table"]
         assert files["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
         assert {i["IndexName"] for i in files["GlobalSecondaryIndexes"]} == {
-            "pending", "quarantined"}
+            "pending", "quarantined", "staged"}
     finally:
         for name in [n for n in client.list_tables()["TableNames"] if n.startswith(prefix)]:
             client.delete_table(TableName=name)

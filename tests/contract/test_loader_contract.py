@@ -176,6 +176,24 @@ def test_a_file_whose_copy_keeps_failing_is_quarantined(backend):
         assert set(backend.stored()) == {event_id(1)}
 
 
+def test_quarantine_counts_survive_a_loader_restart(backend):
+    """The failures are counted in the control store: a new Loader after every failure
+    (a restarted process) still quarantines the file at loader.quarantine_after."""
+    bad = backend.stage_bad("bad", [page_view(2, 2, occurred_at="not a time")])
+    for n in (1, 2):
+        loader = backend.loader(**{"loader.quarantine_after": "3"})
+        assert loader.step().state == "failed"
+        loader.release()  # the next process takes the lease at once
+        loader.close()
+        assert backend.store.get_file(bad.s3_key).state == "pending"
+        count, error = backend.store.copy_failures(bad.s3_key)
+        assert count == n and "not a time" in error
+    loader = backend.loader(**{"loader.quarantine_after": "3"})
+    assert loader.step().state == "failed"
+    (q,) = backend.store.quarantined("page_views")
+    assert q.file.s3_key == bad.s3_key and "not a time" in q.error
+
+
 def test_one_loader_per_table_the_other_stands_by(backend):
     backend.stage("a", [page_view(1, 1)])
     first, second = backend.loader(), backend.loader()

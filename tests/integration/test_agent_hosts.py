@@ -20,7 +20,8 @@ import pytest
 from tests.integration.test_pipeline_e2e import assert_exactly_once, wait_loaded
 from shardline.ops.fleet import SHARDLINE, Hosts
 from shardline.ops.fleet import Fleet, shardline, wait_for
-from tests.pipeline import FAST, wait_active
+from tests.pipeline import (FAST, HOST_METRICS, LOAD_METRICS, MOVING, free_address, scrape,
+                            scrape_when_complete, total, wait_active)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -64,6 +65,24 @@ def open_shard_ids(kinesis, stream: str) -> set[str]:
     return {s["ShardId"] for s in shards if "EndingSequenceNumber" not in s["SequenceNumberRange"]}
 
 
+def check_metrics(addresses: list[str], logs) -> None:
+    """Every host's target shows its consumers' and stage worker's metrics; the loader's are
+    on whichever host holds the table's loader lease; all of them move while events flow."""
+    first = scrape_when_complete(addresses, HOST_METRICS + LOAD_METRICS, 60, logs)
+    for scraped in first:
+        for name in ("shardline_consumer_records_read_total",
+                     "shardline_consumer_millis_behind_latest",
+                     "shardline_loader_pending_files", "shardline_stage_job_seconds_count"):
+            assert name in scraped, name
+    time.sleep(2)
+    second = [scrape(a) for a in addresses]
+    for before, after in zip(first, second):  # every host reads its 2 shards
+        assert after["shardline_consumer_records_read_total"] > \
+            before["shardline_consumer_records_read_total"]
+    for name in MOVING:
+        assert total(second, name) > total(first, name), name
+
+
 def test_agents_spread_fail_over_reshard_and_scale(stack_env, stream_name, tmp_path, pg_conn,
                                                    control_conn, kinesis, s3, stack, s3_prefix):
     env = {**stack_env, **FAST, **AGENT, "SHARDLINE_KINESIS_STREAM": stream_name}
@@ -71,7 +90,10 @@ def test_agents_spread_fail_over_reshard_and_scale(stack_env, stream_name, tmp_p
     shardline("migrate", "--control", env=env)
     shardline("create-stream", "--stream", stream_name, "--shards", "6", env=env)
     wait_active(kinesis, stream_name)
-    hosts = Hosts(tmp_path, env, stream_name, workers=1)
+    # each host's scrape target (the agent) on an address of its own
+    addresses = {h: free_address() for h in ("h1", "h2", "h3")}
+    hosts = Hosts(tmp_path, env, stream_name, workers=1,
+                  host_settings={h: {"agent.metrics_address": a} for h, a in addresses.items()})
     fleets = hosts.fleets
     summary, ids = tmp_path / "produce.json", tmp_path / "ids.txt"
     producer = subprocess.Popen(
@@ -94,6 +116,9 @@ def test_agents_spread_fail_over_reshard_and_scale(stack_env, stream_name, tmp_p
         except TimeoutError as exc:
             raise AssertionError(f"{exc}\n{logs()}") from None
         timings["spread"] = time.monotonic() - t
+        t = time.monotonic()
+        check_metrics(list(addresses.values()), logs)
+        timings["metrics"] = time.monotonic() - t
 
         # the whole of h1 dies: supervisord, the agent (the leader), consumers, worker, loader
         hosts.crash("h1")

@@ -1,10 +1,17 @@
-"""`shardline status` against hand-written control rows, a real gearmand and kinesalite."""
+"""`shardline status` against hand-written control rows, a real gearmand and kinesalite.
+
+Each alert is provoked for real: a gearmand port with nothing listening, a stage function
+no worker registered for (then a real worker that registers it), a host heartbeat written
+with a 1 s TTL and left to expire, a pending file staged two hours ago, dead letters over
+the ratio."""
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -38,6 +45,36 @@ def _status(env, *args):
     return proc
 
 
+@contextlib.contextmanager
+def _worker(server: str, function: bytes):
+    """A real Gearman worker registered for ``function`` until the block ends (it takes
+    whatever jobs are queued); yields the jobs it took."""
+    import gearman
+
+    from shardline.ops import gearman_admin
+    from shardline.ops.fleet import wait_for
+
+    done: list = []
+    stop = threading.Event()
+    worker = gearman.GearmanWorker([server])
+    worker.register_task(function, lambda w, job: done.append(job) or b"")
+    worker.after_poll = lambda any_activity: not stop.is_set()
+    thread = threading.Thread(target=lambda: worker.work(poll_timeout=0.2), daemon=True)
+    thread.start()
+
+    def registered() -> bool:
+        st = gearman_admin.server_status(server)
+        return any(f.name == function.decode() and f.workers for f in st.functions)
+
+    try:
+        wait_for(registered, 10, "the worker registered", every=0.05)
+        yield done
+    finally:
+        stop.set()
+        thread.join(5)
+        worker.shutdown()
+
+
 def _drain(server: str, function: bytes, count: int) -> None:
     """Take our queued test jobs off the shared gearmand again."""
     import gearman
@@ -64,6 +101,7 @@ def test_status_reports_numbers_and_alerts(stack_env, stream_name, pg_schema, pg
     function = f"status_test_{uuid.uuid4().hex[:8]}"
     env = {**stack_env, "SHARDLINE_WAREHOUSE_SCHEMA": pg_schema,
            "SHARDLINE_GEARMAN_SERVERS": f"{server},{dead_server}",
+           "SHARDLINE_GEARMAN_STAGE_FUNCTION": function,
            "SHARDLINE_CONSUMER_REPORT_INTERVAL_S": "5", "SHARDLINE_STATUS_MAX_LAG_MS": "60000"}
 
     now = _now()
@@ -115,18 +153,34 @@ def test_status_reports_numbers_and_alerts(stack_env, stream_name, pg_schema, pg
                     (now - timedelta(seconds=22), now - timedelta(seconds=20)))
     pg_conn.commit()
 
+    control_store.assign(stream_name, shard1, "host-x")
+    control_store.heartbeat("host-x", 30, {"stream": stream_name})
+
     import gearman
 
     client = gearman.GearmanClient([server])
     for i in range(3):
         client.submit_job(function.encode(), b"x", unique=f"{function}-{i}", background=True,
                           poll_timeout=5)
+    drained = False
     try:
-        # 1. shard1 has no lease: alert
+        # 1. shard1 has no lease, a gearmand does not answer, no worker for the stage
+        # function, 5 dead letters of 80 records (> 5%), a quarantined file: alerts
         proc = _status(env, "--stream", stream_name, "--json")
         assert proc.returncode == 3, proc.stderr
         assert f"{shard1}: no live owner" in proc.stderr
+        assert f"ALERT gearman {dead_server} is unreachable: connection refused" in proc.stderr
+        assert (f"ALERT gearman: no worker is registered for {function} on {server} "
+                f"(3 jobs queued)") in proc.stderr
+        assert (f"ALERT {stream_name}: 5 dead letters of 80 records staged in the last 15m "
+                f"(6.25% > status.max_dead_letter_ratio = 0.05)") in proc.stderr
         report = json.loads(proc.stdout)
+        assert len(report["alerts"]) == 5 and all(f"ALERT {a}" in proc.stderr
+                                                  for a in report["alerts"])
+        assert report["dead_letters"] == 5 and report["dead_letter_window"]["files"] == 4
+        (host,) = report["hosts"]
+        assert host["host_id"] == "host-x" and host["alive"] is True
+        assert host["shards"] == [shard1] and 0 <= host["heartbeat_age_s"] < 30
         s0, s1 = report["shards"]
         assert (s0["shard_id"], s1["shard_id"]) == (shard0, shard1)
         assert s0["owner"] == "host-a:11:u1" and s0["owner_live"] and s0["open"] is True
@@ -140,7 +194,7 @@ def test_status_reports_numbers_and_alerts(stack_env, stream_name, pg_schema, pg
         assert s0["status"]["records_per_s"] == 250.5
         assert s0["status"]["stale"] is False and s0["alerts"] == []
         assert s1["owner"] is None and s1["alerts"]
-        assert report["staged_pending_total"] == {"files": 2, "bytes": 350}
+        assert report["staged_pending_total"] == {"files": 2, "bytes": 350, "rows": 30}
         assert 90 <= report["staged_pending"][0]["oldest_age_s"] < 120
         (q,) = report["quarantined"]
         assert q["s3_key"] == f"{stream_name}/k4" and "bad timestamp" in q["error"]
@@ -159,27 +213,53 @@ def test_status_reports_numbers_and_alerts(stack_env, stream_name, pg_schema, pg
         assert SEQ_A not in text.stdout and ".." + SEQ_A[-10:] in text.stdout
         assert "DOWN" in text.stdout and function in text.stdout
 
-        # 2. every shard owned and fresh, nothing quarantined: healthy
+        # 2. every shard owned and fresh, nothing quarantined, gearmand answering with a
+        # worker registered, dead letters under a 10% ratio: healthy; with no stream named,
+        # status shows the streams the control store knows
         with control_conn.cursor() as cur:
             cur.execute("DELETE FROM staged_files WHERE state = 'quarantined'")
             cur.execute("INSERT INTO shard_leases (stream, shard_id, owner, token, acquired_at, "
                         "renewed_at, expires_at) VALUES (%s, %s, 'host-b:22:u2', 1, %s, %s, %s)",
                         (stream_name, shard1, _now(), _now(), _now() + timedelta(seconds=30)))
         pg_conn.commit()
-        proc = _status(env, "--stream", stream_name, "--json")
-        assert proc.returncode == 0, proc.stderr
-        assert json.loads(proc.stdout)["healthy"] is True
+        env.update({"SHARDLINE_GEARMAN_SERVERS": server,
+                    "SHARDLINE_STATUS_MAX_DEAD_LETTER_RATIO": "0.1"})
+        with _worker(server, function.encode()):
+            drained = True  # the worker takes the queued jobs
+            proc = _status(env, "--json")
+            assert proc.returncode == 0, proc.stderr
+            report = json.loads(proc.stdout)
+            assert report["healthy"] is True and report["streams"] == [stream_name]
+            assert report["gearman"]["functions"][function]["workers"] >= 1
+            proc = _status(env, "--all-streams")
+            assert proc.returncode == 0, proc.stderr
+            assert "host-x" in proc.stdout and "live" in proc.stdout
 
-        # 3. a stale status row (> 3 x report interval) and too much lag: alert again
+        # 3. a stale status row (> 3 x report interval), too much lag, a file pending for
+        # two hours (> 3 x loader.max_interval_s), a host whose 1 s heartbeat expired and
+        # (the worker gone) no worker for the stage function: alert again
+        control_store.heartbeat("host-x", 1, {"stream": stream_name})
         with control_conn.cursor() as cur:
             cur.execute("UPDATE shard_status SET updated_at = %s WHERE stream = %s AND "
                         "shard_id = %s", (_now() - timedelta(seconds=16), stream_name, shard0))
             cur.execute("UPDATE shard_status SET millis_behind_latest = 60001, updated_at = %s "
                         "WHERE stream = %s AND shard_id = %s", (_now(), stream_name, shard1))
+            cur.execute("UPDATE staged_files SET staged_at = %s WHERE s3_key = %s",
+                        (_now() - timedelta(hours=2), f"{stream_name}/k1"))
         pg_conn.commit()
+        time.sleep(1.2)
         proc = _status(env, "--stream", stream_name, "--json")
         assert proc.returncode == 3
         assert f"{shard0}: status row is stale" in proc.stderr
         assert f"{shard1}: lags 60001 ms" in proc.stderr
+        assert ("ALERT page_views: the loader is not loading: 2 files pending, the oldest "
+                "staged 2h ago (> status.max_pending_age_s = 9m); last load") in proc.stderr
+        assert "ALERT host host-x: heartbeat stopped" in proc.stderr
+        assert f"it still has {shard1}" in proc.stderr
+        assert f"no worker is registered for {function}" in proc.stderr
+        report = json.loads(proc.stdout)
+        assert report["hosts"][0]["alive"] is False
+        assert report["dead_letters"] == 5  # k1 (2 h old) had none; the rest are in the window
     finally:
-        _drain(server, function.encode(), 3)
+        if not drained:
+            _drain(server, function.encode(), 3)

@@ -14,7 +14,8 @@ import pytest
 
 from shardline.ops.fleet import Fleet, control_query, shardline, wait_for
 from shardline.positions import position
-from tests.pipeline import FAST, dead_letter_positions, read_stream
+from tests.pipeline import (FAST, HOST_METRICS, LOAD_METRICS, MOVING, dead_letter_positions,
+                            free_address, read_stream, scrape, scrape_when_complete)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -31,8 +32,9 @@ def fleet_env(stack_env, stream_name, tmp_path):
 def fleet(fleet_env, stream_name, tmp_path):
     made: list[Fleet] = []
 
-    def make(workers: int = 2) -> Fleet:
-        f = Fleet(tmp_path / "supervisor", fleet_env, stream_name, workers)
+    def make(workers: int = 2, settings: dict[str, str] | None = None) -> Fleet:
+        f = Fleet(tmp_path / "supervisor", fleet_env, stream_name, workers,
+                  settings=settings or {})
         made.append(f)
         return f
 
@@ -97,8 +99,17 @@ def test_100k_events_with_2pct_malformed_land_exactly_once(
     produced = produce(fleet_env, stream_name, tmp_path, 100_000, 0.02, seed=11,
                        extra=("--duplicate-fraction", "0.001"))
     assert produced["bad"] >= 1500 and produced["good"] >= 97_000
-    f = fleet()
+    address = free_address()  # this host's scrape target: the metrics program
+    f = fleet(settings={"agent.metrics_address": address})
     f.start()
+    # while the events flow: every metric is there in Prometheus text format, and moves
+    t = time.monotonic()
+    first, = scrape_when_complete([address], HOST_METRICS + LOAD_METRICS, 120, f.logs)
+    time.sleep(2)
+    second = scrape(address)
+    for name in MOVING:
+        assert second[name] > first[name], (name, first[name], second[name])
+    print(f"metrics checked in {time.monotonic() - t:.1f}s")
     wait_loaded(pg_conn, f, len(produced["ids"]), produced["bad"], timeout=300)
     assert_exactly_once(pg_conn, kinesis, s3, stack, s3_prefix, stream_name, produced)
     reasons = {d["reason"].split(":")[0] for d in

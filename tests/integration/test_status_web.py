@@ -122,6 +122,8 @@ def test_status_page_shows_the_fleet_and_refreshes(stack_env, stream_name, pg_co
     shard0, shard1, shard2 = sorted(s["ShardId"] for s in
                                     kinesis.list_shards(StreamName=stream_name)["Shards"])
     _fill_store(control_conn, pg_conn, stream_name, shard0, shard1)  # shard2: no lease
+    for host in ("host-a", "host-b"):  # the fleet: agents' heartbeats (their consumers' leases)
+        control_store.heartbeat(host, 600, {"stream": stream_name})
     port = free_ports(1)[0]
     base = f"http://127.0.0.1:{port}"
     env = {**stack_env, "SHARDLINE_CONSUMER_REPORT_INTERVAL_S": "60",
@@ -134,7 +136,8 @@ def test_status_page_shows_the_fleet_and_refreshes(stack_env, stream_name, pg_co
         _wait_json(base + "/api/history",
                    lambda h: any(len(s["points"]) >= 2 for s in h["shards"]), proc)
         report = _wait_json(base + "/api/status", lambda r: True, proc)
-        assert report["healthy"] is False and len(report["alerts"]) == 2, report["alerts"]
+        # no lease on shard2, a quarantined file, no stage worker registered in gearmand
+        assert report["healthy"] is False and len(report["alerts"]) == 3, report["alerts"]
         assert _get(base + "/nope")[0] == 404
         assert report["last_load"]["load_id"] == "load-web-1"
 
@@ -143,10 +146,11 @@ def test_status_page_shows_the_fleet_and_refreshes(stack_env, stream_name, pg_co
             page.wait_for("Number(document.body.dataset.refreshes) >= 1")
             page.evaluate("window.__same_page = true")
             text = page.text()
-            assert page.text("#state") == "ALERT (2)"
+            assert page.text("#state") == "ALERT (3)"
             alerts = page.text("#alerts")
             assert f"{stream_name}/{shard2}: no live owner" in alerts
             assert f"{stream_name}/k4 is quarantined" in alerts
+            assert "no worker is registered for shardline_stage" in alerts
             for shard in (shard0, shard1, shard2):
                 assert page.evaluate(f"!!document.querySelector('tr[data-shard=\"{stream_name}/"
                                      f"{shard}\"]')"), shard
@@ -191,7 +195,7 @@ def test_status_page_shows_the_fleet_and_refreshes(stack_env, stream_name, pg_co
         assert m[("shardline_fleet_shard_millis_behind",
                   (("shard", shard1), ("stream", stream_name)))] == 0
         assert 4 <= m[("shardline_fleet_shard_checkpoint_age_seconds", s0)] < 60
-        assert m[("shardline_fleet_alerts", ())] == 2
+        assert m[("shardline_fleet_alerts", ())] == 3
         assert not any(name.startswith(("process_", "python_")) for name, _ in m)
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -35,6 +35,13 @@ def test_only_commit_and_end_queries_are_delayed() -> None:
     assert len(seen) == 3
 
 
+def test_without_a_delay_commits_are_counted_and_nothing_waits() -> None:
+    seen = []
+    d = CommitDelay(0.0, lambda: seen.append(1))
+    out = d.feed(startup() + query(b"BEGIN") + query(b"COMMIT") + query(b"END"))
+    assert all(wait == 0.0 for wait, _ in out) and len(seen) == 2
+
+
 def test_messages_split_across_reads_are_reassembled() -> None:
     d = CommitDelay(0.5)
     data = startup() + query(b"SELECT 1") + query(b"COMMIT")

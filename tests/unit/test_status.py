@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 from datetime import datetime, timedelta
 
+import pytest
+
 from shardline.ops import status, status_render, status_report
 from shardline.exitcodes import ExitCode
 from shardline.ops.gearman_admin import FunctionStatus, ServerStatus
@@ -163,9 +165,8 @@ def test_ledger_gearman_loads_and_quarantine():
                                                             "queued": 5, "workers": 8}
     assert [s["up"] for s in r["gearman"]["servers"]] == [True, True, False]
     assert r["gearman"]["servers"][2]["error"] == "connection refused"
-    assert any("4732 is down" in n for n in r["notes"])
-    assert r["healthy"]  # a gearmand down is shown, not an alert by itself
-    assert r["staged_pending_total"] == {"files": 3, "bytes": 3000}
+    assert r["alerts"] == ["gearman 127.0.0.1:4732 is unreachable: connection refused"]
+    assert r["staged_pending_total"] == {"files": 3, "bytes": 3000, "rows": 0}
     assert r["staged_pending"][0]["oldest_age_s"] == 42
     assert r["last_load"]["rows_copied"] == 5000 and r["last_load"]["age_s"] == 12
     assert r["last_load"]["duration_s"] == 1
@@ -233,3 +234,154 @@ def test_format_helpers():
 def test_cli_usage_errors():
     assert status.main(["--watch", "0"]) == ExitCode.USAGE
     assert status.main(["--nope"]) == ExitCode.USAGE
+
+
+# -- alerts beyond shards (issue 13) ---------------------------------------------
+STAGE = "shardline_stage"
+
+
+def gm(*servers):
+    """ServerStatus objects: (name, workers of the stage function) or (name, None) = down."""
+    return [ServerStatus(n, False, error="connection refused") if w is None else
+            ServerStatus(n, True, (FunctionStatus(STAGE, 2, 0, w),)) for n, w in servers]
+
+
+def pending(age, files=3):
+    return [{"target_table": "page_views", "files": files, "bytes": 300, "rows": 30,
+             "oldest": ago(age)}]
+
+
+def test_loader_not_loading_alerts_past_the_pending_age():
+    r = report(pending=pending(541), max_pending_age_s=540, **healthy_inputs())
+    assert r["alerts"] == ["page_views: the loader is not loading: 3 files pending, the oldest "
+                           "staged 9m ago (> status.max_pending_age_s = 9m); no load in the "
+                           "last 7 days"]
+    assert r["staged_pending_total"] == {"files": 3, "bytes": 300, "rows": 30}
+    assert report(pending=pending(539), max_pending_age_s=540, **healthy_inputs())["healthy"]
+    assert report(pending=pending(10_000), **healthy_inputs())["healthy"]  # threshold off
+
+
+def test_pending_age_default_is_sized_from_the_loader_cadence():
+    from shardline.settings import StatusSettings
+
+    assert StatusSettings().pending_age_limit_s(180) == 540
+    assert StatusSettings().pending_age_limit_s(0) == 60  # a floor for back-to-back loaders
+    assert StatusSettings(max_pending_age_s=30).pending_age_limit_s(180) == 30
+
+
+def test_gearmand_unreachable_and_no_stage_worker_alert():
+    r = report(gearman=gm(("g1:4730", 3), ("g2:4730", None)), stage_function=STAGE,
+               **healthy_inputs())
+    assert r["alerts"] == ["gearman g2:4730 is unreachable: connection refused"]
+    r = report(gearman=gm(("g1:4730", 0), ("g2:4730", 0)), stage_function=STAGE,
+               **healthy_inputs())
+    assert r["alerts"] == ["gearman: no worker is registered for shardline_stage on g1:4730, "
+                           "g2:4730 (4 jobs queued)"]
+    r = report(gearman=[ServerStatus("g1:4730", True, ())], stage_function=STAGE,
+               **healthy_inputs())  # the function was never registered at all
+    assert "no worker is registered for shardline_stage" in r["alerts"][0]
+    r = report(gearman=gm(("g1:4730", None)), stage_function=STAGE, **healthy_inputs())
+    assert r["alerts"] == ["gearman g1:4730 is unreachable: connection refused"]  # not twice
+    assert report(gearman=gm(("g1:4730", 0), ("g2:4730", 1)), stage_function=STAGE,
+                  **healthy_inputs())["healthy"]
+
+
+def recent(stream=S, rows=990, dead=10, files=5, table="page_views"):
+    return {"target_table": table, "stream": stream, "files": files, "rows": rows,
+            "dead_letters": dead}
+
+
+def test_dead_letter_ratio_over_the_window_alerts():
+    kw = dict(max_dead_letter_ratio=0.01, dead_letter_window_s=900, **healthy_inputs())
+    r = report(staged_recent=[recent(dead=10), recent(table="clicks", rows=0, dead=1, files=1)],
+               **kw)  # 11 of 1001
+    assert r["alerts"] == ["clicks: 11 dead letters of 1001 records staged in the last 15m "
+                           "(1.10% > status.max_dead_letter_ratio = 0.01)"]
+    assert r["dead_letters"] == 11
+    w = r["dead_letter_window"]
+    assert (w["window_s"], w["files"], w["rows"], w["dead_letters"]) == (900, 6, 990, 11)
+    assert report(staged_recent=[recent(dead=10)], **kw)["healthy"]  # 10 of 1000: not above
+    assert report(staged_recent=[recent(stream="other", dead=900)], **kw)["healthy"]
+    none = report(**kw)
+    assert none["healthy"] and none["dead_letters"] == 0
+    assert none["dead_letter_window"]["ratio"] is None
+    text = status_render.render_text(report(staged_recent=[recent(dead=10)], **kw))
+    assert "dead letters (last 15m): 10 of 1,000 records staged (1.00%) in 5 files" in text
+
+
+def host(host_id, age, ttl=20, **info):
+    return {"host_id": host_id, "renewed_at": ago(age),
+            "expires_at": ago(age) + timedelta(seconds=ttl), "info": {"stream": S, **info}}
+
+
+def test_hosts_carry_their_shards_and_a_dead_one_alerts():
+    inputs = healthy_inputs()  # live leases owned by host-a:123:abcd
+    assigned = [{"stream": S, "shard_id": "shardId-000000000002", "host_id": "host-b"}]
+    r = report(hosts=[host("host-a", 2), host("host-b", 45, running="shardId-000000000003"),
+                      host("host-other", 1, stream="elsewhere")],
+               assignments=assigned, dead_host_alert_s=86400, **inputs)
+    assert r["hosts"] == [
+        {"host_id": "host-a", "heartbeat_at": "2026-11-26T06:59:58Z", "heartbeat_age_s": 2,
+         "alive": True, "shards": ["shardId-000000000000", "shardId-000000000001"],
+         "expired_s": None},
+        {"host_id": "host-b", "heartbeat_at": "2026-11-26T06:59:15Z", "heartbeat_age_s": 45,
+         "alive": False, "shards": ["shardId-000000000002", "shardId-000000000003"],
+         "expired_s": 25}]
+    assert r["alerts"] == ["host host-b: heartbeat stopped 45s ago (expired 25s ago); it still "
+                           "has shardId-000000000002, shardId-000000000003"]
+    text = status_render.render_text(r)
+    assert "host-b" in text and "DEAD" in text
+    json.dumps(r)
+    # long dead: listed, no longer an alert; 0: alerts as long as it is registered
+    old = [host("host-b", 90_000)]
+    assert report(hosts=old, dead_host_alert_s=86400, **inputs)["healthy"]
+    assert not report(hosts=old, dead_host_alert_s=0, **inputs)["healthy"]
+    assert report(hosts=old, **inputs)["hosts"][0]["alive"] is False  # threshold off: listed
+
+
+def test_rows_gathered_from_a_store_feed_the_alerts():
+    """gather_control / gather_ledger over a MemoryStore, then the settings' thresholds."""
+    from shardline.controlstore import MemoryStore
+    from shardline.settings import load
+    from shardline.workers.ledger import StagedFile
+
+    t0 = (NOW - datetime(1970, 1, 1)).total_seconds()
+    store = MemoryStore(clock=lambda: t0)
+    store.acquire_lease(S, "shardId-000000000000", "host-a:1:x", 30)
+    store.heartbeat("host-z", 5, {"stream": S})
+    store.record_file(StagedFile(
+        s3_key="k", target_table="page_views", stream=S, shard_id="shardId-000000000000",
+        first_sequence="1", first_sub_sequence=0, last_sequence="2", last_sub_sequence=0,
+        row_count=1, byte_count=10, dead_letter_count=1, staged_at=ago(700)))
+    assert store.streams() == [S]
+    settings = load(None, env={"SHARDLINE_STATUS_DEAD_LETTER_WINDOW_S": "800"})
+    data = status.gather_control(store, store.streams())
+    data.update(status.gather_ledger(store, ["page_views"], ago(800)))
+    st = settings.status
+    r = report(max_pending_age_s=st.pending_age_limit_s(settings.loader.max_interval_s),
+               max_dead_letter_ratio=st.max_dead_letter_ratio,
+               dead_letter_window_s=st.dead_letter_window_s,
+               dead_host_alert_s=st.dead_host_alert_s, stage_function=STAGE, **data)
+    assert any("the loader is not loading: 1 files pending" in a for a in r["alerts"])
+    assert any("1 dead letters of 2 records" in a for a in r["alerts"])
+    assert not any(a.startswith("host host-z") for a in r["alerts"])
+    assert r["hosts"][0]["host_id"] == "host-z" and r["hosts"][0]["alive"] is True
+    assert r["staged_pending"][0]["rows"] == 1
+
+
+def test_streams_default_to_the_setting_else_every_stream_the_store_knows():
+    from shardline.controlstore import MemoryStore
+    from shardline.errors import ConfigError
+    from shardline.settings import load
+
+    store = MemoryStore()
+    none = load(None, env={})
+    with pytest.raises(ConfigError, match="kinesis.stream is required"):
+        status.resolve_streams(none, store)
+    assert status.resolve_streams(none, store, all_streams=True) == []
+    store.acquire_lease("b", "sh0", "o", 30)
+    store.assign("a", "sh0", "host-a")
+    assert status.resolve_streams(none, store) == ["a", "b"]
+    named = load(None, env={"SHARDLINE_KINESIS_STREAM": "clicks"})
+    assert status.resolve_streams(named, store) == ["clicks"]
+    assert status.resolve_streams(named, store, all_streams=True) == ["a", "b"]

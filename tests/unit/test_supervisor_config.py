@@ -51,7 +51,7 @@ def test_one_consumer_program_per_shard(tmp_path):
     names = [s for s in _sections(text).sections() if s.startswith("program:")]
     assert names == ["program:consumer-shardId-000000000000",
                      "program:consumer-shardId-000000000001",
-                     "program:stage-worker", "program:loader"]
+                     "program:stage-worker", "program:loader", "program:metrics"]
     cfg = _sections(text)
     assert cfg["program:consumer-shardId-000000000001"]["command"] == (
         "/opt/shardline/bin/shardline consumer --stream clicks --shard shardId-000000000001")
@@ -164,11 +164,25 @@ def test_environment_only_shardline_settings(tmp_path):
     text = _render(tmp_path, [OPEN0], environment=env)
     assert "AKIA" not in text and "s3cr3t" not in text and "PGPASSWORD=" not in text
     programs = _supervisord_programs(tmp_path, text)
-    assert programs["loader"].environment == env
+    assert programs["loader"].environment == {**env, "PROMETHEUS_MULTIPROC_DIR":
+                                              str(tmp_path / "metrics")}
 
 
-def test_no_environment_line_without_settings(tmp_path):
-    assert "environment=" not in _render(tmp_path, [OPEN0])
+def test_without_settings_the_environment_is_the_metrics_directory_only(tmp_path):
+    programs = _supervisord_programs(tmp_path, _render(tmp_path, [OPEN0]))
+    for name in ("consumer-shardId-000000000000", "stage-worker_00", "loader", "metrics"):
+        assert programs[name].environment == {
+            "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics")}, name
+
+
+def test_metrics_program_serves_the_host_at_the_configured_address(tmp_path):
+    text = _render(tmp_path, [OPEN0], config_path="/etc/s.ini",
+                   settings=Settings().replace(**{"agent.metrics_address": "0.0.0.0:9700"}))
+    programs = _supervisord_programs(tmp_path, text)
+    assert programs["metrics"].command == ("/opt/shardline/bin/shardline metrics --serve "
+                                           "0.0.0.0:9700 --config /etc/s.ini")
+    off = _render(tmp_path, [OPEN0], settings=Settings().replace(**{"agent.metrics_address": ""}))
+    assert "[program:metrics]" not in off
 
 
 def test_unknown_shardline_setting_is_an_error():

@@ -52,7 +52,8 @@ def test_agent_mode_has_the_agent_and_no_consumer_program(tmp_path):
     from supervisor.datatypes import RestartUnconditionally
 
     assert agent.priority == 1000 and agent.autorestart is RestartUnconditionally
-    assert agent.environment == {"SHARDLINE_LOG_LEVEL": "DEBUG"}
+    assert agent.environment == {"SHARDLINE_LOG_LEVEL": "DEBUG",
+                                 "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics")}
     assert f"files={tmp_path / 'agent-consumers.conf'}" in text
     assert "started and stopped on this host by `shardline agent`" in text
 
@@ -69,7 +70,9 @@ def test_include_file_programs_never_autostart(tmp_path):
     assert c.command == (f"{CMD[0]} consumer --stream clicks --shard shardId-000000000001 "
                          f"--config /etc/s.ini")
     assert c.stopwaitsecs == 30 and c.exitcodes == [0]
-    assert c.environment == {"SHARDLINE_LOG_LEVEL": "DEBUG"}
+    # the same multiprocess directory as the main config's programs: one target per host
+    assert c.environment == {"SHARDLINE_LOG_LEVEL": "DEBUG",
+                             "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics")}
     assert c.stdout_logfile == str(tmp_path / "logs" / "consumer-shardId-000000000001.out.log")
 
 
