@@ -11,6 +11,15 @@
 4. record the staged object in the control store's ledger (idempotent), and only then return
    (an empty result: completing the job is the success signal).
 
+A batch whose ledger entry is already there (a job retry, or a ``replay`` re-reading the
+same boundaries) writes nothing: the entry and its object stay what the loader loads or
+loaded, so a replay never changes stored rows, whatever transform runs now. The raw batch
+(the job payload, gzip'd) is archived under ``layout.archive_key`` before the ledger entry
+(``s3.archive``): a retry overwrites it with the same bytes. A reprocess job
+(``codec.decode_job``: the run's generation) stages under keys of its own, is never
+archived again, and its entry is pending even without good rows (see ``ledger``). Every
+entry names the transform version that made it (``transform.transform_version``).
+
 An S3 or control-store failure raises, the Gearman job fails (WORK_FAIL) and the
 consumer retries it. A batch without good rows writes no staged object; its
 ledger row has row_count 0 and state ``loaded`` (its ``s3_key`` is still the key the
@@ -31,7 +40,7 @@ from shardline.tables import table_spec
 from shardline.controlstore import open_store
 from shardline.workers.ledger import StagedFile, arrival_sample
 from shardline.workers.rows import RowBuilder, dead_letter_lines
-from shardline.workers.transform import Transform, load_transform
+from shardline.workers.transform import Transform, load_transform, transform_version
 
 UTC = timezone.utc
 GZIP_LEVEL = 2
@@ -70,6 +79,8 @@ class StageJob:
         self.settings = settings
         self.spec = table_spec(settings.worker.target_table)
         transform = transform or load_transform(settings.worker.transform)
+        self.transform_version = transform_version(transform)
+        self.archive = settings.s3.archive
         if settings.warehouse.dialect == "redshift":
             transform = refuse_null_marker(transform)
         self.builder = RowBuilder(self.spec, transform)
@@ -92,31 +103,47 @@ class StageJob:
         failing is raising (WORK_FAIL)."""
         started = time.perf_counter()
         try:
-            batch = codec.decode(payload)
+            generation, batch = codec.decode_job(payload)
             if job_log is not None and batch.records:
                 # the runner's own lines for this job (e.g. "job failed") name the batch too
                 job_log.extra["batch"] = f"{batch.stream}/{batch.batch_id}"
+                if generation:
+                    job_log.extra["reprocess"] = generation
             log = self.log.bind(**job_log.extra) if job_log is not None else self.log
-            self.stage(batch, log)
+            self.stage(batch, log, generation=generation,
+                       raw=payload if generation is None else None)
         except Exception:
             self.metrics.job(time.perf_counter() - started, ok=False)
             raise
         self.metrics.job(time.perf_counter() - started, ok=True)
         return b""
 
-    def stage(self, batch: codec.Batch, log: ContextLogger | None = None) -> None:
+    def stage(self, batch: codec.Batch, log: ContextLogger | None = None, *,
+              generation: str | None = None, raw: bytes | None = None) -> None:
+        """Stage one batch; ``generation``: of a reprocess run; ``raw``: its payload, for
+        the archive (None: encode it when archiving a normal batch)."""
         if not batch.records:
             raise codec.CodecError("empty batch: nothing to stage")
         log = log or self.log
         if "batch" not in log.extra:
             log = log.bind(batch=f"{batch.stream}/{batch.batch_id}")
         started = time.perf_counter()
+        key = layout.staged_key(self.prefix, self.spec.name, batch, generation)
+        if self.ledger.get_file(key) is not None:
+            log.info("ledger entry already present (a retry, or a replay of the same "
+                     "records): nothing rewritten; `shardline reprocess` applies a new "
+                     "transform")
+            return
         now = datetime.fromtimestamp(self.clock(), UTC)
         staged = self.builder.build(batch, now)
-        key = layout.staged_key(self.prefix, self.spec.name, batch)
+        if self.archive and generation is None:
+            self._put(layout.archive_key(self.prefix, batch),
+                      gzip.compress(raw if raw is not None else codec.encode(batch),
+                                    compresslevel=GZIP_LEVEL, mtime=0),
+                      "application/octet-stream")
         dl_key = None
         if staged.dead_letters:
-            dl_key = layout.dead_letter_key(self.prefix, batch)
+            dl_key = layout.dead_letter_key(self.prefix, batch, generation)
             self._put(dl_key, gzip_bytes(dead_letter_lines(staged.dead_letters)),
                       "application/x-ndjson")
         size = 0
@@ -132,13 +159,17 @@ class StageJob:
             last_sub_sequence=l.sub_sequence_number, row_count=staged.rows, byte_count=size,
             dead_letter_key=dl_key, dead_letter_count=len(staged.dead_letters),
             staged_at=now.replace(tzinfo=None),
-            arrival_sample=arrival_sample(r.arrival_ms for r in batch.records)))
+            arrival_sample=arrival_sample(r.arrival_ms for r in batch.records),
+            transform_version=self.transform_version, generation=generation,
+            arrival_min_ms=min(r.arrival_ms for r in batch.records),
+            arrival_max_ms=max(r.arrival_ms for r in batch.records)))
         if inserted:
             self.metrics.recorded(staged.rows, staged.dead_letters)
-        log.info("staged %d rows (%d bytes gz), %d dead letters in %.1f ms%s",
+        log.info("staged %d rows (%d bytes gz), %d dead letters in %.1f ms (transform %s%s)%s",
                  staged.rows, size, len(staged.dead_letters),
-                 (time.perf_counter() - started) * 1000,
-                 "" if inserted else "; ledger row already present (retry)")
+                 (time.perf_counter() - started) * 1000, self.transform_version,
+                 f", reprocess {generation}" if generation else "",
+                 "" if inserted else "; ledger row already present (concurrent retry)")
 
     def _put(self, key: str, body: bytes, content_type: str) -> None:
         self.s3.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType=content_type)
