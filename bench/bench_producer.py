@@ -8,7 +8,9 @@ request (what a handler that calls Kinesis itself does).
 1. ``put()`` latency p50/p99/p99.9 (µs), at ``--rate`` puts/s from one thread (a busy
    front-end process), Kinesis healthy and stalled; the baseline's per-call latency.
 2. Events/s from one process putting as fast as it can until ``flush()`` returns,
-   without and with KPL aggregation.
+   without and with KPL aggregation; aggregated also against ``bench/kinesis_sink.py``
+   (a local endpoint that takes every PutRecords at once, in a process of its own), so
+   the producer's own ceiling shows beside kinesalite's.
 3. examples/pageview_app.py under gunicorn (4 workers), a load generator on 127.0.0.1,
    Kinesis healthy then stalled: request latency p50/p99, and every page view in the
    warehouse exactly once (the fleet loads it).
@@ -21,6 +23,7 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -102,11 +105,23 @@ def baseline_latency(settings, evs: list[dict], calls: int) -> dict:
     return {"p50_us": percentile(lat, 50), "p99_us": percentile(lat, 99), "calls": calls}
 
 
-def throughput(settings, evs: list, n: int, aggregate: bool) -> dict:
+def throughput(settings, evs: list, n: int, aggregate: bool, warm: bool = False) -> dict:
     """put() as fast as one thread can, until flush() returns (dicts, or pre-encoded bytes
-    with their partition keys)."""
+    with their partition keys). The clock starts before the first put(), so it includes
+    the thread's start (botocore making its client: 0.1-0.6 s here, once per process) and
+    the first ListShards; ``warm`` puts and flushes one event first, as a web process
+    that has served a request. ``cpu_us_per_event``: this process's CPU time (all its
+    threads) per event, which the machine's load moves far less than the wall clock."""
     p = Producer(settings=settings, aggregate=aggregate, metrics=False,
                  max_buffer_bytes=256 * 1024 * 1024, on_full="block", block_timeout_ms=60_000)
+    if warm:
+        first = evs[0]
+        p.put(first[1], first[0]) if isinstance(first, tuple) else p.put(first)
+        assert p.flush(60), "warm-up flush timed out"
+        n0 = 1
+    else:
+        n0 = 0
+    cpu0 = os.times()
     t0 = time.perf_counter()
     if isinstance(evs[0], tuple):
         for i in range(n):
@@ -118,11 +133,14 @@ def throughput(settings, evs: list, n: int, aggregate: bool) -> dict:
     put_s = time.perf_counter() - t0
     assert p.flush(300), "flush timed out"
     total = time.perf_counter() - t0
+    cpu1 = os.times()
     st = p.stats()
     p.close()
-    assert st["sent"] == n and not st["dropped"], st
+    assert st["sent"] == n + n0 and not st["dropped"], st
+    cpu = cpu1.user + cpu1.system - cpu0.user - cpu0.system
     return {"events": n, "events_per_s": n / total, "put_phase_s": put_s, "total_s": total,
-            "kinesis_records": st["records"], "calls": st["calls"]}
+            "kinesis_records": st["records"], "calls": st["calls"],
+            "cpu_us_per_event": cpu / n * 1e6}
 
 
 def ceiling(settings, evs: list[dict], n: int) -> dict:
@@ -141,6 +159,19 @@ def ceiling(settings, evs: list[dict], n: int) -> dict:
     assert stats.user_records == n
     return {"events": n, "events_per_s": n / total, "total_s": total,
             "kinesis_records": stats.records, "mb": stats.bytes / 1e6}
+
+
+class Sink:
+    """bench/kinesis_sink.py in a process of its own (4 shards)."""
+
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / "kinesis_sink.py"),
+                                      "--shards", "4"], stdout=subprocess.PIPE, text=True)
+        self.url = f"http://127.0.0.1:{int(self.proc.stdout.readline())}"
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
 
 
 def web(info, env: dict, proxy: ProxyProcess, tmp: Path, per_phase: int) -> dict:
@@ -192,12 +223,15 @@ def main() -> int:
     ap.add_argument("--events", type=int, default=200_000, help="throughput run size")
     ap.add_argument("--requests", type=int, default=2000, help="per web phase")
     ap.add_argument("--skip-web", action="store_true")
+    ap.add_argument("--skip-latency", action="store_true", help="events/s only")
     args = ap.parse_args()
     os.environ.update(devstack.DUMMY_AWS_ENV)  # the emulators' fake credentials and region
     tmp = Path(tempfile.mkdtemp(prefix="bench-producer-"))
     info = devstack.up(tmp / "stack")
     proxy = ProxyProcess(info.kinesis_endpoint_url, stall_s=2.0)
-    results: dict = {"args": vars(args), "latency": [], "baseline": [], "tput": []}
+    sink = Sink()
+    results: dict = {"args": vars(args), "latency": [], "baseline": [], "tput": [],
+                     "load_at_start": os.getloadavg()[0]}
     try:
         env = {**info.env(), **FAST}
         evs = sample_events(20_000)
@@ -208,21 +242,31 @@ def main() -> int:
             direct = load(None, env={**env, "SHARDLINE_KINESIS_STREAM": stream})
             via = load(None, env={**env, "SHARDLINE_KINESIS_STREAM": stream,
                                   "SHARDLINE_KINESIS_ENDPOINT_URL": proxy.url})
+            to_sink = load(None, env={**env, "SHARDLINE_KINESIS_STREAM": stream,
+                                      "SHARDLINE_KINESIS_ENDPOINT_URL": sink.url})
             spool = str(tmp / f"spool-{rep}")
-            # Healthy: kinesalite itself (the proxy adds ~40 ms a call: Nagle on its relay).
-            run = {"normal": put_latency(direct, evs, args.rate, args.seconds, spool)}
-            base = {"normal": baseline_latency(direct, evs, 300)}
-            proxy.storm("slow", 3600)
-            run["stalled"] = put_latency(via, evs, args.rate, args.seconds, spool + "-s")
-            base["stalled"] = baseline_latency(via, evs, 3)
-            proxy.storm("slow", 0)
-            results["latency"].append(run)
-            results["baseline"].append(base)
+            run: dict = {}
+            base: dict = {}
+            if not args.skip_latency:
+                # Healthy: kinesalite itself (the proxy adds ~40 ms a call: Nagle on its relay).
+                run["normal"] = put_latency(direct, evs, args.rate, args.seconds, spool)
+                base["normal"] = baseline_latency(direct, evs, 300)
+                proxy.storm("slow", 3600)
+                run["stalled"] = put_latency(via, evs, args.rate, args.seconds, spool + "-s")
+                base["stalled"] = baseline_latency(via, evs, 3)
+                proxy.storm("slow", 0)
+                results["latency"].append(run)
+                results["baseline"].append(base)
             results["tput"].append({
                 "plain": throughput(direct, evs, args.events // 4, False),
                 "aggregated": throughput(direct, evs, args.events, True),
                 "aggregated_bytes": throughput(direct, raw, args.events, True),
-                "ceiling": ceiling(direct, evs, args.events)})
+                "aggregated_warm": throughput(direct, evs, args.events, True, warm=True),
+                "ceiling": ceiling(direct, evs, args.events),
+                "aggregated_sink": throughput(to_sink, evs, args.events, True),
+                "aggregated_warm_sink": throughput(to_sink, evs, args.events, True, warm=True),
+                "aggregated_bytes_sink": throughput(to_sink, raw, args.events, True),
+                "ceiling_sink": ceiling(to_sink, evs, args.events)})
             print(json.dumps({"rep": rep, **run, "baseline": base,
                               "tput": results["tput"][-1]}), flush=True)
         if not args.skip_web:
@@ -235,9 +279,10 @@ def main() -> int:
             print(json.dumps({"web": results["web"]}), flush=True)
     finally:
         proxy.stop()
+        sink.stop()
         devstack.down(tmp / "stack")
     summary = {}
-    for mode in ("normal", "stalled"):
+    for mode in ("normal", "stalled") if results["latency"] else ():
         for how in ("paced", "tight", "json_paced"):
             for k in ("p50_us", "p99_us", "p999_us"):
                 summary[f"put_{mode}_{how}_{k}"] = statistics.median(
@@ -246,12 +291,21 @@ def main() -> int:
             summary[f"baseline_{mode}_{k}"] = med([r[mode] for r in results["baseline"]], k)
         summary[f"baseline_over_put_p99_{mode}"] = summary[f"baseline_{mode}_p99_us"] / \
             summary[f"put_{mode}_paced_p99_us"]
-    for kind in ("plain", "aggregated", "aggregated_bytes", "ceiling"):
+    for kind in ("plain", "aggregated", "aggregated_bytes", "aggregated_warm", "ceiling",
+                 "aggregated_sink", "aggregated_bytes_sink", "aggregated_warm_sink",
+                 "ceiling_sink"):
         summary[f"{kind}_events_per_s"] = med([r[kind] for r in results["tput"]],
                                               "events_per_s")
+        if kind != "ceiling" and kind != "ceiling_sink":
+            summary[f"{kind}_cpu_us_per_event"] = med([r[kind] for r in results["tput"]],
+                                                      "cpu_us_per_event")
     summary["agg_vs_plain"] = summary["aggregated_events_per_s"] / summary["plain_events_per_s"]
     summary["agg_vs_ceiling"] = summary["aggregated_events_per_s"] / \
         summary["ceiling_events_per_s"]
+    summary["agg_sink_vs_ceiling_sink"] = summary["aggregated_sink_events_per_s"] / \
+        summary["ceiling_sink_events_per_s"]
+    summary["load_1m_start"] = results["load_at_start"]
+    summary["load_1m_end"] = os.getloadavg()[0]
     results["summary"] = summary
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "bench_producer.json").write_text(json.dumps(results, indent=2))

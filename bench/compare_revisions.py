@@ -10,7 +10,7 @@ and the report gives each metric's median per side and the new/old ratio.
 
 Each round runs ``<checkout>/.venv/bin/python <checkout>/bench/<bench> ARGS`` and reads
 the JSON the benchmark writes to ``<checkout>/bench/results/<name>.json``; numbers found
-under ``median`` (or at the top level) are the metrics.
+under ``median`` or ``summary`` (or at the top level) are the metrics.
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from pathlib import Path
 
 
 def metrics(result: dict) -> dict[str, float]:
-    source = result.get("median", result)
+    source = result.get("median") or result.get("summary") or result
     out = {}
     for k, v in source.items():
         if isinstance(v, list) and v and all(isinstance(x, (int, float)) for x in v):

@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 import tenacity
 
-from shardline.codec import Batch, encode
+from shardline.codec import Batch, encode_job
 
 
 @dataclass(frozen=True)
@@ -30,9 +30,12 @@ class Outcome:
     error: str | None = None
 
 
-def unique_id(stream: str, batch: Batch) -> str:
-    """Contract: sha1 of "{stream}/{batch_id}" (gearmand caps unique ids at 64 bytes)."""
-    return hashlib.sha1(f"{stream}/{batch.batch_id}".encode()).hexdigest()
+def unique_id(stream: str, batch: Batch, generation: str | None = None) -> str:
+    """Contract: sha1 of "{stream}/{batch_id}" (gearmand caps unique ids at 64 bytes); a
+    reprocess run's job adds "/{generation}", so gearmand never merges it with a consumer's
+    job for the same records."""
+    tail = f"/{generation}" if generation else ""
+    return hashlib.sha1(f"{stream}/{batch.batch_id}{tail}".encode()).hexdigest()
 
 
 class JobError(Exception):
@@ -44,8 +47,10 @@ class Dispatcher:
 
     def __init__(self, client_factory: Callable[[], Any], function: str, *, threads: int,
                  job_timeout_s: float, max_attempts: int, retry_max_s: float,
-                 sleep: Callable[[float], None] = time.sleep, log: Any = None):
+                 sleep: Callable[[float], None] = time.sleep, log: Any = None,
+                 generation: str | None = None):
         self.client_factory = client_factory
+        self.generation = generation  # set: the jobs of a reprocess run (codec.encode_job)
         self.function = function.encode()  # bytes task names: str ones break pygearman
         self.threads, self.job_timeout_s = threads, job_timeout_s
         self.max_attempts, self.retry_max_s = max_attempts, retry_max_s
@@ -89,7 +94,8 @@ class Dispatcher:
             if item is self._STOP:
                 return
             ticket, stream, batch = item
-            payload, unique = encode(batch), unique_id(stream, batch)
+            payload = encode_job(batch, self.generation)
+            unique = unique_id(stream, batch, self.generation)
             holder = {"client": client}
             retryer = tenacity.Retrying(
                 retry=tenacity.retry_if_exception_type(JobError),

@@ -174,3 +174,30 @@ def encoded_size(records: Iterable[Record]) -> int:
     """Payload bytes the records will take (for the window's byte budget)."""
     return sum(24 + len(r.sequence_number) + len(r.partition_key.encode()) + len(r.data)
                for r in records)
+
+
+# -- reprocess jobs ------------------------------------------------------------------
+# A reprocess stage job (``shardline reprocess``) is the batch payload behind a small header
+# naming its run: b"SLR" | generation:str8 | batch payload. A consumer's job is the bare
+# payload, so nothing changes for them; the stage worker reads both (``decode_job``).
+REPROCESS_MAGIC = b"SLR"
+
+
+def encode_job(batch: Batch, generation: str | None = None) -> bytes:
+    """The Gearman payload of a stage job: a reprocess run's carries its generation."""
+    payload = encode(batch)
+    if not generation:
+        return payload
+    return REPROCESS_MAGIC + _str(generation, _U8) + payload
+
+
+def decode_job(payload: bytes) -> tuple[str | None, Batch]:
+    """-> (generation or None, batch) of a stage job payload."""
+    data = bytes(payload)
+    if data[:3] != REPROCESS_MAGIC:
+        return None, decode(data)
+    try:
+        generation, pos = _read_str(data, 3, _U8)
+    except struct.error:
+        raise CodecError("truncated reprocess job header") from None
+    return generation, decode(data[pos:])

@@ -2,18 +2,28 @@
 
 The key layout is part of the contract (docs/architecture-contract.md)::
 
-    {prefix}/staged/{table}/{stream}/{shard_id}/{first}_{last}.csv.gz
-    {prefix}/dead-letter/{stream}/{shard_id}/{first}_{last}.jsonl.gz
+    {prefix}/staged/{table}/{stream}/{shard_id}/{first}_{last}[.{generation}].csv.gz
+    {prefix}/dead-letter/{stream}/{shard_id}/{first}_{last}[.{generation}].jsonl.gz
     {prefix}/manifests/{table}/{load_id}.manifest
+    {prefix}/archive/{stream}/{YYYY-MM-DD}/{HH}/{shard_id}/{first}_{last}.slb.gz
+    {prefix}/reprocess/{stream}/{generation}.json
+    {prefix}/redrive/{stream}/{generation}.json
 
 ``prefix`` is ``s3.prefix`` (empty: keys start at the kind); ``first``/``last`` are
 ``{sequence_number}-{sub_sequence_number}`` of the batch's first and last record.
 Batch keys are deterministic, so a retried batch overwrites its own objects instead of
 adding new ones; ``batch_name`` is also the batch's id (``codec.Batch.batch_id``, from
 which the Gearman unique id is made). Every writer and reader builds keys here.
+
+A reprocess run (``shardline reprocess``) stages under its ``generation`` (``.g...`` before
+the extension), so a re-read batch with the same boundaries gets a ledger entry of its own
+instead of overwriting an object the ledger already calls loaded. The raw archive is keyed
+by the UTC hour of the batch's first arrival time (so ``--since``/``--until`` list only the
+hours they need) and the batch name (a retry overwrites it with the same bytes).
 """
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # codec imports this module
@@ -22,6 +32,9 @@ if TYPE_CHECKING:  # codec imports this module
 STAGED = "staged"
 DEAD_LETTER = "dead-letter"
 MANIFESTS = "manifests"
+ARCHIVE = "archive"
+REPROCESS = "reprocess"
+ARCHIVE_SUFFIX = ".slb.gz"
 
 
 def _join(prefix: str, *parts: str) -> str:
@@ -36,14 +49,45 @@ def batch_name(batch: "Batch") -> str:
             f"_{l.sequence_number}-{l.sub_sequence_number}")
 
 
-def staged_key(prefix: str, table: str, batch: "Batch") -> str:
-    """The gzip'd CSV of a batch's good rows."""
-    return _join(prefix, STAGED, table, batch.stream, batch_name(batch) + ".csv.gz")
+def _tagged(batch: "Batch", generation: str | None) -> str:
+    return batch_name(batch) + (f".{generation}" if generation else "")
 
 
-def dead_letter_key(prefix: str, batch: "Batch") -> str:
+def staged_key(prefix: str, table: str, batch: "Batch", generation: str | None = None) -> str:
+    """The gzip'd CSV of a batch's good rows (of a reprocess run's ``generation``)."""
+    return _join(prefix, STAGED, table, batch.stream, _tagged(batch, generation) + ".csv.gz")
+
+
+def dead_letter_key(prefix: str, batch: "Batch", generation: str | None = None) -> str:
     """The gzip'd JSON lines of a batch's dead letters."""
-    return _join(prefix, DEAD_LETTER, batch.stream, batch_name(batch) + ".jsonl.gz")
+    return _join(prefix, DEAD_LETTER, batch.stream, _tagged(batch, generation) + ".jsonl.gz")
+
+
+def archive_key(prefix: str, batch: "Batch") -> str:
+    """The gzip'd batch payload (``codec.encode``: data, positions, arrival times) of a
+    batch's source records, under the UTC hour its first record arrived."""
+    hour = datetime.fromtimestamp(batch.first.arrival_ms / 1000, timezone.utc)
+    return _join(prefix, ARCHIVE, batch.stream, f"{hour:%Y-%m-%d}", f"{hour:%H}",
+                 batch_name(batch) + ARCHIVE_SUFFIX)
+
+
+def archive_prefix(prefix: str, stream: str, hour: datetime | None = None) -> str:
+    """What a stream's archive keys start with (of one UTC hour when given)."""
+    if hour is None:
+        return _join(prefix, ARCHIVE, stream, "")
+    hour = hour.astimezone(timezone.utc)
+    return _join(prefix, ARCHIVE, stream, f"{hour:%Y-%m-%d}", f"{hour:%H}", "")
+
+
+def redrive_record_key(prefix: str, stream: str, generation: str = "") -> str:
+    """What a redrive run landed and what it still rejects (``generation`` empty: the
+    prefix of every record of the stream)."""
+    return _join(prefix, "redrive", stream, f"{generation}.json" if generation else "")
+
+
+def reprocess_record_key(prefix: str, stream: str, generation: str) -> str:
+    """What a reprocess run did and why (its options, reason, counts)."""
+    return _join(prefix, REPROCESS, stream, f"{generation}.json")
 
 
 def dead_letter_prefix(prefix: str) -> str:

@@ -32,3 +32,16 @@ def before_params(sequence_number: str, sub_sequence_number: int) -> tuple:
     """The parameters of ``before`` for the position (sequence_number, sub_sequence_number)."""
     n = len(sequence_number)
     return (n, n, sequence_number, sequence_number, sub_sequence_number)
+
+
+def within(seq_col: str, sub_col: str) -> str:
+    """SQL predicate "the row's position is in [first, last]" (both ends included): not
+    before first and last not before the row; bind it with ``within_params``."""
+    after_last = (f"(LENGTH({seq_col}) > %s OR (LENGTH({seq_col}) = %s AND "
+                  f"({seq_col} > %s OR ({seq_col} = %s AND {sub_col} > %s))))")
+    return f"(NOT {before(seq_col, sub_col)} AND NOT {after_last})"
+
+
+def within_params(first: tuple[str, int], last: tuple[str, int]) -> tuple:
+    """The parameters of ``within`` for the positions first = (seq, sub), last = (seq, sub)."""
+    return before_params(*first) + before_params(*last)

@@ -208,6 +208,8 @@ class S3Settings:
     bucket: str = _opt("", "bucket for staged batches, manifests and dead letters",
                        check=_check_bucket)
     prefix: str = _opt("shardline", "key prefix under the bucket", check=_check_prefix)
+    archive: bool = _opt(True, "stage workers keep every batch's source records under "
+                         "{prefix}/archive/ (reprocess --from-archive; docs/iterating.md)")
 
 
 @dataclass
@@ -477,6 +479,13 @@ def _convert(f: dataclasses.Field, text: str, where: str) -> Any:
             return float(text)
         if kind == "list":
             return [item.strip() for item in text.split(",") if item.strip()]
+        if kind == "bool":
+            lowered = text.lower()
+            if lowered in ("true", "yes", "on", "1"):
+                return True
+            if lowered in ("false", "no", "off", "0"):
+                return False
+            raise ValueError(text)
     except ValueError:
         raise ConfigError(f"{where}: {text!r} is not a valid {kind}") from None
     return text

@@ -7,7 +7,8 @@ own *system columns*, appended here to every table and never written in the file
 
 - ``STAGED_SYSTEM``: filled by the stage worker from the Kinesis record and the batch,
   the last columns of every staged CSV row (``shard_id`` .. ``staged_at``);
-- ``LOADER_SYSTEM``: written by the loader's INSERT (``loaded_at``), never staged.
+- ``LOADER_SYSTEM``: written by the loader's INSERT (``loaded_at``, ``transform_version``),
+  never staged.
 
 The stage worker writes CSV columns in ``columns`` order and checks each value against
 ``max_bytes`` (Redshift VARCHAR lengths count UTF-8 bytes); the loader COPYs the column
@@ -67,9 +68,12 @@ STAGED_SYSTEM: tuple[Column, ...] = (
     column("arrival_time", "timestamp", not_null=True, system=True),  # Kinesis, UTC
     column("staged_at", "timestamp", not_null=True, system=True),
 )
-# Written by the loader's INSERT, not staged (its default only fills the staging table).
+# Written by the loader's INSERT, not staged (loaded_at's default only fills the staging
+# table): when, and which transform made the row (the file's ledger entry says; NULL for
+# rows loaded before versions were kept: sql/migrations/003_transform_version.sql).
 LOADER_SYSTEM: tuple[Column, ...] = (
     column("loaded_at", "timestamp", not_null=True, system=True),
+    column("transform_version", "varchar(64)", system=True),
 )
 SYSTEM_NAMES = frozenset(c.name for c in STAGED_SYSTEM + LOADER_SYSTEM)
 

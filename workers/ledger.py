@@ -9,7 +9,9 @@ worker writes and the loader reads, and its column limits.
 
 A stage worker records its object *before* its job reports success. A retried job (same
 batch, same deterministic key) finds the entry and leaves it untouched, so the ledger never
-holds a batch twice and never moves an entry the loader flipped to ``loaded`` back.
+holds a batch twice and never moves an entry the loader flipped to ``loaded`` back. A
+reprocess run stages under keys of its own (the generation is in the key), so its files
+are new entries, never "already present".
 """
 from __future__ import annotations
 
@@ -19,6 +21,10 @@ from typing import Any, Iterable, Sequence
 
 PENDING = "pending"
 LOADED = "loaded"
+# Generations: a reprocess run's ("g...", its files replace their ranges) or a redrive's
+# ("r...", dead letters sent through the transform again: plain dedup, new events).
+REPROCESS_PREFIX = "g"
+REDRIVE_PREFIX = "r"
 
 # The columns the stage worker writes (``load_id`` is the loader's), with their limits.
 _COLUMNS = [
@@ -37,6 +43,10 @@ _COLUMNS = [
     ("state", "VARCHAR(16)"),
     ("staged_at", "TIMESTAMP"),
     ("loaded_at", "TIMESTAMP"),
+    ("transform_version", "VARCHAR(64)"),
+    ("generation", "VARCHAR(64)"),
+    ("arrival_min_ms", "BIGINT"),
+    ("arrival_max_ms", "BIGINT"),
     ("arrival_sample", "VARCHAR(256)"),
     ("column_list", "TEXT"),
 ]
@@ -74,6 +84,19 @@ class StagedFile:
     state: str = ""
     load_id: str | None = None
     loaded_at: datetime | None = None
+    # Which transform made the rows (``transform.transform_version``); None: staged before
+    # versions were recorded. The loader writes it into every row of the file.
+    transform_version: str | None = None
+    # The reprocess run that staged this file (``shardline reprocess``; ``replaces``), None
+    # for a normal batch: the loader then replaces the rows of the file's position range
+    # instead of skipping stored events. A reprocess file is pending even with no good rows
+    # (its range's stored rows must still be removed). A redrive's generation ("r...")
+    # only gives its batches keys of their own; they load like normal batches.
+    generation: str | None = None
+    # ApproximateArrivalTimestamp range of the batch's records (epoch ms): bounds the
+    # reprocess replace by the sort key even when the file has no rows.
+    arrival_min_ms: int | None = None
+    arrival_max_ms: int | None = None
     arrival_sample: str | None = None  # ``arrival_sample()`` of the batch's records
     # The file's CSV columns, comma-separated, in order: the loader's COPY names them, so a
     # file staged before an ``ALTER TABLE ... ADD COLUMN`` still loads (the new column gets
@@ -82,9 +105,14 @@ class StagedFile:
 
     def __post_init__(self) -> None:
         if not self.state:
-            self.state = PENDING if self.row_count > 0 else LOADED
+            self.state = PENDING if self.row_count > 0 or self.replaces else LOADED
             if self.state == LOADED and self.loaded_at is None:
                 self.loaded_at = self.staged_at
+
+    @property
+    def replaces(self) -> bool:
+        """A reprocess run's file: the loader replaces the rows of its position range."""
+        return bool(self.generation and self.generation.startswith(REPROCESS_PREFIX))
 
     @classmethod
     def pending(cls, target_table: str, row: Sequence[Any]) -> "StagedFile":

@@ -104,6 +104,31 @@ class LoadTrigger:
         return self.reason(stats, now) is not None
 
 
+def load_group(entries: Sequence[StagedFile],
+               columns_of: Callable[[StagedFile], Any] = lambda e: e.columns
+               ) -> list[StagedFile]:
+    """The files of one load, from the oldest pending ones (oldest first): all of one kind
+    (normal, or one reprocess run's), one transform version and one column list (the COPY
+    names it: files staged before an ADD COLUMN have fewer), so the load writes one
+    version into its rows and replaces ranges only for reprocess files. A reprocess load
+    stops before a normal file of another version: a file an older transform staged must
+    load first, or its rows would come back over the reprocessed range. Files a normal
+    load passes over wait for the next load (files of a new version are identical to what
+    a reprocess of the same records makes, so their order does not matter)."""
+    if not entries:
+        return []
+    first = entries[0]
+    kind = (first.generation, first.transform_version, columns_of(first))
+    out = []
+    for e in entries:
+        if (e.generation, e.transform_version, columns_of(e)) == kind:
+            out.append(e)
+        elif first.replaces and not e.replaces \
+                and e.transform_version != first.transform_version:
+            break
+    return out
+
+
 def stats_of(entries: Sequence[StagedFile]) -> PendingStats:
     return PendingStats(len(entries), sum(e.byte_count for e in entries),
                         min((e.staged_at for e in entries), default=None))
@@ -123,6 +148,7 @@ class LoadResult:
     seconds: float
     capped: bool  # the load took max_files_per_load entries: more may be waiting
     timings: dict = field(default_factory=dict)  # plan step -> seconds
+    rows_replaced: int = 0  # a reprocess load: stored rows deleted from its files' ranges
 
 
 @dataclass(frozen=True)
@@ -333,15 +359,12 @@ class Loader:
         stage_table = f"stage_{self.table[:24]}_{_IDENT.sub('_', load_id.lower())[:32]}"
         lc = self.settings.loader
         cap = 1 if self.isolate else lc.max_files_per_load
-        entries = self.store.pending_files(self.table, cap)
+        fetched = self.store.pending_files(self.table, cap)
+        entries = load_group(fetched, self.columns_of)
         if not entries:
             return None
-        # one COPY column list per load: the oldest file's (a tables-file change mid-stream
-        # leaves older files with fewer columns; they load first, the rest next)
-        columns = self.columns_of(entries[0])
-        same = [e for e in entries if self.columns_of(e) == columns]
-        capped = len(same) < len(entries)
-        entries = same
+        first = entries[0]
+        columns = self.columns_of(first)
         manifest = Manifest(self.settings.s3.bucket,
                             manifest_key(self.settings.s3.prefix, self.table, load_id),
                             tuple(e for e in entries if e.row_count > 0))
@@ -353,15 +376,18 @@ class Loader:
                 manifest = dataclasses.replace(
                     manifest, parts=tuple(parts),
                     combined=frozenset(e.s3_key for g in groups for e in g))
-        log.info("loading %d files (%d bytes) because %s%s", len(entries),
-                 sum(e.byte_count for e in entries), reason,
+        log.info("loading %d files (%d bytes; transform %s%s) because %s%s", len(entries),
+                 sum(e.byte_count for e in entries), first.transform_version or "unrecorded",
+                 f"; reprocess {first.generation}: replacing their ranges"
+                 if first.replaces else "", reason,
                  " (one at a time: finding the file whose COPY fails)" if self.isolate else "")
         if manifest.entries:
             self._put_manifest(manifest)
         plan = build_plan(self.spec, load_id=load_id, stage_table=stage_table,
                           manifest=manifest, entries=entries, started_at=started,
                           finished_at=lambda: utc(self.clock()), lease_token=self.token or 0,
-                          dedup_window_s=lc.dedup_window_s, columns=columns)
+                          dedup_window_s=lc.dedup_window_s, replace=first.replaces,
+                          transform_version=first.transform_version, columns=columns)
         try:
             with self.warehouse.tx() as cur:
                 try:
@@ -389,15 +415,21 @@ class Loader:
         seconds = time.monotonic() - t0
         result = LoadResult(load_id, self.table, manifest.key, len(entries),
                             sum(e.byte_count for e in entries), outcome.rows_copied,
-                            outcome.rows_inserted, seconds, capped or len(entries) >= cap,
-                            outcome.timings)
+                            outcome.rows_inserted, seconds,
+                            len(fetched) >= cap or len(entries) < len(fetched),
+                            outcome.timings, outcome.rows_replaced)
         share = outcome.rows_inserted / outcome.rows_copied if outcome.rows_copied else 0.0
+        # a reprocess or redrive re-loads old records: their age is not the pipeline's latency
         self.metrics.load_done(seconds, outcome.rows_inserted, outcome.rows_copied,
+                               [] if first.generation else
                                e2e_observations(entries, queryable_ms, share))
         log.info("loaded %d files, %d rows copied, %d inserted, %d duplicates skipped, "
-                 "in %.2fs (%.0f rows/s; %s)", result.files,
+                 "%s""in %.2fs (%.0f rows/s; %s)", result.files,
                  result.rows_copied, result.rows_inserted,
-                 result.rows_copied - result.rows_inserted, seconds,
+                 result.rows_copied - result.rows_inserted,
+                 f"{result.rows_replaced} stored rows of reprocessed ranges replaced, "
+                 if first.replaces else "",
+                 seconds,
                  result.rows_copied / seconds if seconds > 0 else 0.0,
                  " ".join(f"{k}={v:.2f}s" for k, v in outcome.timings.items() if v >= 0.01)
                  or "steps < 0.01s")

@@ -15,6 +15,15 @@
    ``ADD COLUMN`` still load), the first table's entry last, and only then return (an
    empty result: completing the job is the success signal).
 
+A batch whose ledger entry is already there (a job retry, or a ``replay`` re-reading the
+same boundaries) writes nothing: the entry and its object stay what the loader loads or
+loaded, so a replay never changes stored rows, whatever transform runs now. The raw batch
+(the job payload, gzip'd) is archived under ``layout.archive_key`` before the ledger entry
+(``s3.archive``): a retry overwrites it with the same bytes. A reprocess job
+(``codec.decode_job``: the run's generation) stages under keys of its own, is never
+archived again, and its entry is pending even without good rows (see ``ledger``). Every
+entry names the transform version that made it (``transform.transform_version``).
+
 An S3 or control-store failure raises, the Gearman job fails (WORK_FAIL) and the
 consumer retries it. A batch without good rows for the file's first table writes no staged
 object for it; that table's ledger row has row_count 0 and state ``loaded`` (its ``s3_key``
@@ -36,7 +45,7 @@ from shardline.tables import Tables, load_tables
 from shardline.controlstore import open_store
 from shardline.workers.ledger import StagedFile, arrival_sample
 from shardline.workers.rows import RowBuilder, dead_letter_lines
-from shardline.workers.transform import Transform, load_table_transforms
+from shardline.workers.transform import Transform, load_table_transforms, transform_version
 
 UTC = timezone.utc
 GZIP_LEVEL = 2
@@ -77,11 +86,15 @@ class StageJob:
         self.tables = tables or load_tables(settings)
         transforms = load_table_transforms(self.tables, settings) if transform is None else \
             {**load_table_transforms(self.tables), self.tables.tables[0].name: transform}
+        # which transform made each table's rows: recorded in its ledger entries and rows
+        self.versions = {name: transform_version(t) for name, t in transforms.items()}
+        self.archive = settings.s3.archive
         if settings.warehouse.dialect == "redshift":
             transforms = {name: refuse_null_marker(t) for name, t in transforms.items()}
         # The first table of the file is the batch's own: its ledger entry is always written
         # (0 rows: born loaded), last, and carries the batch's dead letters.
         self.spec = self.tables.tables[0]
+        self.transform_version = self.versions[self.spec.name]
         self.builder = RowBuilder.routed(self.tables, transforms)
         self.bucket = settings.s3.bucket
         self.prefix = settings.s3.prefix
@@ -105,19 +118,25 @@ class StageJob:
         failing is raising (WORK_FAIL)."""
         started = time.perf_counter()
         try:
-            batch = codec.decode(payload)
+            generation, batch = codec.decode_job(payload)
             if job_log is not None and batch.records:
                 # the runner's own lines for this job (e.g. "job failed") name the batch too
                 job_log.extra["batch"] = f"{batch.stream}/{batch.batch_id}"
+                if generation:
+                    job_log.extra["reprocess"] = generation
             log = self.log.bind(**job_log.extra) if job_log is not None else self.log
-            self.stage(batch, log)
+            self.stage(batch, log, generation=generation,
+                       raw=payload if generation is None else None)
         except Exception:
             self.job_metrics.job(time.perf_counter() - started, ok=False)
             raise
         self.job_metrics.job(time.perf_counter() - started, ok=True)
         return b""
 
-    def stage(self, batch: codec.Batch, log: ContextLogger | None = None) -> None:
+    def stage(self, batch: codec.Batch, log: ContextLogger | None = None, *,
+              generation: str | None = None, raw: bytes | None = None) -> None:
+        """Stage one batch; ``generation``: of a reprocess run; ``raw``: its payload, for
+        the archive (None: encode it when archiving a normal batch)."""
         if not batch.records:
             raise codec.CodecError("empty batch: nothing to stage")
         log = log or self.log
@@ -125,28 +144,41 @@ class StageJob:
             log = log.bind(batch=f"{batch.stream}/{batch.batch_id}")
         started = time.perf_counter()
         own = self.spec.name
-        if self.ledger.get_file(layout.staged_key(self.prefix, own, batch)) is not None:
-            # a retry of a batch already staged (its own entry is written last): the
-            # objects stay those its entries describe (a worker with another transform or
-            # tables file must not overwrite a file whose recorded column list is older)
-            log.info("ledger entry already present (retry): nothing rewritten")
+        if self.ledger.get_file(layout.staged_key(self.prefix, own, batch, generation)) \
+                is not None:
+            # a retry, or a replay of the same records (the batch's own entry is written
+            # last): the objects stay those its entries describe, whatever transform or
+            # tables file runs now (`shardline reprocess` applies a new transform)
+            log.info("ledger entry already present (a retry, or a replay of the same "
+                     "records): nothing rewritten; `shardline reprocess` applies a new "
+                     "transform")
             return
         now = datetime.fromtimestamp(self.clock(), UTC)
         routed = self.builder.build_tables(batch, now)
+        if self.archive and generation is None:
+            self._put(layout.archive_key(self.prefix, batch),
+                      gzip.compress(raw if raw is not None else codec.encode(batch),
+                                    compresslevel=GZIP_LEVEL, mtime=0),
+                      "application/octet-stream")
         dead = routed.dead_letters
         dl_key = None
         if dead:
-            dl_key = layout.dead_letter_key(self.prefix, batch)
+            dl_key = layout.dead_letter_key(self.prefix, batch, generation)
             self._put(dl_key, gzip_bytes(dead_letter_lines(dead)), "application/x-ndjson")
         # one staged file and ledger entry per table with rows; the batch's own table last,
-        # always: its entry present means the batch's other entries are too
-        order = [t for t in self.tables.names if t != own and t in routed.tables] + [own]
+        # always: its entry present means the batch's other entries are too. A reprocess
+        # job writes an entry for every table (pending even without rows): each table's
+        # stored rows of the range are replaced by what the current transforms make.
+        order = [t for t in self.tables.names if t != own and
+                 (generation or t in routed.tables)] + [own]
         f, l = batch.first, batch.last
+        arrival_min = min(r.arrival_ms for r in batch.records)
+        arrival_max = max(r.arrival_ms for r in batch.records)
         parts = []
         for table in order:
             staged = routed.tables.get(table)
             rows = staged.rows if staged is not None else 0
-            key = layout.staged_key(self.prefix, table, batch)
+            key = layout.staged_key(self.prefix, table, batch, generation)
             size = 0
             mine = table == own
             if not mine and self.ledger.get_file(key) is not None:
@@ -165,13 +197,17 @@ class StageJob:
                 dead_letter_count=len(dead) if mine else 0,
                 staged_at=now.replace(tzinfo=None),
                 arrival_sample=arrival_sample(r.arrival_ms for r in batch.records),
-                column_list=self.column_lists[table]))
+                column_list=self.column_lists[table],
+                transform_version=self.versions[table], generation=generation,
+                arrival_min_ms=arrival_min, arrival_max_ms=arrival_max))
             if inserted:
                 self.metrics[table].recorded(rows, dead if mine else ())
-            parts.append(f"{rows} rows to {table} ({size} bytes gz"
-                         f"{'' if inserted else ', ledger row already present (retry)'})")
-        log.info("staged %s, %d dead letters in %.1f ms", ", ".join(parts), len(dead),
-                 (time.perf_counter() - started) * 1000)
+            parts.append(f"{rows} rows to {table} ({size} bytes gz, transform "
+                         f"{self.versions[table]}"
+                         f"{'' if inserted else ', ledger row already present (concurrent retry)'})")
+        log.info("staged %s, %d dead letters in %.1f ms%s", ", ".join(parts), len(dead),
+                 (time.perf_counter() - started) * 1000,
+                 f" (reprocess {generation})" if generation else "")
 
     def _put(self, key: str, body: bytes, content_type: str) -> None:
         self.s3.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType=content_type)

@@ -56,7 +56,9 @@ Derived columns:
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib
+import inspect
 import ipaddress
 import re
 import socket
@@ -66,6 +68,10 @@ from typing import Any, Callable
 from shardline.errors import BadRecord, ConfigError
 
 Transform = Callable[[dict], dict]
+
+# The version of the default transform (``transform_version``): change it with the rules.
+VERSION = "page_view-1"
+MAX_VERSION_BYTES = 64  # staged_files.transform_version, page_views.transform_version
 
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 # scheme://authority path ?query #fragment. Split by hand rather than with urlsplit,
@@ -284,7 +290,29 @@ def page_view(event: dict) -> dict[str, Any]:
     }
 
 
-# -- loading transforms (tables file, worker.transform) -------------------------------
+# -- loading transforms (tables file, worker.transform), their versions -------------
+def transform_version(func: Transform) -> str:
+    """Which transform made a row: the ``VERSION`` string its module declares (a function
+    attribute ``VERSION`` wins), else ``sha1:`` + 12 hex digits of the module's source, so
+    any code change is a new version even when nobody bumps a string. Recorded in the
+    ledger, the load record and every row (docs/iterating.md)."""
+    declared = getattr(func, "VERSION", None)
+    module = inspect.getmodule(func)
+    if declared is None and module is not None:
+        declared = getattr(module, "VERSION", None)
+    if declared is not None:
+        text = str(declared)
+        if not text or len(text.encode("utf-8")) > MAX_VERSION_BYTES:
+            raise ConfigError(f"transform VERSION {text[:80]!r} must be 1-{MAX_VERSION_BYTES} "
+                              "bytes")
+        return text
+    try:
+        source = inspect.getsource(module if module is not None else func)
+    except (OSError, TypeError):  # no source (a C function, a REPL lambda): its name
+        source = f"{getattr(func, '__module__', '?')}:{getattr(func, '__qualname__', '?')}"
+    return "sha1:" + hashlib.sha1(source.encode("utf-8")).hexdigest()[:12]
+
+
 def load_table_transforms(tables: Any, settings: Any = None) -> dict[str, Transform]:
     """Each table's transform (table name -> callable), the tables file's ``python_path``
     put first on ``sys.path``; ``worker.transform`` (when set) replaces the transform of
@@ -307,6 +335,15 @@ def load_table_transforms(tables: Any, settings: Any = None) -> dict[str, Transf
             out[spec.name] = load_transform(
                 spec.transform, f"tables file {tables.source}: [tables.{spec.name}] transform")
     return out
+
+
+def table_transform(settings: Any, table: str | None = None) -> Transform:
+    """The transform the stage workers run for ``table`` (default: the tables file's first),
+    as they load it: what ``reprocess`` and ``redrive`` compare versions with."""
+    from shardline.tables import load_tables
+
+    tables = load_tables(settings)
+    return load_table_transforms(tables, settings)[table or tables.names[0]]
 
 
 def load_transform(path: str, what: str = "worker.transform") -> Transform:

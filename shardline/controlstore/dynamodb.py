@@ -41,7 +41,8 @@ _INDEX_BACKFILL_WAIT_S = 3600.0  # migrate waits this long for an added index to
 _FILE_FIELDS = ("s3_key", "target_table", "stream", "shard_id", "first_sequence",
                 "first_sub_sequence", "last_sequence", "last_sub_sequence", "row_count",
                 "byte_count", "dead_letter_key", "dead_letter_count", "state", "load_id",
-                "arrival_sample", "column_list")
+                "arrival_sample", "transform_version", "generation", "arrival_min_ms",
+                "arrival_max_ms", "column_list")
 
 
 class DynamoStore(ControlStore):

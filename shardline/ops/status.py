@@ -94,11 +94,12 @@ def resolve_streams(settings: Settings, store: Any, all_streams: bool = False) -
 def gather_warehouse(conn: Any, streams: Sequence[str], now: Any) -> dict[str, Any]:
     """From the load record: per shard the last loaded position (over the last day's
     loads: a range on the record's sort key), and the last load."""
-    from shardline.workers.warehouse.record import loaded_positions
+    from shardline.workers.warehouse.record import loaded_positions, loaded_versions
 
     out: dict[str, Any] = {}
     with conn.cursor() as cur:
         out["watermarks"] = loaded_positions(cur, streams, now - timedelta(days=1))
+        out["transform_versions"] = loaded_versions(cur, now - timedelta(days=7))
         cur.execute("SELECT load_id, target_table, file_count, byte_count, rows_copied, "
                     "rows_inserted, started_at, finished_at FROM loads "
                     "WHERE finished_at >= %s ORDER BY finished_at DESC LIMIT 1",

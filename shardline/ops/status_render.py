@@ -113,6 +113,9 @@ def render_text(report: Mapping[str, Any]) -> str:
         lines.append(f"dead letters (last {fmt_duration(dl['window_s'])}): "
                      f"{dl['dead_letters']:,} of {dl['rows'] + dl['dead_letters']:,} records "
                      f"staged ({ratio}) in {dl['files']:,} files")
+    lines += [f"transform {v['target_table']} {v['transform_version'] or 'unrecorded'}: "
+              f"{v['rows']:,} rows in {v['files']} files loaded ({v['reprocess_files']} by "
+              f"reprocess), last {v['last_loaded_at']}" for v in report["transform_versions"]]
     quarantined = report["quarantined"]
     lines.append(f"quarantined (COPY kept failing; fix, then re-stage or replay): "
                  f"{len(quarantined)} files")

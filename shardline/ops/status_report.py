@@ -82,6 +82,7 @@ def build_report(*, now: datetime, streams: Sequence[str], leases: Iterable[Row]
                  checkpoints: Iterable[Row] = (), status_rows: Iterable[Row] = (),
                  watermarks: Iterable[Row] = (), pending: Iterable[Row] = (),
                  quarantined: Iterable[Row] = (), last_load: Row | None = None,
+                 transform_versions: Iterable[Row] = (),
                  gearman: Sequence[Any] = (), kinesis: Mapping[str, Any] | None = None,
                  max_lag_ms: int, report_interval_s: float,
                  hosts: Iterable[Row] = (), assignments: Iterable[Row] = (),
@@ -235,6 +236,9 @@ def build_report(*, now: datetime, streams: Sequence[str], leases: Iterable[Row]
         "last_load": load,
         "dead_letters": dead_out["dead_letters"],
         "dead_letter_window": dead_out,
+        # per table and transform version: rows/files loaded over 7 days (the load record)
+        "transform_versions": [{**v, "last_loaded_at": _iso(v.get("last_loaded_at"))}
+                               for v in transform_versions],
     }
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import collections
 import threading
 import time
+from operator import itemgetter
 from typing import Any
 
 from shardline.kinesis import ShardMap, StreamNotFound, error_code, open_shards
@@ -38,8 +39,11 @@ AGG_BATCH_BYTES = 4_800_000                # user bytes per aggregated call (< 5
 PLAIN_READY_BYTES = MAX_BATCH_BYTES - 64 * 1024
 
 
-def _size(rec: tuple) -> int:
-    return len(rec[3]) + len(rec[2])
+def _sizes(recs: list) -> int:
+    return sum([len(r[3]) + len(r[2]) for r in recs])
+
+
+_seq_of = itemgetter(0)
 
 
 class Pump:
@@ -68,8 +72,12 @@ class Pump:
         self.unsynced_from: int | None = None
         self.spooled = 0
         self.shard_map = ShardMap([])
-        self.slots: dict[str, int] = {}  # partition key -> shard slot (sessions repeat)
-        self.routed_by = self.shard_map  # the map the lanes' waiting events were routed by
+        # The map events are routed by, and per partition key (sessions repeat) its shard
+        # slot and lane under that map. Only the pump thread touches these: a new map
+        # from ListShards (another thread) is taken up at the start of a cycle.
+        self.routed_by = self.shard_map
+        self.slots: dict[str, int] = {}
+        self.lane_of_key: dict[str, int] = {}
         self.shard_map_at = 0.0
         self.shard_try_at = -1e9
         self.loading = False
@@ -155,6 +163,7 @@ class Pump:
         self._handle_done()
         if self.routed_by is not self.shard_map:  # a new map: waiting events follow it
             self.routed_by = self.shard_map
+            self.slots, self.lane_of_key = {}, {}
             waiting = sorted((r for q in self.pending for r in q), key=lambda r: r[0])
             for i, q in enumerate(self.pending):
                 q.clear()
@@ -188,23 +197,40 @@ class Pump:
         if slot is None:
             if len(self.slots) > 200_000:
                 self.slots.clear()
-            slot = self.slots[key] = self.shard_map.slot(key)
+            slot = self.slots[key] = self.routed_by.slot(key)
         return slot
 
     def _lane_of(self, key: str) -> int:
-        n = len(self.lanes)
-        return self._slot(key) % n if n > 1 and len(self.shard_map) > 1 else 0
+        lane = self.lane_of_key.get(key)
+        if lane is None:
+            n = len(self.lanes)
+            lane = self._slot(key) % n if n > 1 and len(self.routed_by) > 1 else 0
+            if len(self.lane_of_key) > 200_000:
+                self.lane_of_key.clear()
+            self.lane_of_key[key] = lane
+        return lane
 
     def _route(self, records: list) -> None:
-        for rec in records:
-            i = self._lane_of(rec[2])
-            self.pending[i].append(rec)
-            self.pending_bytes[i] += _size(rec)
+        if not records:
+            return
+        if len(self.lanes) == 1 or len(self.routed_by) <= 1:
+            self.pending[0].extend(records)
+            self.pending_bytes[0] += _sizes(records)
+            return
+        pending, nbytes, lanes, lane_of = self.pending, self.pending_bytes, \
+            self.lane_of_key, self._lane_of
+        for rec in records:  # every event: kept to dict look-ups and appends
+            key = rec[2]
+            i = lanes.get(key)
+            if i is None:
+                i = lane_of(key)
+            pending[i].append(rec)
+            nbytes[i] += len(rec[3]) + len(key)
 
     def _submit_ready(self, now: int) -> None:
         flushing = self.p._flush_to > self.p.acked_seq or self.stopping
-        agg = self.cfg.aggregate and len(self.shard_map) > 0
-        if (self.cfg.aggregate or len(self.lanes) > 1) and not len(self.shard_map) and \
+        agg = self.cfg.aggregate and len(self.routed_by) > 0
+        if (self.cfg.aggregate or len(self.lanes) > 1) and not len(self.routed_by) and \
                 not self.stopping and time.monotonic() - self.started < MAP_WAIT_S:
             # The shard map is on its way: wait for it rather than send plain records, or
             # send a key's first records from one lane and its next ones from another.
@@ -223,26 +249,37 @@ class Pump:
 
     def _build(self, q: collections.deque, tag: Any = None) -> Batch:
         """One PutRecords call's worth from the front of ``q`` (plain or KPL aggregates)."""
-        if self.cfg.aggregate and len(self.shard_map) > 0:
-            taken, budget = [], 0
-            while q and (not taken or budget + _size(q[0]) + 12 <= AGG_BATCH_BYTES):
-                rec = q.popleft()
-                taken.append(rec)
-                budget += _size(rec) + 12
+        popleft, take = q.popleft, []
+        append = take.append
+        held = 0
+        if self.cfg.aggregate and len(self.routed_by) > 0:
+            budget = AGG_BATCH_BYTES
+            while q:
+                rec = q[0]
+                size = len(rec[3]) + len(rec[2])
+                if take and size + 12 > budget:
+                    break
+                append(popleft())
+                held += size
+                budget -= size + 12
             entries, users, records, spans, nbytes = pack(
-                taken, self._slot, self.cfg.aggregate_max_records)
+                take, self._slot, self.cfg.aggregate_max_records)
         else:
-            records, nbytes = [], 0
-            while q and len(records) < MAX_BATCH_RECORDS and \
-                    (not records or nbytes + _size(q[0]) <= MAX_BATCH_BYTES):
-                rec = q.popleft()
-                records.append(rec)
-                nbytes += _size(rec)
+            records, budget = take, MAX_BATCH_BYTES
+            while q and len(take) < MAX_BATCH_RECORDS:
+                rec = q[0]
+                size = len(rec[3]) + len(rec[2])
+                if take and size > budget:
+                    break
+                append(popleft())
+                held += size
+                budget -= size
+            nbytes = held
             entries = [{"Data": r[3], "PartitionKey": r[2]} for r in records]
             users = [1] * len(records)
             spans = [(i, i + 1) for i in range(len(records))]
         return Batch(entries, users, nbytes, records=records, spans=spans, tag=tag,
-                     min_seq=min(r[0] for r in records), held=sum(_size(r) for r in records))
+                     min_seq=min(map(_seq_of, take)), held=held)
 
     def _handle_done(self) -> None:
         refused = 0
@@ -308,14 +345,14 @@ class Pump:
     def _to_spool(self, recs: list) -> None:
         if recs:
             self._write(recs)
-            self.p._release(sum(_size(r) for r in recs))
+            self.p._release(_sizes(recs))
 
     def _write(self, recs: list) -> None:
         spool = self.spool
         assert spool is not None
         if not recs:
             return
-        nbytes = sum(_size(r) for r in recs)
+        nbytes = _sizes(recs)
         if not spool.has_room(nbytes):
             with self.p._lock:
                 self.p.dropped["spool_full"] += len(recs)
@@ -375,8 +412,7 @@ class Pump:
             shards = open_shards(self.client, self.cfg.stream)
             new = ShardMap(shards)
             if new.shard_ids != self.shard_map.shard_ids:
-                self.slots = {}  # a reshard moved keys (the pump reads the new dict next)
-                self.shard_map = new
+                self.shard_map = new  # a reshard: the pump routes by it from its next cycle
             self.shard_map_at = time.monotonic()
         except StreamNotFound as exc:
             log.error("%s", exc)

@@ -29,6 +29,8 @@ import time
 import weakref
 from typing import Any, Callable
 
+import orjson
+
 from shardline.logs import get_logger
 from shardline.producer.config import ProducerConfig
 from shardline.producer.metrics import LATENCY_BUCKETS
@@ -36,7 +38,11 @@ from shardline.producer.put import MAX_RECORD_BYTES
 
 log = get_logger("producer")
 
-_ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+# orjson is ~15x faster than json here, but the bytes it returns hold ~4 KiB each when
+# they are kept (measured: 200,000 page views of ~400 bytes held 785 MB, not 87):
+# put() copies them into an exact-size object (~0.2 µs), so max_buffer_bytes bounds memory.
+_ORJSON = orjson.dumps
+_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 _BOUNDS_NS = [int(b * 1e9) for b in LATENCY_BUCKETS]
 _LIVE: "weakref.WeakSet[Producer]" = weakref.WeakSet()
 _ns = time.perf_counter_ns
@@ -123,7 +129,10 @@ class Producer:
         """
         t0 = _ns()
         if type(event) is dict:
-            data = _ENCODE(event).encode("utf-8")
+            try:
+                data = bytes(bytearray(_ORJSON(event)))  # no GC-tracked temporary
+            except TypeError:
+                data = _encode_slowly(event)
             key = partition_key or event.get("session_id")
         elif isinstance(event, (bytes, bytearray, memoryview)):
             data = bytes(event)
@@ -137,12 +146,13 @@ class Producer:
         if len(key) > 256:  # Kinesis: 1-256 characters
             key = hashlib.md5(key.encode("utf-8")).hexdigest()
         size = len(data) + len(key)
+        if size > MAX_RECORD_BYTES:
+            with self._lock:
+                self.dropped["too_large"] += 1
+            return False
         with self._lock:
             if self._closed:
                 self.dropped["closed"] += 1
-                return False
-            if size > MAX_RECORD_BYTES:
-                self.dropped["too_large"] += 1
                 return False
             if self._thread is None:
                 self._start_locked()
@@ -288,6 +298,15 @@ class Producer:
         if self._pump is not None:
             self._pump.forget_after_fork()
         self._init_state()
+
+
+def _encode_slowly(event: dict) -> bytes:
+    """What orjson refuses but ``json`` encodes (keys that are not strings, integers
+    beyond 64 bits), the way ``json`` does; TypeError naming the problem otherwise."""
+    try:
+        return _JSON(event).encode("utf-8")
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"put(): the event cannot be JSON-encoded: {exc}") from None
 
 
 def _check_environment(config: ProducerConfig, settings: Any, client: Any) -> None:

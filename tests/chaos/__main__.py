@@ -39,6 +39,8 @@ def main(argv: list[str]) -> int:
                    help="control store backend (dynamodb: moto's, on the S3 port)")
     p.add_argument("--warehouse", choices=("postgres", "redshift-like"), default=d.warehouse,
                    help="warehouse mode (redshift-like: SERIALIZABLE, 300 ms per COMMIT)")
+    p.add_argument("--no-reprocess", action="store_true",
+                   help="no mid-run transform deploy + shardline reprocess")
     p.add_argument("--dir", type=Path, help="work directory (default: a new /tmp directory)")
     p.add_argument("--json", type=Path, metavar="FILE", help="write the verdict as JSON")
     p.add_argument("--keep-stack", action="store_true", help="leave the local stack running")
@@ -50,7 +52,7 @@ def main(argv: list[str]) -> int:
                  workers=a.workers, kill_every_s=a.kill_every, bad_fraction=a.bad_fraction,
                  fault_rate=a.fault_rate, settle_timeout_s=a.settle_timeout, dir=a.dir,
                  hosts=a.hosts, host_crash_every_s=a.host_crash_every,
-                 control=a.control, warehouse=a.warehouse)
+                 control=a.control, warehouse=a.warehouse, reprocess=not a.no_reprocess)
     campaign = Campaign(cfg, say=lambda text: print(text, flush=True))
     try:
         v = campaign.run()

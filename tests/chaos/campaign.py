@@ -25,6 +25,7 @@ import random
 import re
 import secrets
 import signal
+import subprocess
 import tempfile
 import time
 from collections import Counter
@@ -38,7 +39,8 @@ from shardline import devstack
 from shardline.devstack.state import read_state
 from shardline.ops import gearman_admin
 from shardline.errors import ServiceUnavailable
-from shardline.ops.fleet import Fleet, Hosts, control_store, shardline, warehouse_query
+from shardline.ops.fleet import (SHARDLINE, Fleet, Hosts, control_store, shardline,
+                                  warehouse_query)
 from tests.chaos import schedule, verdict
 from tests.chaos.corpus import ChaosProducer
 from shardline.devstack.relay import TcpRelay
@@ -87,6 +89,11 @@ class Config:
     host_crash_every_s: float = 30.0  # agent mode: mean seconds between whole-host crashes
     control: str = "postgres"  # the control store: postgres | dynamodb
     warehouse: str = "postgres"  # the warehouse: postgres | redshift-like
+    reprocess: bool = True  # one fleet: deploy tests.chaos.transforms mid-run and reprocess
+
+
+REPROCESS_TRANSFORM = "tests.chaos.transforms:page_view_v2"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def require_password(stack_dir: Path, info: devstack.StackInfo, password: str) -> None:
@@ -129,6 +136,8 @@ class Campaign:
         self.kproxy: KinesisFaultProxy | None = None
         self.gate: TcpRelay | None = None
         self.frozen_pid: int | None = None
+        self.reprocess: subprocess.Popen | None = None
+        self.reprocess_log: Path | None = None
 
     # -- setup ---------------------------------------------------------------
 
@@ -156,7 +165,10 @@ class Campaign:
                     "SHARDLINE_CONTROL_TABLE_PREFIX": f"chaos{cfg.seed}_",
                     "SHARDLINE_S3_PREFIX": self.prefix,
                     "AWS_SECRET_ACCESS_KEY": self.secrets["aws_secret_access_key"],
-                    "PGPASSWORD": self.secrets["pg_password"]}
+                    "PGPASSWORD": self.secrets["pg_password"],
+                    # the stage workers import the transform deployed before the reprocess
+                    "PYTHONPATH": os.pathsep.join(
+                        p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
         if cfg.hosts > 1:
             self.env.update(AGENT_SETTINGS)
         self.env.pop("SHARDLINE_CONFIG", None)
@@ -256,6 +268,8 @@ class Campaign:
             return self._kill(action.arg)
         if what == "host_crash":
             return self._crash_host(action.seconds)
+        if what == "reprocess":
+            return self._start_reprocess()
         if what == "gearmand_restart":
             devstack.stop_service(self.stack_dir, "gearman")
             time.sleep(action.seconds)
@@ -280,6 +294,49 @@ class Campaign:
             self.infra[f"kinesis {action.arg} storms"] += 1
         log.info("%s %s", what, action.arg)
         return True
+
+    def _start_reprocess(self) -> bool:
+        """Deploy the chaos transform (a config naming it, ``supervisorctl update``) and start
+        ``shardline reprocess --all-shards --trim-horizon`` beside the running fleet; False
+        (try again shortly) while the config cannot be written (a Kinesis storm)."""
+        if self.fleet is None or not self.cfg.reprocess:
+            return True
+        made = shardline("supervisor-config", "--stream", self.stream, "--workers",
+                         str(self.cfg.workers), "--out", str(self.fleet.conf_dir), "--set",
+                         f"worker.transform={REPROCESS_TRANSFORM}", env=self.env, check=False)
+        if made.returncode != 0:
+            return False
+        self.env["SHARDLINE_WORKER_TRANSFORM"] = REPROCESS_TRANSFORM
+        self.fleet.env = self.env
+        self.fleet.ctl("reread")
+        self.fleet.ctl("update")
+        self.infra["transform deploys"] += 1
+        self._run_reprocess()
+        return True
+
+    def _run_reprocess(self) -> None:
+        self.reprocess_log = self.dir / f"reprocess-{self.infra['reprocess runs']}.log"
+        self.infra["reprocess runs"] += 1
+        with open(self.reprocess_log, "w") as out:
+            self.reprocess = subprocess.Popen(
+                [SHARDLINE, "reprocess", "--all-shards",
+                 "--trim-horizon", "--yes", "--reason", "chaos: deployed chaos-v2"],
+                env=self.env, stdout=out, stderr=subprocess.STDOUT)
+        log.info("reprocess started (pid %d)", self.reprocess.pid)
+
+    def finish_reprocess(self, attempts: int = 5) -> None:
+        """Wait for the reprocess run; one the faults stopped is simply run again (a
+        reprocess is idempotent: a new generation replaces the same ranges)."""
+        for _ in range(attempts):
+            if self.reprocess is None:
+                return
+            code = self.reprocess.wait(timeout=600)
+            if code == 0:
+                self.reprocess = None
+                return
+            log.info("reprocess exited %d; running it again", code)
+            self._run_reprocess()
+        raise RuntimeError(f"reprocess kept failing; see {self.reprocess_log}")
 
     def _crash_host(self, down_s: float) -> bool:
         """SIGKILL one live host whole (never the last one); it boots again after down_s."""
@@ -316,7 +373,8 @@ class Campaign:
         cfg = self.cfg
         actions = schedule.plan(cfg.seed, cfg.duration_s, kill_every_s=cfg.kill_every_s,
                                 host_crash_every_s=cfg.host_crash_every_s if cfg.hosts > 1
-                                else 0.0)
+                                else 0.0,
+                                reprocess_at=0.55 if cfg.reprocess and cfg.hosts <= 1 else None)
         t0 = time.monotonic()
         next_report = 0.0
         while actions:
@@ -361,6 +419,7 @@ class Campaign:
         if producer.error:
             raise RuntimeError(f"producer failed: {producer.error!r}")
         t0 = time.monotonic()
+        self.finish_reprocess()
         while True:
             v = verdict.Verdict(self.cfg.seed)
             rows_checked = False
@@ -377,6 +436,8 @@ class Campaign:
         if not rows_checked:  # timed out before the rows could be compared: compare now
             verdict.check_rows(v, producer.ledger, self.query)
         verdict.check_hostile(v, producer.ledger, self.query)
+        if self.infra["transform deploys"]:
+            verdict.check_transform(v, self.query)
         verdict.check_dead_letters(v, producer.ledger, self.s3, self.info.bucket, self.prefix)
         if waited > self.cfg.settle_timeout_s:
             v.problems.append(f"not quiet after {self.cfg.settle_timeout_s:.0f} s")

@@ -8,6 +8,10 @@ round; S3 outages alternate between "refuse" (the S3 relay resets connections) a
 "freeze" (the S3 server is SIGSTOPped: requests hang). Kinesis fault storms (every call
 of a kind faulted for a few seconds) come every ``storm_every_s`` on average.
 
+One ``reprocess`` action at ``reprocess_at`` of the run (None: none): the campaign deploys
+another transform to the running fleet and runs ``shardline reprocess --all-shards
+--trim-horizon`` while the kills and faults go on.
+
 With several hosts (``--hosts``, agent mode) ``host_crash_every_s`` adds whole-host crashes:
 one host's supervisord and everything under it SIGKILLed, booted again ``seconds`` later. They
 draw from a random stream of their own, so every other action keeps its time.
@@ -25,7 +29,7 @@ STORM_KINDS = ("throttled", "expired", "500", "drop", "slow")
 class Action:
     at_s: float
     # kill | gearmand_restart | postgres_down | postgres_up | s3_down | s3_up | storm |
-    # host_crash
+    # host_crash | reprocess
     what: str
     arg: str = ""        # kill: process kind; s3_down: refuse | freeze; storm: fault kind
     seconds: float = 0.0  # storm length, gearmand downtime, host downtime
@@ -34,7 +38,8 @@ class Action:
 def plan(seed: int, duration_s: float, *, kill_every_s: float = 3.0,
          outage_s: tuple[float, float] = (3.0, 6.0), infra_round_s: float = 150.0,
          storm_every_s: float = 20.0, host_crash_every_s: float = 0.0,
-         host_down_s: tuple[float, float] = (5.0, 15.0)) -> list[Action]:
+         host_down_s: tuple[float, float] = (5.0, 15.0),
+         reprocess_at: float | None = 0.55) -> list[Action]:
     """Every action of a campaign of ``duration_s`` seconds, sorted by time."""
     rng = random.Random(f"chaos-plan-{seed}")
     actions: list[Action] = []
@@ -81,4 +86,6 @@ def plan(seed: int, duration_s: float, *, kill_every_s: float = 3.0,
             break
         actions.append(Action(round(t, 3), "host_crash",
                               seconds=round(hosts_rng.uniform(*host_down_s), 3)))
+    if reprocess_at is not None:
+        actions.append(Action(round(duration_s * reprocess_at, 3), "reprocess"))
     return sorted(actions)

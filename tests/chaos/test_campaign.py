@@ -63,6 +63,9 @@ def test_every_valid_event_lands_once_and_every_bad_one_is_dead_lettered(run):
     assert v["put_twice"] >= 10, "retried puts (same event, two sequence numbers) not exercised"
     assert v["hostile"] >= 100 and v["hostile_mismatched"] == 0
     assert v["lagging_shards"] == [] and v["stuck_programs"] == []
+    # a reprocess with a newly deployed transform ran through the chaos: every row is its
+    assert v["reprocessed"] and v["stale_rows"] == 0, v["problems"]
+    assert v["infra"].get("reprocess runs", 0) >= 1 and v["infra"]["transform deploys"] == 1
 
 
 def test_it_survived_kills_of_every_kind_and_every_outage(run):

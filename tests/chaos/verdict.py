@@ -5,6 +5,8 @@
   valid record is;
 - valid events carrying injection-looking strings are stored exactly as the transform
   says (content only ever travels as data);
+- after the mid-run deploy and reprocess: every stored row is what the deployed transform
+  (``tests.chaos.transforms``) makes: its version, its derived column (no stale row);
 - nothing is wedged: every shard's checkpoint is at the end of its shard, no staged
   file is pending, no Gearman job is queued, every supervisord program is RUNNING.
 """
@@ -37,6 +39,8 @@ class Verdict:
     dead_without_reason: int = 0
     hostile: int = 0
     hostile_mismatched: int = 0
+    reprocessed: bool = False  # the mid-run reprocess ran: rows checked against its transform
+    stale_rows: int = 0  # rows not made by the deployed transform
     lagging_shards: list[str] = field(default_factory=list)
     stuck_programs: list[str] = field(default_factory=list)
     pending_files: int = 0
@@ -53,7 +57,7 @@ class Verdict:
     def ok(self) -> bool:
         return not (self.missing or self.duplicated or self.unexpected or self.dead_missing
                     or self.dead_unexpected or self.dead_without_reason
-                    or self.hostile_mismatched or self.lagging_shards or self.stuck_programs
+                    or self.hostile_mismatched or self.stale_rows or self.lagging_shards or self.stuck_programs
                     or self.pending_files or self.queued_jobs or self.problems)
 
     def line(self) -> str:
@@ -68,7 +72,9 @@ class Verdict:
                 f"duplicated {self.duplicated}, unexpected {self.unexpected}, "
                 f"dead-letters missing {self.dead_missing}, hostile strings "
                 f"{self.hostile - self.hostile_mismatched}/{self.hostile} exact, "
-                f"lagging shards {len(self.lagging_shards)}; survived kills: "
+                f"lagging shards {len(self.lagging_shards)}"
+                + (f", reprocessed with {self.stale_rows} stale rows" if self.reprocessed else "")
+                + "; survived kills: "
                 f"{counts(self.kills)}; outages: {counts(self.infra)}; kinesis faults: "
                 f"{counts(self.faults)}; chaos {self.chaos_s:.0f} s, settled in "
                 f"{self.settle_s:.0f} s")
@@ -105,6 +111,21 @@ def check_hostile(v: Verdict, ledger: Ledger, query: Callable[..., list[tuple]])
     if bad:
         i = bad[0]
         v.problems.append(f"hostile row {i} stored {stored[i]!r}, expected {ledger.hostile[i]!r}")
+
+
+def check_transform(v: Verdict, query: Callable[..., list[tuple]]) -> None:
+    """After the reprocess, every row is the deployed transform's: its version, and its
+    derived column recomputed from the row's own input column."""
+    from shardline.workers.transform import device_class
+    from tests.chaos import transforms
+
+    v.reprocessed = True
+    rows = query("SELECT event_id, transform_version, device_class, user_agent FROM page_views")
+    stale = [r for r in rows if r[1] != transforms.VERSION or r[2] != device_class(r[3]).upper()]
+    v.stale_rows = len(stale)
+    if stale:
+        v.problems.append(f"{len(stale)} rows not made by {transforms.VERSION}, e.g. "
+                          f"{stale[0][:3]!r}")
 
 
 def dead_letters(s3: Any, bucket: str, prefix: str) -> dict[tuple, dict]:

@@ -77,7 +77,7 @@ def _pos(row: Sequence[Any]) -> tuple:
 def ledger_row(key: str, rows: Sequence[Sequence[Any]], *, shard: str = SHARD0,
                stream: str = STREAM, staged_at: datetime = T0, byte_count: int = 100,
                table: str = "page_views", first: tuple | None = None,
-               last: tuple | None = None) -> StagedFile:
+               last: tuple | None = None, **extra: Any) -> StagedFile:
     """The ledger row the stage worker would write for ``rows`` (born ``loaded`` if empty)."""
     names = PAGE_VIEWS.column_names
     si, ssi = names.index("sequence_number"), names.index("sub_sequence_number")
@@ -87,18 +87,21 @@ def ledger_row(key: str, rows: Sequence[Sequence[Any]], *, shard: str = SHARD0,
     return StagedFile(s3_key=key, target_table=table, stream=stream, shard_id=shard,
                       first_sequence=first[0], first_sub_sequence=int(first[1]),
                       last_sequence=last[0], last_sub_sequence=int(last[1]),
-                      row_count=len(rows), byte_count=byte_count, staged_at=staged_at)
+                      row_count=len(rows), byte_count=byte_count, staged_at=staged_at,
+                      **extra)
 
 
 def stage_file(s3: Any, bucket: str, store: Any, key: str, rows: Sequence[Sequence[Any]], *,
                shard: str = SHARD0, stream: str = STREAM, staged_at: datetime = T0,
-               first: tuple | None = None, last: tuple | None = None) -> StagedFile:
-    """Write the staged object (unless the batch has no rows) and its ledger entry."""
+               first: tuple | None = None, last: tuple | None = None,
+               **extra: Any) -> StagedFile:
+    """Write the staged object (unless the batch has no rows) and its ledger entry;
+    ``extra``: more ledger fields (generation, transform_version, arrival_*_ms)."""
     body = csv_gz(rows) if rows else b""
     if rows:
         s3.put_object(Bucket=bucket, Key=key, Body=body)
     entry = ledger_row(key, rows, shard=shard, stream=stream, staged_at=staged_at,
-                       byte_count=len(body), first=first, last=last)
+                       byte_count=len(body), first=first, last=last, **extra)
     if store is not None:
         assert store.record_file(entry)
     return entry
@@ -471,7 +474,8 @@ class RedshiftBackend(Backend):
                 r"^SELECT MIN\(occurred_at\), MAX\(occurred_at\) FROM stage_\w+$",
                 r"^DELETE FROM (stage_\w+) USING page_views WHERE \1\.event_id = "
                 r"page_views\.event_id AND page_views\.occurred_at BETWEEN %s AND %s$",
-                r"^INSERT INTO page_views \(.*, loaded_at\) SELECT .*, %s FROM \(SELECT .* "
+                r"^INSERT INTO page_views \(.*, loaded_at, transform_version\) SELECT .*, %s, %s "
+        r"FROM \(SELECT .* "
                 r"ROW_NUMBER\(\) OVER \(PARTITION BY "
                 r"event_id ORDER BY shard_id, LENGTH\(sequence_number\), sequence_number, "
                 r"sub_sequence_number\) AS rn FROM stage_\w+\) ranked WHERE rn = 1$",

@@ -43,7 +43,8 @@ def _postgres(request: Any, clock: Clock) -> Iterator[ControlStore]:
     schema = f"c_{uuid.uuid4().hex[:8]}"
     store = PostgresStore(stack.control_dsn, schema, clock=clock)
     assert store.create_tables() == ["001_control_store", "002_arrival_sample",
-                                     "003_copy_failures", "004_column_list"]
+                                     "003_copy_failures", "004_ledger_versions",
+                                     "005_column_list"]
     try:
         yield store
     finally:
@@ -328,6 +329,24 @@ def test_a_file_without_good_rows_is_born_loaded(store) -> None:
     assert store.pending_files("page_views", 10) == []
 
 
+def test_versions_and_reprocess_fields_round_trip(store) -> None:
+    """What the loader needs of a reprocess file: its generation, transform version and
+    arrival range; a reprocess file without rows is pending (its range must be cleared)."""
+    import dataclasses
+
+    entry = dataclasses.replace(staged("k/r", rows=0), generation="g20270115T080000abcd",
+                                transform_version="v2", arrival_min_ms=1_800_000_000_000,
+                                arrival_max_ms=1_800_000_000_999, state="")
+    entry.__post_init__()
+    assert store.record_file(entry)
+    f = store.get_file("k/r")
+    assert (f.generation, f.transform_version, f.arrival_min_ms, f.arrival_max_ms, f.state) == \
+        ("g20270115T080000abcd", "v2", 1_800_000_000_000, 1_800_000_000_999, PENDING)
+    assert [p.generation for p in store.pending_files("page_views", 10)] == [entry.generation]
+    assert store.record_file(staged("k/plain"))
+    assert store.get_file("k/plain").generation is None
+
+
 def test_an_over_long_value_is_refused_not_truncated(store) -> None:
     with pytest.raises(ValueError, match="s3_key"):
         store.record_file(staged("k/" + "x" * 1100))
@@ -604,7 +623,8 @@ def test_migrate_control_creates_the_postgres_tables_once(stack, cli_env, capsys
                 "shard_assignments", "shard_leases", "shard_status", "staged_files"]
             cur.execute(f'SELECT name FROM "{schema}".schema_migrations')
             assert sorted(cur.fetchall()) == [("001_control_store",), ("002_arrival_sample",),
-                                             ("003_copy_failures",), ("004_column_list",)]
+                                             ("003_copy_failures",), ("004_ledger_versions",),
+                                             ("005_column_list",)]
         assert cli.main(["migrate", "--control", "--print-sql"]) == 0
         assert "CREATE TABLE shard_leases" in capsys.readouterr().out
     finally:

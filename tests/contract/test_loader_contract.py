@@ -205,3 +205,41 @@ def test_one_loader_per_table_the_other_stands_by(backend):
     backend.stage("c", [page_view(3, 3)])
     assert second.step().state == "loaded"
     assert len(backend.record()) == 3
+
+
+def test_reprocess_file_replaces_its_position_range(backend):
+    """A reprocess run's file (``generation``) over positions 2..6 of SHARD0: the stored
+    rows of that range are replaced by the file's (3 changed, 5 now rejected: removed,
+    6 once rejected: added); rows outside it (1, 7, and 4 on SHARD1) are untouched; an
+    event stored at another position keeps its one row. Then a file of the run whose
+    records are all rejected now (no rows) still removes its range."""
+    from tests.contract.loader_kit import T0
+
+    ms = int(T0.replace(tzinfo=__import__("datetime").timezone.utc).timestamp() * 1000)
+    backend.stage("v1", [page_view(1, 1), page_view(2, 2), page_view(3, 3),
+                         page_view(5, 5), page_view(7, 7), page_view(8, 8)],
+                  transform_version="v1")
+    backend.stage("v1b", [page_view(4, 4, shard=SHARD1)], shard=SHARD1, transform_version="v1")
+    run_until_idle(backend.loader())
+    r = dict(generation="g1", transform_version="v2", arrival_min_ms=ms, arrival_max_ms=ms)
+    backend.stage("r1", [page_view(2, 2), page_view(3, 3, url="https://example.com/new"),
+                         page_view(4, 4), page_view(6, 6)],
+                  first=(seq(2), 0), last=(seq(6), 0), **r)
+    backend.stage("r2", [], first=(seq(8), 0), last=(seq(8), 0), **r)  # 8 now rejected
+    results = run_until_idle(backend.loader())
+    assert [x.state for x in results] == ["loaded", "idle"]
+    assert results[0].load.files == 2
+    assert {s for s, _ in backend.ledger().values()} == {"loaded"}
+    if backend.supports_rows:
+        stored = backend.stored()
+        assert sorted(stored) == [event_id(i) for i in (1, 2, 3, 4, 6, 7)]
+        assert stored[event_id(3)][3] == "https://example.com/new"
+        assert stored[event_id(4)][0] == SHARD1  # stored elsewhere: kept, not doubled
+        versions = dict(backend.query("SELECT event_id, transform_version FROM page_views"))
+        assert {versions[event_id(i)] for i in (2, 3, 6)} == {"v2"}
+        assert {versions[event_id(i)] for i in (1, 4, 7)} == {"v1"}
+        assert results[0].load.rows_replaced == 4  # 2, 3, 5 (r1) and 8 (r2)
+    else:
+        flat = [" ".join(s.split()) for tx in backend.load_transactions() for s in tx]
+        assert any(s.startswith("DELETE FROM page_views WHERE occurred_at BETWEEN %s AND %s "
+                                "AND ((shard_id = %s AND") for s in flat)

@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from shardline.ops.fleet import wait_for
-from shardline import codec
+from shardline import codec, layout
 from shardline.ops import gearman_admin
 from shardline.csvformat import POSTGRES_COPY_OPTIONS
 from shardline.tables import PAGE_VIEWS
@@ -282,7 +282,9 @@ def test_stage_batch_objects_ledger_and_retry(ctx):
     assert ctx.keys(batch) == (key, dl_key)
 
     objects = ctx.objects()
-    assert set(objects) == {key, dl_key}
+    archived = layout.archive_key(ctx.prefix, batch)  # the raw batch, for reprocess
+    assert set(objects) == {key, dl_key, archived}
+    assert codec.decode(gzip.decompress(objects[archived])) == batch
     text = gzip.decompress(objects[key]).decode("utf-8")
     rows = [dict(zip(PAGE_VIEWS.column_names, r)) for r in parse_csv(text)]
     assert len(rows) == 6
@@ -322,6 +324,10 @@ def test_stage_batch_objects_ledger_and_retry(ctx):
     assert ledger[0][:10] == (key, "pending", 6, 4, dl_key, len(objects[key]), ctx.stream,
                               SHARD, seq(1), seq(len(datas)))
     staged_at = ledger[0][10]
+    assert ctx.cquery("SELECT transform_version, generation, arrival_min_ms, arrival_max_ms "
+                      "FROM staged_files WHERE s3_key = %s", (key,)) == [
+        ("page_view-1", None, min(r.arrival_ms for r in batch.records),
+         max(r.arrival_ms for r in batch.records))]
 
     # The staged CSV loads into PostgreSQL with the shared COPY options, odd text intact.
     import psycopg2
@@ -329,16 +335,18 @@ def test_stage_batch_objects_ledger_and_retry(ctx):
     with psycopg2.connect(ctx.dsn) as conn, conn.cursor() as cur:
         cur.execute(f'SET search_path TO "{ctx.schema}"')
         cur.execute("CREATE TEMP TABLE pv (LIKE page_views)")
-        cur.execute("ALTER TABLE pv DROP COLUMN loaded_at")
+        cur.execute("ALTER TABLE pv DROP COLUMN loaded_at")  # the loader's columns
+        cur.execute("ALTER TABLE pv DROP COLUMN transform_version")
         cur.copy_expert(f"COPY pv FROM STDIN {POSTGRES_COPY_OPTIONS}", io.StringIO(text))
         cur.execute("SELECT count(*), max(user_agent) FILTER (WHERE user_id IS NULL) FROM pv")
         assert cur.fetchone() == (6, ODD_UA)
         conn.rollback()
     conn.close()
 
-    # The same batch again (a consumer retry): same objects overwritten, ledger untouched.
+    # The same batch again (a consumer retry, or a replay of the same records): its ledger
+    # entry is there, so nothing is written again and the ledger is untouched.
     ctx.submit(batch)
-    assert set(ctx.objects()) == {key, dl_key}
+    assert ctx.objects() == objects
     again = ctx.cquery("SELECT s3_key, state, staged_at FROM staged_files WHERE s3_key LIKE %s",
                       (ctx.prefix + "/%",))
     assert again == [(key, "pending", staged_at)]

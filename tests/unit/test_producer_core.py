@@ -252,3 +252,26 @@ def test_a_forked_child_sends_its_own_events_and_not_its_parents():
     assert p.flush(10)
     assert sorted(ids(fake.stored())) == sorted(f"e{i}" for i in range(50))
     p.close()
+
+
+def test_put_encodes_as_json_did_and_a_dict_it_cannot_encode_raises_and_counts_nothing():
+    import datetime as dt
+
+    fake = FakeKinesis(shards=4)
+    p = make(fake, stream="encode")
+    compact = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+    same = [{"session_id": "s", "url": "https://example.com/ü?q=日本", "n": [1, 2.5, None, True],
+             "nested": {"a": {"b": "\u2028"}}},
+            {"session_id": "s", 1: "int key", "big": 2 ** 70}]  # only json takes these
+    for e in same:
+        assert p.put(e)
+    assert p.put({"session_id": "s", "at": dt.datetime(2026, 12, 2, 6, 30, tzinfo=dt.timezone.utc),
+                  "nan": float("nan")})
+    for bad in ({"session_id": "s", "tags": {"a", "b"}}, {"session_id": "s", "t": "\ud800"}):
+        with pytest.raises(TypeError, match="cannot be JSON-encoded"):
+            p.put(bad)
+    assert p.flush(10)
+    assert [d for _, d in fake.stored()] == [compact(e).encode() for e in same] + \
+        [b'{"session_id":"s","at":"2026-12-02T06:30:00+00:00","nan":null}']
+    assert p.stats()["put"] == 3 and p.stats()["dropped"] == {}
+    p.close()

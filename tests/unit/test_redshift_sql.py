@@ -33,8 +33,8 @@ KEY_B = "pfx/staged/page_views/clicks/shardId-000000000000/b.csv.gz"
 
 REC_COLS = ("s3_key, target_table, load_id, stream, shard_id, first_sequence, "
             "first_sub_sequence, last_sequence, last_sub_sequence, row_count, byte_count, "
-            "staged_at, loaded_at")
-ROW13 = "(" + ", ".join(["%s"] * 13) + ")"
+            "staged_at, loaded_at, transform_version, generation")
+ROW13 = "(" + ", ".join(["%s"] * 15) + ")"  # one loaded_files row
 
 GOLDEN = [
     "BEGIN",
@@ -51,7 +51,8 @@ GOLDEN = [
     f"SELECT MIN(occurred_at), MAX(occurred_at) FROM {STAGE}",
     f"DELETE FROM {STAGE} USING page_views WHERE {STAGE}.event_id = page_views.event_id "
     "AND page_views.occurred_at BETWEEN %s AND %s",
-    f"INSERT INTO page_views ({COLS}, loaded_at) SELECT {COLS}, %s FROM (SELECT {COLS}, "
+    f"INSERT INTO page_views ({COLS}, loaded_at, transform_version) SELECT {COLS}, %s, %s "
+    f"FROM (SELECT {COLS}, "
     "ROW_NUMBER() OVER (PARTITION BY event_id ORDER BY shard_id, LENGTH(sequence_number), "
     f"sequence_number, sub_sequence_number) AS rn FROM {STAGE}) ranked WHERE rn = 1",
     f"INSERT INTO loaded_files ({REC_COLS}) VALUES {ROW13}, {ROW13}",
@@ -158,7 +159,7 @@ def test_record_and_guard_are_chunked():
     guards = [p for s, p in rig.wh.statements if s.startswith("SELECT s3_key, load_id")]
     inserts = [p for s, p in rig.wh.statements if s.startswith("INSERT INTO loaded_files")]
     assert [len(p) - 2 for p in guards[-3:]] == [500, 500, 200]
-    assert [len(p) // 13 for p in inserts] == [500, 500, 200]
+    assert [len(p) // 15 for p in inserts] == [500, 500, 200]  # 15 columns a row
 
 
 def test_copy_failure_reads_stl_load_errors_and_never_logs_the_role(caplog):
@@ -297,6 +298,6 @@ def test_copy_and_insert_name_each_files_columns_one_column_list_per_load():
     assert copies[0].startswith(f"COPY {STAGE} ({COLS}) FROM") and "campaign" not in inserts[0]
     assert copies[1].startswith(f"COPY stage_page_views_l2 ({new_cols.replace(',', ', ')}) ")
     assert inserts[1].startswith(f"INSERT INTO page_views ({new_cols.replace(',', ', ')}, "
-                                 f"loaded_at) SELECT")
+                                 f"loaded_at, transform_version) SELECT")
     assert [f.state for f in (rig.store.get_file(KEY_A), rig.store.get_file(KEY_B))] == \
         ["loaded", "loaded"]

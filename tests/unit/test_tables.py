@@ -54,11 +54,21 @@ def test_default_file_is_page_views_with_the_system_columns_last():
 
 
 @pytest.mark.parametrize("target", ddl.TARGETS)
-def test_default_file_ddl_equals_the_page_views_migration(target):
-    """Existing warehouses stay valid: the file's page_views is what 002 created."""
-    path = next(p for _, name, p in migrate.migrations() if name == "002_page_views")
-    want = [ddl.normalize(s) for s in migrate.render(path.read_text(), target)]
-    assert [ddl.normalize(s) for s in ddl.create_table(PAGE_VIEWS, target)] == want
+def test_default_file_ddl_equals_the_page_views_migrations(target):
+    """Existing warehouses stay valid: the file's page_views is what 002 created plus the
+    system column 003 added (transform_version, last), column for column."""
+    def rendered(name):
+        path = next(p for _, n, p in migrate.migrations() if n == name)
+        return [ddl.normalize(s) for s in migrate.render(path.read_text(), target)]
+
+    version = ",transform_version VARCHAR(64)"
+    create = [ddl.normalize(s) for s in ddl.create_table(PAGE_VIEWS, target)]
+    assert version in create[0]
+    assert [create[0].replace(version, ""), *create[1:]] == rendered("002_page_views")
+    column = ddl.all_columns(PAGE_VIEWS)[-1]
+    assert column.name == "transform_version"
+    added = ddl.normalize(ddl.add_column(PAGE_VIEWS, column, target))
+    assert rendered("003_transform_version")[0].replace("ENCODE ZSTD", "").strip() == added
 
 
 def test_ddl_golden_strings_for_a_position_keyed_table():
@@ -70,13 +80,13 @@ def test_ddl_golden_strings_for_a_position_keyed_table():
             "    shard_id VARCHAR(128) NOT NULL,\n    sequence_number VARCHAR(128) NOT NULL,\n"
             "    sub_sequence_number BIGINT NOT NULL,\n    arrival_time TIMESTAMP NOT NULL,\n"
             "    staged_at TIMESTAMP NOT NULL,\n    loaded_at TIMESTAMP NOT NULL ")
-    pk = ",\n    PRIMARY KEY (shard_id, sequence_number, sub_sequence_number)\n)"
+    pk = ",\n    transform_version VARCHAR(64),\n    PRIMARY KEY (shard_id, sequence_number, sub_sequence_number)\n)"
     assert pg == [f"CREATE TABLE clicks (\n    {body}DEFAULT (clock_timestamp() AT TIME "
                   f"ZONE 'utc'){pk}"]  # the position is the primary key: no second index
     assert rs == [f"CREATE TABLE clicks (\n    {body}DEFAULT SYSDATE{pk} DISTSTYLE EVEN "
                   f"COMPOUND SORTKEY (arrival_time)"]
     assert like == [f"CREATE TABLE clicks (\n    {body}DEFAULT (clock_timestamp() AT TIME "
-                    f"ZONE 'utc')\n)",
+                    f"ZONE 'utc'),\n    transform_version VARCHAR(64)\n)",
                     "CREATE INDEX clicks_arrival_time ON clicks USING brin (arrival_time)"]
 
 

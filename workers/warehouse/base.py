@@ -15,6 +15,7 @@ from shardline.workers.warehouse.plan import CopyManifest, Refused, Step
 class PlanResult:
     rows_copied: int = 0
     rows_inserted: int = 0
+    rows_replaced: int = 0  # stored rows a reprocess load deleted from its files' ranges
     timings: dict = field(default_factory=dict)  # step name -> seconds
 
 
@@ -44,6 +45,8 @@ class Dialect(abc.ABC):
             out.timings[step.name] = time.perf_counter() - t0
         out.rows_copied = int(results.get("rows_copied", 0))
         out.rows_inserted = int(results.get("rows_inserted", 0))
+        out.rows_replaced = sum(int(v) for k, v in results.items()
+                                if k.startswith("rows_replaced_"))
         return out
 
     def _run_step(self, cur: Any, step: Step, results: dict, out: PlanResult) -> None:

@@ -24,12 +24,23 @@ Redshift (the subset both speak: no RETURNING, no ON CONFLICT, no ``= ANY``):
    sort key is what Redshift's zone maps (a BRIN index locally) prune, so the cost follows
    the batch, not the table. Copies of one event carry the same ``occurred_at``; the
    window (``loader.dedup_window_s``) only matters for an event re-sent with another one.
-7. ``INSERT INTO target (the files' columns, loaded_at) ... ROW_NUMBER() OVER (PARTITION BY key ORDER BY position) ...
-   WHERE rn = 1``: keep the first copy of each key by Kinesis position.
+7. ``INSERT INTO target (the files' columns, loaded_at, transform_version) ...
+   ROW_NUMBER() OVER (PARTITION BY key ORDER BY position) ... WHERE rn = 1``: keep the first copy of each key by Kinesis position.
+   Every row gets the load's ``transform_version`` (a load holds files of one version,
+   ``load_group`` in the loader).
 8. ``INSERT INTO loaded_files`` (one row per file) and ``INSERT INTO loads``: the
    insert-only record of what this transaction loaded, committed with the rows. The
    control store's ledger is reconciled from it (``shardline.workers.warehouse.record``).
 9. ``DROP TABLE stage_x``.
+
+A *reprocess* load (``replace=True``: files a ``shardline reprocess`` run staged) adds,
+before step 6, ``replace_range``: ``DELETE FROM target WHERE <sort key> BETWEEN lo AND hi
+AND (<shard and position in the file's range> OR ...)``, removing every stored row of the
+files' exact position ranges (rows the current transform now rejects included); ``lo``/``hi``
+are the staged rows' sort-key range joined with the files' arrival-time range, widened by
+the dedup window, so the delete is as cheap as the dedup. Steps 6-7 then insert the files'
+rows (an event stored at a position outside the ranges keeps its row: still exactly once).
+All in the same transaction as the record, so a kill leaves either the old rows or the new.
 
 Nothing here reads or writes a table that stage workers write (they write only the
 control store), so the load has no read/write cycle with them.
@@ -54,7 +65,8 @@ POSITION_ORDER = "shard_id, " + positions.order_by("sequence_number", "sub_seque
 LOADED_FILES_COLUMNS = ("s3_key", "target_table", "load_id", "stream", "shard_id",
                         "first_sequence", "first_sub_sequence", "last_sequence",
                         "last_sub_sequence", "row_count", "byte_count", "staged_at",
-                        "loaded_at")
+                        "loaded_at", "transform_version", "generation")
+REPLACE_CHUNK = 100  # file ranges per replace DELETE
 
 
 class Refused(LoadFailed):
@@ -179,16 +191,60 @@ def record_steps(table: str, load_id: str, entries: Sequence[StagedFile],
         for e in chunk:
             params += [e.s3_key, table, load_id, e.stream, e.shard_id, e.first_sequence,
                        e.first_sub_sequence, e.last_sequence, e.last_sub_sequence, e.row_count,
-                       e.byte_count, e.staged_at, loaded_at]
+                       e.byte_count, e.staged_at, loaded_at, e.transform_version, e.generation]
         steps.append(Sql(f"record_files_{n}", f"INSERT INTO loaded_files ({cols}) VALUES "
                                               + ", ".join([row] * len(chunk)), tuple(params)))
+    return steps
+
+
+def _replace_window(window_s: float, entries: Sequence[StagedFile]
+                    ) -> Callable[[dict], tuple]:
+    """lo, hi of the replace delete: the staged rows' sort-key range joined with the
+    files' arrival range (a file whose rows are all rejected now has no staged rows)."""
+    from datetime import timezone
+
+    arrivals = [ms for e in entries for ms in (e.arrival_min_ms, e.arrival_max_ms)
+                if ms is not None]
+
+    def params(results: dict) -> tuple:
+        low, high = results.get("sort_range") or (None, None)
+        ends = [t for t in (low, high) if t is not None]
+        ends += [datetime.fromtimestamp(ms / 1000, timezone.utc).replace(tzinfo=None)
+                 for ms in arrivals]
+        if not ends:
+            return (None, None)  # nothing to bound by: matches nothing
+        pad = timedelta(seconds=window_s)
+        return (min(ends) - pad, max(ends) + pad)
+    return params
+
+
+def replace_steps(spec: TableSpec, entries: Sequence[StagedFile],
+                  window_s: float) -> list[Sql]:
+    """Delete the stored rows of the files' exact position ranges (reprocess loads)."""
+    term = "(shard_id = %s AND " + positions.within("sequence_number", "sub_sequence_number") + ")"
+    window = _replace_window(window_s, entries)
+    steps = []
+    for n, start in enumerate(range(0, len(entries), REPLACE_CHUNK)):
+        chunk = entries[start:start + REPLACE_CHUNK]
+        ranges: list[Any] = []
+        for e in chunk:
+            ranges += [e.shard_id, *positions.within_params(
+                (e.first_sequence, e.first_sub_sequence), (e.last_sequence, e.last_sub_sequence))]
+        where = " OR ".join([term] * len(chunk))
+        bound = f"{spec.sort_key} BETWEEN %s AND %s AND " if spec.sort_key else ""
+        steps.append(Sql(
+            f"replace_range_{n}", f"DELETE FROM {spec.name} WHERE {bound}({where})",
+            (lambda r, ranges=tuple(ranges): (*window(r), *ranges)) if spec.sort_key
+            else tuple(ranges), result=f"rows_replaced_{n}", fetch="rowcount"))
     return steps
 
 
 def build_plan(spec: TableSpec, *, load_id: str, stage_table: str, manifest: Manifest,
                entries: Sequence[StagedFile], started_at: datetime,
                finished_at: Callable[[], datetime], lease_token: int,
-               dedup_window_s: float, columns: Sequence[str] | None = None) -> list[Step]:
+               dedup_window_s: float, replace: bool = False,
+               transform_version: str | None = None,
+               columns: Sequence[str] | None = None) -> list[Step]:
     """The load as a list of steps, the same on every warehouse (see the module doc).
 
     ``columns``: the staged files' column list (``StagedFile.columns``; every file of a
@@ -204,6 +260,8 @@ def build_plan(spec: TableSpec, *, load_id: str, stage_table: str, manifest: Man
     target = spec.name
     steps: list[Step] = [fence_step(target, lease_token, load_id, started_at),
                          *already_loaded_steps(target, entries)]
+    if not manifest.entries and replace:
+        steps += replace_steps(spec, entries, dedup_window_s)  # every row now rejected
     if manifest.entries:  # only 0-row batches: no COPY
         dedup = f"DELETE FROM {stage_table} USING {target} " \
                 f"WHERE {_key_match(stage_table, target, key)}"
@@ -219,17 +277,19 @@ def build_plan(spec: TableSpec, *, load_id: str, stage_table: str, manifest: Man
             steps += [
                 Sql("sort_range", f"SELECT MIN({sk}), MAX({sk}) FROM {stage_table}",
                     result="sort_range", fetch="row"),
+                *(replace_steps(spec, entries, dedup_window_s) if replace else ()),
                 Sql("delete_existing", f"{dedup} AND {target}.{sk} BETWEEN %s AND %s",
                     _window(dedup_window_s)),
             ]
         else:
-            steps.append(Sql("delete_existing", dedup))
+            steps += [*(replace_steps(spec, entries, dedup_window_s) if replace else ()),
+                      Sql("delete_existing", dedup)]
         steps.append(Sql(  # loaded_at from the loader's UTC clock, never a session-zone default
             "insert_new",
-            f"INSERT INTO {target} ({cols}, loaded_at) SELECT {cols}, %s FROM ("
-            f"SELECT {cols}, ROW_NUMBER() OVER (PARTITION BY {', '.join(key)} "
+            f"INSERT INTO {target} ({cols}, loaded_at, transform_version) SELECT {cols}, %s, %s "
+            f"FROM (SELECT {cols}, ROW_NUMBER() OVER (PARTITION BY {', '.join(key)} "
             f"ORDER BY {POSITION_ORDER}) AS rn FROM {stage_table}) ranked WHERE rn = 1",
-            (started_at,), result="rows_inserted", fetch="rowcount"))
+            (started_at, transform_version), result="rows_inserted", fetch="rowcount"))
     steps += record_steps(target, load_id, entries, started_at)
     files = len(manifest.entries)
     size = sum(e.byte_count for e in entries)

@@ -60,3 +60,16 @@ def loaded_positions(cur: Any, streams: Sequence[str], since: datetime) -> list[
     return [{"stream": s, "shard_id": sh, "target_table": t, "loaded_sequence": seq,
              "loaded_sub_sequence": sub, "load_id": lid, "updated_at": at}
             for (s, sh, t), (seq, sub, lid, at) in sorted(best.items())]
+
+
+def loaded_versions(cur: Any, since: datetime) -> list[dict]:
+    """Per (table, transform version): files and rows loaded since ``since``, how many of
+    the files a reprocess run staged, the last load time (status: watching a reprocess
+    converge). From the load record, a range on its sort key: never a scan of the table."""
+    cur.execute("SELECT target_table, transform_version, COUNT(*), SUM(row_count), "
+                "SUM(CASE WHEN generation IS NULL THEN 0 ELSE 1 END), MAX(loaded_at) "
+                "FROM loaded_files WHERE loaded_at >= %s GROUP BY target_table, "
+                "transform_version", (since,))
+    return [{"target_table": t, "transform_version": v, "files": int(f), "rows": int(r or 0),
+             "reprocess_files": int(rf or 0), "last_loaded_at": at}
+            for t, v, f, r, rf, at in sorted(cur.fetchall(), key=lambda x: (x[0], x[5]))]

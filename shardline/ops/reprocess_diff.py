@@ -1,0 +1,149 @@
+"""``reprocess --dry-run``: what the current transform would do to the warehouse.
+
+Per source batch: the current transform's rows (the stage worker's ``RowBuilder``, the
+same checks, nothing written) against the stored rows of the batch's exact position
+range (the query bounded by the sort key like the loader's replace, so it stays cheap on
+Redshift). By position: a row only the transform makes is *added*, a stored row it no
+longer makes (it now rejects the record) is *removed*, a row in both is *changed* when an
+event column differs, else *unchanged* (``retagged`` of those: only the transform version
+differs). The comparison itself (``compare``) is pure.
+"""
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any, Iterable
+
+from shardline import codec, positions
+from shardline.csvformat import NULL
+from shardline.tables import TableSpec
+from shardline.workers.rows import WORKER_COLUMNS, RowBuilder
+
+UTC = timezone.utc
+
+
+@dataclass
+class Diff:
+    added: int = 0
+    changed: int = 0
+    removed: int = 0
+    unchanged: int = 0
+    retagged: int = 0  # unchanged values, another transform version
+    rejected: int = 0  # records the transform rejects (dead letters)
+    records: int = 0
+    examples: list[str] = field(default_factory=list)
+
+    def add(self, other: "Diff") -> None:
+        for name in ("added", "changed", "removed", "unchanged", "retagged", "rejected",
+                     "records"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.examples += other.examples[:max(0, 5 - len(self.examples))]
+
+    def summary(self) -> str:
+        return (f"{self.records} source records: would add {self.added} rows, change "
+                f"{self.changed}, remove {self.removed}; {self.unchanged} unchanged "
+                f"({self.retagged} of them only get the new transform version); "
+                f"{self.rejected} records rejected (dead letters)")
+
+
+def event_columns(spec: TableSpec) -> list[str]:
+    return [c for c in spec.column_names if c not in WORKER_COLUMNS]
+
+
+def staged_rows(builder: RowBuilder, batch: codec.Batch, now: datetime
+                ) -> tuple[dict[tuple, tuple], int]:
+    """position -> event column values (text, None for NULL) of the rows the transform
+    makes of the batch, and how many records it rejects."""
+    staged = builder.build(batch, now)
+    names = builder.spec.column_names
+    at = {n: i for i, n in enumerate(names)}
+    keep = [at[c] for c in event_columns(builder.spec)]
+    seq_i, sub_i = at["sequence_number"], at["sub_sequence_number"]
+    rows = {}
+    for values in csv.reader(io.StringIO(staged.csv_text, newline="")):
+        values = [None if v == NULL else v for v in values]
+        rows[positions.position(values[seq_i], int(values[sub_i]))] = \
+            tuple(values[i] for i in keep)
+    return rows, len(staged.dead_letters)
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value.isoformat(" ", "microseconds")
+    return str(value)
+
+
+def stored_rows(cur: Any, spec: TableSpec, batch: codec.Batch, sort_range: tuple | None,
+                window_s: float) -> dict[tuple, tuple[tuple, str | None]]:
+    """position -> (event column values as text, transform_version) of the stored rows in
+    the batch's position range."""
+    cols = event_columns(spec)
+    ends = [datetime.fromtimestamp(r.arrival_ms / 1000, UTC).replace(tzinfo=None)
+            for r in (batch.first, batch.last)]
+    ends += [t for t in (sort_range or ()) if t is not None]
+    pad = timedelta(seconds=window_s)
+    f, l = batch.first, batch.last
+    bound = f"{spec.sort_key} BETWEEN %s AND %s AND " if spec.sort_key else ""
+    cur.execute(f"SELECT sequence_number, sub_sequence_number, transform_version, "
+                f"{', '.join(cols)} FROM {spec.name} WHERE {bound}shard_id = %s AND "
+                + positions.within("sequence_number", "sub_sequence_number"),
+                ((min(ends) - pad, max(ends) + pad) if spec.sort_key else ())
+                + (batch.shard_id,) + positions.within_params(
+                    (f.sequence_number, f.sub_sequence_number),
+                    (l.sequence_number, l.sub_sequence_number)))
+    return {positions.position(seq, sub): (tuple(_text(v) for v in rest), version)
+            for seq, sub, version, *rest in cur.fetchall()}
+
+
+def compare(new: dict[tuple, tuple], stored: dict[tuple, tuple[tuple, str | None]],
+            version: str) -> Diff:
+    """Pure: the counts for one position range."""
+    d = Diff()
+    for pos, values in new.items():
+        old = stored.get(pos)
+        if old is None:
+            d.added += 1
+        elif old[0] != values:
+            d.changed += 1
+            if len(d.examples) < 5:
+                d.examples.append(f"position {pos[1]}/{pos[2]}: {_first_change(old[0], values)}")
+        else:
+            d.unchanged += 1
+            d.retagged += old[1] != version
+    d.removed = sum(1 for pos in stored if pos not in new)
+    return d
+
+
+def _first_change(old: tuple, new: tuple) -> str:
+    for i, (a, b) in enumerate(zip(old, new)):
+        if a != b:
+            return f"column {i}: {a!r} -> {b!r}"
+    return "?"
+
+
+def sort_key_range(spec: TableSpec, new: dict[tuple, tuple]) -> tuple | None:
+    """The new rows' range of the sort key (text values parsed back)."""
+    if not spec.sort_key or not new:
+        return None
+    i = event_columns(spec).index(spec.sort_key) if spec.sort_key in event_columns(spec) else None
+    if i is None:
+        return None
+    values = [datetime.fromisoformat(v[i]) for v in new.values() if v[i] is not None]
+    return (min(values), max(values)) if values else None
+
+
+def diff_batches(cur: Any, builder: RowBuilder, version: str, batches: Iterable[codec.Batch],
+                 window_s: float, now: datetime) -> Diff:
+    total = Diff()
+    for batch in batches:
+        new, rejected = staged_rows(builder, batch, now)
+        stored = stored_rows(cur, builder.spec, batch, sort_key_range(builder.spec, new),
+                             window_s)
+        d = compare(new, stored, version)
+        d.rejected, d.records = rejected, len(batch.records)
+        total.add(d)
+    return total
