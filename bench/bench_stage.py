@@ -249,8 +249,11 @@ def start_stack(workdir: Path) -> dict[str, str]:
 
 
 def migrate(env: dict[str, str], schema: str) -> None:
-    subprocess.run([SHARDLINE, "migrate"], env={**env, "SHARDLINE_WAREHOUSE_SCHEMA": schema},
-                   check=True, capture_output=True)
+    """The warehouse and the control store (the ledger the stage workers write)."""
+    for args in (["migrate"], ["migrate", "--control"]):
+        subprocess.run([SHARDLINE, *args], env={**env, "SHARDLINE_WAREHOUSE_SCHEMA": schema,
+                                                "SHARDLINE_CONTROL_SCHEMA": schema},
+                       check=True, capture_output=True)
 
 
 # The stage path before the per-record speed-up (the branch point of that work): the default
@@ -361,7 +364,7 @@ def main() -> int:
         try:
             schema = f"bench_{os.getpid()}"
             migrate(env, schema)
-            env.update({"SHARDLINE_WAREHOUSE_SCHEMA": schema,
+            env.update({"SHARDLINE_WAREHOUSE_SCHEMA": schema, "SHARDLINE_CONTROL_SCHEMA": schema,
                         "SHARDLINE_S3_PREFIX": f"bench-{os.getpid()}",
                         "SHARDLINE_LOG_LEVEL": "WARNING"})
             servers = env["SHARDLINE_GEARMAN_SERVERS"].split(",")

@@ -49,6 +49,36 @@ def load(rev: str) -> SimpleNamespace:
     return SimpleNamespace(rev=sha, **mods)
 
 
+def _adapt(ns: SimpleNamespace) -> None:
+    """Give a revision from before the tables file the two names today's stage job calls
+    (``RowBuilder.routed``, ``transform.load_table_transforms``), for its single table:
+    the old per-record path runs unchanged under them."""
+    from shardline.workers import rows as today_rows
+
+    builder = ns.rows.RowBuilder
+    if not hasattr(builder, "routed"):
+        def routed(cls, tables, transforms):
+            if len(tables.tables) != 1:
+                raise SystemExit(f"revision {ns.rev} stages one table only")
+            spec = tables.tables[0]
+            return cls(spec, transforms[spec.name])
+
+        def build_tables(self, batch, staged_at):
+            out = self.build(batch, staged_at)
+            staged = {self.spec.name: today_rows.StagedBatch(out.csv_text, out.rows)} \
+                if out.rows else {}
+            return today_rows.RoutedBatch(staged, out.dead_letters, self.spec.name)
+
+        builder.routed = classmethod(routed)
+        builder.build_tables = build_tables
+    if not hasattr(ns.transform, "load_table_transforms"):
+        def load_table_transforms(tables, settings=None):
+            return {spec.name: ns.transform.load_transform(spec.transform)
+                    for spec in tables.tables}
+
+        ns.transform.load_table_transforms = load_table_transforms
+
+
 def install(ns: SimpleNamespace) -> None:
     """Make the loaded revision *the* stage path of this process (before anything imports it):
     ``shardline.codec`` & co. then resolve to the old modules, so a real ``shardline worker``
@@ -56,6 +86,7 @@ def install(ns: SimpleNamespace) -> None:
     import shardline
     import shardline.workers
 
+    _adapt(ns)
     for name, (_path, dotted) in MODULES.items():
         module = getattr(ns, name)
         sys.modules[dotted] = module

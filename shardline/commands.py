@@ -1,20 +1,30 @@
 """Small commands: ``migrate`` and ``settings``."""
 from __future__ import annotations
 
-from shardline import clients, migrate as migrate_mod, settings as settings_mod, upgrade
+import re
+
+from shardline import clients, ddl, migrate as migrate_mod, settings as settings_mod, upgrade
 from shardline.errors import ConfigError
 from shardline.cli import command_parser, load_settings
 from shardline.exitcodes import ExitCode
 from shardline.logs import get_logger
+from shardline.tables import DEFAULT_TABLES, load_tables
 
 
 def migrate_main(argv: list[str]) -> int:
     parser = command_parser("migrate", "Apply the numbered migrations (sql/migrations, shipped "
-                                       "as shardline.sql); a warehouse of the release before "
-                                       "the control store is upgraded, its control tables "
-                                       "carried into the control store (docs/operations.md).")
+                                       "as shardline.sql), then the tables file (tables.file: "
+                                       "CREATE TABLE for a new table, ALTER TABLE ... ADD "
+                                       "COLUMN for a new column; docs/tables.md); a warehouse "
+                                       "of the release before the control store is upgraded, "
+                                       "its control tables carried into the control store "
+                                       "(docs/operations.md).")
     parser.add_argument("--print-sql", action="store_true",
-                        help="print the rendered SQL for the configured dialect, run nothing")
+                        help="print the rendered SQL for the configured dialect (the "
+                             "migrations, then the tables file's tables), connect nowhere")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="connect and print what would be applied (migrations not yet "
+                             "applied, the tables file's CREATE/ALTER), apply nothing")
     parser.add_argument("--control", action="store_true",
                         help="create the control store's tables instead ([control] backend: "
                              "a PostgreSQL database of its own, or DynamoDB tables)")
@@ -22,27 +32,69 @@ def migrate_main(argv: list[str]) -> int:
     settings = load_settings(args)
     if args.control:
         return _migrate_control(settings, args.print_sql)
+    tables = load_tables(settings)  # a bad tables file stops here (exit CONFIG)
+    target = migrate_mod.target(settings)
     if args.print_sql:
+        made = set()
         for _, name, path in migrate_mod.migrations():
             print(f"-- {name}")
-            for statement in migrate_mod.render(path.read_text(encoding="utf-8"),
-                                                migrate_mod.target(settings)):
+            for statement in migrate_mod.render(path.read_text(encoding="utf-8"), target):
+                made |= set(_CREATED.findall(statement))
+                print(statement + ";\n")
+        print(f"-- tables file {tables.source}")
+        for spec in tables.tables:
+            if spec.name in made:  # as the default file defines it (a unit test holds it)
+                print(f"-- {spec.name}: created by the migrations above")
+                base = ddl.catalog_of(DEFAULT_TABLES[spec.name]) \
+                    if spec.name in DEFAULT_TABLES else None
+                changes = ddl.plan_changes(spec, base, target) if base is not None else []
+                statements = [s for c in changes for s in c.statements]
+            else:
+                statements = ddl.create_table(spec, target)
+            for statement in statements:
                 print(statement + ";\n")
         return ExitCode.OK
     settings.require("warehouse.dsn")
     conn = clients.warehouse_connect(settings)
     try:
+        if args.dry_run:
+            return _dry_run(conn, target, tables)
         if settings.warehouse.dialect == "postgres":  # plain and redshift-like
             with conn.cursor() as cur:
                 cur.execute(f'CREATE SCHEMA IF NOT EXISTS "{settings.warehouse.schema}"')
             conn.commit()
         if upgrade.legacy_layout(conn):  # the release before the control store
             _upgrade_legacy(settings, conn)
-        applied = migrate_mod.migrate(conn, migrate_mod.target(settings))
+        applied = migrate_mod.migrate(conn, target)
+        changes = migrate_mod.migrate_tables(conn, target, tables)
     finally:
         conn.close()
     get_logger("migrate", schema=settings.warehouse.schema).info(
-        "schema is up to date (%d applied now)", len(applied))
+        "schema is up to date (%d migrations and %d table changes applied now)",
+        len(applied), len(changes))
+    return ExitCode.OK
+
+
+_CREATED = re.compile(r"^CREATE TABLE (\w+)", re.MULTILINE)
+
+
+def _dry_run(conn: object, target: str, tables: object) -> int:
+    """``migrate --dry-run``: what would be applied, nothing applied."""
+    pending = migrate_mod.pending(conn)
+    made = set()
+    for name, path in pending:
+        print(f"-- migration {name} (not applied yet)")
+        for statement in migrate_mod.render(path.read_text(encoding="utf-8"), target):
+            made |= set(_CREATED.findall(statement))
+            print(statement + ";\n")
+    specs = [spec for spec in tables.tables if spec.name not in made]
+    changes = migrate_mod.table_changes(conn, target, type(tables)(tuple(specs)))
+    for change in changes:
+        print(f"-- table {change.table}: {change.action}")
+        for statement in change.statements:
+            print(statement + ";\n")
+    if not pending and not changes:
+        print("-- nothing to apply: the warehouse matches the migrations and the tables file")
     return ExitCode.OK
 
 
@@ -96,8 +148,8 @@ def settings_main(argv: list[str]) -> int:
     parser.add_argument("--check", action="store_true")
     args = parser.parse_args(argv)
     if args.check:
-        load_settings(args)
-        print("settings OK")
+        load_tables(load_settings(args))
+        print("settings OK (and the tables file)")
         return ExitCode.OK
     for key, env, default, help_text in settings_mod.describe():
         print(f"{key:<38} {env:<44} {default!s:<24} {help_text}")

@@ -66,6 +66,20 @@ def migrations(directory: Traversable = SQL_DIR) -> list[tuple[int, str, Travers
     return found
 
 
+def pending(conn: Any, directory: Traversable = SQL_DIR) -> list[tuple[str, Traversable]]:
+    """(name, file) of the migrations not recorded in ``schema_migrations``; reads only."""
+    plan = migrations(directory)
+    with conn.cursor() as cur:
+        cur.execute("SELECT 1 FROM information_schema.tables WHERE table_schema = "
+                    "current_schema() AND table_name = 'schema_migrations'")
+        recorded = set()
+        if cur.fetchone() is not None:
+            cur.execute("SELECT version FROM schema_migrations")
+            recorded = {row[0] for row in cur.fetchall()}
+    conn.rollback()
+    return [(name, path) for version, name, path in plan if version not in recorded]
+
+
 def migrate(conn: Any, dialect: str, directory: Traversable = SQL_DIR) -> list[str]:
     """Apply what is missing; returns the names applied. Safe to run again."""
     plan = migrations(directory)  # before touching the database: none found is an error
@@ -99,3 +113,44 @@ def migrate(conn: Any, dialect: str, directory: Traversable = SQL_DIR) -> list[s
         log.info("applied migration %s", name)
         applied.append(name)
     return applied
+
+
+# -- the tables file (shardline.ddl): after the numbered migrations ----------------------
+
+def table_changes(conn: Any, dialect: str, tables: Any) -> list:
+    """What the tables file still needs in this warehouse (``ddl.Change`` list); reads only."""
+    from shardline import ddl
+
+    try:
+        with conn.cursor() as cur:
+            return ddl.changes_for(cur, tables.tables, dialect)
+    finally:
+        conn.rollback()
+
+
+def migrate_tables(conn: Any, dialect: str, tables: Any) -> list:
+    """Create the file's missing tables and add its new columns, each change in its own
+    transaction with its record in ``table_changes`` (what was applied, when). Every table
+    is checked before anything is applied: a refused change (``SchemaMismatch``) leaves the
+    warehouse as it was."""
+    changes = table_changes(conn, dialect, tables)
+    if not changes:  # nothing to record: no bookkeeping table in a warehouse that needs none
+        return []
+    conn.autocommit = False
+    with conn.cursor() as cur:
+        cur.execute("CREATE TABLE IF NOT EXISTS table_changes ("
+                    "target_table VARCHAR(128) NOT NULL, action VARCHAR(16) NOT NULL, "
+                    "statement VARCHAR(65535) NOT NULL, applied_at TIMESTAMP NOT NULL)")
+    conn.commit()
+    for change in changes:
+        now = datetime.now(timezone.utc).replace(tzinfo=None)
+        with conn.cursor() as cur:
+            for statement in change.statements:
+                cur.execute(statement)
+                cur.execute("INSERT INTO table_changes (target_table, action, statement, "
+                            "applied_at) VALUES (%s, %s, %s, %s)",
+                            (change.table, change.action, statement, now))
+        conn.commit()
+        log.info("table %s: %s applied (%s)", change.table, change.action,
+                 "; ".join(change.statements)[:300])
+    return changes

@@ -89,7 +89,7 @@ def _check_dsn(value: str) -> str | None:
 
 
 def _check_callable_path(value: str) -> str | None:
-    if not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", value):
+    if value and not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", value):
         return "must look like package.module:function"
     return None
 
@@ -296,12 +296,18 @@ class ConsumerSettings:
 
 @dataclass
 class WorkerSettings:
-    transform: str = _opt("shardline.workers.transform:page_view",
-                          "callable(event: dict) -> row dict; raise to reject",
+    transform: str = _opt("", "overrides the tables file's transform of table "
+                          "worker.target_table (package.module:function; empty: the file's)",
                           check=_check_callable_path)
-    target_table: str = _opt("page_views", "warehouse table the staged rows go to",
-                             check=_check_identifier)
+    target_table: str = _opt("page_views", "the table whose transform worker.transform "
+                             "overrides", check=_check_identifier)
     reconnect_max_s: float = _opt(5.0, "longest pause between Gearman reconnects", min=0.01)
+
+
+@dataclass
+class TablesSettings:
+    file: str = _opt("", "the tables file (TOML: tables, columns, keys, routes, transforms; "
+                     "docs/tables.md); empty: the packaged default (page_views only)")
 
 
 @dataclass
@@ -409,6 +415,7 @@ class Settings:
     control: ControlSettings = field(default_factory=ControlSettings)
     consumer: ConsumerSettings = field(default_factory=ConsumerSettings)
     worker: WorkerSettings = field(default_factory=WorkerSettings)
+    tables: TablesSettings = field(default_factory=TablesSettings)
     loader: LoaderSettings = field(default_factory=LoaderSettings)
     agent: AgentSettings = field(default_factory=AgentSettings)
     status: StatusSettings = field(default_factory=StatusSettings)

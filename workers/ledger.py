@@ -48,12 +48,13 @@ _COLUMNS = [
     ("arrival_min_ms", "BIGINT"),
     ("arrival_max_ms", "BIGINT"),
     ("arrival_sample", "VARCHAR(256)"),
+    ("column_list", "TEXT"),
 ]
 
 # What the loader needs of a pending file, in order (``StagedFile.pending``).
 PENDING_COLUMNS = ("s3_key", "stream", "shard_id", "first_sequence", "first_sub_sequence",
                    "last_sequence", "last_sub_sequence", "row_count", "byte_count", "staged_at",
-                   "arrival_sample")
+                   "arrival_sample", "column_list")
 
 # Arrival times kept per staged file, for the end-to-end latency histogram at load time.
 ARRIVAL_POINTS = 8
@@ -97,6 +98,10 @@ class StagedFile:
     arrival_min_ms: int | None = None
     arrival_max_ms: int | None = None
     arrival_sample: str | None = None  # ``arrival_sample()`` of the batch's records
+    # The file's CSV columns, comma-separated, in order: the loader's COPY names them, so a
+    # file staged before an ``ALTER TABLE ... ADD COLUMN`` still loads (the new column gets
+    # its default or NULL). None: staged before files recorded it (``columns_of``).
+    column_list: str | None = None
 
     def __post_init__(self) -> None:
         if not self.state:
@@ -113,6 +118,10 @@ class StagedFile:
     def pending(cls, target_table: str, row: Sequence[Any]) -> "StagedFile":
         """A row of ``PENDING_COLUMNS`` values for ``target_table``."""
         return cls(target_table=target_table, state=PENDING, **dict(zip(PENDING_COLUMNS, row)))
+
+    @property
+    def columns(self) -> tuple[str, ...] | None:
+        return tuple(self.column_list.split(",")) if self.column_list else None
 
     def check(self) -> None:
         """A store column is VARCHAR(n) (and DynamoDB keys are bounded): refuse over-long

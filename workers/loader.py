@@ -52,7 +52,7 @@ from shardline.lifecycle import StopSignals, first_line, transaction
 from shardline.logs import get_logger
 from shardline.metrics.pipeline import LoaderMetrics
 from shardline.settings import LoaderSettings, Settings
-from shardline.tables import table_spec
+from shardline.tables import PRE_COLUMN_LIST, load_tables
 from shardline.workers.ledger import StagedFile, e2e_observations
 from shardline.workers.warehouse import combine, make_dialect, record
 from shardline.workers.warehouse.base import Dialect
@@ -104,9 +104,12 @@ class LoadTrigger:
         return self.reason(stats, now) is not None
 
 
-def load_group(entries: Sequence[StagedFile]) -> list[StagedFile]:
+def load_group(entries: Sequence[StagedFile],
+               columns_of: Callable[[StagedFile], Any] = lambda e: e.columns
+               ) -> list[StagedFile]:
     """The files of one load, from the oldest pending ones (oldest first): all of one kind
-    (normal, or one reprocess run's) and one transform version, so the load writes one
+    (normal, or one reprocess run's), one transform version and one column list (the COPY
+    names it: files staged before an ADD COLUMN have fewer), so the load writes one
     version into its rows and replaces ranges only for reprocess files. A reprocess load
     stops before a normal file of another version: a file an older transform staged must
     load first, or its rows would come back over the reprocessed range. Files a normal
@@ -115,10 +118,10 @@ def load_group(entries: Sequence[StagedFile]) -> list[StagedFile]:
     if not entries:
         return []
     first = entries[0]
-    kind = (first.generation, first.transform_version)
+    kind = (first.generation, first.transform_version, columns_of(first))
     out = []
     for e in entries:
-        if (e.generation, e.transform_version) == kind:
+        if (e.generation, e.transform_version, columns_of(e)) == kind:
             out.append(e)
         elif first.replaces and not e.replaces \
                 and e.transform_version != first.transform_version:
@@ -190,7 +193,7 @@ class Loader:
                  load_id_factory: Callable[[datetime], str] = new_load_id,
                  owner: str | None = None):
         self.settings = settings
-        self.spec = table_spec(table)
+        self.spec = load_tables(settings)[table]  # ConfigError: not in the tables file
         self.table = self.spec.name
         self.s3 = s3 if s3 is not None else clients.s3_client(settings)
         self.dialect = dialect if dialect is not None else make_dialect(settings, self.s3)
@@ -357,10 +360,11 @@ class Loader:
         lc = self.settings.loader
         cap = 1 if self.isolate else lc.max_files_per_load
         fetched = self.store.pending_files(self.table, cap)
-        entries = load_group(fetched)
+        entries = load_group(fetched, self.columns_of)
         if not entries:
             return None
         first = entries[0]
+        columns = self.columns_of(first)
         manifest = Manifest(self.settings.s3.bucket,
                             manifest_key(self.settings.s3.prefix, self.table, load_id),
                             tuple(e for e in entries if e.row_count > 0))
@@ -383,7 +387,7 @@ class Loader:
                           manifest=manifest, entries=entries, started_at=started,
                           finished_at=lambda: utc(self.clock()), lease_token=self.token or 0,
                           dedup_window_s=lc.dedup_window_s, replace=first.replaces,
-                          transform_version=first.transform_version)
+                          transform_version=first.transform_version, columns=columns)
         try:
             with self.warehouse.tx() as cur:
                 try:
@@ -430,6 +434,11 @@ class Loader:
                  " ".join(f"{k}={v:.2f}s" for k, v in outcome.timings.items() if v >= 0.01)
                  or "steps < 0.01s")
         return result
+
+    def columns_of(self, entry: StagedFile) -> tuple[str, ...]:
+        """The file's CSV columns: recorded by its stage worker, or (a file staged before
+        files recorded them) the columns that release staged."""
+        return entry.columns or PRE_COLUMN_LIST.get(self.table) or tuple(self.spec.column_names)
 
     def _put_manifest(self, manifest: Manifest) -> None:
         try:

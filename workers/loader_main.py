@@ -16,22 +16,23 @@ from shardline.cli import command_parser, load_settings
 from shardline.exitcodes import ExitCode
 from shardline.lifecycle import ForcedStop, StopSignals
 from shardline.logs import get_logger
-from shardline.tables import table_spec
+from shardline.tables import load_tables
 from shardline.workers.warehouse import make_dialect
 from shardline.workers.loader import Loader
 
 
 def main(argv: list[str]) -> int:
     parser = command_parser("loader", "COPY staged files into the warehouse, exactly once. "
-                                      "Run one per target table.")
-    parser.add_argument("--table", default="page_views", help="target table (default: "
-                                                              "page_views)")
+                                      "Run one per table of the tables file.")
+    parser.add_argument("--table", help="target table, one of the tables file's (default: "
+                                         "its first table, page_views in the default file)")
     parser.add_argument("--once", action="store_true",
                         help="one load if the trigger says it is due, then exit")
     args = parser.parse_args(argv)
     settings = load_settings(args)
     settings.require("warehouse.dsn", "s3.bucket")  # and the control store (open_store)
-    spec = table_spec(args.table)  # ConfigError for an unknown table
+    tables = load_tables(settings)  # ConfigError for a bad tables file
+    spec = tables[args.table or tables.names[0]]  # ConfigError for an unknown table
     s3 = clients.s3_client(settings)
     dialect = make_dialect(settings, s3)  # ConfigError: redshift without iam_role
     log = get_logger("loader", table=spec.name, load_id="-")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from operator import itemgetter
@@ -26,6 +27,7 @@ UTC = timezone.utc
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 EPOCH_NAIVE = datetime(1970, 1, 1)
 BIGINT_MIN, BIGINT_MAX = -(2 ** 63), 2 ** 63 - 1
+INT_MIN, INT_MAX = -(2 ** 31), 2 ** 31 - 1
 MAX_REASON = 500  # characters of an exception message kept in a dead-letter reason
 
 # Columns the worker fills from the Kinesis record / batch; a transform gives the rest.
@@ -95,32 +97,63 @@ def check_value(name: str, kind: str, max_bytes: int | None, nullable: bool, val
         if not BIGINT_MIN <= value <= BIGINT_MAX:
             raise _Reject(f"column {name}: {value} is out of the BIGINT range")
         return value
+    if kind == "int4":
+        if type(value) is not int:
+            raise _Reject(f"column {name}: expected an integer, got {_type_name(value)}")
+        if not INT_MIN <= value <= INT_MAX:
+            raise _Reject(f"column {name}: {value} is out of the INTEGER range")
+        return value
+    if kind == "float":
+        if type(value) not in (float, int):
+            raise _Reject(f"column {name}: expected a number, got {_type_name(value)}")
+        try:
+            number = float(value)
+        except OverflowError:
+            raise _Reject(f"column {name}: {value} is out of the DOUBLE PRECISION range") \
+                from None
+        if not math.isfinite(number):
+            raise _Reject(f"column {name}: {value} is not a finite number")
+        return repr(number)
+    if kind == "bool":
+        if type(value) is not bool:
+            raise _Reject(f"column {name}: expected true or false, got {_type_name(value)}")
+        return "true" if value else "false"
     raise _Reject(f"column {name}: unknown column kind {kind!r}")  # pragma: no cover
 
 
 @dataclass
 class StagedBatch:
-    """What one batch turned into, before anything is written anywhere."""
+    """What one batch turned into for one table, before anything is written anywhere."""
 
     csv_text: str
     rows: int
     dead_letters: list[dict] = field(default_factory=list)
 
 
-class RowBuilder:
-    """Records -> CSV lines + dead letters for one table spec and transform.
+@dataclass
+class RoutedBatch:
+    """What one batch turned into: each table's rows (tables without rows absent) and the
+    batch's dead letters (whatever table a record was meant for, or none). ``csv_text`` and
+    ``rows`` are the first table's (a single-table builder's whole output)."""
 
-    The per-record path is kept lean (reprocessing a month is CPU-bound here, see
-    docs/benchmarks.md "Stage worker"): orjson for the common flat record (json.loads
-    for the rest), the transform, then one fast accept test for the whole row (the
-    line built by one join, whole-row quote/NUL counts, spec-compiled length tests).
-    A row it does not accept is done column by column by ``_exact_line``, the code
-    that defines every reason; tests/unit/test_stage_differential.py holds both to
-    the pre-speed-up reference. The exact UTF-8 work (byte lengths of non-ASCII text,
-    lone surrogates) runs only for the rare row whose CSV line is not pure ASCII.
-    Worker columns are built valid by construction (timestamps from integers) and
-    checked once per batch where they do not change (shard_id, staged_at).
-    """
+    tables: dict[str, StagedBatch]
+    dead_letters: list[dict] = field(default_factory=list)
+    first: str = ""
+
+    @property
+    def csv_text(self) -> str:
+        one = self.tables.get(self.first)
+        return one.csv_text if one is not None else ""
+
+    @property
+    def rows(self) -> int:
+        one = self.tables.get(self.first)
+        return one.rows if one is not None else 0
+
+
+class TablePlan:
+    """One table's per-record machinery: its transform, its columns and the fast accept
+    test compiled for them (see ``RowBuilder``)."""
 
     def __init__(self, spec: TableSpec, transform: Transform):
         self.spec = spec
@@ -139,39 +172,125 @@ class RowBuilder:
                               f"{', '.join(WORKER_COLUMNS)}")
         self._col = {col[0]: col for col in self.columns}
         # build()'s fast accept test, compiled for this spec (see _row_line_function)
-        self._fast_ok = bool(self.event_plan) and all(col[1] in ("text", "timestamp")
-                                                      for col in self.event_plan)
+        self.fast_ok = bool(self.event_plan) and all(col[1] in ("text", "timestamp")
+                                                     for col in self.event_plan)
         limits = [(i, col[2]) for i, col in enumerate(self.event_plan)
                   if col[1] == "text" and col[2] is not None]
         # A row no longer than the smallest limit >= 1024 (its largest value is not longer
         # than the row) only needs the smaller limits checked.
         short_max = min((lim for _i, lim in limits if lim >= 1024), default=0)
-        self._row_line = _row_line_function(
+        self.row_line = _row_line_function(
             self.event_plan, _length_test(limits),
             _length_test([(i, lim) for i, lim in limits if lim < short_max]),
-            short_max) if self._fast_ok else None
+            short_max) if self.fast_ok else None
 
-    def _worker_value(self, name: str, value: Any) -> Any:
+    def worker_value(self, name: str, value: Any) -> Any:
         n, kind, max_bytes, nullable = self._col[name]
         return check_value(n, kind, max_bytes, nullable, value)
 
-    def build(self, batch: codec.Batch, staged_at: datetime) -> StagedBatch:
-        transform = self.transform
-        row_line = self._row_line
+    def exact_line(self, out: dict, rec: codec.Record, second: str, shard_value: str,
+                   staged_value: str) -> str:
+        """One row column by column, raising _Reject for the first bad value: the
+        definition that build()'s fast accept test reproduces for common rows."""
+        get = out.get
+        values = []
+        for name, is_text, limit, col in self._fast_plan:
+            value = get(name)
+            if is_text and type(value) is str:
+                # chars > limit implies bytes > limit; the exact byte count of
+                # non-ASCII text is checked below, only for non-ASCII rows
+                if len(value) > limit:
+                    check_value(*col, value)  # raises
+                if "\x00" in value:
+                    raise _Reject(f"column {name}: contains a NUL character")
+                values.append(value)
+            else:
+                values.append(check_value(*col, value))
+        seq_col = self._col["sequence_number"]
+        seq_no = rec.sequence_number
+        if len(seq_no) > seq_col[2] or not seq_no.isascii():
+            check_value(*seq_col, seq_no)
+        sub = rec.sub_sequence_number
+        if not 0 <= sub <= BIGINT_MAX:
+            check_value(*self._col["sub_sequence_number"], sub)
+        if not second:
+            raise _Reject(f"arrival time {rec.arrival_ms} ms is out of range")
+        values += (shard_value, seq_no, sub, f"{second}.{rec.arrival_ms % 1000:03d}000",
+                   staged_value)
+        line = format_row(values)
+        if not line.isascii():
+            self.check_utf8(values)
+        return line
+
+    def check_utf8(self, values: list) -> None:
+        """Exact UTF-8 byte lengths and encodability of a non-ASCII row (raises _Reject)."""
+        for (name, kind, max_bytes, nullable), value in zip(self.columns, values):
+            if type(value) is str and not value.isascii():
+                check_value(name, "text", max_bytes, nullable, value)
+
+
+class RowBuilder:
+    """Records -> CSV lines + dead letters, for one table or for the routed tables of a
+    tables file (``RowBuilder.routed``).
+
+    The per-record path is kept lean (reprocessing a month is CPU-bound here, see
+    docs/benchmarks.md "Stage worker"): orjson for the common flat record (json.loads
+    for the rest), the transform, then one fast accept test for the whole row (the
+    line built by one join, whole-row quote/NUL counts, spec-compiled length tests).
+    A row it does not accept is done column by column by ``TablePlan.exact_line``, the
+    code that defines every reason; tests/unit/test_stage_differential.py holds both to
+    the pre-speed-up reference. The exact UTF-8 work (byte lengths of non-ASCII text,
+    lone surrogates) runs only for the rare row whose CSV line is not pure ASCII.
+    Worker columns are built valid by construction (timestamps from integers) and
+    checked once per batch where they do not change (shard_id, staged_at): every table
+    has the same system columns (``shardline.tables.STAGED_SYSTEM``).
+
+    Routing (several tables): one dict lookup of the event's routing field per record,
+    then that table's plan; with a single table there is no lookup at all.
+    """
+
+    def __init__(self, spec: TableSpec, transform: Transform, *,
+                 plans: list[TablePlan] | None = None, route_field: str | None = None,
+                 by_value: dict[str, str] | None = None, default: str | None = None):
+        self.plans = plans or [TablePlan(spec, transform)]
+        self.spec = self.plans[0].spec
+        self.transform = self.plans[0].transform
+        self.route_field = route_field
+        self.by_value = dict(by_value or {})
+        self.default = default
+        first = self.plans[0]
+        self.columns, self.event_plan = first.columns, first.event_plan
+        self.event_columns = first.event_columns
+
+    @classmethod
+    def routed(cls, tables: Any, transforms: dict[str, Transform]) -> "RowBuilder":
+        """The builder for a tables file (``shardline.tables.Tables``)."""
+        plans = [TablePlan(spec, transforms[spec.name]) for spec in tables.tables]
+        default = tables.default.name if tables.default is not None else None
+        return cls(plans[0].spec, plans[0].transform, plans=plans,
+                   route_field=tables.route_field, by_value=tables.by_value, default=default)
+
+    def build_tables(self, batch: codec.Batch, staged_at: datetime) -> RoutedBatch:
         millis_text = _MILLIS_TEXT
-        event_columns = self.event_columns
-        seq_limit = self._col["sequence_number"][2] or 1 << 62
-        fast_ok = self._fast_ok
+        first = self.plans[0]
+        seq_limit = first._col["sequence_number"][2] or 1 << 62
         fast_loads, fast_error, simple = _fast_loads, _FastJSONError, _SIMPLE_TYPES
         loads = json.loads
-        lines: list[str] = []
+        out_lines: dict[str, list[str]] = {p.spec.name: [] for p in self.plans}
+        # per plan, for the loop: (transform, event columns, row_line, fast_ok, lines, plan)
+        hot = {p.spec.name: (p.transform, p.event_columns, p.row_line, p.fast_ok,
+                             out_lines[p.spec.name], p) for p in self.plans}
+        route_field = self.route_field
+        by_value = {v: hot[t] for v, t in self.by_value.items()}
+        default_hot = hot[self.default] if self.default is not None else None
+        transform, event_columns, row_line, fast_ok, lines, plan = hot[first.spec.name]
         dead: list[dict] = []
         seconds: dict[int, str] = {}
         shard_id = batch.shard_id
         batch_problem = None
         try:  # once per batch: the same for every record
-            shard_value = self._worker_value("shard_id", shard_id)
-            staged_value = self._worker_value("staged_at", staged_at)
+            shard_value = first.worker_value("shard_id", shard_id)
+            staged_value = first.worker_value("staged_at", staged_at)
         except _Reject as rej:
             batch_problem = rej.reason
         for rec in batch.records:
@@ -203,6 +322,13 @@ class RowBuilder:
                         raise _Reject(f"not JSON: {str(exc)[:MAX_REASON]}") from None
                     if type(event) is not dict:
                         raise _Reject(f"not a JSON object: got {_json_type(event)}")
+                if route_field is not None:
+                    value = event.get(route_field)
+                    chosen = by_value.get(value, default_hot) if type(value) is str \
+                        else default_hot
+                    if chosen is None:
+                        raise _Reject(_no_route(route_field, value, event))
+                    transform, event_columns, row_line, fast_ok, lines, plan = chosen
                 try:
                     out = transform(event)
                 except Exception as exc:
@@ -217,7 +343,7 @@ class RowBuilder:
                 # values are plainly valid, every event value is a str (or None where
                 # nullable) within its character limit, the timestamps are UTC datetimes
                 # and no value holds a NUL or a '"'. Any other row is written by
-                # _exact_line, the column-by-column checks that define the reasons.
+                # exact_line, the column-by-column checks that define the reasons.
                 # None travels as a lone NUL, which no accepted value contains.
                 seq_no = rec.sequence_number
                 sub = rec.sub_sequence_number
@@ -232,53 +358,26 @@ class RowBuilder:
                     if got is not None:
                         line, values = got
                         if not line.isascii():
-                            self._check_utf8([None if v is _NUL else v for v in values])
+                            plan.check_utf8([None if v is _NUL else v for v in values])
                         lines.append(line)
                         continue
-                lines.append(self._exact_line(out, rec, second, shard_value, staged_value))
+                lines.append(plan.exact_line(out, rec, second, shard_value, staged_value))
             except _Reject as rej:
                 dead.append(dead_letter(rec, shard_id, rej.reason))
-        return StagedBatch("".join(lines), len(lines), dead)
+        return RoutedBatch({name: StagedBatch("".join(ls), len(ls))
+                            for name, ls in out_lines.items() if ls}, dead, first.spec.name)
 
-    def _exact_line(self, out: dict, rec: codec.Record, second: str, shard_value: str,
-                    staged_value: str) -> str:
-        """One row column by column, raising _Reject for the first bad value: the
-        definition that build()'s fast accept test reproduces for common rows."""
-        get = out.get
-        values = []
-        for name, is_text, limit, col in self._fast_plan:
-            value = get(name)
-            if is_text and type(value) is str:
-                # chars > limit implies bytes > limit; the exact byte count of
-                # non-ASCII text is checked below, only for non-ASCII rows
-                if len(value) > limit:
-                    check_value(*col, value)  # raises
-                if "\x00" in value:
-                    raise _Reject(f"column {name}: contains a NUL character")
-                values.append(value)
-            else:
-                values.append(check_value(*col, value))
-        seq_col = self._col["sequence_number"]
-        seq_no = rec.sequence_number
-        if len(seq_no) > seq_col[2] or not seq_no.isascii():
-            check_value(*seq_col, seq_no)
-        sub = rec.sub_sequence_number
-        if not 0 <= sub <= BIGINT_MAX:
-            check_value(*self._col["sub_sequence_number"], sub)
-        if not second:
-            raise _Reject(f"arrival time {rec.arrival_ms} ms is out of range")
-        values += (shard_value, seq_no, sub, f"{second}.{rec.arrival_ms % 1000:03d}000",
-                   staged_value)
-        line = format_row(values)
-        if not line.isascii():
-            self._check_utf8(values)
-        return line
+    # One function, not a wrapper: how deep a RecursionError's reason says a record was
+    # depends on the caller's stack depth, which must not change with the entry point.
+    build = build_tables
 
-    def _check_utf8(self, values: list) -> None:
-        """Exact UTF-8 byte lengths and encodability of a non-ASCII row (raises _Reject)."""
-        for (name, kind, max_bytes, nullable), value in zip(self.columns, values):
-            if type(value) is str and not value.isascii():
-                check_value(name, "text", max_bytes, nullable, value)
+
+def _no_route(route_field: str, value: Any, event: dict) -> str:
+    if route_field not in event:
+        return f"no route: the event has no {route_field!r} field and no table takes the " \
+               f"default route"
+    return f"no route: {route_field} {json.dumps(value)[:100]} matches no table's route " \
+           f"and no table takes the default route"
 
 
 def _row_line_function(plan: list[tuple], fits: Callable[[list], bool],

@@ -1,15 +1,19 @@
-"""The stage job: a batch of Kinesis records in, one staged CSV object + ledger row out.
+"""The stage job: a batch of Kinesis records in, a staged CSV object + ledger row per table out.
 
 ``StageJob.run(payload)`` is what the Gearman task calls:
 
 1. ``codec.decode`` the batch (a payload that does not decode fails the job);
-2. records -> CSV rows + dead letters (``shardline.workers.rows``: a bad record is a
-   dead letter with a reason and never fails the batch);
-3. put the dead letters (gzip'd JSON lines) and the good rows (gzip'd CSV) to S3
-   under deterministic keys (``shardline.layout``), so a retried batch overwrites its
-   objects;
-4. record the staged object in the control store's ledger (idempotent), and only then return
-   (an empty result: completing the job is the success signal).
+2. records -> each routed to its table (the tables file: ``route`` on a field of the
+   event), that table's transform and column checks -> CSV rows + dead letters
+   (``shardline.workers.rows``: a bad record, or one no route takes, is a dead letter with
+   a reason and never fails the batch);
+3. put the dead letters (gzip'd JSON lines) and each table's good rows (gzip'd CSV) to S3
+   under deterministic keys (``shardline.layout``, the table in the key), so a retried
+   batch overwrites its objects;
+4. record each staged object in the control store's ledger (idempotent) with its table and
+   its column list (the loader's COPY names those columns, so files staged before an
+   ``ADD COLUMN`` still load), the first table's entry last, and only then return (an
+   empty result: completing the job is the success signal).
 
 A batch whose ledger entry is already there (a job retry, or a ``replay`` re-reading the
 same boundaries) writes nothing: the entry and its object stay what the loader loads or
@@ -21,9 +25,10 @@ archived again, and its entry is pending even without good rows (see ``ledger``)
 entry names the transform version that made it (``transform.transform_version``).
 
 An S3 or control-store failure raises, the Gearman job fails (WORK_FAIL) and the
-consumer retries it. A batch without good rows writes no staged object; its
-ledger row has row_count 0 and state ``loaded`` (its ``s3_key`` is still the key the
-object would have had: the ledger's name for the batch).
+consumer retries it. A batch without good rows for the file's first table writes no staged
+object for it; that table's ledger row has row_count 0 and state ``loaded`` (its ``s3_key``
+is still the key the object would have had: the ledger's name for the batch) and carries
+the batch's dead letters. Other tables get an entry only when they have rows.
 """
 from __future__ import annotations
 
@@ -36,11 +41,11 @@ from shardline import codec, csvformat, layout
 from shardline.logs import ContextLogger, get_logger
 from shardline.metrics.pipeline import StageMetrics
 from shardline.settings import Settings
-from shardline.tables import table_spec
+from shardline.tables import Tables, load_tables
 from shardline.controlstore import open_store
 from shardline.workers.ledger import StagedFile, arrival_sample
 from shardline.workers.rows import RowBuilder, dead_letter_lines
-from shardline.workers.transform import Transform, load_transform, transform_version
+from shardline.workers.transform import Transform, load_table_transforms, transform_version
 
 UTC = timezone.utc
 GZIP_LEVEL = 2
@@ -73,17 +78,24 @@ class StageJob:
 
     def __init__(self, settings: Settings, *, s3: Any = None, ledger: Any = None,
                  transform: Transform | None = None, clock: Callable[[], float] = time.time,
-                 log: ContextLogger | None = None):
+                 log: ContextLogger | None = None, tables: Tables | None = None):
         from shardline import clients
 
         self.settings = settings
-        self.spec = table_spec(settings.worker.target_table)
-        transform = transform or load_transform(settings.worker.transform)
-        self.transform_version = transform_version(transform)
+        # ConfigError (exit CONFIG) for a bad tables file or a transform that does not import
+        self.tables = tables or load_tables(settings)
+        transforms = load_table_transforms(self.tables, settings) if transform is None else \
+            {**load_table_transforms(self.tables), self.tables.tables[0].name: transform}
+        # which transform made each table's rows: recorded in its ledger entries and rows
+        self.versions = {name: transform_version(t) for name, t in transforms.items()}
         self.archive = settings.s3.archive
         if settings.warehouse.dialect == "redshift":
-            transform = refuse_null_marker(transform)
-        self.builder = RowBuilder(self.spec, transform)
+            transforms = {name: refuse_null_marker(t) for name, t in transforms.items()}
+        # The first table of the file is the batch's own: its ledger entry is always written
+        # (0 rows: born loaded), last, and carries the batch's dead letters.
+        self.spec = self.tables.tables[0]
+        self.transform_version = self.versions[self.spec.name]
+        self.builder = RowBuilder.routed(self.tables, transforms)
         self.bucket = settings.s3.bucket
         self.prefix = settings.s3.prefix
         self.s3 = s3 if s3 is not None else clients.s3_client(settings)
@@ -91,7 +103,10 @@ class StageJob:
         self.ledger = ledger if ledger is not None else open_store(settings)
         self.clock = clock
         self.log = log or get_logger("stage")
-        self.metrics = StageMetrics(self.spec.name)
+        self.metrics = {spec.name: StageMetrics(spec.name) for spec in self.tables.tables}
+        self.job_metrics = self.metrics[self.spec.name]
+        self.column_lists = {spec.name: ",".join(spec.column_names)
+                             for spec in self.tables.tables}
 
     def close(self) -> None:
         self.ledger.close()
@@ -113,9 +128,9 @@ class StageJob:
             self.stage(batch, log, generation=generation,
                        raw=payload if generation is None else None)
         except Exception:
-            self.metrics.job(time.perf_counter() - started, ok=False)
+            self.job_metrics.job(time.perf_counter() - started, ok=False)
             raise
-        self.metrics.job(time.perf_counter() - started, ok=True)
+        self.job_metrics.job(time.perf_counter() - started, ok=True)
         return b""
 
     def stage(self, batch: codec.Batch, log: ContextLogger | None = None, *,
@@ -128,48 +143,71 @@ class StageJob:
         if "batch" not in log.extra:
             log = log.bind(batch=f"{batch.stream}/{batch.batch_id}")
         started = time.perf_counter()
-        key = layout.staged_key(self.prefix, self.spec.name, batch, generation)
-        if self.ledger.get_file(key) is not None:
+        own = self.spec.name
+        if self.ledger.get_file(layout.staged_key(self.prefix, own, batch, generation)) \
+                is not None:
+            # a retry, or a replay of the same records (the batch's own entry is written
+            # last): the objects stay those its entries describe, whatever transform or
+            # tables file runs now (`shardline reprocess` applies a new transform)
             log.info("ledger entry already present (a retry, or a replay of the same "
                      "records): nothing rewritten; `shardline reprocess` applies a new "
                      "transform")
             return
         now = datetime.fromtimestamp(self.clock(), UTC)
-        staged = self.builder.build(batch, now)
+        routed = self.builder.build_tables(batch, now)
         if self.archive and generation is None:
             self._put(layout.archive_key(self.prefix, batch),
                       gzip.compress(raw if raw is not None else codec.encode(batch),
                                     compresslevel=GZIP_LEVEL, mtime=0),
                       "application/octet-stream")
+        dead = routed.dead_letters
         dl_key = None
-        if staged.dead_letters:
+        if dead:
             dl_key = layout.dead_letter_key(self.prefix, batch, generation)
-            self._put(dl_key, gzip_bytes(dead_letter_lines(staged.dead_letters)),
-                      "application/x-ndjson")
-        size = 0
-        if staged.rows:
-            body = gzip_bytes(staged.csv_text)
-            size = len(body)
-            self._put(key, body, "text/csv")
+            self._put(dl_key, gzip_bytes(dead_letter_lines(dead)), "application/x-ndjson")
+        # one staged file and ledger entry per table with rows; the batch's own table last,
+        # always: its entry present means the batch's other entries are too. A reprocess
+        # job writes an entry for every table (pending even without rows): each table's
+        # stored rows of the range are replaced by what the current transforms make.
+        order = [t for t in self.tables.names if t != own and
+                 (generation or t in routed.tables)] + [own]
         f, l = batch.first, batch.last
-        inserted = self.ledger.record_file(StagedFile(
-            s3_key=key, target_table=self.spec.name, stream=batch.stream,
-            shard_id=batch.shard_id, first_sequence=f.sequence_number,
-            first_sub_sequence=f.sub_sequence_number, last_sequence=l.sequence_number,
-            last_sub_sequence=l.sub_sequence_number, row_count=staged.rows, byte_count=size,
-            dead_letter_key=dl_key, dead_letter_count=len(staged.dead_letters),
-            staged_at=now.replace(tzinfo=None),
-            arrival_sample=arrival_sample(r.arrival_ms for r in batch.records),
-            transform_version=self.transform_version, generation=generation,
-            arrival_min_ms=min(r.arrival_ms for r in batch.records),
-            arrival_max_ms=max(r.arrival_ms for r in batch.records)))
-        if inserted:
-            self.metrics.recorded(staged.rows, staged.dead_letters)
-        log.info("staged %d rows (%d bytes gz), %d dead letters in %.1f ms (transform %s%s)%s",
-                 staged.rows, size, len(staged.dead_letters),
-                 (time.perf_counter() - started) * 1000, self.transform_version,
-                 f", reprocess {generation}" if generation else "",
-                 "" if inserted else "; ledger row already present (concurrent retry)")
+        arrival_min = min(r.arrival_ms for r in batch.records)
+        arrival_max = max(r.arrival_ms for r in batch.records)
+        parts = []
+        for table in order:
+            staged = routed.tables.get(table)
+            rows = staged.rows if staged is not None else 0
+            key = layout.staged_key(self.prefix, table, batch, generation)
+            size = 0
+            mine = table == own
+            if not mine and self.ledger.get_file(key) is not None:
+                parts.append(f"{table}'s entry already present (retry)")
+                continue  # an earlier try got this far: its file stands
+            if rows:
+                body = gzip_bytes(staged.csv_text)
+                size = len(body)
+                self._put(key, body, "text/csv")
+            inserted = self.ledger.record_file(StagedFile(
+                s3_key=key, target_table=table, stream=batch.stream,
+                shard_id=batch.shard_id, first_sequence=f.sequence_number,
+                first_sub_sequence=f.sub_sequence_number, last_sequence=l.sequence_number,
+                last_sub_sequence=l.sub_sequence_number, row_count=rows, byte_count=size,
+                dead_letter_key=dl_key if mine else None,
+                dead_letter_count=len(dead) if mine else 0,
+                staged_at=now.replace(tzinfo=None),
+                arrival_sample=arrival_sample(r.arrival_ms for r in batch.records),
+                column_list=self.column_lists[table],
+                transform_version=self.versions[table], generation=generation,
+                arrival_min_ms=arrival_min, arrival_max_ms=arrival_max))
+            if inserted:
+                self.metrics[table].recorded(rows, dead if mine else ())
+            parts.append(f"{rows} rows to {table} ({size} bytes gz, transform "
+                         f"{self.versions[table]}"
+                         f"{'' if inserted else ', ledger row already present (concurrent retry)'})")
+        log.info("staged %s, %d dead letters in %.1f ms%s", ", ".join(parts), len(dead),
+                 (time.perf_counter() - started) * 1000,
+                 f" (reprocess {generation})" if generation else "")
 
     def _put(self, key: str, body: bytes, content_type: str) -> None:
         self.s3.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType=content_type)

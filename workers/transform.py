@@ -1,7 +1,7 @@
 """The default transform: one page-view event (a parsed JSON object) -> its warehouse columns.
 
-A transform is ``callable(event: dict) -> dict`` named by ``worker.transform``
-(``package.module:function``, resolved by ``load_transform`` below). It returns the
+A transform is ``callable(event: dict) -> dict`` named by its table's ``transform`` in the
+tables file (``package.module:function``, docs/tables.md; resolved by ``load_transform``). It returns the
 *event-derived* columns of the target table; the stage worker adds the Kinesis position columns
 (``shard_id``, ``sequence_number``, ``sub_sequence_number``, ``arrival_time``)
 and ``staged_at``, then checks every value against the table spec (NOT NULL,
@@ -290,7 +290,7 @@ def page_view(event: dict) -> dict[str, Any]:
     }
 
 
-# -- the worker.transform setting -------------------------------------------------------
+# -- loading transforms (tables file, worker.transform), their versions -------------
 def transform_version(func: Transform) -> str:
     """Which transform made a row: the ``VERSION`` string its module declares (a function
     attribute ``VERSION`` wins), else ``sha1:`` + 12 hex digits of the module's source, so
@@ -313,21 +313,54 @@ def transform_version(func: Transform) -> str:
     return "sha1:" + hashlib.sha1(source.encode("utf-8")).hexdigest()[:12]
 
 
-def load_transform(path: str) -> Transform:
-    """``package.module:function`` -> the callable; ConfigError naming worker.transform if not."""
+def load_table_transforms(tables: Any, settings: Any = None) -> dict[str, Transform]:
+    """Each table's transform (table name -> callable), the tables file's ``python_path``
+    put first on ``sys.path``; ``worker.transform`` (when set) replaces the transform of
+    table ``worker.target_table``. ConfigError naming the table when one does not import."""
+    import sys
+
+    for directory in reversed(tables.python_path):
+        if directory not in sys.path:
+            sys.path.insert(0, directory)
+    override = settings.worker.transform if settings is not None else ""
+    target = settings.worker.target_table if settings is not None else ""
+    if override and target not in tables:
+        raise ConfigError(f"worker.target_table {target!r}: no such table in the tables file "
+                          f"{tables.source} (worker.transform overrides a table's transform)")
+    out = {}
+    for spec in tables.tables:
+        if override and spec.name == target:
+            out[spec.name] = load_transform(override)
+        else:
+            out[spec.name] = load_transform(
+                spec.transform, f"tables file {tables.source}: [tables.{spec.name}] transform")
+    return out
+
+
+def table_transform(settings: Any, table: str | None = None) -> Transform:
+    """The transform the stage workers run for ``table`` (default: the tables file's first),
+    as they load it: what ``reprocess`` and ``redrive`` compare versions with."""
+    from shardline.tables import load_tables
+
+    tables = load_tables(settings)
+    return load_table_transforms(tables, settings)[table or tables.names[0]]
+
+
+def load_transform(path: str, what: str = "worker.transform") -> Transform:
+    """``package.module:function`` -> the callable; ConfigError naming ``what`` if not."""
     module_name, sep, func_name = path.partition(":")
     if not sep or not module_name or not func_name:
-        raise ConfigError(f"worker.transform {path!r} must look like package.module:function")
+        raise ConfigError(f"{what} {path!r} must look like package.module:function")
     try:
         module = importlib.import_module(module_name)
     except Exception as exc:  # ImportError, or the module raising at import
-        raise ConfigError(f"worker.transform {path!r}: cannot import {module_name}: "
+        raise ConfigError(f"{what} {path!r}: cannot import {module_name}: "
                           f"{type(exc).__name__}: {exc}") from None
     func = getattr(module, func_name, None)
     if func is None:
-        raise ConfigError(f"worker.transform {path!r}: module {module_name} has no "
+        raise ConfigError(f"{what} {path!r}: module {module_name} has no "
                           f"attribute {func_name}")
     if not callable(func):
-        raise ConfigError(f"worker.transform {path!r}: {func_name} is a "
+        raise ConfigError(f"{what} {path!r}: {func_name} is a "
                           f"{type(func).__name__}, not a callable")
     return func

@@ -42,7 +42,7 @@ _FILE_FIELDS = ("s3_key", "target_table", "stream", "shard_id", "first_sequence"
                 "first_sub_sequence", "last_sequence", "last_sub_sequence", "row_count",
                 "byte_count", "dead_letter_key", "dead_letter_count", "state", "load_id",
                 "arrival_sample", "transform_version", "generation", "arrival_min_ms",
-                "arrival_max_ms")
+                "arrival_max_ms", "column_list")
 
 
 class DynamoStore(ControlStore):

@@ -38,7 +38,7 @@ _FILE_COLS = ("s3_key", "target_table", "stream", "shard_id", "first_sequence",
               "first_sub_sequence", "last_sequence", "last_sub_sequence", "row_count",
               "byte_count", "dead_letter_key", "dead_letter_count", "state", "staged_at",
               "loaded_at", "load_id", "arrival_sample", "transform_version", "generation",
-              "arrival_min_ms", "arrival_max_ms")
+              "arrival_min_ms", "arrival_max_ms", "column_list")
 _SELECT_FILES = f"SELECT {', '.join(_FILE_COLS)} FROM staged_files"
 
 

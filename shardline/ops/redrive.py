@@ -113,10 +113,10 @@ def main(argv: list[str]) -> int:
 
     from shardline import clients
     from shardline.ops.reprocess import submit
-    from shardline.workers.transform import load_transform, transform_version
+    from shardline.workers.transform import table_transform, transform_version
 
     s3 = clients.s3_client(settings)
-    version = transform_version(load_transform(settings.worker.transform))
+    version = transform_version(table_transform(settings, settings.worker.target_table))
     letters = dead_letters(s3, bucket, prefix, stream)
     done = redriven_before(s3, bucket, prefix, stream, version)
     todo = {k: d for k, d in letters.items() if k not in done

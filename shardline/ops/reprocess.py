@@ -21,7 +21,8 @@ by the new transform, and the run reads to the tip it finds, past everything sta
 before it started; where both stage the same records the rows are identical. The loader
 keeps a file staged by an older transform ahead of the run's files (``load_group``).
 
-``--dry-run`` runs the current transform (this command's ``worker.transform``: use the
+``--dry-run`` runs the current transform (of table ``worker.target_table`` in the tables
+file, or ``worker.transform``: use the
 workers' settings) over the same records and compares with the stored rows of each range
 (``reprocess_diff``), staging nothing. Each run is recorded (options, reason, counts) in
 ``{prefix}/reprocess/{stream}/{generation}.json``.
@@ -197,7 +198,7 @@ def wrong_versions(store: Any, settings: Any, generation: str, batches: Iterable
     stage worker still ran another transform (the deploy was not finished)."""
     from shardline.tables import table_spec
 
-    table = table_spec(settings.worker.target_table).name
+    table = table_spec(settings.worker.target_table, settings).name
     found: dict[str, int] = {}
     for batch in batches:
         entry = store.get_file(layout.staged_key(settings.s3.prefix, table, batch, generation))
@@ -254,9 +255,9 @@ def main(argv: list[str]) -> int:
           f"{time.time() - started:.1f}s; the loader replaces their ranges as it loads them: "
           f"watch `shardline status` (transform versions) until no file is pending")
     from shardline.controlstore import open_store
-    from shardline.workers.transform import load_transform, transform_version
+    from shardline.workers.transform import table_transform, transform_version
 
-    version = transform_version(load_transform(settings.worker.transform))
+    version = transform_version(table_transform(settings, settings.worker.target_table))
     store = open_store(settings)
     try:
         others = wrong_versions(store, settings, generation, sample, version)
@@ -264,7 +265,7 @@ def main(argv: list[str]) -> int:
         store.close()
     if others:
         print(f"shardline reprocess: of {len(sample)} batches checked, some were staged by "
-              f"another transform than {version} (worker.transform here): "
+              f"another transform than {version} (the tables file's, or worker.transform, here): "
               + ", ".join(f"{v}: {n}" for v, n in sorted(others.items()))
               + ". Finish deploying the stage workers, then run reprocess again.",
               file=sys.stderr)
@@ -279,13 +280,13 @@ def _dry_run(settings: Any, source: str, args: argparse.Namespace, stream: str, 
     from shardline.tables import table_spec
     from shardline.workers.rows import RowBuilder
     from shardline.workers.stage import refuse_null_marker
-    from shardline.workers.transform import load_transform, transform_version
+    from shardline.workers.transform import table_transform, transform_version
 
-    transform = load_transform(settings.worker.transform)
+    transform = table_transform(settings, settings.worker.target_table)
     version = transform_version(transform)
     if settings.warehouse.dialect == "redshift":
         transform = refuse_null_marker(transform)
-    builder = RowBuilder(table_spec(settings.worker.target_table), transform)
+    builder = RowBuilder(table_spec(settings.worker.target_table, settings), transform)
     conn = clients.warehouse_connect(settings)
     try:
         with conn.cursor() as cur:

@@ -143,13 +143,13 @@ def collect(settings: Settings, control: Any, streams: Sequence[str] | None, *,
     from shardline import clients
     from shardline.ops import gearman_admin
 
-    from shardline.tables import TABLES
+    from shardline.tables import load_tables
 
     known = list(control.streams() if streams is None else streams)
     now = utc(clock())
     st = settings.status
     data = gather_control(control, known)
-    data.update(gather_ledger(control, sorted(TABLES),
+    data.update(gather_ledger(control, sorted(load_tables(settings).names),
                               now - timedelta(seconds=st.dead_letter_window_s)))
     conn = clients.warehouse_connect(settings)
     try:
@@ -237,12 +237,13 @@ def main(argv: list[str]) -> int:
         if settings.kinesis.stream and not args.all_streams:
             fixed = streams
         if args.serve:
-            from shardline.tables import TABLES
+            from shardline.tables import load_tables
 
+            tables = load_tables(settings).names
             return status_web.serve(
                 lambda: collect(settings, control, fixed, use_kinesis=not args.no_kinesis,
                                 gearman_timeout_s=args.gearman_timeout),
-                *bind, interval_s=args.interval, tables=TABLES)
+                *bind, interval_s=args.interval, tables=tables)
         if args.watch is None:
             return once()
         code = ExitCode.OK

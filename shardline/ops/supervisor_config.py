@@ -267,13 +267,20 @@ def main(argv: list[str]) -> int:
         return _agent_summary(args, settings, stream, target, include, old == text, names)
     print(f"{'unchanged' if old == text else 'wrote'} {target}: "
           f"{len(selection.shards)} consumer(s) ({', '.join(selection.shards)}), "
-          f"{args.workers} stage worker(s), 1 loader")
+          f"{args.workers} stage worker(s), {_loaders(settings)}")
     if selection.excluded:
         print(f"  at SHARD_END, no program: {', '.join(selection.excluded)}")
     print(f"  start:  supervisord -c {target}\n"
           f"  update: supervisorctl -c {target} update   (adds new "
           f"{names['consumer']}* programs, leaves running ones alone)")
     return ExitCode.OK
+
+
+def _loaders(settings: Settings) -> str:
+    from shardline.tables import load_tables
+
+    names = load_tables(settings).names
+    return f"{len(names)} loader(s) ({', '.join(names)})"
 
 
 def _agent_summary(args: argparse.Namespace, settings: Settings, stream: str, target: Path,
@@ -286,7 +293,7 @@ def _agent_summary(args: argparse.Namespace, settings: Settings, stream: str, ta
                                          shardline_cmd=["shardline"], settings=settings,
                                          prefix=args.program_prefix), encoding="utf-8")
     print(f"{'unchanged' if unchanged else 'wrote'} {target}: {names['agent']} (consumers in "
-          f"{include}), {args.workers} stage worker(s), 1 loader")
+          f"{include}), {args.workers} stage worker(s), {_loaders(settings)}")
     print(f"  start:  supervisord -c {target}   (on every host, each with its own "
           f"agent.host_id)")
     return ExitCode.OK

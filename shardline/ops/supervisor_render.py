@@ -228,8 +228,14 @@ def render(*, stream: str, shards: Selection, out_dir: str, shardline_cmd: Seque
         extra=[f"numprocs={workers}", "numprocs_start=0",
                "process_name=%(program_name)s_%(process_num)02d"],
         log_name="%(program_name)s_%(process_num)02d")
-    lines += program(names["loader"], command(["loader"]), autorestart="true",
-                     stopwait=LOADER_STOPWAITSECS)
+    # One loader per table of the tables file (each holds its table's loader lease): the
+    # first table's is ``loader``, the others' ``loader-<table>``.
+    from shardline.tables import load_tables
+
+    for i, table in enumerate(load_tables(settings).names):
+        lines += program(names["loader"] + ("" if i == 0 else f"-{table}"),
+                         command(["loader", "--table", table]), autorestart="true",
+                         stopwait=LOADER_STOPWAITSECS)
     address = settings.agent.metrics_address
     if agent_include is None and address:
         lines += ["; This host's scrape target: the metrics of every program above, merged",

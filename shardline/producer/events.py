@@ -44,7 +44,9 @@ __all__ = ["GOOD", "BAD_KINDS", "KINDS", "REQUIRED", "NULLABLE", "FIELDS", "MAX_
            "ip_prefix"]
 
 GOOD = "good"
+CLICK = "click"  # a click event (``click_fraction``): the clicks example's (docs/tables.md)
 KINDS = (GOOD,) + BAD_KINDS
+CLICK_ELEMENTS = ("buy-button", "nav-home", "search", "add-to-cart", "footer-link", "logo")
 
 _COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 _ASCII = json.JSONEncoder()
@@ -62,9 +64,13 @@ class Generator:
     def __init__(self, n: int | None = None, bad_fraction: float = 0.0, seed: int | None = None,
                  *, start: dt.datetime | None = None, spacing_s: float = 0.01,
                  bad_kinds: tuple[str, ...] | list[str] | None = None, sessions: int = 500,
-                 keep_ids: bool = False):
+                 keep_ids: bool = False, click_fraction: float = 0.0):
         if not 0.0 <= bad_fraction <= 1.0:
             raise ValueError("bad_fraction must be between 0 and 1")
+        if not 0.0 <= click_fraction <= 1.0:
+            raise ValueError("click_fraction must be between 0 and 1")
+        self.click_fraction = click_fraction
+        self.click_ids: list[str] = []
         kinds = tuple(bad_kinds) if bad_kinds else BAD_KINDS
         unknown = set(kinds) - set(BAD_KINDS)
         if unknown:
@@ -107,6 +113,12 @@ class Generator:
             self.cycle_pos += 1
             data = malformed.make(kind, self, i)
             key = f"{self.rng.getrandbits(128):032x}"
+        elif self.click_fraction and self.rng.random() < self.click_fraction:
+            kind = CLICK  # no draw at all without clicks: seeded runs stay as they were
+            event, key = self.click(i)
+            data = self.encode(event)
+            if self.keep_ids:
+                self.click_ids.append(event["event_id"])
         else:
             kind = GOOD
             event, key = self.event(i)
@@ -173,6 +185,15 @@ class Generator:
         if s.views_left <= 0:
             self._sessions[slot] = Session(rng)
         return event, s.session_id
+
+    def click(self, i: int) -> tuple[dict, str]:
+        """A click event of a session (``"type": "click"``), on the page it last viewed."""
+        rng = self.rng
+        s = self._sessions[rng.randrange(len(self._sessions))]
+        url = s.last_url or f"https://{s.host}{page_path(rng, s.host)}"
+        return {"type": CLICK, "event_id": uuid4(rng), "occurred_at": self._time(i, s),
+                "session_id": s.session_id, "url": url, "element": rng.choice(CLICK_ELEMENTS),
+                "x": rng.randrange(1920), "y": rng.randrange(1080)}, s.session_id
 
     def encode(self, event: dict) -> bytes:
         """Compact UTF-8 JSON; a few records use \\u escapes or spaces (still valid JSON)."""

@@ -110,6 +110,11 @@ def produce_main(argv: list[str]) -> int:
                              f"{','.join(events.BAD_KINDS)})")
     parser.add_argument("--duplicate-fraction", type=_fraction, default=0.0,
                         help="share of good events put a second time, same bytes (default 0)")
+    parser.add_argument("--click-fraction", type=_fraction, default=0.0,
+                        help="share of the good events sent as click events ({\"type\": "
+                             "\"click\", ...}: the clicks example's table, docs/tables.md)")
+    parser.add_argument("--click-ids-file", metavar="FILE",
+                        help="write the event_id of every click event, one per line")
     parser.add_argument("--seed", type=int, help="random seed: same seed (and --start-time) "
                                                  "gives the same events")
     parser.add_argument("--start-time", type=_timestamp,
@@ -150,7 +155,9 @@ def produce_main(argv: list[str]) -> int:
     spacing = 1.0 / args.rate if args.rate > 0 else 0.0001
     gen = events.generate(args.count or None, args.bad_fraction, args.seed,
                           start=args.start_time, spacing_s=spacing,
-                          bad_kinds=bad_kinds or None, keep_ids=bool(args.ids_file))
+                          bad_kinds=bad_kinds or None,
+                          keep_ids=bool(args.ids_file or args.click_ids_file),
+                          click_fraction=args.click_fraction)
     extra: collections.Counter = collections.Counter()
     stop = threading.Event()
 
@@ -214,6 +221,7 @@ def produce_main(argv: list[str]) -> int:
         "stream": stream,
         "generated": sum(counts.values()),
         "good": counts[events.GOOD],
+        "clicks": counts[events.CLICK],
         "bad": sum(bad.values()),
         "bad_kinds": bad,
         "duplicates": extra["duplicates"],
@@ -241,6 +249,9 @@ def produce_main(argv: list[str]) -> int:
                 if event_id not in seen:
                     seen.add(event_id)
                     fh.write(event_id + "\n")
+    if args.click_ids_file:
+        with open(args.click_ids_file, "w", encoding="utf-8") as fh:
+            fh.writelines(f"{event_id}\n" for event_id in dict.fromkeys(gen.click_ids))
     if args.summary_json:
         with open(args.summary_json, "w", encoding="utf-8") as fh:
             json.dump(summary, fh, indent=2)
@@ -250,7 +261,8 @@ def produce_main(argv: list[str]) -> int:
 
 
 def _print_summary(s: dict, quiet: bool) -> None:
-    head = (f"produced {s['generated']:,} events to {s['stream']}: {s['good']:,} good, "
+    clicks = f"{s['clicks']:,} clicks, " if s.get("clicks") else ""
+    head = (f"produced {s['generated']:,} events to {s['stream']}: {s['good']:,} good, {clicks}"
             f"{s['bad']:,} bad, {s['duplicates']:,} duplicates; {s['user_records_put']:,} "
             f"records in {s['elapsed_s']:.2f} s ({s['rate']:,.0f}/s)")
     print(head)

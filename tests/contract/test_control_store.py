@@ -43,7 +43,8 @@ def _postgres(request: Any, clock: Clock) -> Iterator[ControlStore]:
     schema = f"c_{uuid.uuid4().hex[:8]}"
     store = PostgresStore(stack.control_dsn, schema, clock=clock)
     assert store.create_tables() == ["001_control_store", "002_arrival_sample",
-                                    "003_copy_failures", "004_ledger_versions"]
+                                     "003_copy_failures", "004_ledger_versions",
+                                     "005_column_list"]
     try:
         yield store
     finally:
@@ -308,6 +309,17 @@ def test_a_retried_record_never_moves_a_loaded_file_back(store) -> None:
     f = store.get_file("k/1")
     assert (f.state, f.load_id) == (LOADED, "load-1")
     assert store.get_file("missing") is None
+
+
+def test_a_file_keeps_its_column_list(store) -> None:
+    """The loader's COPY names the columns the stage worker wrote (docs/tables.md)."""
+    import dataclasses
+
+    store.record_file(dataclasses.replace(staged("k/cols"), column_list="a,b,shard_id"))
+    store.record_file(staged("k/none"))
+    assert store.get_file("k/cols").columns == ("a", "b", "shard_id")
+    got = {f.s3_key: f.columns for f in store.pending_files("page_views", 10)}
+    assert got == {"k/cols": ("a", "b", "shard_id"), "k/none": None}
 
 
 def test_a_file_without_good_rows_is_born_loaded(store) -> None:
@@ -611,7 +623,8 @@ def test_migrate_control_creates_the_postgres_tables_once(stack, cli_env, capsys
                 "shard_assignments", "shard_leases", "shard_status", "staged_files"]
             cur.execute(f'SELECT name FROM "{schema}".schema_migrations')
             assert sorted(cur.fetchall()) == [("001_control_store",), ("002_arrival_sample",),
-                                             ("003_copy_failures",), ("004_ledger_versions",)]
+                                             ("003_copy_failures",), ("004_ledger_versions",),
+                                             ("005_column_list",)]
         assert cli.main(["migrate", "--control", "--print-sql"]) == 0
         assert "CREATE TABLE shard_leases" in capsys.readouterr().out
     finally:

@@ -273,3 +273,31 @@ def test_small_files_are_combined_into_parts_of_at_least_1mb():
     text = b"".join(gz.decompress(rig.s3.objects[u.split("/", 3)[3]]) for u in urls)
     assert text.count(b"\n") == 160
     assert set(rig.wh.loaded) == {e.s3_key for e in entries}  # the record names the files
+
+
+def test_copy_and_insert_name_each_files_columns_one_column_list_per_load():
+    """A file staged before an ADD COLUMN loads with its own (shorter) column list; the
+    files with the new list go in the next load (docs/tables.md)."""
+    import dataclasses
+
+    from shardline.tables import PAGE_VIEWS
+
+    old_cols = ",".join(PAGE_VIEWS.column_names)
+    new_cols = old_cols.replace("session_id,", "session_id,campaign,")
+    a = dataclasses.replace(ledger_row(KEY_A, [page_view(1, 1)]), column_list=None)
+    b = dataclasses.replace(ledger_row(KEY_B, [page_view(2, 2)], staged_at=T0 + timedelta(1)),
+                            column_list=new_cols)
+    rig = Rig([a, b], inserted=1)
+    first = rig.loader.step()
+    assert first.state == "loaded" and first.load.files == 1 and first.load.capped
+    assert first.wait_s == 0  # the rest is due at once
+    rig.loader.load_id_factory = lambda now: "L2"
+    assert rig.loader.step().load.files == 1
+    copies = [s for s in rig.wh.sql() if s.startswith("COPY ")]
+    inserts = [s for s in rig.wh.sql() if s.startswith("INSERT INTO page_views")]
+    assert copies[0].startswith(f"COPY {STAGE} ({COLS}) FROM") and "campaign" not in inserts[0]
+    assert copies[1].startswith(f"COPY stage_page_views_l2 ({new_cols.replace(',', ', ')}) ")
+    assert inserts[1].startswith(f"INSERT INTO page_views ({new_cols.replace(',', ', ')}, "
+                                 f"loaded_at, transform_version) SELECT")
+    assert [f.state for f in (rig.store.get_file(KEY_A), rig.store.get_file(KEY_B))] == \
+        ["loaded", "loaded"]

@@ -15,15 +15,17 @@ Redshift (the subset both speak: no RETURNING, no ON CONFLICT, no ``= ANY``):
 3. ``CREATE TEMP TABLE stage_x (LIKE target INCLUDING DEFAULTS)``: same column types; on
    Redshift also the target's DISTKEY/SORTKEY. ``loaded_at`` is not staged: its default
    fills it here, and step 7 writes the loader's UTC time instead.
-4. COPY the manifest's files into ``stage_x`` (the dialect's own step).
+4. COPY the manifest's files into ``stage_x`` (the dialect's own step), naming the files'
+   column list (``StagedFile.column_list``: a load takes files of one list), so files
+   staged before an ``ADD COLUMN`` load with the new column at its default (or NULL).
 5. ``SELECT COUNT(*)`` (rows copied) and ``MIN/MAX(sort key)`` of ``stage_x``.
 6. ``DELETE FROM stage_x USING target WHERE <key equal> AND target.<sort key> BETWEEN
    min - window AND max + window``: drop rows already stored. The range predicate on the
    sort key is what Redshift's zone maps (a BRIN index locally) prune, so the cost follows
    the batch, not the table. Copies of one event carry the same ``occurred_at``; the
    window (``loader.dedup_window_s``) only matters for an event re-sent with another one.
-7. ``INSERT INTO target ... ROW_NUMBER() OVER (PARTITION BY key ORDER BY position) ...
-   WHERE rn = 1``: keep the first copy of each key by Kinesis position.
+7. ``INSERT INTO target (the files' columns, loaded_at, transform_version) ...
+   ROW_NUMBER() OVER (PARTITION BY key ORDER BY position) ... WHERE rn = 1``: keep the first copy of each key by Kinesis position.
    Every row gets the load's ``transform_version`` (a load holds files of one version,
    ``load_group`` in the loader).
 8. ``INSERT INTO loaded_files`` (one row per file) and ``INSERT INTO loads``: the
@@ -241,14 +243,20 @@ def build_plan(spec: TableSpec, *, load_id: str, stage_table: str, manifest: Man
                entries: Sequence[StagedFile], started_at: datetime,
                finished_at: Callable[[], datetime], lease_token: int,
                dedup_window_s: float, replace: bool = False,
-               transform_version: str | None = None) -> list[Step]:
-    """The load as a list of steps, the same on every warehouse (see the module doc)."""
-    missing = [c for c in POSITION_KEY if c not in spec.column_names]
+               transform_version: str | None = None,
+               columns: Sequence[str] | None = None) -> list[Step]:
+    """The load as a list of steps, the same on every warehouse (see the module doc).
+
+    ``columns``: the staged files' column list (``StagedFile.columns``; every file of a
+    load has the same), which the COPY and the INSERT name: a column the table has and the
+    files do not (added after they were staged) gets its default, or NULL."""
+    staged = tuple(columns or spec.column_names)
+    missing = [c for c in (*POSITION_KEY, *(spec.dedup_key or ())) if c not in staged]
     if missing:
-        raise ConfigError(f"table {spec.name}: the loader needs the position columns "
-                          f"{', '.join(POSITION_KEY)} (missing {', '.join(missing)})")
+        raise ConfigError(f"table {spec.name}: the loader needs the position and dedup key "
+                          f"columns in the staged files (missing {', '.join(missing)})")
     key = tuple(spec.dedup_key or POSITION_KEY)
-    cols = ", ".join(spec.column_names)
+    cols = ", ".join(staged)
     target = spec.name
     steps: list[Step] = [fence_step(target, lease_token, load_id, started_at),
                          *already_loaded_steps(target, entries)]
@@ -260,7 +268,7 @@ def build_plan(spec: TableSpec, *, load_id: str, stage_table: str, manifest: Man
         steps += [
             Sql("create_stage",
                 f"CREATE TEMP TABLE {stage_table} (LIKE {target} INCLUDING DEFAULTS)"),
-            CopyManifest("copy", stage_table, tuple(spec.column_names), manifest),
+            CopyManifest("copy", stage_table, staged, manifest),
             Sql("count_staged", f"SELECT COUNT(*) FROM {stage_table}",
                 result="rows_copied", fetch="one"),
         ]
