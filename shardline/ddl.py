@@ -84,9 +84,10 @@ def create_table(spec: TableSpec, target: str) -> list[str]:
     if target == "postgres" and tuple(key) != POSITION_KEY:
         out.append(f"CREATE UNIQUE INDEX {spec.name}_position ON {spec.name} "
                    f"({', '.join(POSITION_KEY)})")
-    if target == "redshift-like" and spec.sort_key:
-        out.append(f"CREATE INDEX {spec.name}_{spec.sort_key} ON {spec.name} "
-                   f"USING brin ({spec.sort_key})")
+    if target == "redshift-like":  # BRIN plays Redshift's zone maps: the sort key's, and
+        # arrival_time's, which bounds a reprocess load's delete (sql/migrations/004)
+        for col in dict.fromkeys(c for c in (spec.sort_key, "arrival_time") if c):
+            out.append(f"CREATE INDEX {spec.name}_{col} ON {spec.name} USING brin ({col})")
     return out
 
 

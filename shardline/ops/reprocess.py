@@ -292,7 +292,7 @@ def _dry_run(settings: Any, source: str, args: argparse.Namespace, stream: str, 
         with conn.cursor() as cur:
             diff = diff_batches(cur, builder, version,
                                 source_batches(settings, source, args, stream, s3, log),
-                                settings.loader.dedup_window_s, datetime.now(UTC))
+                                datetime.now(UTC))
         conn.rollback()
     finally:
         conn.close()

@@ -77,22 +77,24 @@ def _text(value: Any) -> str | None:
     return str(value)
 
 
-def stored_rows(cur: Any, spec: TableSpec, batch: codec.Batch, sort_range: tuple | None,
-                window_s: float) -> dict[tuple, tuple[tuple, str | None]]:
+def stored_rows(cur: Any, spec: TableSpec, batch: codec.Batch
+                ) -> dict[tuple, tuple[tuple, str | None]]:
     """position -> (event column values as text, transform_version) of the stored rows in
     the batch's position range."""
     cols = event_columns(spec)
-    ends = [datetime.fromtimestamp(r.arrival_ms / 1000, UTC).replace(tzinfo=None)
-            for r in (batch.first, batch.last)]
-    ends += [t for t in (sort_range or ()) if t is not None]
-    pad = timedelta(seconds=window_s)
+    # Bounded by the records' exact arrival range, as the reprocess load's delete is
+    # (shardline.workers.warehouse.plan._replace_bound): whatever occurred_at the stored
+    # row was given, Kinesis gave it this arrival time. + 1 ms: the whole last millisecond.
+    epoch = datetime(1970, 1, 1)
+    arrivals = [r.arrival_ms for r in batch.records]
     f, l = batch.first, batch.last
-    bound = f"{spec.sort_key} BETWEEN %s AND %s AND " if spec.sort_key else ""
     cur.execute(f"SELECT sequence_number, sub_sequence_number, transform_version, "
-                f"{', '.join(cols)} FROM {spec.name} WHERE {bound}shard_id = %s AND "
+                f"{', '.join(cols)} FROM {spec.name} WHERE arrival_time BETWEEN %s AND %s "
+                f"AND shard_id = %s AND "
                 + positions.within("sequence_number", "sub_sequence_number"),
-                ((min(ends) - pad, max(ends) + pad) if spec.sort_key else ())
-                + (batch.shard_id,) + positions.within_params(
+                (epoch + timedelta(milliseconds=min(arrivals)),
+                 epoch + timedelta(milliseconds=max(arrivals) + 1), batch.shard_id)
+                + positions.within_params(
                     (f.sequence_number, f.sub_sequence_number),
                     (l.sequence_number, l.sub_sequence_number)))
     return {positions.position(seq, sub): (tuple(_text(v) for v in rest), version)
@@ -125,24 +127,12 @@ def _first_change(old: tuple, new: tuple) -> str:
     return "?"
 
 
-def sort_key_range(spec: TableSpec, new: dict[tuple, tuple]) -> tuple | None:
-    """The new rows' range of the sort key (text values parsed back)."""
-    if not spec.sort_key or not new:
-        return None
-    i = event_columns(spec).index(spec.sort_key) if spec.sort_key in event_columns(spec) else None
-    if i is None:
-        return None
-    values = [datetime.fromisoformat(v[i]) for v in new.values() if v[i] is not None]
-    return (min(values), max(values)) if values else None
-
-
 def diff_batches(cur: Any, builder: RowBuilder, version: str, batches: Iterable[codec.Batch],
-                 window_s: float, now: datetime) -> Diff:
+                 now: datetime) -> Diff:
     total = Diff()
     for batch in batches:
         new, rejected = staged_rows(builder, batch, now)
-        stored = stored_rows(cur, builder.spec, batch, sort_key_range(builder.spec, new),
-                             window_s)
+        stored = stored_rows(cur, builder.spec, batch)
         d = compare(new, stored, version)
         d.rejected, d.records = rejected, len(batch.records)
         total.add(d)

@@ -211,12 +211,16 @@ def test_reprocess_file_replaces_its_position_range(backend):
     """A reprocess run's file (``generation``) over positions 2..6 of SHARD0: the stored
     rows of that range are replaced by the file's (3 changed, 5 now rejected: removed,
     6 once rejected: added); rows outside it (1, 7, and 4 on SHARD1) are untouched; an
-    event stored at another position keeps its one row. Then a file of the run whose
+    event stored at another position keeps its one row, and a stored row whose occurred_at
+    the old transform got hours wrong is replaced too. Then a file of the run whose
     records are all rejected now (no rows) still removes its range."""
     from tests.contract.loader_kit import T0
 
     ms = int(T0.replace(tzinfo=__import__("datetime").timezone.utc).timestamp() * 1000)
-    backend.stage("v1", [page_view(1, 1), page_view(2, 2), page_view(3, 3),
+    # v1 got event 3's occurred_at 5 h wrong (a time-zone bug, say): far outside the dedup
+    # window of the fixed row, it is still found by the records' arrival range.
+    wrong = T0 - __import__("datetime").timedelta(hours=5)
+    backend.stage("v1", [page_view(1, 1), page_view(2, 2), page_view(3, 3, occurred_at=wrong),
                          page_view(5, 5), page_view(7, 7), page_view(8, 8)],
                   transform_version="v1")
     backend.stage("v1b", [page_view(4, 4, shard=SHARD1)], shard=SHARD1, transform_version="v1")
@@ -233,6 +237,8 @@ def test_reprocess_file_replaces_its_position_range(backend):
     if backend.supports_rows:
         stored = backend.stored()
         assert sorted(stored) == [event_id(i) for i in (1, 2, 3, 4, 6, 7)]
+        assert sorted(r[0] for r in backend.query("SELECT event_id FROM page_views")) == \
+            [event_id(i) for i in (1, 2, 3, 4, 6, 7)]  # each once: the 5 h-off row replaced
         assert stored[event_id(3)][3] == "https://example.com/new"
         assert stored[event_id(4)][0] == SHARD1  # stored elsewhere: kept, not doubled
         versions = dict(backend.query("SELECT event_id, transform_version FROM page_views"))
@@ -241,5 +247,5 @@ def test_reprocess_file_replaces_its_position_range(backend):
         assert results[0].load.rows_replaced == 4  # 2, 3, 5 (r1) and 8 (r2)
     else:
         flat = [" ".join(s.split()) for tx in backend.load_transactions() for s in tx]
-        assert any(s.startswith("DELETE FROM page_views WHERE occurred_at BETWEEN %s AND %s "
+        assert any(s.startswith("DELETE FROM page_views WHERE arrival_time BETWEEN %s AND %s "
                                 "AND ((shard_id = %s AND") for s in flat)

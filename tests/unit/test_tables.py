@@ -56,7 +56,7 @@ def test_default_file_is_page_views_with_the_system_columns_last():
 @pytest.mark.parametrize("target", ddl.TARGETS)
 def test_default_file_ddl_equals_the_page_views_migrations(target):
     """Existing warehouses stay valid: the file's page_views is what 002 created plus the
-    system column 003 added (transform_version, last), column for column."""
+    system column 003 added (transform_version, last), column for column, and 004's index."""
     def rendered(name):
         path = next(p for _, n, p in migrate.migrations() if n == name)
         return [ddl.normalize(s) for s in migrate.render(path.read_text(), target)]
@@ -64,7 +64,8 @@ def test_default_file_ddl_equals_the_page_views_migrations(target):
     version = ",transform_version VARCHAR(64)"
     create = [ddl.normalize(s) for s in ddl.create_table(PAGE_VIEWS, target)]
     assert version in create[0]
-    assert [create[0].replace(version, ""), *create[1:]] == rendered("002_page_views")
+    assert [create[0].replace(version, ""), *create[1:]] == \
+        rendered("002_page_views") + rendered("004_arrival_time_zone_map")
     column = ddl.all_columns(PAGE_VIEWS)[-1]
     assert column.name == "transform_version"
     added = ddl.normalize(ddl.add_column(PAGE_VIEWS, column, target))

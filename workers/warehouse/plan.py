@@ -34,11 +34,13 @@ Redshift (the subset both speak: no RETURNING, no ON CONFLICT, no ``= ANY``):
 9. ``DROP TABLE stage_x``.
 
 A *reprocess* load (``replace=True``: files a ``shardline reprocess`` run staged) adds,
-before step 6, ``replace_range``: ``DELETE FROM target WHERE <sort key> BETWEEN lo AND hi
+before step 6, ``replace_range``: ``DELETE FROM target WHERE arrival_time BETWEEN lo AND hi
 AND (<shard and position in the file's range> OR ...)``, removing every stored row of the
-files' exact position ranges (rows the current transform now rejects included); ``lo``/``hi``
-are the staged rows' sort-key range joined with the files' arrival-time range, widened by
-the dedup window, so the delete is as cheap as the dedup. Steps 6-7 then insert the files'
+files' exact position ranges (rows the current transform now rejects included). The range
+predicate is on ``arrival_time`` (the files' records' exact arrival range: set by Kinesis,
+so the same whatever transform made the stored row), which zone maps prune as rows arrive
+in that order; only files without a recorded arrival range fall back to the sort key
+widened by the dedup window. Steps 6-7 then insert the files'
 rows (an event stored at a position outside the ranges keeps its row: still exactly once).
 All in the same transaction as the record, so a kill leaves either the old rows or the new.
 
@@ -197,32 +199,43 @@ def record_steps(table: str, load_id: str, entries: Sequence[StagedFile],
     return steps
 
 
-def _replace_window(window_s: float, entries: Sequence[StagedFile]
-                    ) -> Callable[[dict], tuple]:
-    """lo, hi of the replace delete: the staged rows' sort-key range joined with the
-    files' arrival range (a file whose rows are all rejected now has no staged rows)."""
-    from datetime import timezone
+def _replace_bound(spec: TableSpec, window_s: float, entries: Sequence[StagedFile]
+                   ) -> tuple[str, Callable[[dict], tuple] | tuple]:
+    """The range predicate that keeps the replace delete as cheap as the dedup.
 
-    arrivals = [ms for e in entries for ms in (e.arrival_min_ms, e.arrival_max_ms)
-                if ms is not None]
+    ``arrival_time`` when every file knows its records' arrival range (files staged since
+    the ledger kept it: every reprocess file): Kinesis sets it, so it is the same whatever
+    transform made the stored row, and it bounds the files' position ranges exactly -- a
+    row whose ``occurred_at`` an old transform got hours wrong is still found. Redshift
+    keeps a zone map on every column and rows are appended in arrival order, so this
+    prunes like the sort key (a BRIN index in the redshift-like mode). Otherwise the sort
+    key widened by the dedup window, as the dedup."""
+    def ts(ms: int) -> datetime:  # exact milliseconds, as the stage worker wrote them
+        return datetime(1970, 1, 1) + timedelta(milliseconds=ms)
+
+    if entries and all(e.arrival_min_ms is not None and e.arrival_max_ms is not None
+                       for e in entries):
+        lo = ts(min(e.arrival_min_ms for e in entries))  # type: ignore[type-var]
+        # + 1 ms: the whole last millisecond (the positions, not this bound, are exact)
+        hi = ts(max(e.arrival_max_ms for e in entries) + 1)  # type: ignore[type-var, operator]
+        return "arrival_time BETWEEN %s AND %s AND ", (lo, hi)
+    if not spec.sort_key:
+        return "", ()
 
     def params(results: dict) -> tuple:
         low, high = results.get("sort_range") or (None, None)
-        ends = [t for t in (low, high) if t is not None]
-        ends += [datetime.fromtimestamp(ms / 1000, timezone.utc).replace(tzinfo=None)
-                 for ms in arrivals]
-        if not ends:
-            return (None, None)  # nothing to bound by: matches nothing
+        if low is None or high is None:
+            return (None, None)  # no staged rows and no arrival range: matches nothing
         pad = timedelta(seconds=window_s)
-        return (min(ends) - pad, max(ends) + pad)
-    return params
+        return (low - pad, high + pad)
+    return f"{spec.sort_key} BETWEEN %s AND %s AND ", params
 
 
 def replace_steps(spec: TableSpec, entries: Sequence[StagedFile],
                   window_s: float) -> list[Sql]:
     """Delete the stored rows of the files' exact position ranges (reprocess loads)."""
     term = "(shard_id = %s AND " + positions.within("sequence_number", "sub_sequence_number") + ")"
-    window = _replace_window(window_s, entries)
+    bound, window = _replace_bound(spec, window_s, entries)
     steps = []
     for n, start in enumerate(range(0, len(entries), REPLACE_CHUNK)):
         chunk = entries[start:start + REPLACE_CHUNK]
@@ -231,11 +244,11 @@ def replace_steps(spec: TableSpec, entries: Sequence[StagedFile],
             ranges += [e.shard_id, *positions.within_params(
                 (e.first_sequence, e.first_sub_sequence), (e.last_sequence, e.last_sub_sequence))]
         where = " OR ".join([term] * len(chunk))
-        bound = f"{spec.sort_key} BETWEEN %s AND %s AND " if spec.sort_key else ""
+        params: Any = (lambda r, ranges=tuple(ranges): (*window(r), *ranges)) \
+            if callable(window) else (*window, *ranges)
         steps.append(Sql(
             f"replace_range_{n}", f"DELETE FROM {spec.name} WHERE {bound}({where})",
-            (lambda r, ranges=tuple(ranges): (*window(r), *ranges)) if spec.sort_key
-            else tuple(ranges), result=f"rows_replaced_{n}", fetch="rowcount"))
+            params, result=f"rows_replaced_{n}", fetch="rowcount"))
     return steps
 
 
