@@ -117,6 +117,29 @@ def total(scrapes: list[dict[str, float]], name: str) -> float:
     return sum(s.get(name, 0.0) for s in scrapes)
 
 
+def wait_moved(addresses: list[str], first: list[dict[str, float]], names: tuple[str, ...],
+               timeout: float = 30.0) -> list[dict[str, float]]:
+    """Scrape until every name's total over the targets is above its total in ``first``
+    (loads come at the loader's cadence, so one fixed pause can fall between two); the
+    scrapes. Fails naming what did not move."""
+    latest: list[dict[str, float]] = []
+
+    def moved() -> list[str]:
+        return [n for n in names if total(latest, n) <= total(first, n)]
+
+    def done() -> bool:
+        latest[:] = [scrape(a) for a in addresses]
+        return not moved()
+
+    try:
+        wait_for(done, timeout, "metrics moving")
+    except TimeoutError:
+        raise AssertionError(f"did not move in {timeout:.0f}s: "
+                             + ", ".join(f"{n} {total(first, n)} -> {total(latest, n)}"
+                                         for n in moved())) from None
+    return latest
+
+
 def scrape_when_complete(addresses: list[str], names: tuple[str, ...], timeout: float,
                          logs: Any = None) -> list[dict[str, float]]:
     """Scrape every target until, together, they show every name in ``names`` (a target
