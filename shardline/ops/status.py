@@ -91,6 +91,22 @@ def resolve_streams(settings: Settings, store: Any, all_streams: bool = False) -
     return known
 
 
+def gather_versions_present(conn: Any, tables: Sequence[str]) -> list[dict[str, Any]]:
+    """``--versions``: rows per transform version *in* each table now (a reprocess has
+    converged when one version is left). One GROUP BY over one column: on Redshift a scan of
+    that column's blocks (small: a low-cardinality ZSTD column), so it is asked for, not
+    run on every refresh; the default view reads the load record instead."""
+    out = []
+    with conn.cursor() as cur:
+        for table in tables:
+            cur.execute(f"SELECT transform_version, COUNT(*) FROM {table} "
+                        f"GROUP BY transform_version")
+            out += [{"target_table": table, "transform_version": v, "rows": int(n)}
+                    for v, n in sorted(cur.fetchall(), key=lambda x: (x[0] is None, x[0]))]
+    conn.rollback()
+    return out
+
+
 def gather_warehouse(conn: Any, streams: Sequence[str], now: Any) -> dict[str, Any]:
     """From the load record: per shard the last loaded position (over the last day's
     loads: a range on the record's sort key), and the last load."""
@@ -137,7 +153,7 @@ def gather_kinesis(settings: Settings, streams: Sequence[str]) -> dict[str, Any]
 
 def collect(settings: Settings, control: Any, streams: Sequence[str] | None, *,
             use_kinesis: bool = True, gearman_timeout_s: float = 2.0,
-            clock: Any = time.time) -> dict[str, Any]:
+            clock: Any = time.time, versions: bool = False) -> dict[str, Any]:
     """``control``: the control store; the warehouse is read over a short connection.
     ``streams`` None: every stream the control store knows (looked up now)."""
     from shardline import clients
@@ -149,23 +165,28 @@ def collect(settings: Settings, control: Any, streams: Sequence[str] | None, *,
     now = utc(clock())
     st = settings.status
     data = gather_control(control, known)
-    data.update(gather_ledger(control, sorted(load_tables(settings).names),
+    tables = sorted(load_tables(settings).names)
+    data.update(gather_ledger(control, tables,
                               now - timedelta(seconds=st.dead_letter_window_s)))
     conn = clients.warehouse_connect(settings)
     try:
         data.update(gather_warehouse(conn, known, now))
+        present = gather_versions_present(conn, tables) if versions else None
     finally:
         conn.close()
     kinesis = gather_kinesis(settings, known) if use_kinesis and known else None
     gearman = gearman_admin.cluster_status(clients.gearman_servers(settings), gearman_timeout_s)
-    return build_report(now=now, streams=known, kinesis=kinesis, gearman=gearman,
-                        max_lag_ms=st.max_lag_ms,
-                        report_interval_s=settings.consumer.report_interval_s,
-                        stage_function=settings.gearman.stage_function,
-                        max_pending_age_s=st.pending_age_limit_s(settings.loader.max_interval_s),
-                        max_dead_letter_ratio=st.max_dead_letter_ratio,
-                        dead_letter_window_s=st.dead_letter_window_s,
-                        dead_host_alert_s=st.dead_host_alert_s, **data)
+    report = build_report(now=now, streams=known, kinesis=kinesis, gearman=gearman,
+                          max_lag_ms=st.max_lag_ms,
+                          report_interval_s=settings.consumer.report_interval_s,
+                          stage_function=settings.gearman.stage_function,
+                          max_pending_age_s=st.pending_age_limit_s(settings.loader.max_interval_s),
+                          max_dead_letter_ratio=st.max_dead_letter_ratio,
+                          dead_letter_window_s=st.dead_letter_window_s,
+                          dead_host_alert_s=st.dead_host_alert_s, **data)
+    if present is not None:
+        report["versions_present"] = present
+    return report
 
 
 def main(argv: list[str]) -> int:
@@ -181,6 +202,9 @@ def main(argv: list[str]) -> int:
     which.add_argument("--all-streams", action="store_true",
                        help="every stream the control store knows (leases, assignments)")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
+    parser.add_argument("--versions", action="store_true",
+                        help="also count the rows per transform version in each table now "
+                             "(one GROUP BY per table: watching a reprocess converge)")
     parser.add_argument("--watch", type=float, metavar="SECONDS",
                         help="refresh every SECONDS until Ctrl-C")
     parser.add_argument("--no-kinesis", action="store_true",
@@ -220,7 +244,7 @@ def main(argv: list[str]) -> int:
 
     def once() -> int:
         report = collect(settings, control, fixed, use_kinesis=not args.no_kinesis,
-                         gearman_timeout_s=args.gearman_timeout)
+                         gearman_timeout_s=args.gearman_timeout, versions=args.versions)
         if args.json:
             print(json.dumps(report, indent=2, sort_keys=False, default=str), flush=True)
         else:

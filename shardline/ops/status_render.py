@@ -116,6 +116,8 @@ def render_text(report: Mapping[str, Any]) -> str:
     lines += [f"transform {v['target_table']} {v['transform_version'] or 'unrecorded'}: "
               f"{v['rows']:,} rows in {v['files']} files loaded ({v['reprocess_files']} by "
               f"reprocess), last {v['last_loaded_at']}" for v in report["transform_versions"]]
+    lines += [f"in {v['target_table']} now: {v['transform_version'] or 'unrecorded'} "
+              f"{v['rows']:,} rows" for v in report.get("versions_present", [])]
     quarantined = report["quarantined"]
     lines.append(f"quarantined (COPY kept failing; fix, then re-stage or replay): "
                  f"{len(quarantined)} files")

@@ -167,6 +167,10 @@ def test_reprocess_with_the_fleet_running_then_from_the_archive(
         status = shardline("status", "--json", "--no-kinesis", env=env, check=False).stdout
         versions = {v["transform_version"]: v for v in json.loads(status)["transform_versions"]}
         assert versions["v2"]["reprocess_files"] > 0 and versions["v1"]["rows"] == N - blocked
+        status = shardline("status", "--json", "--no-kinesis", "--versions", env=env,
+                           check=False).stdout  # in the table now: converged, v2 alone
+        assert [(v["transform_version"], v["rows"]) for v in json.loads(status)
+                ["versions_present"] if v["target_table"] == "page_views"] == [("v2", N)]
 
         # The stream is gone: the archive alone rebuilds the rows with a third transform.
         deploy(fleet, "rp_v3")
