@@ -307,7 +307,7 @@ def worker_runs(env: dict[str, str], servers: list[str], n: int, old_rev: str, a
         for ps in procs.values():
             for p in ps:
                 rc = p.wait(timeout=30)
-                if rc != 0:
+                if rc != 0 or sys.exc_info()[0] is not None:  # a failed job: say why
                     print(f"worker exited {rc}: {p.stderr.read().decode()[-2000:]}")
     pair_ratios = [n / o for o, n in zip(cpu_rates["old"], cpu_rates["new"])]
     print(f"  {n} worker(s): new/old records per worker CPU-second, run by run: "

@@ -50,9 +50,10 @@ def load(rev: str) -> SimpleNamespace:
 
 
 def _adapt(ns: SimpleNamespace) -> None:
-    """Give a revision from before the tables file the two names today's stage job calls
-    (``RowBuilder.routed``, ``transform.load_table_transforms``), for its single table:
-    the old per-record path runs unchanged under them."""
+    """Give a revision from before the tables file, reprocess jobs and transform versions the
+    names today's stage job calls (``RowBuilder.routed``, ``transform.load_table_transforms``,
+    ``codec.decode_job``, ``transform.transform_version``), for its single table: the old
+    per-record path runs unchanged under them."""
     from shardline.workers import rows as today_rows
 
     builder = ns.rows.RowBuilder
@@ -77,6 +78,15 @@ def _adapt(ns: SimpleNamespace) -> None:
                     for spec in tables.tables}
 
         ns.transform.load_table_transforms = load_table_transforms
+    if not hasattr(ns.codec, "decode_job"):  # before reprocess jobs: plain batches only
+        def decode_job(payload):
+            return None, ns.codec.decode(bytes(payload))
+
+        ns.codec.decode_job = decode_job
+    if not hasattr(ns.transform, "transform_version"):  # before transform versions
+        from shardline.workers import transform as today_transform
+
+        ns.transform.transform_version = today_transform.transform_version
 
 
 def install(ns: SimpleNamespace) -> None:
