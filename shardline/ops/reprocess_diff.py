@@ -13,7 +13,7 @@ from __future__ import annotations
 import csv
 import io
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any, Iterable
 
 from shardline import codec, positions
@@ -82,18 +82,17 @@ def stored_rows(cur: Any, spec: TableSpec, batch: codec.Batch
     """position -> (event column values as text, transform_version) of the stored rows in
     the batch's position range."""
     cols = event_columns(spec)
-    # Bounded by the records' exact arrival range, as the reprocess load's delete is
-    # (shardline.workers.warehouse.plan._replace_bound): whatever occurred_at the stored
-    # row was given, Kinesis gave it this arrival time. + 1 ms: the whole last millisecond.
-    epoch = datetime(1970, 1, 1)
+    # Bounded by the records' exact arrival range, as the reprocess load's delete is:
+    # whatever occurred_at the stored row was given, Kinesis gave it this arrival time.
+    from shardline.workers.warehouse.plan import arrival_bound
+
     arrivals = [r.arrival_ms for r in batch.records]
     f, l = batch.first, batch.last
     cur.execute(f"SELECT sequence_number, sub_sequence_number, transform_version, "
                 f"{', '.join(cols)} FROM {spec.name} WHERE arrival_time BETWEEN %s AND %s "
                 f"AND shard_id = %s AND "
                 + positions.within("sequence_number", "sub_sequence_number"),
-                (epoch + timedelta(milliseconds=min(arrivals)),
-                 epoch + timedelta(milliseconds=max(arrivals) + 1), batch.shard_id)
+                (*arrival_bound(min(arrivals), max(arrivals)), batch.shard_id)
                 + positions.within_params(
                     (f.sequence_number, f.sub_sequence_number),
                     (l.sequence_number, l.sub_sequence_number)))

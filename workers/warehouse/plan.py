@@ -199,6 +199,14 @@ def record_steps(table: str, load_id: str, entries: Sequence[StagedFile],
     return steps
 
 
+def arrival_bound(min_ms: int, max_ms: int) -> tuple[datetime, datetime]:
+    """``arrival_time BETWEEN`` parameters for records that arrived from ``min_ms`` to
+    ``max_ms`` (epoch ms, exact as the stage worker wrote them); + 1 ms takes the whole last
+    millisecond (the positions, not this bound, are exact)."""
+    epoch = datetime(1970, 1, 1)
+    return epoch + timedelta(milliseconds=min_ms), epoch + timedelta(milliseconds=max_ms + 1)
+
+
 def _replace_bound(spec: TableSpec, window_s: float, entries: Sequence[StagedFile]
                    ) -> tuple[str, Callable[[dict], tuple] | tuple]:
     """The range predicate that keeps the replace delete as cheap as the dedup.
@@ -210,15 +218,11 @@ def _replace_bound(spec: TableSpec, window_s: float, entries: Sequence[StagedFil
     keeps a zone map on every column and rows are appended in arrival order, so this
     prunes like the sort key (a BRIN index in the redshift-like mode). Otherwise the sort
     key widened by the dedup window, as the dedup."""
-    def ts(ms: int) -> datetime:  # exact milliseconds, as the stage worker wrote them
-        return datetime(1970, 1, 1) + timedelta(milliseconds=ms)
-
     if entries and all(e.arrival_min_ms is not None and e.arrival_max_ms is not None
                        for e in entries):
-        lo = ts(min(e.arrival_min_ms for e in entries))  # type: ignore[type-var]
-        # + 1 ms: the whole last millisecond (the positions, not this bound, are exact)
-        hi = ts(max(e.arrival_max_ms for e in entries) + 1)  # type: ignore[type-var, operator]
-        return "arrival_time BETWEEN %s AND %s AND ", (lo, hi)
+        return "arrival_time BETWEEN %s AND %s AND ", arrival_bound(
+            min(e.arrival_min_ms for e in entries),  # type: ignore[type-var, arg-type]
+            max(e.arrival_max_ms for e in entries))  # type: ignore[type-var, arg-type]
     if not spec.sort_key:
         return "", ()
 
