@@ -52,7 +52,7 @@ from shardline.devstack.relay import TcpRelay  # noqa: E402
 from shardline.control import Checkpoint  # noqa: E402
 from shardline.controlstore.postgres import PostgresStore  # noqa: E402
 from shardline.settings import Settings  # noqa: E402
-from shardline.workers.loader import Loader  # noqa: E402
+from shardline.loaders.loader import Loader  # noqa: E402
 from tests.contract.loader_kit import page_view, stage_file  # noqa: E402
 
 

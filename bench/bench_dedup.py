@@ -40,7 +40,7 @@ from shardline import devstack, migrate  # noqa: E402
 from shardline.controlstore import MemoryStore  # noqa: E402
 from shardline.settings import Settings  # noqa: E402
 from shardline.tables import PAGE_VIEWS  # noqa: E402
-from shardline.workers.loader import Loader  # noqa: E402
+from shardline.loaders.loader import Loader  # noqa: E402
 from tests.contract.loader_kit import page_view, stage_file  # noqa: E402
 
 T0 = datetime(2026, 1, 1)

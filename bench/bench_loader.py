@@ -47,9 +47,9 @@ from shardline.settings import Settings  # noqa: E402
 from shardline.tables import PAGE_VIEWS  # noqa: E402
 from shardline.workers.ledger import StagedFile  # noqa: E402
 from shardline.controlstore import MemoryStore  # noqa: E402
-from shardline.workers.warehouse.plan import Manifest  # noqa: E402
-from shardline.workers.warehouse.postgres import ManifestReader  # noqa: E402
-from shardline.workers.loader import Loader  # noqa: E402
+from shardline.loaders.warehouse.plan import Manifest  # noqa: E402
+from shardline.loaders.warehouse.postgres import ManifestReader  # noqa: E402
+from shardline.loaders.loader import Loader  # noqa: E402
 
 SHARDS = [f"shardId-{i:012d}" for i in range(4)]
 T0 = datetime(2026, 1, 1, 0, 0, 0)

@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from bench_pipeline import DRAIN, run_fleet  # noqa: E402
 from shardline import devstack  # noqa: E402
-from shardline.ops.fleet import shardline  # noqa: E402
+from shardline.devstack.fleet import shardline  # noqa: E402
 
 
 def main() -> int:

@@ -31,9 +31,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from shardline import devstack  # noqa: E402
-from shardline.ops.fleet import DEMO_SETTINGS as DEMO  # noqa: E402
-from shardline.ops.fleet import Fleet, shardline, wait_for  # noqa: E402
-from shardline.ops.fleet import warehouse_query as query  # noqa: E402
+from shardline.devstack.fleet import DEMO_SETTINGS as DEMO  # noqa: E402
+from shardline.devstack.fleet import Fleet, shardline, wait_for  # noqa: E402
+from shardline.devstack.fleet import warehouse_query as query  # noqa: E402
 
 # Throughput settings: bigger batches, loads every couple of seconds.
 DRAIN = {

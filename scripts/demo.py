@@ -21,8 +21,8 @@ sys.path.insert(0, str(ROOT))
 
 from shardline import devstack, layout  # noqa: E402
 from shardline.settings import S3Settings  # noqa: E402
-from shardline.ops.fleet import DEMO_SETTINGS, SHARDLINE, Fleet, control_query, shardline  # noqa: E402
-from shardline.ops.fleet import warehouse_query as query  # noqa: E402
+from shardline.devstack.fleet import DEMO_SETTINGS, SHARDLINE, Fleet, control_query, shardline  # noqa: E402
+from shardline.devstack.fleet import warehouse_query as query  # noqa: E402
 
 class DemoFailed(Exception):
     pass

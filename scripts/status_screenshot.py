@@ -1,7 +1,7 @@
 """Take docs/status-page.png: the status web page during a short real pipeline run.
 
 A throwaway local stack, a supervisord with one consumer per shard, stage workers and
-the loader (``shardline.ops.fleet.Fleet``, as ``make demo``), a producer at two rates, and
+the loader (``shardline.devstack.fleet.Fleet``, as ``make demo``), a producer at two rates, and
 ``shardline status --serve`` sampling every 2 s; after the run the page is loaded in
 headless Chromium (``tests/browser.py``) and captured, while the last phase runs with one
 consumer stopped (so the picture has an alert). About two minutes.
@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from shardline import devstack  # noqa: E402
 from shardline.devstack.state import free_ports  # noqa: E402
-from shardline.ops.fleet import DEMO_SETTINGS, SHARDLINE, Fleet, shardline  # noqa: E402
+from shardline.devstack.fleet import DEMO_SETTINGS, SHARDLINE, Fleet, shardline  # noqa: E402
 from tests.browser import Browser  # noqa: E402
 
 

@@ -27,7 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "produce": ("shardline.producer.produce_cli:produce_main", "put sample page views into a stream"),
     "consumer": ("shardline.consumers.main:main", "read one shard and dispatch batches (one per shard)"),
     "worker": ("shardline.workers.main:main", "run Gearman stage workers"),
-    "loader": ("shardline.workers.loader_main:main", "load staged files into the warehouse"),
+    "loader": ("shardline.loaders.main:main", "load staged files into the warehouse"),
     "status": ("shardline.ops.status:main", "one screen of pipeline health"),
     "replay": ("shardline.ops.replay:main", "move a shard's checkpoint back (or list history)"),
     "reprocess": ("shardline.ops.reprocess:main", "re-stage records with the current transform, replacing their rows"),

@@ -1,4 +1,4 @@
-"""Helpers for end-to-end tests: the real fleet (shardline.ops.fleet) and warehouse/S3 checks."""
+"""Helpers for end-to-end tests: the real fleet (shardline.devstack.fleet) and warehouse/S3 checks."""
 from __future__ import annotations
 
 import base64
@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from shardline.layout import dead_letter_prefix
-from shardline.ops.fleet import wait_for
+from shardline.devstack.fleet import wait_for
 
 # Low-latency settings for tests: small batches, frequent checkpoints and loads.
 FAST = {

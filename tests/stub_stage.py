@@ -19,7 +19,7 @@ from typing import Any, Callable
 import gearman
 
 from shardline.codec import Batch, decode
-from shardline.ops.fleet import wait_for
+from shardline.devstack.fleet import wait_for
 
 DDL = [
     "CREATE TABLE IF NOT EXISTS stub_batches (id BIGSERIAL PRIMARY KEY, stream TEXT, "

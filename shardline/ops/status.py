@@ -110,7 +110,7 @@ def gather_versions_present(conn: Any, tables: Sequence[str]) -> list[dict[str, 
 def gather_warehouse(conn: Any, streams: Sequence[str], now: Any) -> dict[str, Any]:
     """From the load record: per shard the last loaded position (over the last day's
     loads: a range on the record's sort key), and the last load."""
-    from shardline.workers.warehouse.record import loaded_positions, loaded_versions
+    from shardline.loaders.warehouse.record import loaded_positions, loaded_versions
 
     out: dict[str, Any] = {}
     with conn.cursor() as cur:

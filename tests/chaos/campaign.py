@@ -39,7 +39,7 @@ from shardline import devstack
 from shardline.devstack.state import read_state
 from shardline.ops import gearman_admin
 from shardline.errors import ServiceUnavailable
-from shardline.ops.fleet import (SHARDLINE, Fleet, Hosts, control_store, shardline,
+from shardline.devstack.fleet import (SHARDLINE, Fleet, Hosts, control_store, shardline,
                                   warehouse_query)
 from tests.chaos import schedule, verdict
 from tests.chaos.corpus import ChaosProducer

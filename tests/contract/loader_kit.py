@@ -26,10 +26,10 @@ from shardline.settings import Settings
 from shardline.tables import PAGE_VIEWS
 from shardline.controlstore import MemoryStore
 from shardline.workers.ledger import StagedFile
-from shardline.workers.loader import Loader
+from shardline.loaders.loader import Loader
 from shardline.positions import position
-from shardline.workers.warehouse.plan import LOADED_FILES_COLUMNS
-from shardline.workers.warehouse.redshift import RedshiftDialect
+from shardline.loaders.warehouse.plan import LOADED_FILES_COLUMNS
+from shardline.loaders.warehouse.redshift import RedshiftDialect
 
 STREAM = "clicks"
 SHARD0 = "shardId-000000000000"

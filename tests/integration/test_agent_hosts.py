@@ -18,8 +18,8 @@ from datetime import datetime, timezone
 import pytest
 
 from tests.integration.test_pipeline_e2e import assert_exactly_once, wait_loaded
-from shardline.ops.fleet import SHARDLINE, Hosts
-from shardline.ops.fleet import Fleet, shardline, wait_for
+from shardline.devstack.fleet import SHARDLINE, Hosts
+from shardline.devstack.fleet import Fleet, shardline, wait_for
 from tests.pipeline import (FAST, HOST_METRICS, LOAD_METRICS, MOVING, free_address,
                             scrape_when_complete, wait_active, wait_moved)
 

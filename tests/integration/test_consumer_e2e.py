@@ -7,7 +7,7 @@ import pytest
 
 from shardline.positions import position as pos
 from tests.stub_stage import Rig
-from shardline.ops.fleet import wait_for
+from shardline.devstack.fleet import wait_for
 
 pytestmark = pytest.mark.integration
 

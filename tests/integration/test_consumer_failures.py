@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from shardline.positions import position as pos
-from shardline.ops.fleet import wait_for
+from shardline.devstack.fleet import wait_for
 
 from shardline.exitcodes import ExitCode
 

@@ -16,7 +16,7 @@ from tests.stub_stage import Rig
 from shardline.consumers import main as consumer_main
 from shardline.kinesis import kinesis_client
 from shardline.lifecycle import StopSignals
-from shardline.ops.fleet import wait_for
+from shardline.devstack.fleet import wait_for
 from shardline import settings as settings_mod
 
 pytestmark = pytest.mark.integration

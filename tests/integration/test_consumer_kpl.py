@@ -9,7 +9,7 @@ import pytest
 from aws_kinesis_agg.aggregator import RecordAggregator
 
 from tests.stub_stage import Rig
-from shardline.ops.fleet import wait_for
+from shardline.devstack.fleet import wait_for
 
 pytestmark = pytest.mark.integration
 

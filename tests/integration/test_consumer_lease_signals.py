@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from shardline.ops.fleet import wait_for
+from shardline.devstack.fleet import wait_for
 
 from shardline.exitcodes import ExitCode
 

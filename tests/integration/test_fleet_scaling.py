@@ -12,7 +12,7 @@ import pytest
 
 from shardline.ops.gearman_admin import cluster_status, totals
 from tests.integration.test_pipeline_e2e import assert_exactly_once, produce, wait_loaded
-from shardline.ops.fleet import Fleet, shardline, wait_for
+from shardline.devstack.fleet import Fleet, shardline, wait_for
 from tests.pipeline import FAST
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

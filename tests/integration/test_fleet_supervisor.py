@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from shardline.fleet.supervisor import Supervisor
-from shardline.ops.fleet import wait_for, wait_gone
+from shardline.devstack.fleet import wait_for, wait_gone
 from shardline.ops.supervisor_render import Selection, agent_include_name, render, \
     render_consumers
 from shardline.settings import Settings

@@ -23,7 +23,7 @@ import pytest
 
 from tests.contract.loader_kit import (SHARD0, SHARD1, STREAM, PostgresBackend, event_id,
                                  page_view, seq)
-from shardline.ops.fleet import wait_for
+from shardline.devstack.fleet import wait_for
 from shardline import codec
 from shardline.producer import events
 from shardline.producer.traffic import HOSTILE

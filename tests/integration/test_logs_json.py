@@ -7,7 +7,7 @@ import signal
 
 import pytest
 
-from shardline.ops.fleet import wait_for
+from shardline.devstack.fleet import wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -52,7 +52,7 @@ def _worker(server: str, function: bytes):
     import gearman
 
     from shardline.ops import gearman_admin
-    from shardline.ops.fleet import wait_for
+    from shardline.devstack.fleet import wait_for
 
     done: list = []
     stop = threading.Event()

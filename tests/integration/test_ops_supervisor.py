@@ -19,7 +19,7 @@ import pytest
 
 from shardline import migrate
 from shardline.control import SHARD_END, Checkpoint
-from shardline.ops.fleet import wait_gone
+from shardline.devstack.fleet import wait_gone
 from tests.pipeline import wait_active
 
 pytestmark = pytest.mark.integration

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from shardline.ops.fleet import Fleet, control_query, shardline, wait_for
+from shardline.devstack.fleet import Fleet, control_query, shardline, wait_for
 from shardline.positions import position
 from tests.pipeline import (FAST, HOST_METRICS, LOAD_METRICS, MOVING, dead_letter_positions,
                             free_address, read_stream, scrape_when_complete, wait_moved)

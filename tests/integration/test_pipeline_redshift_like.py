@@ -15,7 +15,7 @@ import time
 import psycopg2
 import pytest
 
-from shardline.ops.fleet import Fleet, control_query, shardline, wait_for
+from shardline.devstack.fleet import Fleet, control_query, shardline, wait_for
 from tests.pipeline import FAST
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from shardline.ops.fleet import Fleet, shardline, wait_for
+from shardline.devstack.fleet import Fleet, shardline, wait_for
 from tests.pipeline import FAST
 from tests.producer_kit import Gunicorn, PutFaultProxy, child_env, percentile, run_load
 

@@ -9,7 +9,7 @@ import pytest
 
 from shardline.producer.producer import Producer
 from shardline.settings import load
-from shardline.ops.fleet import shardline
+from shardline.devstack.fleet import shardline
 from tests.pipeline import read_stream
 from tests.producer_kit import PutFaultProxy, user_records
 

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from shardline.ops.fleet import Fleet, shardline, wait_for
+from shardline.devstack.fleet import Fleet, shardline, wait_for
 from tests.pipeline import FAST
 from tests.producer_kit import PutFaultProxy, child_env, event_id, interpreter_env, python
 

@@ -15,7 +15,7 @@ import textwrap
 
 import pytest
 
-from shardline.ops.fleet import Fleet, control_query, shardline, wait_for
+from shardline.devstack.fleet import Fleet, control_query, shardline, wait_for
 from shardline.producer import events
 from tests.pipeline import FAST, dead_letters, wait_active
 
@@ -84,7 +84,7 @@ def put_events(kinesis, stream: str, n: int = N) -> set[str]:
 
 
 def rows(env) -> list[tuple]:
-    from shardline.ops.fleet import warehouse_query
+    from shardline.devstack.fleet import warehouse_query
 
     return warehouse_query(env, "SELECT event_id, device_class, transform_version, url_host "
                                 "FROM page_views")

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from shardline.ops.fleet import wait_for
+from shardline.devstack.fleet import wait_for
 from shardline import codec, layout
 from shardline.ops import gearman_admin
 from shardline.csvformat import POSTGRES_COPY_OPTIONS

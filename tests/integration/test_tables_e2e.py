@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from shardline.ops.fleet import Fleet, control_query, shardline, wait_for
+from shardline.devstack.fleet import Fleet, control_query, shardline, wait_for
 from tests.integration.test_pipeline_e2e import warehouse
 from tests.pipeline import FAST
 

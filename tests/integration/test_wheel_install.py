@@ -58,7 +58,7 @@ def _run(venv: Path, *args: str, env: dict[str, str] | None = None,
 def test_installed_wheel_has_one_import_name(wheel_venv: Path):
     python = str(wheel_venv / "bin" / "python")
     ok = _run(wheel_venv, python, "-c", "import shardline.consumers.main, shardline.workers.stage,"
-              " shardline.workers.warehouse.plan; import shardline; print(shardline.__file__);"
+              " shardline.loaders.warehouse.plan; import shardline; print(shardline.__file__);"
               " from shardline.ops.status_web import page_html; assert"
               " b'/api/status' in page_html()")  # the status page ships as package data
     assert ok.returncode == 0, ok.stderr

@@ -17,9 +17,9 @@ from shardline.controlstore import MemoryStore
 from shardline.errors import ConfigError, LoadFailed, ServiceUnavailable
 from shardline.workers.ledger import StagedFile
 from shardline.layout import manifest_key
-from shardline.workers.warehouse.plan import Manifest
-from shardline.workers.warehouse.postgres import ManifestReader, PostgresDialect
-from shardline.workers.loader import Loader, MAX_BACKOFF_S
+from shardline.loaders.warehouse.plan import Manifest
+from shardline.loaders.warehouse.postgres import ManifestReader, PostgresDialect
+from shardline.loaders.loader import Loader, MAX_BACKOFF_S
 
 
 class Rig:

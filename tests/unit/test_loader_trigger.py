@@ -5,7 +5,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from shardline.workers.loader import LoadTrigger, PendingStats
+from shardline.loaders.loader import LoadTrigger, PendingStats
 
 NOW = datetime(2026, 1, 1, 12, 0, 0)
 T = LoadTrigger(min_bytes=1000, min_files=10, max_interval_s=60)

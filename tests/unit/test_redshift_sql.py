@@ -20,9 +20,9 @@ from tests.fakes import FakeS3
 from shardline import csvformat
 from shardline.controlstore import MemoryStore
 from shardline.errors import ConfigError, LoadFailed
-from shardline.workers.warehouse import make_dialect
-from shardline.workers.warehouse.redshift import RedshiftDialect
-from shardline.workers.loader import Loader
+from shardline.loaders.warehouse import make_dialect
+from shardline.loaders.warehouse.redshift import RedshiftDialect
+from shardline.loaders.loader import Loader
 
 COLS = ("event_id, occurred_at, url, url_host, url_path, url_query, referrer, referrer_host, "
         "user_agent, device_class, ip_prefix, user_id, session_id, shard_id, sequence_number, "
@@ -228,7 +228,7 @@ def test_only_empty_batches_mark_loaded_without_copy():
 
 
 def test_table_without_natural_key_dedups_on_the_kinesis_position():
-    from shardline.workers.warehouse.plan import Manifest, build_plan
+    from shardline.loaders.warehouse.plan import Manifest, build_plan
     from shardline.tables import PAGE_VIEWS, POSITION_KEY, TableSpec
 
     spec = TableSpec("clicks_raw", PAGE_VIEWS.columns)  # dedup_key defaults to POSITION_KEY

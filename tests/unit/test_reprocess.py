@@ -13,7 +13,7 @@ from shardline.ops import reprocess, reprocess_diff, reprocess_sources
 from shardline.ops.replay import UsageError
 from shardline.workers import transform as transform_mod
 from shardline.workers.ledger import LOADED, PENDING, StagedFile
-from shardline.workers.loader import load_group
+from shardline.loaders.loader import load_group
 from tests.fakes import FakeS3
 
 T0 = datetime(2026, 11, 26, 7, 0)

@@ -21,7 +21,7 @@ One ``step()``:
 2. reconcile if needed; ask the ledger what is pending (count, bytes, oldest) and let the
    pure ``LoadTrigger`` decide: load when ``>= loader.min_bytes`` or ``>= loader.min_files``
    are pending, or the oldest has waited ``>= loader.max_interval_s``;
-3. in ONE warehouse transaction: the plan (``shardline.workers.warehouse.plan``): fence,
+3. in ONE warehouse transaction: the plan (``shardline.loaders.warehouse.plan``): fence,
    refuse already-loaded files, staging table, COPY, bounded dedup merge, the record;
    commit; then ``mark_loaded`` in the control store.
 
@@ -54,9 +54,9 @@ from shardline.metrics.pipeline import LoaderMetrics
 from shardline.settings import LoaderSettings, Settings
 from shardline.tables import PRE_COLUMN_LIST, load_tables
 from shardline.workers.ledger import StagedFile, e2e_observations
-from shardline.workers.warehouse import combine, make_dialect, record
-from shardline.workers.warehouse.base import Dialect
-from shardline.workers.warehouse.plan import Manifest, Refused, build_plan
+from shardline.loaders.warehouse import combine, make_dialect, record
+from shardline.loaders.warehouse.base import Dialect
+from shardline.loaders.warehouse.plan import Manifest, Refused, build_plan
 
 MAX_BACKOFF_S = 60.0
 _IDENT = re.compile(r"[^a-z0-9]")

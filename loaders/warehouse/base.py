@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from shardline.errors import LoadFailed
-from shardline.workers.warehouse.plan import CopyManifest, Refused, Step
+from shardline.loaders.warehouse.plan import CopyManifest, Refused, Step
 
 
 @dataclass

@@ -30,7 +30,7 @@ Redshift (the subset both speak: no RETURNING, no ON CONFLICT, no ``= ANY``):
    ``load_group`` in the loader).
 8. ``INSERT INTO loaded_files`` (one row per file) and ``INSERT INTO loads``: the
    insert-only record of what this transaction loaded, committed with the rows. The
-   control store's ledger is reconciled from it (``shardline.workers.warehouse.record``).
+   control store's ledger is reconciled from it (``shardline.loaders.warehouse.record``).
 9. ``DROP TABLE stage_x``.
 
 A *reprocess* load (``replace=True``: files a ``shardline reprocess`` run staged) adds,

@@ -1,4 +1,4 @@
-"""``shardline loader``: one loop per target table (see ``shardline.workers.loader``).
+"""``shardline loader``: one loop per target table (see ``shardline.loaders.loader``).
 
 ``--once``: one step (a load if the trigger says one is due), then exit; exit 0
 also when nothing was due, ``UNAVAILABLE`` (69) when the load failed (the files
@@ -17,8 +17,8 @@ from shardline.exitcodes import ExitCode
 from shardline.lifecycle import ForcedStop, StopSignals
 from shardline.logs import get_logger
 from shardline.tables import load_tables
-from shardline.workers.warehouse import make_dialect
-from shardline.workers.loader import Loader
+from shardline.loaders.warehouse import make_dialect
+from shardline.loaders.loader import Loader
 
 
 def main(argv: list[str]) -> int:

@@ -11,8 +11,8 @@ from shardline import csvformat
 from shardline.errors import ConfigError, LoadFailed
 from shardline.settings import iam_role_chain
 from shardline.lifecycle import first_line
-from shardline.workers.warehouse.base import Dialect
-from shardline.workers.warehouse.plan import CopyManifest
+from shardline.loaders.warehouse.base import Dialect
+from shardline.loaders.warehouse.plan import CopyManifest
 
 
 class RedshiftDialect(Dialect):

@@ -14,9 +14,9 @@ from __future__ import annotations
 from typing import Any
 
 from shardline.errors import ConfigError
-from shardline.workers.warehouse.base import Dialect
-from shardline.workers.warehouse.postgres import PostgresDialect
-from shardline.workers.warehouse.redshift import RedshiftDialect
+from shardline.loaders.warehouse.base import Dialect
+from shardline.loaders.warehouse.postgres import PostgresDialect
+from shardline.loaders.warehouse.redshift import RedshiftDialect
 
 
 def make_dialect(settings: Any, s3: Any = None) -> Dialect:

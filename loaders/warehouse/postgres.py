@@ -16,8 +16,8 @@ from shardline import csvformat
 from shardline.errors import LoadFailed
 from shardline.workers.ledger import StagedFile
 from shardline.lifecycle import first_line
-from shardline.workers.warehouse.base import Dialect
-from shardline.workers.warehouse.plan import CopyManifest, Manifest
+from shardline.loaders.warehouse.base import Dialect
+from shardline.loaders.warehouse.plan import CopyManifest, Manifest
 
 
 class PostgresDialect(Dialect):

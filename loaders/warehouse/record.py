@@ -17,7 +17,7 @@ from typing import Any, Sequence
 
 from shardline.positions import position
 from shardline.workers.ledger import StagedFile
-from shardline.workers.warehouse.plan import IN_CHUNK
+from shardline.loaders.warehouse.plan import IN_CHUNK
 
 CLOCK_SKEW = timedelta(hours=1)
 
