@@ -49,7 +49,7 @@ import psycopg2  # noqa: E402
 
 from shardline import devstack, migrate  # noqa: E402
 from shardline.devstack.relay import TcpRelay  # noqa: E402
-from shardline.control import Checkpoint  # noqa: E402
+from shardline.records.control import Checkpoint  # noqa: E402
 from shardline.controlstore.postgres import PostgresStore  # noqa: E402
 from shardline.settings import Settings  # noqa: E402
 from shardline.loaders.loader import Loader  # noqa: E402

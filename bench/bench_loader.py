@@ -45,7 +45,7 @@ sys.path.insert(0, str(ROOT))
 from shardline import clients, csvformat, migrate  # noqa: E402
 from shardline.settings import Settings  # noqa: E402
 from shardline.tables import PAGE_VIEWS  # noqa: E402
-from shardline.workers.ledger import StagedFile  # noqa: E402
+from shardline.records.ledger import StagedFile  # noqa: E402
 from shardline.controlstore import MemoryStore  # noqa: E402
 from shardline.loaders.warehouse.plan import Manifest  # noqa: E402
 from shardline.loaders.warehouse.postgres import ManifestReader  # noqa: E402

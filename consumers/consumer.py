@@ -21,7 +21,7 @@ from shardline.consumers.lease import LeaseKeeper, make_owner
 from shardline.consumers.reader import start_position
 from shardline.consumers.window import Window
 from shardline.codec import Batch, encoded_size
-from shardline.control import SHARD_END, Checkpoint
+from shardline.records.control import SHARD_END, Checkpoint
 from shardline.errors import (BatchFailed, LeaseHeld, RetriableError, ServiceUnavailable,
                               ShardlineError)
 from shardline.exitcodes import ExitCode

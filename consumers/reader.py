@@ -19,7 +19,7 @@ import tenacity
 from shardline.consumers.deagg import user_records
 from shardline.consumers.pacer import Pacer
 from shardline.codec import Record
-from shardline.control import Checkpoint
+from shardline.records.control import Checkpoint
 from shardline.errors import IteratorExpired, RetriableError
 from shardline.kinesis import call
 from shardline.settings import ConsumerSettings

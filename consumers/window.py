@@ -12,7 +12,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from shardline.codec import Batch
-from shardline.control import Checkpoint
+from shardline.records.control import Checkpoint
 
 PENDING, STAGED, FAILED = "pending", "staged", "failed"
 

@@ -44,7 +44,7 @@ from datetime import datetime
 from typing import Any, Callable, Sequence
 
 from shardline import clients
-from shardline.control import utc
+from shardline.records.control import utc
 from shardline.controlstore import ControlStore, PendingStats, open_store
 from shardline.errors import LeaseHeld, LeaseLost, LoadFailed, RetriableError
 from shardline.layout import manifest_key
@@ -53,7 +53,7 @@ from shardline.logs import get_logger
 from shardline.metrics.pipeline import LoaderMetrics
 from shardline.settings import LoaderSettings, Settings
 from shardline.tables import PRE_COLUMN_LIST, load_tables
-from shardline.workers.ledger import StagedFile, e2e_observations
+from shardline.records.ledger import StagedFile, e2e_observations
 from shardline.loaders.warehouse import combine, make_dialect, record
 from shardline.loaders.warehouse.base import Dialect
 from shardline.loaders.warehouse.plan import Manifest, Refused, build_plan

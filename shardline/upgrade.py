@@ -33,12 +33,12 @@ from importlib import resources
 from typing import Any, Iterator
 
 from shardline import migrate
-from shardline.control import Checkpoint, HistoryEntry, Lease
 from shardline.controlstore import ControlStore
 from shardline.controlstore.base import LegacyCheckpoint
 from shardline.errors import LeaseHeld
 from shardline.logs import get_logger
-from shardline.workers.ledger import StagedFile
+from shardline.records.control import Checkpoint, HistoryEntry, Lease
+from shardline.records.ledger import StagedFile
 
 UPGRADE_SQL = resources.files("shardline.sql") / "upgrade" / "from_control_in_warehouse.sql"
 LEGACY_NAMES = ("001_control_tables", "002_staging_ledger", "003_page_views")
@@ -46,6 +46,11 @@ LEGACY_NAMES = ("001_control_tables", "002_staging_ledger", "003_page_views")
 UPGRADED_TO = ("001_load_record", "002_page_views")
 LEGACY_TABLES = ("shard_leases", "checkpoints", "checkpoint_history", "shard_status",
                  "staged_files", "shard_watermarks", "loads")
+# The old warehouse ledger's columns (that release's, fixed: later fields stay None).
+LEGACY_FILE_COLUMNS = ("s3_key", "target_table", "stream", "shard_id", "first_sequence",
+                       "first_sub_sequence", "last_sequence", "last_sub_sequence", "row_count",
+                       "byte_count", "dead_letter_key", "dead_letter_count", "state",
+                       "staged_at", "loaded_at", "load_id")
 _MARK = re.compile(r"^-- @load_record.*$", re.MULTILINE)
 CHUNK = 2000  # rows per fetch and per control-store import call
 
@@ -143,15 +148,8 @@ def upgrade(conn: Any, target: str, store: ControlStore) -> dict[str, int]:
                                                 token, entry.id))
         store.import_shard_state([], made_up, checkpoints)
         carried["checkpoints"] = len(checkpoints)
-        for row in _rows(conn, "SELECT s3_key, target_table, stream, shard_id, first_sequence, "
-                               "first_sub_sequence, last_sequence, last_sub_sequence, "
-                               "row_count, byte_count, dead_letter_key, dead_letter_count, "
-                               "state, staged_at, loaded_at, load_id FROM staged_files"):
-            entry = StagedFile(**dict(zip(
-                ("s3_key", "target_table", "stream", "shard_id", "first_sequence",
-                 "first_sub_sequence", "last_sequence", "last_sub_sequence", "row_count",
-                 "byte_count", "dead_letter_key", "dead_letter_count", "state", "staged_at",
-                 "loaded_at", "load_id"), row)))
+        for row in _rows(conn, f"SELECT {', '.join(LEGACY_FILE_COLUMNS)} FROM staged_files"):
+            entry = StagedFile(**dict(zip(LEGACY_FILE_COLUMNS, row, strict=True)))
             store.record_file(entry)  # insert-only: a second run leaves it
             carried["files"] += 1
             carried["pending"] += entry.state == "pending"

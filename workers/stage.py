@@ -43,7 +43,7 @@ from shardline.metrics.pipeline import StageMetrics
 from shardline.settings import Settings
 from shardline.tables import Tables, load_tables
 from shardline.controlstore import open_store
-from shardline.workers.ledger import StagedFile, arrival_sample
+from shardline.records.ledger import StagedFile, arrival_sample
 from shardline.workers.rows import RowBuilder, dead_letter_lines
 from shardline.workers.transform import Transform, load_table_transforms, transform_version
 

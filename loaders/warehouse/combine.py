@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 from shardline.errors import LoadFailed
 from shardline.lifecycle import first_line
-from shardline.workers.ledger import StagedFile
+from shardline.records.ledger import StagedFile
 
 
 def plan_parts(entries: Sequence[StagedFile], min_bytes: int,

@@ -57,7 +57,7 @@ from typing import Any, Callable, Sequence
 from shardline import positions
 from shardline.errors import ConfigError, LoadFailed
 from shardline.tables import POSITION_KEY, TableSpec
-from shardline.workers.ledger import StagedFile
+from shardline.records.ledger import StagedFile
 
 IN_CHUNK = 500  # keys per "s3_key IN (...)" / rows per multi-row INSERT
 

@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 from shardline import csvformat
 from shardline.errors import LoadFailed
-from shardline.workers.ledger import StagedFile
+from shardline.records.ledger import StagedFile
 from shardline.lifecycle import first_line
 from shardline.loaders.warehouse.base import Dialect
 from shardline.loaders.warehouse.plan import CopyManifest, Manifest

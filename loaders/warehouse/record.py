@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any, Sequence
 
 from shardline.positions import position
-from shardline.workers.ledger import StagedFile
+from shardline.records.ledger import StagedFile
 from shardline.loaders.warehouse.plan import IN_CHUNK
 
 CLOCK_SKEW = timedelta(hours=1)

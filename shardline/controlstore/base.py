@@ -8,7 +8,7 @@ for them (DynamoDB, or a PostgreSQL database such as RDS/Aurora), behind this on
 interface; ``tests/contract/test_control_store.py`` runs the same contract against every
 backend (``memory``, ``postgres``, ``dynamodb``).
 
-Fencing stays as in ``shardline.control``: every acquisition bumps the shard's token, and a
+Fencing stays as in ``shardline.records.control``: every acquisition bumps the shard's token, and a
 checkpoint is one conditional write that renews the lease *only if* owner and token still
 match and the lease has not expired; otherwise nothing is written and ``LeaseLost`` is raised.
 
@@ -17,7 +17,9 @@ checkpoint row only accepts a history id larger than the one it holds, so "newes
 is a property the store enforces rather than an accident of IDENTITY allocation.
 
 Times are naive UTC datetimes from the injected ``clock`` (epoch seconds), like
-``shardline.control``; the dataclasses are the existing ones, imported, not copied.
+``shardline.records.control``; the records (leases, checkpoints, history, the staged-file
+ledger entry and its states) are ``shardline.records``', imported and re-exported here for
+the backends, not copied.
 """
 from __future__ import annotations
 
@@ -26,17 +28,15 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Callable, Iterable, Mapping
 
-from shardline.control import SHARD_END, Checkpoint, HistoryEntry, Lease, utc
 from shardline.errors import LeaseHeld, LeaseLost
-from shardline.workers.ledger import LOADED, PENDING, StagedFile
+from shardline.records.control import SHARD_END, Checkpoint, HistoryEntry, Lease, utc
+from shardline.records.ledger import FILE_STATES, LOADED, PENDING, QUARANTINED, StagedFile
 
 __all__ = [
     "SHARD_END", "Checkpoint", "HistoryEntry", "Lease", "StagedFile", "PENDING", "LOADED",
     "QUARANTINED", "STATUS_FIELDS", "ShardStatus", "PendingStats", "Quarantined", "Host",
     "ControlStore",
 ]  # fmt: skip
-
-QUARANTINED = "quarantined"
 
 # What a consumer reports (the columns of ``shard_status``; ``Control.STATUS_FIELDS``).
 STATUS_FIELDS = ("owner", "last_read_sequence", "checkpoint_sequence", "millis_behind_latest",
@@ -303,7 +303,6 @@ class ControlStore(abc.ABC):
 
 
 # -- status's view of the fleet and the ledger (issue 13) ------------------------------
-FILE_STATES = (PENDING, LOADED, QUARANTINED)  # every state a ledger entry can be in
 # Lease "streams" of the pipeline's own (the loader's lease is stream "@loader"), not Kinesis.
 INTERNAL_STREAM_PREFIX = "@"
 

@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from shardline.errors import ServiceUnavailable, ShardlineError, ThrottledError
 from shardline.kinesis import error_code, is_connection_error
+from shardline.records.ledger import LEDGER_COLUMNS
 
 from .base import (
     LOADED, PENDING, QUARANTINED, STATUS_FIELDS, Checkpoint, ControlStore, HistoryEntry, Host,
@@ -38,11 +39,11 @@ _COUNTER = {"shard_key": {"S": "#counter"}, "id": {"N": "0"}}  # no stream, no e
 _THROTTLED = {"ProvisionedThroughputExceededException", "ThrottlingException",
               "RequestLimitExceeded", "TransactionConflictException"}
 _INDEX_BACKFILL_WAIT_S = 3600.0  # migrate waits this long for an added index to fill
-_FILE_FIELDS = ("s3_key", "target_table", "stream", "shard_id", "first_sequence",
-                "first_sub_sequence", "last_sequence", "last_sub_sequence", "row_count",
-                "byte_count", "dead_letter_key", "dead_letter_count", "state", "load_id",
-                "arrival_sample", "transform_version", "generation", "arrival_min_ms",
-                "arrival_max_ms", "column_list")
+# A ``StagedFile``'s fields as attributes: as they are, but times as integer µs under a
+# name of their own (``staged_at`` -> ``staged_us``), so conditions and indexes compare numbers.
+_FILE_TIMES = {c.name: c.name.removesuffix("_at") + "_us"
+               for c in LEDGER_COLUMNS if c.sql == "TIMESTAMP"}
+_FILE_FIELDS = tuple(c.name for c in LEDGER_COLUMNS if c.name not in _FILE_TIMES)
 
 
 class DynamoStore(ControlStore):
@@ -363,15 +364,16 @@ class DynamoStore(ControlStore):
     @staticmethod
     def _file(i: dict[str, Any]) -> StagedFile:
         return StagedFile(**{k: i.get(k) for k in _FILE_FIELDS},
-                          staged_at=_dt(i["staged_us"]), loaded_at=_dt(i.get("loaded_us")))
+                          **{k: _dt(i.get(us)) for k, us in _FILE_TIMES.items()})
 
     def record_file(self, entry: StagedFile) -> bool:
         entry.check()
-        staged = _us(entry.staged_at)
-        item = {k: getattr(entry, k) for k in _FILE_FIELDS}
-        item.update(staged_us=staged, order_key=f"{staged:020d}#{entry.s3_key}")
-        if entry.loaded_at is not None:
-            item["loaded_us"] = _us(entry.loaded_at)
+        item: dict[str, Any] = {k: getattr(entry, k) for k in _FILE_FIELDS}
+        for k, us in _FILE_TIMES.items():
+            when = getattr(entry, k)
+            if when is not None:
+                item[us] = _us(when)
+        item["order_key"] = f"{item['staged_us']:020d}#{entry.s3_key}"
         if entry.state == PENDING:
             item["pending_table"] = entry.target_table
         try:

@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 from shardline.errors import ServiceUnavailable
 from shardline.lifecycle import first_line, transaction
+from shardline.records.ledger import LEDGER_COLUMNS
 from shardline.settings import redact_dsn
 
 from .base import LegacyCheckpoint
@@ -34,11 +35,7 @@ SQL_DIR = resources.files("shardline.sql") / "control"
 _LEASE_COLS = "stream, shard_id, owner, token, renewed_at, expires_at"
 _HISTORY_COLS = ("id, stream, shard_id, sequence_number, sub_sequence_number, closes_sequence, "
                  "source, reason, lease_token, created_at")
-_FILE_COLS = ("s3_key", "target_table", "stream", "shard_id", "first_sequence",
-              "first_sub_sequence", "last_sequence", "last_sub_sequence", "row_count",
-              "byte_count", "dead_letter_key", "dead_letter_count", "state", "staged_at",
-              "loaded_at", "load_id", "arrival_sample", "transform_version", "generation",
-              "arrival_min_ms", "arrival_max_ms", "column_list")
+_FILE_COLS = tuple(c.name for c in LEDGER_COLUMNS)  # a ``StagedFile``'s fields
 _SELECT_FILES = f"SELECT {', '.join(_FILE_COLS)} FROM staged_files"
 
 

@@ -33,7 +33,7 @@ from shardline.exitcodes import ExitCode
 from shardline.logs import get_logger
 from shardline.ops.replay import UsageError, parse_timestamp
 from shardline.positions import position
-from shardline.workers.ledger import REDRIVE_PREFIX
+from shardline.records.ledger import REDRIVE_PREFIX
 
 UTC = timezone.utc
 

@@ -25,7 +25,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Sequence
 
 from shardline.cli import command_parser, load_settings, parse_command_args
-from shardline.control import SHARD_END, Checkpoint, HistoryEntry
+from shardline.records.control import SHARD_END, Checkpoint, HistoryEntry
 from shardline.errors import ConfigError
 from shardline.exitcodes import ExitCode
 from shardline.ops.status_report import short_seq

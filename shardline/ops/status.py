@@ -36,7 +36,7 @@ from datetime import timedelta
 from typing import Any, Sequence
 
 from shardline.cli import command_parser, load_settings, parse_command_args
-from shardline.control import utc
+from shardline.records.control import utc
 from shardline.exitcodes import ExitCode
 from shardline.settings import Settings
 from shardline.ops.status_render import render_text

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
-from shardline.control import SHARD_END
+from shardline.records.control import SHARD_END
 from shardline.ops.status_report import fmt_bytes, fmt_duration, short_seq
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any, Iterable, Mapping, Sequence
 
-from shardline.control import SHARD_END
+from shardline.records.control import SHARD_END
 from shardline.exitcodes import ExitCode
 
 STALE_FACTOR = 3  # a status row older than this many report intervals is stale

@@ -36,7 +36,7 @@ from typing import Iterable, Mapping
 
 from shardline import settings as settings_mod
 from shardline.cli import command_parser, load_settings, parse_command_args
-from shardline.control import SHARD_END
+from shardline.records.control import SHARD_END
 from shardline.errors import ConfigError
 from shardline.exitcodes import ExitCode
 from shardline.lifecycle import first_line

@@ -2,7 +2,7 @@
 
 - ``page_view(...)``: a row in ``PAGE_VIEWS`` column order.
 - ``stage_file(...)``: gzip'd CSV (``csvformat.format_row``) to S3 and its ledger entry
-  (``shardline.workers.ledger.StagedFile``) in a control store, without the stage worker.
+  (``shardline.records.ledger.StagedFile``) in a control store, without the stage worker.
 - ``FakeWarehouse``: a psycopg2-like connection that records every statement (with
   ``BEGIN``/``COMMIT``/``ROLLBACK`` as psycopg2 issues them) and keeps the load record
   (``loaded_files``, ``loads``, ``load_fence``) with transaction semantics. Used to assert
@@ -25,7 +25,7 @@ from shardline import csvformat
 from shardline.settings import Settings
 from shardline.tables import PAGE_VIEWS
 from shardline.controlstore import MemoryStore
-from shardline.workers.ledger import StagedFile
+from shardline.records.ledger import StagedFile
 from shardline.loaders.loader import Loader
 from shardline.positions import position
 from shardline.loaders.warehouse.plan import LOADED_FILES_COLUMNS

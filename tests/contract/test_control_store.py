@@ -16,10 +16,10 @@ from typing import Any, Callable, Iterator
 import psycopg2
 import pytest
 
-from shardline.control import SHARD_END, Checkpoint
+from shardline.records.control import SHARD_END, Checkpoint
 from shardline.controlstore import ControlStore, MemoryStore
 from shardline.errors import LeaseHeld, LeaseLost
-from shardline.workers.ledger import LOADED, PENDING, StagedFile
+from shardline.records.ledger import LOADED, PENDING, StagedFile
 
 T0 = 1_800_000_000.0  # 2027-01-15 08:00 UTC
 TTL = 30.0
@@ -443,7 +443,7 @@ def test_copy_failures_are_counted_per_pending_file_with_the_last_error(store) -
 
 
 def test_import_shard_state_keeps_ids_and_tokens_and_never_overwrites(store, clock) -> None:
-    from shardline.control import HistoryEntry, Lease
+    from shardline.records.control import HistoryEntry, Lease
     from shardline.controlstore.base import LegacyCheckpoint
 
     t = at(clock, -60)

@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 import pytest
 
 from shardline import migrate
-from shardline.control import Checkpoint
+from shardline.records.control import Checkpoint
 from tests.pipeline import wait_active
 
 pytestmark = pytest.mark.integration

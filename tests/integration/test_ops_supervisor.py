@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from shardline import migrate
-from shardline.control import SHARD_END, Checkpoint
+from shardline.records.control import SHARD_END, Checkpoint
 from shardline.devstack.fleet import wait_gone
 from tests.pipeline import wait_active
 

@@ -21,7 +21,7 @@ import psycopg2
 import pytest
 
 from shardline import cli, migrate
-from shardline.control import Checkpoint
+from shardline.records.control import Checkpoint
 from shardline.settings import Settings
 from shardline.loaders.loader import Loader
 from tests.contract.loader_kit import SHARD0, SHARD1, STREAM, T0, csv_gz, event_id, ledger_row, \

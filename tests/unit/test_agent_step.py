@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from shardline.control import SHARD_END, Checkpoint
+from shardline.records.control import SHARD_END, Checkpoint
 from shardline.controlstore import MemoryStore
 from shardline.errors import ServiceUnavailable
 from shardline.fleet.agent import HANDOFF_POLL_S, Agent, IncludeFile

@@ -8,7 +8,7 @@ from botocore.exceptions import EndpointConnectionError
 from tests.fakes import Clock, FakeKinesis, client_error
 
 from shardline.consumers.reader import ShardReader, start_position
-from shardline.control import Checkpoint
+from shardline.records.control import Checkpoint
 from shardline.errors import ServiceUnavailable, ThrottledError
 from shardline.settings import Settings
 

@@ -8,7 +8,7 @@ from tests.fakes import Clock, FakeControl, FakeDispatcher, FakeKinesis, client_
 
 from shardline.consumers.consumer import Consumer
 from shardline.consumers.reader import ShardReader
-from shardline.control import SHARD_END, Checkpoint
+from shardline.records.control import SHARD_END, Checkpoint
 from shardline.errors import BatchFailed, LeaseHeld, LeaseLost, ServiceUnavailable
 from shardline.exitcodes import ExitCode
 from shardline.kinesis import list_shards

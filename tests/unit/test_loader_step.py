@@ -15,7 +15,7 @@ from tests.fakes import FakeS3
 from shardline import csvformat
 from shardline.controlstore import MemoryStore
 from shardline.errors import ConfigError, LoadFailed, ServiceUnavailable
-from shardline.workers.ledger import StagedFile
+from shardline.records.ledger import StagedFile
 from shardline.layout import manifest_key
 from shardline.loaders.warehouse.plan import Manifest
 from shardline.loaders.warehouse.postgres import ManifestReader, PostgresDialect

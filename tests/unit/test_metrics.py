@@ -18,7 +18,7 @@ from shardline import codec
 from shardline.metrics import multiproc
 from shardline.metrics.pipeline import (E2E_BUCKETS, ConsumerMetrics, observe_counts,
                                         reason_label)
-from shardline.workers.ledger import StagedFile, arrival_points, arrival_sample, \
+from shardline.records.ledger import StagedFile, arrival_points, arrival_sample, \
     e2e_observations
 from tests.contract.loader_kit import T0
 from tests.unit.test_consumer_step import Rig as ConsumerRig

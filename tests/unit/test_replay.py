@@ -8,7 +8,7 @@ import pytest
 from tests.fakes import FakeKinesis
 
 from shardline.ops import replay
-from shardline.control import Checkpoint, HistoryEntry
+from shardline.records.control import Checkpoint, HistoryEntry
 from shardline.exitcodes import ExitCode
 
 SEQ = "49656215286911442018427376489937437429617402736049487874"

@@ -16,7 +16,7 @@ from shardline.tables import PAGE_VIEWS
 from tests.csvcheck import parse_csv
 from shardline.workers import rows as rows_mod, stage as stage_mod
 from tests.fakes import FakeS3
-from shardline.workers.ledger import LOADED, PENDING
+from shardline.records.ledger import LOADED, PENDING
 from shardline.workers.rows import RowBuilder
 from shardline.workers.stage import StageJob
 from shardline.workers.transform import load_transform, page_view

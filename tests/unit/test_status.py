@@ -343,7 +343,7 @@ def test_rows_gathered_from_a_store_feed_the_alerts():
     """gather_control / gather_ledger over a MemoryStore, then the settings' thresholds."""
     from shardline.controlstore import MemoryStore
     from shardline.settings import load
-    from shardline.workers.ledger import StagedFile
+    from shardline.records.ledger import StagedFile
 
     t0 = (NOW - datetime(1970, 1, 1)).total_seconds()
     store = MemoryStore(clock=lambda: t0)
