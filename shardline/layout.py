@@ -24,10 +24,39 @@ hours they need) and the batch name (a retry overwrites it with the same bytes).
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-if TYPE_CHECKING:  # codec imports this module
-    from shardline.codec import Batch
+
+# What a key is made of: a batch's stream, shard and bounds. ``codec.Batch`` is one; the
+# layout stays below the codec (which names its batches with ``batch_name``).
+class Bound(Protocol):
+    """A record at either end of a batch."""
+
+    @property
+    def sequence_number(self) -> str: ...
+
+    @property
+    def sub_sequence_number(self) -> int: ...
+
+    @property
+    def arrival_ms(self) -> int: ...
+
+
+class BatchBounds(Protocol):
+    """What a batch key needs of a batch."""
+
+    @property
+    def stream(self) -> str: ...
+
+    @property
+    def shard_id(self) -> str: ...
+
+    @property
+    def first(self) -> Bound: ...
+
+    @property
+    def last(self) -> Bound: ...
+
 
 STAGED = "staged"
 DEAD_LETTER = "dead-letter"
@@ -42,28 +71,28 @@ def _join(prefix: str, *parts: str) -> str:
     return "/".join(((head,) if head else ()) + parts)
 
 
-def batch_name(batch: "Batch") -> str:
+def batch_name(batch: BatchBounds) -> str:
     """``{shard_id}/{first}_{last}``: same records, same name."""
-    f, l = batch.first, batch.last
-    return (f"{batch.shard_id}/{f.sequence_number}-{f.sub_sequence_number}"
-            f"_{l.sequence_number}-{l.sub_sequence_number}")
+    first, last = batch.first, batch.last
+    return (f"{batch.shard_id}/{first.sequence_number}-{first.sub_sequence_number}"
+            f"_{last.sequence_number}-{last.sub_sequence_number}")
 
 
-def _tagged(batch: "Batch", generation: str | None) -> str:
+def _tagged(batch: BatchBounds, generation: str | None) -> str:
     return batch_name(batch) + (f".{generation}" if generation else "")
 
 
-def staged_key(prefix: str, table: str, batch: "Batch", generation: str | None = None) -> str:
+def staged_key(prefix: str, table: str, batch: BatchBounds, generation: str | None = None) -> str:
     """The gzip'd CSV of a batch's good rows (of a reprocess run's ``generation``)."""
     return _join(prefix, STAGED, table, batch.stream, _tagged(batch, generation) + ".csv.gz")
 
 
-def dead_letter_key(prefix: str, batch: "Batch", generation: str | None = None) -> str:
+def dead_letter_key(prefix: str, batch: BatchBounds, generation: str | None = None) -> str:
     """The gzip'd JSON lines of a batch's dead letters."""
     return _join(prefix, DEAD_LETTER, batch.stream, _tagged(batch, generation) + ".jsonl.gz")
 
 
-def archive_key(prefix: str, batch: "Batch") -> str:
+def archive_key(prefix: str, batch: BatchBounds) -> str:
     """The gzip'd batch payload (``codec.encode``: data, positions, arrival times) of a
     batch's source records, under the UTC hour its first record arrived."""
     hour = datetime.fromtimestamp(batch.first.arrival_ms / 1000, timezone.utc)
