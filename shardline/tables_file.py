@@ -16,12 +16,12 @@ import re
 import tomllib
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from shardline.errors import ConfigError
-
-if TYPE_CHECKING:
-    from shardline.tables import Column, Tables, TableSpec
+from shardline.records.tables import (
+    POSITION_KEY, STAGED_SYSTEM, SYSTEM_NAMES, Column, Tables, TableSpec, column,
+)  # fmt: skip
 
 DEFAULT_FILE = resources.files("shardline") / "default_tables.toml"
 _IDENT = re.compile(r"[a-z_][a-z0-9_]{0,62}")
@@ -47,7 +47,7 @@ class _Where:
         return ConfigError(f"tables file {self.source}: {at}{key}: {problem}")
 
 
-def load(path: str | Path | None = None) -> "Tables":
+def load(path: str | Path | None = None) -> Tables:
     """The tables of ``path`` (the packaged default file when None)."""
     if path is None:
         source, text, base = "<default: shardline/default_tables.toml>", \
@@ -63,7 +63,7 @@ def load(path: str | Path | None = None) -> "Tables":
     return parse(text, source, base)
 
 
-def parse(text: str, source: str = "<text>", base: Path | None = None) -> "Tables":
+def parse(text: str, source: str = "<text>", base: Path | None = None) -> Tables:
     where = _Where(source)
     try:
         data = tomllib.loads(text)
@@ -100,10 +100,7 @@ def _no_unknown(data: dict, known: set[str], w: Any, prefix: str) -> None:
         raise w(prefix + unknown[0], f"unknown key (known: {', '.join(sorted(known))})")
 
 
-def _table(name: str, body: dict, w: _Where, single: bool) -> "tuple[TableSpec, Any]":
-    # imported here, not at the top: shardline.tables reads the default file at import
-    from shardline.tables import POSITION_KEY, STAGED_SYSTEM, TableSpec
-
+def _table(name: str, body: dict, w: _Where, single: bool) -> tuple[TableSpec, Any]:
     _no_unknown(body, _TABLE_KEYS, w, "")
     transform = body.get("transform")
     if not isinstance(transform, str) or not _CALLABLE.fullmatch(transform):
@@ -159,9 +156,7 @@ def _table(name: str, body: dict, w: _Where, single: bool) -> "tuple[TableSpec, 
     return spec, route
 
 
-def _column(c: Any, w: _Where, key: str) -> "Column":
-    from shardline.tables import SYSTEM_NAMES, column
-
+def _column(c: Any, w: _Where, key: str) -> Column:
     if not isinstance(c, dict):
         raise w(key, "must be an inline table {name = ..., type = ...}")
     _no_unknown(c, _COLUMN_KEYS, w, f"{key}.")
@@ -187,7 +182,7 @@ def _column(c: Any, w: _Where, key: str) -> "Column":
     return col
 
 
-def _check_default(col: "Column", w: _Where) -> None:
+def _check_default(col: Column, w: _Where) -> None:
     d = col.default
     ok = {"text": isinstance(d, str), "int": type(d) is int, "int4": type(d) is int,
           "float": type(d) in (int, float), "bool": type(d) is bool,
@@ -199,11 +194,9 @@ def _check_default(col: "Column", w: _Where) -> None:
         raise w(f"columns.{col.name}.default", f"longer than {col.type} or holds a NUL")
 
 
-def _routed(specs: "list[TableSpec]", routes: dict[str, Any], where: _Where,
-            source: str) -> "Tables":
+def _routed(specs: list[TableSpec], routes: dict[str, Any], where: _Where,
+            source: str) -> Tables:
     """Routes -> one routing field, a value -> table map and at most one default."""
-    from shardline.tables import Tables
-
     route_field, by_value, out, default = None, {}, [], None
     for spec in specs:
         route, w = routes[spec.name], _Where(source, spec.name)

@@ -20,7 +20,7 @@ import orjson
 from shardline import codec
 from shardline.csvformat import NULL, format_row
 from shardline.errors import ConfigError
-from shardline.tables import TableSpec
+from shardline.tables import STAGED_SYSTEM, TableSpec
 from shardline.workers.transform import Transform
 
 UTC = timezone.utc
@@ -31,8 +31,7 @@ INT_MIN, INT_MAX = -(2 ** 31), 2 ** 31 - 1
 MAX_REASON = 500  # characters of an exception message kept in a dead-letter reason
 
 # Columns the worker fills from the Kinesis record / batch; a transform gives the rest.
-WORKER_COLUMNS = ("shard_id", "sequence_number", "sub_sequence_number", "arrival_time",
-                  "staged_at")
+WORKER_COLUMNS = tuple(c.name for c in STAGED_SYSTEM)
 
 _fast_loads, _FastJSONError = orjson.loads, orjson.JSONDecodeError
 _SIMPLE_TYPES = frozenset((str, int, bool, type(None)))  # JSON values orjson reads exactly
