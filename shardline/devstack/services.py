@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from . import postgres
+import shardline.devstack.postgres as postgres
 from .aws import probe_client
 from .common import HOST, KINESALITE_SCRIPT, RELAY, REPO_ROOT, DevstackError, log
 from .procs import require, spawn, terminate

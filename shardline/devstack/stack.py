@@ -14,7 +14,8 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from . import postgres, services
+import shardline.devstack.postgres as postgres
+import shardline.devstack.services as services
 from .aws import warm_up_clients
 from .common import (
     DEFAULT_BUCKET, DEFAULT_COMMIT_LATENCY_MS, DEFAULT_DIR, RELAY, SERVICES, START_TIMEOUT,
