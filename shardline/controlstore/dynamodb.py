@@ -363,8 +363,9 @@ class DynamoStore(ControlStore):
     # -- the staged-file ledger -------------------------------------------------
     @staticmethod
     def _file(i: dict[str, Any]) -> StagedFile:
-        return StagedFile(**{k: i.get(k) for k in _FILE_FIELDS},
-                          **{k: _dt(i.get(us)) for k, us in _FILE_TIMES.items()})
+        fields: dict[str, Any] = {k: i.get(k) for k in _FILE_FIELDS}
+        fields.update((k, _dt(i.get(us))) for k, us in _FILE_TIMES.items())
+        return StagedFile(**fields)
 
     def record_file(self, entry: StagedFile) -> bool:
         entry.check()
