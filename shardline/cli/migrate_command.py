@@ -9,7 +9,7 @@ from shardline.cli.kit import command_parser, load_settings, parse_command_args
 from shardline.errors import ConfigError
 from shardline.exitcodes import ExitCode
 from shardline.logs import get_logger
-from shardline.tables import DEFAULT_TABLES, load_tables
+from shardline.tables import DEFAULT_TABLES, Tables, load_tables
 
 
 def main(argv: list[str]) -> int:
@@ -81,7 +81,7 @@ def main(argv: list[str]) -> int:
 _CREATED = re.compile(r"^CREATE TABLE (\w+)", re.MULTILINE)
 
 
-def _dry_run(conn: object, target: str, tables: object) -> int:
+def _dry_run(conn: object, target: str, tables: Tables) -> int:
     """``migrate --dry-run``: what would be applied, nothing applied."""
     pending = migrate_mod.pending(conn)
     made = set()
