@@ -48,7 +48,7 @@ from shardline.tables import PAGE_VIEWS  # noqa: E402
 from shardline.records.ledger import StagedFile  # noqa: E402
 from shardline.controlstore import MemoryStore  # noqa: E402
 from shardline.loaders.warehouse.plan import Manifest  # noqa: E402
-from shardline.loaders.warehouse.postgres import ManifestReader  # noqa: E402
+from shardline.loaders.warehouse.postgres_dialect import ManifestReader  # noqa: E402
 from shardline.loaders.loader import Loader  # noqa: E402
 
 SHARDS = [f"shardId-{i:012d}" for i in range(4)]

@@ -12,7 +12,7 @@ import sys
 import time
 
 from shardline import clients
-from shardline.cli import command_parser, load_settings
+from shardline.cli.kit import command_parser, load_settings
 from shardline.exitcodes import ExitCode
 from shardline.lifecycle import ForcedStop, StopSignals
 from shardline.logs import get_logger

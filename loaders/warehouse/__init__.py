@@ -4,8 +4,8 @@
   merge, the insert-only ``loaded_files``/``loads`` record, drop), the same SQL on both;
 - ``record``: reading that record back (reconciling the control store's ledger, status);
 - ``base``: ``Dialect``, which runs a plan in the caller's transaction;
-- ``redshift``: COPY from S3 through the manifest with an IAM role;
-- ``postgres``: stream the manifest's objects from S3 into ``COPY ... FROM STDIN``.
+- ``redshift_dialect``: COPY from S3 through the manifest with an IAM role;
+- ``postgres_dialect``: stream the manifest's objects from S3 into ``COPY ... FROM STDIN``.
 
 Import names from their module; this package itself only picks the configured dialect.
 """
@@ -15,8 +15,8 @@ from typing import Any
 
 from shardline.errors import ConfigError
 from shardline.loaders.warehouse.base import Dialect
-from shardline.loaders.warehouse.postgres import PostgresDialect
-from shardline.loaders.warehouse.redshift import RedshiftDialect
+from shardline.loaders.warehouse.postgres_dialect import PostgresDialect
+from shardline.loaders.warehouse.redshift_dialect import RedshiftDialect
 
 
 def make_dialect(settings: Any, s3: Any = None) -> Dialect:

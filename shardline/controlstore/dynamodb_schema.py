@@ -52,8 +52,10 @@ def names(*attributes: str) -> dict[str, str]:
     return {f"#{n}": n for n in attributes}
 
 
-def table_spec(name: str, hash_key: tuple[str, str], range_key: tuple[str, str] | None = None,
-               gsis: Iterable[tuple[str, tuple[str, str], tuple[str, str] | None]] = ()) -> dict:
+def dynamodb_table_spec(name: str, hash_key: tuple[str, str],
+                        range_key: tuple[str, str] | None = None,
+                        gsis: Iterable[tuple[str, tuple[str, str], tuple[str, str] | None]] = (),
+                        ) -> dict:
     """A CreateTable request (PAY_PER_REQUEST, indexes project everything)."""
     attrs = {hash_key[0]: hash_key[1]}
     schema = [{"AttributeName": hash_key[0], "KeyType": "HASH"}]
@@ -87,17 +89,17 @@ def table_specs(t: dict[str, str]) -> list[dict]:
     the stream-wide listing and the lookup by id, eventually consistent, for operators."""
     S, N = "S", "N"
     return [
-        table_spec(t["leases"], ("stream", S), ("shard_id", S)),
-        table_spec(t["checkpoints"], ("stream", S), ("shard_id", S)),
-        table_spec(t["history"], ("shard_key", S), ("id", N),
-                   gsis=[("by_stream", ("stream", S), ("id", N)),
-                         ("by_id", ("entry_id", N), None)]),
-        table_spec(t["status"], ("stream", S), ("shard_id", S)),
-        table_spec(t["files"], ("s3_key", S),
-                   gsis=[("pending", ("pending_table", S), ("order_key", S)),
-                         ("quarantined", ("quarantined_table", S), ("order_key", S)),
-                         # every file by table and staging time: status's recent window
-                         ("staged", ("target_table", S), ("order_key", S))]),
-        table_spec(t["hosts"], ("host_id", S)),
-        table_spec(t["assignments"], ("stream", S), ("shard_id", S)),
+        dynamodb_table_spec(t["leases"], ("stream", S), ("shard_id", S)),
+        dynamodb_table_spec(t["checkpoints"], ("stream", S), ("shard_id", S)),
+        dynamodb_table_spec(t["history"], ("shard_key", S), ("id", N),
+                            gsis=[("by_stream", ("stream", S), ("id", N)),
+                                  ("by_id", ("entry_id", N), None)]),
+        dynamodb_table_spec(t["status"], ("stream", S), ("shard_id", S)),
+        dynamodb_table_spec(t["files"], ("s3_key", S),
+                            gsis=[("pending", ("pending_table", S), ("order_key", S)),
+                                  ("quarantined", ("quarantined_table", S), ("order_key", S)),
+                                  # every file by table and staging time: status's recent window
+                                  ("staged", ("target_table", S), ("order_key", S))]),
+        dynamodb_table_spec(t["hosts"], ("host_id", S)),
+        dynamodb_table_spec(t["assignments"], ("stream", S), ("shard_id", S)),
     ]

@@ -31,7 +31,7 @@ This package's public API is re-exported here; the modules, bottom up:
     aws.py       boto3 clients for kinesalite and moto, dummy credentials
     state.py     StackInfo, ServiceStatus, state.json and its lock
     procs.py     spawn / alive / terminate / wait_ready, port ownership checks
-    postgres.py  the throwaway PostgreSQL cluster
+    pg_server.py the throwaway PostgreSQL cluster
     services.py  gearmand, kinesalite, moto, pgrelay; the start and health-check tables
     relay.py     TCP relay: outage cut/restore, PostgreSQL commit latency
     moto_server.py  moto with DynamoDB calls serialised (atomic conditional writes)

@@ -12,6 +12,8 @@ import shlex
 import sys
 from pathlib import Path
 
+from shardline.cli.kit import CommandParser
+
 from .common import (
     DEFAULT_BUCKET, DEFAULT_COMMIT_LATENCY_MS, DEFAULT_DIR, RELAY, SERVICES, WAREHOUSE_MODES,
     DevstackError,
@@ -43,7 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     dir_opt = argparse.ArgumentParser(add_help=False)
     dir_opt.add_argument("--dir", type=Path, default=argparse.SUPPRESS,
                          help=f"stack directory (default: {DEFAULT_DIR})")  # fmt: skip
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="shardline devstack", parents=[dir_opt],
         description="Local gearmand + kinesalite + moto S3 + PostgreSQL on 127.0.0.1.",
     )  # fmt: skip

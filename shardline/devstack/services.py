@@ -2,7 +2,7 @@
 
 gearmand, kinesalite (Kinesis), moto (S3 and DynamoDB, through moto_server.py) and pgrelay
 (relay.py, redshift-like mode only) are plain child processes, defined here; PostgreSQL
-needs initdb and pg_ctl and lives in ``postgres.py``. ``STARTERS`` and
+needs initdb and pg_ctl and lives in ``pg_server.py``. ``STARTERS`` and
 ``CHECKS`` map each name of ``SERVICES`` to its start function (state -> process record)
 and its health check (port -> None, raising if the service does not answer).
 """
@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-import shardline.devstack.postgres as postgres
+import shardline.devstack.pg_server as pg_server
 from .aws import probe_client
 from .common import HOST, KINESALITE_SCRIPT, RELAY, REPO_ROOT, DevstackError, log
 from .procs import require, spawn, terminate
@@ -116,7 +116,7 @@ def _start_relay(state: dict) -> dict:
 
 
 def _check_relay(port: int) -> None:
-    postgres.check(port)  # a query through the relay reaches PostgreSQL
+    pg_server.check(port)  # a query through the relay reaches PostgreSQL
 
 
 # ------------------------------------------------------------------------ registry
@@ -125,14 +125,14 @@ STARTERS: dict[str, Callable[[dict], dict]] = {
     "gearman": _start_gearman,
     "kinesis": _start_kinesis,
     "s3": _start_s3,
-    "postgres": postgres.start,
+    "postgres": pg_server.start,
     RELAY: _start_relay,
 }
 CHECKS: dict[str, Callable[[int], None]] = {
     "gearman": _check_gearman,
     "kinesis": _check_kinesis,
     "s3": _check_s3,
-    "postgres": postgres.check,
+    "postgres": pg_server.check,
     RELAY: _check_relay,
 }
 
@@ -140,7 +140,7 @@ CHECKS: dict[str, Callable[[int], None]] = {
 def check_prerequisites() -> None:
     """Fail before starting anything if a binary is missing, listing all of them."""
     finders = [
-        _gearmand_bin, _node_bin, _moto_bin, postgres.bindir, lambda: postgres.as_pg_user([]),
+        _gearmand_bin, _node_bin, _moto_bin, pg_server.bindir, lambda: pg_server.as_pg_user([]),
     ]  # fmt: skip
     problems = []
     for find in finders:
@@ -162,6 +162,6 @@ def answers(name: str, port: int) -> bool:
 
 def stop(name: str, state: dict) -> None:
     if name == "postgres":
-        postgres.stop(state)
+        pg_server.stop(state)
     elif state["services"].get(name):
         terminate(name, state["services"][name])

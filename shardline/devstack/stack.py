@@ -2,7 +2,7 @@
 
 ``up`` starts (or repairs) every service under the directory's lock and waits until all
 answer; ``down`` stops exactly the processes the state records and deletes the cluster.
-The per-service work lives in ``services.py`` and ``postgres.py``, the process handling
+The per-service work lives in ``services.py`` and ``pg_server.py``, the process handling
 in ``procs.py``, the record in ``state.py``.
 """
 
@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-import shardline.devstack.postgres as postgres
+import shardline.devstack.pg_server as pg_server
 import shardline.devstack.services as services
 from .aws import warm_up_clients
 from .common import (
@@ -109,7 +109,7 @@ def up(
     dir = Path(dir).resolve()
     dir.mkdir(parents=True, exist_ok=True)
     with locked(dir):
-        state = read_state(dir) or new_state(dir, ports, bucket, postgres.layout)
+        state = read_state(dir) or new_state(dir, ports, bucket, pg_server.layout)
         clash = {k: v for k, v in (ports or {}).items() if state["ports"].get(k) != v}
         if clash:
             raise DevstackError(
@@ -135,7 +135,7 @@ def up(
 
         info = info_from_state(state)
         services.ensure_bucket(info)
-        postgres.ensure_database(info.pg_port, redshift_like=info.warehouse_mode != "postgres")
+        pg_server.ensure_database(info.pg_port, redshift_like=info.warehouse_mode != "postgres")
     log.info("stack up in %s (%.2fs)", dir, time.monotonic() - began)
     return info
 
@@ -152,7 +152,7 @@ def down(dir: Path = DEFAULT_DIR) -> None:
             return
         for name in reversed(service_names(state)):
             services.stop(name, state)
-        postgres.remove_cluster(state)
+        pg_server.remove_cluster(state)
         state_path(dir).unlink()
     log.info("stack in %s is down", dir)
 

@@ -22,16 +22,15 @@ import base64
 import gzip
 import hashlib
 import json
-import sys
 import time
 from datetime import datetime, timezone
 from typing import Any, Iterator
 
 from shardline import codec, layout
-from shardline.cli import command_parser, load_settings, parse_command_args
+from shardline.cli.kit import (add_stream_option, command_parser, load_settings,
+                               parse_cli_timestamp, parse_command_args, usage_errors)
 from shardline.exitcodes import ExitCode
 from shardline.logs import get_logger
-from shardline.ops.replay import UsageError, parse_timestamp
 from shardline.positions import position
 from shardline.records.ledger import REDRIVE_PREFIX
 
@@ -93,20 +92,17 @@ def generation_of(version: str, letters: dict[tuple, dict]) -> str:
     return REDRIVE_PREFIX + digest.hexdigest()[:16]
 
 
+@usage_errors("redrive")
 def main(argv: list[str]) -> int:
     parser = command_parser("redrive", "Send dead-lettered records through the current "
                                        "transform again; what it accepts now lands once.")
-    parser.add_argument("--stream", help="Kinesis stream (default: kinesis.stream)")
+    add_stream_option(parser)
     parser.add_argument("--since", metavar="T", help="only records that arrived at/after T")
     parser.add_argument("--reason", default="", help="why (kept in the run's record)")
     args, code = parse_command_args(parser, argv)
     if args is None:
         return code
-    try:
-        since = parse_timestamp(args.since) if args.since else None
-    except UsageError as exc:
-        print(f"shardline redrive: {exc}", file=sys.stderr)
-        return ExitCode.USAGE
+    since = parse_cli_timestamp(args.since) if args.since else None
     settings = load_settings(args, **{"kinesis.stream": args.stream})
     settings.require("kinesis.stream", "s3.bucket")
     stream, bucket, prefix = settings.kinesis.stream, settings.s3.bucket, settings.s3.prefix

@@ -21,10 +21,12 @@ import argparse
 import re
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, Callable, Sequence
 
-from shardline.cli import command_parser, load_settings, parse_command_args
+from shardline.cli.kit import (UsageError, add_stream_option, command_parser, confirm,
+                               load_settings, parse_cli_timestamp, parse_command_args,
+                               usage_errors)
 from shardline.records.control import SHARD_END, Checkpoint, HistoryEntry
 from shardline.errors import ConfigError
 from shardline.exitcodes import ExitCode
@@ -35,16 +37,12 @@ _SEQUENCE = re.compile(r"^[0-9]{1,128}$")
 MAX_TIMESTAMP_CALLS = 200  # GetRecords calls while looking for the first record at/after T
 
 
-class UsageError(Exception):
-    """Bad combination of options."""
-
-
 # -- pure parts -------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = command_parser(
         "replay", "Move a shard's checkpoint so its consumer re-reads (the consumer must be "
                   "stopped), or --list the checkpoint history.")
-    parser.add_argument("--stream", help="Kinesis stream (default: kinesis.stream)")
+    add_stream_option(parser)
     parser.add_argument("--shard", help="shard id, e.g. shardId-000000000001")
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--to-checkpoint", type=int, metavar="ID",
@@ -62,19 +60,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--limit", type=int, default=50, help="--list: rows (default 50)")
     parser.add_argument("--full", action="store_true", help="--list: full sequence numbers")
     return parser
-
-
-def parse_timestamp(text: str) -> datetime:
-    """ISO-8601 (naive = UTC, 'Z' accepted) or epoch seconds -> aware UTC datetime."""
-    text = text.strip()
-    if re.fullmatch(r"[0-9]+(\.[0-9]+)?", text):
-        return datetime.fromtimestamp(float(text), timezone.utc)
-    try:
-        ts = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text)
-    except ValueError:
-        raise UsageError(f"--at-timestamp {text!r}: expected ISO-8601 such as "
-                         f"2026-11-26T06:00:00Z, or epoch seconds") from None
-    return ts.replace(tzinfo=timezone.utc) if ts.tzinfo is None else ts.astimezone(timezone.utc)
 
 
 def validate(args: argparse.Namespace) -> str:
@@ -105,7 +90,7 @@ def validate(args: argparse.Namespace) -> str:
     if action == "checkpoint" and args.to_checkpoint < 1:
         raise UsageError("--to-checkpoint takes a history id (see --list)")
     if action == "timestamp":
-        parse_timestamp(args.at_timestamp)
+        parse_cli_timestamp(args.at_timestamp)
     return action
 
 
@@ -210,26 +195,13 @@ def _first_sequence_at(settings: Any, stream: str, shard: str, when: datetime) -
 
 
 # -- the command --------------------------------------------------------------------
-def _confirm(question: str) -> bool:
-    """Ask on a terminal; scripts (no terminal) have said what they want with --reason."""
-    if not (sys.stdin.isatty() and sys.stdout.isatty()):
-        return True
-    try:
-        return input(f"{question} [y/N] ").strip().lower() in ("y", "yes")
-    except EOFError:
-        return False
-
-
+@usage_errors("replay")
 def main(argv: list[str]) -> int:
     parser = build_parser()
     args, code = parse_command_args(parser, argv)
     if args is None:
         return code
-    try:
-        action = validate(args)
-    except UsageError as exc:
-        print(f"shardline replay: {exc}", file=sys.stderr)
-        return ExitCode.USAGE
+    action = validate(args)
     settings = load_settings(args, **{"kinesis.stream": args.stream})
     settings.require("kinesis.stream")
     stream = settings.kinesis.stream
@@ -243,33 +215,26 @@ def main(argv: list[str]) -> int:
                                            args.full))
             return ExitCode.OK
         shard = args.shard
-        try:
-            if action == "checkpoint":
-                target = from_history(control.history_entry(args.to_checkpoint), stream, shard,
-                                      args.to_checkpoint)
-            elif action == "sequence":
-                target = at_sequence(args.at_sequence)
-            elif action == "trim_horizon":
-                target = None
-            else:
-                when = parse_timestamp(args.at_timestamp)
-                seq = _first_sequence_at(settings, stream, shard, when)
-                if seq is None:
-                    print(f"shardline replay: shard {shard} has no record at or after "
-                          f"{when.isoformat()}; nothing to re-read, checkpoint not moved",
-                          file=sys.stderr)
-                    return ExitCode.USAGE
-                target = at_sequence(seq)
-        except UsageError as exc:
-            print(f"shardline replay: {exc}", file=sys.stderr)
-            return ExitCode.USAGE
+        if action == "checkpoint":
+            target = from_history(control.history_entry(args.to_checkpoint), stream, shard,
+                                  args.to_checkpoint)
+        elif action == "sequence":
+            target = at_sequence(args.at_sequence)
+        elif action == "trim_horizon":
+            target = None
+        else:
+            when = parse_cli_timestamp(args.at_timestamp)
+            seq = _first_sequence_at(settings, stream, shard, when)
+            if seq is None:
+                raise UsageError(f"shard {shard} has no record at or after "
+                                 f"{when.isoformat()}; nothing to re-read, checkpoint not moved")
+            target = at_sequence(seq)
 
         current = control.get_checkpoint(stream, shard)
         print(f"stream {stream} shard {shard}\n  now:     {describe(current)}\n"
               f"  move to: {describe(target)}\n  reason:  {args.reason.strip()}")
-        if not args.yes and not _confirm("move the checkpoint?"):
-            print("shardline replay: not confirmed; nothing changed", file=sys.stderr)
-            return ExitCode.USAGE
+        if not args.yes and not confirm("move the checkpoint?"):
+            raise UsageError("not confirmed; nothing changed")
         entry_id = control.move_checkpoint(stream, shard, target,
                                            args.reason.strip())  # LeaseHeld -> 75
         print(f"moved (history id {entry_id}). Start the shard's consumer "

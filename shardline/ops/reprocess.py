@@ -38,13 +38,14 @@ from datetime import datetime, timezone
 from typing import Any, Iterable, Iterator
 
 from shardline import layout
-from shardline.cli import command_parser, load_settings, parse_command_args
+from shardline.cli.kit import (UsageError, add_stream_option, command_parser, confirm,
+                               load_settings, parse_cli_timestamp, parse_command_args,
+                               usage_errors)
 from shardline.codec import Batch
 from shardline.consumers.reader import Position
 from shardline.errors import BatchFailed
 from shardline.exitcodes import ExitCode
 from shardline.logs import get_logger
-from shardline.ops.replay import UsageError, _confirm, parse_timestamp
 
 UTC = timezone.utc
 MAX_INFLIGHT_PER_THREAD = 2
@@ -54,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = command_parser(
         "reprocess", "Re-stage a range of source records with the current transform and "
                      "replace what the warehouse holds for it (the fleet keeps running).")
-    parser.add_argument("--stream", help="Kinesis stream (default: kinesis.stream)")
+    add_stream_option(parser)
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--shard", help="one shard id")
     which.add_argument("--all-shards", action="store_true", help="every shard of the stream")
@@ -93,7 +94,7 @@ def validate(args: argparse.Namespace) -> str:
         raise UsageError(f"--at-sequence {args.at_sequence!r}: up to 128 decimal digits")
     for text in (args.at_timestamp, args.since, args.until):
         if text:
-            parse_timestamp(text)
+            parse_cli_timestamp(text)
     if not args.reason or not args.reason.strip():
         raise UsageError("--reason TEXT is required (it is kept in the run's record)")
     if len(args.reason) > 1024:
@@ -107,7 +108,7 @@ def new_generation(now: float) -> str:
 
 def start_position(source: str, args: argparse.Namespace) -> Position:
     if source == "timestamp":
-        return Position("AT_TIMESTAMP", timestamp=parse_timestamp(args.at_timestamp))
+        return Position("AT_TIMESTAMP", timestamp=parse_cli_timestamp(args.at_timestamp))
     if source == "sequence":
         return Position("AT_SEQUENCE_NUMBER", args.at_sequence)
     return Position("TRIM_HORIZON")
@@ -121,8 +122,8 @@ def source_batches(settings: Any, source: str, args: argparse.Namespace, stream:
         yield from sources.archive_batches(
             s3, settings.s3.bucket, settings.s3.prefix, stream,
             shards={args.shard} if args.shard else None,
-            since=parse_timestamp(args.since) if args.since else None,
-            until=parse_timestamp(args.until) if args.until else None)
+            since=parse_cli_timestamp(args.since) if args.since else None,
+            until=parse_cli_timestamp(args.until) if args.until else None)
         return
     from shardline.kinesis import kinesis_client, list_shards
 
@@ -208,16 +209,13 @@ def wrong_versions(store: Any, settings: Any, generation: str, batches: Iterable
     return found
 
 
+@usage_errors("reprocess")
 def main(argv: list[str]) -> int:
     parser = build_parser()
     args, code = parse_command_args(parser, argv)
     if args is None:
         return code
-    try:
-        source = validate(args)
-    except UsageError as exc:
-        print(f"shardline reprocess: {exc}", file=sys.stderr)
-        return ExitCode.USAGE
+    source = validate(args)
     settings = load_settings(args, **{"kinesis.stream": args.stream})
     settings.require("kinesis.stream", "s3.bucket")
     stream = settings.kinesis.stream
@@ -234,9 +232,8 @@ def main(argv: list[str]) -> int:
     if args.dry_run:
         return _dry_run(settings, source, args, stream, s3, log, what)
     print(f"reprocess {generation}: {what}\n  reason: {args.reason.strip()}")
-    if not args.yes and not _confirm("re-stage these records and replace their rows?"):
-        print("shardline reprocess: not confirmed; nothing changed", file=sys.stderr)
-        return ExitCode.USAGE
+    if not args.yes and not confirm("re-stage these records and replace their rows?"):
+        raise UsageError("not confirmed; nothing changed")
     started = time.time()
     sample: list[Batch] = []
     batches, records, ranges = submit(settings, stream, generation, sampled(

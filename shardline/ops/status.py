@@ -35,7 +35,7 @@ from dataclasses import asdict
 from datetime import timedelta
 from typing import Any, Sequence
 
-from shardline.cli import command_parser, load_settings, parse_command_args
+from shardline.cli.kit import command_parser, load_settings, parse_command_args
 from shardline.records.control import utc
 from shardline.exitcodes import ExitCode
 from shardline.settings import Settings

@@ -35,7 +35,8 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 from shardline import settings as settings_mod
-from shardline.cli import command_parser, load_settings, parse_command_args
+from shardline.cli.kit import (add_stream_option, command_parser, load_settings,
+                               parse_command_args)
 from shardline.records.control import SHARD_END
 from shardline.errors import ConfigError
 from shardline.exitcodes import ExitCode
@@ -159,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Write DIR/shardline.conf for supervisord: a consumer per shard that needs one, "
         "N stage workers and the loader. Run it again after a reshard, then "
         "`supervisorctl -c DIR/shardline.conf update`.")
-    parser.add_argument("--stream", help="Kinesis stream (default: kinesis.stream)")
+    add_stream_option(parser)
     parser.add_argument("--workers", type=int, default=2, help="stage worker processes "
                                                                "(default 2)")
     parser.add_argument("--out", metavar="DIR", help="directory for shardline.conf, the socket, "

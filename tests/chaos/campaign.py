@@ -479,7 +479,7 @@ class Campaign:
         """Every log the run wrote: supervisord and its programs, the stack's services."""
         files = {p for p in self.dir.rglob("*.log") if p.is_file()}
         state = read_state(self.stack_dir)
-        if state:  # the PostgreSQL cluster may live outside dir (see devstack.postgres)
+        if state:  # the PostgreSQL cluster may live outside dir (see devstack.pg_server)
             files.add(Path(state["pg"]["log"]))
         return sorted(p for p in files if p.is_file())
 

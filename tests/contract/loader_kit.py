@@ -29,7 +29,7 @@ from shardline.records.ledger import StagedFile
 from shardline.loaders.loader import Loader
 from shardline.positions import position
 from shardline.loaders.warehouse.plan import LOADED_FILES_COLUMNS
-from shardline.loaders.warehouse.redshift import RedshiftDialect
+from shardline.loaders.warehouse.redshift_dialect import RedshiftDialect
 
 STREAM = "clicks"
 SHARD0 = "shardId-000000000000"

@@ -18,7 +18,7 @@ from shardline.errors import ConfigError, LoadFailed, ServiceUnavailable
 from shardline.records.ledger import StagedFile
 from shardline.layout import manifest_key
 from shardline.loaders.warehouse.plan import Manifest
-from shardline.loaders.warehouse.postgres import ManifestReader, PostgresDialect
+from shardline.loaders.warehouse.postgres_dialect import ManifestReader, PostgresDialect
 from shardline.loaders.loader import Loader, MAX_BACKOFF_S
 
 

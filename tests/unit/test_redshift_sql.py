@@ -21,7 +21,7 @@ from shardline import csvformat
 from shardline.controlstore import MemoryStore
 from shardline.errors import ConfigError, LoadFailed
 from shardline.loaders.warehouse import make_dialect
-from shardline.loaders.warehouse.redshift import RedshiftDialect
+from shardline.loaders.warehouse.redshift_dialect import RedshiftDialect
 from shardline.loaders.loader import Loader
 
 COLS = ("event_id, occurred_at, url, url_host, url_path, url_query, referrer, referrer_host, "

@@ -7,6 +7,7 @@ import pytest
 
 from tests.fakes import FakeKinesis
 
+from shardline.cli.kit import UsageError, parse_cli_timestamp
 from shardline.ops import replay
 from shardline.records.control import Checkpoint, HistoryEntry
 from shardline.exitcodes import ExitCode
@@ -48,7 +49,7 @@ def test_valid_combinations(argv, action):
     (["--list", "--reason", "r"], "not --list"),
 ])
 def test_invalid_combinations(argv, message):
-    with pytest.raises(replay.UsageError, match=message):
+    with pytest.raises(UsageError, match=message):
         replay.validate(parse(*argv))
 
 
@@ -81,21 +82,21 @@ def test_to_checkpoint_of_a_trim_horizon_entry_clears():
 
 
 def test_to_checkpoint_must_match_stream_and_shard():
-    with pytest.raises(replay.UsageError, match="belongs to clicks/shardId-000000000000"):
+    with pytest.raises(UsageError, match="belongs to clicks/shardId-000000000000"):
         replay.from_history(entry(), "clicks", "shardId-000000000001", 7)
-    with pytest.raises(replay.UsageError, match="belongs to"):
+    with pytest.raises(UsageError, match="belongs to"):
         replay.from_history(entry(), "other", "shardId-000000000000", 7)
-    with pytest.raises(replay.UsageError, match="no entry 9"):
+    with pytest.raises(UsageError, match="no entry 9"):
         replay.from_history(None, "clicks", "shardId-000000000000", 9)
 
 
-def test_parse_timestamp():
+def test_parse_cli_timestamp():
     utc = timezone.utc
-    assert replay.parse_timestamp("2026-11-26T06:00:00Z") == datetime(2026, 11, 26, 6, tzinfo=utc)
-    assert replay.parse_timestamp("2026-11-26T06:00:00") == datetime(2026, 11, 26, 6, tzinfo=utc)
-    assert replay.parse_timestamp("2026-11-26T08:00:00+02:00") == \
+    assert parse_cli_timestamp("2026-11-26T06:00:00Z") == datetime(2026, 11, 26, 6, tzinfo=utc)
+    assert parse_cli_timestamp("2026-11-26T06:00:00") == datetime(2026, 11, 26, 6, tzinfo=utc)
+    assert parse_cli_timestamp("2026-11-26T08:00:00+02:00") == \
         datetime(2026, 11, 26, 6, tzinfo=utc)
-    assert replay.parse_timestamp("1700000000") == datetime.fromtimestamp(1700000000, utc)
+    assert parse_cli_timestamp("1700000000") == datetime.fromtimestamp(1700000000, utc)
 
 
 def test_first_sequence_at_timestamp_skips_empty_pages():

@@ -10,7 +10,7 @@ import pytest
 from shardline import codec, layout, positions
 from shardline.errors import ConfigError
 from shardline.ops import reprocess, reprocess_diff, reprocess_sources
-from shardline.ops.replay import UsageError
+from shardline.cli.kit import UsageError
 from shardline.workers import transform as transform_mod
 from shardline.records.ledger import LOADED, PENDING, StagedFile
 from shardline.loaders.loader import load_group

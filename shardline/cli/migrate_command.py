@@ -1,17 +1,18 @@
-"""Small commands: ``migrate`` and ``settings``."""
+"""``shardline migrate``: the warehouse's tables (migrations, then the tables file), or with
+``--control`` the control store's; ``--print-sql`` and ``--dry-run`` apply nothing."""
 from __future__ import annotations
 
 import re
 
 from shardline import clients, ddl, migrate as migrate_mod, settings as settings_mod, upgrade
+from shardline.cli.kit import command_parser, load_settings, parse_command_args
 from shardline.errors import ConfigError
-from shardline.cli import command_parser, load_settings
 from shardline.exitcodes import ExitCode
 from shardline.logs import get_logger
-from shardline.tables import DEFAULT_TABLES, load_tables
+from shardline.tables import DEFAULT_TABLES, Tables, load_tables
 
 
-def migrate_main(argv: list[str]) -> int:
+def main(argv: list[str]) -> int:
     parser = command_parser("migrate", "Apply the numbered migrations (sql/migrations, shipped "
                                        "as shardline.sql), then the tables file (tables.file: "
                                        "CREATE TABLE for a new table, ALTER TABLE ... ADD "
@@ -28,7 +29,9 @@ def migrate_main(argv: list[str]) -> int:
     parser.add_argument("--control", action="store_true",
                         help="create the control store's tables instead ([control] backend: "
                              "a PostgreSQL database of its own, or DynamoDB tables)")
-    args = parser.parse_args(argv)
+    args, code = parse_command_args(parser, argv)
+    if args is None:
+        return code
     settings = load_settings(args)
     if args.control:
         return _migrate_control(settings, args.print_sql)
@@ -78,7 +81,7 @@ def migrate_main(argv: list[str]) -> int:
 _CREATED = re.compile(r"^CREATE TABLE (\w+)", re.MULTILINE)
 
 
-def _dry_run(conn: object, target: str, tables: object) -> int:
+def _dry_run(conn: object, target: str, tables: Tables) -> int:
     """``migrate --dry-run``: what would be applied, nothing applied."""
     pending = migrate_mod.pending(conn)
     made = set()
@@ -141,16 +144,3 @@ def _migrate_control(settings: settings_mod.Settings, print_sql: bool) -> int:
              ", ".join(created) or "-")
     return ExitCode.OK
 
-
-def settings_main(argv: list[str]) -> int:
-    parser = command_parser("settings", "List every setting with its env var and default; "
-                                        "with --check, validate the current configuration.")
-    parser.add_argument("--check", action="store_true")
-    args = parser.parse_args(argv)
-    if args.check:
-        load_tables(load_settings(args))
-        print("settings OK (and the tables file)")
-        return ExitCode.OK
-    for key, env, default, help_text in settings_mod.describe():
-        print(f"{key:<38} {env:<44} {default!s:<24} {help_text}")
-    return ExitCode.OK

@@ -1,28 +1,30 @@
-"""``shardline <command>``: one entry point, each command in its own module.
+"""``shardline <command>``: the entry point and the registry of commands.
 
-A command is ``module:function(argv) -> int``; it builds its parser from
-``command_parser`` so every command takes ``--config``, ``--set`` and
-``--log-level`` the same way, and loads settings with ``load_settings``.
-Errors map to named exit codes here, once.
+The command-line layer lives in this package: this module (``COMMANDS``, ``main``, the
+error -> exit code mapping, once), ``kit.py`` (what every command shares: the parser,
+settings loading, ``UsageError``, ``confirm``, ``parse_cli_timestamp``) and the commands
+of no other home (``migrate_command.py``, ``settings_command.py``). A command is
+``module:main(argv) -> int``, in the package of what it runs.
 """
 from __future__ import annotations
 
-import argparse
 import faulthandler
 import importlib
 import signal
 import sys
 from typing import Sequence
 
-from shardline import logs, settings as settings_mod
+from shardline.cli.kit import usage_errors
 from shardline.errors import (BatchFailed, ConfigError, LeaseHeld, LeaseLost, NoMigrations,
                               ShardlineError)
 from shardline.exitcodes import ExitCode
-from shardline.settings import Settings
+
+# The commands outside this package import these from here; their home is the kit.
+from shardline.cli.kit import command_parser, load_settings, parse_command_args  # noqa: F401
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "devstack": ("shardline.devstack:main", "start/stop the local stack (up|down|status|env)"),
-    "migrate": ("shardline.commands:migrate_main", "create or upgrade the warehouse tables"),
+    "migrate": ("shardline.cli.migrate_command:main", "create or upgrade the warehouse tables"),
     "create-stream": ("shardline.producer.create_stream:main", "create a Kinesis stream"),
     "produce": ("shardline.producer.produce_cli:produce_main", "put sample page views into a stream"),
     "consumer": ("shardline.consumers.main:main", "read one shard and dispatch batches (one per shard)"),
@@ -35,42 +37,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "supervisor-config": ("shardline.ops.supervisor_config:main", "write a supervisord config"),
     "agent": ("shardline.fleet.main:main", "this host's agent: spreads the consumers over hosts"),
     "metrics": ("shardline.metrics.main:main", "serve or print this host's Prometheus metrics"),
-    "settings": ("shardline.commands:settings_main", "list every setting, its env var and default"),
+    "settings": ("shardline.cli.settings_command:main", "list every setting, its env var and default"),
 }
-
-
-def command_parser(prog: str, description: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=f"shardline {prog}", description=description)
-    parser.add_argument("--config", help="settings file (default: $SHARDLINE_CONFIG or "
-                                         "./shardline.ini if present)")
-    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                        help="override one setting (repeatable)")
-    parser.add_argument("--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
-    return parser
-
-
-def parse_command_args(parser: argparse.ArgumentParser,
-                       argv: Sequence[str]) -> tuple[argparse.Namespace | None, int]:
-    """``parser.parse_args(argv)`` for a command that returns its exit code, not SystemExit.
-
-    ``(args, OK)``; ``(None, OK)`` after ``--help``; ``(None, USAGE)`` after a usage
-    error (argparse has printed it). Callers: ``if args is None: return code``.
-    """
-    try:
-        return parser.parse_args(argv), ExitCode.OK
-    except SystemExit as exc:
-        return None, ExitCode.OK if not exc.code else ExitCode.USAGE
-
-
-def load_settings(args: argparse.Namespace, **flags: str | None) -> Settings:
-    """File, then env, then ``--set``, then the command's own flags (``{"kinesis.stream": ...}``)."""
-    overrides = settings_mod.parse_set_flags(args.set)
-    overrides.update({k: str(v) for k, v in flags.items() if v is not None})
-    if getattr(args, "log_level", None):
-        overrides["log.level"] = args.log_level
-    settings = settings_mod.load(args.config, overrides=overrides)
-    logs.setup(settings.log.level, settings.log.format)
-    return settings
 
 
 # Most specific first: the class of an error decides the exit code, never its text.
@@ -118,14 +86,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         pass
     try:
         func = getattr(importlib.import_module(module_name), func_name)
-        return int(func(rest))
+        return int(usage_errors(name)(func)(rest))
     except ShardlineError as exc:
         code, prefix = exit_for(exc)
         print(f"shardline {name}: {prefix}{exc}", file=sys.stderr)
         return code
     except KeyboardInterrupt:
         return ExitCode.FORCED_STOP
-
-
-if __name__ == "__main__":
-    sys.exit(main())
