@@ -23,8 +23,8 @@ from shardline.settings import Settings
 COMMANDS: dict[str, tuple[str, str]] = {
     "devstack": ("shardline.devstack:main", "start/stop the local stack (up|down|status|env)"),
     "migrate": ("shardline.commands:migrate_main", "create or upgrade the warehouse tables"),
-    "create-stream": ("shardline.producer.create_stream:main", "create a Kinesis stream"),
-    "produce": ("shardline.producer.produce_cli:produce_main", "put sample page views into a stream"),
+    "create-stream": ("shardline.ops.create_stream:main", "create a Kinesis stream"),
+    "produce": ("shardline.sample.produce_cli:produce_main", "put sample page views into a stream"),
     "consumer": ("shardline.consumers.main:main", "read one shard and dispatch batches (one per shard)"),
     "worker": ("shardline.workers.main:main", "run Gearman stage workers"),
     "loader": ("shardline.loaders.main:main", "load staged files into the warehouse"),
