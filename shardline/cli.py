@@ -18,6 +18,7 @@ from shardline import logs, settings as settings_mod
 from shardline.errors import (BatchFailed, ConfigError, LeaseHeld, LeaseLost, NoMigrations,
                               ShardlineError)
 from shardline.exitcodes import ExitCode
+from shardline.extras import missing_message
 from shardline.settings import Settings
 
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -110,6 +111,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"shardline: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return ExitCode.USAGE
     module_name, func_name = COMMANDS[name][0].split(":")
+    if (missing := missing_message(name)) is not None:  # an install without the extra
+        print(missing, file=sys.stderr)
+        return ExitCode.NOT_INSTALLED
     # `kill -USR1 PID` prints every thread's stack to stderr (the supervisord log): the
     # first question about a process that looks stuck is "where is it?".
     try:
