@@ -38,7 +38,7 @@ from shardline import codec, devstack, layout, settings as settings_mod  # noqa:
 from shardline.consumers.reader import Position  # noqa: E402
 from shardline.kinesis import kinesis_client  # noqa: E402
 from shardline.ops import reprocess_sources as sources  # noqa: E402
-from shardline.producer import events  # noqa: E402
+from shardline.sample import events  # noqa: E402
 
 
 def fill(kinesis, s3, bucket: str, prefix: str, stream: str, n: int, shards: int,

@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 from shardline import devstack  # noqa: E402
 from shardline.kinesis import kinesis_client  # noqa: E402
 from shardline.devstack.fleet import Fleet, shardline, wait_for, warehouse_query  # noqa: E402
-from shardline.producer import events  # noqa: E402
+from shardline.sample import events  # noqa: E402
 from shardline.producer.producer import Producer  # noqa: E402
 from shardline.producer.put import put_events  # noqa: E402
 from shardline.settings import load  # noqa: E402

@@ -20,7 +20,7 @@ codec, csvformat, transform, rows and clients modules loaded from git by
   worker CPU-second from ``/proc``. Each run stages to a fresh stream name, so every batch
   is a new S3 object and a new ledger row.
 
-Input: realistic page views from ``shardline.producer.events`` (~400 bytes each, seeded),
+Input: realistic page views from ``shardline.sample.events`` (~400 bytes each, seeded),
 batched and ``codec.encode``d before the clock starts. Transform caches are emptied at the
 start of every in-process repetition (cold, like a fresh worker).
 """
@@ -46,7 +46,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from shardline import codec  # noqa: E402
-from shardline.producer import events  # noqa: E402
+from shardline.sample import events  # noqa: E402
 from shardline.tables import PAGE_VIEWS  # noqa: E402
 from shardline.workers import rows as rows_mod  # noqa: E402
 from shardline.workers import transform as transform_mod  # noqa: E402

@@ -175,7 +175,8 @@ class KinesisSettings:
 
 @dataclass
 class ProducerSettings:
-    """The embedded producer (shardline.producer.Producer); docs/producer.md."""
+    """The embedded producer (shardline.producer.Producer); docs/producer.md. The one
+    definition of its options: ``ProducerConfig`` is this section plus the stream."""
 
     linger_ms: float = _opt(50.0, "a batch waits at most this long for more records", min=0.1)
     aggregate: bool = _opt(False, "KPL-aggregate user records, grouped by shard")

@@ -22,7 +22,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from shardline.producer import events
+from shardline.sample import events
 from tests.chaos.proxy import FaultRates, KinesisFaultProxy
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -18,6 +18,7 @@ from shardline.cli.kit import usage_errors
 from shardline.errors import (BatchFailed, ConfigError, LeaseHeld, LeaseLost, NoMigrations,
                               ShardlineError)
 from shardline.exitcodes import ExitCode
+from shardline.extras import missing_message
 
 # The commands outside this package import these from here; their home is the kit.
 from shardline.cli.kit import command_parser, load_settings, parse_command_args  # noqa: F401
@@ -25,8 +26,8 @@ from shardline.cli.kit import command_parser, load_settings, parse_command_args 
 COMMANDS: dict[str, tuple[str, str]] = {
     "devstack": ("shardline.devstack:main", "start/stop the local stack (up|down|status|env)"),
     "migrate": ("shardline.cli.migrate_command:main", "create or upgrade the warehouse tables"),
-    "create-stream": ("shardline.producer.create_stream:main", "create a Kinesis stream"),
-    "produce": ("shardline.producer.produce_cli:produce_main", "put sample page views into a stream"),
+    "create-stream": ("shardline.ops.create_stream:main", "create a Kinesis stream"),
+    "produce": ("shardline.sample.produce_cli:main", "put sample page views into a stream"),
     "consumer": ("shardline.consumers.main:main", "read one shard and dispatch batches (one per shard)"),
     "worker": ("shardline.workers.main:main", "run Gearman stage workers"),
     "loader": ("shardline.loaders.main:main", "load staged files into the warehouse"),
@@ -78,6 +79,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"shardline: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return ExitCode.USAGE
     module_name, func_name = COMMANDS[name][0].split(":")
+    if (missing := missing_message(name)) is not None:  # an install without the extra
+        print(missing, file=sys.stderr)
+        return ExitCode.NOT_INSTALLED
     # `kill -USR1 PID` prints every thread's stack to stderr (the supervisord log): the
     # first question about a process that looks stuck is "where is it?".
     try:

@@ -1,8 +1,10 @@
-"""The producer side: what a web front end embeds (``Producer``, ``middleware``), the
-blocking ``put_events`` for tools and tests, KPL aggregation (``kpl``), the disk spool
-(``spool``), and the sample traffic (``events`` with ``traffic``, ``malformed``,
-``event_rules``) behind the ``produce`` / ``create-stream`` commands.
-docs/producer.md describes the Producer; docs/events.md the events.
+"""The producer library a web front end embeds: ``Producer`` (non-blocking ``put``, the
+background thread, the disk ``spool``, KPL aggregation in ``kpl``, ``metrics``), the WSGI/ASGI
+page-view ``middleware`` (the event's fields and limits in ``page_view``), its options
+(``config``), and the blocking ``put_events`` for tools and tests (``put``, sharing the retry
+loop of ``put_records``). It imports nothing of the pipeline beyond small dependency-free
+core modules, so ``pip install shardline`` without the ``pipeline`` extra is enough for it.
+Sample traffic is in ``shardline.sample``; docs/producer.md describes the Producer.
 """
 from shardline.producer.kpl import aggregate
 from shardline.producer.producer import Producer

@@ -27,7 +27,7 @@ from shardline.kinesis import ShardMap, StreamNotFound, error_code, open_shards
 from shardline.logs import get_logger
 from shardline.producer.kpl import pack
 from shardline.producer.put import MAX_BATCH_BYTES, MAX_BATCH_RECORDS
-from shardline.producer.put_records import Batch, Lane, PutStats, Sender
+from shardline.producer.put_records import Lane, PutBatch, PutStats, Sender
 from shardline.producer.spool import Chunk, Spool
 
 log = get_logger("producer")
@@ -62,7 +62,7 @@ class Pump:
         self.lanes: list[Lane] = []
         self.pending: list[collections.deque] = []
         self.pending_bytes: list[int] = []
-        self.inflight: set[Batch] = set()
+        self.inflight: set[PutBatch] = set()
         self.leftover: list[tuple] = []
         self.mode = "direct"
         self.spool: Spool | None = None
@@ -141,7 +141,7 @@ class Pump:
         if self.spool is not None:
             self.spool.forget_after_fork()
 
-    def _on_done(self, batch: Batch, exc: BaseException | None) -> None:
+    def _on_done(self, batch: PutBatch, exc: BaseException | None) -> None:
         if exc is not None:
             log.error("sending a batch failed: %s: %s", type(exc).__name__, exc)
         self.done.append(batch)
@@ -247,7 +247,7 @@ class Pump:
                 self.inflight.add(batch)
                 lane.offer(batch)
 
-    def _build(self, q: collections.deque, tag: Any = None) -> Batch:
+    def _build(self, q: collections.deque, tag: Any = None) -> PutBatch:
         """One PutRecords call's worth from the front of ``q`` (plain or KPL aggregates)."""
         popleft, take = q.popleft, []
         append = take.append
@@ -278,8 +278,8 @@ class Pump:
             entries = [{"Data": r[3], "PartitionKey": r[2]} for r in records]
             users = [1] * len(records)
             spans = [(i, i + 1) for i in range(len(records))]
-        return Batch(entries, users, nbytes, records=records, spans=spans, tag=tag,
-                     min_seq=min(map(_seq_of, take)), held=held)
+        return PutBatch(entries, users, nbytes, records=records, spans=spans, tag=tag,
+                        min_seq=min(map(_seq_of, take)), held=held)
 
     def _handle_done(self) -> None:
         refused = 0
@@ -311,7 +311,7 @@ class Pump:
             self.spool.ack(chunk)  # type: ignore[union-attr]
 
     @staticmethod
-    def _records_of(batch: Batch, entries: list[int]) -> list:
+    def _records_of(batch: PutBatch, entries: list[int]) -> list:
         recs = batch.records or []
         out = []
         for i in entries:

@@ -1,11 +1,12 @@
 """WSGI and ASGI middleware: one page-view event per request, through a ``Producer``.
 
-The event is a valid page view by docs/events.md (``event_rules.check`` accepts it):
-a uuid4 ``event_id``, ``occurred_at`` in UTC, the absolute ``url`` as requested
-(scheme and host as the client saw them behind a load balancer), ``referrer``,
+The event is a valid page view by docs/events.md (``shardline.sample.event_rules.check``
+accepts it): a uuid4 ``event_id``, ``occurred_at`` in UTC, the absolute ``url`` as
+requested (scheme and host as the client saw them behind a load balancer), ``referrer``,
 ``user_agent``, the client ``ip`` and a ``session_id`` from a cookie whose name you
 choose (a new session gets a new id and, with ``set_cookie``, the cookie). Text is cut
-to the warehouse's byte limits at a character boundary, NULs are removed.
+to the warehouse's byte limits (``page_view.MAX_BYTES``) at a character boundary, NULs
+are removed.
 
 Client IP behind proxies: ``trusted_proxies`` is how many proxies (load balancers)
 stand in front of the app; each appends the address it saw to ``X-Forwarded-For``.
@@ -25,7 +26,7 @@ from typing import Any, Awaitable, Callable, Iterable
 from urllib.parse import quote
 
 from shardline.logs import get_logger
-from shardline.producer.event_rules import MAX_BYTES
+from shardline.producer.page_view import MAX_BYTES
 
 log = get_logger("producer.middleware")
 

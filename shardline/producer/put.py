@@ -21,7 +21,7 @@ from shardline.errors import ConfigError, FatalError
 from shardline.kinesis import ShardInfo, ShardMap, error_code, open_shards
 from shardline.logs import get_logger
 from shardline.producer.kpl import AGG_MAX_BYTES, aggregate
-from shardline.producer.put_records import Batch, Lane, PutStats, Sender
+from shardline.producer.put_records import Lane, PutBatch, PutStats, Sender
 
 __all__ = ["MAX_BATCH_RECORDS", "MAX_BATCH_BYTES", "MAX_RECORD_BYTES", "AGG_MAX_BYTES",
            "PutStats", "put_events", "aggregate", "shard_map_for"]
@@ -56,8 +56,8 @@ class _Builder:
         self.nbytes = 0
         self.first_t = 0.0
 
-    def take(self) -> Batch:
-        batch = Batch(self.entries, self.users, self.nbytes)
+    def take(self) -> PutBatch:
+        batch = PutBatch(self.entries, self.users, self.nbytes)
         self.entries, self.users, self.nbytes = [], [], 0
         return batch
 

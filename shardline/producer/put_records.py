@@ -1,12 +1,12 @@
 """The one PutRecords retry loop, for ``put_events`` and the background ``Producer``.
 
-A ``Sender`` puts one ``Batch``: it retries only the entries a call reports as
+A ``Sender`` puts one ``PutBatch``: it retries only the entries a call reports as
 failed (and whole calls that fail with a retriable error), with capped
 exponential backoff and jitter, and counts what landed in a shared ``PutStats``.
 Two policies share it: ``put_events`` gives up after ``max_attempts`` and raises;
 the ``Producer`` (``max_attempts=None``) keeps trying until the batch is landed,
 abandoned (its records went to the spool) or the producer stops, and reports
-entries Kinesis refused for good in ``Batch.refused`` instead of raising.
+entries Kinesis refused for good in ``PutBatch.refused`` instead of raising.
 A ``Lane`` is one sender thread with a small queue, so HTTP calls overlap with
 building the next batch while each lane's records are still put in order.
 Error codes and classes come from ``shardline.kinesis``.
@@ -55,7 +55,7 @@ class PutStats:
 
 
 @dataclass(eq=False)
-class Batch:
+class PutBatch:
     """One PutRecords call's worth of entries (≤ 500 records, ≤ 5 MiB).
 
     ``users[i]`` is the number of user records entry ``i`` carries (KPL aggregates);
@@ -102,10 +102,10 @@ class Sender:
         step = min(self.cap, self.base * (2 ** min(attempt, 30)))
         self.sleep(step / 2 + self.rng.random() * step / 2)
 
-    def _give_up(self, batch: Batch) -> bool:
+    def _give_up(self, batch: PutBatch) -> bool:
         return batch.abandoned or self.stopping()
 
-    def send(self, batch: Batch) -> None:
+    def send(self, batch: PutBatch) -> None:
         """Put the batch; ``batch.pending`` is what is left when it returns early."""
         entries, users = batch.entries, batch.users
         pending = batch.pending
@@ -127,7 +127,7 @@ class Sender:
             codes: collections.Counter = collections.Counter()
             ok_shards: collections.Counter = collections.Counter()
             ok_users = 0
-            for i, result in zip(pending, response["Records"]):
+            for i, result in zip(pending, response["Records"], strict=False):
                 code = result.get("ErrorCode")
                 if not code:
                     ok_users += users[i]
@@ -165,7 +165,7 @@ class Sender:
             if self.progress is not None:
                 self.progress(self.stats)
 
-    def _call_failed(self, exc: Exception, batch: Batch, attempt: int) -> None:
+    def _call_failed(self, exc: Exception, batch: PutBatch, attempt: int) -> None:
         """Raise what ``put_events`` must raise; count and log a retried call."""
         code = error_code(exc)
         mapped = classify(exc)
@@ -206,7 +206,7 @@ class Lane:
     """
 
     def __init__(self, sender: Sender, threaded: bool, name: str, depth: int = 2,
-                 on_done: Callable[[Batch, BaseException | None], None] | None = None):
+                 on_done: Callable[[PutBatch, BaseException | None], None] | None = None):
         self.sender = sender
         self.failure: list[BaseException] = []
         self.on_done = on_done
@@ -238,14 +238,14 @@ class Lane:
         """Batches queued or being sent."""
         return self.queue.unfinished_tasks
 
-    def offer(self, batch: Batch) -> bool:
+    def offer(self, batch: PutBatch) -> bool:
         try:
             self.queue.put_nowait(batch)
             return True
         except queue.Full:
             return False
 
-    def submit(self, batch: Batch) -> None:
+    def submit(self, batch: PutBatch) -> None:
         if self.thread is None:
             self.sender.send(batch)
             return

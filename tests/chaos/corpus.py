@@ -20,9 +20,9 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
-from shardline.producer import events
+from shardline.sample import events
 from shardline.producer.put import put_events
-from shardline.producer.traffic import HOSTILE
+from shardline.sample.traffic import HOSTILE
 from shardline.workers.transform import page_view
 
 # Text columns a hostile value can reach; compared exactly after the load.

@@ -25,8 +25,8 @@ from tests.contract.loader_kit import (SHARD0, SHARD1, STREAM, PostgresBackend, 
                                  page_view, seq)
 from shardline.devstack.fleet import wait_for
 from shardline import codec
-from shardline.producer import events
-from shardline.producer.traffic import HOSTILE
+from shardline.sample import events
+from shardline.sample.traffic import HOSTILE
 from shardline.tables import PAGE_VIEWS
 
 pytestmark = pytest.mark.integration

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from shardline import producer
-from shardline.producer import events
+from shardline.sample import events
 from shardline.errors import ConfigError, FatalError, ThrottledError
 from shardline.exitcodes import ExitCode
 from tests.fakes import FakeKinesis

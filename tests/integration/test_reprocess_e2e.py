@@ -16,7 +16,7 @@ import textwrap
 import pytest
 
 from shardline.devstack.fleet import Fleet, control_query, shardline, wait_for
-from shardline.producer import events
+from shardline.sample import events
 from tests.pipeline import FAST, dead_letters, wait_active
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -7,7 +7,6 @@ import name, so ``import consumers`` / ``import workers`` fail there.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import sysconfig
@@ -17,10 +16,7 @@ import psycopg2
 import pytest
 
 from shardline import migrate
-
-REPO = Path(__file__).resolve().parents[2]
-SKIP = {".git", ".venv", "node_modules", ".devstack", "build", "dist", ".pytest_cache",
-        "__pycache__"}
+from tests.wheel_build import build_wheel
 
 
 @pytest.fixture(scope="module")
@@ -28,19 +24,13 @@ def wheel_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fresh venv holding only the wheel; third-party libraries come from ours via a .pth
     (a path line: our venv's own .pth files, the editable finder among them, are not run)."""
     root = tmp_path_factory.mktemp("wheel")
-    src = root / "src"
-    shutil.copytree(REPO, src, ignore=lambda d, names: [n for n in names if n in SKIP
-                                                          or n.endswith(".egg-info")])
+    wheel = build_wheel(root)
     pip = [sys.executable, "-m", "pip"]
-    subprocess.run(pip + ["wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
-                          str(root / "dist"), str(src)], check=True, timeout=180)
-    wheels = list((root / "dist").glob("shardline-*.whl"))
-    assert len(wheels) == 1, wheels
     venv = root / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     python = venv / "bin" / "python"
     subprocess.run(pip + ["--python", str(python), "install", "-q", "--no-deps",
-                          str(wheels[0])], check=True, timeout=180)
+                          str(wheel)], check=True, timeout=180)
     site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()"
                            "['purelib'])"], check=True, capture_output=True, text=True,
                           cwd=root).stdout.strip()

@@ -44,7 +44,7 @@ Derived columns:
   (``203.0.113.7`` -> ``203.0.113.0/24``), IPv6 /48 (``2001:db8:1:2::5`` ->
   ``2001:db8:1::/48``); an IPv4-mapped IPv6 address is treated as IPv4.
 - ``device_class`` from the user agent, first rule that matches (the same rules as
-  the reference ``shardline.producer.events.classify_user_agent``):
+  the reference ``shardline.sample.events.classify_user_agent``):
 
   1. ``bot``: "bot" at a word end or before "/", crawl, spider, slurp,
      facebookexternalhit, headless (case-insensitive);

@@ -6,7 +6,7 @@ import io
 from datetime import datetime
 
 from shardline import csvformat
-from shardline.producer.traffic import HOSTILE
+from shardline.sample.traffic import HOSTILE
 from tests.csvcheck import parse_csv
 
 NASTY = ['plain', 'quote " inside', 'comma, inside', 'tab\tinside', 'back\\slash',

@@ -8,8 +8,8 @@ import re
 
 import pytest
 
-from shardline.producer import events, malformed
-from shardline.producer.traffic import HOSTILE
+from shardline.sample import events, malformed
+from shardline.sample.traffic import HOSTILE
 
 START = dt.datetime(2026, 11, 26, 6, 30, tzinfo=dt.timezone.utc)
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from shardline.producer.event_rules import check
+from shardline.sample.event_rules import check
 from shardline.producer.middleware import ASGIMiddleware, WSGIMiddleware, client_ip
 
 

@@ -1,9 +1,9 @@
 """Today's stage path against the reference (the code before the speed-up, tests/stage_reference/):
 on a large seeded corpus, same CSV bytes, same rows, same dead letters and reasons.
 
-The corpus is what the stage worker meets: the producer's realistic page views (shardline.producer
-.events) with every malformed kind of shardline.producer.malformed, the hostile and awkward texts
-of shardline.producer.traffic in every field, JSON that parsers disagree on (NaN, big integers,
+The corpus is what the stage worker meets: the sample's realistic page views (shardline.sample
+.events) with every malformed kind of shardline.sample.malformed, the hostile and awkward texts
+of shardline.sample.traffic in every field, JSON that parsers disagree on (NaN, big integers,
 lone surrogates, duplicate keys, BOMs, deep nesting...), seeded byte-level mutations of good
 records, odd Kinesis metadata, and plugin transforms returning odd values in every column.
 """
@@ -16,7 +16,7 @@ import random
 import pytest
 
 from shardline import codec
-from shardline.producer import events, malformed, traffic
+from shardline.sample import events, malformed, traffic
 from shardline.tables import PAGE_VIEWS
 from shardline.workers import transform as transform_mod
 from shardline.workers.rows import RowBuilder

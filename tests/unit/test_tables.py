@@ -250,7 +250,7 @@ def test_the_clicks_example_file_is_valid_and_its_transform_imports():
 
 
 def test_the_generator_emits_clicks_only_when_asked():
-    from shardline.producer import events
+    from shardline.sample import events
 
     start = dt.datetime(2026, 12, 1, tzinfo=UTC)
     plain = [d for _k, _p, d in events.generate(200, seed=5, start=start)]
@@ -273,7 +273,7 @@ def test_stage_job_stages_one_file_per_table_and_a_retry_rewrites_nothing():
 
     from shardline import settings as settings_mod
     from shardline.controlstore.memory import MemoryStore
-    from shardline.producer import events
+    from shardline.sample import events
     from shardline.workers.stage import StageJob
     from tests.fakes import FakeS3
 

@@ -170,7 +170,7 @@ def test_device_class(ua, cls):
 
 
 def test_device_class_agrees_with_the_generator_reference():
-    from shardline.producer import events
+    from shardline.sample import events
 
     for expected, ua in events.USER_AGENTS:
         assert t.device_class(ua) == expected == events.classify_user_agent(ua), ua
@@ -178,7 +178,7 @@ def test_device_class_agrees_with_the_generator_reference():
 
 def test_generated_events_all_transform_like_the_reference():
     import json
-    from shardline.producer import events
+    from shardline.sample import events
 
     n = 0
     for kind, _, data in events.generate(3000, bad_fraction=0.0, seed=7):

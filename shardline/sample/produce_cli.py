@@ -1,12 +1,12 @@
 """``shardline produce``: put sample page views into a stream, with progress shown.
 
-Events come from ``shardline.producer.events`` (some malformed, some put a second time,
+Events come from ``shardline.sample.events`` (some malformed, some put a second time,
 byte for byte, like a retrying producer would) and go through the same
 ``shardline.producer.Producer`` a web front end embeds (``put`` per event, paced to
 ``--rate``, optionally KPL-aggregated and spooled), so sample traffic exercises it.
 A progress bar goes to stderr and a summary (optionally JSON, and the good
 event_ids) at the end; the first Ctrl-C finishes the records already made.
-The stream itself comes from ``shardline create-stream`` (``shardline.producer.create_stream``).
+The stream itself comes from ``shardline create-stream`` (``shardline.ops.create_stream``).
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from shardline.errors import ConfigError, ServiceUnavailable
 from shardline.exitcodes import ExitCode
 from shardline.kinesis import error_code, kinesis_client, open_shards
 from shardline.logs import get_logger
-from shardline.producer import events
+from shardline.sample import events
 from shardline.producer.producer import Producer
 
 log = get_logger("producer")
@@ -95,7 +95,7 @@ def _timestamp(text: str) -> dt.datetime:
     return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
 
 
-def produce_main(argv: list[str]) -> int:
+def main(argv: list[str]) -> int:
     parser = command_parser("produce", "Put sample page-view events (some malformed, some "
                                        "duplicated) into a Kinesis stream.")
     parser.add_argument("--stream", help="stream name (default: setting kinesis.stream)")

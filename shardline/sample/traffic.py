@@ -1,4 +1,4 @@
-"""The simulated site and its visitors, for the sample events of ``shardline.producer.events``.
+"""The simulated site and its visitors, for the sample events of ``shardline.sample.events``.
 
 Hosts and pages (``page_path``), referrers, user agents with the device class
 each should be classified as (``USER_AGENTS``), and visitor sessions
@@ -39,7 +39,7 @@ EXTERNAL_REFERRERS = (
 )
 
 # (device class a reader should derive, user agent).
-# See shardline.producer.event_rules.classify_user_agent.
+# See shardline.sample.event_rules.classify_user_agent.
 USER_AGENTS = (
     ("desktop", "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
                 "Chrome/131.0.0.0 Safari/537.36"),

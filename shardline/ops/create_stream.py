@@ -2,7 +2,7 @@
 
 Harmless if the stream exists with the same shard count; exit ``CONFIG`` if it
 exists with another, ``UNAVAILABLE`` if it is being deleted or stays CREATING.
-Sample traffic for it comes from ``shardline produce`` (``shardline.producer.produce_cli``).
+Sample traffic for it comes from ``shardline produce`` (``shardline.sample.produce_cli``).
 """
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ mistyped fields, bad timestamps, over-long fields, empty or near-1-MiB data, JSO
 nested deeper than any parser goes), so the stage worker's dead-letter path is
 exercised with realistic input; the reasons a reader must give are in docs/events.md.
 ``make(kind, source, i)`` builds one, drawing from the generator
-(``shardline.producer.events.Generator``) so a seed still gives the same bytes.
+(``shardline.sample.events.Generator``) so a seed still gives the same bytes.
 """
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import json
 import random
 from typing import Callable, Protocol
 
-from shardline.producer.event_rules import REQUIRED
-from shardline.producer.traffic import uuid4
+from shardline.sample.event_rules import REQUIRED
+from shardline.sample.traffic import uuid4
 
 BAD_KINDS = (
     "not_json",       # garbage text

@@ -16,9 +16,9 @@ Good records use the session id as partition key, so one session's events go to
 one shard in order. Bad records get a random partition key.
 
 This module assembles the records; the pieces live next to it and their names
-are re-exported here: ``shardline.producer.traffic`` (the simulated site and visitors,
-``USER_AGENTS``), ``shardline.producer.malformed`` (``BAD_KINDS`` and their makers) and
-``shardline.producer.event_rules`` (``check``, ``classify_user_agent``, ``ip_prefix``,
+are re-exported here: ``shardline.sample.traffic`` (the simulated site and visitors,
+``USER_AGENTS``), ``shardline.sample.malformed`` (``BAD_KINDS`` and their makers) and
+``shardline.sample.event_rules`` (``check``, ``classify_user_agent``, ``ip_prefix``,
 the fields and their byte limits).
 """
 from __future__ import annotations
@@ -31,11 +31,11 @@ import random
 import time
 from typing import Iterable, Iterator
 
-from shardline.producer import malformed
-from shardline.producer.event_rules import (FIELDS, MAX_BYTES, MAX_RECORD_BYTES, NULLABLE,
+from shardline.sample import malformed
+from shardline.sample.event_rules import (FIELDS, MAX_BYTES, MAX_RECORD_BYTES, NULLABLE,
                                             REQUIRED, check, classify_user_agent, ip_prefix)
-from shardline.producer.malformed import BAD_KINDS, NEAR_LIMIT_BYTES, NEAR_LIMIT_EVERY
-from shardline.producer.traffic import (AWKWARD, AWKWARD_PROBABILITY, EXTERNAL_REFERRERS, HOSTS,
+from shardline.sample.malformed import BAD_KINDS, NEAR_LIMIT_BYTES, NEAR_LIMIT_EVERY
+from shardline.sample.traffic import (AWKWARD, AWKWARD_PROBABILITY, EXTERNAL_REFERRERS, HOSTS,
                                         UTM, USER_AGENTS, Session, page_path, uuid4)
 
 __all__ = ["GOOD", "BAD_KINDS", "KINDS", "REQUIRED", "NULLABLE", "FIELDS", "MAX_BYTES",

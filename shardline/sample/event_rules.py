@@ -1,10 +1,11 @@
 """The page-view event rules of docs/events.md, as code: the reference a reader must match.
 
 ``check(data)`` says whether one record is a good event (and why not, by reason
-category); ``REQUIRED`` / ``NULLABLE`` / ``FIELDS`` / ``MAX_BYTES`` are the fields
-and their warehouse byte limits. ``classify_user_agent`` and ``ip_prefix`` are
-the reference derivations a transform (``workers/transform.py``) is tested
-against. Used by the sample generator (``shardline.producer.events``), tests and tools.
+category). The fields and their warehouse byte limits (``REQUIRED`` / ``NULLABLE`` /
+``FIELDS`` / ``MAX_BYTES``) are the producer library's (``shardline.producer.page_view``,
+from the page_views table of the tables definition), re-exported here. ``classify_user_agent``
+and ``ip_prefix`` are the reference derivations a transform (``workers/transform.py``) is
+tested against. Used by the sample generator (``shardline.sample.events``), tests and tools.
 """
 from __future__ import annotations
 
@@ -13,15 +14,11 @@ import ipaddress
 import json
 import re
 
-# Fields that must be present and non-null; REQUIRED + NULLABLE are all the fields.
-REQUIRED = ("event_id", "occurred_at", "url", "user_agent", "ip", "session_id")
-NULLABLE = ("referrer", "user_id")
-FIELDS = ("event_id", "occurred_at", "url", "referrer", "user_agent", "ip", "user_id",
-          "session_id")
-# UTF-8 byte limits of the event fields (from the page_views columns).
-MAX_BYTES = {"event_id": 36, "url": 2048, "referrer": 2048, "user_agent": 1024,
-             "user_id": 128, "session_id": 128}
-MAX_RECORD_BYTES = 1024 * 1024      # Kinesis: data + partition key of one record
+from shardline.producer.page_view import FIELDS, MAX_BYTES, NULLABLE, REQUIRED
+from shardline.producer.put import MAX_RECORD_BYTES
+
+__all__ = ["FIELDS", "MAX_BYTES", "MAX_RECORD_BYTES", "NULLABLE", "REQUIRED", "check",
+           "classify_user_agent", "ip_prefix"]
 
 _BOT = re.compile(r"bot\b|bot/|crawl|spider|slurp|facebookexternalhit|headless", re.I)
 _TABLET = re.compile(r"iPad|Tablet|Kindle|Silk/|PlayBook", re.I)

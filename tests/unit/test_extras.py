@@ -1,0 +1,41 @@
+"""Without the pipeline extra, a pipeline command stops at start with one line naming what
+is missing; the library's own commands run."""
+from __future__ import annotations
+
+import importlib.metadata
+
+import pytest
+
+from shardline import cli, extras
+from shardline.exitcodes import ExitCode
+
+
+@pytest.fixture
+def without_psycopg2(monkeypatch):
+    real = importlib.metadata.distribution
+
+    def distribution(name: str) -> importlib.metadata.Distribution:
+        if name == "psycopg2-binary":
+            raise importlib.metadata.PackageNotFoundError(name)
+        return real(name)
+
+    monkeypatch.setattr(importlib.metadata, "distribution", distribution)
+
+
+def test_the_pipeline_extra_is_read_from_the_installed_metadata():
+    assert {"psycopg2-binary", "pygearman", "supervisor"} <= set(extras.extra_packages())
+    assert extras.missing_packages() == []  # the dev install has the extra
+    assert extras.missing_message("consumer") is None
+
+
+def test_a_pipeline_command_stops_with_one_line(without_psycopg2, capsys):
+    assert cli.main(["migrate", "--dry-run"]) == ExitCode.NOT_INSTALLED
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert "shardline migrate:" in err and "psycopg2-binary" in err
+    assert "pip install 'shardline[pipeline]'" in err
+
+
+def test_the_library_commands_need_no_extra(without_psycopg2, capsys):
+    assert extras.missing_message("produce") is None
+    assert cli.main(["settings"]) == ExitCode.OK
