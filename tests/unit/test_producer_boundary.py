@@ -9,7 +9,8 @@ import sys
 LIBRARY = ("producer", "background", "config", "kpl", "metrics", "middleware", "page_view",
            "put", "put_records", "spool")
 CORE = {"shardline", "shardline.errors", "shardline.settings", "shardline.logs",
-        "shardline.kinesis", "shardline.tables", "shardline.tables_file"}
+        "shardline.kinesis", "shardline.tables", "shardline.tables_file",
+        "shardline.records", "shardline.records.tables"}
 PIPELINE_MODULES = ("psycopg2", "gearman", "supervisor", "tenacity", "aws_kinesis_agg")
 
 
