@@ -467,7 +467,6 @@ class OneStepAgent:
 
     def step(self, now: float) -> float:
         import os
-        import signal
 
         self.steps += 1
         if self.steps == 1:
