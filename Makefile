@@ -46,8 +46,9 @@ nodedeps: node_modules/.installed
 test: deps
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# `make demo KEEP=1` leaves the stack, the fleet and the status page running afterwards.
 demo: deps
-	$(PY) scripts/demo.py
+	$(PY) scripts/demo.py $(if $(filter-out 0,$(KEEP)),--keep)
 
 stack-up: deps
 	$(VENV)/bin/shardline devstack up

@@ -1,9 +1,12 @@
 """`make demo`: the whole pipeline on the local stack, end to end, in a few minutes.
 
 Starts the local stack, a supervisord with one consumer per shard (4 shards),
-2 stage workers and the loader; produces 100,000 page views (1% malformed) at a
-steady rate with a progress bar and a live status line; waits until everything
-is loaded; prints a summary and sample queries; stops everything it started.
+2 stage workers and the loader, and the status web page (`shardline status --serve`)
+on a free loopback port, whose URL it prints before anything is produced; produces
+100,000 page views (1% malformed) at a steady rate with a progress bar and a live
+status line; waits until everything is loaded; prints a summary and sample queries;
+then stops everything it started, unless asked to leave it running for exploring
+(`--keep`, or "y" at the prompt shown when stdin is a terminal).
 Any failure is said plainly, with the log to look at, and exits non-zero.
 """
 from __future__ import annotations
@@ -11,10 +14,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import select
+import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -45,6 +53,52 @@ def live_line(env: dict[str, str], produced: int | None) -> str:
             f"consumers {owned}")
 
 
+def free_loopback_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_status_page(env: dict[str, str], stream: str,
+                      log_path: Path) -> tuple[subprocess.Popen, int]:
+    """`shardline status --serve` for the demo's stream on a free loopback port.
+
+    A session of its own, so that a stack left running for exploring keeps its page
+    after the demo (and the terminal's Ctrl-C) is gone."""
+    port = free_loopback_port()
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(
+            [SHARDLINE, "status", "--stream", stream, "--serve", f"127.0.0.1:{port}",
+             "--interval", "1"], env=env, stdout=log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True)
+    return proc, port
+
+
+def status_page_report(url: str, timeout: float = 20) -> dict[str, Any]:
+    """/api/status of the page; it answers 503 until its first sample, so retry a while."""
+    deadline = time.time() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url + "api/status", timeout=5) as resp:
+                return json.loads(resp.read())
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            if time.time() > deadline:
+                raise DemoFailed(f"the status page {url} did not answer: {exc}") from None
+            time.sleep(0.5)
+
+
+def ask_to_keep(timeout: float = 60) -> bool:
+    """Only on a terminal (CI has no stdin); no answer within ``timeout`` means no."""
+    if not sys.stdin.isatty():
+        return False
+    print("\nLeave the stack running for exploring? [y/N] ", end="", flush=True)
+    ready, _, _ = select.select([sys.stdin], [], [], timeout)
+    answer = sys.stdin.readline().strip().lower() if ready else ""
+    if not ready:
+        print()
+    return answer in ("y", "yes")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=100_000)
@@ -53,14 +107,22 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--bad-fraction", type=float, default=0.01)
     parser.add_argument("--timeout", type=float, default=240, help="seconds to wait for loads")
+    parser.add_argument("--keep", action="store_true",
+                        help="leave the stack, the fleet and the status page running at the "
+                             "end and print how to stop them (`make demo KEEP=1`)")
+    parser.add_argument("--stack-dir", type=Path, default=ROOT / ".devstack",
+                        help="the local stack's directory (default: .devstack)")
     args = parser.parse_args()
 
     started = time.time()
-    stack_dir = ROOT / ".devstack"
+    stack_dir = args.stack_dir.resolve()
     run_id = time.strftime("%H%M%S")
     stream = f"demo-page-views-{run_id}"
     sup_dir = stack_dir / f"supervisor-{run_id}"
     fleet: Fleet | None = None
+    page: subprocess.Popen | None = None
+    page_url = ""
+    keep = args.keep
     try:
         step("starting the local stack (gearmand, kinesalite, moto S3, PostgreSQL) on 127.0.0.1")
         info = devstack.up(stack_dir)
@@ -79,6 +141,13 @@ def main() -> int:
         step(f"stream {stream}: {args.shards} shards")
         print(shardline("create-stream", "--stream", stream, "--shards", str(args.shards),
                         env=env).stdout.rstrip())
+
+        sup_dir.mkdir(parents=True, exist_ok=True)
+        page, port = start_status_page(env, stream, sup_dir / "status-page.log")
+        page_url = f"http://127.0.0.1:{port}/"
+        step(f"status page: open {page_url} to watch the run")
+        print(f"   (from another machine: ssh -L {port}:127.0.0.1:{port} THIS_HOST, "
+              f"then the same URL; its log: {sup_dir}/status-page.log)")
 
         step(f"supervisord: {args.shards} consumers, {args.workers} stage workers, 1 loader")
         fleet = Fleet(sup_dir, env, stream, args.workers)
@@ -122,6 +191,10 @@ def main() -> int:
         status = subprocess.run([SHARDLINE, "status", "--stream", stream], env=env, text=True,
                                 capture_output=True)
         print(status.stdout.rstrip())
+        report = status_page_report(page_url)
+        print(f"   status page answered: {page_url} "
+              f"({'HEALTHY' if report.get('healthy') else 'ALERT'}, "
+              f"{len(report.get('shards', []))} shards)")
 
         step("summary")
         (p50, p99, first_arrival, last_loaded), = query(env, """
@@ -151,6 +224,7 @@ def main() -> int:
             raise DemoFailed(f"expected exactly {good:,} rows, found {rows:,} "
                              f"({distinct_ids:,} distinct)")
         print("\nDemo finished: every valid event landed exactly once.")
+        keep = keep or ask_to_keep()
         return 0
     except (DemoFailed, RuntimeError, TimeoutError) as exc:
         if fleet is not None:
@@ -162,10 +236,36 @@ def main() -> int:
         print("\ninterrupted", file=sys.stderr)
         return 130
     finally:
-        step("stopping everything the demo started")
-        if fleet is not None:
-            fleet.stop()
-        devstack.down(stack_dir)
+        if keep:
+            print_how_to_stop(stack_dir, run_id, stream, page, page_url, fleet)
+        else:
+            step("stopping everything the demo started")
+            if page is not None:
+                page.terminate()
+                page.wait(10)
+            if fleet is not None:
+                fleet.stop()
+            devstack.down(stack_dir)
+
+
+def print_how_to_stop(stack_dir: Path, run_id: str, stream: str,
+                      page: subprocess.Popen | None, page_url: str, fleet: Fleet | None) -> None:
+    bin_dir = Path(SHARDLINE).parent
+    step("the stack stays up for exploring")
+    if page is not None:
+        print(f"   status page   {page_url}")
+    print(f"""   settings      eval "$({SHARDLINE} devstack env --dir {stack_dir})"
+                 export SHARDLINE_WAREHOUSE_SCHEMA=demo_{run_id} \\
+                        SHARDLINE_CONTROL_SCHEMA=demo_{run_id} SHARDLINE_KINESIS_STREAM={stream}
+   then          {SHARDLINE} status
+                 psql "$SHARDLINE_WAREHOUSE_DSN" -c 'select count(*) from demo_{run_id}.page_views'
+   to stop it all:""")
+    if page is not None:
+        print(f"                 kill {page.pid}    # the status page")
+    if fleet is not None:
+        print(f"                 {bin_dir / 'supervisorctl'} -c {fleet.conf} stop all")
+        print(f"                 {bin_dir / 'supervisorctl'} -c {fleet.conf} shutdown")
+    print(f"                 {SHARDLINE} devstack down --dir {stack_dir}")
 
 
 if __name__ == "__main__":

@@ -12,9 +12,14 @@ def main(argv: list[str]) -> int:
     parser = command_parser("settings", "List every setting with its env var and default; "
                                         "with --check, validate the current configuration.")
     parser.add_argument("--check", action="store_true")
+    parser.add_argument("--markdown", action="store_true",
+                        help="print docs/settings.md (every setting as a Markdown table)")
     args, code = parse_command_args(parser, argv)
     if args is None:
         return code
+    if args.markdown:
+        print(settings_mod.markdown(), end="")
+        return ExitCode.OK
     if args.check:
         load_tables(load_settings(args))
         print("settings OK (and the tables file)")

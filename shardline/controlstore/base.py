@@ -83,7 +83,7 @@ class Quarantined:
 
 @dataclass(frozen=True)
 class Host:
-    """A fleet host's last heartbeat (issue 13's agent)."""
+    """A fleet host's last heartbeat, written by its agent: how the others know it is alive."""
 
     host_id: str
     renewed_at: datetime
@@ -234,7 +234,7 @@ class ControlStore(abc.ABC):
     def quarantined(self, target_table: str) -> list[Quarantined]:
         """Quarantined files of the table, oldest staged first."""
 
-    # -- the fleet (issue 13) ---------------------------------------------------
+    # -- the fleet: heartbeats and the shard assignment the agents share -------------
     @abc.abstractmethod
     def heartbeat(self, host_id: str, ttl_s: float,
                   info: Mapping[str, str] | None = None) -> None:
@@ -258,7 +258,7 @@ class ControlStore(abc.ABC):
     def assignments(self, stream: str) -> dict[str, str]:
         """shard id -> host id for the stream's assigned shards."""
 
-    # -- status's view of the fleet and the ledger (issue 13; records at the module's end)
+    # -- status's view of the fleet and the ledger (records at the module's end)
     # Read-only queries for ``shardline status``; each is bounded by something small (the
     # hosts, the shards, a recent time window), never by the size of the ledger.
     @abc.abstractmethod
@@ -302,7 +302,7 @@ class ControlStore(abc.ABC):
         warehouse of the release before the control store; ``shardline/upgrade.py``)."""
 
 
-# -- status's view of the fleet and the ledger (issue 13) ------------------------------
+# -- status's view of the fleet and the ledger ----------------------------------------
 # Lease "streams" of the pipeline's own (the loader's lease is stream "@loader"), not Kinesis.
 INTERNAL_STREAM_PREFIX = "@"
 

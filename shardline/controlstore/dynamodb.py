@@ -28,7 +28,7 @@ from .base import (
     Lease, PendingStats, Quarantined, ShardStatus, StagedFile, check_status_fields, lease_held,
     lease_lost, replay_entry_checkpoint, replay_refused,
 )  # fmt: skip
-from .base import INTERNAL_STREAM_PREFIX, StagedTotals  # status's views (issue 13)
+from .base import INTERNAL_STREAM_PREFIX, StagedTotals  # status's views
 from .base import LegacyCheckpoint
 from .dynamodb_schema import (
     TABLES, from_us as _dt, item as _item, names as _names, ser as _ser, table_specs,

@@ -19,7 +19,7 @@ from .base import (
     Lease, PendingStats, Quarantined, ShardStatus, StagedFile, check_status_fields, lease_held,
     lease_lost, replay_entry_checkpoint, replay_refused,
 )  # fmt: skip
-from .base import INTERNAL_STREAM_PREFIX, StagedTotals  # status's views (issue 13)
+from .base import INTERNAL_STREAM_PREFIX, StagedTotals  # status's views
 
 
 class MemoryStore(ControlStore):

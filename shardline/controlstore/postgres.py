@@ -28,7 +28,7 @@ from .base import (
     Lease, PendingStats, Quarantined, ShardStatus, StagedFile, check_status_fields, lease_held,
     lease_lost, replay_entry_checkpoint, replay_refused,
 )  # fmt: skip
-from .base import FILE_STATES, INTERNAL_STREAM_PREFIX, StagedTotals  # status's views (issue 13)
+from .base import FILE_STATES, INTERNAL_STREAM_PREFIX, StagedTotals  # status's views
 
 SQL_DIR = resources.files("shardline.sql") / "control"
 

@@ -1,4 +1,4 @@
-"""Many hosts, one consumer per shard: the per-host agent (``shardline agent``, issue 13).
+"""Many hosts, one consumer per shard: the per-host agent (``shardline agent``).
 
 - ``assign.py``: the pure, deterministic balanced and sticky assignment of shards to hosts.
 - ``supervisor.py``: supervisord's XML-RPC interface (what ``supervisorctl update`` does).

@@ -33,26 +33,21 @@ from shardline.errors import ConfigError
 from shardline.exitcodes import ExitCode
 from shardline.fleet.agent import Agent, IncludeFile
 from shardline.fleet.supervisor import Supervisor, server_url
+from shardline.lifecycle import StopSignals
 from shardline.logs import get_logger
 from shardline.metrics import multiproc
 from shardline.ops.supervisor_render import DEFAULT_TEMPLATE, program_names, render_consumers
 from shardline.settings import ENV_PREFIX, Settings
 
 
-def stop_requested() -> threading.Event:
-    """SIGTERM/SIGINT handlers: the first sets the event, a second raises KeyboardInterrupt
-    (``shardline.cli`` turns it into FORCED_STOP). Kept in one place so that it can move to
-    a shared lifecycle module."""
-    event = threading.Event()
-
-    def handler(signum: int, frame: Any) -> None:
-        if event.is_set():
-            raise KeyboardInterrupt
-        event.set()
-
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
-    return event
+def stop_requested() -> StopSignals:
+    """SIGTERM/SIGINT handlers: the first ends the loop after the current step, a second
+    raises ``ForcedStop`` (``shardline.cli`` turns it into FORCED_STOP). ``StopSignals``
+    only counts in the handler and its ``wait`` polls: setting a ``threading.Event`` from a
+    handler can deadlock on the Event's own lock if the signal lands while it is held."""
+    stop = StopSignals(log=get_logger("agent"), notice="leaving after the current step")
+    stop.install((signal.SIGTERM, signal.SIGINT))
+    return stop
 
 
 def consumer_environment(environ: Any = None) -> dict[str, str]:
@@ -103,7 +98,7 @@ def build(settings: Settings, *, host_id: str, prefix: str = "",
         log=get_logger("agent", stream=stream, host=host_id))
 
 
-def run(agent: Agent, stop: threading.Event,
+def run(agent: Agent, stop: StopSignals | threading.Event,
         clock: Callable[[], float] = time.monotonic) -> int:
     """Step until asked to stop, sleeping what each step allows (a signal wakes it)."""
     agent.log.info("agent started (poll %.1fs, heartbeat TTL %.1fs)", agent.poll_s,

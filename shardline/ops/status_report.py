@@ -242,7 +242,7 @@ def build_report(*, now: datetime, streams: Sequence[str], leases: Iterable[Row]
     }
 
 
-# -- beyond shards (issue 13): the loader, gearmand, dead letters, the fleet -------
+# -- beyond shards: the loader, gearmand, dead letters, the fleet ------------------
 def pending_alerts(pending: Sequence[Row], last_load: Row | None,
                    max_age_s: float | None) -> list[str]:
     """The loader is not loading: a table's oldest pending file is older than

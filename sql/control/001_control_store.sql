@@ -84,7 +84,7 @@ CREATE TABLE staged_files (
 
 CREATE INDEX staged_files_by_state ON staged_files (target_table, state, staged_at, s3_key);
 
--- The fleet agent (issue 13): host heartbeats and which host runs which shard.
+-- The fleet agents: host heartbeats and which host runs which shard.
 CREATE TABLE hosts (
     host_id     VARCHAR(256) PRIMARY KEY,
     info        JSONB        NOT NULL DEFAULT '{}',

@@ -1,4 +1,4 @@
--- Which transform made each row (issue 12: reprocess, docs/iterating.md). The loader writes
+-- Which transform made each row (status --versions, docs/iterating.md). The loader writes
 -- the version the stage worker recorded for the file (staged_files.transform_version) into
 -- every row it inserts, and into the load record, where `shardline status` reads the
 -- versions per table without scanning the table. NULL: loaded before versions were kept.

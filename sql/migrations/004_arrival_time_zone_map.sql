@@ -1,4 +1,4 @@
--- Zone maps on arrival_time in the redshift-like mode (issue 12: reprocess).
+-- Zone maps on arrival_time in the redshift-like mode, for reprocess loads.
 --
 -- A reprocess load deletes the stored rows of its files' exact position ranges, bounded by
 -- the records' arrival range: Kinesis sets arrival_time, so the bound holds whatever

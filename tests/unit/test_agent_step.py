@@ -449,3 +449,55 @@ def test_agent_command_bad_config_exits_78_naming_the_key(no_settings, capsys, e
         no_settings.setenv(name, value)
     assert cli.main(["agent", "--stream", "clicks"]) == 78
     assert key in capsys.readouterr().err
+
+
+class OneStepAgent:
+    """An agent whose step sends this process a signal, as supervisord would mid-step."""
+
+    poll_s = 1.0
+    heartbeat_ttl_s = 3.0
+
+    def __init__(self, signum: int):
+        import logging
+
+        self.log = logging.getLogger("test-agent")
+        self.signum = signum
+        self.steps = 0
+        self.left = False
+
+    def step(self, now: float) -> float:
+        import os
+
+        self.steps += 1
+        if self.steps == 1:
+            os.kill(os.getpid(), self.signum)
+        return 30.0  # a long wait the stop has to cut short
+
+    def leave(self) -> None:
+        self.left = True
+
+
+def test_agent_signals_first_graceful_second_forced(no_settings):
+    import os
+    import signal
+    import time
+
+    from shardline.fleet import main as agent_main
+    from shardline.lifecycle import ForcedStop, StopSignals
+
+    stop = agent_main.stop_requested()
+    # lifecycle's handler only counts; no Event is set inside the signal handler
+    assert isinstance(stop, StopSignals)
+    assert signal.getsignal(signal.SIGTERM) == stop.handler
+    assert signal.getsignal(signal.SIGINT) == stop.handler
+
+    agent = OneStepAgent(signal.SIGTERM)
+    t0 = time.monotonic()
+    assert agent_main.run(agent, stop) == 0  # type: ignore[arg-type]
+    assert agent.steps == 1 and agent.left
+    assert time.monotonic() - t0 < 5  # the step's 30 s wait was cut short
+
+    with pytest.raises(KeyboardInterrupt) as forced:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(5)  # the handler raises in this (the main) thread before this ends
+    assert forced.type is ForcedStop and stop.forced
