@@ -49,7 +49,7 @@ from shardline import codec  # noqa: E402
 from shardline.producer import events  # noqa: E402
 from shardline.tables import PAGE_VIEWS  # noqa: E402
 from shardline.workers import rows as rows_mod  # noqa: E402
-from shardline.workers import transform as transform_mod  # noqa: E402
+from shardline.transforms import page_views as transform_mod  # noqa: E402
 from shardline.workers.stage import gzip_bytes  # noqa: E402
 
 import stage_baseline  # noqa: E402  (bench/, beside this file)

@@ -21,7 +21,7 @@ from shardline import codec
 from shardline.csvformat import NULL, format_row
 from shardline.errors import ConfigError
 from shardline.tables import TableSpec
-from shardline.workers.transform import Transform
+from shardline.transforms import Transform
 
 UTC = timezone.utc
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
