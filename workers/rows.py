@@ -268,9 +268,14 @@ class RowBuilder:
         self.event_columns = first.event_columns
 
     @classmethod
-    def routed(cls, tables: Any, transforms: dict[str, Transform]) -> "RowBuilder":
-        """The builder for a tables file (``shardline.tables.Tables``)."""
-        plans = [TablePlan(spec, transforms[spec.name]) for spec in tables.tables]
+    def routed(cls, tables: Any, transforms: dict[str, Transform],
+               first: str | None = None) -> "RowBuilder":
+        """The builder for a tables file (``shardline.tables.Tables``); ``first``: the table
+        its single-table view (``spec``, ``csv_text``, ``rows``) is of (default: the file's
+        first), routing unchanged."""
+        specs = sorted(tables.tables, key=lambda spec: spec.name != first) if first \
+            else tables.tables
+        plans = [TablePlan(spec, transforms[spec.name]) for spec in specs]
         default = tables.default.name if tables.default is not None else None
         return cls(plans[0].spec, plans[0].transform, plans=plans,
                    route_field=tables.route_field, by_value=tables.by_value, default=default)
