@@ -107,7 +107,7 @@ def archive_batches(location: str, settings: Settings) -> list[codec.Batch]:
             by_shard.setdefault((batch.stream, batch.shard_id), []).append(batch)
     if not by_shard:
         raise BadInput(f"no archive objects (*{layout.ARCHIVE_SUFFIX}) in {location}")
-    out = []
+    out: list[codec.Batch] = []
     for (stream, shard), batches in sorted(by_shard.items()):
         batches.sort(key=lambda b: b.records[0].position)
         out += once_per_record(batches, stream, shard)

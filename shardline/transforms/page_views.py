@@ -145,7 +145,7 @@ def page_view(event: Event) -> Row:
     host, path, query = (_split_url if len(url) <= CACHE_MAX_CHARS else split_url)(url)
     referrer = get("referrer")
     if referrer is not None and type(referrer) is not str:
-        optional_str(event, "referrer")  # raises
+        referrer = optional_str(event, "referrer")  # raises
     user_agent = get("user_agent")
     if type(user_agent) is not str:
         user_agent = require_str(event, "user_agent")
@@ -154,7 +154,7 @@ def page_view(event: Event) -> Row:
         ip = require_str(event, "ip")
     user_id = get("user_id")
     if user_id is not None and type(user_id) is not str:
-        optional_str(event, "user_id")  # raises
+        user_id = optional_str(event, "user_id")  # raises
     session_id = get("session_id")
     if type(session_id) is not str:
         session_id = require_str(event, "session_id")
