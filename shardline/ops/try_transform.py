@@ -11,7 +11,8 @@ transforms the stage workers would load. Nothing is written anywhere; no stack i
 It prints each table's rows as they would be staged and the dead letters with their reasons
 (a table, or ``--json``). ``--against-warehouse`` (archive records only: the comparison is by
 Kinesis position) also counts what the transforms would add, change or remove in each loaded
-table, with ``reprocess --dry-run``'s comparison (``reprocess_diff``).
+table, with ``reprocess --dry-run``'s comparison (``reprocess_diff``). It is for samples (an
+hour of the archive, a file of events): what it reads is held in memory.
 """
 from __future__ import annotations
 
