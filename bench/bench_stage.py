@@ -39,7 +39,7 @@ import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from types import SimpleNamespace
+from types import ModuleType, SimpleNamespace
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -49,6 +49,7 @@ from shardline import codec  # noqa: E402
 from shardline.sample import events  # noqa: E402
 from shardline.tables import PAGE_VIEWS  # noqa: E402
 from shardline.workers import rows as rows_mod  # noqa: E402
+from shardline.transforms import page_views as page_views_mod  # noqa: E402
 from shardline.workers import transform as transform_mod  # noqa: E402
 from shardline.workers.stage import gzip_bytes  # noqa: E402
 
@@ -69,9 +70,15 @@ def make_batches(n: int, batch_size: int, stream: str, seed: int = 1) -> list[co
 
 def _clear_caches(impl: SimpleNamespace) -> None:
     """Empty the transform's LRU caches: every repetition starts cold, like a fresh worker."""
-    for obj in vars(impl.transform).values():
+    for obj in vars(_page_views(impl)).values():
         if hasattr(obj, "cache_clear"):
             obj.cache_clear()
+
+
+def _page_views(impl: SimpleNamespace) -> ModuleType:
+    """The module with ``page_view`` and its caches: the transform API's ``page_views``, or
+    in revisions from before it, ``workers/transform.py``."""
+    return getattr(impl, "page_views", None) or impl.transform
 
 
 def _cpu(fn) -> float:
@@ -85,7 +92,7 @@ class InProcess:
 
     def __init__(self, impl: SimpleNamespace):
         self.impl = impl
-        self.builder = impl.rows.RowBuilder(PAGE_VIEWS, impl.transform.page_view)
+        self.builder = impl.rows.RowBuilder(PAGE_VIEWS, _page_views(impl).page_view)
         self.cpu = self.wall = 0.0
         self.records = 0
 
@@ -141,7 +148,7 @@ def breakdown(impl: SimpleNamespace, payloads: list[bytes]) -> dict[str, float]:
     events_: list = []
     js = _cpu(lambda: events_.extend(map(parse, datas)))
     _clear_caches(impl)
-    page_view = impl.transform.page_view
+    page_view = _page_views(impl).page_view
     tr = _cpu(lambda: [page_view(e) for e in events_])
     _clear_caches(impl)
     builder = rows.RowBuilder(PAGE_VIEWS, page_view)
@@ -158,7 +165,8 @@ def breakdown(impl: SimpleNamespace, payloads: list[bytes]) -> dict[str, float]:
 def compare(old: SimpleNamespace, payloads: list[bytes], runs: int) -> dict:
     """Old and new in-process paths interleaved, medians of ``runs`` repetitions each, plus
     each one's per-step breakdown (measured apart, after each repetition)."""
-    new = SimpleNamespace(codec=codec, rows=rows_mod, transform=transform_mod)
+    new = SimpleNamespace(codec=codec, rows=rows_mod, transform=transform_mod,
+                          page_views=page_views_mod)
     res: dict[str, list] = {"old": [], "new": []}
     parts: dict[str, list] = {"old": [], "new": []}
     interleaved(old, new, payloads[:4])  # warm-up, not counted: first-call costs

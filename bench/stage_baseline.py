@@ -21,9 +21,14 @@ ROOT = Path(__file__).resolve().parent.parent
 MODULES = {"codec": ("shardline/codec.py", "shardline.codec"),
            "csvformat": ("shardline/csvformat.py", "shardline.csvformat"),
            "transform": ("workers/transform.py", "shardline.workers.transform"),
+           # the transform API and the default transform, where the revision has them
+           # (before, page_view and its helpers were in workers/transform.py)
+           "transforms": ("shardline/transforms/__init__.py", "shardline.transforms"),
+           "page_views": ("shardline/transforms/page_views.py", "shardline.transforms.page_views"),
            "rows": ("workers/rows.py", "shardline.workers.rows"),
            # the worker's Gearman connection (read size), for the worker-process runs
            "clients": ("shardline/clients.py", "shardline.clients")}
+OPTIONAL = {"transforms", "page_views"}
 
 
 def load(rev: str) -> SimpleNamespace:
@@ -34,16 +39,22 @@ def load(rev: str) -> SimpleNamespace:
     base = Path(tempfile.mkdtemp(prefix="stage-baseline-"))
     (base / pkg).mkdir()
     (base / pkg / "__init__.py").write_text("")
+    present = {}
     for name, (path, dotted) in MODULES.items():
-        text = subprocess.run(["git", "-C", str(ROOT), "show", f"{sha}:{path}"], check=True,
-                              capture_output=True, text=True).stdout
+        shown = subprocess.run(["git", "-C", str(ROOT), "show", f"{sha}:{path}"],
+                               capture_output=True, text=True)
+        if shown.returncode != 0 and name in OPTIONAL:
+            continue
+        shown.check_returncode()
+        present[name] = (path, dotted)
+        text = shown.stdout
         for other, (_p, other_dotted) in MODULES.items():
             text = text.replace(f"from {other_dotted} import", f"from {pkg}.{other} import")
         text = text.replace("from shardline import codec\n", f"from {pkg} import codec\n")
         (base / pkg / f"{name}.py").write_text(text)
     sys.path.insert(0, str(base))
     try:
-        mods = {name: importlib.import_module(f"{pkg}.{name}") for name in MODULES}
+        mods = {name: importlib.import_module(f"{pkg}.{name}") for name in present}
     finally:
         sys.path.remove(str(base))
     return SimpleNamespace(rev=sha, **mods)
@@ -98,7 +109,9 @@ def install(ns: SimpleNamespace) -> None:
 
     _adapt(ns)
     for name, (_path, dotted) in MODULES.items():
-        module = getattr(ns, name)
+        module = getattr(ns, name, None)
+        if module is None:  # an optional module the revision does not have
+            continue
         sys.modules[dotted] = module
         parent, _, attr = dotted.rpartition(".")
         setattr(sys.modules[parent], attr, module)

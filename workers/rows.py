@@ -8,7 +8,9 @@ reason (``dead_letter``); a bad record never fails the batch. Nothing here does 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
+import linecache
 import math
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -21,7 +23,7 @@ from shardline import codec
 from shardline.csvformat import NULL, format_row
 from shardline.errors import ConfigError
 from shardline.tables import STAGED_SYSTEM, TableSpec
-from shardline.workers.transform import Transform
+from shardline.transforms import Transform
 
 UTC = timezone.utc
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -223,7 +225,7 @@ class TablePlan:
 
     def check_utf8(self, values: list) -> None:
         """Exact UTF-8 byte lengths and encodability of a non-ASCII row (raises _Reject)."""
-        for (name, kind, max_bytes, nullable), value in zip(self.columns, values):
+        for (name, _kind, max_bytes, nullable), value in zip(self.columns, values, strict=False):
             if type(value) is str and not value.isascii():
                 check_value(name, "text", max_bytes, nullable, value)
 
@@ -237,9 +239,12 @@ class RowBuilder:
     for the rest), the transform, then one fast accept test for the whole row (the
     line built by one join, whole-row quote/NUL counts, spec-compiled length tests).
     A row it does not accept is done column by column by ``TablePlan.exact_line``, the
-    code that defines every reason; tests/unit/test_stage_differential.py holds both to
-    the pre-speed-up reference. The exact UTF-8 work (byte lengths of non-ASCII text,
-    lone surrogates) runs only for the rare row whose CSV line is not pure ASCII.
+    code that defines every reason; tests/unit/test_stage_differential.py holds the fast
+    path to it, and the goldens (tests/golden/) hold both to the committed outputs. The
+    generated code is compiled under a name of its own with its source in ``linecache``
+    (``_compiled``), so a traceback through it shows the generated line. The exact UTF-8
+    work (byte lengths of non-ASCII text, lone surrogates) runs only for the rare row
+    whose CSV line is not pure ASCII.
     Worker columns are built valid by construction (timestamps from integers) and
     checked once per batch where they do not change (shard_id, staged_at): every table
     has the same system columns (``shardline.tables.STAGED_SYSTEM``).
@@ -262,9 +267,14 @@ class RowBuilder:
         self.event_columns = first.event_columns
 
     @classmethod
-    def routed(cls, tables: Any, transforms: dict[str, Transform]) -> "RowBuilder":
-        """The builder for a tables file (``shardline.tables.Tables``)."""
-        plans = [TablePlan(spec, transforms[spec.name]) for spec in tables.tables]
+    def routed(cls, tables: Any, transforms: dict[str, Transform],
+               first: str | None = None) -> "RowBuilder":
+        """The builder for a tables file (``shardline.tables.Tables``); ``first``: the table
+        its single-table view (``spec``, ``csv_text``, ``rows``) is of (default: the file's
+        first), routing unchanged."""
+        specs = sorted(tables.tables, key=lambda spec: spec.name != first) if first \
+            else tables.tables
+        plans = [TablePlan(spec, transforms[spec.name]) for spec in specs]
         default = tables.default.name if tables.default is not None else None
         return cls(plans[0].spec, plans[0].transform, plans=plans,
                    route_field=tables.route_field, by_value=tables.by_value, default=default)
@@ -423,17 +433,31 @@ def _row_line_function(plan: list[tuple], fits: Callable[[list], bool],
                                                              (out[name],)),
         "datetime": datetime, "UTC": UTC, "NUL": _NUL, "NULL_FIELD": _NULL_FIELD, "NULL": NULL,
         "only_str": _ONLY_STR, "fits": fits, "short_fits": short_fits, "short_max": short_max}
-    exec("\n".join(lines) + "\n", namespace)  # column names only through the getter
-    return namespace["row_line"]
+    # column names only through the getter
+    return _compiled("\n".join(lines) + "\n", "row_line", namespace)
 
 
 def _length_test(limits: list[tuple[int, int]]) -> Callable[[list], bool]:
     """-> fits(values): True when len(values[i]) <= limit for every (i, limit), as one
     expression compiled for the spec (a generic loop over 13 columns costs ~2 µs a row)."""
     body = " and ".join(f"len(v[{int(i)}]) <= {int(lim)}" for i, lim in limits) or "True"
-    namespace: dict[str, Any] = {}
-    exec(f"def fits(v, len=len):\n    return {body}\n", namespace)  # ints only, from the spec
-    return namespace["fits"]
+    # ints only, from the spec
+    return _compiled(f"def fits(v, len=len):\n    return {body}\n", "fits", {})
+
+
+def _compiled(source: str, name: str, namespace: dict[str, Any]) -> Callable[..., Any]:
+    """Run generated ``source`` in ``namespace`` and return the function ``name`` it defines.
+
+    Compiled under a filename naming the function and a digest of its source, with the
+    source registered in ``linecache``: a traceback through generated code then shows the
+    line that raised instead of ``File "<string>"`` and no text. The digest makes specs that
+    generate the same code share one entry, so the cache holds one per distinct source."""
+    digest = hashlib.sha1(source.encode("utf-8")).hexdigest()[:12]
+    filename = f"<shardline.workers.rows generated {name} {digest}>"
+    # mtime None: linecache.checkcache keeps the entry (there is no file to compare with)
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    exec(compile(source, filename, "exec"), namespace)
+    return namespace[name]
 
 
 def _json_type(value: Any) -> str:

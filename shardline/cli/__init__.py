@@ -35,6 +35,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "replay": ("shardline.ops.replay:main", "move a shard's checkpoint back (or list history)"),
     "reprocess": ("shardline.ops.reprocess:main", "re-stage records with the current transform, replacing their rows"),
     "redrive": ("shardline.ops.redrive:main", "send dead letters through the current transform again"),
+    "try-transform": ("shardline.ops.try_transform:main", "rows + dead letters of events, offline"),
     "supervisor-config": ("shardline.ops.supervisor_config:main", "write a supervisord config"),
     "agent": ("shardline.fleet.main:main", "this host's agent: spreads the consumers over hosts"),
     "metrics": ("shardline.metrics.main:main", "serve or print this host's Prometheus metrics"),

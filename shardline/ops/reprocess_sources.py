@@ -21,7 +21,7 @@ import gzip
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from shardline import codec, layout
 from shardline.consumers.batcher import Batcher
@@ -102,15 +102,24 @@ def archive_batches(s3: Any, bucket: str, prefix: str, stream: str, *,
     with ThreadPoolExecutor(max_workers=PREFETCH, thread_name_prefix="archive-get") as pool:
         for shard in sorted(by_shard):
             keys = [k for _first, k in sorted(by_shard[shard])]
-            mark: tuple | None = None
-            for start in range(0, len(keys), PREFETCH):
-                for batch in pool.map(fetch, keys[start:start + PREFETCH]):
-                    records = [r for r in batch.records
-                               if (mark is None or r.position > mark)
-                               and (lo is None or r.arrival_ms >= lo)
-                               and (hi is None or r.arrival_ms < hi)]
-                    if batch.records:
-                        last = batch.records[-1].position
-                        mark = last if mark is None or last > mark else mark
-                    if records:
-                        yield codec.Batch(stream, shard, records)
+            fetched = (batch for start in range(0, len(keys), PREFETCH)
+                       for batch in pool.map(fetch, keys[start:start + PREFETCH]))
+            yield from once_per_record(fetched, stream, shard, lo, hi)
+
+
+def once_per_record(batches: Iterable[codec.Batch], stream: str, shard: str,
+                    lo: float | None = None, hi: float | None = None) -> Iterator[codec.Batch]:
+    """Archived batches of one shard, in order of their first position -> each source
+    record once (a record at or before the last one yielded is dropped), restricted to
+    arrival times (ms) in [lo, hi)."""
+    mark: tuple | None = None
+    for batch in batches:
+        records = [r for r in batch.records
+                   if (mark is None or r.position > mark)
+                   and (lo is None or r.arrival_ms >= lo)
+                   and (hi is None or r.arrival_ms < hi)]
+        if batch.records:
+            last = batch.records[-1].position
+            mark = last if mark is None or last > mark else mark
+        if records:
+            yield codec.Batch(stream, shard, records)

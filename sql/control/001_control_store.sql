@@ -60,7 +60,7 @@ CREATE TABLE shard_status (
     PRIMARY KEY (stream, shard_id)
 );
 
--- The staged-file ledger (the columns of shardline.workers.ledger) plus quarantine.
+-- The staged-file ledger (the columns of shardline.records.ledger) plus quarantine.
 CREATE TABLE staged_files (
     s3_key               VARCHAR(1024) PRIMARY KEY,
     target_table         VARCHAR(128)  NOT NULL,

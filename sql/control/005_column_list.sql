@@ -1,4 +1,4 @@
--- The CSV columns of a staged file, comma-separated, in order (workers.ledger StagedFile
+-- The CSV columns of a staged file, comma-separated, in order (shardline.records.ledger StagedFile
 -- column_list): the loader's COPY names them, so files staged before a column was added to
 -- the table (shardline migrate: ALTER TABLE ... ADD COLUMN) still load. NULL for files
 -- staged before this column existed (page_views' columns of that release).

@@ -86,7 +86,7 @@ def test_clicks_in_their_own_table_and_a_column_added_mid_stream(
         (tmp_path / "pv_campaign.py").write_text(CAMPAIGN_TRANSFORM)
         changed = tables.read_text().replace(
             f'python_path = ["{EXAMPLE}"]', f'python_path = ["{EXAMPLE}", "."]').replace(
-            'transform = "shardline.workers.transform:page_view"',
+            'transform = "shardline.transforms.page_views:page_view"',
             'transform = "pv_campaign:page_view"').replace(
             '{ name = "session_id",    type = "varchar(128)",  not_null = true },\n]',
             '{ name = "session_id",    type = "varchar(128)",  not_null = true },\n'

@@ -21,7 +21,7 @@ ROOTS = {"shardline": "shardline", "consumers": "shardline.consumers",
          "workers": "shardline.workers", "loaders": "shardline.loaders"}
 PROCESSES = ("shardline.workers", "shardline.loaders", "shardline.consumers")
 NOT_CORE = PROCESSES + ("shardline.ops", "shardline.fleet", "shardline.devstack",
-                        "shardline.cli", "shardline.commands", "shardline.metrics.main")
+                        "shardline.cli", "shardline.metrics.main")
 
 Graph = dict[str, set[str]]
 

@@ -11,6 +11,7 @@ from shardline import codec, layout, positions
 from shardline.errors import ConfigError
 from shardline.ops import reprocess, reprocess_diff, reprocess_sources
 from shardline.cli.kit import UsageError
+from shardline.transforms import page_views
 from shardline.workers import transform as transform_mod
 from shardline.records.ledger import LOADED, PENDING, StagedFile
 from shardline.loaders.loader import load_group
@@ -34,7 +35,7 @@ def entry(key: str, *, generation=None, version="v1", rows=1, staged=0) -> Stage
 
 
 def test_transform_version_declared_or_a_hash_of_the_code(tmp_path, monkeypatch):
-    assert transform_mod.transform_version(transform_mod.page_view) == transform_mod.VERSION
+    assert transform_mod.transform_version(transform_mod.page_view) == page_views.VERSION
     (tmp_path / "tv_plain.py").write_text("def t(e):\n    return e\n")
     (tmp_path / "tv_long.py").write_text(f"VERSION = {'x' * 65!r}\ndef t(e):\n    return e\n")
     monkeypatch.syspath_prepend(str(tmp_path))

@@ -11,6 +11,7 @@ import pytest
 from shardline import codec, ddl, migrate, tables_file
 from shardline.errors import ConfigError, SchemaMismatch
 from shardline.tables import PAGE_VIEWS, STAGED_SYSTEM, load_tables
+from shardline import transforms
 from shardline.workers import transform as transform_mod
 from shardline.workers.rows import RowBuilder
 
@@ -201,7 +202,7 @@ def test_routing_sends_each_event_to_its_table_and_unrouted_ones_to_dead_letters
     pv = {"event_id": "6bf70d11-5820-4311-b52d-bd490274a3fa",
           "occurred_at": "2026-12-01T08:00:00Z"}
     builder = RowBuilder.routed(tables, {"page_views": lambda e: {
-        "event_id": e["event_id"], "occurred_at": transform_mod.parse_timestamp(
+        "event_id": e["event_id"], "occurred_at": transforms.parse_timestamp(
             e["occurred_at"])}, "clicks": clicks})
     recs = [_record(0, pv), _record(1, {"type": "click", "target": "buy", "x": 3}),
             _record(2, {**pv, "type": "page_view"}), _record(3, {"type": "tap", "target": "t"}),

@@ -1,4 +1,4 @@
-"""The default page-view transform (shardline.workers.transform:page_view)."""
+"""The default page-view transform (shardline.transforms.page_views:page_view)."""
 from __future__ import annotations
 
 from datetime import datetime, timezone
@@ -6,8 +6,8 @@ from datetime import datetime, timezone
 import pytest
 
 from shardline.errors import BadRecord
-from shardline.workers import transform as t
-from shardline.workers.transform import page_view
+from shardline.transforms import page_views as t
+from shardline.transforms.page_views import page_view
 
 UTC = timezone.utc
 
