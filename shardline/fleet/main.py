@@ -25,7 +25,8 @@ import socket
 import sys
 import threading
 import time
-from typing import Any, Callable, Sequence
+from types import FrameType
+from typing import Callable, Mapping, Sequence
 
 from shardline import kinesis
 from shardline.cli import command_parser, load_settings, parse_command_args
@@ -45,7 +46,7 @@ def stop_requested() -> threading.Event:
     a shared lifecycle module."""
     event = threading.Event()
 
-    def handler(signum: int, frame: Any) -> None:
+    def handler(signum: int, frame: FrameType | None) -> None:
         if event.is_set():
             raise KeyboardInterrupt
         event.set()
@@ -55,7 +56,7 @@ def stop_requested() -> threading.Event:
     return event
 
 
-def consumer_environment(environ: Any = None) -> dict[str, str]:
+def consumer_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """This process's non-secret SHARDLINE_* settings, for the consumers' ``environment=``."""
     from shardline.ops.supervisor_config import parse_env
 
