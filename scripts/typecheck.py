@@ -9,8 +9,9 @@ folders sit at their package names, runs mypy on the whole package there, and pr
 error with the real source path.
 
 Every module is checked (so types across components are real), but only errors in the
-*scope* (``[tool.shardline.typecheck] scope`` in pyproject.toml: path prefixes of areas that
-are clean) fail the run; the others are counted per file. ``--all`` makes every error count.
+*scope* (``[tool.shardline.lint] scope`` in pyproject.toml: files and folders that are clean)
+fail the run; the others are counted per file. ``--all`` makes every error count.
+``--print-scope`` prints the scope, one path a line (``make lint`` runs ruff on it).
 """
 from __future__ import annotations
 
@@ -83,7 +84,7 @@ def real_path(path: str, links: dict[Path, Path]) -> str:
 def load_scope() -> list[str]:
     with open(ROOT / "pyproject.toml", "rb") as f:
         conf = tomllib.load(f)
-    scope: list[str] = conf["tool"]["shardline"]["typecheck"]["scope"]
+    scope: list[str] = conf["tool"]["shardline"]["lint"]["scope"]
     return scope
 
 
@@ -97,7 +98,12 @@ def main(argv: list[str]) -> int:
                         help="fail on errors anywhere, not only in the scope")
     parser.add_argument("--quiet-outside", action="store_true",
                         help="do not list the errors outside the scope, only count them")
+    parser.add_argument("--print-scope", action="store_true",
+                        help="print the scope's paths and exit")
     args = parser.parse_args(argv)
+    if args.print_scope:
+        print("\n".join(load_scope()))
+        return 0
 
     links = build_farm()
     scope = load_scope()
