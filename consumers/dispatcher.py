@@ -58,7 +58,6 @@ class JobError(Exception):
 
 
 class Dispatcher:
-
     def __init__(self, client_factory: Callable[[], GearmanSubmitter], function: str, *,
                  threads: int, job_timeout_s: float, max_attempts: int, retry_max_s: float,
                  sleep: Callable[[float], None] = time.sleep, log: ContextLogger | None = None,
@@ -139,7 +138,7 @@ class Dispatcher:
             client = holder["client"] = self.client_factory()
         try:
             req = client.submit_job(self.function, payload, unique=unique,
-                                              poll_timeout=self.job_timeout_s, max_retries=0)
+                                    poll_timeout=self.job_timeout_s, max_retries=0)
         except Exception as exc:  # noqa: BLE001 - any client error: rebuild the client
             self._discard(holder)
             raise JobError(f"gearman submit: {type(exc).__name__}: {exc}") from exc
