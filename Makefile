@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 
-.PHONY: demo test chaos deps sysdeps pydeps nodedeps stack-up stack-down bench clean
+.PHONY: demo test lint chaos deps sysdeps pydeps nodedeps stack-up stack-down bench clean
 
 deps: sysdeps pydeps nodedeps
 
@@ -43,7 +43,14 @@ node_modules/.installed: package.json package-lock.json
 
 nodedeps: node_modules/.installed
 
-test: deps
+# ruff, then mypy over the package under its real module names (scripts/typecheck.py), both
+# held to the scope in pyproject.toml ([tool.shardline.lint]): the parts that are clean so far.
+lint: pydeps
+	$(VENV)/bin/ruff check $$($(PY) scripts/typecheck.py --print-scope)
+	$(PY) scripts/typecheck.py --quiet-outside
+
+# Lint first (seconds), then the suite (minutes).
+test: deps lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # `make demo KEEP=1` leaves the stack, the fleet and the status page running afterwards.

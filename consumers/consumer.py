@@ -11,22 +11,24 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from typing import Any, Callable
+from typing import Callable, Protocol
 
 import tenacity
 
 from shardline.consumers.batcher import Batcher
 from shardline.consumers.cadence import CheckpointCadence, Every
+from shardline.consumers.dispatcher import Outcome
 from shardline.consumers.lease import LeaseKeeper, make_owner
-from shardline.consumers.reader import start_position
-from shardline.consumers.window import Window
+from shardline.consumers.reader import Position, ReadResult, start_position
+from shardline.consumers.window import Slot, Window
 from shardline.codec import Batch, encoded_size
 from shardline.records.control import SHARD_END, Checkpoint
+from shardline.controlstore.base import ControlStore, lease_lost
 from shardline.errors import (BatchFailed, LeaseHeld, RetriableError, ServiceUnavailable,
                               ShardlineError)
 from shardline.exitcodes import ExitCode
 from shardline.kinesis import ShardInfo
-from shardline.logs import get_logger
+from shardline.logs import ContextLogger, get_logger
 from shardline.metrics.pipeline import ConsumerMetrics
 from shardline.settings import Settings
 
@@ -40,12 +42,41 @@ class ShardNotFound(ShardlineError):
     """The shard is not in the stream (typo, or it aged out)."""
 
 
+class ShardSource(Protocol):
+    """What the loop reads through: ``ShardReader`` (GetRecords with an iterator kept fresh,
+    pacing and bounded retries). A Protocol rather than the class so that the loop's
+    contract is written down and a test may drive it with a double of its own."""
+
+    position: Position
+    last_sequence: str | None
+    closed: bool  # SHARD_END reached: no iterator any more
+
+    def sleep(self, seconds: float) -> None: ...
+    def start(self, position: Position) -> None: ...
+    def wait_s(self, now: float) -> float: ...
+    def read(self) -> ReadResult: ...
+    def keep_fresh(self, now: float) -> None: ...
+    def iterator_age_s(self, now: float) -> float: ...
+
+
+class BatchSink(Protocol):
+    """Where closed batches go and their outcomes come from: ``Dispatcher`` (Gearman jobs
+    on threads) and ``tests.fakes.FakeDispatcher``. ``submit`` never blocks the loop."""
+
+    def start(self) -> None: ...
+    def submit(self, ticket: int, stream: str, batch: Batch) -> None: ...
+    def poll(self) -> list[Outcome]: ...
+    def wait(self, timeout: float) -> bool: ...
+    def stop(self) -> None: ...
+
+
 class Consumer:
-    def __init__(self, settings: Settings, shard_id: str, *, reader: Any, dispatcher: Any,
-                 control: Any, shards: Callable[[], list[ShardInfo]],
+    def __init__(self, settings: Settings, shard_id: str, *, reader: ShardSource,
+                 dispatcher: BatchSink, control: ControlStore,
+                 shards: Callable[[], list[ShardInfo]],
                  clock: Callable[[], float] = time.monotonic,
                  wall: Callable[[], float] = time.time, owner: str | None = None,
-                 log: Any = None):
+                 log: ContextLogger | None = None):
         cs = self.cs = settings.consumer
         self.stream, self.shard_id = settings.kinesis.stream, shard_id
         self.reader, self.dispatcher, self.control = reader, dispatcher, control
@@ -230,7 +261,7 @@ class Consumer:
             if head is failed:
                 self._fail(failed)
 
-    def _fail(self, slot: Any) -> None:
+    def _fail(self, slot: Slot) -> None:
         """A batch kept failing: checkpoint only what precedes it, then stop (exit 70)."""
         b = slot.batch
         msg = (f"batch {b.batch_id} ({len(b.records)} records) failed after "
@@ -257,7 +288,10 @@ class Consumer:
         cp = cp or self.staged_cp
         if cp is None or cp == self.committed:
             return
-        self.control.checkpoint(self.stream, self.shard_id, self.owner, self.lease.token,
+        token = self.lease.token
+        if token is None:  # released: what the store would answer to a write without it
+            raise lease_lost(self.stream, self.shard_id, 0)
+        self.control.checkpoint(self.stream, self.shard_id, self.owner, token,
                                 self.cs.lease_ttl_s, cp, source=source)
         self.committed = cp
         self.lease.renewed(now)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 from datetime import datetime
-from typing import Any, Iterable, Iterator
+from typing import Iterable, Iterator
 
 from aws_kinesis_agg import DIGEST_SIZE, MAGIC
 # Through the deaggregator module: its messages_pb2 does ``import config_pb2``, which
@@ -22,9 +22,10 @@ from aws_kinesis_agg.deaggregator import messages_pb2
 from google.protobuf.message import DecodeError
 
 from shardline.codec import AGGREGATED, LAST_SUB, Record
+from shardline.kinesis import RawRecord
 
 
-def _arrival_ms(raw: dict[str, Any]) -> int:
+def _arrival_ms(raw: RawRecord) -> int:
     ts = raw.get("ApproximateArrivalTimestamp")
     if isinstance(ts, (int, float)):
         return round(ts * 1000)  # Kinesis gives milliseconds: round, don't truncate 0.999...
@@ -33,7 +34,7 @@ def _arrival_ms(raw: dict[str, Any]) -> int:
     return 0
 
 
-def _aggregate(data: bytes) -> Any:
+def _aggregate(data: bytes) -> messages_pb2.AggregatedRecord | None:
     """The KPL message in ``data``, or None when it is not a valid KPL aggregate.
 
     We parse with aws_kinesis_agg's own protobuf message instead of calling its
@@ -57,7 +58,7 @@ def _aggregate(data: bytes) -> Any:
     return message
 
 
-def records_from(raw: dict[str, Any]) -> list[Record]:
+def records_from(raw: RawRecord) -> list[Record]:
     """The user records inside one boto3 GetRecords record, in order."""
     seq, arrival, data = raw["SequenceNumber"], _arrival_ms(raw), raw["Data"]
     message = _aggregate(data)
@@ -75,7 +76,7 @@ def records_from(raw: dict[str, Any]) -> list[Record]:
     return [Record(seq, 0, raw["PartitionKey"], bytes(data), arrival, LAST_SUB)]
 
 
-def user_records(raws: Iterable[dict[str, Any]],
+def user_records(raws: Iterable[RawRecord],
                  skip_through: tuple[str, int] | None = None) -> Iterator[Record]:
     """De-aggregate; drop sub-records at or before ``skip_through`` = (sequence, sub) of
     the same sequence number (the checkpoint of a partly delivered aggregate)."""

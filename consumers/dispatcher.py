@@ -15,11 +15,12 @@ import queue
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Callable, Protocol, TypedDict
 
 import tenacity
 
 from shardline.codec import Batch, encode_job
+from shardline.logs import ContextLogger
 
 
 @dataclass(frozen=True)
@@ -38,16 +39,28 @@ def unique_id(stream: str, batch: Batch, generation: str | None = None) -> str:
     return hashlib.sha1(f"{stream}/{batch.batch_id}{tail}".encode()).hexdigest()
 
 
+class GearmanSubmitter(Protocol):
+    """The part of pygearman's ``GearmanClient`` used here (pygearman has no types)."""
+
+    def submit_job(self, task: bytes, data: bytes, *, unique: str, poll_timeout: float,
+                   max_retries: int) -> object: ...
+    def shutdown(self) -> None: ...
+
+
+class _Holder(TypedDict):
+    """A thread's client, shared with ``_attempt`` so that a failed attempt can drop it."""
+
+    client: GearmanSubmitter | None
+
+
 class JobError(Exception):
     """One attempt did not complete (FAILED, lost, or connection error)."""
 
 
 class Dispatcher:
-    _STOP = object()
-
-    def __init__(self, client_factory: Callable[[], Any], function: str, *, threads: int,
-                 job_timeout_s: float, max_attempts: int, retry_max_s: float,
-                 sleep: Callable[[float], None] = time.sleep, log: Any = None,
+    def __init__(self, client_factory: Callable[[], GearmanSubmitter], function: str, *,
+                 threads: int, job_timeout_s: float, max_attempts: int, retry_max_s: float,
+                 sleep: Callable[[float], None] = time.sleep, log: ContextLogger | None = None,
                  generation: str | None = None):
         self.client_factory = client_factory
         self.generation = generation  # set: the jobs of a reprocess run (codec.encode_job)
@@ -55,7 +68,8 @@ class Dispatcher:
         self.threads, self.job_timeout_s = threads, job_timeout_s
         self.max_attempts, self.retry_max_s = max_attempts, retry_max_s
         self.sleep, self.log = sleep, log
-        self._jobs: "queue.Queue[Any]" = queue.Queue()
+        # (ticket, stream, batch); None tells one thread to stop
+        self._jobs: "queue.Queue[tuple[int, str, Batch] | None]" = queue.Queue()
         self._results: "queue.Queue[Outcome]" = queue.Queue()
         self._threads: list[threading.Thread] = []
         self.ready = threading.Event()  # set when an outcome is waiting
@@ -84,19 +98,19 @@ class Dispatcher:
 
     def stop(self) -> None:
         for _ in self._threads:
-            self._jobs.put(self._STOP)
+            self._jobs.put(None)
 
     # -- threads ----------------------------------------------------------------
     def _run(self) -> None:
-        client = None
+        client: GearmanSubmitter | None = None
         while True:
             item = self._jobs.get()
-            if item is self._STOP:
+            if item is None:
                 return
             ticket, stream, batch = item
             payload = encode_job(batch, self.generation)
             unique = unique_id(stream, batch, self.generation)
-            holder = {"client": client}
+            holder: _Holder = {"client": client}
             retryer = tenacity.Retrying(
                 retry=tenacity.retry_if_exception_type(JobError),
                 # 0.5, 1, 2, 4, 8, 10... s (+ up to 0.5 s jitter): the default 8 attempts
@@ -117,13 +131,14 @@ class Dispatcher:
             self._results.put(outcome)
             self.ready.set()
 
-    def _attempt(self, holder: dict, payload: bytes, unique: str) -> None:
+    def _attempt(self, holder: _Holder, payload: bytes, unique: str) -> None:
         """One submit; returns when the job completed (its result carries nothing)."""
-        if holder["client"] is None:
-            holder["client"] = self.client_factory()
+        client = holder["client"]
+        if client is None:
+            client = holder["client"] = self.client_factory()
         try:
-            req = holder["client"].submit_job(self.function, payload, unique=unique,
-                                              poll_timeout=self.job_timeout_s, max_retries=0)
+            req = client.submit_job(self.function, payload, unique=unique,
+                                    poll_timeout=self.job_timeout_s, max_retries=0)
         except Exception as exc:  # noqa: BLE001 - any client error: rebuild the client
             self._discard(holder)
             raise JobError(f"gearman submit: {type(exc).__name__}: {exc}") from exc
@@ -141,7 +156,7 @@ class Dispatcher:
             self.log.warning("batch job attempt %d/%d: %s; retrying", state.attempt_number,
                              self.max_attempts, state.outcome.exception())
 
-    def _discard(self, holder: dict) -> None:
+    def _discard(self, holder: _Holder) -> None:
         client, holder["client"] = holder["client"], None
         if client is not None:
             try:

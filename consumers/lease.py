@@ -11,9 +11,9 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from typing import Any
-
+from shardline.controlstore.base import ControlStore
 from shardline.errors import LeaseLost, ServiceUnavailable
+from shardline.logs import ContextLogger
 
 
 def make_owner() -> str:
@@ -21,8 +21,8 @@ def make_owner() -> str:
 
 
 class LeaseKeeper:
-    def __init__(self, control: Any, stream: str, shard_id: str, owner: str, ttl_s: float,
-                 renew_s: float, log: Any = None):
+    def __init__(self, control: ControlStore, stream: str, shard_id: str, owner: str,
+                 ttl_s: float, renew_s: float, log: ContextLogger | None = None):
         self.control, self.stream, self.shard_id = control, stream, shard_id
         self.owner, self.ttl_s, self.renew_s, self.log = owner, ttl_s, renew_s, log
         self.token: int | None = None

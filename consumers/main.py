@@ -10,24 +10,24 @@ from __future__ import annotations
 
 import contextlib
 import time
-from typing import Any, Sequence
+from typing import Sequence
 
 from shardline.consumers.consumer import Consumer
 from shardline.consumers.dispatcher import Dispatcher
 from shardline.consumers.reader import ShardReader
 from shardline import clients
-from shardline.cli import command_parser, load_settings
+from shardline.cli.kit import command_parser, load_settings
 from shardline.controlstore import open_store
 from shardline.errors import LeaseError, LeaseHeld
 from shardline.exitcodes import ExitCode
-from shardline.kinesis import kinesis_client, list_shards
+from shardline.kinesis import KinesisClient, kinesis_client, list_shards
 from shardline.lifecycle import ForcedStop, StopSignals
 from shardline.logs import get_logger
 from shardline.settings import Settings
 
 
 def build(settings: Settings, shard_id: str, stop: StopSignals | None = None,
-          kinesis: Any = None) -> Consumer:
+          kinesis: KinesisClient | None = None) -> Consumer:
     """A consumer over real clients (kinesis injectable for fault-injection tests)."""
     settings.require("kinesis.stream")
     stream = settings.kinesis.stream

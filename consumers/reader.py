@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Callable, TypeVar
 
 import tenacity
 
@@ -21,8 +21,11 @@ from shardline.consumers.pacer import Pacer
 from shardline.codec import Record
 from shardline.records.control import Checkpoint
 from shardline.errors import IteratorExpired, RetriableError
-from shardline.kinesis import call
+from shardline.kinesis import KinesisClient, call
+from shardline.logs import ContextLogger
 from shardline.settings import ConsumerSettings
+
+T = TypeVar("T")
 
 BACKOFF_MAX_S = 5.0
 MAX_ATTEMPTS = 30  # per read; the loop then renews its lease and tries again
@@ -37,8 +40,8 @@ class Position:
     timestamp: datetime | None = None
     skip_through: tuple[str, int] | None = None
 
-    def iterator_args(self) -> dict[str, Any]:
-        args: dict[str, Any] = {"ShardIteratorType": self.kind}
+    def iterator_args(self) -> dict[str, str | datetime]:
+        args: dict[str, str | datetime] = {"ShardIteratorType": self.kind}
         if self.sequence is not None:
             args["StartingSequenceNumber"] = self.sequence
         if self.timestamp is not None:
@@ -78,10 +81,10 @@ class ReadResult:
 
 
 class ShardReader:
-    def __init__(self, kinesis: Any, stream: str, shard_id: str, cs: ConsumerSettings, *,
-                 clock: Callable[[], float] = time.monotonic,
+    def __init__(self, kinesis: KinesisClient, stream: str, shard_id: str,
+                 cs: ConsumerSettings, *, clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep,
-                 retry_for_s: float | None = None, log: Any = None):
+                 retry_for_s: float | None = None, log: ContextLogger | None = None):
         self.kinesis, self.stream, self.shard_id, self.cs = kinesis, stream, shard_id, cs
         self.clock, self.sleep, self.log = clock, sleep, log
         self.pacer = Pacer(cs.max_calls_per_s, cs.max_bytes_per_s)
@@ -133,7 +136,7 @@ class ShardReader:
         """One GetRecords (with bounded retries); updates position, iterator and closed."""
         return self._retrying(self._read_once)
 
-    def _retrying(self, fn: Callable[[], Any]) -> Any:
+    def _retrying(self, fn: Callable[[], T]) -> T:
         retryer = tenacity.Retrying(
             retry=tenacity.retry_if_exception_type(RetriableError),
             wait=tenacity.wait_random_exponential(multiplier=0.1, max=BACKOFF_MAX_S),

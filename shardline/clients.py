@@ -72,7 +72,8 @@ def gearman_worker(settings: Settings) -> Any:
 
     class BulkReadConnection(GearmanConnection):
         def read_data_from_socket(self, bytes_to_read: int = WORKER_READ_BYTES) -> int:
-            return super().read_data_from_socket(max(bytes_to_read, WORKER_READ_BYTES))
+            n: int = super().read_data_from_socket(max(bytes_to_read, WORKER_READ_BYTES))
+            return n
 
     class Worker(gearman.GearmanWorker):
         connection_class = BulkReadConnection

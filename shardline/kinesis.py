@@ -11,10 +11,20 @@ from __future__ import annotations
 import bisect
 import hashlib
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from shardline.errors import (ConfigError, IteratorExpired, ServiceUnavailable, ShardlineError,
                               ThrottledError)
+
+if TYPE_CHECKING:
+    from shardline.settings import Settings
+
+# botocore's Kinesis client (and the test doubles standing in for it). boto3 ships no types
+# and boto3-stubs is not a dependency, so the client and its JSON answers are Any; the name
+# says which client a parameter wants.
+KinesisClient = Any
+# One entry of GetRecords' ``Records``, as botocore decodes it.
+RawRecord = dict[str, Any]
 
 THROTTLE_CODES = frozenset({
     "ProvisionedThroughputExceededException", "LimitExceededException", "ThrottlingException",
@@ -102,8 +112,8 @@ def _epoch_seconds(value: Any) -> Any:
     return parse_timestamp(value)
 
 
-def kinesis_client(settings: Any, *, botocore_retries: int = 1,
-                   raw_timestamps: bool = False) -> Any:
+def kinesis_client(settings: Settings, *, botocore_retries: int = 1,
+                   raw_timestamps: bool = False) -> KinesisClient:
     """The Kinesis client. botocore retries once by default: callers back off themselves.
 
     ``raw_timestamps=True`` (the consumer's hot path) leaves timestamps such as
@@ -123,8 +133,9 @@ def kinesis_client(settings: Any, *, botocore_retries: int = 1,
         factory = ResponseParserFactory()
         factory.set_parser_defaults(timestamp_parser=_epoch_seconds)
         core.register_component("response_parser_factory", factory)
-    return boto3.Session(botocore_session=core).client("kinesis", region_name=settings.aws.region or None,
-                          endpoint_url=settings.kinesis.endpoint_url or None, config=config)
+    return boto3.Session(botocore_session=core).client(
+        "kinesis", region_name=settings.aws.region or None,
+        endpoint_url=settings.kinesis.endpoint_url or None, config=config)
 
 
 @dataclass(frozen=True)
@@ -146,7 +157,7 @@ class ShardInfo:
         return tuple(p for p in (self.parent, self.adjacent_parent) if p)
 
 
-def list_shards(client: Any, stream: str) -> list[ShardInfo]:
+def list_shards(client: KinesisClient, stream: str) -> list[ShardInfo]:
     """Every shard of the stream (ListShards, following NextToken), in hash-key order.
 
     Raises ``StreamNotFound`` for a missing stream, a ``RetriableError`` for a transient
@@ -168,7 +179,7 @@ def list_shards(client: Any, stream: str) -> list[ShardInfo]:
     return sorted(out, key=lambda s: (s.starting_hash_key, s.shard_id))
 
 
-def open_shards(client: Any, stream: str) -> list[ShardInfo]:
+def open_shards(client: KinesisClient, stream: str) -> list[ShardInfo]:
     """The stream's open shards, in hash-key order."""
     return [s for s in list_shards(client, stream) if s.is_open]
 

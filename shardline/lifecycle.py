@@ -13,12 +13,19 @@ and the loader.
 from __future__ import annotations
 
 import contextlib
+import logging
 import signal
 import threading
 import time
-from typing import Any, Callable, Iterator, Protocol
+from types import FrameType
+from typing import TYPE_CHECKING, Callable, Iterator, Protocol
 
 from shardline.errors import ServiceUnavailable
+
+if TYPE_CHECKING:
+    # psycopg2 has no types (types-psycopg2 is not a dependency): these are Any to mypy,
+    # but they name what flows through ``transaction``.
+    from psycopg2.extensions import connection, cursor
 
 SLICE_S = 0.05  # how often a wait looks at the stop flag
 
@@ -51,7 +58,8 @@ class StopSignals:
     main thread's loop (``forced``, ``sleep``, ``wait``) acts on it.
     """
 
-    def __init__(self, *, on_stop: Callable[[str], None] | None = None, log: Any = None,
+    def __init__(self, *, on_stop: Callable[[str], None] | None = None,
+                 log: logging.Logger | logging.LoggerAdapter[logging.Logger] | None = None,
                  notice: str = "stopping after the work in hand"):
         self.on_stop = on_stop
         self.log = log
@@ -71,7 +79,7 @@ class StopSignals:
         for signum in signums:
             signal.signal(signum, self.handler)
 
-    def handler(self, signum: int, frame: Any = None) -> None:
+    def handler(self, signum: int, frame: FrameType | None = None) -> None:
         name = _signal_name(signum)
         self.count += 1
         if self.count == 1:
@@ -124,14 +132,14 @@ def _signal_name(signum: int) -> str:
 class ConnectionOwner(Protocol):
     """What ``transaction`` needs: a connection factory, the connection (or None), close()."""
 
-    _conn: Any
-    _connect: Callable[[], Any]
+    _conn: connection | None
+    _connect: Callable[[], connection]
 
     def close(self) -> None: ...
 
 
 @contextlib.contextmanager
-def transaction(owner: ConnectionOwner, what: str) -> Iterator[Any]:
+def transaction(owner: ConnectionOwner, what: str) -> Iterator[cursor]:
     """A cursor in a transaction on ``owner``'s connection: commit on success, rollback on
     error. The connection is opened on first use (and after one was lost).
 

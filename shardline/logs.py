@@ -12,7 +12,7 @@ import logging
 import os
 import sys
 from datetime import datetime, timezone
-from typing import Any, MutableMapping
+from typing import MutableMapping
 
 FORMAT = "%(asctime)s %(levelname)-7s %(name)s [%(ctx)s] %(message)s"
 FORMATS = ("text", "json")
@@ -32,19 +32,21 @@ class _CtxDefault(logging.Filter):
         return True
 
 
-class ContextLogger(logging.LoggerAdapter):
+class ContextLogger(logging.LoggerAdapter[logging.Logger]):
     """Prefixes every message with its context, e.g. ``[stream=s shard=shardId-0001]``;
     the JSON format gets the same context as fields (``ctx_fields``)."""
 
-    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
-        extra = dict(kwargs.get("extra") or {})
-        extra["ctx"] = " ".join(f"{k}={v}" for k, v in self.extra.items())
-        extra["ctx_fields"] = dict(self.extra)
+    def process(self, msg: object,
+                kwargs: MutableMapping[str, object]) -> tuple[object, MutableMapping[str, object]]:
+        ctx = self.extra or {}  # always given (get_logger, bind); None only in the base type
+        extra = dict(kwargs.get("extra") or {})  # type: ignore[call-overload]
+        extra["ctx"] = " ".join(f"{k}={v}" for k, v in ctx.items())
+        extra["ctx_fields"] = dict(ctx)
         kwargs["extra"] = extra
         return msg, kwargs
 
-    def bind(self, **ctx: Any) -> "ContextLogger":
-        return ContextLogger(self.logger, {**self.extra, **ctx})
+    def bind(self, **ctx: object) -> ContextLogger:
+        return ContextLogger(self.logger, {**(self.extra or {}), **ctx})
 
 
 class JsonFormatter(logging.Formatter):
@@ -55,7 +57,7 @@ class JsonFormatter(logging.Formatter):
     overwriting it; values JSON cannot hold are written as ``str()``."""
 
     def format(self, record: logging.LogRecord) -> str:
-        doc: dict[str, Any] = {
+        doc: dict[str, object] = {
             "time": datetime.fromtimestamp(record.created, timezone.utc)
             .isoformat(timespec="milliseconds").replace("+00:00", "Z"),
             "level": record.levelname,
@@ -76,7 +78,7 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(doc, default=str, ensure_ascii=False)
 
 
-def get_logger(component: str, **ctx: Any) -> ContextLogger:
+def get_logger(component: str, **ctx: object) -> ContextLogger:
     """``get_logger("consumer", stream="s", shard="shardId-000")``."""
     return ContextLogger(logging.getLogger(f"shardline.{component}"), ctx or {"pid": os.getpid()})
 

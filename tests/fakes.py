@@ -8,8 +8,8 @@
   as ``(operation, kwargs)`` with the API's own argument names.
 - ``FakeS3``: one bucket in memory: put/get/list (paged), recorded puts, and a
   failure to raise on every call.
-- ``FakeControl`` (the control tables), ``FakeDispatcher`` (the Gearman dispatcher)
-  and ``Clock`` (a monotonic clock whose ``sleep`` advances it).
+- ``FaultyStore`` (the control store: ``MemoryStore`` with fault hooks), ``FakeDispatcher``
+  (the Gearman dispatcher) and ``Clock`` (a monotonic clock whose ``sleep`` advances it).
 
 No network, no sleeping. Faults on *real* clients (botocore hooks, proxies) are in
 ``tests/faults.py`` and ``tests/chaos/proxy.py``.
@@ -26,6 +26,10 @@ from datetime import datetime
 from typing import Any, Callable
 
 from botocore.exceptions import ClientError, EndpointConnectionError
+
+from shardline.control import Checkpoint
+from shardline.controlstore.memory import MemoryStore
+from shardline.errors import LeaseHeld
 
 HASH_KEY_MAX = 2 ** 128 - 1
 PUT_MAX_RECORDS = 500
@@ -178,7 +182,10 @@ class FakeKinesis:
             raise client_error("ResourceNotFoundException", "GetShardIterator")
         recs = self.shards[ShardId].records
         seqs = [r["SequenceNumber"] for r in recs]
-        key = (lambda s: (len(s), s))
+
+        def key(s: str) -> tuple[int, str]:  # sequence numbers order by length, then text
+            return (len(s), s)
+
         if ShardIteratorType == "TRIM_HORIZON":
             index = 0
         elif ShardIteratorType == "LATEST":
@@ -329,61 +336,34 @@ class Clock:
         self.t += s
 
 
-class FakeControl:
-    """In-memory stand-in for the consumer's ``ControlStore`` calls, with injectable failures."""
+class FaultyStore(MemoryStore):
+    """The contract-checked ``MemoryStore`` plus the faults the consumer's tests inject:
+    ``renew_error`` / ``checkpoint_error`` raised by the next renewals / checkpoints, and
+    ``held_for``: each acquisition raises ``LeaseHeld`` with the next ``expires_in_s`` (a
+    holder that renews at the last moment). Nothing else differs from ``MemoryStore``."""
 
-    def __init__(self) -> None:
-        self.leases: dict[str, tuple[str | None, int]] = {}
-        self.checkpoints: dict[str, Any] = {}
-        self.history: list[tuple[str, Any, str]] = []
-        self.status: dict[str, dict] = {}
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        super().__init__(clock)
         self.renew_error: BaseException | None = None
         self.checkpoint_error: BaseException | None = None
-        self.renewals = 0
-        self.held_for: list[float] = []  # acquire raises LeaseHeld(expires_in_s) for each
+        self.held_for: list[float] = []
 
     def acquire_lease(self, stream: str, shard_id: str, owner: str, ttl_s: float) -> int:
-        from shardline.errors import LeaseHeld
         if self.held_for:
             raise LeaseHeld(f"shard {shard_id} is held by other", self.held_for.pop(0))
-        cur, token = self.leases.get(shard_id, (None, 0))
-        if cur is not None and cur != owner:
-            raise LeaseHeld(f"shard {shard_id} of stream {stream} is held by {cur}")
-        self.leases[shard_id] = (owner, token + 1)
-        return token + 1
-
-    def _check(self, shard_id: str, owner: str, token: int) -> None:
-        from shardline.errors import LeaseLost
-        if self.leases.get(shard_id) != (owner, token):
-            raise LeaseLost(f"lease on {shard_id} lost")
+        return super().acquire_lease(stream, shard_id, owner, ttl_s)
 
     def renew_lease(self, stream: str, shard_id: str, owner: str, token: int,
                     ttl_s: float) -> None:
         if self.renew_error is not None:
             raise self.renew_error
-        self._check(shard_id, owner, token)
-        self.renewals += 1
-
-    def release_lease(self, stream: str, shard_id: str, owner: str, token: int) -> None:
-        if self.leases.get(shard_id) == (owner, token):
-            self.leases[shard_id] = (None, token)
-
-    def get_checkpoint(self, stream: str, shard_id: str) -> Any:
-        return self.checkpoints.get(shard_id)
+        super().renew_lease(stream, shard_id, owner, token, ttl_s)
 
     def checkpoint(self, stream: str, shard_id: str, owner: str, token: int, ttl_s: float,
-                   cp: Any, source: str = "consumer") -> None:
+                   cp: Checkpoint, source: str = "consumer") -> int:
         if self.checkpoint_error is not None:
             raise self.checkpoint_error
-        self._check(shard_id, owner, token)
-        self.checkpoints[shard_id] = cp
-        self.history.append((shard_id, cp, source))
-
-    def report_status(self, stream: str, shard_id: str, **fields: Any) -> None:
-        self.status[shard_id] = fields
-
-    def close(self) -> None:
-        pass
+        return super().checkpoint(stream, shard_id, owner, token, ttl_s, cp, source)
 
 
 class FakeDispatcher:

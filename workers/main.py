@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Callable
 
 from shardline import clients
-from shardline.cli import command_parser, load_settings
+from shardline.cli.kit import command_parser, load_settings
 from shardline.errors import ConfigError
 from shardline.exitcodes import ExitCode
 from shardline.logs import ContextLogger, get_logger

@@ -20,8 +20,6 @@ from shardline.errors import (BatchFailed, ConfigError, LeaseHeld, LeaseLost, No
 from shardline.exitcodes import ExitCode
 from shardline.extras import missing_message
 
-# The commands outside this package import these from here; their home is the kit.
-from shardline.cli.kit import command_parser, load_settings, parse_command_args  # noqa: F401
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "devstack": ("shardline.devstack:main", "start/stop the local stack (up|down|status|env)"),

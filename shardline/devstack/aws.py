@@ -9,22 +9,26 @@ from __future__ import annotations
 
 import functools
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .common import DUMMY_AWS_ENV, http_url
+
+if TYPE_CHECKING:  # boto3 and botocore have no types here: Any to mypy, named for the reader
+    import boto3
+    from botocore.client import BaseClient
 
 _BOTO_LOCK = threading.Lock()
 
 
 @functools.lru_cache(maxsize=None)
-def _boto_session():
+def _boto_session() -> boto3.session.Session:
     """One shared session: creating clients from it reuses the parsed service models."""
     import boto3  # imported lazily: `devstack env/status` do not need it
 
     return boto3.session.Session()
 
 
-def boto_client(service: str, endpoint_url: str, **kwargs: Any):
+def boto_client(service: str, endpoint_url: str, **kwargs: Any) -> BaseClient:
     params = {
         "endpoint_url": endpoint_url,
         "region_name": DUMMY_AWS_ENV["AWS_DEFAULT_REGION"],
@@ -37,7 +41,7 @@ def boto_client(service: str, endpoint_url: str, **kwargs: Any):
 
 
 @functools.lru_cache(maxsize=32)
-def probe_client(service: str, port: int):
+def probe_client(service: str, port: int) -> BaseClient:
     """A client that fails fast, for health checks."""
     import botocore.config
 

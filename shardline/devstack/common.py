@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger("shardline.devstack")
 
@@ -24,6 +25,9 @@ DEFAULT_BUCKET = "shardline-dev"
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 5.0
 STATE_VERSION = 1
+# A JSON object of state.json: the whole record, or one service's entry (pid, start_time,
+# log). Read back from JSON, so its values are whatever the file holds.
+Record = dict[str, Any]
 
 # The warehouse modes: plain PostgreSQL, or PostgreSQL with what it can mimic of Redshift
 # (SERIALIZABLE by default, commits delayed by the ``pgrelay`` service, see relay.py).

@@ -12,7 +12,15 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
+
+if TYPE_CHECKING:
+    # psycopg2 has no types here: Any to mypy, named for the reader
+    from psycopg2.extensions import connection
+
+    from shardline.controlstore.base import ControlStore
+
+T = TypeVar("T")
 
 BIN = Path(sys.executable).parent
 SHARDLINE = str(BIN / "shardline")
@@ -31,14 +39,15 @@ DEMO_SETTINGS = {
 }
 
 
-def warehouse_query(env: dict[str, str], sql: str, args: Any = None) -> list[tuple]:
+def warehouse_query(env: dict[str, str], sql: str,
+                    args: Any = None) -> list[tuple[Any, ...]]:
     """Run one query in the schema the fleet's env names (validated like any setting)."""
     from shardline import clients, settings
 
     return _fetch_all(clients.warehouse_connect(settings.load(None, env=env)), sql, args)
 
 
-def control_store(env: dict[str, str]) -> Any:
+def control_store(env: dict[str, str]) -> ControlStore:
     """The control store the fleet's env names (any backend); close it after use."""
     from shardline import settings
     from shardline.controlstore import open_store
@@ -46,7 +55,8 @@ def control_store(env: dict[str, str]) -> Any:
     return open_store(settings.load(None, env=env))
 
 
-def control_query(env: dict[str, str], sql: str, args: Any = None) -> list[tuple]:
+def control_query(env: dict[str, str], sql: str,
+                  args: Any = None) -> list[tuple[Any, ...]]:
     """One query on a PostgreSQL control store (the demo's and the tests' default)."""
     import psycopg2
 
@@ -56,18 +66,19 @@ def control_query(env: dict[str, str], sql: str, args: Any = None) -> list[tuple
     return _fetch_all(psycopg2.connect(c.dsn, options=f"-c search_path={c.schema}"), sql, args)
 
 
-def _fetch_all(conn: Any, sql: str, args: Any) -> list[tuple]:
+def _fetch_all(conn: connection, sql: str, args: Any) -> list[tuple[Any, ...]]:
     """One query's rows; the connection is closed afterwards."""
     try:
         with conn.cursor() as cur:
             cur.execute(sql, args)
-            return cur.fetchall()
+            rows: list[tuple[Any, ...]] = cur.fetchall()
+            return rows
     finally:
         conn.close()
 
 
 def shardline(*args: str, env: dict[str, str], check: bool = True,
-              timeout: float = 300) -> subprocess.CompletedProcess:
+              timeout: float = 300) -> subprocess.CompletedProcess[str]:
     """Run a shardline command; on failure raise with its output (not a bare exit code)."""
     proc = subprocess.run([SHARDLINE, *args], env=env, text=True, capture_output=True,
                           timeout=timeout)
@@ -77,8 +88,8 @@ def shardline(*args: str, env: dict[str, str], check: bool = True,
     return proc
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str,
-             every: float = 0.5) -> Any:
+def wait_for(predicate: Callable[[], T], timeout: float, what: str,
+             every: float = 0.5) -> T:
     deadline = time.time() + timeout
     while True:
         value = predicate()

@@ -24,7 +24,8 @@ class SerialDynamoDB:
         self.app = app
         self.lock = threading.Lock()
 
-    def __call__(self, environ: dict, start_response: Callable[..., Any]) -> Iterable[bytes]:
+    def __call__(self, environ: dict[str, Any],
+                 start_response: Callable[..., Any]) -> Iterable[bytes]:
         if not environ.get("HTTP_X_AMZ_TARGET", "").startswith("DynamoDB_"):
             return self.app(environ, start_response)
         with self.lock:

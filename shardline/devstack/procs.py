@@ -18,10 +18,10 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from .common import HOST, STOP_TIMEOUT, DevstackError, log
+from .common import HOST, STOP_TIMEOUT, DevstackError, Record, log
 
 # Popen objects of the processes this Python process spawned, so we can reap them.
-_CHILDREN: dict[int, subprocess.Popen] = {}
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
 
 
 def proc_start_time(pid: int) -> str | None:
@@ -36,7 +36,7 @@ def proc_start_time(pid: int) -> str | None:
     return fields[19]  # field 22 of proc(5), counted after "pid (comm)"
 
 
-def alive(svc: dict | None) -> bool:
+def alive(svc: Record | None) -> bool:
     """True if the process recorded in svc is still ours and running."""
     if not svc or not svc.get("pid"):
         return False
@@ -56,12 +56,12 @@ def alive(svc: dict | None) -> bool:
     return proc_start_time(pid) == svc.get("start_time")
 
 
-def record(pid: int, log_path: str | Path) -> dict:
+def record(pid: int, log_path: str | Path) -> Record:
     """The state.json entry of a service process."""
     return {"pid": pid, "start_time": proc_start_time(pid), "log": str(log_path)}
 
 
-def spawn(cmd: list[str], log_path: Path, cwd: Path | None = None) -> dict:
+def spawn(cmd: list[str], log_path: Path, cwd: Path | None = None) -> Record:
     """Start cmd in its own session with output appended to log_path."""
     with open(log_path, "ab") as logf:
         logf.write(f"--- {time.strftime('%F %T')} {shlex.join(cmd)}\n".encode())
@@ -78,7 +78,7 @@ def spawn(cmd: list[str], log_path: Path, cwd: Path | None = None) -> dict:
     return record(proc.pid, log_path)
 
 
-def _wait_dead(svc: dict, timeout: float) -> bool:
+def _wait_dead(svc: Record, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while alive(svc):
         if time.monotonic() > deadline:
@@ -87,7 +87,7 @@ def _wait_dead(svc: dict, timeout: float) -> bool:
     return True
 
 
-def terminate(name: str, svc: dict, timeout: float = STOP_TIMEOUT) -> None:
+def terminate(name: str, svc: Record, timeout: float = STOP_TIMEOUT) -> None:
     """SIGTERM the recorded process, SIGKILL it if it is still there after timeout."""
     if not alive(svc):
         return
@@ -139,7 +139,7 @@ def _owns_port(pid: int, port: int) -> bool:
 
 
 def wait_ready(
-    name: str, svc: dict, port: int, timeout: float, check: Callable[[int], None]
+    name: str, svc: Record, port: int, timeout: float, check: Callable[[int], None]
 ) -> None:
     """Poll the service's health check until it answers; fail with its log tail."""
     deadline = time.monotonic() + timeout

@@ -13,13 +13,16 @@ import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, NamedTuple
+from typing import TYPE_CHECKING, Any, Callable, Iterator, NamedTuple
 
 from .aws import boto_client
 from .common import (
     CONTROL_DATABASE, DATABASE, DUMMY_AWS_ENV, HOST, PG_USER, RELAY, SERVICES, STATE_VERSION,
-    address, http_url,
+    Record, address, http_url,
 )  # fmt: skip
+
+if TYPE_CHECKING:  # botocore has no types here: Any to mypy, named for the reader
+    from botocore.client import BaseClient
 
 
 @dataclass
@@ -91,7 +94,7 @@ class StackInfo:
             **DUMMY_AWS_ENV,
         }
 
-    def client(self, service: str, **kwargs: Any):
+    def client(self, service: str, **kwargs: Any) -> BaseClient:
         """A boto3 client ("kinesis", "s3" or "dynamodb") for this stack, dummy credentials."""
         endpoint = {"kinesis": self.kinesis_endpoint_url, "s3": self.s3_endpoint_url,
                     "dynamodb": self.dynamodb_endpoint_url}[service]
@@ -108,14 +111,15 @@ def state_path(dir: Path) -> Path:
     return dir / "state.json"
 
 
-def read_state(dir: Path) -> dict | None:
+def read_state(dir: Path) -> Record | None:
     try:
-        return json.loads(state_path(dir).read_text())
+        state: Record = json.loads(state_path(dir).read_text())
+        return state
     except FileNotFoundError:
         return None
 
 
-def write_state(dir: Path, state: dict) -> None:
+def write_state(dir: Path, state: Record) -> None:
     """Write state.json atomically."""
     tmp = state_path(dir).with_suffix(".tmp")
     tmp.write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
@@ -133,17 +137,17 @@ def locked(dir: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def service_names(state: dict) -> tuple[str, ...]:
+def service_names(state: Record) -> tuple[str, ...]:
     """The core services, plus the relay when the warehouse is redshift-like."""
     return SERVICES + ((RELAY,) if RELAY in state["ports"] else ())
 
 
-def warehouse(state: dict) -> dict:
+def warehouse(state: Record) -> Record:
     """``{"mode": ..., "commit_latency_ms": ...}`` (stacks from before the modes: postgres)."""
     return state.get("warehouse") or {"mode": "postgres", "commit_latency_ms": 0}
 
 
-def info_from_state(state: dict) -> StackInfo:
+def info_from_state(state: Record) -> StackInfo:
     ports, wh = state["ports"], warehouse(state)
     return StackInfo(
         dir=Path(state["dir"]),
@@ -174,13 +178,13 @@ def free_ports(count: int) -> list[int]:
 
 
 def new_state(
-    dir: Path, ports: dict[str, int] | None, bucket: str, pg_layout: Callable[[Path], dict]
-) -> dict:
+    dir: Path, ports: dict[str, int] | None, bucket: str, pg_layout: Callable[[Path], Record]
+) -> Record:
     """A fresh record: requested ports, free ones for the rest, pg_layout(dir) for PostgreSQL."""
     unknown = set(ports or {}) - set(SERVICES)
     if unknown:
         raise ValueError(f"unknown service(s) in ports: {sorted(unknown)}; known: {SERVICES}")
-    picked = dict(zip(SERVICES, free_ports(len(SERVICES))))
+    picked = dict(zip(SERVICES, free_ports(len(SERVICES)), strict=True))
     picked.update(ports or {})
     return {
         "version": STATE_VERSION,

@@ -25,9 +25,10 @@ of its consumers has stopped) and (2) the shard's lease is free (released, or ex
 because its host died). (1) covers an old consumer that is still starting and has not taken
 the lease yet, or is between two restarts; (2) covers a host that died. So a moved shard
 never has two consumer processes, and the new consumer never sits out a TTL behind a lease
-that was released: a pending start is re-checked every ``HANDOFF_POLL_S``. Programs are ``autostart=false``, so a config
-re-read after a supervisord restart starts nothing the fleet has since given to another host,
-and a consumer a person stopped (``supervisorctl stop``, e.g. for a replay) stays stopped:
+that was released: a pending start is re-checked every ``HANDOFF_POLL_S``. Programs are
+``autostart=false``, so a config re-read after a supervisord restart starts nothing the fleet
+has since given to another host, and a consumer a person stopped (``supervisorctl stop``,
+e.g. for a replay) stays stopped:
 the agent only ever starts a program that supervisord has never started.
 
 ``step(now)`` never sleeps; it returns how long the caller may wait. Transient failures
@@ -37,22 +38,46 @@ the agent keeps its consumers as they are while it cannot see the fleet.
 from __future__ import annotations
 
 import os
+from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Callable, Iterable, Protocol, Sequence
 
+from shardline.control import Checkpoint, Lease
+from shardline.controlstore.base import ControlStore
 from shardline.errors import RetriableError
 from shardline.fleet.assign import balance
 from shardline.fleet.supervisor import Proc
 from shardline.kinesis import ShardInfo
-from shardline.logs import get_logger
+from shardline.logs import ContextLogger, get_logger
 
 HANDOFF_POLL_S = 0.5  # re-check a start that waits for the previous owner's lease
+
+
+class LeaseView(Protocol):
+    """The consumers' leases and checkpoints as the agent reads them: the control store's
+    methods of these names (a ``ControlStore`` in production)."""
+
+    def leases(self, stream: str) -> list[Lease]: ...
+    def checkpoints(self, stream: str) -> dict[str, Checkpoint]: ...
+    def now(self) -> datetime: ...
+
+
+class Programs(Protocol):
+    """This host's supervisord as the agent drives it (``shardline.fleet.supervisor``)."""
+
+    def state(self) -> str: ...
+    def processes(self) -> dict[str, Proc]: ...
+    def reload(self) -> tuple[list[str], list[str], list[str]]: ...
+    def add(self, group: str) -> None: ...
+    def remove(self, group: str) -> bool: ...
+    def start(self, group: str) -> None: ...
+    def stop(self, group: str) -> None: ...
 
 
 class IncludeFile:
     """The supervisord include file holding this host's consumer programs."""
 
-    def __init__(self, path: str | os.PathLike, render: Callable[[list[str]], str]):
+    def __init__(self, path: str | os.PathLike[str], render: Callable[[list[str]], str]):
         self.path = Path(path)
         self.render = render
 
@@ -77,10 +102,10 @@ class Agent:
     object only in tests); ``list_shards``: ListShards of the stream;
     ``supervisor``: this host's supervisord (``shardline.fleet.supervisor.Supervisor``)."""
 
-    def __init__(self, *, stream: str, host_id: str, store: Any, leases: Any,
-                 list_shards: Callable[[], list[ShardInfo]], supervisor: Any,
+    def __init__(self, *, stream: str, host_id: str, store: ControlStore, leases: LeaseView,
+                 list_shards: Callable[[], list[ShardInfo]], supervisor: Programs,
                  include: IncludeFile, poll_s: float, heartbeat_ttl_s: float,
-                 consumer_prefix: str = "consumer-", log: Any = None):
+                 consumer_prefix: str = "consumer-", log: ContextLogger | None = None):
         self.stream, self.host_id = stream, host_id
         self.store, self.leases, self.list_shards = store, leases, list_shards
         self.supervisor, self.include = supervisor, include

@@ -25,10 +25,11 @@ import socket
 import sys
 import threading
 import time
-from typing import Any, Callable, Sequence
+from types import FrameType
+from typing import Callable, Mapping, Sequence
 
 from shardline import kinesis
-from shardline.cli import command_parser, load_settings, parse_command_args
+from shardline.cli.kit import command_parser, load_settings, parse_command_args
 from shardline.errors import ConfigError
 from shardline.exitcodes import ExitCode
 from shardline.fleet.agent import Agent, IncludeFile
@@ -50,7 +51,9 @@ def stop_requested() -> StopSignals:
     return stop
 
 
-def consumer_environment(environ: Any = None) -> dict[str, str]:
+
+
+def consumer_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """This process's non-secret SHARDLINE_* settings, for the consumers' ``environment=``."""
     from shardline.ops.supervisor_config import parse_env
 

@@ -15,7 +15,7 @@ import os
 import sys
 from typing import Sequence
 
-from shardline.cli import command_parser, load_settings, parse_command_args
+from shardline.cli.kit import command_parser, load_settings, parse_command_args
 from shardline.errors import ConfigError
 from shardline.exitcodes import ExitCode
 from shardline.lifecycle import StopSignals

@@ -18,16 +18,23 @@ import os
 import re
 import threading
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Iterator, Mapping
 
 from shardline.errors import ConfigError
+from shardline.logs import ContextLogger
+
+if TYPE_CHECKING:  # imported where used at run time: the exporter is loaded lazily
+    from wsgiref.simple_server import WSGIServer
+
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.metrics_core import Metric
 
 ENV = "PROMETHEUS_MULTIPROC_DIR"
 DIR_NAME = "metrics"  # under supervisor-config's --out directory
 _FILE = re.compile(r"^[a-z_]+_(\d+)\.db$")
 
 
-def multiproc_dir(environ: Any = None) -> str | None:
+def multiproc_dir(environ: Mapping[str, str] | None = None) -> str | None:
     """The directory this process's metrics go to, or None (single-process mode)."""
     return (os.environ if environ is None else environ).get(ENV) or None
 
@@ -84,7 +91,7 @@ class HostCollector:
         self.path = path
         self._inner = multiprocess.MultiProcessCollector(None, path=path)
 
-    def collect(self) -> Iterator[Any]:
+    def collect(self) -> Iterator[Metric]:
         with contextlib.suppress(OSError):
             sweep(self.path)
         yield from self._inner.collect()
@@ -99,7 +106,7 @@ def parse_address(text: str, key: str = "agent.metrics_address") -> tuple[str, i
     return host, int(port)
 
 
-def serve(address: str, path: str | None = None) -> Any:
+def serve(address: str, path: str | None = None) -> WSGIServer:
     """Serve the host's metrics on ``address`` (``/metrics``) from a daemon thread (the
     library's threading WSGI server).
 
@@ -110,7 +117,7 @@ def serve(address: str, path: str | None = None) -> Any:
 
     host, port = parse_address(address)
     path = path or multiproc_dir()
-    registry: Any = REGISTRY
+    registry: CollectorRegistry = REGISTRY
     if path:
         os.makedirs(path, exist_ok=True)
         sweep(path, everything=True)
@@ -120,12 +127,15 @@ def serve(address: str, path: str | None = None) -> Any:
     return server
 
 
-def bound_address(server: Any) -> str:
+def bound_address(server: WSGIServer) -> str:
     host, port = server.server_address[:2]
+    if isinstance(host, bytes):  # typeshed allows it for AF_UNIX; an HTTP server has str
+        host = host.decode()
     return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
 
 
-def serve_quietly(address: str, log: Any, path: str | None = None) -> Any:
+def serve_quietly(address: str, log: ContextLogger,
+                  path: str | None = None) -> WSGIServer | None:
     """``serve`` for a process whose real job is something else (the agent): a port in use
     is a warning, not a reason to stop running this host's consumers."""
     if not address:
@@ -141,7 +151,7 @@ def serve_quietly(address: str, log: Any, path: str | None = None) -> Any:
     return server
 
 
-def stop(server: Any) -> None:
+def stop(server: WSGIServer | None) -> None:
     if server is not None:
         threading.Thread(target=server.shutdown, daemon=True).start()
         server.server_close()

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import bisect
 import re
-from typing import Any, Iterable, Sequence
+from typing import Final, Iterable, Mapping, Sequence
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -25,7 +25,7 @@ ensure_dir()  # prometheus_client opens its files in the directory at the first 
 
 SHARD = ["stream", "shard"]
 TABLE = ["table"]
-LIVE = "livemax"
+LIVE: Final = "livemax"  # Final: prometheus_client takes the mode as a Literal
 
 # -- consumer (one per shard) -------------------------------------------------------------
 RECORDS_READ = Counter("shardline_consumer_records_read",
@@ -115,7 +115,7 @@ def exported_names() -> set[str]:
     return out
 
 
-def observe_counts(child: Any, values: Iterable[tuple[float, int]]) -> None:
+def observe_counts(child: Histogram, values: Iterable[tuple[float, int]]) -> None:
     """Observe each ``value`` ``count`` times with one write per touched bucket.
 
     Histogram has no bulk observe, and a load can stand for thousands of rows. Adds to the
@@ -190,7 +190,7 @@ class StageMetrics:
         self.seconds.observe(seconds)
         (self.ok if ok else self.failed).inc()
 
-    def recorded(self, rows: int, dead_letters: Sequence[dict]) -> None:
+    def recorded(self, rows: int, dead_letters: Sequence[Mapping[str, object]]) -> None:
         """A batch's first recording in the ledger (a retry is not counted again)."""
         if rows:
             self.staged.inc(rows)

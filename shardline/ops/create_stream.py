@@ -10,7 +10,7 @@ import argparse
 import sys
 import time
 
-from shardline.cli import command_parser, load_settings
+from shardline.cli.kit import command_parser, load_settings
 from shardline.errors import ServiceUnavailable
 from shardline.exitcodes import ExitCode
 from shardline.kinesis import error_code, is_connection_error, kinesis_client, open_shards

@@ -44,7 +44,7 @@ class ServerStatus:
     functions: tuple[FunctionStatus, ...] = field(default_factory=tuple)
     error: str | None = None
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, object]:
         return {"server": self.server, "up": self.up, "error": self.error,
                 "functions": [{"name": f.name, "total": f.total, "running": f.running,
                                "queued": f.queued, "workers": f.workers}

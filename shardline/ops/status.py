@@ -32,23 +32,27 @@ import json
 import sys
 import time
 from dataclasses import asdict
-from datetime import timedelta
-from typing import Any, Sequence
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from shardline.cli.kit import command_parser, load_settings, parse_command_args
 from shardline.records.control import utc
+from shardline.controlstore.base import ControlStore
 from shardline.exitcodes import ExitCode
 from shardline.settings import Settings
 from shardline.ops.status_render import render_text
 from shardline.ops.status_report import build_report, exit_code
 
+if TYPE_CHECKING:  # psycopg2 has no types: Any to mypy, named for the reader
+    from psycopg2.extensions import connection, cursor
 
-def _dicts(cur: Any) -> list[dict[str, Any]]:
+
+def _dicts(cur: cursor) -> list[dict[str, Any]]:
     cols = [c[0] for c in cur.description]
-    return [dict(zip(cols, row)) for row in cur.fetchall()]
+    return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
 
 
-def gather_control(store: Any, streams: Sequence[str]) -> dict[str, Any]:
+def gather_control(store: ControlStore, streams: Sequence[str]) -> dict[str, Any]:
     """Leases, checkpoints, consumer reports and shard assignments of the streams, and
     every registered host, from the control store."""
     out: dict[str, Any] = {"leases": [], "checkpoints": [], "status_rows": [],
@@ -64,7 +68,8 @@ def gather_control(store: Any, streams: Sequence[str]) -> dict[str, Any]:
     return out
 
 
-def gather_ledger(store: Any, tables: Sequence[str], since: Any) -> dict[str, Any]:
+def gather_ledger(store: ControlStore, tables: Sequence[str],
+                  since: datetime) -> dict[str, Any]:
     """Per target table, from the control store's ledger: pending and quarantined files,
     and what was staged since ``since`` (files, good rows, dead letters per stream)."""
     pending, quarantined, recent = [], [], []
@@ -80,7 +85,8 @@ def gather_ledger(store: Any, tables: Sequence[str], since: Any) -> dict[str, An
     return {"pending": pending, "quarantined": quarantined, "staged_recent": recent}
 
 
-def resolve_streams(settings: Settings, store: Any, all_streams: bool = False) -> list[str]:
+def resolve_streams(settings: Settings, store: ControlStore,
+                    all_streams: bool = False) -> list[str]:
     """The streams to show: every stream the control store knows with ``all_streams``,
     else ``kinesis.stream`` (``--stream``), else (none set) every known stream."""
     if not all_streams and settings.kinesis.stream:
@@ -91,7 +97,7 @@ def resolve_streams(settings: Settings, store: Any, all_streams: bool = False) -
     return known
 
 
-def gather_versions_present(conn: Any, tables: Sequence[str]) -> list[dict[str, Any]]:
+def gather_versions_present(conn: connection, tables: Sequence[str]) -> list[dict[str, Any]]:
     """``--versions``: rows per transform version *in* each table now (a reprocess has
     converged when one version is left). One GROUP BY over one column: on Redshift a scan of
     that column's blocks (small: a low-cardinality ZSTD column), so it is asked for, not
@@ -107,7 +113,8 @@ def gather_versions_present(conn: Any, tables: Sequence[str]) -> list[dict[str, 
     return out
 
 
-def gather_warehouse(conn: Any, streams: Sequence[str], now: Any) -> dict[str, Any]:
+def gather_warehouse(conn: connection, streams: Sequence[str],
+                     now: datetime) -> dict[str, Any]:
     """From the load record: per shard the last loaded position (over the last day's
     loads: a range on the record's sort key), and the last load."""
     from shardline.loaders.warehouse.record import loaded_positions, loaded_versions
@@ -151,9 +158,9 @@ def gather_kinesis(settings: Settings, streams: Sequence[str]) -> dict[str, Any]
     return out
 
 
-def collect(settings: Settings, control: Any, streams: Sequence[str] | None, *,
+def collect(settings: Settings, control: ControlStore, streams: Sequence[str] | None, *,
             use_kinesis: bool = True, gearman_timeout_s: float = 2.0,
-            clock: Any = time.time, versions: bool = False) -> dict[str, Any]:
+            clock: Callable[[], float] = time.time, versions: bool = False) -> dict[str, Any]:
     """``control``: the control store; the warehouse is read over a short connection.
     ``streams`` None: every stream the control store knows (looked up now)."""
     from shardline import clients

@@ -20,10 +20,11 @@ Stable keys (``--json``, the status web page): ``generated_at``, ``streams``, ``
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence, overload
 
 from shardline.records.control import SHARD_END
 from shardline.exitcodes import ExitCode
+from shardline.ops.gearman_admin import ServerStatus
 
 STALE_FACTOR = 3  # a status row older than this many report intervals is stale
 SEQ_TAIL = 10  # digits of a sequence number kept on screen
@@ -41,6 +42,10 @@ def short_seq(seq: str | None, tail: int = SEQ_TAIL) -> str:
     return ".." + seq[-tail:]
 
 
+@overload
+def _age(now: datetime, then: datetime) -> float: ...
+@overload
+def _age(now: datetime, then: datetime | None) -> float | None: ...
 def _age(now: datetime, then: datetime | None) -> float | None:
     return None if then is None else round((now - then).total_seconds(), 3)
 
@@ -83,7 +88,7 @@ def build_report(*, now: datetime, streams: Sequence[str], leases: Iterable[Row]
                  watermarks: Iterable[Row] = (), pending: Iterable[Row] = (),
                  quarantined: Iterable[Row] = (), last_load: Row | None = None,
                  transform_versions: Iterable[Row] = (),
-                 gearman: Sequence[Any] = (), kinesis: Mapping[str, Any] | None = None,
+                 gearman: Sequence[ServerStatus] = (), kinesis: Mapping[str, Any] | None = None,
                  max_lag_ms: int, report_interval_s: float,
                  hosts: Iterable[Row] = (), assignments: Iterable[Row] = (),
                  staged_recent: Iterable[Row] = (), stage_function: str | None = None,
@@ -258,7 +263,7 @@ def pending_alerts(pending: Sequence[Row], last_load: Row | None,
             if p["files"] and p["oldest_age_s"] is not None and p["oldest_age_s"] > max_age_s]
 
 
-def gearman_alerts(servers: Sequence[Any], functions: Mapping[str, Mapping[str, int]],
+def gearman_alerts(servers: Sequence[ServerStatus], functions: Mapping[str, Mapping[str, int]],
                    stage_function: str | None) -> list[str]:
     """A configured gearmand that does not answer; no worker registered for the stage
     function on the servers that do (consumers' jobs would queue and time out)."""
@@ -287,7 +292,8 @@ def dead_letter_window(staged_recent: Iterable[Row], streams: Sequence[str],
         total = a["rows"] + a["dead_letters"]
         return round(a["dead_letters"] / total, 6) if total else None
 
-    by_stream = [{"stream": s, **a, "ratio": ratio(a)} for s, a in sorted(agg.items())]
+    by_stream: list[dict[str, Any]] = [{"stream": s, **a, "ratio": ratio(a)}
+                                       for s, a in sorted(agg.items())]
     total = {k: sum(b[k] for b in by_stream) for k in ("files", "rows", "dead_letters")}
     return {"window_s": window_s, **total, "ratio": ratio(total), "by_stream": by_stream}
 

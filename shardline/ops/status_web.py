@@ -28,13 +28,13 @@ import time
 from collections import deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import GaugeMetricFamily, Metric
 
 from shardline.lifecycle import StopSignals, first_line
-from shardline.logs import get_logger
+from shardline.logs import ContextLogger, get_logger
 from shardline.settings import parse_host_port
 
 HISTORY_WINDOW_S = 3600.0
@@ -135,6 +135,12 @@ def fleet_hosts(report: Report) -> list[dict[str, Any]]:
 
 
 # -- sampling --------------------------------------------------------------------------
+class StopWait(Protocol):
+    """``threading.Event`` or ``StopSignals``: ``wait`` returns True once told to stop."""
+
+    def wait(self, timeout: float) -> bool: ...
+
+
 class Sampler:
     """The latest report, the last sampling error and the history, behind one lock.
 
@@ -145,7 +151,7 @@ class Sampler:
 
     def __init__(self, collect: Callable[[], dict[str, Any]], *,
                  interval_s: float = DEFAULT_INTERVAL_S, clock: Callable[[], float] = time.time,
-                 window_s: float = HISTORY_WINDOW_S, log: Any = None):
+                 window_s: float = HISTORY_WINDOW_S, log: ContextLogger | None = None):
         self.collect = collect
         self.interval_s = interval_s
         self.clock = clock
@@ -171,7 +177,7 @@ class Sampler:
             self._report, self._error, self._sampled_at = report, None, now
             self.history.add(now, report)
 
-    def run(self, stop: Any) -> None:
+    def run(self, stop: StopWait) -> None:
         """Sample until ``stop.wait(interval)`` says stop (an Event or ``StopSignals``)."""
         while True:
             self.step()
@@ -208,7 +214,7 @@ class FleetCollector:
         self.latest = latest
         self.tables = sorted(tables)
 
-    def describe(self) -> list[Any]:
+    def describe(self) -> list[Metric]:
         return []  # no fixed descriptions: collect() runs at scrape time only
 
     def collect(self) -> Iterator[GaugeMetricFamily]:

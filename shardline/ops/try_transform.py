@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from shardline import codec, layout
-from shardline.cli import command_parser, load_settings, parse_command_args
+from shardline.cli.kit import command_parser, load_settings, parse_command_args
 from shardline.csvformat import NULL
 from shardline.exitcodes import ExitCode
 from shardline.ops.reprocess_diff import Diff, event_columns

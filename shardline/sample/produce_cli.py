@@ -20,7 +20,7 @@ import threading
 import time
 from typing import Any, Callable, Iterable, Iterator
 
-from shardline.cli import command_parser, load_settings
+from shardline.cli.kit import command_parser, load_settings
 from shardline.errors import ConfigError, ServiceUnavailable
 from shardline.exitcodes import ExitCode
 from shardline.kinesis import error_code, kinesis_client, open_shards

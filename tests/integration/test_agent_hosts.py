@@ -75,7 +75,7 @@ def check_metrics(addresses: list[str], logs) -> None:
                      "shardline_loader_pending_files", "shardline_stage_job_seconds_count"):
             assert name in scraped, name
     wait_moved(addresses, first, MOVING)
-    for address, before in zip(addresses, first):  # every host reads its 2 shards
+    for address, before in zip(addresses, first, strict=True):  # every host reads its 2 shards
         wait_moved([address], [before], ("shardline_consumer_records_read_total",))
 
 

@@ -100,7 +100,8 @@ def _fill_store(control_conn, pg_conn, stream: str, shard0: str, shard1: str) ->
         cur.execute("INSERT INTO loads (load_id, target_table, manifest_key, file_count, "
                     "byte_count, rows_copied, rows_inserted, lease_token, started_at, "
                     "finished_at) VALUES ('load-web-1', 'page_views', 'm/l.manifest', 1, 400, "
-                    "40, 39, 1, %s, %s)", (now - timedelta(seconds=22), now - timedelta(seconds=20)))
+                    "40, 39, 1, %s, %s)",
+                    (now - timedelta(seconds=22), now - timedelta(seconds=20)))
     pg_conn.commit()  # migrate() left the connection in a transaction
 
 
@@ -156,7 +157,8 @@ def test_status_page_shows_the_fleet_and_refreshes(stack_env, stream_name, pg_co
                                      f"{shard}\"]')"), shard
             lag = f"tr[data-shard=\"{stream_name}/{shard0}\"] td[data-field=lag]"
             assert page.text(lag) == "1,234 ms"
-            assert page.text(f"tr[data-shard=\"{stream_name}/{shard1}\"] td[data-field=rps]") == "80"
+            rps = f"tr[data-shard=\"{stream_name}/{shard1}\"] td[data-field=rps]"
+            assert page.text(rps) == "80"
             assert "host-a" in page.text("tr[data-host=\"host-a\"]")
             assert "alive" in page.text("tr[data-host=\"host-b\"]")
             assert shard1 in page.text("tr[data-host=\"host-b\"]")

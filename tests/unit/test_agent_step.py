@@ -201,7 +201,7 @@ def test_dead_host_shards_taken_over_after_its_leases_expire(world):
                            timeout=LEASE_TTL_S + 15)
     assert took <= LEASE_TTL_S + POLL_S + 1, took
     # the new consumers started only once the dead ones' leases had expired
-    for t, host, shard in world.starts:
+    for t, _host, shard in world.starts:
         if shard in lost and t > killed_at:
             assert t >= killed_at + LEASE_TTL_S - 2 * DT, (t - killed_at, shard)
     assert world.hosts["h2"].agent.leader == "h2"
@@ -321,7 +321,7 @@ def test_a_program_a_person_stopped_stays_stopped(world):
 
 
 def test_stale_include_after_a_reboot_starts_nothing_given_away(world, tmp_path):
-    h1, h2 = world.add("h1"), world.add("h2")
+    _, h2 = world.add("h1"), world.add("h2")
     world.run_until(lambda: world.counts() == [3, 3], timeout=5)
     # h2 reboots while h1 takes everything: its include still lists its old shards
     world.kill("h2")

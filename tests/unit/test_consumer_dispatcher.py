@@ -137,5 +137,5 @@ def test_backoff_doubles_from_half_a_second_so_defaults_ride_out_a_30s_outage():
     assert not o.ok and len(calls) == cs.job_max_attempts
     floors = [0.5, 1, 2, 4, 8, 10, 10][:cs.job_max_attempts - 1]
     assert len(slept) == len(floors)
-    assert all(f <= s <= f + 0.5 for f, s in zip(floors, slept)), slept
+    assert all(f <= s <= f + 0.5 for f, s in zip(floors, slept, strict=True)), slept
     assert sum(slept) >= 30

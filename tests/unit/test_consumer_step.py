@@ -1,14 +1,16 @@
 """Consumer.step() with fakes and a fake clock: cadence, window, checkpoints, endings."""
 from __future__ import annotations
 
+import dataclasses
 
 import pytest
 
-from tests.fakes import Clock, FakeControl, FakeDispatcher, FakeKinesis, client_error
+from tests.fakes import Clock, FakeDispatcher, FakeKinesis, FaultyStore, client_error
 
 from shardline.consumers.consumer import Consumer
 from shardline.consumers.reader import ShardReader
 from shardline.records.control import SHARD_END, Checkpoint
+from shardline.controlstore.base import ShardStatus
 from shardline.errors import BatchFailed, LeaseHeld, LeaseLost, ServiceUnavailable
 from shardline.exitcodes import ExitCode
 from shardline.kinesis import list_shards
@@ -30,7 +32,7 @@ class Rig:
         self.kinesis = FakeKinesis(self.clock)
         self.kinesis.add_shard(shard)
         self.seqs = [self.kinesis.put(shard, f"r{i}".encode()) for i in range(n)]
-        self.control = FakeControl()
+        self.control = FaultyStore(self.clock)
         self.dispatcher = FakeDispatcher()
         self.reader = ShardReader(self.kinesis, "s", shard, self.settings.consumer,
                                   clock=self.clock, sleep=self.clock.sleep)
@@ -51,6 +53,24 @@ class Rig:
     def delivered(self) -> list[str]:
         return [r.sequence_number for _, b in self.dispatcher.submitted for r in b.records]
 
+    # -- the store's state, as the assertions compare it ----------------------------------
+    def checkpoint(self, shard: str = "sh") -> Checkpoint | None:
+        """The stored checkpoint without the store's write time."""
+        cp = self.control.get_checkpoint("s", shard)
+        return None if cp is None else dataclasses.replace(cp, updated_at=None)
+
+    def set_checkpoint(self, shard: str, cp: Checkpoint) -> None:
+        """A checkpoint left by an earlier consumer (the shard is not leased)."""
+        self.control.move_checkpoint("s", shard, cp, "test set-up")
+
+    def lease_owner(self, shard: str = "sh") -> str | None:
+        lease = self.control.get_lease("s", shard)
+        assert lease is not None, f"no lease on {shard}"
+        return lease.owner
+
+    def status(self, shard: str = "sh") -> ShardStatus:
+        return next(st for st in self.control.statuses("s") if st.shard_id == shard)
+
 
 def test_reads_batches_and_checkpoints_on_interval():
     rig = Rig(40)
@@ -58,12 +78,12 @@ def test_reads_batches_and_checkpoints_on_interval():
     assert rig.consumer.state == "reading"
     rig.run(3)
     assert rig.delivered() == rig.seqs[:40]
-    assert rig.control.checkpoints == {}  # interval not reached yet
+    assert rig.control.checkpoints("s") == {}  # interval not reached yet
     rig.clock.advance(5)
     rig.run(1)
-    cp = rig.control.checkpoints["sh"]
+    cp = rig.checkpoint()
     assert cp == Checkpoint(rig.seqs[39], 0, True)
-    assert rig.control.status["sh"]["owner"] == "host:1:abc"
+    assert rig.status().owner == "host:1:abc"
 
 
 def test_checkpoint_every_n_records():
@@ -71,7 +91,7 @@ def test_checkpoint_every_n_records():
                      "consumer.checkpoint_interval_s": "600"})
     rig.consumer.start()
     rig.run(2)
-    assert rig.control.checkpoints["sh"].sequence_number in rig.seqs[19:]
+    assert rig.checkpoint().sequence_number in rig.seqs[19:]
 
 
 def test_checkpoint_only_the_contiguous_staged_prefix():
@@ -84,11 +104,11 @@ def test_checkpoint_only_the_contiguous_staged_prefix():
     rig.dispatcher.finish(tickets[2])
     rig.clock.advance(1)
     rig.consumer.step()
-    assert "sh" not in rig.control.checkpoints  # batch 1 still in flight
+    assert "sh" not in rig.control.checkpoints("s")  # batch 1 still in flight
     rig.dispatcher.finish(tickets[0])
     rig.clock.advance(1)
     rig.consumer.step()
-    assert rig.control.checkpoints["sh"].sequence_number == rig.seqs[29]
+    assert rig.checkpoint().sequence_number == rig.seqs[29]
 
 
 def test_full_window_pauses_reading_but_keeps_lease_and_iterator():
@@ -101,7 +121,7 @@ def test_full_window_pauses_reading_but_keeps_lease_and_iterator():
         assert rig.consumer.step() > 0
     assert rig.consumer.state == "backpressure"
     assert sum(1 for c in rig.kinesis.calls if c[0] == "get_records") == gets
-    assert rig.control.renewals >= 55
+    assert rig.consumer.lease.renewals >= 55
     assert rig.reader.iterator_age_s(rig.clock()) < 60
     rig.run(40)  # jobs finish: reading resumes, nothing lost or repeated
     assert rig.delivered() == rig.seqs
@@ -127,7 +147,7 @@ def test_idle_sleep_on_empty_shard():
 
 def test_resume_after_checkpoint_skips_delivered_records():
     rig = Rig(20)
-    rig.control.checkpoints["sh"] = Checkpoint(rig.seqs[9], 0, True)
+    rig.set_checkpoint("sh", Checkpoint(rig.seqs[9], 0, True))
     rig.consumer.start()
     rig.run(5)
     assert rig.delivered() == rig.seqs[10:]
@@ -145,9 +165,9 @@ def test_failed_batch_holds_checkpoint_and_raises_batch_failed():
     with pytest.raises(BatchFailed) as info:
         rig.consumer.step()
     assert "stage said no" in str(info.value)
-    assert rig.control.checkpoints["sh"].sequence_number == rig.seqs[9]  # before batch 2
+    assert rig.checkpoint().sequence_number == rig.seqs[9]  # before batch 2
     assert rig.consumer.exit_code == ExitCode.BATCH_FAILED
-    assert rig.control.leases["sh"][0] is None  # released so a restart can start at once
+    assert rig.lease_owner() is None  # released so a restart can start at once
 
 
 def test_failure_waits_for_earlier_batches_and_stops_reading():
@@ -163,18 +183,20 @@ def test_failure_waits_for_earlier_batches_and_stops_reading():
     rig.dispatcher.finish(t1)
     with pytest.raises(BatchFailed):
         rig.consumer.step()
-    assert rig.control.checkpoints["sh"].sequence_number == rig.seqs[9]
+    assert rig.checkpoint().sequence_number == rig.seqs[9]
 
 
 def test_lease_lost_stops_without_checkpoint():
     rig = Rig(30, **{"consumer.checkpoint_interval_s": "100"})
     rig.consumer.start()
     rig.run(2)
-    rig.control.leases["sh"] = ("other:2:x", 99)  # someone took it
+    # someone took it (ours lapsed unseen: freed, then taken)
+    rig.control.release_lease("s", "sh", "host:1:abc", rig.consumer.lease.token or 0)
+    rig.control.acquire_lease("s", "sh", "other:2:x", 30)
     rig.clock.advance(10)
     with pytest.raises(LeaseLost):
         rig.consumer.step()
-    assert rig.control.checkpoints == {}
+    assert rig.control.checkpoints("s") == {}
 
 
 def test_lease_renewal_failing_past_ttl_is_lease_lost():
@@ -190,14 +212,14 @@ def test_lease_renewal_failing_past_ttl_is_lease_lost():
 
 def test_second_consumer_refused_naming_owner():
     rig = Rig(0)
-    rig.control.leases["sh"] = ("otherhost:7:zz", 3)
+    rig.control.acquire_lease("s", "sh", "otherhost:7:zz", 3600)  # live, not expiring soon
     with pytest.raises(LeaseHeld, match="otherhost:7:zz"):
         rig.consumer.start()
 
 
 def test_shard_end_checkpoint_exits_zero_at_once():
     rig = Rig(5)
-    rig.control.checkpoints["sh"] = Checkpoint(SHARD_END, 0, True)
+    rig.set_checkpoint("sh", Checkpoint(SHARD_END, 0, True))
     rig.consumer.start()
     assert rig.consumer.exit_code == ExitCode.OK and rig.dispatcher.submitted == []
 
@@ -209,9 +231,9 @@ def test_closed_shard_drained_then_shard_end():
     rig.run(10)
     assert rig.delivered() == rig.seqs
     assert rig.consumer.exit_code == ExitCode.OK
-    assert rig.control.checkpoints["sh"] == Checkpoint(SHARD_END, 0, True)
-    assert rig.control.history[-1][2] == "shard_end"
-    assert rig.control.leases["sh"][0] is None
+    assert rig.checkpoint() == Checkpoint(SHARD_END, 0, True)
+    assert rig.control.history("s", "sh")[0].source == "shard_end"  # newest first
+    assert rig.lease_owner() is None
 
 
 def test_shard_end_waits_for_in_flight_batches():
@@ -221,7 +243,7 @@ def test_shard_end_waits_for_in_flight_batches():
     rig.run(5, finish=False)
     assert not rig.consumer.done and rig.consumer.state == "shard_end"
     rig.run(3)
-    assert rig.consumer.done and rig.control.checkpoints["sh"].shard_end
+    assert rig.consumer.done and rig.checkpoint().shard_end
 
 
 def test_child_waits_for_parents_shard_end():
@@ -235,13 +257,13 @@ def test_child_waits_for_parents_shard_end():
     assert rig.consumer.state == "waiting_parents"
     rig.run(5)
     assert rig.dispatcher.submitted == [] and rig.consumer.state == "waiting_parents"
-    rig.control.checkpoints["parent"] = Checkpoint(SHARD_END, 0, True)
+    rig.set_checkpoint("parent", Checkpoint(SHARD_END, 0, True))
     rig.run(5)
     assert rig.consumer.state == "waiting_parents"
     del rig.kinesis.shards["adjacent"]  # aged out of the stream
     rig.run(10)
     assert len(rig.delivered()) == 1
-    assert rig.control.renewals >= 1
+    assert rig.consumer.lease.renewals >= 1
 
 
 def test_graceful_stop_waits_for_in_flight_checkpoints_and_releases():
@@ -257,8 +279,8 @@ def test_graceful_stop_waits_for_in_flight_checkpoints_and_releases():
     rig.consumer.step()
     assert rig.consumer.exit_code == ExitCode.OK
     assert sum(1 for c in rig.kinesis.calls if c[0] == "get_records") == gets
-    assert rig.control.checkpoints["sh"].sequence_number == rig.seqs[19]
-    assert rig.control.leases["sh"][0] is None
+    assert rig.checkpoint().sequence_number == rig.seqs[19]
+    assert rig.lease_owner() is None
 
 
 def test_graceful_stop_timeout_checkpoints_only_staged_prefix():
@@ -274,7 +296,7 @@ def test_graceful_stop_timeout_checkpoints_only_staged_prefix():
     rig.clock.advance(3)
     rig.consumer.step()
     assert rig.consumer.exit_code == ExitCode.OK
-    assert rig.control.checkpoints["sh"].sequence_number == rig.seqs[9]
+    assert rig.checkpoint().sequence_number == rig.seqs[9]
 
 
 def test_checkpoint_db_outage_retried_later():
@@ -282,10 +304,10 @@ def test_checkpoint_db_outage_retried_later():
     rig.consumer.start()
     rig.control.checkpoint_error = ServiceUnavailable("db blip")
     rig.run(4)
-    assert "sh" not in rig.control.checkpoints
+    assert "sh" not in rig.control.checkpoints("s")
     rig.control.checkpoint_error = None
     rig.run(3)
-    assert rig.control.checkpoints["sh"].sequence_number == rig.seqs[9]
+    assert rig.checkpoint().sequence_number == rig.seqs[9]
 
 
 def test_expired_iterator_and_throttle_inside_step():
@@ -301,13 +323,22 @@ def test_expired_iterator_and_throttle_inside_step():
 
 def test_status_report_fields():
     rig = Rig(10, **{"consumer.report_interval_s": "1"})
+    reported: dict[str, dict[str, object]] = {}  # the fields of each shard's last report
+    store_report = rig.control.report_status
+
+    def report_status(stream: str, shard_id: str, **values: object) -> None:
+        reported[shard_id] = values
+        store_report(stream, shard_id, **values)
+
+    rig.control.report_status = report_status  # type: ignore[method-assign]
     rig.consumer.start()
     rig.run(5)
-    st = rig.control.status["sh"]
+    st = reported["sh"]
     assert set(st) == {"owner", "last_read_sequence", "checkpoint_sequence",
                        "millis_behind_latest", "iterator_age_ms", "inflight_batches",
                        "inflight_bytes", "records_per_s", "state"}
     assert st["last_read_sequence"] == rig.seqs[-1]
+    assert rig.status().last_read_sequence == rig.seqs[-1]
 
 
 def test_shard_end_respects_the_window():
@@ -324,7 +355,7 @@ def test_shard_end_respects_the_window():
         rig.clock.advance(max(pause, 0.01))
     assert seen_max <= 3
     assert rig.delivered() == rig.seqs
-    assert rig.control.checkpoints["sh"].shard_end
+    assert rig.checkpoint().shard_end
 
 
 def test_run_first_signal_graceful_second_forced():
@@ -348,8 +379,8 @@ def test_run_first_signal_graceful_second_forced():
     rc = consumer_main.run(rig.consumer, stop)
     t.join()
     assert rc == ExitCode.FORCED_STOP
-    assert "sh" not in rig.control.checkpoints
-    assert rig.control.leases["sh"][0] == "host:1:abc"  # nothing more was done
+    assert "sh" not in rig.control.checkpoints("s")
+    assert rig.lease_owner() == "host:1:abc"  # nothing more was done
 
 
 def test_run_first_signal_exits_zero_after_in_flight_jobs():
@@ -372,8 +403,8 @@ def test_run_first_signal_exits_zero_after_in_flight_jobs():
     rc = consumer_main.run(rig.consumer, stop)
     t.join()
     assert rc == ExitCode.OK
-    assert rig.control.checkpoints["sh"].sequence_number == rig.seqs[29]
-    assert rig.control.leases["sh"][0] is None
+    assert rig.checkpoint().sequence_number == rig.seqs[29]
+    assert rig.lease_owner() is None
 
 
 def test_list_shards_throttling_at_start_is_retried_before_the_lease():
@@ -383,7 +414,7 @@ def test_list_shards_throttling_at_start_is_retried_before_the_lease():
                                client_error("ProvisionedThroughputExceededException", "ListShards")]
     rig.consumer.start()
     assert rig.kinesis.list_faults == [] and len(rig.clock.slept) == 3
-    assert rig.consumer.state == "reading" and rig.control.leases["sh"][0] == "host:1:abc"
+    assert rig.consumer.state == "reading" and rig.lease_owner() == "host:1:abc"
     rig.run(6)  # read, pace, empty read, then the batch closes by age
     assert rig.delivered() == rig.seqs
 
@@ -396,14 +427,14 @@ def test_list_shards_failing_for_good_at_start_takes_no_lease():
     with pytest.raises(ServiceUnavailable):
         rig.consumer.start()
     assert len(rig.kinesis.list_faults) == 50 - SHARD_LIST_ATTEMPTS
-    assert "sh" not in rig.control.leases
+    assert rig.control.get_lease("s", "sh") is None
 
 
 def test_an_expiring_lease_is_waited_out_instead_of_exiting():
     rig = Rig(5)
     rig.control.held_for = [4.0, 1.5]  # the dead predecessor's lease, then a last moment
     rig.consumer.start()
-    assert rig.control.held_for == [] and rig.control.leases["sh"][0] == "host:1:abc"
+    assert rig.control.held_for == [] and rig.lease_owner() == "host:1:abc"
     assert rig.clock.slept[:2] == pytest.approx([4.2, 1.7])
 
 

@@ -46,7 +46,8 @@ def best_kept(hosts, shards, current) -> int:
         for h in combo:
             c[h] += 1
         if all(lo <= n <= lo + (1 if rem else 0) for n in c.values()):
-            best = max(best, sum(1 for s, h in zip(shards, combo) if current.get(s) == h))
+            best = max(best, sum(1 for s, h in zip(shards, combo, strict=True)
+                                 if current.get(s) == h))
     return best
 
 

@@ -15,6 +15,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Histogram
 from prometheus_client.parser import text_string_to_metric_families
 
 from shardline import codec
+from shardline.errors import ConfigError
 from shardline.metrics import multiproc
 from shardline.metrics.pipeline import (E2E_BUCKETS, ConsumerMetrics, observe_counts,
                                         reason_label)
@@ -241,5 +242,5 @@ def test_metrics_command_needs_a_directory(tmp_path):
 def test_address_parsing():
     assert multiproc.parse_address("127.0.0.1:9641") == ("127.0.0.1", 9641)
     assert multiproc.parse_address("[::1]:0") == ("::1", 0)
-    with pytest.raises(Exception):
+    with pytest.raises(ConfigError):
         multiproc.parse_address("localhost")
