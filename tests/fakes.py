@@ -27,7 +27,7 @@ from typing import Any, Callable
 
 from botocore.exceptions import ClientError, EndpointConnectionError
 
-from shardline.control import Checkpoint
+from shardline.records.control import Checkpoint
 from shardline.controlstore.memory import MemoryStore
 from shardline.errors import LeaseHeld
 

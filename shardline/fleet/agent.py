@@ -42,7 +42,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Callable, Iterable, Protocol, Sequence
 
-from shardline.control import Checkpoint, Lease
+from shardline.records.control import Checkpoint, Lease
 from shardline.controlstore.base import ControlStore
 from shardline.errors import RetriableError
 from shardline.fleet.assign import balance

@@ -25,7 +25,6 @@ import socket
 import sys
 import threading
 import time
-from types import FrameType
 from typing import Callable, Mapping, Sequence
 
 from shardline import kinesis
