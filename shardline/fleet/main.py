@@ -18,6 +18,7 @@ stops at once (exit 130).
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import shlex
 import signal
@@ -100,7 +101,10 @@ def build(settings: Settings, *, host_id: str, prefix: str = "",
         include=IncludeFile(include_path, render), poll_s=settings.agent.poll_s,
         heartbeat_ttl_s=settings.agent.heartbeat_ttl_s,
         consumer_prefix=program_names(prefix)["consumer"],
-        log=get_logger("agent", stream=stream, host=host_id))
+        log=get_logger("agent", stream=stream, host=host_id),
+        # the consumer programs' stopwaitsecs (supervisor_render.Programs), for stopping
+        # them in supervisord's place should it die
+        stop_wait_s=math.ceil(settings.consumer.shutdown_timeout_s) + 10)
 
 
 def run(agent: Agent, stop: threading.Event,
@@ -110,6 +114,8 @@ def run(agent: Agent, stop: threading.Event,
                    agent.heartbeat_ttl_s)
     while not stop.is_set():
         stop.wait(agent.step(clock()))
+        if agent.exit_code is not None:  # supervisord died; its consumers are stopped
+            return agent.exit_code
     agent.leave()
     return ExitCode.OK
 
