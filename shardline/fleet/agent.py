@@ -130,13 +130,15 @@ class Agent:
     object only in tests); ``list_shards``: ListShards of the stream;
     ``supervisor``: this host's supervisord (``shardline.fleet.supervisor.Supervisor``);
     ``stop_wait_s``: the consumer programs' ``stopwaitsecs`` and ``processes``: this host's
-    processes, both for stopping the consumers of a supervisord that died."""
+    processes, both for stopping the consumers of a supervisord that died; ``on_lost``:
+    called then, before the one line saying so (to log somewhere else than its pipe)."""
 
     def __init__(self, *, stream: str, host_id: str, store: Any, leases: Any,
                  list_shards: Callable[[], list[ShardInfo]], supervisor: Any,
                  include: IncludeFile, poll_s: float, heartbeat_ttl_s: float,
                  consumer_prefix: str = "consumer-", log: Any = None,
-                 stop_wait_s: float = 30.0, processes: HostProcesses | None = None):
+                 stop_wait_s: float = 30.0, processes: HostProcesses | None = None,
+                 on_lost: Callable[[], None] | None = None):
         self.stream, self.host_id = stream, host_id
         self.store, self.leases, self.list_shards = store, leases, list_shards
         self.supervisor, self.include = supervisor, include
@@ -158,6 +160,7 @@ class Agent:
         self._waiting_for: dict[str, str] = {}  # group -> what it waits for (log once)
         self.stop_wait_s = stop_wait_s
         self.processes = processes or HostProcesses()
+        self.on_lost = on_lost
         self.seen: dict[str, Proc] = {}  # our groups as supervisord last reported them
         self.supervisord_answered = False  # has it ever? (before that nothing of ours runs)
         self.unanswered_polls = 0  # polls in a row since supervisord last answered
@@ -239,6 +242,8 @@ class Agent:
             return self.poll_s
         if self.lost_at is None:
             self.lost_at = self.now
+            if self.on_lost is not None:
+                self.on_lost()
             # pids from supervisord's last report rather than from the leases: a lease owner
             # names the machine (not this agent's host id, and several hosts may share one),
             # and a consumer still starting or backing off holds no lease yet but will take one

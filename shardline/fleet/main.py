@@ -23,6 +23,7 @@ import os
 import shlex
 import signal
 import socket
+import stat
 import sys
 import threading
 import time
@@ -54,6 +55,20 @@ def stop_requested() -> threading.Event:
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
     return event
+
+
+def reattach_stderr(path: str) -> None:
+    """Append stderr to ``path`` if it is a pipe. supervisord reads its programs' output
+    through pipes; when it dies they are closed and every line written to them is lost, so
+    the agent's last lines go to the log file supervisord was writing them to instead."""
+    try:
+        if not stat.S_ISFIFO(os.fstat(2).st_mode):
+            return
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    except OSError:
+        return  # no such log directory (a config of another making): nothing better to do
+    os.dup2(fd, 2)
+    os.close(fd)
 
 
 def consumer_environment(environ: Any = None) -> dict[str, str]:
@@ -88,6 +103,9 @@ def build(settings: Settings, *, host_id: str, prefix: str = "",
                                 command_template=command_template, host_id=host_id)
 
     render([])  # a setting supervisord cannot take (a quote in a value) stops us now: 78
+    # where supervisor-config --agent has supervisord write this program's stderr
+    log_path = os.path.join(os.path.dirname(include_path), "logs",
+                            program_names(prefix)["agent"] + ".err.log")
     store = open_store(settings)  # heartbeats, assignments, and the consumers' leases
     supervisor = Supervisor(server_url(settings.agent.serverurl))
     try:
@@ -104,7 +122,8 @@ def build(settings: Settings, *, host_id: str, prefix: str = "",
         log=get_logger("agent", stream=stream, host=host_id),
         # the consumer programs' stopwaitsecs (supervisor_render.Programs), for stopping
         # them in supervisord's place should it die
-        stop_wait_s=math.ceil(settings.consumer.shutdown_timeout_s) + 10)
+        stop_wait_s=math.ceil(settings.consumer.shutdown_timeout_s) + 10,
+        on_lost=lambda: reattach_stderr(log_path))
 
 
 def run(agent: Agent, stop: threading.Event,

@@ -625,3 +625,27 @@ def test_agent_command_bad_config_exits_78_naming_the_key(no_settings, capsys, e
         no_settings.setenv(name, value)
     assert cli.main(["agent", "--stream", "clicks"]) == 78
     assert key in capsys.readouterr().err
+
+
+REATTACH = """
+import sys
+from shardline.fleet.main import reattach_stderr
+reattach_stderr(sys.argv[1])
+print("after", file=sys.stderr, flush=True)
+"""
+
+
+def test_the_agent_moves_its_stderr_off_a_pipe_to_its_log_file(tmp_path):
+    log = tmp_path / "agent.err.log"
+    log.write_text("before\n")
+    # stderr a pipe (supervisord's, here still read): the last lines go to the log file
+    child = subprocess.run([sys.executable, "-c", REATTACH, str(log)], capture_output=True,
+                           text=True, timeout=30)
+    assert child.returncode == 0 and child.stderr == ""
+    assert log.read_text() == "before\nafter\n"
+    # stderr not a pipe (a terminal, a file, the journal's socket): left as it is
+    with open(tmp_path / "own.txt", "w") as own:
+        subprocess.run([sys.executable, "-c", REATTACH, str(log)], stderr=own, timeout=30,
+                       check=True)
+    assert (tmp_path / "own.txt").read_text() == "after\n"
+    assert log.read_text() == "before\nafter\n"
