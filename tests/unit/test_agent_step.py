@@ -502,6 +502,27 @@ def test_an_orphan_deaf_to_sigterm_is_killed_after_its_stop_wait(world):
                     timeout=LEASE_TTL_S + 5)
 
 
+def test_the_agent_command_exits_69_once_its_supervisord_is_gone(world):
+    from shardline.fleet.main import run
+
+    h1 = world.add("h1")
+    world.add("h2")
+    world.run_until(lambda: world.counts() == [3, 3], timeout=10)
+    world.kill_supervisord("h1")
+    h1.wake = float("inf")  # stepped by run() below, not by the world
+
+    class Ticking:  # the stop event; its waits move the world on
+        def is_set(self) -> bool:
+            return False
+
+        def wait(self, seconds: float) -> bool:
+            world.run(max(seconds, DT))
+            return False
+
+    assert run(h1.agent, Ticking(), clock=world.clock) == ExitCode.UNAVAILABLE
+    assert world.counts() == [0, 6] and heartbeating(world) == ["h2"]
+
+
 def test_supervisord_missing_one_poll_changes_nothing(world):
     host = world.add("h1")
     world.run_until(lambda: len(world.running) == 6, timeout=5)
