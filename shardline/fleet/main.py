@@ -57,6 +57,16 @@ def stop_requested() -> threading.Event:
     return event
 
 
+def consumer_environment(environ: Any = None) -> dict[str, str]:
+    """This process's non-secret SHARDLINE_* settings, for the consumers' ``environment=``."""
+    from shardline.ops.supervisor_config import parse_env
+
+    environ = os.environ if environ is None else environ
+    pairs = [f"{k}={v}" for k, v in sorted(environ.items()) if k.startswith(ENV_PREFIX)]
+    env, _ = parse_env(pairs, "the agent's environment")
+    return env
+
+
 def reattach_stderr(path: str) -> None:
     """Append stderr to ``path`` if it is a pipe. supervisord reads its programs' output
     through pipes; when it dies they are closed and every line written to them is lost, so
@@ -69,16 +79,6 @@ def reattach_stderr(path: str) -> None:
         return  # no such log directory (a config of another making): nothing better to do
     os.dup2(fd, 2)
     os.close(fd)
-
-
-def consumer_environment(environ: Any = None) -> dict[str, str]:
-    """This process's non-secret SHARDLINE_* settings, for the consumers' ``environment=``."""
-    from shardline.ops.supervisor_config import parse_env
-
-    environ = os.environ if environ is None else environ
-    pairs = [f"{k}={v}" for k, v in sorted(environ.items()) if k.startswith(ENV_PREFIX)]
-    env, _ = parse_env(pairs, "the agent's environment")
-    return env
 
 
 def build(settings: Settings, *, host_id: str, prefix: str = "",
