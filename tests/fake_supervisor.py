@@ -14,8 +14,7 @@ import xmlrpc.client
 from pathlib import Path
 from typing import Callable
 
-from shardline.errors import ServiceUnavailable
-from shardline.fleet.supervisor import BAD_NAME, RUNNING_STATES, Proc
+from shardline.fleet.supervisor import BAD_NAME, RUNNING_STATES, Proc, Unreachable
 
 _pids = itertools.count(1000)
 
@@ -36,7 +35,7 @@ class FakeSupervisor:
 
     def _check(self, call: str, name: str = "") -> None:
         if self.down:
-            raise ServiceUnavailable(f"supervisord: {call}: connection refused")
+            raise Unreachable(f"supervisord: {call}: connection refused")
         self.calls.append((call, name))
 
     def _read(self) -> dict[str, dict]:

@@ -34,10 +34,24 @@ the agent only ever starts a program that supervisord has never started.
 ``step(now)`` never sleeps; it returns how long the caller may wait. Transient failures
 (control store, warehouse, Kinesis, supervisord) are logged and retried at the next step:
 the agent keeps its consumers as they are while it cannot see the fleet.
+
+supervisord itself gone is not transient for this host: it puts every program in a process
+group of its own, so when it dies alone (OOM killer, a crash) the consumers run on as
+orphans that nothing restarts, and an agent that went on heartbeating would keep (and, as
+leader, hand itself) shards it cannot start. So every poll the agent asks supervisord for
+its state; once supervisord, having answered before, has not answered for
+``SUPERVISORD_LOST_POLLS`` polls in a row, the agent winds down: it removes its host from the
+control store (the leader, or the next lowest id, reassigns its shards at its next poll),
+stops polling the fleet, sends the consumers supervisord last reported each one SIGTERM
+(their graceful stop: finish in flight, checkpoint, release the lease, so the new owners
+start without waiting out a lease), SIGKILLs the ones still there after their
+``stopwaitsecs``, and then ``exit_code`` is set: the process exits with it, and a
+supervisord started again begins from a clean host (programs are ``autostart=false``).
 """
 from __future__ import annotations
 
 import os
+import signal
 from datetime import datetime
 from pathlib import Path
 from typing import Callable, Iterable, Protocol, Sequence
@@ -45,12 +59,16 @@ from typing import Callable, Iterable, Protocol, Sequence
 from shardline.records.control import Checkpoint, Lease
 from shardline.controlstore.base import ControlStore
 from shardline.errors import RetriableError
+from shardline.exitcodes import ExitCode
 from shardline.fleet.assign import balance
-from shardline.fleet.supervisor import Proc
+from shardline.fleet.supervisor import Proc, Unreachable
 from shardline.kinesis import ShardInfo
 from shardline.logs import ContextLogger, get_logger
 
 HANDOFF_POLL_S = 0.5  # re-check a start that waits for the previous owner's lease
+# Polls in a row without an answer from supervisord before the agent winds down: one miss
+# could be a moment's hiccup, two mean supervisord has been gone for a whole poll.
+SUPERVISORD_LOST_POLLS = 2
 
 
 class LeaseView(Protocol):
@@ -95,17 +113,57 @@ class IncludeFile:
         return True
 
 
+class HostProcesses:
+    """This host's processes, for the consumers a dead supervisord can no longer stop."""
+
+    def is_program(self, pid: int, shard: str) -> bool:
+        """Is ``pid`` still the consumer of ``shard`` that supervisord started? supervisord
+        makes each program the leader of a process group of its own, and its command line
+        names the shard: a pid reused since is unlikely to be both."""
+        try:
+            if os.getpgid(pid) != pid:
+                return False
+            return shard.encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
+        except ProcessLookupError:
+            return False
+        except OSError:  # no /proc here: the process group has to do
+            return True
+
+    def signal(self, pid: int, signum: int) -> None:
+        """Signal the program's process group, as supervisord does (``stopasgroup``)."""
+        try:
+            os.killpg(pid, signum)
+        except ProcessLookupError:
+            pass
+
+    def alive(self, pid: int) -> bool:
+        """False once it exited, also while it waits as a zombie for init to reap it."""
+        try:
+            os.kill(pid, 0)
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except ProcessLookupError:
+            return False
+        except OSError:
+            return True
+        return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
 class Agent:
     """One host's agent for one stream. ``store``: the control store (heartbeats,
     assignments); ``leases``: where consumers keep leases and checkpoints (``leases(stream)``,
     ``checkpoints(stream)``, ``now()``: the same control store in production; a separate
     object only in tests); ``list_shards``: ListShards of the stream;
-    ``supervisor``: this host's supervisord (``shardline.fleet.supervisor.Supervisor``)."""
+    ``supervisor``: this host's supervisord (``shardline.fleet.supervisor.Supervisor``);
+    ``stop_wait_s``: the consumer programs' ``stopwaitsecs`` and ``processes``: this host's
+    processes, both for stopping the consumers of a supervisord that died; ``on_lost``:
+    called then, before the one line saying so (to log somewhere else than its pipe)."""
 
     def __init__(self, *, stream: str, host_id: str, store: ControlStore, leases: LeaseView,
                  list_shards: Callable[[], list[ShardInfo]], supervisor: Programs,
                  include: IncludeFile, poll_s: float, heartbeat_ttl_s: float,
-                 consumer_prefix: str = "consumer-", log: ContextLogger | None = None):
+                 consumer_prefix: str = "consumer-", log: ContextLogger | None = None,
+                 stop_wait_s: float = 30.0, processes: HostProcesses | None = None,
+                 on_lost: Callable[[], None] | None = None):
         self.stream, self.host_id = stream, host_id
         self.store, self.leases, self.list_shards = store, leases, list_shards
         self.supervisor, self.include = supervisor, include
@@ -125,6 +183,18 @@ class Agent:
         self.running: list[str] = []  # shards whose consumer may hold or take the lease
         self.unsettled = False  # a group is still stopping or could not be removed yet
         self._waiting_for: dict[str, str] = {}  # group -> what it waits for (log once)
+        self.stop_wait_s = stop_wait_s
+        self.processes = processes or HostProcesses()
+        self.on_lost = on_lost
+        self.seen: dict[str, Proc] = {}  # our groups as supervisord last reported them
+        self.supervisord_answered = False  # has it ever? (before that nothing of ours runs)
+        self.unanswered_polls = 0  # polls in a row since supervisord last answered
+        self.unanswered = ""  # why the last poll got no answer
+        self.lost_at: float | None = None  # when we gave supervisord up and began winding down
+        self.orphans: dict[int, str] = {}  # pid -> shard of the consumers left running
+        self.killed = False  # SIGKILL sent to the orphans that outlived their stop wait
+        self.deregistered = False
+        self.exit_code: ExitCode | None = None  # set when the process should exit with it
 
     # -- the loop ---------------------------------------------------------------
     def step(self, now: float) -> float:
@@ -132,8 +202,12 @@ class Agent:
         self.now = now
         if self.started_at is None:
             self.started_at = now
+        if self.lost_at is not None:
+            return self._wind_down()
         if self.next_poll is None or now >= self.next_poll:
             self.next_poll = now + self.poll_s
+            if self._supervisord_lost():
+                return self._wind_down()
             try:
                 self._poll()
             except RetriableError as exc:
@@ -165,6 +239,73 @@ class Agent:
         except RetriableError as exc:
             self.log.warning("could not remove the host (its heartbeat expires in %.0fs): %s",
                              self.heartbeat_ttl_s, exc)
+
+    # -- supervisord gone ----------------------------------------------------------
+    def _supervisord_lost(self) -> bool:
+        """Ask supervisord for its state (once a poll, so that an agent with nothing to
+        reconcile notices too); True once it stayed silent ``SUPERVISORD_LOST_POLLS`` polls in
+        a row after having answered before. One that never answered started nothing of
+        ours, so the agent only keeps retrying (e.g. run outside supervisord, started first)."""
+        try:
+            self.supervisor.state()
+        except Unreachable as exc:
+            if not self.supervisord_answered:
+                return False
+            self.unanswered_polls += 1
+            self.unanswered = str(exc)
+            return self.unanswered_polls >= SUPERVISORD_LOST_POLLS
+        except RetriableError:
+            pass  # a fault is an answer: supervisord is there
+        self.supervisord_answered = True
+        self.unanswered_polls = 0
+        return False
+
+    def _wind_down(self) -> float:
+        """Leave the fleet and stop the orphaned consumers; ``exit_code`` once they are gone.
+        Returns how long the caller may wait (never sleeps: the orphans are polled)."""
+        if self.exit_code is not None:
+            return self.poll_s
+        if self.lost_at is None:
+            self.lost_at = self.now
+            if self.on_lost is not None:
+                self.on_lost()
+            # pids from supervisord's last report rather than from the leases: a lease owner
+            # names the machine (not this agent's host id, and several hosts may share one),
+            # and a consumer still starting or backing off holds no lease yet but will take one
+            self.orphans = {p.pid: g.removeprefix(self.prefix) for g, p in self.seen.items()
+                            if p.running and p.pid
+                            and self.processes.is_program(p.pid, g.removeprefix(self.prefix))}
+            self.log.error(
+                "supervisord has not answered for %d polls (%s): this host leaves the fleet, "
+                "stops its %d orphaned consumer(s) (SIGTERM%s, SIGKILL after %.0fs) and exits %d",
+                self.unanswered_polls, self.unanswered, len(self.orphans),
+                "".join(f" {s}:{pid}" for pid, s in sorted(self.orphans.items(),
+                                                           key=lambda o: o[1])),
+                self.stop_wait_s, ExitCode.UNAVAILABLE)
+            for pid, shard in sorted(self.orphans.items(), key=lambda o: o[1]):
+                # a consumer supervisord was already stopping has had its SIGTERM: a second
+                # one would force it out without its checkpoint
+                if self.seen[self.prefix + shard].state != "STOPPING":
+                    self.processes.signal(pid, signal.SIGTERM)
+        if not self.deregistered:
+            # at once rather than letting the heartbeat lapse: the others reassign our shards
+            # at their next poll, and each new consumer starts when ours releases its lease
+            try:
+                self.store.remove_host(self.host_id)
+                self.deregistered = True
+            except RetriableError:
+                pass  # retried next step; our heartbeat lapses after its TTL regardless
+        left = [pid for pid in self.orphans if self.processes.alive(pid)]
+        if left and not self.killed and self.now - self.lost_at >= self.stop_wait_s:
+            for pid in left:  # what supervisord does after stopwaitsecs (killasgroup)
+                self.processes.signal(pid, signal.SIGKILL)
+            self.killed = True
+            self.log.error("consumer(s) %s still running %.0fs after SIGTERM: SIGKILL",
+                           ", ".join(self.orphans[p] for p in left), self.stop_wait_s)
+        if left:
+            return HANDOFF_POLL_S
+        self.exit_code = ExitCode.UNAVAILABLE
+        return 0.0
 
     # -- the fleet --------------------------------------------------------------
     def _heartbeat(self) -> None:
@@ -212,7 +353,9 @@ class Agent:
 
     # -- this host's supervisord ------------------------------------------------
     def _groups(self) -> dict[str, Proc]:
-        return {g: p for g, p in self.supervisor.processes().items() if g.startswith(self.prefix)}
+        groups = {g: p for g, p in self.supervisor.processes().items() if g.startswith(self.prefix)}
+        self.seen = groups  # what to stop should supervisord die: its programs outlive it
+        return groups
 
     def _ours(self, names: Iterable[str]) -> list[str]:
         return sorted(n for n in names if n.startswith(self.prefix))
@@ -289,4 +432,6 @@ class Agent:
             self.supervisor.start(name)
             self._waiting_for.pop(name, None)
             self.log.info("started %s", name)
+        if free:
+            self._groups()  # their pids, should supervisord die before the next poll
         return waiting

@@ -18,10 +18,12 @@ stops at once (exit 130).
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import shlex
 import signal
 import socket
+import stat
 import sys
 import threading
 import time
@@ -62,6 +64,20 @@ def consumer_environment(environ: Mapping[str, str] | None = None) -> dict[str, 
     return env
 
 
+def reattach_stderr(path: str) -> None:
+    """Append stderr to ``path`` if it is a pipe. supervisord reads its programs' output
+    through pipes; when it dies they are closed and every line written to them is lost, so
+    the agent's last lines go to the log file supervisord was writing them to instead."""
+    try:
+        if not stat.S_ISFIFO(os.fstat(2).st_mode):
+            return
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    except OSError:
+        return  # no such log directory (a config of another making): nothing better to do
+    os.dup2(fd, 2)
+    os.close(fd)
+
+
 def build(settings: Settings, *, host_id: str, prefix: str = "",
           shardline_cmd: Sequence[str] | None = None, config_path: str | None = None,
           command_template: str = DEFAULT_TEMPLATE) -> Agent:
@@ -84,6 +100,9 @@ def build(settings: Settings, *, host_id: str, prefix: str = "",
                                 command_template=command_template, host_id=host_id)
 
     render([])  # a setting supervisord cannot take (a quote in a value) stops us now: 78
+    # where supervisor-config --agent has supervisord write this program's stderr
+    log_path = os.path.join(os.path.dirname(include_path), "logs",
+                            program_names(prefix)["agent"] + ".err.log")
     store = open_store(settings)  # heartbeats, assignments, and the consumers' leases
     supervisor = Supervisor(server_url(settings.agent.serverurl))
     try:
@@ -97,7 +116,11 @@ def build(settings: Settings, *, host_id: str, prefix: str = "",
         include=IncludeFile(include_path, render), poll_s=settings.agent.poll_s,
         heartbeat_ttl_s=settings.agent.heartbeat_ttl_s,
         consumer_prefix=program_names(prefix)["consumer"],
-        log=get_logger("agent", stream=stream, host=host_id))
+        log=get_logger("agent", stream=stream, host=host_id),
+        # the consumer programs' stopwaitsecs (supervisor_render.Programs), for stopping
+        # them in supervisord's place should it die
+        stop_wait_s=math.ceil(settings.consumer.shutdown_timeout_s) + 10,
+        on_lost=lambda: reattach_stderr(log_path))
 
 
 def run(agent: Agent, stop: StopSignals | threading.Event,
@@ -107,6 +130,8 @@ def run(agent: Agent, stop: StopSignals | threading.Event,
                    agent.heartbeat_ttl_s)
     while not stop.is_set():
         stop.wait(agent.step(clock()))
+        if agent.exit_code is not None:  # supervisord died; its consumers are stopped
+            return agent.exit_code
     agent.leave()
     return ExitCode.OK
 

@@ -9,7 +9,9 @@ stays its own supervisord program with its own log.
 
 Faults that only say "already so" (added, started, not running, gone) are not errors; any
 other fault, and a socket or protocol failure, is ``ServiceUnavailable`` (the connection is
-rebuilt), so the agent logs it and tries again at its next step.
+rebuilt), so the agent logs it and tries again at its next step. No answer at all (the
+socket refused or gone, a timeout) is ``Unreachable``, its subclass: the agent counts those,
+since supervisord dying alone leaves its programs running without it.
 """
 from __future__ import annotations
 
@@ -27,6 +29,10 @@ RPC_TIMEOUT_S = 30.0
 # supervisor.xmlrpc.Faults (fixed numbers of the protocol)
 BAD_NAME, ALREADY_STARTED, NOT_RUNNING = 10, 60, 70
 ALREADY_ADDED, STILL_RUNNING, SHUTDOWN_STATE = 90, 91, 6
+
+
+class Unreachable(ServiceUnavailable):
+    """supervisord did not answer at all: not running, or not listening on its socket."""
 
 
 @dataclass(frozen=True)
@@ -96,7 +102,9 @@ class Supervisor:
                 from None
         except (OSError, xmlrpc.client.ProtocolError) as exc:
             self._transport.close()
-            raise ServiceUnavailable(f"supervisord at {self.url}: {method}: {exc}") from None
+            # a ProtocolError is an HTTP answer (supervisord is there); an OSError is none
+            error = Unreachable if isinstance(exc, OSError) else ServiceUnavailable
+            raise error(f"supervisord at {self.url}: {method}: {exc}") from None
 
     def state(self) -> str:
         """RUNNING, RESTARTING, SHUTDOWN ..."""

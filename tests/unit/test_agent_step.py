@@ -4,16 +4,25 @@ A small world: several hosts, each an Agent over its own FakeSupervisor and incl
 one MemoryStore for heartbeats, assignments and the consumers' leases. The "consumers"
 take the shard lease when supervisord starts them (a LeaseHeld there fails the test: two
 consumers of one shard) and release it when their graceful stop ends. Agents are stepped
-when the wait their last step returned is over, so the waits are tested too.
+when the wait their last step returned is over, so the waits are tested too. A host's
+supervisord can die alone: its consumers then live on as orphans in the host's process
+table (``Orphans``), which only the agent can signal.
 """
 from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
 from shardline.records.control import SHARD_END, Checkpoint
 from shardline.controlstore import MemoryStore
 from shardline.errors import ServiceUnavailable
-from shardline.fleet.agent import HANDOFF_POLL_S, Agent, IncludeFile
+from shardline.exitcodes import ExitCode
+from shardline.fleet.agent import (HANDOFF_POLL_S, SUPERVISORD_LOST_POLLS, Agent,
+                                   HostProcesses, IncludeFile)
 from shardline.kinesis import ShardInfo
 from shardline.ops.supervisor_render import render_consumers
 from shardline.settings import Settings
@@ -22,11 +31,50 @@ from tests.fakes import Clock
 
 STREAM = "clicks"
 POLL_S, HEARTBEAT_TTL_S, LEASE_TTL_S = 1.0, 3.0, 6.0
+STOP_WAIT_S = 4.0  # the consumer programs' stopwaitsecs
 DT = 0.05
 
 
 def sid(i: int) -> str:
     return f"shardId-{i:012d}"
+
+
+class Orphans:
+    """The consumers of a host whose supervisord died, as the agent's ``HostProcesses`` sees
+    them: a SIGTERM starts a graceful stop (the host's ``drain_s``, then the lease is
+    released), a SIGKILL ends one at once (its lease left to expire); a ``stubborn`` one
+    ignores SIGTERM."""
+
+    def __init__(self, host: "Host"):
+        self.host = host
+        self.pids: dict[int, str] = {}  # pid -> program name
+        self.term_at: dict[int, float] = {}
+        self.stubborn: set[str] = set()
+        self.signals: list[tuple[float, int, int]] = []  # (when, pid, signal)
+
+    def is_program(self, pid: int, shard: str) -> bool:
+        return self.pids.get(pid) == f"consumer-{shard}"
+
+    def signal(self, pid: int, signum: int) -> None:
+        self.signals.append((self.host.world.clock(), pid, signum))
+        name = self.pids.get(pid)
+        if name is None:
+            return
+        if signum == signal.SIGKILL:
+            del self.pids[pid]
+            self.term_at.pop(pid, None)
+            self.host.killed(name)
+        elif signum == signal.SIGTERM and name not in self.stubborn:
+            self.term_at.setdefault(pid, self.host.world.clock())
+
+    def alive(self, pid: int) -> bool:
+        return pid in self.pids
+
+    def tick(self, now: float) -> None:
+        for pid, since in list(self.term_at.items()):
+            if now - since >= self.host.drain_s:
+                del self.term_at[pid]
+                self.host.stopped(self.pids.pop(pid))
 
 
 class Host:
@@ -40,10 +88,12 @@ class Host:
         self.include = IncludeFile(path, lambda shards: render_consumers(
             stream=stream, shards=shards, include=str(path), shardline_cmd=["/opt/sl"],
             settings=self.render_settings, host_id=host_id))
+        self.procs = Orphans(self)
         self.agent = Agent(stream=stream, host_id=host_id, store=world.store,
                            leases=world.store, list_shards=lambda: list(world.shards),
                            supervisor=self.sup, include=self.include, poll_s=world.poll_s,
-                           heartbeat_ttl_s=world.heartbeat_ttl_s)
+                           heartbeat_ttl_s=world.heartbeat_ttl_s, processes=self.procs,
+                           stop_wait_s=STOP_WAIT_S)
         self.wake = 0.0
         self.dead = False
         self.drain_s = 0.0  # how long a graceful stop takes here
@@ -73,6 +123,10 @@ class Host:
         self.world.store.release_lease(STREAM, shard, owner, token)
         self.world.stops.append((self.world.clock(), self.host_id, shard))
 
+    def killed(self, name: str) -> None:
+        """SIGKILLed: the lease is left to expire."""
+        self.world.running.pop(name.removeprefix("consumer-"), None)
+
     def consumers(self) -> list[str]:
         return [n.removeprefix("consumer-") for n in self.sup.running()]
 
@@ -101,8 +155,9 @@ class World:
     def tick(self) -> None:
         now = self.clock()
         for host in self.live():
-            if now >= host.wake:
+            if now >= host.wake and host.agent.exit_code is None:  # else the agent exited
                 host.wake = now + host.agent.step(now)
+            host.procs.tick(now)
             for name, g in host.sup.active.items():
                 key = (host.host_id, name)
                 if g["state"] == "STOPPING":
@@ -121,7 +176,7 @@ class World:
                 self.store.renew_lease(STREAM, shard, owner, token, LEASE_TTL_S)
         processes: dict[str, list[str]] = {}
         for host in self.live():
-            for name in host.sup.running():
+            for name in host.sup.running() + list(host.procs.pids.values()):
                 processes.setdefault(name, []).append(host.host_id)
         assert all(len(h) == 1 for h in processes.values()), f"two processes: {processes}"
         self.clock.advance(DT)
@@ -152,6 +207,21 @@ class World:
         for shard, (h, _, _) in list(self.running.items()):
             if h == host_id:
                 del self.running[shard]
+
+    def kill_supervisord(self, host_id: str) -> list[int]:
+        """supervisord alone dies: its consumers run on as orphans (a graceful stop under
+        way goes on), nothing answers on its socket. Returns the orphans' pids."""
+        host = self.hosts[host_id]
+        host.sup.down = True
+        now = self.clock()
+        for name, group in list(host.sup.active.items()):
+            if name.startswith("consumer-") and group["state"] in ("RUNNING", "STOPPING"):
+                host.procs.pids[group["pid"]] = name
+                if group["state"] == "STOPPING":
+                    host.procs.term_at[group["pid"]] = self.stopping_since.pop(
+                        (host_id, name), now)
+                del host.sup.active[name]
+        return sorted(host.procs.pids)
 
     def finish(self, shard: str) -> None:
         """The shard's consumer reaches SHARD_END: checkpoint, exit 0."""
@@ -367,6 +437,133 @@ def test_supervisord_down_is_retried_and_nothing_is_lost(world):
     world.run_until(lambda: len(world.running) == 6, timeout=5)
 
 
+def heartbeating(world: World) -> list[str]:
+    return [h.host_id for h in world.store.live_hosts()]
+
+
+def test_supervisord_dying_alone_the_agent_leaves_stops_its_orphans_and_exits(world):
+    h1, h2 = world.add("h1"), world.add("h2")
+    for host in (h1, h2):
+        host.drain_s = 0.7
+    world.run_until(lambda: world.counts() == [3, 3], timeout=10)
+    assert h1.agent.leader == "h1"  # the leader: it would keep handing itself shards
+    lost = set(h1.consumers())
+    orphans = world.kill_supervisord("h1")
+    died = world.clock()
+
+    # within SUPERVISORD_LOST_POLLS polls: off the fleet, a SIGTERM to each orphan
+    noticed = world.run_until(lambda: h1.procs.signals, timeout=10)
+    assert noticed <= SUPERVISORD_LOST_POLLS * POLL_S + 2 * DT, noticed
+    assert heartbeating(world) == ["h2"]
+    assert sorted((pid, sig) for _, pid, sig in h1.procs.signals) == [
+        (pid, signal.SIGTERM) for pid in orphans]
+    assert h1.agent.exit_code is None, "exits only once its consumers are gone"
+
+    # the orphans drain and release their leases; h2 leads, takes all, starts each at once
+    took = world.run_until(lambda: world.counts() == [0, 6] and len(world.running) == 6
+                           and h1.agent.exit_code is not None, timeout=LEASE_TTL_S + 5)
+    took += noticed
+    assert took <= (SUPERVISORD_LOST_POLLS + 1) * POLL_S + HANDOFF_POLL_S + 2 * DT, took
+    assert took < LEASE_TTL_S, "nobody waited for a lease to expire"
+    assert h1.agent.exit_code == ExitCode.UNAVAILABLE
+    assert {s for _, h, s in world.stops if h == "h1"} == lost  # each released its lease
+    assert all(world.running[s][0] == "h2" for s in lost)
+    assert all(t - died <= took for t, h, s in world.starts if s in lost)
+    assert not [sig for _, _, sig in h1.procs.signals if sig != signal.SIGTERM]
+    world.run(HEARTBEAT_TTL_S)
+    assert heartbeating(world) == ["h2"], "an exited agent never heartbeats again"
+    assert set(world.store.assignments(STREAM).values()) == {"h2"}
+
+
+def test_an_orphan_deaf_to_sigterm_is_killed_after_its_stop_wait(world):
+    h1 = world.add("h1")
+    world.add("h2")
+    world.run_until(lambda: world.counts() == [3, 3], timeout=10)
+    deaf = f"consumer-{h1.consumers()[0]}"
+    h1.procs.stubborn.add(deaf)
+    # one consumer was already stopping (a person's `supervisorctl stop`): its graceful
+    # stop goes on, and a second SIGTERM would force it out without its checkpoint
+    stopping = f"consumer-{h1.consumers()[1]}"
+    h1.drain_s = 3.0  # below the stop wait
+    h1.sup.stop(stopping)
+    world.run(POLL_S + 0.1)  # the agent has seen it stopping
+    orphans = world.kill_supervisord("h1")
+    pid = {name: pid for pid, name in h1.procs.pids.items()}
+    world.run_until(lambda: h1.agent.exit_code is not None, timeout=STOP_WAIT_S + 5)
+    assert h1.agent.exit_code == ExitCode.UNAVAILABLE
+    sent = {(p, sig) for _, p, sig in h1.procs.signals}
+    assert sent == {(p, signal.SIGTERM) for p in orphans if p != pid[stopping]} | {
+        (pid[deaf], signal.SIGKILL)}
+    term = min(t for t, _, _ in h1.procs.signals)
+    kill = next(t for t, _, sig in h1.procs.signals if sig == signal.SIGKILL)
+    assert STOP_WAIT_S <= kill - term <= STOP_WAIT_S + HANDOFF_POLL_S + DT
+    # the killed one's lease expires; then h2 has everything
+    world.run_until(lambda: world.counts() == [0, 6] and len(world.running) == 6,
+                    timeout=LEASE_TTL_S + 5)
+
+
+def test_the_agent_command_exits_69_once_its_supervisord_is_gone(world):
+    from shardline.fleet.main import run
+
+    h1 = world.add("h1")
+    world.add("h2")
+    world.run_until(lambda: world.counts() == [3, 3], timeout=10)
+    world.kill_supervisord("h1")
+    h1.wake = float("inf")  # stepped by run() below, not by the world
+
+    class Ticking:  # the stop event; its waits move the world on
+        def is_set(self) -> bool:
+            return False
+
+        def wait(self, seconds: float) -> bool:
+            world.run(max(seconds, DT))
+            return False
+
+    assert run(h1.agent, Ticking(), clock=world.clock) == ExitCode.UNAVAILABLE
+    assert world.counts() == [0, 6] and heartbeating(world) == ["h2"]
+
+
+def test_supervisord_missing_one_poll_changes_nothing(world):
+    host = world.add("h1")
+    world.run_until(lambda: len(world.running) == 6, timeout=5)
+    # a moment's hiccup: supervisord misses exactly one poll
+    world.run_until(lambda: host.agent.next_poll - world.clock() < POLL_S / 2, timeout=2)
+    host.sup.down = True
+    world.run(POLL_S)
+    assert host.agent.unanswered_polls == 1
+    host.sup.down = False
+    world.run(3 * POLL_S)
+    assert host.agent.exit_code is None and host.procs.signals == []
+    assert len(world.running) == 6 and heartbeating(world) == ["h1"]
+
+
+def test_host_processes_stops_a_real_program_in_its_own_group():
+    procs = HostProcesses()
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)",
+                              "shardId-000000000007"], start_new_session=True)
+    try:
+        for _ in range(100):  # until the child runs its own command line
+            if procs.is_program(child.pid, "shardId-000000000007"):
+                break
+            time.sleep(0.05)
+        assert procs.is_program(child.pid, "shardId-000000000007")
+        assert not procs.is_program(child.pid, "shardId-000000000008")
+        assert procs.alive(child.pid)
+        procs.signal(child.pid, signal.SIGTERM)
+        for _ in range(100):
+            if not procs.alive(child.pid):  # a zombie counts as gone: init reaps orphans
+                break
+            time.sleep(0.05)
+        assert not procs.alive(child.pid)
+        assert child.wait(5) == -signal.SIGTERM
+        assert not procs.is_program(child.pid, "shardId-000000000007")
+        procs.signal(child.pid, signal.SIGTERM)  # gone: not an error
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+
+
 class FlakyStore:
     """The control store unreachable while ``down``."""
 
@@ -456,6 +653,7 @@ class OneStepAgent:
 
     poll_s = 1.0
     heartbeat_ttl_s = 3.0
+    exit_code = None  # supervisord still answers
 
     def __init__(self, signum: int):
         import logging
@@ -501,3 +699,27 @@ def test_agent_signals_first_graceful_second_forced(no_settings):
         os.kill(os.getpid(), signal.SIGINT)
         time.sleep(5)  # the handler raises in this (the main) thread before this ends
     assert forced.type is ForcedStop and stop.forced
+
+
+REATTACH = """
+import sys
+from shardline.fleet.main import reattach_stderr
+reattach_stderr(sys.argv[1])
+print("after", file=sys.stderr, flush=True)
+"""
+
+
+def test_the_agent_moves_its_stderr_off_a_pipe_to_its_log_file(tmp_path):
+    log = tmp_path / "agent.err.log"
+    log.write_text("before\n")
+    # stderr a pipe (supervisord's, here still read): the last lines go to the log file
+    child = subprocess.run([sys.executable, "-c", REATTACH, str(log)], capture_output=True,
+                           text=True, timeout=30)
+    assert child.returncode == 0 and child.stderr == ""
+    assert log.read_text() == "before\nafter\n"
+    # stderr not a pipe (a terminal, a file, the journal's socket): left as it is
+    with open(tmp_path / "own.txt", "w") as own:
+        subprocess.run([sys.executable, "-c", REATTACH, str(log)], stderr=own, timeout=30,
+                       check=True)
+    assert (tmp_path / "own.txt").read_text() == "after\n"
+    assert log.read_text() == "before\nafter\n"
