@@ -187,7 +187,7 @@ def compare(old: SimpleNamespace, payloads: list[bytes], runs: int) -> dict:
     out["ratio_old_over_new"] = (out["old"]["cpu_us_per_record"]
                                  / out["new"]["cpu_us_per_record"])
     out["pair_ratio_median"] = statistics.median(o[2] / n[2] for o, n in
-                                                 zip(res["old"], res["new"]))
+                                                 zip(res["old"], res["new"], strict=True))
     return out
 
 
@@ -317,7 +317,7 @@ def worker_runs(env: dict[str, str], servers: list[str], n: int, old_rev: str, a
                 rc = p.wait(timeout=30)
                 if rc != 0 or sys.exc_info()[0] is not None:  # a failed job: say why
                     print(f"worker exited {rc}: {p.stderr.read().decode()[-2000:]}")
-    pair_ratios = [n / o for o, n in zip(cpu_rates["old"], cpu_rates["new"])]
+    pair_ratios = [n / o for o, n in zip(cpu_rates["old"], cpu_rates["new"], strict=True)]
     print(f"  {n} worker(s): new/old records per worker CPU-second, run by run: "
           f"{', '.join(f'{r:.2f}' for r in pair_ratios)} (median "
           f"{statistics.median(pair_ratios):.2f}x)")

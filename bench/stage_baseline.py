@@ -105,7 +105,7 @@ def install(ns: SimpleNamespace) -> None:
     ``shardline.codec`` & co. then resolve to the old modules, so a real ``shardline worker``
     started from here runs the old per-record code."""
     import shardline
-    import shardline.workers
+    import shardline.workers  # noqa: F401  (loaded: install() sets attributes on it)
 
     _adapt(ns)
     for name, (_path, dotted) in MODULES.items():

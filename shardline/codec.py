@@ -119,7 +119,7 @@ def decode(payload: bytes) -> Batch:
         stream, pos = _read_str(data, pos, _U16)
         shard_id, pos = _read_str(data, pos, _U16)
         (count,), pos = _U32.unpack_from(data, pos), pos + 4
-        records = []
+        records: list[Record] = []
         append = records.append
         flags_seq, fixed_key, u32 = _FLAGS_SEQ.unpack_from, _FIXED_KEY.unpack_from, _U32.unpack_from
         new = object.__new__

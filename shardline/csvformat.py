@@ -18,7 +18,7 @@ The COPY options below are the reading side of exactly these rules.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Iterable
+from typing import Iterable
 
 NULL = "\\N"
 
@@ -30,7 +30,7 @@ REDSHIFT_COPY_OPTIONS = ("FORMAT AS CSV DELIMITER ',' NULL AS '\\\\N' GZIP ENCOD
                          "TIMEFORMAT 'YYYY-MM-DD HH:MI:SS' MAXERROR 0")
 
 
-def format_value(value: Any) -> str:
+def format_value(value: object) -> str:
     if value is None:
         return NULL
     if isinstance(value, datetime):
@@ -40,5 +40,5 @@ def format_value(value: Any) -> str:
     return '"' + value.replace('"', '""') + '"'
 
 
-def format_row(values: Iterable[Any]) -> str:
+def format_row(values: Iterable[object]) -> str:
     return ",".join(map(format_value, values)) + "\n"

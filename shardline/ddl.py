@@ -39,7 +39,7 @@ def sql_type(col: Column) -> str:
     return _SQL_TYPE[col.type]
 
 
-def literal(value: Any) -> str:
+def literal(value: object) -> str:
     """A default value as SQL text (validated by the tables file: str, int, float, bool)."""
     if isinstance(value, bool):
         return "TRUE" if value else "FALSE"

@@ -28,7 +28,8 @@ def before(seq_col: str, sub_col: str) -> str:
             f"({seq_col} < %s OR ({seq_col} = %s AND {sub_col} < %s))))")
 
 
-def before_params(sequence_number: str, sub_sequence_number: int) -> tuple:
+def before_params(sequence_number: str, sub_sequence_number: int
+                  ) -> tuple[int, int, str, str, int]:
     """The parameters of ``before`` for the position (sequence_number, sub_sequence_number)."""
     n = len(sequence_number)
     return (n, n, sequence_number, sequence_number, sub_sequence_number)
@@ -42,6 +43,7 @@ def within(seq_col: str, sub_col: str) -> str:
     return f"(NOT {before(seq_col, sub_col)} AND NOT {after_last})"
 
 
-def within_params(first: tuple[str, int], last: tuple[str, int]) -> tuple:
+def within_params(first: tuple[str, int], last: tuple[str, int]
+                  ) -> tuple[int, int, str, str, int, int, int, str, str, int]:
     """The parameters of ``within`` for the positions first = (seq, sub), last = (seq, sub)."""
     return before_params(*first) + before_params(*last)

@@ -94,13 +94,13 @@ def parse(text: str, source: str = "<text>", base: Path | None = None) -> Tables
     return dataclasses.replace(tables, python_path=dirs)
 
 
-def _no_unknown(data: dict, known: set[str], w: Any, prefix: str) -> None:
+def _no_unknown(data: dict[str, Any], known: set[str], w: _Where, prefix: str) -> None:
     unknown = sorted(set(data) - known)
     if unknown:
         raise w(prefix + unknown[0], f"unknown key (known: {', '.join(sorted(known))})")
 
 
-def _table(name: str, body: dict, w: _Where, single: bool) -> tuple[TableSpec, Any]:
+def _table(name: str, body: dict[str, Any], w: _Where, single: bool) -> tuple[TableSpec, Any]:
     _no_unknown(body, _TABLE_KEYS, w, "")
     transform = body.get("transform")
     if not isinstance(transform, str) or not _CALLABLE.fullmatch(transform):
@@ -190,14 +190,18 @@ def _check_default(col: Column, w: _Where) -> None:
     if not ok:
         raise w(f"columns.{col.name}.default", f"{d!r} does not fit type {col.type} "
                                                f"(timestamps take no default)")
-    if col.kind == "text" and (len(d.encode("utf-8")) > (col.max_bytes or 0) or "\x00" in d):
+    if col.kind == "text" and isinstance(d, str) and (
+            len(d.encode("utf-8")) > (col.max_bytes or 0) or "\x00" in d):
         raise w(f"columns.{col.name}.default", f"longer than {col.type} or holds a NUL")
 
 
 def _routed(specs: list[TableSpec], routes: dict[str, Any], where: _Where,
             source: str) -> Tables:
     """Routes -> one routing field, a value -> table map and at most one default."""
-    route_field, by_value, out, default = None, {}, [], None
+    route_field: str | None = None
+    by_value: dict[str, str] = {}
+    out: list[TableSpec] = []
+    default: str | None = None
     for spec in specs:
         route, w = routes[spec.name], _Where(source, spec.name)
         if route == "default":

@@ -75,7 +75,7 @@ def main(argv: list[str]) -> int:
                           client_id=worker_id)
     runner.install_signal_handlers()
     log.info("gearmand %s; functions %s", ",".join(clients.gearman_servers(settings)),
-             ", ".join(f"{n} -> {g}" for n, g in zip(names, tasks)))
+             ", ".join(f"{n} -> {g}" for n, g in zip(names, tasks, strict=False)))
     try:
         code = runner.run()
     finally:

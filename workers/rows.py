@@ -22,8 +22,8 @@ import orjson
 from shardline import codec
 from shardline.csvformat import NULL, format_row
 from shardline.errors import ConfigError
-from shardline.tables import STAGED_SYSTEM, TableSpec
-from shardline.transforms import Transform
+from shardline.tables import STAGED_SYSTEM, Tables, TableSpec
+from shardline.transforms import Event, Row, Transform
 
 UTC = timezone.utc
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -42,6 +42,14 @@ _NUL = "\x00"  # stands for None in build()'s fast path: no accepted value conta
 _NULL_FIELD = '"\x00"'
 _MILLIS_TEXT = [f".{m:03d}000" for m in range(1000)]  # arrival_time's fraction
 
+# A dead letter as written to S3 (one JSON object a line), see dead_letter()
+DeadLetter = dict[str, "str | int"]
+# A column as the checks take it: (name, kind, max_bytes, nullable)
+ColumnCheck = tuple[str, str, "int | None", bool]
+# The compiled accept tests (_length_test, _row_line_function)
+Fits = Callable[[list[str]], bool]
+RowLine = Callable[[Row, tuple[str, str, str, str, str]], "tuple[str, list[str]] | None"]
+
 
 class _Reject(Exception):
     """Internal: this record is a dead letter with ``reason``."""
@@ -50,7 +58,7 @@ class _Reject(Exception):
         self.reason = reason
 
 
-def _type_name(value: Any) -> str:
+def _type_name(value: object) -> str:
     return "null" if value is None else type(value).__name__
 
 
@@ -128,7 +136,7 @@ class StagedBatch:
 
     csv_text: str
     rows: int
-    dead_letters: list[dict] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
 
 
 @dataclass
@@ -138,7 +146,7 @@ class RoutedBatch:
     ``rows`` are the first table's (a single-table builder's whole output)."""
 
     tables: dict[str, StagedBatch]
-    dead_letters: list[dict] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
     first: str = ""
 
     @property
@@ -159,7 +167,8 @@ class TablePlan:
     def __init__(self, spec: TableSpec, transform: Transform):
         self.spec = spec
         self.transform = transform
-        self.columns = [(c.name, c.kind, c.max_bytes, c.nullable) for c in spec.columns]
+        self.columns: list[ColumnCheck] = [(c.name, c.kind, c.max_bytes, c.nullable)
+                                           for c in spec.columns]
         self.event_plan = [col for col in self.columns if col[0] not in WORKER_COLUMNS]
         self.event_columns = frozenset(col[0] for col in self.event_plan)
         # hot-loop form: (name, is_text, char limit that needs a closer look, column)
@@ -189,12 +198,12 @@ class TablePlan:
         n, kind, max_bytes, nullable = self._col[name]
         return check_value(n, kind, max_bytes, nullable, value)
 
-    def exact_line(self, out: dict, rec: codec.Record, second: str, shard_value: str,
+    def exact_line(self, out: Row, rec: codec.Record, second: str, shard_value: str,
                    staged_value: str) -> str:
         """One row column by column, raising _Reject for the first bad value: the
         definition that build()'s fast accept test reproduces for common rows."""
         get = out.get
-        values = []
+        values: list[Any] = []
         for name, is_text, limit, col in self._fast_plan:
             value = get(name)
             if is_text and type(value) is str:
@@ -208,8 +217,8 @@ class TablePlan:
             else:
                 values.append(check_value(*col, value))
         seq_col = self._col["sequence_number"]
-        seq_no = rec.sequence_number
-        if len(seq_no) > seq_col[2] or not seq_no.isascii():
+        seq_no, seq_max = rec.sequence_number, seq_col[2]
+        if (seq_max is not None and len(seq_no) > seq_max) or not seq_no.isascii():
             check_value(*seq_col, seq_no)
         sub = rec.sub_sequence_number
         if not 0 <= sub <= BIGINT_MAX:
@@ -223,7 +232,7 @@ class TablePlan:
             self.check_utf8(values)
         return line
 
-    def check_utf8(self, values: list) -> None:
+    def check_utf8(self, values: list[Any]) -> None:
         """Exact UTF-8 byte lengths and encodability of a non-ASCII row (raises _Reject)."""
         for (name, _kind, max_bytes, nullable), value in zip(self.columns, values, strict=False):
             if type(value) is str and not value.isascii():
@@ -267,7 +276,7 @@ class RowBuilder:
         self.event_columns = first.event_columns
 
     @classmethod
-    def routed(cls, tables: Any, transforms: dict[str, Transform],
+    def routed(cls, tables: Tables, transforms: dict[str, Transform],
                first: str | None = None) -> "RowBuilder":
         """The builder for a tables file (``shardline.tables.Tables``); ``first``: the table
         its single-table view (``spec``, ``csv_text``, ``rows``) is of (default: the file's
@@ -286,14 +295,15 @@ class RowBuilder:
         fast_loads, fast_error, simple = _fast_loads, _FastJSONError, _SIMPLE_TYPES
         loads = json.loads
         out_lines: dict[str, list[str]] = {p.spec.name: [] for p in self.plans}
-        # per plan, for the loop: (transform, event columns, row_line, fast_ok, lines, plan)
-        hot = {p.spec.name: (p.transform, p.event_columns, p.row_line, p.fast_ok,
+        # per plan, for the loop: (transform, event columns, row_line, lines, plan); the
+        # plan's row_line is None when not fast_ok
+        hot = {p.spec.name: (p.transform, p.event_columns, p.row_line,
                              out_lines[p.spec.name], p) for p in self.plans}
         route_field = self.route_field
         by_value = {v: hot[t] for v, t in self.by_value.items()}
         default_hot = hot[self.default] if self.default is not None else None
-        transform, event_columns, row_line, fast_ok, lines, plan = hot[first.spec.name]
-        dead: list[dict] = []
+        transform, event_columns, row_line, lines, plan = hot[first.spec.name]
+        dead: list[DeadLetter] = []
         seconds: dict[int, str] = {}
         shard_id = batch.shard_id
         batch_problem = None
@@ -337,7 +347,7 @@ class RowBuilder:
                         else default_hot
                     if chosen is None:
                         raise _Reject(_no_route(route_field, value, event))
-                    transform, event_columns, row_line, fast_ok, lines, plan = chosen
+                    transform, event_columns, row_line, lines, plan = chosen
                 try:
                     out = transform(event)
                 except Exception as exc:
@@ -360,8 +370,8 @@ class RowBuilder:
                 second = seconds.get(secs)
                 if second is None:  # records of a batch arrive within a few seconds
                     second = seconds[secs] = _second_text(secs)
-                if fast_ok and second and len(seq_no) <= seq_limit and seq_no.isascii() \
-                        and 0 <= sub <= BIGINT_MAX:
+                if row_line is not None and second and len(seq_no) <= seq_limit \
+                        and seq_no.isascii() and 0 <= sub <= BIGINT_MAX:
                     got = row_line(out, (shard_value, seq_no, str(sub),
                                          second + millis_text[millis], staged_value))
                     if got is not None:
@@ -381,7 +391,7 @@ class RowBuilder:
     build = build_tables
 
 
-def _no_route(route_field: str, value: Any, event: dict) -> str:
+def _no_route(route_field: str, value: object, event: Event) -> str:
     if route_field not in event:
         return f"no route: the event has no {route_field!r} field and no table takes the " \
                f"default route"
@@ -389,9 +399,8 @@ def _no_route(route_field: str, value: Any, event: dict) -> str:
            f"and no table takes the default route"
 
 
-def _row_line_function(plan: list[tuple], fits: Callable[[list], bool],
-                       short_fits: Callable[[list], bool], short_max: int
-                       ) -> Callable[[dict, tuple], tuple[str, list] | None]:
+def _row_line_function(plan: list[ColumnCheck], fits: Fits, short_fits: Fits,
+                       short_max: int) -> RowLine:
     """-> row_line(out, tail): (the CSV line, its values) of a transform output plus the
     worker values, or None when the row needs the exact path: a column missing, a
     timestamp that is not a UTC datetime, a value that is not a str (or None where
@@ -437,7 +446,7 @@ def _row_line_function(plan: list[tuple], fits: Callable[[list], bool],
     return _compiled("\n".join(lines) + "\n", "row_line", namespace)
 
 
-def _length_test(limits: list[tuple[int, int]]) -> Callable[[list], bool]:
+def _length_test(limits: list[tuple[int, int]]) -> Fits:
     """-> fits(values): True when len(values[i]) <= limit for every (i, limit), as one
     expression compiled for the spec (a generic loop over 13 columns costs ~2 µs a row)."""
     body = " and ".join(f"len(v[{int(i)}]) <= {int(lim)}" for i, lim in limits) or "True"
@@ -457,10 +466,11 @@ def _compiled(source: str, name: str, namespace: dict[str, Any]) -> Callable[...
     # mtime None: linecache.checkcache keeps the entry (there is no file to compare with)
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
     exec(compile(source, filename, "exec"), namespace)
-    return namespace[name]
+    function: Callable[..., Any] = namespace[name]
+    return function
 
 
-def _json_type(value: Any) -> str:
+def _json_type(value: object) -> str:
     if isinstance(value, bool):
         return "boolean"
     if isinstance(value, (int, float)):
@@ -483,7 +493,7 @@ def _arrival_text(arrival_ms: int) -> str:
         return str(arrival_ms)
 
 
-def dead_letter(rec: codec.Record, shard_id: str, reason: str) -> dict:
+def dead_letter(rec: codec.Record, shard_id: str, reason: str) -> DeadLetter:
     return {
         "data_b64": base64.b64encode(rec.data).decode("ascii"),
         "shard_id": shard_id,
@@ -495,5 +505,5 @@ def dead_letter(rec: codec.Record, shard_id: str, reason: str) -> dict:
     }
 
 
-def dead_letter_lines(dead: list[dict]) -> str:
+def dead_letter_lines(dead: list[DeadLetter]) -> str:
     return "".join(json.dumps(d, separators=(",", ":")) + "\n" for d in dead)

@@ -43,7 +43,8 @@ def _connection_errors() -> tuple[type[BaseException], ...]:
 
 
 class WorkerRunner:
-    def __init__(self, tasks: Mapping[str | bytes, Task], make_worker: Callable[[], Any], *,
+    def __init__(self, tasks: Mapping[str, Task] | Mapping[bytes, Task],
+                 make_worker: Callable[[], Any], *,
                  poll_timeout: float = 1.0, reconnect_max_s: float = 5.0,
                  log: ContextLogger | None = None,
                  sleep: Callable[[float], None] | None = None,
@@ -121,7 +122,7 @@ class WorkerRunner:
 
     def backoff(self, failures: int) -> float:
         """Exponential from 0.1 s, capped at reconnect_max_s, with +-20% jitter."""
-        base = min(self.reconnect_max_s, BACKOFF_START_S * (2 ** min(failures - 1, 30)))
+        base: float = min(self.reconnect_max_s, BACKOFF_START_S * (2 ** min(failures - 1, 30)))
         return min(self.reconnect_max_s, base * random.uniform(0.8, 1.2))
 
     def _pause(self, delay: float) -> None:
@@ -145,7 +146,8 @@ class WorkerRunner:
 
     def _after_poll(self, any_activity: bool) -> bool:
         if (self.failures or not self._connected_once) and self.worker is not None and any(
-                getattr(c, "connected", False) for c in getattr(self.worker, "connection_list", ())):
+                getattr(c, "connected", False)
+                for c in getattr(self.worker, "connection_list", ())):
             if self.failures:
                 self.log.info("connected to gearmand again after %d failed attempt(s)",
                               self.failures)

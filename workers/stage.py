@@ -35,15 +35,16 @@ from __future__ import annotations
 import gzip
 import time
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 from shardline import codec, csvformat, layout
 from shardline.logs import ContextLogger, get_logger
 from shardline.metrics.pipeline import StageMetrics
 from shardline.settings import Settings
 from shardline.tables import Tables, load_tables
-from shardline.controlstore import open_store
+from shardline.controlstore import ControlStore, open_store
 from shardline.records.ledger import StagedFile, arrival_sample
+from shardline.transforms import Event, Row
 from shardline.workers.rows import RowBuilder, dead_letter_lines
 from shardline.workers.transform import Transform, load_table_transforms, transform_version
 
@@ -61,7 +62,7 @@ def refuse_null_marker(transform: Transform) -> Transform:
     value equal to it (``\\N``) would load as NULL (and fail a NOT NULL column, stopping its
     file). On Redshift such a record is a dead letter with that reason instead; PostgreSQL
     keeps a quoted ``"\\N"`` as text, so the local stand-ins load it unchanged."""
-    def guarded(event: dict) -> dict:
+    def guarded(event: Event) -> Row:
         row = transform(event)
         if isinstance(row, dict):
             for name, value in row.items():
@@ -76,7 +77,7 @@ class StageJob:
     """The stage task: payload bytes -> staged objects + ledger row. One instance per worker
     process."""
 
-    def __init__(self, settings: Settings, *, s3: Any = None, ledger: Any = None,
+    def __init__(self, settings: Settings, *, s3: Any = None, ledger: ControlStore | None = None,
                  transform: Transform | None = None, clock: Callable[[], float] = time.time,
                  log: ContextLogger | None = None, tables: Tables | None = None):
         from shardline import clients
@@ -119,12 +120,14 @@ class StageJob:
         started = time.perf_counter()
         try:
             generation, batch = codec.decode_job(payload)
+            # a job's logger always carries a dict (the runner's bind), the task may add to it
+            extra = cast("dict[str, object]", job_log.extra) if job_log is not None else {}
             if job_log is not None and batch.records:
                 # the runner's own lines for this job (e.g. "job failed") name the batch too
-                job_log.extra["batch"] = f"{batch.stream}/{batch.batch_id}"
+                extra["batch"] = f"{batch.stream}/{batch.batch_id}"
                 if generation:
-                    job_log.extra["reprocess"] = generation
-            log = self.log.bind(**job_log.extra) if job_log is not None else self.log
+                    extra["reprocess"] = generation
+            log = self.log.bind(**extra) if job_log is not None else self.log
             self.stage(batch, log, generation=generation,
                        raw=payload if generation is None else None)
         except Exception:
@@ -140,7 +143,7 @@ class StageJob:
         if not batch.records:
             raise codec.CodecError("empty batch: nothing to stage")
         log = log or self.log
-        if "batch" not in log.extra:
+        if "batch" not in (log.extra or ()):
             log = log.bind(batch=f"{batch.stream}/{batch.batch_id}")
         started = time.perf_counter()
         own = self.spec.name
@@ -171,7 +174,7 @@ class StageJob:
         # stored rows of the range are replaced by what the current transforms make.
         order = [t for t in self.tables.names if t != own and
                  (generation or t in routed.tables)] + [own]
-        f, l = batch.first, batch.last
+        first, last = batch.first, batch.last
         arrival_min = min(r.arrival_ms for r in batch.records)
         arrival_max = max(r.arrival_ms for r in batch.records)
         parts = []
@@ -184,15 +187,16 @@ class StageJob:
             if not mine and self.ledger.get_file(key) is not None:
                 parts.append(f"{table}'s entry already present (retry)")
                 continue  # an earlier try got this far: its file stands
-            if rows:
+            if staged is not None and rows:
                 body = gzip_bytes(staged.csv_text)
                 size = len(body)
                 self._put(key, body, "text/csv")
             inserted = self.ledger.record_file(StagedFile(
                 s3_key=key, target_table=table, stream=batch.stream,
-                shard_id=batch.shard_id, first_sequence=f.sequence_number,
-                first_sub_sequence=f.sub_sequence_number, last_sequence=l.sequence_number,
-                last_sub_sequence=l.sub_sequence_number, row_count=rows, byte_count=size,
+                shard_id=batch.shard_id, first_sequence=first.sequence_number,
+                first_sub_sequence=first.sub_sequence_number,
+                last_sequence=last.sequence_number,
+                last_sub_sequence=last.sub_sequence_number, row_count=rows, byte_count=size,
                 dead_letter_key=dl_key if mine else None,
                 dead_letter_count=len(dead) if mine else 0,
                 staged_at=now.replace(tzinfo=None),
@@ -202,9 +206,9 @@ class StageJob:
                 arrival_min_ms=arrival_min, arrival_max_ms=arrival_max))
             if inserted:
                 self.metrics[table].recorded(rows, dead if mine else ())
+            again = "" if inserted else ", ledger row already present (concurrent retry)"
             parts.append(f"{rows} rows to {table} ({size} bytes gz, transform "
-                         f"{self.versions[table]}"
-                         f"{'' if inserted else ', ledger row already present (concurrent retry)'})")
+                         f"{self.versions[table]}{again})")
         log.info("staged %s, %d dead letters in %.1f ms%s", ", ".join(parts), len(dead),
                  (time.perf_counter() - started) * 1000,
                  f" (reprocess {generation})" if generation else "")

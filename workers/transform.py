@@ -11,13 +11,17 @@ from __future__ import annotations
 import hashlib
 import importlib
 import inspect
-from typing import Any
+from typing import TYPE_CHECKING, cast
 
 from shardline.errors import ConfigError
 from shardline.transforms import Transform
 # Tables files written before the transform API name the default transform
 # ``shardline.workers.transform:page_view``: it stays importable from here.
 from shardline.transforms.page_views import page_view  # noqa: F401
+
+if TYPE_CHECKING:
+    from shardline.settings import Settings
+    from shardline.tables import Tables
 
 __all__ = ["MAX_VERSION_BYTES", "Transform", "load_table_transforms", "load_transform",
            "page_view", "table_transform", "transform_version"]
@@ -47,7 +51,8 @@ def transform_version(func: Transform) -> str:
     return "sha1:" + hashlib.sha1(source.encode("utf-8")).hexdigest()[:12]
 
 
-def load_table_transforms(tables: Any, settings: Any = None) -> dict[str, Transform]:
+def load_table_transforms(tables: Tables, settings: Settings | None = None
+                          ) -> dict[str, Transform]:
     """Each table's transform (table name -> callable), the tables file's ``python_path``
     put first on ``sys.path``; ``worker.transform`` (when set) replaces the transform of
     table ``worker.target_table``. ConfigError naming the table when one does not import."""
@@ -61,7 +66,7 @@ def load_table_transforms(tables: Any, settings: Any = None) -> dict[str, Transf
     if override and target not in tables:
         raise ConfigError(f"worker.target_table {target!r}: no such table in the tables file "
                           f"{tables.source} (worker.transform overrides a table's transform)")
-    out = {}
+    out: dict[str, Transform] = {}
     for spec in tables.tables:
         if override and spec.name == target:
             out[spec.name] = load_transform(override)
@@ -71,7 +76,7 @@ def load_table_transforms(tables: Any, settings: Any = None) -> dict[str, Transf
     return out
 
 
-def table_transform(settings: Any, table: str | None = None) -> Transform:
+def table_transform(settings: Settings, table: str | None = None) -> Transform:
     """The transform the stage workers run for ``table`` (default: the tables file's first),
     as they load it: what ``reprocess`` and ``redrive`` compare versions with."""
     from shardline.tables import load_tables
@@ -97,4 +102,4 @@ def load_transform(path: str, what: str = "worker.transform") -> Transform:
     if not callable(func):
         raise ConfigError(f"{what} {path!r}: {func_name} is a "
                           f"{type(func).__name__}, not a callable")
-    return func
+    return cast(Transform, func)  # a callable; its signature is the author's promise

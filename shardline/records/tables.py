@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
-
 from shardline.errors import ConfigError
 
 POSITION_KEY = ("shard_id", "sequence_number", "sub_sequence_number")
@@ -39,11 +37,13 @@ class Column:
     max_bytes: int | None = None
     nullable: bool = False
     type: str = ""  # the portable SQL type (varchar(n), char(n), timestamp, bigint, ...)
-    default: Any = None  # a value for rows that predate the column (ADD COLUMN ... DEFAULT)
+    # a value for rows that predate the column (ADD COLUMN ... DEFAULT): the tables file's
+    # TOML value, which it checks against the type (str, int, float, bool)
+    default: object = None
     system: bool = False  # the pipeline's own: appended to every table
 
 
-def column(name: str, type_text: str, *, not_null: bool = False, default: Any = None,
+def column(name: str, type_text: str, *, not_null: bool = False, default: object = None,
            system: bool = False) -> Column:
     """A column from its portable type text; ValueError naming what is wrong."""
     match = _TYPE.fullmatch(type_text.strip().lower())
@@ -114,7 +114,7 @@ class Tables:
     tables: tuple[TableSpec, ...]
     route_field: str | None = None  # None: one table takes every event
     source: str = "<default>"
-    by_value: dict = field(default_factory=dict)  # route value -> table name
+    by_value: dict[str, str] = field(default_factory=dict)  # route value -> table name
     python_path: tuple[str, ...] = ()  # where its transforms are imported from
 
     def __getitem__(self, name: str) -> TableSpec:

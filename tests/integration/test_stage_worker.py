@@ -107,7 +107,7 @@ class Ctx:
     # workers
     def start_workers(self, n: int = 1, **extra_env: str) -> list[subprocess.Popen]:
         started = []
-        for i in range(n):
+        for _ in range(n):
             wid = f"w{len(self.procs) + 1}"
             log = self.tmp / f"{wid}.log"
             proc = subprocess.Popen([SHARDLINE, "worker", "--functions", "stage", "--id", wid],
@@ -153,9 +153,9 @@ class Ctx:
 
     def keys(self, batch: codec.Batch) -> tuple[str, str]:
         """The batch's staged and dead-letter keys, written out from the contract."""
-        f, l = batch.first, batch.last
-        rng = f"{f.sequence_number}-{f.sub_sequence_number}_{l.sequence_number}-" \
-              f"{l.sub_sequence_number}"
+        first, last = batch.first, batch.last
+        rng = f"{first.sequence_number}-{first.sub_sequence_number}_{last.sequence_number}-" \
+              f"{last.sub_sequence_number}"
         return (f"{self.prefix}/staged/page_views/{batch.stream}/{batch.shard_id}/{rng}.csv.gz",
                 f"{self.prefix}/dead-letter/{batch.stream}/{batch.shard_id}/{rng}.jsonl.gz")
 
@@ -286,10 +286,10 @@ def test_stage_batch_objects_ledger_and_retry(ctx):
     assert set(objects) == {key, dl_key, archived}
     assert codec.decode(gzip.decompress(objects[archived])) == batch
     text = gzip.decompress(objects[key]).decode("utf-8")
-    rows = [dict(zip(PAGE_VIEWS.column_names, r)) for r in parse_csv(text)]
+    rows = [dict(zip(PAGE_VIEWS.column_names, r, strict=True)) for r in parse_csv(text)]
     assert len(rows) == 6
     good_recs = [r for r in batch.records if r.data in GOOD]
-    for row, rec in zip(rows, good_recs):
+    for row, rec in zip(rows, good_recs, strict=True):
         want = page_view(json.loads(rec.data))
         assert row["event_id"] == want["event_id"]
         assert row["occurred_at"] == "2026-11-26 06:30:00.250000"

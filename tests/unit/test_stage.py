@@ -80,7 +80,7 @@ def test_good_row_in_column_order():
     assert staged.rows == 1 and staged.dead_letters == []
     rows = parse_csv(staged.csv_text)
     assert rows == [expected_row(good_event(1), batch.records[0])]
-    row = dict(zip(PAGE_VIEWS.column_names, rows[0]))
+    row = dict(zip(PAGE_VIEWS.column_names, rows[0], strict=True))
     assert row["occurred_at"] == "2026-11-26 07:00:00.500000"
     assert row["arrival_time"] == "2025-11-26 07:00:00.250000"
     assert row["staged_at"] == "2026-11-26 07:00:00.123456"
@@ -116,9 +116,9 @@ def test_odd_values_survive_exactly(ensure_ascii):
     rows = parse_csv(staged.csv_text)
     assert len(rows) == len(ODD)
     names = PAGE_VIEWS.column_names
-    for text, row, event, rec in zip(ODD, rows, events, batch.records):
+    for text, row, event, rec in zip(ODD, rows, events, batch.records, strict=True):
         assert row == expected_row(event, rec)
-        got = dict(zip(names, row))
+        got = dict(zip(names, row, strict=True))
         assert got["user_agent"] == text and got["session_id"] == text
         assert got["user_id"] == text  # "\\N" stays text, "" stays the empty string
 
@@ -199,7 +199,7 @@ def test_dead_letter_lines_are_json_lines():
     text = rows_mod.dead_letter_lines(staged.dead_letters)
     lines = text.splitlines()
     assert len(lines) == 2 and text.endswith("\n")
-    assert [json.loads(l)["reason"].split(":")[0] for l in lines] == ["not JSON",
+    assert [json.loads(line)["reason"].split(":")[0] for line in lines] == ["not JSON",
                                                                       "not a JSON object"]
 
 
@@ -238,7 +238,7 @@ def test_transform_aware_non_utc_datetime_converted():
     ist = timezone(timedelta(hours=5, minutes=30))
     _, staged = build([enc(good_event(1))], transform=lambda e: _derived(
         occurred_at=datetime(2026, 1, 1, 3, 0, tzinfo=ist)))
-    row = dict(zip(PAGE_VIEWS.column_names, parse_csv(staged.csv_text)[0]))
+    row = dict(zip(PAGE_VIEWS.column_names, parse_csv(staged.csv_text)[0], strict=True))
     assert row["occurred_at"] == "2025-12-31 21:30:00.000000"
 
 
@@ -302,7 +302,7 @@ def test_job_result_objects_and_ledger():
     assert set(job.s3.objects) == {key, dl_key}
     rows = parse_csv(gzip.decompress(job.s3.objects[key]).decode())
     assert rows == [expected_row(good_event(i), batch.records[i]) for i in range(5)]
-    dls = [json.loads(l) for l in gzip.decompress(job.s3.objects[dl_key]).splitlines()]
+    dls = [json.loads(line) for line in gzip.decompress(job.s3.objects[dl_key]).splitlines()]
     assert [d["sequence_number"] for d in dls] == [seq(6), seq(7)]
     entry = job.ledger.rows[key]
     assert (entry.row_count, entry.dead_letter_count, entry.dead_letter_key, entry.state) == \
@@ -415,7 +415,7 @@ def test_plugin_transform_good(plugin_module):
     job.run(codec.encode(make_batch([enc(good_event(1, session_id="abc"))])))
     (entry,) = job.ledger.rows.values()
     text = gzip.decompress(job.s3.objects[entry.s3_key]).decode()
-    row = dict(zip(PAGE_VIEWS.column_names, parse_csv(text)[0]))
+    row = dict(zip(PAGE_VIEWS.column_names, parse_csv(text)[0], strict=True))
     assert row["session_id"] == "ABC"
 
 

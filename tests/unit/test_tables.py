@@ -82,7 +82,8 @@ def test_ddl_golden_strings_for_a_position_keyed_table():
             "    shard_id VARCHAR(128) NOT NULL,\n    sequence_number VARCHAR(128) NOT NULL,\n"
             "    sub_sequence_number BIGINT NOT NULL,\n    arrival_time TIMESTAMP NOT NULL,\n"
             "    staged_at TIMESTAMP NOT NULL,\n    loaded_at TIMESTAMP NOT NULL ")
-    pk = ",\n    transform_version VARCHAR(64),\n    PRIMARY KEY (shard_id, sequence_number, sub_sequence_number)\n)"
+    pk = (",\n    transform_version VARCHAR(64),\n"
+          "    PRIMARY KEY (shard_id, sequence_number, sub_sequence_number)\n)")
     assert pg == [f"CREATE TABLE clicks (\n    {body}DEFAULT (clock_timestamp() AT TIME "
                   f"ZONE 'utc'){pk}"]  # the position is the primary key: no second index
     assert rs == [f"CREATE TABLE clicks (\n    {body}DEFAULT SYSDATE{pk} DISTSTYLE EVEN "
@@ -159,11 +160,15 @@ def test_plan_changes_create_add_nothing_and_refusals():
     ("[tables.a]\ntransform = 'm:f'\nroute = 'default'\ncolumns = [{name = 'a', type = 'int'}]\n"
      "[tables.b]\ntransform = 'm:f'\nroute = 'default'\ncolumns = [{name = 'a', type = 'int'}]\n",
      "[tables.b] route: a second default route"),
-    ("[tables.a]\ntransform = 'm:f'\nroute = {type = 'x'}\ncolumns = [{name = 'a', type = 'int'}]\n"
-     "[tables.b]\ntransform = 'm:f'\nroute = {kind = 'y'}\ncolumns = [{name = 'a', type = 'int'}]\n",
+    ("[tables.a]\ntransform = 'm:f'\nroute = {type = 'x'}\n"
+     "columns = [{name = 'a', type = 'int'}]\n"
+     "[tables.b]\ntransform = 'm:f'\nroute = {kind = 'y'}\n"
+     "columns = [{name = 'a', type = 'int'}]\n",
      "[tables.b] route: routes on 'kind', another table on 'type'"),
-    ("[tables.a]\ntransform = 'm:f'\nroute = {type = 'x'}\ncolumns = [{name = 'a', type = 'int'}]\n"
-     "[tables.b]\ntransform = 'm:f'\nroute = {type = 'x'}\ncolumns = [{name = 'a', type = 'int'}]\n",
+    ("[tables.a]\ntransform = 'm:f'\nroute = {type = 'x'}\n"
+     "columns = [{name = 'a', type = 'int'}]\n"
+     "[tables.b]\ntransform = 'm:f'\nroute = {type = 'x'}\n"
+     "columns = [{name = 'a', type = 'int'}]\n",
      "[tables.b] route.type: 'x' already routes to table a"),
     ("tables = 3\n", "tables: no table defined"),
     ("[tables.t\n", "not valid TOML"),

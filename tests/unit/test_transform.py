@@ -181,7 +181,7 @@ def test_generated_events_all_transform_like_the_reference():
     from shardline.sample import events
 
     n = 0
-    for kind, _, data in events.generate(3000, bad_fraction=0.0, seed=7):
+    for _kind, _, data in events.generate(3000, bad_fraction=0.0, seed=7):
         e = json.loads(data)
         row = page_view(e)
         assert row["device_class"] == events.classify_user_agent(e["user_agent"])
