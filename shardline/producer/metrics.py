@@ -8,8 +8,6 @@ checks ``os.getpid()``, a syscall the hot path must not pay).
 """
 from __future__ import annotations
 
-from typing import Any
-
 from prometheus_client import Counter, Gauge, Histogram
 
 # put() latency buckets, seconds: the target is p99 <= 50 µs.
@@ -41,7 +39,7 @@ class Exporter:
         self.spooled, self.torn = SPOOLED.labels(stream), TORN.labels(stream)
         self.latency = PUT_LATENCY.labels(stream)
         self.buffered, self.spool_bytes = BUFFERED.labels(stream), SPOOL_BYTES.labels(stream)
-        self.last: dict[str, Any] = {}
+        self.last: dict[str, int] = {}
 
     def _delta(self, name: str, value: int) -> int:
         d = value - self.last.get(name, 0)
