@@ -21,7 +21,7 @@ import collections
 import threading
 import time
 from operator import itemgetter
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, TypedDict
 
 from shardline.kinesis import KinesisClient, ShardMap, StreamNotFound, error_code, open_shards
 from shardline.logs import get_logger
@@ -41,6 +41,24 @@ MAX_CHUNKS = 4                             # spool chunks read and not yet ackno
 MAP_WAIT_S = 5.0                           # how long records wait for the first ListShards
 AGG_BATCH_BYTES = 4_800_000                # user bytes per aggregated call (< 5 MiB after framing)
 PLAIN_READY_BYTES = MAX_BATCH_BYTES - 64 * 1024
+
+
+class PumpCounts(TypedDict):
+    """What the background thread counts (``Producer.stats()`` adds them to its own)."""
+
+    put: int
+    sent: int
+    records: int
+    calls: int
+    bytes: int
+    retried: int
+    retried_calls: int
+    spooled: int
+    torn: int
+    mode: str
+    spool_bytes: int
+    shards: dict[str, int]
+    elapsed_s: float
 
 
 def _sizes(recs: list[Record]) -> int:
@@ -453,7 +471,7 @@ class Pump:
             self.exporter.push(self.counts(), dict(p.dropped), list(p.lat_buckets),
                                p.lat_sum_ns, p._held, self.spool.bytes if self.spool else 0)
 
-    def counts(self) -> dict[str, Any]:
+    def counts(self) -> PumpCounts:
         s = self.stats
         return {"put": self.p.n_put, "sent": s.user_records, "records": s.records,
                 "calls": s.calls, "bytes": s.bytes, "retried": s.retried_entries,

@@ -27,7 +27,7 @@ import random
 import threading
 import time
 import weakref
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Required, TypedDict
 
 import orjson
 
@@ -53,6 +53,31 @@ _BOUNDS_NS = [int(b * 1e9) for b in LATENCY_BUCKETS]
 _LIVE: "weakref.WeakSet[Producer]" = weakref.WeakSet()
 _ns = time.perf_counter_ns
 _mono_ns = time.monotonic_ns
+
+
+class ProducerStats(TypedDict, total=False):
+    """``Producer.stats()``: this process's counts; the keys after ``seq_base`` are there once
+    the background thread has started (the first ``put``)."""
+
+    put: Required[int]
+    dropped: Required[dict[str, int]]    # by reason
+    buffered_bytes: Required[int]
+    accepted_seq: Required[int]
+    durable_seq: Required[int]
+    acked_seq: Required[int]
+    seq_base: Required[int]
+    sent: int
+    records: int
+    calls: int
+    bytes: int
+    retried: int
+    retried_calls: int
+    spooled: int
+    torn: int
+    mode: str
+    spool_bytes: int
+    shards: dict[str, int]
+    elapsed_s: float
 
 
 class Producer:
@@ -292,15 +317,15 @@ class Producer:
             self._thread.join(max(5.0, timeout))
         return sent
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> ProducerStats:
         """Counts of this process: put, sent, retried, spooled, dropped (by reason), ..."""
         pump = self._pump
-        out: dict[str, Any] = {"put": self.n_put, "dropped": dict(self.dropped),
+        out: ProducerStats = {"put": self.n_put, "dropped": dict(self.dropped),
                                "buffered_bytes": self._held,
                                "accepted_seq": self._seq, "durable_seq": self.durable_seq,
                                "acked_seq": self.acked_seq, "seq_base": self._seq_base}
         if pump is not None:
-            out.update(pump.counts())
+            out = {**out, **pump.counts()}
         return out
 
     def _after_fork_in_child(self) -> None:

@@ -18,7 +18,7 @@ import queue
 import random
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Callable
 
 from shardline.errors import FatalError, ServiceUnavailable, ThrottledError
 from shardline.kinesis import (RETRIABLE_CODES, KinesisClient, StreamNotFound, classify,
@@ -48,7 +48,7 @@ class PutStats:
         """User records per second."""
         return self.user_records / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> dict[str, object]:
         return {"records": self.records, "user_records": self.user_records,
                 "bytes": self.bytes, "calls": self.calls,
                 "retried_entries": self.retried_entries, "retried_calls": self.retried_calls,
