@@ -1,9 +1,9 @@
 """The producer a web front end embeds: put() latency, events/s, and a real web server.
 
 Everything against a local stack (kinesalite, and for the web part the whole fleet),
-with ``tests.producer_kit.PutFaultProxy`` (in a process of its own) in front of kinesalite to stall every call
-for 2 s. In the same run, as the baseline: the blocking ``put_events`` called once per
-request (what a handler that calls Kinesis itself does).
+with ``tests.producer_kit.PutFaultProxy`` (in a process of its own) in front of kinesalite to
+stall every call for 2 s. In the same run, as the baseline: the blocking ``put_events`` called
+once per request (what a handler that calls Kinesis itself does).
 
 1. ``put()`` latency p50/p99/p99.9 (µs), at ``--rate`` puts/s from one thread (a busy
    front-end process), Kinesis healthy and stalled; the baseline's per-call latency.

@@ -21,14 +21,18 @@ import collections
 import threading
 import time
 from operator import itemgetter
-from typing import Any
+from typing import TYPE_CHECKING, TypedDict
 
-from shardline.kinesis import ShardMap, StreamNotFound, error_code, open_shards
+from shardline.kinesis import KinesisClient, ShardMap, StreamNotFound, error_code, open_shards
 from shardline.logs import get_logger
-from shardline.producer.kpl import pack
+from shardline.producer.kpl import Entry, Record, pack
 from shardline.producer.put import MAX_BATCH_BYTES, MAX_BATCH_RECORDS
 from shardline.producer.put_records import Lane, PutBatch, PutStats, Sender
 from shardline.producer.spool import Chunk, Spool
+
+if TYPE_CHECKING:
+    from shardline.producer.metrics import Exporter
+    from shardline.producer.producer import Producer
 
 log = get_logger("producer")
 
@@ -39,7 +43,25 @@ AGG_BATCH_BYTES = 4_800_000                # user bytes per aggregated call (< 5
 PLAIN_READY_BYTES = MAX_BATCH_BYTES - 64 * 1024
 
 
-def _sizes(recs: list) -> int:
+class PumpCounts(TypedDict):
+    """What the background thread counts (``Producer.stats()`` adds them to its own)."""
+
+    put: int
+    sent: int
+    records: int
+    calls: int
+    bytes: int
+    retried: int
+    retried_calls: int
+    spooled: int
+    torn: int
+    mode: str
+    spool_bytes: int
+    shards: dict[str, int]
+    elapsed_s: float
+
+
+def _sizes(recs: list[Record]) -> int:
     return sum([len(r[3]) + len(r[2]) for r in recs])
 
 
@@ -49,7 +71,7 @@ _seq_of = itemgetter(0)
 class Pump:
     """Runs on the producer's thread; lane threads report back through ``done``."""
 
-    def __init__(self, producer: Any):
+    def __init__(self, producer: Producer):
         self.p = producer
         self.cfg = cfg = producer.config
         self.linger_ns = int(cfg.linger_ms * 1e6)
@@ -58,16 +80,16 @@ class Pump:
         self.stats_lock = threading.Lock()
         self.stopping = False
         self.stop_event = threading.Event()
-        self.done: collections.deque = collections.deque()
+        self.done: collections.deque[PutBatch] = collections.deque()
         self.lanes: list[Lane] = []
-        self.pending: list[collections.deque] = []
+        self.pending: list[collections.deque[Record]] = []
         self.pending_bytes: list[int] = []
         self.inflight: set[PutBatch] = set()
-        self.leftover: list[tuple] = []
+        self.leftover: list[Record] = []
         self.mode = "direct"
         self.spool: Spool | None = None
-        self.chunks: collections.deque = collections.deque()  # read from the spool, in order
-        self.chunk_lanes: list[collections.deque] = []
+        self.chunks: collections.deque[Chunk] = collections.deque()  # read from the spool
+        self.chunk_lanes: list[collections.deque[PutBatch]] = []
         self.taken_seq = producer.seq_base
         self.unsynced_from: int | None = None
         self.spooled = 0
@@ -81,8 +103,8 @@ class Pump:
         self.shard_map_at = 0.0
         self.shard_try_at = -1e9
         self.loading = False
-        self.exporter: Any = None
-        self.client: Any = None
+        self.exporter: Exporter | None = None
+        self.client: KinesisClient = None
         self.started = time.monotonic()
 
     # -- lifecycle --------------------------------------------------------------
@@ -210,7 +232,7 @@ class Pump:
             self.lane_of_key[key] = lane
         return lane
 
-    def _route(self, records: list) -> None:
+    def _route(self, records: list[Record]) -> None:
         if not records:
             return
         if len(self.lanes) == 1 or len(self.routed_by) <= 1:
@@ -247,11 +269,13 @@ class Pump:
                 self.inflight.add(batch)
                 lane.offer(batch)
 
-    def _build(self, q: collections.deque, tag: Any = None) -> PutBatch:
+    def _build(self, q: collections.deque[Record], tag: object = None) -> PutBatch:
         """One PutRecords call's worth from the front of ``q`` (plain or KPL aggregates)."""
-        popleft, take = q.popleft, []
+        take: list[Record] = []
+        popleft = q.popleft
         append = take.append
         held = 0
+        entries: list[Entry]
         if self.cfg.aggregate and len(self.routed_by) > 0:
             budget = AGG_BATCH_BYTES
             while q:
@@ -311,9 +335,9 @@ class Pump:
             self.spool.ack(chunk)  # type: ignore[union-attr]
 
     @staticmethod
-    def _records_of(batch: PutBatch, entries: list[int]) -> list:
+    def _records_of(batch: PutBatch, entries: list[int]) -> list[Record]:
         recs = batch.records or []
-        out = []
+        out: list[Record] = []
         for i in entries:
             a, b = batch.spans[i]  # type: ignore[index]
             out += recs[a:b]
@@ -323,7 +347,7 @@ class Pump:
 
     def _enter_spool(self) -> None:
         """Kinesis lags: everything held in memory goes to disk, oldest first."""
-        recs: list[tuple] = []
+        recs: list[Record] = []
         release = 0
         for batch in list(self.inflight):
             if batch.tag is None and not batch.abandoned:
@@ -342,12 +366,12 @@ class Pump:
         self._write(recs)
         self.p._release(release)
 
-    def _to_spool(self, recs: list) -> None:
+    def _to_spool(self, recs: list[Record]) -> None:
         if recs:
             self._write(recs)
             self.p._release(_sizes(recs))
 
-    def _write(self, recs: list) -> None:
+    def _write(self, recs: list[Record]) -> None:
         spool = self.spool
         assert spool is not None
         if not recs:
@@ -380,7 +404,7 @@ class Pump:
                     self.mode = "direct"
                     log.info("spool drained: sending directly again")
                 break
-            per_lane = [collections.deque() for _ in self.lanes]
+            per_lane: list[collections.deque[Record]] = [collections.deque() for _ in self.lanes]
             for rec in chunk.records:
                 per_lane[self._lane_of(rec[2])].append(rec)
             for i, q in enumerate(per_lane):
@@ -389,9 +413,9 @@ class Pump:
                     chunk.outstanding += 1
             self.chunks.append(chunk)
         for i, lane in enumerate(self.lanes):
-            q = self.chunk_lanes[i]
-            while q and lane.busy < DEPTH:
-                lane.offer(q.popleft())
+            ready = self.chunk_lanes[i]
+            while ready and lane.busy < DEPTH:
+                lane.offer(ready.popleft())
 
     # -- shards, publishing, stopping ------------------------------------------------
 
@@ -447,7 +471,7 @@ class Pump:
             self.exporter.push(self.counts(), dict(p.dropped), list(p.lat_buckets),
                                p.lat_sum_ns, p._held, self.spool.bytes if self.spool else 0)
 
-    def counts(self) -> dict[str, Any]:
+    def counts(self) -> PumpCounts:
         s = self.stats
         return {"put": self.p.n_put, "sent": s.user_records, "records": s.records,
                 "calls": s.calls, "bytes": s.bytes, "retried": s.retried_entries,

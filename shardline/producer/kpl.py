@@ -21,9 +21,14 @@ Protobuf (proto2) of the format::
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from shardline.kinesis import ShardInfo, ShardMap
+
+# One of the producer's records: (sequence number, monotonic ns when put, partition key, data).
+Record = tuple[int, int, str, bytes]
+# One PutRecords request entry: {"Data": bytes, "PartitionKey": str}.
+Entry = dict[str, bytes | str]
 
 MAGIC = b"\xf3\x89\x9a\xc2"
 DIGEST_BYTES = 16
@@ -45,7 +50,7 @@ _V = [_varint(i) for i in range(1 << 14)]  # every one- and two-byte varint, loo
 _LIMIT_PLAIN = AGG_MAX_BYTES - 1024           # a user record this big goes plain
 
 
-def _shard_records(group: list[tuple], max_records: int) -> Iterator[tuple[str, bytes, int]]:
+def _shard_records(group: list[Record], max_records: int) -> Iterator[tuple[str, bytes, int]]:
     """One shard's records ``(seq, t, key, data)``, in order, as Kinesis records:
     ``(partition key, data, user records)``; each aggregate holds as many as fit 1 MB
     (or ``max_records``), a record too big to wrap is yielded plain (count 1).
@@ -109,14 +114,14 @@ def _finish(key: str, table: list[bytes], parts: list[bytes], count: int
     return key, b"".join((MAGIC, body, hashlib.md5(body).digest())), count
 
 
-def pack(records: list[tuple], slot_of: Callable[[str], int], max_records: int = 0
-         ) -> tuple[list[dict], list[int], list[tuple], list[tuple[int, int]], int]:
+def pack(records: list[Record], slot_of: Callable[[str], int], max_records: int = 0
+         ) -> tuple[list[Entry], list[int], list[Record], list[tuple[int, int]], int]:
     """One PutRecords call's entries from the producer's records ``(seq, t, key, data)``.
 
     Records are grouped by shard slot, each group packed into aggregates (a record too
     big to wrap goes plain). Returns (entries, user records per entry, the records in
     entry order, each entry's slice of them, bytes of the entries)."""
-    groups: dict[int, list] = {}
+    groups: dict[int, list[Record]] = {}
     for rec in records:
         slot = slot_of(rec[2])
         group = groups.get(slot)
@@ -124,9 +129,9 @@ def pack(records: list[tuple], slot_of: Callable[[str], int], max_records: int =
             groups[slot] = [rec]
         else:
             group.append(rec)
-    entries: list[dict] = []
+    entries: list[Entry] = []
     users: list[int] = []
-    ordered: list[tuple] = []
+    ordered: list[Record] = []
     spans: list[tuple[int, int]] = []
     nbytes = 0
     for slot in sorted(groups):
@@ -143,7 +148,8 @@ def pack(records: list[tuple], slot_of: Callable[[str], int], max_records: int =
 
 
 def aggregate(records: Iterable[tuple[str, bytes]], per_record: int,
-              shards: Iterable[ShardInfo | dict]) -> Iterator[tuple[str, bytes, int]]:
+              shards: Iterable[ShardInfo | Mapping[str, object]]
+              ) -> Iterator[tuple[str, bytes, int]]:
     """Pack up to ``per_record`` user records per Kinesis record (KPL aggregated format).
 
     Like the KPL, user records are grouped by the shard their partition key maps to,
@@ -152,14 +158,14 @@ def aggregate(records: Iterable[tuple[str, bytes]], per_record: int,
     ``(partition_key, data, user_records)``, shard by shard (the records are read first).
     """
     shard_map = ShardMap(_as_info(shards))
-    groups: dict[int, list] = {}
+    groups: dict[int, list[Record]] = {}
     for key, data in records:
         groups.setdefault(shard_map.slot(key), []).append((0, 0, key, data))
     for slot in sorted(groups):
         yield from _shard_records(groups[slot], per_record)
 
 
-def _as_info(shards: Iterable[Any]) -> list[ShardInfo]:
+def _as_info(shards: Iterable[ShardInfo | Mapping[str, Any]]) -> list[ShardInfo]:
     """ShardInfo objects, or ListShards dicts as boto3 returns them (older callers)."""
     out = []
     for s in shards:

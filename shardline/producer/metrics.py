@@ -8,9 +8,12 @@ checks ``os.getpid()``, a syscall the hot path must not pay).
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Literal
 
 from prometheus_client import Counter, Gauge, Histogram
+
+if TYPE_CHECKING:
+    from shardline.producer.background import PumpCounts
 
 # put() latency buckets, seconds: the target is p99 <= 50 µs.
 LATENCY_BUCKETS = (1e-6, 2e-6, 5e-6, 1e-5, 2e-5, 5e-5, 1e-4, 2.5e-4, 1e-3, 1e-2, 0.1, 1.0)
@@ -31,6 +34,11 @@ SPOOL_BYTES = Gauge("shardline_producer_spool_bytes", "bytes of spool segments o
                     ["stream"], multiprocess_mode="livesum")
 
 
+# The counts pushed as counters, each to the attribute of the same name.
+_COUNTED: tuple[Literal["put", "sent", "retried", "spooled", "torn"], ...] = (
+    "put", "sent", "retried", "spooled", "torn")
+
+
 class Exporter:
     """Pushes a producer's counts into the metrics; called from its background thread."""
 
@@ -41,16 +49,16 @@ class Exporter:
         self.spooled, self.torn = SPOOLED.labels(stream), TORN.labels(stream)
         self.latency = PUT_LATENCY.labels(stream)
         self.buffered, self.spool_bytes = BUFFERED.labels(stream), SPOOL_BYTES.labels(stream)
-        self.last: dict[str, Any] = {}
+        self.last: dict[str, int] = {}
 
     def _delta(self, name: str, value: int) -> int:
         d = value - self.last.get(name, 0)
         self.last[name] = value
         return d
 
-    def push(self, counts: dict[str, int], dropped: dict[str, int], buckets: list[int],
+    def push(self, counts: PumpCounts, dropped: dict[str, int], buckets: list[int],
              latency_sum_ns: int, buffered: int, spool_bytes: int) -> None:
-        for name in ("put", "sent", "retried", "spooled", "torn"):
+        for name in _COUNTED:
             d = self._delta(name, counts.get(name, 0))
             if d > 0:
                 getattr(self, name).inc(d)

@@ -22,13 +22,30 @@ import ipaddress
 import random
 import re
 import uuid
-from typing import Any, Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable, Mapping, Protocol
 from urllib.parse import quote
 
 from shardline.logs import get_logger
 from shardline.producer.page_view import MAX_BYTES
 
+if TYPE_CHECKING:
+    from _typeshed import OptExcInfo
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
 log = get_logger("producer.middleware")
+
+# ASGI's scope and messages are plain dicts the server fills (no types ship with it).
+Scope = dict[str, Any]
+Message = dict[str, Any]
+ASGIApp = Callable[[Scope, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]],
+                   Awaitable[None]]
+PageView = dict[str, str | None]
+
+
+class EventSink(Protocol):
+    """What the middleware records into: a ``Producer`` (or anything with its ``put``)."""
+
+    def put(self, event: Mapping[str, str | None]) -> object: ...
 
 _SESSION_OK = re.compile(r"[A-Za-z0-9._~:-]{1,128}")
 _HOST_OK = re.compile(r"[^/?#\s]+")
@@ -70,7 +87,8 @@ def new_session_id() -> str:
 class PageViews:
     """What both middlewares share: the options and building the event."""
 
-    def __init__(self, producer: Any, *, session_cookie: str = "sid", trusted_proxies: int = 1,
+    def __init__(self, producer: EventSink, *, session_cookie: str = "sid",
+                 trusted_proxies: int = 1,
                  set_cookie: bool = True, cookie_max_age_s: int = 30 * 60,
                  skip_prefixes: Iterable[str] = DEFAULT_SKIP, methods: Iterable[str] = ("GET",),
                  user_id: Callable[[Any], str | None] | None = None):
@@ -109,7 +127,7 @@ class PageViews:
 
     def event(self, *, scheme: str, host: str, target: str, referrer: str | None,
               user_agent: str | None, ip: str, session_id: str,
-              user_id: str | None) -> dict:
+              user_id: str | None) -> PageView:
         host = host.strip() if _HOST_OK.fullmatch(host.strip() or "-") else "unknown.invalid"
         scheme = scheme if scheme in ("http", "https") else "http"
         if not target.startswith("/"):
@@ -129,11 +147,12 @@ class PageViews:
 class WSGIMiddleware:
     """``app = WSGIMiddleware(app, producer, session_cookie="sid")``."""
 
-    def __init__(self, app: Callable, producer: Any, **options: Any):
+    def __init__(self, app: WSGIApplication, producer: EventSink, **options: Any):
         self.app = app
         self.views = PageViews(producer, **options)
 
-    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse
+                 ) -> Iterable[bytes]:
         views = self.views
         path = environ.get("PATH_INFO", "")
         if not views.wanted(environ.get("REQUEST_METHOD", ""), path):
@@ -161,7 +180,8 @@ class WSGIMiddleware:
             return self.app(environ, start_response)
         cookie = ("Set-Cookie", views.set_cookie_header(session_id))
 
-        def start(status: str, headers: list, exc_info: Any = None) -> Any:
+        def start(status: str, headers: list[tuple[str, str]],
+                  exc_info: OptExcInfo | None = None) -> Callable[[bytes], object]:
             return start_response(status, list(headers) + [cookie], exc_info) \
                 if exc_info is not None else start_response(status, list(headers) + [cookie])
 
@@ -171,12 +191,12 @@ class WSGIMiddleware:
 class ASGIMiddleware:
     """``app = ASGIMiddleware(app, producer, session_cookie="sid")`` (HTTP scopes only)."""
 
-    def __init__(self, app: Callable, producer: Any, **options: Any):
+    def __init__(self, app: ASGIApp, producer: EventSink, **options: Any):
         self.app = app
         self.views = PageViews(producer, **options)
 
-    async def __call__(self, scope: dict, receive: Callable[[], Awaitable[dict]],
-                       send: Callable[[dict], Awaitable[None]]) -> None:
+    async def __call__(self, scope: Scope, receive: Callable[[], Awaitable[Message]],
+                       send: Callable[[Message], Awaitable[None]]) -> None:
         views = self.views
         if scope.get("type") != "http" or not views.wanted(scope.get("method", ""),
                                                             scope.get("path", "")):
@@ -209,7 +229,7 @@ class ASGIMiddleware:
             return
         cookie = (b"set-cookie", views.set_cookie_header(session_id).encode("latin-1"))
 
-        async def send_with_cookie(message: dict) -> None:
+        async def send_with_cookie(message: Message) -> None:
             if message.get("type") == "http.response.start":
                 message = {**message, "headers": list(message.get("headers") or []) + [cookie]}
             await send(message)

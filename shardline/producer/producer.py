@@ -27,14 +27,20 @@ import random
 import threading
 import time
 import weakref
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Required, TypedDict
 
 import orjson
 
+from shardline.kinesis import KinesisClient, ShardInfo
 from shardline.logs import get_logger
 from shardline.producer.config import ProducerConfig
+from shardline.producer.kpl import Record
 from shardline.producer.metrics import LATENCY_BUCKETS
 from shardline.producer.put import MAX_RECORD_BYTES
+from shardline.settings import Settings
+
+if TYPE_CHECKING:
+    from shardline.producer.background import Pump
 
 log = get_logger("producer")
 
@@ -49,6 +55,31 @@ _ns = time.perf_counter_ns
 _mono_ns = time.monotonic_ns
 
 
+class ProducerStats(TypedDict, total=False):
+    """``Producer.stats()``: this process's counts; the keys after ``seq_base`` are there once
+    the background thread has started (the first ``put``)."""
+
+    put: Required[int]
+    dropped: Required[dict[str, int]]    # by reason
+    buffered_bytes: Required[int]
+    accepted_seq: Required[int]
+    durable_seq: Required[int]
+    acked_seq: Required[int]
+    seq_base: Required[int]
+    sent: int
+    records: int
+    calls: int
+    bytes: int
+    retried: int
+    retried_calls: int
+    spooled: int
+    torn: int
+    mode: str
+    spool_bytes: int
+    shards: dict[str, int]
+    elapsed_s: float
+
+
 class Producer:
     """Buffered, non-blocking Kinesis producer; see the module docstring and docs/producer.md.
 
@@ -57,11 +88,12 @@ class Producer:
     (default: ``shardline.kinesis.kinesis_client(settings)``), once per process.
     """
 
-    def __init__(self, stream: str | None = None, *, settings: Any = None,
-                 client: Any = None, client_factory: Callable[[], Any] | None = None,
+    def __init__(self, stream: str | None = None, *, settings: Settings | None = None,
+                 client: KinesisClient = None,
+                 client_factory: Callable[[], KinesisClient] | None = None,
                  config: ProducerConfig | None = None, metrics: bool = True,
-                 on_sync: Callable[[int], None] | None = None, shards: list | None = None,
-                 **options: Any):
+                 on_sync: Callable[[int], None] | None = None,
+                 shards: list[ShardInfo] | None = None, **options: Any):
         if settings is None and client is None and client_factory is None:
             from shardline.settings import load
 
@@ -90,7 +122,7 @@ class Producer:
         _LIVE.add(self)
 
     @classmethod
-    def from_settings(cls, settings: Any, **options: Any) -> "Producer":
+    def from_settings(cls, settings: Settings, **options: Any) -> "Producer":
         return cls(settings=settings, **options)
 
     def _init_state(self) -> None:
@@ -99,19 +131,19 @@ class Producer:
         self._room = threading.Condition(self._lock)
         self._wake = threading.Event()
         self._progress = threading.Condition(threading.Lock())
-        self._buf: collections.deque = collections.deque()
+        self._buf: collections.deque[Record] = collections.deque()
         self._held = 0            # bytes in memory: buffer, lanes' pending, in flight
         self._waiting = 0         # put() calls waiting for room
         # Sequence numbers grow across restarts (spooled records keep theirs).
         self._seq_base = time.time_ns()
         self._seq = self._seq_base
         self.n_put = 0
-        self.dropped: collections.Counter = collections.Counter()
+        self.dropped: collections.Counter[str] = collections.Counter()
         self.lat_buckets = [0] * (len(_BOUNDS_NS) + 1)
         self.lat_sum_ns = 0
         self._spill_now = False
         self._flush_to = 0
-        self._pump: Any = None
+        self._pump: Pump | None = None
         self._thread: threading.Thread | None = None
         # Published by the background thread (plain attribute reads are atomic).
         self.durable_seq = self._seq   # every record <= this is acked, fsynced or dropped
@@ -119,7 +151,8 @@ class Producer:
 
     # -- the hot path ---------------------------------------------------------
 
-    def put(self, event: dict | bytes, partition_key: str | None = None) -> bool:
+    def put(self, event: Mapping[str, object] | bytes, partition_key: str | None = None
+            ) -> bool:
         """Queue one event; True if accepted, False if dropped (counted, by the policy).
 
         A dict is JSON-encoded (compact, UTF-8) and its ``session_id`` is the default
@@ -201,7 +234,7 @@ class Producer:
                                         name=f"shardline-producer-{self.stream}")
         self._thread.start()
 
-    def _make_client(self) -> Any:
+    def _make_client(self) -> KinesisClient:
         if self._client is not None and self._client_pid == os.getpid():
             return self._client
         if self._client_factory is not None:
@@ -210,9 +243,10 @@ class Producer:
             return self._client  # a client given by the caller (tests): used as it is
         from shardline.kinesis import kinesis_client
 
+        assert self.settings is not None  # __init__ loads them when there is no client
         return kinesis_client(self.settings)
 
-    def _take(self) -> tuple[list, bool]:
+    def _take(self) -> tuple[list[Record], bool]:
         """(records, spill requested) taken from the buffer; called by the pump."""
         with self._lock:
             if not self._buf:
@@ -283,15 +317,15 @@ class Producer:
             self._thread.join(max(5.0, timeout))
         return sent
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> ProducerStats:
         """Counts of this process: put, sent, retried, spooled, dropped (by reason), ..."""
         pump = self._pump
-        out: dict[str, Any] = {"put": self.n_put, "dropped": dict(self.dropped),
+        out: ProducerStats = {"put": self.n_put, "dropped": dict(self.dropped),
                                "buffered_bytes": self._held,
                                "accepted_seq": self._seq, "durable_seq": self.durable_seq,
                                "acked_seq": self.acked_seq, "seq_base": self._seq_base}
         if pump is not None:
-            out.update(pump.counts())
+            out = {**out, **pump.counts()}
         return out
 
     def _after_fork_in_child(self) -> None:
@@ -300,7 +334,7 @@ class Producer:
         self._init_state()
 
 
-def _encode_slowly(event: dict) -> bytes:
+def _encode_slowly(event: Mapping[str, object]) -> bytes:
     """What orjson refuses but ``json`` encodes (keys that are not strings, integers
     beyond 64 bits), the way ``json`` does; TypeError naming the problem otherwise."""
     try:
@@ -309,7 +343,8 @@ def _encode_slowly(event: dict) -> bytes:
         raise TypeError(f"put(): the event cannot be JSON-encoded: {exc}") from None
 
 
-def _check_environment(config: ProducerConfig, settings: Any, client: Any) -> None:
+def _check_environment(config: ProducerConfig, settings: Settings | None,
+                       client: object) -> None:
     """Fail at start, naming the key, for what would otherwise only kill the thread later."""
     from shardline.errors import ConfigError
 

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Callable, Iterable
+from typing import Callable, Iterable
 
 from shardline.errors import ConfigError, FatalError
-from shardline.kinesis import ShardInfo, ShardMap, error_code, open_shards
+from shardline.kinesis import KinesisClient, ShardInfo, ShardMap, error_code, open_shards
 from shardline.logs import get_logger
-from shardline.producer.kpl import AGG_MAX_BYTES, aggregate
+from shardline.producer.kpl import AGG_MAX_BYTES, Entry, aggregate
 from shardline.producer.put_records import Lane, PutBatch, PutStats, Sender
 
 __all__ = ["MAX_BATCH_RECORDS", "MAX_BATCH_BYTES", "MAX_RECORD_BYTES", "AGG_MAX_BYTES",
@@ -33,7 +33,7 @@ MAX_RECORD_BYTES = 1024 * 1024          # one record: data + partition key
 log = get_logger("producer")
 
 
-def shard_map_for(client: Any, stream: str) -> ShardMap:
+def shard_map_for(client: KinesisClient, stream: str) -> ShardMap:
     """The stream's open shards as a ShardMap; an empty map (one lane) when ListShards is
     not allowed or fails for a reason other than a missing stream."""
     try:
@@ -51,7 +51,7 @@ class _Builder:
 
     def __init__(self, lane: Lane):
         self.lane = lane
-        self.entries: list[dict] = []
+        self.entries: list[Entry] = []
         self.users: list[int] = []
         self.nbytes = 0
         self.first_t = 0.0
@@ -62,7 +62,8 @@ class _Builder:
         return batch
 
 
-def put_events(client: Any, stream: str, records: Iterable[tuple], rate: float = 0,
+def put_events(client: KinesisClient, stream: str,
+               records: Iterable[tuple[str, bytes] | tuple[str, bytes, int]], rate: float = 0,
                progress: Callable[[PutStats], None] | None = None, *,
                senders: int = 2, shards: list[ShardInfo] | None = None,
                max_attempts: int = 12, backoff_base_s: float = 0.05,

@@ -18,11 +18,13 @@ import queue
 import random
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Callable
 
 from shardline.errors import FatalError, ServiceUnavailable, ThrottledError
-from shardline.kinesis import RETRIABLE_CODES, StreamNotFound, classify, error_code
+from shardline.kinesis import (RETRIABLE_CODES, KinesisClient, StreamNotFound, classify,
+                               error_code)
 from shardline.logs import get_logger
+from shardline.producer.kpl import Entry, Record
 
 log = get_logger("producer")
 
@@ -39,14 +41,14 @@ class PutStats:
     retried_entries: int = 0
     retried_calls: int = 0
     elapsed_s: float = 0.0
-    shards: collections.Counter = field(default_factory=collections.Counter)
+    shards: collections.Counter[str] = field(default_factory=collections.Counter)
 
     @property
     def rate(self) -> float:
         """User records per second."""
         return self.user_records / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> dict[str, object]:
         return {"records": self.records, "user_records": self.user_records,
                 "bytes": self.bytes, "calls": self.calls,
                 "retried_entries": self.retried_entries, "retried_calls": self.retried_calls,
@@ -63,12 +65,12 @@ class PutBatch:
     ``spans[i]`` the slice of entry ``i``) so an abandoned batch can be spooled.
     """
 
-    entries: list[dict]
+    entries: list[Entry]
     users: list[int]
     nbytes: int
-    records: list | None = None
+    records: list[Record] | None = None
     spans: list[tuple[int, int]] | None = None
-    tag: Any = None                      # the producer's bookkeeping (a spool chunk)
+    tag: object = None                   # the producer's bookkeeping (a spool chunk)
     pending: list[int] = field(default_factory=list)  # entries not landed (yet)
     refused: dict[int, str] = field(default_factory=dict)  # entry -> error code, for good
     abandoned: bool = False
@@ -87,9 +89,9 @@ class PutBatch:
 class Sender:
     """Sends batches with retries; one per lane thread."""
 
-    def __init__(self, client: Any, stream: str, stats: PutStats, *, max_attempts: int | None,
-                 backoff_base_s: float, backoff_max_s: float,
-                 progress: Callable[[PutStats], None] | None, sleep: Callable[[float], Any],
+    def __init__(self, client: KinesisClient, stream: str, stats: PutStats, *,
+                 max_attempts: int | None, backoff_base_s: float, backoff_max_s: float,
+                 progress: Callable[[PutStats], None] | None, sleep: Callable[[float], object],
                  lock: threading.Lock, stopping: Callable[[], bool] = lambda: False):
         self.client, self.stream, self.stats, self.lock = client, stream, stats, lock
         self.max_attempts, self.base, self.cap = max_attempts, backoff_base_s, backoff_max_s
@@ -124,8 +126,8 @@ class Sender:
                 self._backoff(attempt)
                 continue
             failed: list[int] = []
-            codes: collections.Counter = collections.Counter()
-            ok_shards: collections.Counter = collections.Counter()
+            codes: collections.Counter[str] = collections.Counter()
+            ok_shards: collections.Counter[str] = collections.Counter()
             ok_users = 0
             for i, result in zip(pending, response["Records"], strict=False):
                 code = result.get("ErrorCode")
@@ -210,7 +212,7 @@ class Lane:
         self.sender = sender
         self.failure: list[BaseException] = []
         self.on_done = on_done
-        self.queue: queue.Queue = queue.Queue(maxsize=depth)
+        self.queue: queue.Queue[PutBatch | None] = queue.Queue(maxsize=depth)
         self.thread = threading.Thread(target=self._run, name=name, daemon=True) \
             if threaded else None
         if self.thread is not None:

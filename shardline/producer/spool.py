@@ -29,6 +29,7 @@ from typing import Callable
 
 from shardline.errors import ConfigError
 from shardline.logs import get_logger
+from shardline.producer.kpl import Record
 
 log = get_logger("producer.spool")
 
@@ -44,10 +45,10 @@ class Chunk:
     segment: Path
     start: int
     end: int
-    records: list[tuple[int, int, str, bytes]]
+    records: list[Record]
     outstanding: int = 0
     failed: bool = False
-    batches: list = field(default_factory=list)
+    batches: list[object] = field(default_factory=list)
 
     @property
     def first_seq(self) -> int:
@@ -57,7 +58,7 @@ class Chunk:
 class Spool:
     """One process's spool slot under ``root``; see the module docstring."""
 
-    def __init__(self, root: str | os.PathLike, *, segment_bytes: int = 16 * 1024 * 1024,
+    def __init__(self, root: str | os.PathLike[str], *, segment_bytes: int = 16 * 1024 * 1024,
                  max_bytes: int = 1024 ** 3, sync_interval_s: float = 0.2,
                  clock: Callable[[], float] = time.monotonic):
         self.root = Path(root)
@@ -184,7 +185,7 @@ class Spool:
     def has_room(self, n: int) -> bool:
         return self.bytes + n <= self.max_bytes
 
-    def append(self, records: list[tuple[int, int, str, bytes]]) -> int:
+    def append(self, records: list[Record]) -> int:
         """Write the records (one ``os.write``); returns the bytes written."""
         if not records:
             return 0
@@ -268,13 +269,14 @@ class Spool:
         return None
 
     def _parse(self, seg: Path, start: int, max_records: int,
-               max_bytes: int) -> tuple[list, int, int]:
+               max_bytes: int) -> tuple[list[Record], int, int]:
         """(records, end offset, 1 if the segment ends in a torn/corrupt frame)."""
         size = self._sizes[seg]
         with open(seg, "rb") as fh:
             fh.seek(start)
             buf = fh.read(min(size - start, max(max_bytes, 1) + _HEAD.size))
-            pos, records = 0, []
+            pos = 0
+            records: list[Record] = []
             while len(records) < max_records:
                 if pos + _HEAD.size > len(buf):
                     if start + pos + _HEAD.size > size and start + pos < size:
@@ -297,7 +299,8 @@ class Spool:
                 pos = end
         return records, start + pos, 0
 
-    def _torn(self, seg: Path, at: int, records: list, corrupt: bool = False) -> tuple:
+    def _torn(self, seg: Path, at: int, records: list[Record], corrupt: bool = False
+              ) -> tuple[list[Record], int, int]:
         what = "a corrupt frame" if corrupt else "a torn (incomplete) frame"
         if seg == self._active and not corrupt:
             return records, at, 0  # our own writer: never torn while we run

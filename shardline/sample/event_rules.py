@@ -13,6 +13,7 @@ import datetime as dt
 import ipaddress
 import json
 import re
+from typing import Any
 
 from shardline.producer.page_view import FIELDS, MAX_BYTES, NULLABLE, REQUIRED
 from shardline.producer.put import MAX_RECORD_BYTES
@@ -55,7 +56,7 @@ _TS = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?([+-]\d{2}:\d{
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
 
-def check(data: bytes) -> dict:
+def check(data: bytes) -> dict[str, Any]:
     """Parse and validate one record by the rules in docs/events.md.
 
     Returns the event dict, or raises ValueError whose message starts with the

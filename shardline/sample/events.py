@@ -29,7 +29,7 @@ import heapq
 import json
 import random
 import time
-from typing import Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 from shardline.sample import malformed
 from shardline.sample.event_rules import (FIELDS, MAX_BYTES, MAX_RECORD_BYTES, NULLABLE,
@@ -146,7 +146,7 @@ class Generator:
             return text + s.offset_text
         return f"{text}.{us:06d}{s.offset_text}"
 
-    def event(self, i: int) -> tuple[dict, str]:
+    def event(self, i: int) -> tuple[dict[str, Any], str]:
         """The i-th good event and its partition key (the session id)."""
         rng = self.rng
         slot = rng.randrange(len(self._sessions))
@@ -186,7 +186,7 @@ class Generator:
             self._sessions[slot] = Session(rng)
         return event, s.session_id
 
-    def click(self, i: int) -> tuple[dict, str]:
+    def click(self, i: int) -> tuple[dict[str, Any], str]:
         """A click event of a session (``"type": "click"``), on the page it last viewed."""
         rng = self.rng
         s = self._sessions[rng.randrange(len(self._sessions))]
@@ -195,7 +195,7 @@ class Generator:
                 "session_id": s.session_id, "url": url, "element": rng.choice(CLICK_ELEMENTS),
                 "x": rng.randrange(1920), "y": rng.randrange(1080)}, s.session_id
 
-    def encode(self, event: dict) -> bytes:
+    def encode(self, event: dict[str, Any]) -> bytes:
         """Compact UTF-8 JSON; a few records use \\u escapes or spaces (still valid JSON)."""
         r = self.rng.random()
         if r < 0.05:
@@ -204,13 +204,13 @@ class Generator:
 
 
 def generate(n: int | None, bad_fraction: float = 0.0, seed: int | None = None,
-             **kwargs) -> Generator:
+             **kwargs: Any) -> Generator:
     """Iterator of ``(kind, partition_key, data)``; see ``Generator`` for the options."""
     return Generator(n, bad_fraction, seed, **kwargs)
 
 
 def with_duplicates(source: Iterable[tuple[str, str, bytes]], fraction: float,
-                    seed: int | None, counts: collections.Counter
+                    seed: int | None, counts: collections.Counter[str]
                     ) -> Iterator[tuple[str, str, bytes]]:
     """Re-emit some good records, byte for byte, 1-2,000 records later (a producer retry).
 

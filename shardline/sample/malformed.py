@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import random
-from typing import Callable, Protocol
+from typing import Any, Callable, Protocol
 
 from shardline.sample.event_rules import REQUIRED
 from shardline.sample.traffic import uuid4
@@ -47,9 +47,9 @@ class Source(Protocol):
     rng: random.Random
     cycle_pos: int  # bad records made so far, this one included: rotates the variants
 
-    def event(self, i: int) -> tuple[dict, str]: ...
+    def event(self, i: int) -> tuple[dict[str, Any], str]: ...
 
-    def encode(self, event: dict) -> bytes: ...
+    def encode(self, event: dict[str, Any]) -> bytes: ...
 
 
 def bad_cycle(kinds: tuple[str, ...]) -> list[str]:
@@ -62,7 +62,7 @@ def bad_cycle(kinds: tuple[str, ...]) -> list[str]:
     return heavy + others * NEAR_LIMIT_EVERY
 
 
-def _good(g: Source, i: int) -> dict:
+def _good(g: Source, i: int) -> dict[str, Any]:
     """A fresh good event to break (it uses a session like any other)."""
     return g.event(i)[0]
 

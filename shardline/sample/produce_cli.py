@@ -18,7 +18,7 @@ import signal
 import sys
 import threading
 import time
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 from shardline.cli.kit import command_parser, load_settings
 from shardline.errors import ConfigError, ServiceUnavailable
@@ -29,6 +29,7 @@ from shardline.sample import events
 from shardline.producer.producer import Producer
 
 log = get_logger("producer")
+T = TypeVar("T")
 
 
 class _Progress:
@@ -63,7 +64,7 @@ class _Progress:
             self.stream.flush()
 
 
-def _until(stop: threading.Event, source: Iterable) -> Iterator:
+def _until(stop: threading.Event, source: Iterable[T]) -> Iterator[T]:
     for item in source:
         yield item
         if stop.is_set():
@@ -158,7 +159,7 @@ def main(argv: list[str]) -> int:
                           bad_kinds=bad_kinds or None,
                           keep_ids=bool(args.ids_file or args.click_ids_file),
                           click_fraction=args.click_fraction)
-    extra: collections.Counter = collections.Counter()
+    extra: collections.Counter[str] = collections.Counter()
     stop = threading.Event()
 
     def on_signal(signum: int, frame: Any) -> None:
@@ -260,7 +261,7 @@ def main(argv: list[str]) -> int:
     return ExitCode.OK
 
 
-def _print_summary(s: dict, quiet: bool) -> None:
+def _print_summary(s: dict[str, Any], quiet: bool) -> None:
     clicks = f"{s['clicks']:,} clicks, " if s.get("clicks") else ""
     head = (f"produced {s['generated']:,} events to {s['stream']}: {s['good']:,} good, {clicks}"
             f"{s['bad']:,} bad, {s['duplicates']:,} duplicates; {s['user_records_put']:,} "

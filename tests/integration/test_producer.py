@@ -101,7 +101,7 @@ def test_produce_10000_over_4_shards(stack_env, stream_name, kinesis, tmp_path):
     good: dict[str, dict] = {}
     bad = 0
     session_order: dict[str, list[str]] = collections.defaultdict(list)
-    for sid, recs in shards.items():
+    for recs in shards.values():
         for rec in recs:
             try:
                 event = events.check(rec["Data"])

@@ -131,42 +131,42 @@ def test_awkward_but_valid_text_is_included(sample):
 def test_each_bad_kind_is_really_bad(sample):
     _, records = sample
     kinds = _by_kind(records)
-    for key, data in kinds["invalid_utf8"]:
+    for _key, data in kinds["invalid_utf8"]:
         with pytest.raises(UnicodeDecodeError):
             data.decode("utf-8")
-    for key, data in kinds["not_json"]:
+    for _key, data in kinds["not_json"]:
         with pytest.raises(ValueError):
             json.loads(data.decode("utf-8"))
-    for key, data in kinds["empty"]:
+    for _key, data in kinds["empty"]:
         assert data == b""
-    for key, data in kinds["not_object"]:
+    for _key, data in kinds["not_object"]:
         assert not isinstance(json.loads(data), dict)
-    for key, data in kinds["missing_field"]:
+    for _key, data in kinds["missing_field"]:
         event = json.loads(data)
         assert [f for f in events.REQUIRED if f not in event]
-    for key, data in kinds["wrong_type"]:
+    for _key, data in kinds["wrong_type"]:
         event = json.loads(data)
         assert any(not isinstance(event.get(f), str) for f in events.REQUIRED) or \
             any(event.get(f) is not None and not isinstance(event[f], str)
                 for f in events.NULLABLE)
-    for key, data in kinds["bad_timestamp"]:
+    for _key, data in kinds["bad_timestamp"]:
         text = json.loads(data)["occurred_at"]
         try:
             parsed = dt.datetime.fromisoformat(text)
         except ValueError:
             continue
         assert parsed.tzinfo is None, text
-    for key, data in kinds["too_long"]:
+    for _key, data in kinds["too_long"]:
         event = json.loads(data)
         over = [f for f, limit in events.MAX_BYTES.items()
                 if isinstance(event.get(f), str) and len(event[f].encode()) > limit]
         assert over, event
-    for key, data in kinds["near_limit"]:
+    for _key, data in kinds["near_limit"]:
         assert 800_000 < len(data) < 1_000_000
         with pytest.raises(ValueError):
             json.loads(data)
     assert kinds["deep_nesting"]
-    for key, data in kinds["deep_nesting"]:
+    for _key, data in kinds["deep_nesting"]:
         assert 180_000 < len(data) < 230_000
         assert data.startswith(b'{"event_id": "')
         assert _depth(data) > 25_000  # well-formed, only too deep
@@ -175,7 +175,7 @@ def test_each_bad_kind_is_really_bad(sample):
         with pytest.raises(ValueError, match="^not_json: maximum recursion depth exceeded"):
             events.check(data)
     for kind in events.BAD_KINDS:
-        for key, data in kinds[kind]:
+        for _key, data in kinds[kind]:
             with pytest.raises(ValueError):
                 events.check(data)
 
@@ -216,7 +216,7 @@ def test_deep_nesting_shapes_vary_and_nest_tens_of_thousands_deep():
 
 def test_every_record_fits_in_a_kinesis_record(sample):
     _, records = sample
-    for kind, key, data in records:
+    for _kind, key, data in records:
         assert 1 <= len(key) <= 256
         assert len(data) + len(key.encode()) < events.MAX_RECORD_BYTES
 
@@ -320,8 +320,8 @@ def test_with_duplicates_off_passes_the_source_through():
 
 
 def test_pipeline_stage_agrees_with_the_generator():
-    """The real stage worker (shardline.workers.rows + the default transform) accepts exactly the good
-    records and dead-letters exactly the bad ones: the end-to-end counts depend on it."""
+    """The real stage worker (shardline.workers.rows + the default transform) accepts exactly
+    the good records and dead-letters exactly the bad ones: the end-to-end counts depend on it."""
     from shardline import codec
     from shardline.tables import PAGE_VIEWS
     from shardline.workers import rows

@@ -19,7 +19,7 @@ def check(records_in: list[tuple], max_records: int) -> tuple[list, list]:
     entries, users, ordered, spans, nbytes = pack(records_in, SHARDS.slot, max_records)
     assert sorted(ordered) == sorted(records_in) and sum(users) == len(records_in)
     assert nbytes == sum(len(e["Data"]) + len(e["PartitionKey"]) for e in entries)
-    for entry, n, (a, b) in zip(entries, users, spans):
+    for entry, n, (a, b) in zip(entries, users, spans, strict=True):
         key, data = entry["PartitionKey"], entry["Data"]
         assert b - a == n
         assert user_records([(key, data)]) == [(r[2], r[3]) for r in ordered[a:b]]
@@ -41,7 +41,7 @@ def test_aggregates_fill_up_to_the_limit_and_a_record_too_big_to_wrap_goes_plain
     entries, users = check(recs, 0)
     plain = [e for e in entries if not e["Data"].startswith(b"\xf3\x89\x9a\xc2")]
     assert [e["Data"] for e in plain] == [big[3]]
-    full = [len(e["Data"]) for e, n in zip(entries, users) if n > 1]
+    full = [len(e["Data"]) for e, n in zip(entries, users, strict=True) if n > 1]
     assert max(full) > 0.99 * AGG_MAX_BYTES  # aggregates are filled, not cut early
 
 

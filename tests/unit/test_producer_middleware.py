@@ -65,8 +65,8 @@ def test_wsgi_skips_what_is_not_a_page_and_cuts_long_fields():
     call(app, PATH_INFO="/static/app.js")
     call(app, REQUEST_METHOD="POST")
     assert rec.events == []
-    call(app, PATH_INFO="/\xc3\xa9 x", QUERY_STRING="q=" + "z" * 5000, HTTP_USER_AGENT="u\x00" * 900,
-         HTTP_X_FORWARDED_FOR="6.6.6.6")
+    call(app, PATH_INFO="/\xc3\xa9 x", QUERY_STRING="q=" + "z" * 5000,
+         HTTP_USER_AGENT="u\x00" * 900, HTTP_X_FORWARDED_FOR="6.6.6.6")
     (event,) = rec.events
     assert len(event["url"].encode()) == 2048 and event["url"].startswith("http://srv:80/%C3%A9%20x?q=zz")
     assert "\x00" not in event["user_agent"] and len(event["user_agent"].encode()) <= 1024
