@@ -80,7 +80,7 @@ def statements(target: str) -> list[str]:
             *migrate.render(after, target)]
 
 
-def _rows(conn: Any, sql: str) -> Iterator[tuple]:
+def _rows(conn: Any, sql: str) -> Iterator[tuple[Any, ...]]:
     """The rows of ``sql`` through a server-side cursor, CHUNK at a time (a history can be
     long); read one query at a time (Redshift allows one open cursor per session)."""
     with conn.cursor(name="shardline_upgrade") as cur:
@@ -149,10 +149,10 @@ def upgrade(conn: Any, target: str, store: ControlStore) -> dict[str, int]:
         store.import_shard_state([], made_up, checkpoints)
         carried["checkpoints"] = len(checkpoints)
         for row in _rows(conn, f"SELECT {', '.join(LEGACY_FILE_COLUMNS)} FROM staged_files"):
-            entry = StagedFile(**dict(zip(LEGACY_FILE_COLUMNS, row, strict=True)))
-            store.record_file(entry)  # insert-only: a second run leaves it
+            staged = StagedFile(**dict(zip(LEGACY_FILE_COLUMNS, row, strict=True)))
+            store.record_file(staged)  # insert-only: a second run leaves it
             carried["files"] += 1
-            carried["pending"] += entry.state == "pending"
+            carried["pending"] += staged.state == "pending"
         with conn.cursor() as cur:
             for statement in statements(target):
                 cur.execute(statement)
