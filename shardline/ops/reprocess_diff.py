@@ -14,12 +14,15 @@ import csv
 import io
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from shardline import codec, positions
 from shardline.csvformat import NULL
 from shardline.tables import TableSpec
 from shardline.workers.rows import WORKER_COLUMNS, RowBuilder
+
+if TYPE_CHECKING:  # psycopg2 is untyped (types-psycopg2 is not a dependency)
+    from psycopg2.extensions import cursor
 
 UTC = timezone.utc
 
@@ -82,7 +85,7 @@ def _text(value: Any) -> str | None:
     return str(value)
 
 
-def stored_rows(cur: Any, spec: TableSpec, batch: codec.Batch
+def stored_rows(cur: cursor, spec: TableSpec, batch: codec.Batch
                 ) -> dict[Position, tuple[Values, str | None]]:
     """position -> (event column values as text, transform_version) of the stored rows in
     the batch's position range."""
@@ -131,7 +134,7 @@ def _first_change(old: Values, new: Values) -> str:
     return "?"
 
 
-def diff_batches(cur: Any, builder: RowBuilder, version: str, batches: Iterable[codec.Batch],
+def diff_batches(cur: cursor, builder: RowBuilder, version: str, batches: Iterable[codec.Batch],
                  now: datetime) -> Diff:
     total = Diff()
     for batch in batches:
