@@ -16,10 +16,15 @@ import re
 from datetime import datetime, timezone
 from importlib import resources
 from importlib.abc import Traversable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shardline.errors import NoMigrations, SchemaMismatch
 from shardline.logs import get_logger
+
+if TYPE_CHECKING:
+    from shardline.ddl import Change
+    from shardline.records.tables import Tables
+    from shardline.settings import Settings
 
 SQL_DIR: Traversable = resources.files("shardline.sql") / "migrations"
 _DIALECT_PART = re.compile(r"/\*(postgres-plain|postgres|redshift-like|redshift):(.*?)\*/",
@@ -32,7 +37,7 @@ _NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
 log = get_logger("migrate")
 
 
-def target(settings: Any) -> str:
+def target(settings: Settings) -> str:
     """What the warehouse migrations render for: redshift, postgres or redshift-like."""
     w = settings.warehouse
     return "redshift-like" if w.dialect == "postgres" and w.mode == "redshift-like" \
@@ -117,7 +122,7 @@ def migrate(conn: Any, dialect: str, directory: Traversable = SQL_DIR) -> list[s
 
 # -- the tables file (shardline.ddl): after the numbered migrations ----------------------
 
-def table_changes(conn: Any, dialect: str, tables: Any) -> list:
+def table_changes(conn: Any, dialect: str, tables: Tables) -> list[Change]:
     """What the tables file still needs in this warehouse (``ddl.Change`` list); reads only."""
     from shardline import ddl
 
@@ -128,7 +133,7 @@ def table_changes(conn: Any, dialect: str, tables: Any) -> list:
         conn.rollback()
 
 
-def migrate_tables(conn: Any, dialect: str, tables: Any) -> list:
+def migrate_tables(conn: Any, dialect: str, tables: Tables) -> list[Change]:
     """Create the file's missing tables and add its new columns, each change in its own
     transaction with its record in ``table_changes`` (what was applied, when). Every table
     is checked before anything is applied: a refused change (``SchemaMismatch``) leaves the

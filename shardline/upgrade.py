@@ -30,7 +30,7 @@ from __future__ import annotations
 import re
 from datetime import datetime, timezone
 from importlib import resources
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator, TypeVar
 
 from shardline import migrate
 from shardline.controlstore import ControlStore
@@ -39,6 +39,11 @@ from shardline.errors import LeaseHeld
 from shardline.logs import get_logger
 from shardline.records.control import Checkpoint, HistoryEntry, Lease
 from shardline.records.ledger import StagedFile
+
+if TYPE_CHECKING:  # psycopg2 is untyped (types-psycopg2 is not a dependency)
+    from psycopg2.extensions import connection
+
+T = TypeVar("T")
 
 UPGRADE_SQL = resources.files("shardline.sql") / "upgrade" / "from_control_in_warehouse.sql"
 LEGACY_NAMES = ("001_control_tables", "002_staging_ledger", "003_page_views")
@@ -57,7 +62,7 @@ CHUNK = 2000  # rows per fetch and per control-store import call
 log = get_logger("migrate", step="upgrade")
 
 
-def legacy_layout(conn: Any) -> bool:
+def legacy_layout(conn: connection) -> bool:
     """True when the connection's schema was made by the release before the control store."""
     with conn.cursor() as cur:
         cur.execute("SELECT 1 FROM information_schema.tables WHERE table_schema = "
@@ -80,7 +85,7 @@ def statements(target: str) -> list[str]:
             *migrate.render(after, target)]
 
 
-def _rows(conn: Any, sql: str) -> Iterator[tuple]:
+def _rows(conn: connection, sql: str) -> Iterator[tuple[Any, ...]]:
     """The rows of ``sql`` through a server-side cursor, CHUNK at a time (a history can be
     long); read one query at a time (Redshift allows one open cursor per session)."""
     with conn.cursor(name="shardline_upgrade") as cur:
@@ -89,8 +94,8 @@ def _rows(conn: Any, sql: str) -> Iterator[tuple]:
         yield from cur
 
 
-def _chunks(rows: Iterator[Any]) -> Iterator[list[Any]]:
-    chunk: list[Any] = []
+def _chunks(rows: Iterator[T]) -> Iterator[list[T]]:
+    chunk: list[T] = []
     for row in rows:
         chunk.append(row)
         if len(chunk) >= CHUNK:
@@ -100,7 +105,7 @@ def _chunks(rows: Iterator[Any]) -> Iterator[list[Any]]:
         yield chunk
 
 
-def upgrade(conn: Any, target: str, store: ControlStore) -> dict[str, int]:
+def upgrade(conn: connection, target: str, store: ControlStore) -> dict[str, int]:
     """Upgrade the old layout (see the module doc); returns what was carried over."""
     now = datetime.now(timezone.utc).replace(tzinfo=None)
     conn.autocommit = False
@@ -149,10 +154,10 @@ def upgrade(conn: Any, target: str, store: ControlStore) -> dict[str, int]:
         store.import_shard_state([], made_up, checkpoints)
         carried["checkpoints"] = len(checkpoints)
         for row in _rows(conn, f"SELECT {', '.join(LEGACY_FILE_COLUMNS)} FROM staged_files"):
-            entry = StagedFile(**dict(zip(LEGACY_FILE_COLUMNS, row, strict=True)))
-            store.record_file(entry)  # insert-only: a second run leaves it
+            staged = StagedFile(**dict(zip(LEGACY_FILE_COLUMNS, row, strict=True)))
+            store.record_file(staged)  # insert-only: a second run leaves it
             carried["files"] += 1
-            carried["pending"] += entry.state == "pending"
+            carried["pending"] += staged.state == "pending"
         with conn.cursor() as cur:
             for statement in statements(target):
                 cur.execute(statement)

@@ -26,7 +26,7 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Callable, Iterable, Mapping
+from typing import Callable, Iterable, Mapping
 
 from shardline.errors import LeaseHeld, LeaseLost
 from shardline.records.control import SHARD_END, Checkpoint, HistoryEntry, Lease, utc
@@ -39,6 +39,8 @@ __all__ = [
 ]  # fmt: skip
 
 # What a consumer reports (the columns of ``shard_status``; ``Control.STATUS_FIELDS``).
+# A field's value: text (owner, sequences, state), a count or a rate, None for "unknown".
+StatusValue = str | int | float | None
 STATUS_FIELDS = ("owner", "last_read_sequence", "checkpoint_sequence", "millis_behind_latest",
                  "iterator_age_ms", "inflight_batches", "inflight_bytes", "records_per_s",
                  "state")
@@ -91,7 +93,7 @@ class Host:
     info: dict[str, str] = field(default_factory=dict)
 
 
-def check_status_fields(values: Mapping[str, Any]) -> None:
+def check_status_fields(values: Mapping[str, StatusValue]) -> None:
     unknown = set(values) - set(STATUS_FIELDS)
     if unknown:
         raise TypeError(f"unknown status fields: {sorted(unknown)}")
@@ -141,7 +143,9 @@ class ControlStore(abc.ABC):
     def create_tables(self) -> list[str]:
         """Create what is missing (idempotent); returns the names created now."""
 
-    def close(self) -> None:
+    # Deliberately not abstract: a no-op default, overridden only by backends that hold
+    # connections (postgres); memory and dynamodb (a botocore client) have none to drop.
+    def close(self) -> None:  # noqa: B027 - empty on purpose, see above
         """Drop connections; the next call opens new ones."""
 
     # -- leases -----------------------------------------------------------------
@@ -197,7 +201,7 @@ class ControlStore(abc.ABC):
 
     # -- status -----------------------------------------------------------------
     @abc.abstractmethod
-    def report_status(self, stream: str, shard_id: str, **values: Any) -> None:
+    def report_status(self, stream: str, shard_id: str, **values: StatusValue) -> None:
         """Upsert the shard's status; fields not given keep their value. Unknown names
         (not in ``STATUS_FIELDS``) are a programming error: ``TypeError``."""
 
@@ -317,7 +321,7 @@ class StagedTotals:
     dead_letters: int
 
 
-__all__ += ["FILE_STATES", "INTERNAL_STREAM_PREFIX", "StagedTotals"]
+__all__ += ["FILE_STATES", "INTERNAL_STREAM_PREFIX", "StagedTotals", "StatusValue"]
 
 
 # -- the upgrade from a warehouse that held the control tables (import_shard_state) --

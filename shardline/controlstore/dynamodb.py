@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from datetime import datetime
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from shardline.errors import ServiceUnavailable, ShardlineError, ThrottledError
@@ -28,10 +29,10 @@ from .base import (
     Lease, PendingStats, Quarantined, ShardStatus, StagedFile, check_status_fields, lease_held,
     lease_lost, replay_entry_checkpoint, replay_refused,
 )  # fmt: skip
-from .base import INTERNAL_STREAM_PREFIX, StagedTotals  # status's views
+from .base import INTERNAL_STREAM_PREFIX, StagedTotals, StatusValue  # status's views
 from .base import LegacyCheckpoint
 from .dynamodb_schema import (
-    TABLES, from_us as _dt, item as _item, names as _names, ser as _ser, table_specs,
+    TABLES, at_us as _at, from_us as _dt, item as _item, names as _names, ser as _ser, table_specs,
     to_us as _us, vals as _vals,
 )  # fmt: skip
 
@@ -49,10 +50,12 @@ _FILE_FIELDS = tuple(c.name for c in LEDGER_COLUMNS if c.name not in _FILE_TIMES
 class DynamoStore(ControlStore):
     TABLES = TABLES
 
-    def __init__(self, client: Any, table_prefix: str = "shardline_",
+    def __init__(self, client: object, table_prefix: str = "shardline_",
                  clock: Callable[[], float] = time.time):
         super().__init__(clock)
-        self.client = client
+        # a botocore DynamoDB client (``dynamodb_client``): untyped, boto3-stubs is not a
+        # dependency; its answers are JSON documents
+        self.client: Any = client
         self.t = {name: f"{table_prefix}{name}" for name in self.TABLES}
 
     # -- plumbing ---------------------------------------------------------------
@@ -105,7 +108,7 @@ class DynamoStore(ControlStore):
                     created += self._add_indexes(spec)
         return created
 
-    def _add_indexes(self, spec: dict) -> list[str]:
+    def _add_indexes(self, spec: dict[str, Any]) -> list[str]:
         """GSIs a newer version added to a table that exists already (UpdateTable creates
         one index per call); waits until each is ACTIVE (DynamoDB backfills it first).
         Returns ``table.index`` names."""
@@ -133,7 +136,8 @@ class DynamoStore(ControlStore):
         for g in self.client.describe_table(TableName=table)["Table"].get(
                 "GlobalSecondaryIndexes", []):
             if g["IndexName"] == index:
-                return g.get("IndexStatus")
+                status: str | None = g.get("IndexStatus")
+                return status
         return None
 
     # -- leases -----------------------------------------------------------------
@@ -171,7 +175,7 @@ class DynamoStore(ControlStore):
                                  f"stream {stream} keeps changing under us; try again")
 
     def _renew_op(self, stream: str, shard_id: str, owner: str, token: int,
-                  ttl_s: float) -> dict:
+                  ttl_s: float) -> dict[str, Any]:
         now, expires = self.expiry(ttl_s)
         return {"TableName": self.t["leases"],
                 "Key": {"stream": _ser(stream), "shard_id": _ser(shard_id)},
@@ -240,7 +244,7 @@ class DynamoStore(ControlStore):
         return int(out["Attributes"]["next_id"]["N"])
 
     def _write_ops(self, stream: str, shard_id: str, cp: Checkpoint | None, source: str,
-                   reason: str | None, token: int | None) -> tuple[int, list[dict]]:
+                   reason: str | None, token: int | None) -> tuple[int, list[dict[str, Any]]]:
         entry_id, now, shown = self._next_id(), _us(self.now()), replay_entry_checkpoint(cp)
         entry = {"stream": stream, "id": entry_id, "entry_id": entry_id, "shard_id": shard_id,
                  "shard_key": f"{stream}/{shard_id}",
@@ -264,7 +268,7 @@ class DynamoStore(ControlStore):
                     closes=cp.closes_sequence, token=token or 0, id=entry_id, now=now)}})
         return entry_id, ops
 
-    def _transact(self, ops: list[dict], what: str) -> bool:
+    def _transact(self, ops: list[dict[str, Any]], what: str) -> bool:
         """True if it landed; False if a condition failed (nothing was written)."""
         try:
             with self._errors(what):
@@ -314,7 +318,7 @@ class DynamoStore(ControlStore):
         return HistoryEntry(int(i["id"]), i["stream"], i["shard_id"], i["sequence_number"],
                             int(i["sub_sequence_number"]), bool(i["closes_sequence"]),
                             i["source"], i.get("reason"), i.get("lease_token"),
-                            _dt(i["created_us"]))
+                            _at(i["created_us"]))
 
     def history(self, stream: str, shard_id: str | None = None,
                 limit: int = 50) -> list[HistoryEntry]:
@@ -341,7 +345,7 @@ class DynamoStore(ControlStore):
         return self._entry(found[0]) if found else None
 
     # -- status -----------------------------------------------------------------
-    def report_status(self, stream: str, shard_id: str, **values: Any) -> None:
+    def report_status(self, stream: str, shard_id: str, **values: StatusValue) -> None:
         check_status_fields(values)
         values = {**values, "updated_us": _us(self.now())}
         with self._errors("report status"):
@@ -353,7 +357,7 @@ class DynamoStore(ControlStore):
                 ExpressionAttributeValues=_vals(**values))
 
     def statuses(self, stream: str) -> list[ShardStatus]:
-        return [ShardStatus(i["stream"], i["shard_id"], _dt(i["updated_us"]),
+        return [ShardStatus(i["stream"], i["shard_id"], _at(i["updated_us"]),
                             **{k: i.get(k) for k in STATUS_FIELDS})
                 for i in self._query(TableName=self.t["status"], ConsistentRead=True,
                                      KeyConditionExpression="#stream = :s",
@@ -447,7 +451,7 @@ class DynamoStore(ControlStore):
                           q=QUARANTINED, error=error, now=_us(self.now()))
 
     def quarantined(self, target_table: str) -> list[Quarantined]:
-        return [Quarantined(self._file(i), i["quarantine_error"], _dt(i["quarantined_us"]))
+        return [Quarantined(self._file(i), i["quarantine_error"], _at(i["quarantined_us"]))
                 for i in self._by_index("quarantined", target_table)]
 
     # -- the fleet --------------------------------------------------------------
@@ -474,7 +478,7 @@ class DynamoStore(ControlStore):
 
     @staticmethod
     def _hosts(items: list[dict[str, Any]]) -> list[Host]:
-        return [Host(h["host_id"], _dt(h["renewed_us"]), _dt(h["expires_us"]),
+        return [Host(h["host_id"], _at(h["renewed_us"]), _at(h["expires_us"]),
                      dict(h.get("info") or {}))
                 for h in sorted(items, key=lambda h: h["host_id"])]
 
@@ -516,7 +520,7 @@ class DynamoStore(ControlStore):
                                      ExpressionAttributeNames=_names("stream"))}
         return sorted(n for n in names if not n.startswith(INTERNAL_STREAM_PREFIX))
 
-    def staged_totals(self, target_table: str, since: Any) -> dict[str, StagedTotals]:
+    def staged_totals(self, target_table: str, since: datetime) -> dict[str, StagedTotals]:
         out: dict[str, list[int]] = {}
         for i in self._query(TableName=self.t["files"], IndexName="staged",
                              KeyConditionExpression="target_table = :t AND order_key >= :since",

@@ -17,11 +17,20 @@ def to_us(dt: datetime) -> int:
     return (dt - EPOCH) // timedelta(microseconds=1)
 
 
-def from_us(us: Any) -> datetime | None:
-    return None if us is None else EPOCH + timedelta(microseconds=int(us))
+def at_us(us: int) -> datetime:
+    """A time attribute every item of its table has."""
+    return EPOCH + timedelta(microseconds=int(us))
 
 
-def ser(value: Any) -> dict:
+def from_us(us: int | None) -> datetime | None:
+    return None if us is None else at_us(us)
+
+
+# A DynamoDB attribute value ({"S": "..."}, {"N": "1"}, {"M": {...}}): a JSON document.
+AttributeValue = dict[str, Any]
+
+
+def ser(value: object) -> AttributeValue:
     """A Python value as a DynamoDB attribute value (floats as exact decimals)."""
     from boto3.dynamodb.types import TypeSerializer
 
@@ -29,10 +38,11 @@ def ser(value: Any) -> dict:
         value = Decimal(repr(value))
     elif isinstance(value, Mapping):
         return {"M": {k: ser(v) for k, v in value.items()}}
-    return TypeSerializer().serialize(value)
+    out: AttributeValue = TypeSerializer().serialize(value)
+    return out
 
 
-def item(raw: Mapping[str, dict]) -> dict[str, Any]:
+def item(raw: Mapping[str, AttributeValue]) -> dict[str, Any]:
     from boto3.dynamodb.types import TypeDeserializer
 
     out: dict[str, Any] = {}
@@ -44,7 +54,7 @@ def item(raw: Mapping[str, dict]) -> dict[str, Any]:
     return out
 
 
-def vals(**values: Any) -> dict[str, dict]:
+def vals(**values: object) -> dict[str, AttributeValue]:
     return {f":{k}": ser(v) for k, v in values.items()}
 
 
@@ -55,7 +65,7 @@ def names(*attributes: str) -> dict[str, str]:
 def dynamodb_table_spec(name: str, hash_key: tuple[str, str],
                         range_key: tuple[str, str] | None = None,
                         gsis: Iterable[tuple[str, tuple[str, str], tuple[str, str] | None]] = (),
-                        ) -> dict:
+                        ) -> dict[str, Any]:
     """A CreateTable request (PAY_PER_REQUEST, indexes project everything)."""
     attrs = {hash_key[0]: hash_key[1]}
     schema = [{"AttributeName": hash_key[0], "KeyType": "HASH"}]
@@ -65,7 +75,7 @@ def dynamodb_table_spec(name: str, hash_key: tuple[str, str],
     spec: dict[str, Any] = {"TableName": name, "KeySchema": schema,
                             "BillingMode": "PAY_PER_REQUEST"}
 
-    def index(iname: str, h: tuple[str, str], r: tuple[str, str] | None) -> dict:
+    def index(iname: str, h: tuple[str, str], r: tuple[str, str] | None) -> dict[str, Any]:
         attrs.update({h[0]: h[1], **({r[0]: r[1]} if r else {})})
         keys = [{"AttributeName": h[0], "KeyType": "HASH"}]
         keys += [{"AttributeName": r[0], "KeyType": "RANGE"}] if r else []
@@ -81,7 +91,7 @@ def dynamodb_table_spec(name: str, hash_key: tuple[str, str],
 TABLES = ("leases", "checkpoints", "history", "status", "files", "hosts", "assignments")
 
 
-def table_specs(t: dict[str, str]) -> list[dict]:
+def table_specs(t: dict[str, str]) -> list[dict[str, Any]]:
     """CreateTable requests of the store; ``t`` maps ``TABLES`` to full table names.
 
     History is keyed by ``<stream>/<shard>`` (one partition per shard, consistent reads for

@@ -19,7 +19,7 @@ from .base import (
     Lease, PendingStats, Quarantined, ShardStatus, StagedFile, check_status_fields, lease_held,
     lease_lost, replay_entry_checkpoint, replay_refused,
 )  # fmt: skip
-from .base import INTERNAL_STREAM_PREFIX, StagedTotals  # status's views
+from .base import INTERNAL_STREAM_PREFIX, StagedTotals, StatusValue  # status's views
 
 
 class MemoryStore(ControlStore):
@@ -131,7 +131,7 @@ class MemoryStore(ControlStore):
             return self._history.get(entry_id)
 
     # -- status -----------------------------------------------------------------
-    def report_status(self, stream: str, shard_id: str, **values: Any) -> None:
+    def report_status(self, stream: str, shard_id: str, **values: StatusValue) -> None:
         check_status_fields(values)
         with self._lock:
             row = self._status.setdefault((stream, shard_id), {})

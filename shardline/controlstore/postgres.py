@@ -14,8 +14,9 @@ import contextlib
 import json
 import threading
 import time
+from datetime import datetime
 from importlib import resources
-from typing import Any, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 from shardline.errors import ServiceUnavailable
 from shardline.lifecycle import first_line, transaction
@@ -28,7 +29,10 @@ from .base import (
     Lease, PendingStats, Quarantined, ShardStatus, StagedFile, check_status_fields, lease_held,
     lease_lost, replay_entry_checkpoint, replay_refused,
 )  # fmt: skip
-from .base import FILE_STATES, INTERNAL_STREAM_PREFIX, StagedTotals  # status's views
+from .base import FILE_STATES, INTERNAL_STREAM_PREFIX, StagedTotals, StatusValue
+
+if TYPE_CHECKING:  # psycopg2 is untyped (types-psycopg2 is not a dependency): these are Any
+    from psycopg2.extensions import connection, cursor
 
 SQL_DIR = resources.files("shardline.sql") / "control"
 
@@ -39,8 +43,8 @@ _FILE_COLS = tuple(c.name for c in LEDGER_COLUMNS)  # a ``StagedFile``'s fields
 _SELECT_FILES = f"SELECT {', '.join(_FILE_COLS)} FROM staged_files"
 
 
-def _file(row: tuple) -> StagedFile:
-    return StagedFile(**dict(zip(_FILE_COLS, row)))
+def _file(row: tuple[Any, ...]) -> StagedFile:
+    return StagedFile(**dict(zip(_FILE_COLS, row, strict=True)))
 
 
 class PostgresStore(ControlStore):
@@ -49,11 +53,11 @@ class PostgresStore(ControlStore):
         super().__init__(clock)
         self.dsn, self.schema, self.connect_timeout_s = dsn, schema, connect_timeout_s
         self._local = threading.local()
-        self._all: set[Any] = set()
+        self._all: set[connection] = set()
         self._all_lock = threading.Lock()
 
     # -- plumbing ---------------------------------------------------------------
-    def _connect(self) -> Any:
+    def _connect(self) -> connection:
         import psycopg2
 
         try:
@@ -68,16 +72,16 @@ class PostgresStore(ControlStore):
             self._all.add(conn)
         return conn
 
-    def tx(self) -> contextlib.AbstractContextManager[Any]:
+    def tx(self) -> contextlib.AbstractContextManager[cursor]:
         """A cursor in a transaction on this thread's connection (``lifecycle.transaction``:
         commit on success, rollback on error, a lost connection is ``ServiceUnavailable``
         and the next call opens a new one)."""
-        holder = getattr(self._local, "holder", None)
+        holder: _ThreadConnection | None = getattr(self._local, "holder", None)
         if holder is None:
             holder = self._local.holder = _ThreadConnection(self)
         return transaction(holder, "control store")
 
-    def _drop(self, conn: Any) -> None:
+    def _drop(self, conn: connection | None) -> None:
         if conn is not None:
             with self._all_lock:
                 self._all.discard(conn)
@@ -120,16 +124,17 @@ class PostgresStore(ControlStore):
             if row is not None:
                 return int(row[0])
             lease = self._get_lease(cur, stream, shard_id)
+        assert lease is not None  # the row the insert conflicted with (leases are never deleted)
         raise lease_held(lease, now)
 
     @staticmethod
-    def _get_lease(cur: Any, stream: str, shard_id: str, lock: bool = False) -> Lease | None:
+    def _get_lease(cur: cursor, stream: str, shard_id: str, lock: bool = False) -> Lease | None:
         cur.execute(f"SELECT {_LEASE_COLS} FROM shard_leases WHERE stream = %s AND shard_id = %s"
                     + (" FOR UPDATE" if lock else ""), (stream, shard_id))
         row = cur.fetchone()
         return Lease(*row) if row else None
 
-    def _renew(self, cur: Any, stream: str, shard_id: str, owner: str, token: int,
+    def _renew(self, cur: cursor, stream: str, shard_id: str, owner: str, token: int,
                ttl_s: float) -> None:
         now, expires = self.expiry(ttl_s)
         cur.execute("UPDATE shard_leases SET renewed_at = %s, expires_at = %s "
@@ -174,7 +179,7 @@ class PostgresStore(ControlStore):
                         (stream,))
             return {row[0]: Checkpoint(*row[1:]) for row in cur.fetchall()}
 
-    def _write(self, cur: Any, stream: str, shard_id: str, cp: Checkpoint | None, source: str,
+    def _write(self, cur: cursor, stream: str, shard_id: str, cp: Checkpoint | None, source: str,
                reason: str | None, token: int | None) -> int:
         now, shown = self.now(), replay_entry_checkpoint(cp)
         cur.execute("INSERT INTO checkpoint_history (stream, shard_id, sequence_number, "
@@ -237,7 +242,7 @@ class PostgresStore(ControlStore):
             return HistoryEntry(*row) if row else None
 
     # -- status -----------------------------------------------------------------
-    def report_status(self, stream: str, shard_id: str, **values: Any) -> None:
+    def report_status(self, stream: str, shard_id: str, **values: StatusValue) -> None:
         check_status_fields(values)
         cols = [c for c in STATUS_FIELDS if c in values] + ["updated_at"]
         vals = [values[c] for c in cols[:-1]] + [self.now()]
@@ -292,14 +297,14 @@ class PostgresStore(ControlStore):
             cur.execute("UPDATE staged_files SET state = %s, load_id = %s, loaded_at = %s "
                         "WHERE target_table = %s AND state = %s AND s3_key = ANY(%s)",
                         (LOADED, load_id, self.now(), target_table, PENDING, keys))
-            return cur.rowcount
+            return int(cur.rowcount)
 
     def quarantine(self, s3_key: str, error: str) -> bool:
         with self.tx() as cur:
             cur.execute("UPDATE staged_files SET state = %s, error = %s, quarantined_at = %s "
                         "WHERE s3_key = %s AND state = %s",
                         (QUARANTINED, error, self.now(), s3_key, PENDING))
-            return cur.rowcount == 1
+            return int(cur.rowcount) == 1
 
     def quarantined(self, target_table: str) -> list[Quarantined]:
         with self.tx() as cur:
@@ -367,7 +372,7 @@ class PostgresStore(ControlStore):
                         "FROM shard_assignments ORDER BY 1")
             return [s for (s,) in cur.fetchall() if not s.startswith(INTERNAL_STREAM_PREFIX)]
 
-    def staged_totals(self, target_table: str, since: Any) -> dict[str, StagedTotals]:
+    def staged_totals(self, target_table: str, since: datetime) -> dict[str, StagedTotals]:
         # state = ANY(every state) lets the (target_table, state, staged_at) index serve the
         # time range (one index range per state), so this reads the window, not the ledger.
         with self.tx() as cur:
@@ -436,10 +441,8 @@ class _ThreadConnection:
 
     def __init__(self, store: PostgresStore):
         self._store = store
-        self._conn: Any = None
-
-    def _connect(self) -> Any:
-        return self._store._connect()
+        self._conn: connection | None = None
+        self._connect: Callable[[], connection] = store._connect
 
     def close(self) -> None:
         conn, self._conn = self._conn, None

@@ -42,7 +42,7 @@ def _dir_arg(dir: Path) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    dir_opt = argparse.ArgumentParser(add_help=False)
+    dir_opt = CommandParser(add_help=False)  # a parent of CommandParser subparsers
     dir_opt.add_argument("--dir", type=Path, default=argparse.SUPPRESS,
                          help=f"stack directory (default: {DEFAULT_DIR})")  # fmt: skip
     parser = CommandParser(

@@ -15,12 +15,17 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import psycopg2
 
-from .common import CONTROL_DATABASE, DATABASE, HOST, PG_USER, START_TIMEOUT, DevstackError, log
+from .common import (
+    CONTROL_DATABASE, DATABASE, HOST, PG_USER, START_TIMEOUT, DevstackError, Record, log,
+)  # fmt: skip
 from .procs import alive, record, require, tail, terminate
+
+if TYPE_CHECKING:  # psycopg2 is untyped (types-psycopg2 is not a dependency)
+    from psycopg2.extensions import connection
 
 
 def bindir() -> Path:
@@ -52,7 +57,7 @@ def _can_use(dir: Path) -> bool:
     return subprocess.run(as_pg_user(["test", "-x", str(dir)]), check=False).returncode == 0
 
 
-def layout(dir: Path) -> dict:
+def layout(dir: Path) -> Record:
     """Paths of the throwaway cluster: under dir if possible, else a /tmp directory."""
     if _can_use(dir):
         root = dir / "pg"
@@ -67,7 +72,7 @@ def layout(dir: Path) -> dict:
     }
 
 
-def _run(cmd: list[str], pg: dict, what: str) -> None:
+def _run(cmd: list[str], pg: Record, what: str) -> None:
     result = subprocess.run(
         as_pg_user(cmd), cwd=pg["root"], capture_output=True, text=True, check=False
     )
@@ -78,7 +83,7 @@ def _run(cmd: list[str], pg: dict, what: str) -> None:
         )
 
 
-def start(state: dict) -> dict:
+def start(state: Record) -> Record:
     """initdb if needed, then `pg_ctl -w start`; returns the postmaster's record."""
     pg, port, pgbin = state["pg"], state["ports"]["postgres"], bindir()
     root = Path(pg["root"])
@@ -101,7 +106,7 @@ def start(state: dict) -> dict:
     return record(pid, pg["log"])
 
 
-def _connect(port: int, dbname: str = "postgres", **kwargs: Any):
+def _connect(port: int, dbname: str = "postgres", **kwargs: object) -> connection:
     return psycopg2.connect(
         host=HOST, port=port, dbname=dbname, user=PG_USER, connect_timeout=2, **kwargs
     )
@@ -131,7 +136,7 @@ def ensure_database(port: int, redshift_like: bool = False) -> None:
                 cur.execute(f'ALTER DATABASE "{DATABASE}" RESET default_transaction_isolation')
 
 
-def stop(state: dict) -> None:
+def stop(state: Record) -> None:
     """`pg_ctl stop -m fast`, falling back to signals on the recorded postmaster."""
     pg, svc = state["pg"], state["services"].get("postgres")
     if not alive(svc):
@@ -144,7 +149,7 @@ def stop(state: dict) -> None:
     terminate("postgres", svc)
 
 
-def remove_cluster(state: dict) -> None:
+def remove_cluster(state: Record) -> None:
     """Delete the throwaway cluster, keeping a copy of its log in dir."""
     pg = state["pg"]
     with contextlib.suppress(OSError):

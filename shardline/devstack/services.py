@@ -17,7 +17,7 @@ from typing import Callable
 
 import shardline.devstack.pg_server as pg_server
 from .aws import probe_client
-from .common import HOST, KINESALITE_SCRIPT, RELAY, REPO_ROOT, DevstackError, log
+from .common import HOST, KINESALITE_SCRIPT, RELAY, REPO_ROOT, DevstackError, Record, log
 from .procs import require, spawn, terminate
 from .state import StackInfo
 
@@ -28,7 +28,7 @@ def _gearmand_bin() -> str:
     return require("gearmand", "apt-get install gearman-job-server")
 
 
-def _start_gearman(state: dict) -> dict:
+def _start_gearman(state: Record) -> Record:
     dir, port = Path(state["dir"]), state["ports"]["gearman"]
     cmd = [
         _gearmand_bin(), "-L", HOST, "-p", str(port),
@@ -62,7 +62,7 @@ def _node_bin() -> str:
     return node
 
 
-def _start_kinesis(state: dict) -> dict:
+def _start_kinesis(state: Record) -> Record:
     dir, port = Path(state["dir"]), state["ports"]["kinesis"]
     cmd = [_node_bin(), str(KINESALITE_SCRIPT), str(port)]
     return spawn(cmd, dir / "kinesalite.log", cwd=REPO_ROOT)
@@ -83,7 +83,7 @@ def _moto_bin() -> str:
     return sys.executable
 
 
-def _start_s3(state: dict) -> dict:
+def _start_s3(state: Record) -> Record:
     dir, port = Path(state["dir"]), state["ports"]["s3"]
     cmd = [_moto_bin(), "-m", "shardline.devstack.moto_server", "-H", HOST, "-p", str(port)]
     return spawn(cmd, dir / "moto.log")
@@ -105,7 +105,7 @@ def ensure_bucket(info: StackInfo) -> None:
 # ------------------------------------------------------------- pgrelay (redshift-like)
 
 
-def _start_relay(state: dict) -> dict:
+def _start_relay(state: Record) -> Record:
     """The commit-latency relay in front of PostgreSQL (relay.py), as a process of its own."""
     dir, port = Path(state["dir"]), state["ports"][RELAY]
     latency = state["warehouse"]["commit_latency_ms"]
@@ -121,7 +121,7 @@ def _check_relay(port: int) -> None:
 
 # ------------------------------------------------------------------------ registry
 
-STARTERS: dict[str, Callable[[dict], dict]] = {
+STARTERS: dict[str, Callable[[Record], Record]] = {
     "gearman": _start_gearman,
     "kinesis": _start_kinesis,
     "s3": _start_s3,
@@ -139,7 +139,7 @@ CHECKS: dict[str, Callable[[int], None]] = {
 
 def check_prerequisites() -> None:
     """Fail before starting anything if a binary is missing, listing all of them."""
-    finders = [
+    finders: list[Callable[[], object]] = [
         _gearmand_bin, _node_bin, _moto_bin, pg_server.bindir, lambda: pg_server.as_pg_user([]),
     ]  # fmt: skip
     problems = []
@@ -160,7 +160,7 @@ def answers(name: str, port: int) -> bool:
         return False
 
 
-def stop(name: str, state: dict) -> None:
+def stop(name: str, state: Record) -> None:
     if name == "postgres":
         pg_server.stop(state)
     elif state["services"].get(name):

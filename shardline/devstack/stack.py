@@ -19,7 +19,7 @@ import shardline.devstack.services as services
 from .aws import warm_up_clients
 from .common import (
     DEFAULT_BUCKET, DEFAULT_COMMIT_LATENCY_MS, DEFAULT_DIR, RELAY, SERVICES, START_TIMEOUT,
-    WAREHOUSE_MODES, DevstackError, log,
+    WAREHOUSE_MODES, DevstackError, Record, log,
 )  # fmt: skip
 from .procs import alive, wait_ready
 from .state import (
@@ -28,7 +28,7 @@ from .state import (
 )  # fmt: skip
 
 
-def _ensure_service(name: str, state: dict) -> bool:
+def _ensure_service(name: str, state: Record) -> bool:
     """Start the service unless its recorded process is alive and answering.
 
     Returns True if it was (re)started. Saves state right away, so `down` can clean up
@@ -49,7 +49,7 @@ def _ensure_service(name: str, state: dict) -> bool:
     return True
 
 
-def _warehouse_mode(state: dict, mode: str | None, latency_ms: int | None) -> dict:
+def _warehouse_mode(state: Record, mode: str | None, latency_ms: int | None) -> Record:
     """The mode asked for, else the recorded one; latency defaults per mode."""
     current = warehouse_of(state)
     mode = mode or current["mode"]
@@ -67,7 +67,7 @@ def _warehouse_mode(state: dict, mode: str | None, latency_ms: int | None) -> di
     return {"mode": mode, "commit_latency_ms": latency_ms}
 
 
-def _ensure_relay(state: dict, timeout: float) -> None:
+def _ensure_relay(state: Record, timeout: float) -> None:
     """redshift-like: the commit-latency relay runs with the recorded latency; else none."""
     wh = state["warehouse"]
     if wh["mode"] == "postgres":
@@ -158,7 +158,7 @@ def down(dir: Path = DEFAULT_DIR) -> None:
 
 
 @contextlib.contextmanager
-def _service_state(dir: Path, name: str) -> Iterator[dict]:
+def _service_state(dir: Path, name: str) -> Iterator[Record]:
     """The stack's state under its lock, for work on one known service; saved afterwards."""
     if name not in SERVICES + (RELAY,):
         raise DevstackError(f"unknown service {name!r}; services: {', '.join(SERVICES)}")

@@ -35,6 +35,10 @@ from shardline.positions import position
 from shardline.records.ledger import REDRIVE_PREFIX
 
 UTC = timezone.utc
+# A dead letter's record: (shard id, ``position(sequence, sub-sequence)``).
+RecordAt = tuple[str, tuple[int, str, int]]
+# A dead letter as written (``rows.dead_letter``): a JSON document.
+DeadLetter = dict[str, Any]
 
 
 def _objects(s3: Any, bucket: str, prefix: str) -> Iterator[str]:
@@ -47,10 +51,11 @@ def _arrival_ms(text: str) -> int:
                .timestamp() * 1000)
 
 
-def dead_letters(s3: Any, bucket: str, prefix: str, stream: str) -> dict[tuple, dict]:
+def dead_letters(s3: Any, bucket: str, prefix: str,
+                 stream: str) -> dict[RecordAt, DeadLetter]:
     """(shard, position) -> the newest dead letter of that record (the last key listed
     wins: the same raw record whatever the run)."""
-    out: dict[tuple, dict] = {}
+    out: dict[RecordAt, DeadLetter] = {}
     base = layout.dead_letter_prefix(prefix) + f"{stream}/"
     for key in sorted(_objects(s3, bucket, base)):
         body = gzip.decompress(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
@@ -60,10 +65,11 @@ def dead_letters(s3: Any, bucket: str, prefix: str, stream: str) -> dict[tuple, 
     return out
 
 
-def redriven_before(s3: Any, bucket: str, prefix: str, stream: str, version: str) -> set[tuple]:
+def redriven_before(s3: Any, bucket: str, prefix: str, stream: str,
+                    version: str) -> set[RecordAt]:
     """(shard, position) of every record an earlier redrive landed, or rejected with this
     same transform version (sending it again would only repeat its dead letter)."""
-    done: set[tuple] = set()
+    done: set[RecordAt] = set()
     for key in _objects(s3, bucket, layout.redrive_record_key(prefix, stream)):
         record = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
         done |= {(shard, position(seq, sub)) for shard, seq, sub in record["landed"]}
@@ -72,7 +78,8 @@ def redriven_before(s3: Any, bucket: str, prefix: str, stream: str, version: str
     return done
 
 
-def batches(stream: str, letters: dict[tuple, dict], max_records: int) -> list[codec.Batch]:
+def batches(stream: str, letters: dict[RecordAt, DeadLetter],
+            max_records: int) -> list[codec.Batch]:
     """Per shard, in position order, batches of the dead letters' raw records."""
     out = []
     for shard in sorted({s for s, _ in letters}):
@@ -85,7 +92,7 @@ def batches(stream: str, letters: dict[tuple, dict], max_records: int) -> list[c
     return out
 
 
-def generation_of(version: str, letters: dict[tuple, dict]) -> str:
+def generation_of(version: str, letters: dict[RecordAt, DeadLetter]) -> str:
     digest = hashlib.sha1(version.encode())
     for shard, pos in sorted(letters):
         digest.update(f"{shard}/{pos[1]}/{pos[2]};".encode())
@@ -127,7 +134,7 @@ def main(argv: list[str]) -> int:
     started = time.time()
     work = batches(stream, todo, settings.consumer.batch_max_records)
     submit(settings, stream, generation, work, log)
-    rejected: set[tuple] = set()
+    rejected: set[RecordAt] = set()
     for batch in work:
         key = layout.dead_letter_key(prefix, batch, generation)
         try:

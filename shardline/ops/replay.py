@@ -22,7 +22,7 @@ import re
 import sys
 import time
 from datetime import datetime
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from shardline.cli.kit import (UsageError, add_stream_option, command_parser, confirm,
                                load_settings, parse_cli_timestamp, parse_command_args,
@@ -31,6 +31,10 @@ from shardline.records.control import SHARD_END, Checkpoint, HistoryEntry
 from shardline.errors import ConfigError
 from shardline.exitcodes import ExitCode
 from shardline.ops.status_report import short_seq
+
+if TYPE_CHECKING:
+    from shardline.kinesis import KinesisClient
+    from shardline.settings import Settings
 
 TRIM_HORIZON = "TRIM_HORIZON"  # what move_checkpoint(cp=None) writes into the history
 _SEQUENCE = re.compile(r"^[0-9]{1,128}$")
@@ -147,20 +151,21 @@ def history_table(entries: Sequence[HistoryEntry], full: bool = False) -> str:
 
 
 # -- Kinesis ---------------------------------------------------------------------
-def first_sequence_at(kinesis: Any, stream: str, shard_id: str, when: datetime, *,
+def first_sequence_at(kinesis: KinesisClient, stream: str, shard_id: str, when: datetime, *,
                       max_calls: int = MAX_TIMESTAMP_CALLS,
                       sleep: Callable[[float], None] = time.sleep) -> str | None:
     """Sequence number of the first record that arrived at/after ``when``, or None."""
     it = kinesis.get_shard_iterator(StreamName=stream, ShardId=shard_id,
                                     ShardIteratorType="AT_TIMESTAMP",
                                     Timestamp=when)["ShardIterator"]
-    for call in range(max_calls):
+    for _ in range(max_calls):
         if it is None:
             return None  # closed shard, read to its end
         resp = kinesis.get_records(ShardIterator=it, Limit=1)
         records = resp.get("Records", [])
         if records:
-            return records[0]["SequenceNumber"]
+            first: str = records[0]["SequenceNumber"]
+            return first
         if resp.get("MillisBehindLatest", 0) == 0 and resp.get("NextShardIterator"):
             return None  # at the tip of an open shard: nothing at/after T yet
         it = resp.get("NextShardIterator")
@@ -169,7 +174,8 @@ def first_sequence_at(kinesis: Any, stream: str, shard_id: str, when: datetime, 
                       f"GetRecords calls; the shard may have a long gap, try --at-sequence")
 
 
-def _first_sequence_at(settings: Any, stream: str, shard: str, when: datetime) -> str | None:
+def _first_sequence_at(settings: Settings, stream: str, shard: str,
+                       when: datetime) -> str | None:
     from botocore.exceptions import BotoCoreError, ClientError, ReadTimeoutError
 
     from shardline.errors import ServiceUnavailable

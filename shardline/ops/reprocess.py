@@ -35,7 +35,7 @@ import secrets
 import sys
 import time
 from datetime import datetime, timezone
-from typing import Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 from shardline import layout
 from shardline.cli.kit import (UsageError, add_stream_option, command_parser, confirm,
@@ -45,7 +45,11 @@ from shardline.codec import Batch
 from shardline.consumers.reader import Position
 from shardline.errors import BatchFailed
 from shardline.exitcodes import ExitCode
-from shardline.logs import get_logger
+from shardline.logs import ContextLogger, get_logger
+from shardline.settings import Settings
+
+if TYPE_CHECKING:
+    from shardline.controlstore import ControlStore
 
 UTC = timezone.utc
 MAX_INFLIGHT_PER_THREAD = 2
@@ -114,8 +118,8 @@ def start_position(source: str, args: argparse.Namespace) -> Position:
     return Position("TRIM_HORIZON")
 
 
-def source_batches(settings: Any, source: str, args: argparse.Namespace, stream: str,
-                   s3: Any, log: Any) -> Iterator[Batch]:
+def source_batches(settings: Settings, source: str, args: argparse.Namespace, stream: str,
+                   s3: Any, log: ContextLogger) -> Iterator[Batch]:
     from shardline.ops import reprocess_sources as sources
 
     if source == "archive":
@@ -134,8 +138,8 @@ def source_batches(settings: Any, source: str, args: argparse.Namespace, stream:
                                            settings.consumer, log=log.bind(shard=shard))
 
 
-def submit(settings: Any, stream: str, generation: str, batches: Iterable[Batch],
-           log: Any) -> tuple[int, int, dict[str, list]]:
+def submit(settings: Settings, stream: str, generation: str, batches: Iterable[Batch],
+           log: ContextLogger) -> tuple[int, int, dict[str, list[str | None]]]:
     """Each batch as a reprocess job; returns (batches, records, shard -> [first, last])."""
     from shardline import clients
     from shardline.consumers.dispatcher import Dispatcher
@@ -150,7 +154,7 @@ def submit(settings: Any, stream: str, generation: str, batches: Iterable[Batch]
     inflight: dict[int, Batch] = {}
     limit = cs.dispatch_threads * MAX_INFLIGHT_PER_THREAD
     done = records = 0
-    ranges: dict[str, list] = {}
+    ranges: dict[str, list[str | None]] = {}
 
     def collect(block: bool) -> None:
         nonlocal done
@@ -193,7 +197,8 @@ def sampled(batches: Iterable[Batch], keep: list[Batch]) -> Iterator[Batch]:
     keep += tail
 
 
-def wrong_versions(store: Any, settings: Any, generation: str, batches: Iterable[Batch],
+def wrong_versions(store: ControlStore, settings: Settings, generation: str,
+                   batches: Iterable[Batch],
                    version: str) -> dict[str, int]:
     """Versions other than ``version`` in the ledger entries of these batches of the run: a
     stage worker still ran another transform (the deploy was not finished)."""
@@ -270,8 +275,8 @@ def main(argv: list[str]) -> int:
     return ExitCode.OK
 
 
-def _dry_run(settings: Any, source: str, args: argparse.Namespace, stream: str, s3: Any,
-             log: Any, what: str) -> int:
+def _dry_run(settings: Settings, source: str, args: argparse.Namespace, stream: str, s3: Any,
+             log: ContextLogger, what: str) -> int:
     from shardline import clients
     from shardline.ops.reprocess_diff import diff_batches
     from shardline.tables import table_spec

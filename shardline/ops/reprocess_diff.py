@@ -14,12 +14,15 @@ import csv
 import io
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from shardline import codec, positions
 from shardline.csvformat import NULL
 from shardline.tables import TableSpec
 from shardline.workers.rows import WORKER_COLUMNS, RowBuilder
+
+if TYPE_CHECKING:  # psycopg2 is untyped (types-psycopg2 is not a dependency)
+    from psycopg2.extensions import cursor
 
 UTC = timezone.utc
 
@@ -48,12 +51,17 @@ class Diff:
                 f"{self.rejected} records rejected (dead letters)")
 
 
+# A row's event column values as text (None for NULL), and a position (``positions.position``).
+Values = tuple[str | None, ...]
+Position = tuple[int, str, int]
+
+
 def event_columns(spec: TableSpec) -> list[str]:
     return [c for c in spec.column_names if c not in WORKER_COLUMNS]
 
 
 def staged_rows(builder: RowBuilder, batch: codec.Batch, now: datetime
-                ) -> tuple[dict[tuple, tuple], int]:
+                ) -> tuple[dict[Position, Values], int]:
     """position -> event column values (text, None for NULL) of the rows the transform
     makes of the batch, and how many records it rejects."""
     staged = builder.build(batch, now)
@@ -61,10 +69,10 @@ def staged_rows(builder: RowBuilder, batch: codec.Batch, now: datetime
     at = {n: i for i, n in enumerate(names)}
     keep = [at[c] for c in event_columns(builder.spec)]
     seq_i, sub_i = at["sequence_number"], at["sub_sequence_number"]
-    rows = {}
-    for values in csv.reader(io.StringIO(staged.csv_text, newline="")):
-        values = [None if v == NULL else v for v in values]
-        rows[positions.position(values[seq_i], int(values[sub_i]))] = \
+    rows: dict[Position, Values] = {}
+    for raw in csv.reader(io.StringIO(staged.csv_text, newline="")):
+        values = [None if v == NULL else v for v in raw]
+        rows[positions.position(raw[seq_i], int(raw[sub_i]))] = \
             tuple(values[i] for i in keep)
     return rows, len(staged.dead_letters)
 
@@ -77,8 +85,8 @@ def _text(value: Any) -> str | None:
     return str(value)
 
 
-def stored_rows(cur: Any, spec: TableSpec, batch: codec.Batch
-                ) -> dict[tuple, tuple[tuple, str | None]]:
+def stored_rows(cur: cursor, spec: TableSpec, batch: codec.Batch
+                ) -> dict[Position, tuple[Values, str | None]]:
     """position -> (event column values as text, transform_version) of the stored rows in
     the batch's position range."""
     cols = event_columns(spec)
@@ -87,20 +95,20 @@ def stored_rows(cur: Any, spec: TableSpec, batch: codec.Batch
     from shardline.loaders.warehouse.plan import arrival_bound
 
     arrivals = [r.arrival_ms for r in batch.records]
-    f, l = batch.first, batch.last
+    first, last = batch.first, batch.last
     cur.execute(f"SELECT sequence_number, sub_sequence_number, transform_version, "
                 f"{', '.join(cols)} FROM {spec.name} WHERE arrival_time BETWEEN %s AND %s "
                 f"AND shard_id = %s AND "
                 + positions.within("sequence_number", "sub_sequence_number"),
                 (*arrival_bound(min(arrivals), max(arrivals)), batch.shard_id)
                 + positions.within_params(
-                    (f.sequence_number, f.sub_sequence_number),
-                    (l.sequence_number, l.sub_sequence_number)))
+                    (first.sequence_number, first.sub_sequence_number),
+                    (last.sequence_number, last.sub_sequence_number)))
     return {positions.position(seq, sub): (tuple(_text(v) for v in rest), version)
             for seq, sub, version, *rest in cur.fetchall()}
 
 
-def compare(new: dict[tuple, tuple], stored: dict[tuple, tuple[tuple, str | None]],
+def compare(new: dict[Position, Values], stored: dict[Position, tuple[Values, str | None]],
             version: str) -> Diff:
     """Pure: the counts for one position range."""
     d = Diff()
@@ -119,14 +127,14 @@ def compare(new: dict[tuple, tuple], stored: dict[tuple, tuple[tuple, str | None
     return d
 
 
-def _first_change(old: tuple, new: tuple) -> str:
-    for i, (a, b) in enumerate(zip(old, new)):
+def _first_change(old: Values, new: Values) -> str:
+    for i, (a, b) in enumerate(zip(old, new, strict=True)):  # the same event columns
         if a != b:
             return f"column {i}: {a!r} -> {b!r}"
     return "?"
 
 
-def diff_batches(cur: Any, builder: RowBuilder, version: str, batches: Iterable[codec.Batch],
+def diff_batches(cur: cursor, builder: RowBuilder, version: str, batches: Iterable[codec.Batch],
                  now: datetime) -> Diff:
     total = Diff()
     for batch in batches:

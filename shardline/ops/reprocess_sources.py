@@ -26,6 +26,8 @@ from typing import Any, Callable, Iterable, Iterator
 from shardline import codec, layout
 from shardline.consumers.batcher import Batcher
 from shardline.consumers.reader import Position, ShardReader
+from shardline.kinesis import KinesisClient
+from shardline.logs import ContextLogger
 from shardline.positions import position
 from shardline.settings import ConsumerSettings
 
@@ -33,9 +35,9 @@ UTC = timezone.utc
 PREFETCH = 16  # archive objects fetched ahead, in threads
 
 
-def kinesis_batches(kinesis: Any, stream: str, shard_id: str, start: Position,
+def kinesis_batches(kinesis: KinesisClient, stream: str, shard_id: str, start: Position,
                     cs: ConsumerSettings, *, sleep: Callable[[float], None] = time.sleep,
-                    log: Any = None) -> Iterator[codec.Batch]:
+                    log: ContextLogger | None = None) -> Iterator[codec.Batch]:
     """Batches of the shard from ``start`` to its tip (see the module doc)."""
     reader = ShardReader(kinesis, stream, shard_id, cs, sleep=sleep, retry_for_s=60.0, log=log)
     reader.start(start)
@@ -87,7 +89,7 @@ def archive_batches(s3: Any, bucket: str, prefix: str, stream: str, *,
                     until: datetime | None = None) -> Iterator[codec.Batch]:
     """The archived batches of the stream (of ``shards``), each source record once, in
     position order per shard, restricted to arrival times in [since, until)."""
-    by_shard: dict[str, list[tuple[tuple, str]]] = {}
+    by_shard: dict[str, list[tuple[tuple[int, str, int], str]]] = {}
     for key in archive_keys(s3, bucket, prefix, stream, since, until):
         shard, first = _shard_and_first(key)
         if shards is None or shard in shards:
@@ -112,7 +114,7 @@ def once_per_record(batches: Iterable[codec.Batch], stream: str, shard: str,
     """Archived batches of one shard, in order of their first position -> each source
     record once (a record at or before the last one yielded is dropped), restricted to
     arrival times (ms) in [lo, hi)."""
-    mark: tuple | None = None
+    mark: tuple[int, str, int] | None = None
     for batch in batches:
         records = [r for r in batch.records
                    if (mark is None or r.position > mark)

@@ -148,7 +148,8 @@ def default_shardline_command() -> list[str]:
 def _settings_file(args: argparse.Namespace) -> str | None:
     """The settings file the programs should read: the one this command read."""
     if args.config:
-        return args.config
+        config: str = args.config
+        return config
     if os.environ.get("SHARDLINE_CONFIG"):
         return None  # supervisord passes SHARDLINE_CONFIG through itself
     return settings_mod.DEFAULT_FILE if Path(settings_mod.DEFAULT_FILE).exists() else None

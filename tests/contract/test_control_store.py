@@ -143,7 +143,8 @@ def test_tokens_bump_at_every_acquisition_and_a_live_lease_is_held(store, clock)
     store.release_lease("s", "sh", "a", 2)
     assert store.get_lease("s", "sh").owner is None
     assert store.acquire_lease("s", "sh", "b", TTL) == 3
-    assert [(l.shard_id, l.owner, l.token) for l in store.leases("s")] == [("sh", "b", 3)]
+    assert [(lease.shard_id, lease.owner, lease.token)
+            for lease in store.leases("s")] == [("sh", "b", 3)]
     assert store.leases("other") == []
 
 

@@ -33,7 +33,8 @@ def test_a_command_error_becomes_its_exit_code_and_message(monkeypatch, capsys):
         raise LeaseHeld("shard s-1 is held by host:1")
 
     monkeypatch.setitem(cli.COMMANDS, "boom", ("tests.unit.test_cli:_unused", "test"))
-    monkeypatch.setattr(cli.importlib, "import_module", lambda name: type("M", (), {"_unused": staticmethod(boom)}))
+    monkeypatch.setattr(cli.importlib, "import_module",
+                        lambda name: type("M", (), {"_unused": staticmethod(boom)}))
     assert cli.main(["boom"]) == ExitCode.LEASE_HELD
     assert "held by host:1" in capsys.readouterr().err
 
