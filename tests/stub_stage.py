@@ -80,13 +80,14 @@ class StubStage:
         if conn is not None:
             from psycopg2.extras import execute_values
 
-            f, l = batch.first, batch.last
+            first, last = batch.first, batch.last
             with conn.cursor() as cur:
                 cur.execute("INSERT INTO stub_batches (stream, shard_id, batch_id, first_seq, "
                             "first_sub, last_seq, last_sub, n, ok) VALUES "
                             "(%s,%s,%s,%s,%s,%s,%s,%s,%s)",
-                            (batch.stream, batch.shard_id, batch.batch_id, f.sequence_number,
-                             f.sub_sequence_number, l.sequence_number, l.sub_sequence_number,
+                            (batch.stream, batch.shard_id, batch.batch_id, first.sequence_number,
+                             first.sub_sequence_number, last.sequence_number,
+                             last.sub_sequence_number,
                              len(batch.records), not failing))
                 if not failing:
                     execute_values(cur, "INSERT INTO stub_records (stream, shard_id, seq, sub, "

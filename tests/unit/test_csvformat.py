@@ -34,7 +34,8 @@ def test_hostile_values_are_plain_quoted_text():
 
 
 def test_timestamps_are_utc_text_with_microseconds():
-    assert csvformat.format_value(datetime(2026, 1, 2, 3, 4, 5, 6)) == '"2026-01-02 03:04:05.000006"'
+    assert (csvformat.format_value(datetime(2026, 1, 2, 3, 4, 5, 6))
+            == '"2026-01-02 03:04:05.000006"')
 
 
 def test_copy_options_match_the_rules():

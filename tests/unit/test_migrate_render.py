@@ -35,7 +35,8 @@ def test_redshift_like_has_no_index_on_the_dedup_key_and_brin_on_the_sort_key():
 
 
 def test_render_drops_comments_and_empty_statements():
-    sql = "-- c\nCREATE TABLE t (a INT) /*redshift: DISTSTYLE ALL*/;\n/*postgres: CREATE INDEX i ON t (a)*/;\n"
+    sql = ("-- c\nCREATE TABLE t (a INT) /*redshift: DISTSTYLE ALL*/;\n"
+           "/*postgres: CREATE INDEX i ON t (a)*/;\n")
     assert migrate.render(sql, "redshift") == ["CREATE TABLE t (a INT)  DISTSTYLE ALL"]
     assert migrate.render(sql, "postgres") == ["CREATE TABLE t (a INT)", "CREATE INDEX i ON t (a)"]
 

@@ -1,4 +1,5 @@
-"""The generic worker loop (shardline.workers.runner.WorkerRunner), driven step by step with fake workers."""
+"""The generic worker loop (shardline.workers.runner.WorkerRunner), driven step by step with
+fake workers."""
 from __future__ import annotations
 
 import os
@@ -170,7 +171,7 @@ def test_stop_while_backing_off_exits():
 def test_real_backoff_pause_is_cut_short_by_stop():
     import time
 
-    runner = WorkerRunner({"stage": lambda d, l: d}, lambda: None, reconnect_max_s=30)
+    runner = WorkerRunner({"stage": lambda d, jlog: d}, lambda: None, reconnect_max_s=30)
     runner.stop("already")
     t0 = time.monotonic()
     runner._pause(10)
@@ -199,7 +200,7 @@ def test_real_pygearman_worker_with_no_server_backs_off():
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     sleeps = []
-    runner = WorkerRunner({"stage": lambda d, l: d},
+    runner = WorkerRunner({"stage": lambda d, jlog: d},
                           lambda: gearman.GearmanWorker([f"127.0.0.1:{port}"]),
                           sleep=sleeps.append, poll_timeout=0.2)
     for _ in range(3):
