@@ -15,8 +15,8 @@ its ``application_name`` set (``shardline-loader``, ``shardline-control``), so e
 belongs to one component. PostgreSQL's own ``pg_stat_database.xact_commit`` of the database
 is read too, before and after: the difference between it and shardline's commits is the
 database's background work (autovacuum and analyze, catalog maintenance; the bench's own
-reads are subtracted), reported apart and never counted as the pipeline's. The loader takes its lease
-(its fence row and its first reconcile, two commits once per lease) before the window, so
+reads are subtracted), reported apart and never counted as the pipeline's. The loader takes its
+lease (its fence row and its first reconcile, two commits once per lease) before the window, so
 the window shows the steady state; the distinct ``application_name`` values seen on the
 database during the window say which components touched it at all.
 

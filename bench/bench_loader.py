@@ -166,7 +166,7 @@ def run(env: dict, args: argparse.Namespace, per_file: int, total: int) -> int:
 
         store = MemoryStore()  # the ledger is the control store's; in memory here
 
-        def ledger(suffix: str) -> None:
+        def ledger(suffix: str, store: MemoryStore = store) -> None:
             for key, shard, first, last, n, size, _ in files:
                 store.record_file(StagedFile(
                     s3_key=key + suffix, target_table="page_views", stream="bench",

@@ -1,4 +1,5 @@
-"""End-to-end pipeline benchmark: Kinesis -> consumers -> stage workers -> S3 -> loader -> warehouse.
+"""End-to-end pipeline benchmark: Kinesis -> consumers -> stage workers -> S3 -> loader ->
+warehouse.
 
 Two measurements, both with the real fleet under supervisord on a local stack:
 
@@ -155,8 +156,10 @@ def latency_run(base_env: dict[str, str], info: devstack.StackInfo, work: Path, 
     finally:
         fleet.stop()
     (p50, p99, mx), = query(env, """
-        SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM loaded_at - arrival_time)),
-               percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM loaded_at - arrival_time)),
+        SELECT percentile_cont(0.5) WITHIN GROUP
+                   (ORDER BY extract(epoch FROM loaded_at - arrival_time)),
+               percentile_cont(0.99) WITHIN GROUP
+                   (ORDER BY extract(epoch FROM loaded_at - arrival_time)),
                max(extract(epoch FROM loaded_at - arrival_time)) FROM page_views""")
     return {"rate": rate, "events": count, "p50_s": float(p50), "p99_s": float(p99),
             "max_s": float(mx)}

@@ -198,19 +198,24 @@ def main() -> int:
 
         step("summary")
         (p50, p99, first_arrival, last_loaded), = query(env, """
-            SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM loaded_at - arrival_time)),
-                   percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM loaded_at - arrival_time)),
+            SELECT percentile_cont(0.5) WITHIN GROUP
+                       (ORDER BY extract(epoch FROM loaded_at - arrival_time)),
+                   percentile_cont(0.99) WITHIN GROUP
+                       (ORDER BY extract(epoch FROM loaded_at - arrival_time)),
                    min(arrival_time), max(loaded_at) FROM page_views""")
-        (rows, distinct_ids), = query(env, "SELECT count(*), count(DISTINCT event_id) FROM page_views")
+        (rows, distinct_ids), = query(
+            env, "SELECT count(*), count(DISTINCT event_id) FROM page_views")
         span = (last_loaded - first_arrival).total_seconds()
         print(f"   events produced        {good + bad:>9,}  ({good:,} valid, {bad:,} malformed)")
         print(f"   rows loaded            {rows:>9,}  ({distinct_ids:,} distinct event_id)")
         dl_prefix = layout.dead_letter_prefix(env.get("SHARDLINE_S3_PREFIX", S3Settings().prefix))
         print(f"   dead letters           {dead:>9,}  (in s3://{info.bucket}/{dl_prefix})")
-        print(f"   end-to-end latency     p50 {p50:.2f} s   p99 {p99:.2f} s  (PutRecords -> row visible)")
+        print(f"   end-to-end latency     p50 {p50:.2f} s   p99 {p99:.2f} s  "
+              f"(PutRecords -> row visible)")
         print(f"   throughput             {rows / span:>9,.0f} rows/s over {span:.1f} s "
               f"(producer paced at {args.rate:,}/s)")
-        print(f"   producing took {done - produce_start:.0f} s; whole demo {time.time() - started:.0f} s")
+        print(f"   producing took {done - produce_start:.0f} s; "
+              f"whole demo {time.time() - started:.0f} s")
 
         step("top pages")
         for host, path, views in query(env, "SELECT url_host, url_path, count(*) FROM page_views "

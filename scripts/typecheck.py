@@ -12,6 +12,11 @@ Every module is checked (so types across components are real), but only errors i
 *scope* (``[tool.shardline.lint] scope`` in pyproject.toml: files and folders that are clean)
 fail the run; the others are counted per file. ``--all`` makes every error count.
 ``--print-scope`` prints the scope, one path a line (``make lint`` runs ruff on it).
+
+tests/, bench/ and scripts/ are not part of the package: mypy reads them only with
+``--with-tests`` (tests/ as the package ``tests``, bench/ and scripts/ as top-level modules,
+the way they import each other), and their errors are counted per file, never failing the
+run, in the scope or not: in the scope they are held to ruff alone.
 """
 from __future__ import annotations
 
@@ -26,6 +31,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 FARM = ROOT / ".typecheck"
 # Real folder -> its place in the farm; setup.cfg's package_dir, read below.
+# Checked with --with-tests, reported only: not the package.
+EXTRA_DIRS = ("tests", "bench", "scripts")
 ERROR_LINE = re.compile(r"^(?P<path>[^:\s][^:]*\.pyi?):(?P<rest>\d+:.*)$")
 
 
@@ -100,6 +107,9 @@ def main(argv: list[str]) -> int:
                         help="do not list the errors outside the scope, only count them")
     parser.add_argument("--print-scope", action="store_true",
                         help="print the scope's paths and exit")
+    parser.add_argument("--with-tests", action="store_true",
+                        help="check tests/, bench/ and scripts/ too; their errors are only "
+                             "counted")
     args = parser.parse_args(argv)
     if args.print_scope:
         print("\n".join(load_scope()))
@@ -110,7 +120,19 @@ def main(argv: list[str]) -> int:
     cmd = [sys.executable, "-m", "mypy", "--config-file", str(ROOT / "pyproject.toml"),
            "--no-error-summary", "--show-absolute-path", "--cache-dir", str(FARM / "mypy_cache"),
            "-p", "shardline"]
-    env = {**os.environ, "MYPYPATH": str(FARM)}
+    mypy_path = [str(FARM)]
+    tests_link = FARM / "tests"
+    if tests_link.is_symlink():
+        tests_link.unlink()
+    if args.with_tests:
+        tests_link.symlink_to(os.path.relpath(ROOT / "tests", FARM))
+        links[tests_link] = ROOT / "tests"
+        cmd += ["--explicit-package-bases", "-p", "tests"]
+        for folder in ("bench", "scripts"):
+            mypy_path.append(str(ROOT / folder))
+            for f in sorted((ROOT / folder).glob("*.py")):
+                cmd += ["-m", f.stem]
+    env = {**os.environ, "MYPYPATH": os.pathsep.join(mypy_path)}
     proc = subprocess.run(cmd, cwd=FARM, env=env, capture_output=True, text=True)
     if proc.returncode not in (0, 1):  # 2: mypy itself failed (config, crash)
         sys.stderr.write(proc.stdout + proc.stderr)
@@ -118,13 +140,17 @@ def main(argv: list[str]) -> int:
 
     inside: list[str] = []
     outside: dict[str, list[str]] = {}
+    extra: dict[str, list[str]] = {}
     for line in proc.stdout.splitlines():
         m = ERROR_LINE.match(line)
         if m is None:
             continue
         path = real_path(m["path"], links)
         text = f"{path}:{m['rest']}"
-        if args.all or in_scope(path, scope):
+        if in_scope(path, list(EXTRA_DIRS)):
+            if ": error:" in text:
+                extra.setdefault(path, []).append(text)
+        elif args.all or in_scope(path, scope):
             inside.append(text)
         elif ": error:" in text:
             outside.setdefault(path, []).append(text)
@@ -136,6 +162,11 @@ def main(argv: list[str]) -> int:
     if outside and not args.quiet_outside:
         print(f"-- outside the typecheck scope ({n_out} errors, not failing the run):")
         for path, errors in sorted(outside.items()):
+            print(f"   {len(errors):4d} {path}")
+    if args.with_tests:
+        n_extra = sum(len(v) for v in extra.values())
+        print(f"-- tests/, bench/, scripts/ ({n_extra} errors, reported only):")
+        for path, errors in sorted(extra.items()):
             print(f"   {len(errors):4d} {path}")
     print(f"typecheck: {n_in} errors in scope, {n_out} outside it")
     return 1 if n_in else 0

@@ -1,4 +1,5 @@
-"""Helpers for end-to-end tests: the real fleet (shardline.devstack.fleet) and warehouse/S3 checks."""
+"""Helpers for end-to-end tests: the real fleet (shardline.devstack.fleet) and warehouse/S3
+checks."""
 from __future__ import annotations
 
 import base64

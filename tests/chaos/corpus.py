@@ -23,7 +23,7 @@ from typing import Any, Iterator
 from shardline.sample import events
 from shardline.producer.put import put_events
 from shardline.sample.traffic import HOSTILE
-from shardline.workers.transform import page_view
+from shardline.transforms.page_views import page_view
 
 # Text columns a hostile value can reach; compared exactly after the load.
 HOSTILE_COLUMNS = ("url", "url_query", "referrer", "user_agent", "user_id", "session_id")

@@ -31,7 +31,7 @@ def test_plan_has_every_outage_at_least_once_and_each_outage_ends():
         assert whats["s3_down"] == whats["s3_up"] >= 1
         downs = [x.at_s for x in a if x.what == "postgres_down"]
         ups = [x.at_s for x in a if x.what == "postgres_up"]
-        assert all(3 <= u - d <= 6 for d, u in zip(downs, ups))
+        assert all(3 <= u - d <= 6 for d, u in zip(downs, ups, strict=True))
     long = schedule.plan(1, 600)
     assert {x.arg for x in long if x.what == "s3_down"} == {"refuse", "freeze"}
 

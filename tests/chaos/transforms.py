@@ -3,7 +3,7 @@ view with device classes in upper case, and a version of its own. The verdict ch
 every stored row against it (``verdict.check_transform``)."""
 from __future__ import annotations
 
-from shardline.workers.transform import page_view
+from shardline.transforms.page_views import page_view
 
 VERSION = "chaos-v2"
 

@@ -57,8 +57,9 @@ class Verdict:
     def ok(self) -> bool:
         return not (self.missing or self.duplicated or self.unexpected or self.dead_missing
                     or self.dead_unexpected or self.dead_without_reason
-                    or self.hostile_mismatched or self.stale_rows or self.lagging_shards or self.stuck_programs
-                    or self.pending_files or self.queued_jobs or self.problems)
+                    or self.hostile_mismatched or self.stale_rows or self.lagging_shards
+                    or self.stuck_programs or self.pending_files or self.queued_jobs
+                    or self.problems)
 
     def line(self) -> str:
         def counts(d: dict[str, int]) -> str:
@@ -103,7 +104,7 @@ def check_hostile(v: Verdict, ledger: Ledger, query: Callable[..., list[tuple]])
     v.hostile = len(ids)
     if not ids:
         return
-    stored = {r[0]: dict(zip(HOSTILE_COLUMNS, r[1:])) for r in query(
+    stored = {r[0]: dict(zip(HOSTILE_COLUMNS, r[1:], strict=True)) for r in query(
         f"SELECT event_id, {', '.join(HOSTILE_COLUMNS)} FROM page_views "
         f"WHERE event_id = ANY(%s)", (ids,))}
     bad = [i for i in ids if i in stored and stored[i] != ledger.hostile[i]]
@@ -116,7 +117,7 @@ def check_hostile(v: Verdict, ledger: Ledger, query: Callable[..., list[tuple]])
 def check_transform(v: Verdict, query: Callable[..., list[tuple]]) -> None:
     """After the reprocess, every row is the deployed transform's: its version, and its
     derived column recomputed from the row's own input column."""
-    from shardline.workers.transform import device_class
+    from shardline.transforms.page_views import device_class
     from tests.chaos import transforms
 
     v.reprocessed = True

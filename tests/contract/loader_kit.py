@@ -266,7 +266,7 @@ class FakeWarehouse:
         if flat.startswith("INSERT INTO loaded_files"):
             n = len(LOADED_FILES_COLUMNS)
             for i in range(0, len(params), n):
-                row = dict(zip(LOADED_FILES_COLUMNS, params[i:i + n]))
+                row = dict(zip(LOADED_FILES_COLUMNS, params[i:i + n], strict=True))
                 st["loaded"][row["s3_key"]] = row
             return [], len(params) // n
         if flat.startswith("INSERT INTO loads"):
@@ -382,7 +382,7 @@ class PostgresBackend(Backend):
     def ledger(self) -> dict[str, tuple]:
         with self.store.tx() as cur:
             cur.execute("SELECT s3_key, state, load_id FROM staged_files")
-            return {k: (s, l) for k, s, l in cur.fetchall()}
+            return {k: (s, load_id) for k, s, load_id in cur.fetchall()}
 
     def loads(self) -> list[tuple]:
         return self.query("SELECT load_id, file_count, rows_copied, rows_inserted FROM loads "

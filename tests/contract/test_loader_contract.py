@@ -35,7 +35,7 @@ def test_loads_every_row_once_and_records_it(backend):
     assert (load.files, load.rows_copied) == (2, 3)
     assert backend.ledger() == {a.s3_key: ("loaded", load.load_id),
                                 b.s3_key: ("loaded", load.load_id)}
-    assert [(l[0], l[1], l[2]) for l in backend.loads()] == [(load.load_id, 2, 3)]
+    assert [(row[0], row[1], row[2]) for row in backend.loads()] == [(load.load_id, 2, 3)]
     assert backend.record() == {a.s3_key: load.load_id, b.s3_key: load.load_id}
     backend.check_dedup_plan()
     if backend.supports_rows:
@@ -70,7 +70,7 @@ def test_replay_after_checkpoint_moved_back(backend):
     backend.check_dedup_plan()
     if backend.supports_rows:
         assert sorted(backend.stored()) == [event_id(i) for i in range(1, 16)]
-        assert [l[2:] for l in backend.loads()] == [(18, 12), (13, 3)]
+        assert [row[2:] for row in backend.loads()] == [(18, 12), (13, 3)]
     assert len(backend.record()) == 3
 
 
@@ -150,7 +150,7 @@ def test_killed_between_warehouse_commit_and_ledger_update(backend):
     assert backend.ledger() == {a.s3_key: ("loaded", load_id),
                                 b.s3_key: ("loaded", results[0].load.load_id)}
     assert set(backend.record()) == {a.s3_key, b.s3_key}
-    assert [l[1] for l in backend.loads()] == [1, 1]  # "a" was never loaded again
+    assert [row[1] for row in backend.loads()] == [1, 1]  # "a" was never loaded again
     if backend.supports_rows:
         assert sorted(backend.stored()) == [event_id(1), event_id(2), event_id(3)]
 

@@ -163,7 +163,7 @@ def test_sigkill_between_warehouse_commit_and_control_store_update(pg, tmp_path,
     assert sorted(pg.stored()) == [event_id(i) for i in range(1, 90)]
     ledger = pg.ledger()
     assert all(ledger[e.s3_key] == ("loaded", load_id) for e in entries)
-    assert [l[1] for l in pg.loads()] == [2, 1]  # a and b were not loaded again
+    assert [row[1] for row in pg.loads()] == [2, 1]  # a and b were not loaded again
     assert len(pg.record()) == 3
 
 
@@ -237,7 +237,8 @@ def test_special_values_round_trip_unchanged(pg):
     assert len(got) == len(rows)
     for want in rows:
         have = got[want[0]]
-        assert have == want, [(c, w, h) for c, w, h in zip(cols, want, have) if w != h]
+        assert have == want, [(c, w, h) for c, w, h in zip(cols, want, have, strict=False)
+                              if w != h]
 
 
 def _hostile_events() -> list[dict]:
@@ -261,7 +262,7 @@ def test_hostile_text_round_trips_through_the_stage_worker_unchanged(pg):
     """SQL/CSV/COPY look-alikes in valid events land as the exact text sent; a
     deep_nesting record in the same batch is a dead letter and breaks nothing."""
     from shardline.workers.stage import StageJob
-    from shardline.workers.transform import page_view as transform
+    from shardline.transforms.page_views import page_view as transform
 
     sent = _hostile_events()
     for e in sent:
@@ -292,7 +293,7 @@ def test_hostile_text_round_trips_through_the_stage_worker_unchanged(pg):
     assert r.state == "loaded", r.error
     cols = ("event_id", "url", "url_host", "url_path", "url_query", "referrer", "referrer_host",
             "user_agent", "device_class", "ip_prefix", "user_id", "session_id")
-    got = {row[0]: dict(zip(cols, row))
+    got = {row[0]: dict(zip(cols, row, strict=True))
            for row in pg.query(f"SELECT {', '.join(cols)} FROM page_views")}
     assert len(got) == len(sent)
     for e in sent:
@@ -345,16 +346,16 @@ def test_two_loaders_at_once_serialise_without_duplicates_or_losses(pg):
         t.join(60)
     assert not errors, errors
     loads = [r.load for rs in results.values() for r in rs if r.state == "loaded"]
-    assert sum(l.files for l in loads) == n_files  # no file loaded twice, none lost
-    assert all(l.files <= 3 for l in loads)
+    assert sum(load.files for load in loads) == n_files  # no file loaded twice, none lost
+    assert all(load.files <= 3 for load in loads)
     ledger = pg.ledger()
     assert {s for s, _ in ledger.values()} == {"loaded"}
-    assert {l for _, l in ledger.values()} == {l.load_id for l in loads}
+    assert {lid for _, lid in ledger.values()} == {load.load_id for load in loads}
     assert len(pg.loads()) == len(loads)
     stored = pg.stored()  # raises on a duplicate
     expected = 2 * (10 * (n_files // 2 - 1) + 12) + 1
     assert len(stored) == expected
-    assert sum(l.rows_inserted for l in loads) == expected
+    assert sum(load.rows_inserted for load in loads) == expected
     assert stored[event_id(7)][:3] == (SHARD0, seq(1000), 0)  # first by position
     print("loads per loader:", {n: sum(r.state == "loaded" for r in rs)
                                 for n, rs in results.items()})

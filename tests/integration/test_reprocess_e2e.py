@@ -27,7 +27,7 @@ BLOCKED = "blocked.example.net"
 TRANSFORMS = {
     "rp_v1": '''
         from shardline.errors import BadRecord
-        from shardline.workers.transform import page_view
+        from shardline.transforms.page_views import page_view
         VERSION = "v1"
 
         def transform(event):
@@ -37,7 +37,7 @@ TRANSFORMS = {
             return row
     ''',
     "rp_v2": '''
-        from shardline.workers.transform import page_view
+        from shardline.transforms.page_views import page_view
         VERSION = "v2"
 
         def transform(event):  # accepts every host; device classes in upper case
@@ -47,7 +47,7 @@ TRANSFORMS = {
     ''',
     "rp_v4": '''
         from shardline.errors import BadRecord
-        from shardline.workers.transform import page_view
+        from shardline.transforms.page_views import page_view
         VERSION = "v4"
 
         def transform(event):  # half of the blocked host's pages, now with another reason
@@ -57,7 +57,7 @@ TRANSFORMS = {
             return row
     ''',
     "rp_v3": '''
-        from shardline.workers.transform import page_view
+        from shardline.transforms.page_views import page_view
         VERSION = "v3"
 
         def transform(event):
