@@ -29,7 +29,7 @@ from .base import (
     lease_lost, replay_entry_checkpoint, replay_refused,
 )  # fmt: skip
 from .base import INTERNAL_STREAM_PREFIX, StagedTotals  # status's views (issue 13)
-from .base import LegacyCheckpoint
+from .base import LegacyCheckpoint, SchemaState
 from .dynamodb_schema import (
     TABLES, from_us as _dt, item as _item, names as _names, ser as _ser, table_specs,
     to_us as _us, vals as _vals,
@@ -128,6 +128,37 @@ class DynamoStore(ControlStore):
                 time.sleep(1)
             added.append(f"{name}.{gsi['IndexName']}")
         return added
+
+    def schema_state(self) -> SchemaState:
+        """DescribeTable on each table (the IAM action a runtime role is granted on its own
+        tables, unlike ListTables): a missing table or index is missing; DynamoDB records
+        no versions, so nothing is ever unknown."""
+        from botocore.exceptions import ClientError
+
+        from shardline.aws_access import aws_errors
+
+        missing: list[str] = []
+        absent = 0
+        for spec in table_specs(self.t):
+            name = spec["TableName"]
+            with aws_errors("dynamodb:DescribeTable", f"table {name!r}", "DynamoDB",
+                            self.client.meta.endpoint_url, "control.dynamodb_endpoint_url"):
+                try:
+                    table = self.client.describe_table(TableName=name)["Table"]
+                except ClientError as exc:
+                    if error_code(exc) != "ResourceNotFoundException":
+                        raise
+                    missing.append(name)
+                    absent += 1
+                    continue
+            have = {g["IndexName"] for g in table.get("GlobalSecondaryIndexes", [])}
+            missing += [f"{name}.{g['IndexName']}" for g in spec.get("GlobalSecondaryIndexes", [])
+                        if g["IndexName"] not in have]
+        return SchemaState(fresh=absent == len(self.t), missing=tuple(missing))
+
+    def describe(self) -> str:
+        prefix = self.t["leases"][:-len("leases")]
+        return f"DynamoDB tables {prefix}*, region {self.client.meta.region_name}"
 
     def _index_status(self, table: str, index: str) -> str | None:
         for g in self.client.describe_table(TableName=table)["Table"].get(
