@@ -235,7 +235,10 @@ def main(argv: list[str]) -> int:
     settings = load_settings(args, **{"kinesis.stream": args.stream})
     settings.require("warehouse.dsn")
 
+    from shardline import preflight
     from shardline.controlstore import open_store
+
+    preflight.require(settings, preflight.WAREHOUSE, preflight.CONTROL)
     from shardline.errors import ShardlineError
 
     control = open_store(settings)
