@@ -13,29 +13,33 @@ that fixes it; ``shardline.cli`` prints it as one line with its exit code:
 - an endpoint or gearmand that does not answer at all: ``Unreachable`` (UNAVAILABLE);
 - an IAM denial: ``AccessDenied`` (DENIED).
 
-A check that cannot decide (throttling, a 5xx) lets the command start: its own retries deal
-with trouble that passes, and a busy service must not stop a fleet's restart.
+A service that does not answer is asked again for ``START_PATIENCE_S`` before the command
+gives up (a restart or an outage that passes must not cost a process restart), and a check
+that cannot decide (throttling, a 5xx) lets the command start: its own retries deal with
+trouble that passes, and a busy service must not stop a fleet's restart.
 """
 from __future__ import annotations
 
 import socket
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 from shardline.aws_access import aws_errors, http_status
-from shardline.errors import ConfigError, NotMigrated, Unreachable
+from shardline.errors import ConfigError, NotMigrated, RetriableError, Unreachable
 from shardline.logs import get_logger
+from shardline.migrate import SchemaState
 from shardline.settings import Settings, parse_host_port
 
 WAREHOUSE, CONTROL, STREAM, BUCKET, GEARMAN = "warehouse", "control", "stream", "bucket", "gearman"
 
-# A gearmand restart takes about a second; a starting command waits this long before calling
-# the servers unreachable (supervisord starts it again either way).
-GEARMAN_START_WAIT_S = 5.0
+# How long a starting command keeps asking a service that does not answer (a gearmand or
+# PostgreSQL restart takes seconds) before it says so; supervisord starts it again either way.
+START_PATIENCE_S = 10.0
 MIGRATE = "run shardline migrate"
 
 log = get_logger("preflight")
+T = TypeVar("T")
 
 
 def require(settings: Settings, *needs: str) -> None:
@@ -43,17 +47,31 @@ def require(settings: Settings, *needs: str) -> None:
     ``GEARMAN``); raises the first mistake found, every unmigrated store in one error."""
     problems = []
     if WAREHOUSE in needs:
-        problems += warehouse_problems(settings)
+        problems += patiently(lambda: warehouse_problems(settings))
     if CONTROL in needs:
-        problems += control_problems(settings)
+        problems += patiently(lambda: control_problems(settings))
     if problems:
         raise not_migrated(problems)
     if STREAM in needs:
-        require_stream(settings)
+        patiently(lambda: require_stream(settings))
     if BUCKET in needs:
-        require_bucket(settings)
+        patiently(lambda: require_bucket(settings))
     if GEARMAN in needs:
         require_gearman(settings)
+
+
+def patiently(check: Callable[[], T], patience_s: float = START_PATIENCE_S) -> T:
+    """``check()``, asked again while it fails with a retriable error (no answer, a database
+    restarting, throttling) for up to ``patience_s``; then that error is raised."""
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            return check()
+        except RetriableError as exc:
+            if time.monotonic() >= deadline:
+                raise
+            log.warning("start-up check: %s; asking again", exc)
+            time.sleep(1.0)
 
 
 # -- the stores' schemas -----------------------------------------------------------------
@@ -78,7 +96,7 @@ def not_migrated(problems: list[Problem]) -> NotMigrated:
     return NotMigrated("; ".join(f"{p.store} {p.state}: {p.fix}" for p in problems))
 
 
-def schema_problems(store: str, state: Any) -> list[Problem]:
+def schema_problems(store: str, state: SchemaState) -> list[Problem]:
     """A ``migrate.SchemaState`` as problems of ``store`` (none when it is current)."""
     if state.unknown:
         many = "s" if len(state.unknown) > 1 else ""
@@ -210,21 +228,21 @@ def require_bucket(settings: Settings) -> None:
 
 # -- gearmand ------------------------------------------------------------------------------
 
-def require_gearman(settings: Settings, wait_s: float = GEARMAN_START_WAIT_S) -> None:
+def require_gearman(settings: Settings, wait_s: float = START_PATIENCE_S) -> None:
     """At least one of ``gearman.servers`` accepts a connection within ``wait_s``."""
     servers = [parse_host_port(s) for s in settings.gearman.servers]
     deadline = time.monotonic() + wait_s
     while True:
-        reason = "no servers"
+        reasons: list[str] = []
         for host, port in servers:
             try:
                 socket.create_connection((host, port), timeout=2).close()
                 return
             except OSError as exc:
-                reason = reason if reason != "no servers" else \
-                    (exc.strerror or str(exc) or type(exc).__name__).lower()
+                reasons.append((exc.strerror or str(exc) or type(exc).__name__).lower())
         if time.monotonic() >= deadline:
             listed = ", ".join(f"{h}:{p}" for h, p in servers)
-            raise Unreachable(f"gearmand is unreachable at {listed} ({reason}): check "
+            raise Unreachable(f"gearmand is unreachable at {listed} "
+                              f"({reasons[0] if reasons else 'no servers'}): check "
                               f"gearman.servers and that gearmand runs")
         time.sleep(0.5)
