@@ -104,9 +104,10 @@ def schema_problems(store: str, state: SchemaState) -> list[Problem]:
                                f"release does not know", "run the shardline release that made it")]
     if state.fresh:
         return [Problem(store, "is not migrated")]
-    if state.missing:
-        many = "s" if len(state.missing) > 1 else ""
-        return [Problem(store, f"lacks migration{many} {', '.join(state.missing)}")]
+    if state.missing:  # migrations by name (NNN_name), or DynamoDB's "table x", "index x.y"
+        noun = "" if not state.missing[0][:1].isdigit() else \
+            "migrations " if len(state.missing) > 1 else "migration "
+        return [Problem(store, f"lacks {noun}{', '.join(state.missing)}")]
     return []
 
 

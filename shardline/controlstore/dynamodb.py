@@ -148,11 +148,12 @@ class DynamoStore(ControlStore):
                 except ClientError as exc:
                     if error_code(exc) != "ResourceNotFoundException":
                         raise
-                    missing.append(name)
+                    missing.append(f"table {name}")
                     absent += 1
                     continue
             have = {g["IndexName"] for g in table.get("GlobalSecondaryIndexes", [])}
-            missing += [f"{name}.{g['IndexName']}" for g in spec.get("GlobalSecondaryIndexes", [])
+            missing += [f"index {name}.{g['IndexName']}"
+                        for g in spec.get("GlobalSecondaryIndexes", [])
                         if g["IndexName"] not in have]
         return SchemaState(fresh=absent == len(self.t), missing=tuple(missing))
 

@@ -38,6 +38,8 @@ def test_a_schema_state_as_problems():
         Problem(C, "is not migrated")]
     assert schema_problems(C, SchemaState(fresh=False, missing=("002_b",))) == [
         Problem(C, "lacks migration 002_b")]
+    assert schema_problems(C, SchemaState(fresh=False, missing=("table t_hosts", "index t.i"))
+                           ) == [Problem(C, "lacks table t_hosts, index t.i")]
     (newer,) = schema_problems(C, SchemaState(fresh=False, missing=("002_b",),
                                               unknown=("009_z",)))
     assert newer.state == "has migration 009_z, which this release does not know"
