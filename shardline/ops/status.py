@@ -237,10 +237,9 @@ def main(argv: list[str]) -> int:
 
     from shardline import preflight
     from shardline.controlstore import open_store
-
-    preflight.require(settings, preflight.WAREHOUSE, preflight.CONTROL)
     from shardline.errors import ShardlineError
 
+    preflight.require(settings, preflight.WAREHOUSE, preflight.CONTROL)
     control = open_store(settings)
     # A named stream is fixed; "every known stream" is looked up again at each refresh.
     fixed: list[str] | None = None
