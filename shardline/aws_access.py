@@ -28,7 +28,8 @@ def http_status(exc: BaseException) -> int:
 def aws_errors(action: str, resource: str, service: str, endpoint: str,
                endpoint_setting: str) -> Iterator[None]:
     """An unanswered call -> ``Unreachable``, a refused one -> ``AccessDenied`` (naming the
-    IAM ``action`` on ``resource``); anything else is raised unchanged."""
+    IAM ``action`` on ``resource``; "dynamodb:{operation}" names the call that was refused);
+    anything else is raised unchanged."""
     from shardline.kinesis import error_code, is_connection_error
     from shardline.lifecycle import first_line
 
@@ -45,6 +46,7 @@ def aws_errors(action: str, resource: str, service: str, endpoint: str,
         if code in DENIED_CODES or http_status(exc) == 403:
             message = ((getattr(exc, "response", None) or {}).get("Error") or {}).get("Message")
             said = f"{code}: {first_line(message)}" if message else f"{code}"
-            raise AccessDenied(f"{action} on {resource} ({said}): allow it in the IAM policy "
+            named = action.format(operation=getattr(exc, "operation_name", "?"))
+            raise AccessDenied(f"{named} on {resource} ({said}): allow it in the IAM policy "
                                f"of this host's role") from None
         raise

@@ -53,6 +53,7 @@ class DynamoStore(ControlStore):
                  clock: Callable[[], float] = time.time):
         super().__init__(clock)
         self.client = client
+        self.table_prefix = table_prefix
         self.t = {name: f"{table_prefix}{name}" for name in self.TABLES}
 
     # -- plumbing ---------------------------------------------------------------
@@ -89,9 +90,15 @@ class DynamoStore(ControlStore):
         return _item(found["Item"]) if "Item" in found else None
 
     def create_tables(self) -> list[str]:
+        from shardline.aws_access import aws_errors
+
         specs = table_specs(self.t)
         created = []
-        with self._errors("create tables"):
+        # a role without the table actions (`shardline migrate` run as a component's role)
+        # is one line naming the action, never a traceback
+        with (aws_errors("dynamodb:{operation}", f"tables {self.table_prefix}*", "DynamoDB",
+                         self.client.meta.endpoint_url, "control.dynamodb_endpoint_url"),
+              self._errors("create tables")):
             existing = set(self.client.get_paginator("list_tables").paginate()
                            .build_full_result().get("TableNames", []))
             for spec in specs:
@@ -158,8 +165,7 @@ class DynamoStore(ControlStore):
         return SchemaState(fresh=absent == len(self.t), missing=tuple(missing))
 
     def describe(self) -> str:
-        prefix = self.t["leases"][:-len("leases")]
-        return f"DynamoDB tables {prefix}*, region {self.client.meta.region_name}"
+        return f"DynamoDB tables {self.table_prefix}*, region {self.client.meta.region_name}"
 
     def _index_status(self, table: str, index: str) -> str | None:
         for g in self.client.describe_table(TableName=table)["Table"].get(

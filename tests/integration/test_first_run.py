@@ -292,6 +292,15 @@ def test_iam_denial(env, stack, pg_schema, stream_name):
                      f"shardline consumer: access denied: dynamodb:DescribeTable on table "
                      f"'{prefix}leases' (AccessDeniedException: User: {role} is not "
                      f"authorized to perform: dynamodb:DescribeTable): {fix}")
+        # `shardline migrate` run with a role that may not make the tables
+        assert_stops(run("migrate", "--control",
+                         env={**env, "SHARDLINE_CONTROL_BACKEND": "dynamodb",
+                              "SHARDLINE_CONTROL_TABLE_PREFIX": prefix,
+                              "SHARDLINE_CONTROL_DYNAMODB_ENDPOINT_URL": denier.url}),
+                     ExitCode.DENIED,
+                     f"shardline migrate: access denied: dynamodb:ListTables on tables "
+                     f"{prefix}* (AccessDeniedException: User: {role} is not authorized to "
+                     f"perform: dynamodb:ListTables): {fix}")
     assert leases_and_checkpoints(stack, pg_schema) == []
 
 
