@@ -15,7 +15,7 @@ from typing import Sequence
 from shardline.consumers.consumer import Consumer
 from shardline.consumers.dispatcher import Dispatcher
 from shardline.consumers.reader import ShardReader
-from shardline import clients
+from shardline import clients, preflight
 from shardline.cli.kit import command_parser, load_settings
 from shardline.controlstore import open_store
 from shardline.errors import LeaseError, LeaseHeld
@@ -90,6 +90,8 @@ def main(argv: Sequence[str]) -> int:
     stop = StopSignals()
     stop.install()
     settings = load_settings(args, **{"kinesis.stream": args.stream})
+    # A first-run mistake ends here, in one line, before a lease is taken or a record read.
+    preflight.require(settings, preflight.CONTROL, preflight.STREAM, preflight.GEARMAN)
     consumer = build(settings, args.shard, stop)
     try:
         return run(consumer, stop)

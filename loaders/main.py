@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 import time
 
-from shardline import clients
+from shardline import clients, preflight
 from shardline.cli.kit import command_parser, load_settings
 from shardline.exitcodes import ExitCode
 from shardline.lifecycle import ForcedStop, StopSignals
@@ -35,6 +35,7 @@ def main(argv: list[str]) -> int:
     spec = tables[args.table or tables.names[0]]  # ConfigError for an unknown table
     s3 = clients.s3_client(settings)
     dialect = make_dialect(settings, s3)  # ConfigError: redshift without iam_role
+    preflight.require(settings, preflight.WAREHOUSE, preflight.CONTROL, preflight.BUCKET)
     log = get_logger("loader", table=spec.name, load_id="-")
     stop = StopSignals(log=log, notice="finishing the current load, then exiting")
     stop.install()

@@ -22,6 +22,15 @@ class SchemaMismatch(ConfigError):
     layout, or another release's schema): nothing is applied on top of it."""
 
 
+class NotMigrated(ShardlineError):
+    """A store the command needs is not at this release's schema (never migrated, behind, or
+    migrated by a newer release): the message names the store and the command that fixes it."""
+
+
+class AccessDenied(ShardlineError):
+    """AWS refused an action (IAM): retrying cannot help until the policy allows it."""
+
+
 class NoMigrations(ShardlineError):
     """The installed package has no migrations: a broken install, not a database state."""
 
@@ -38,6 +47,11 @@ class ThrottledError(RetriableError):
 
 class ServiceUnavailable(RetriableError):
     """A server could not be reached or answered 5xx."""
+
+
+class Unreachable(ServiceUnavailable):
+    """A service the settings name did not answer at all at start: the message names the
+    address and the settings to check (a wrong endpoint, region or server list)."""
 
 
 class IteratorExpired(RetriableError):

@@ -17,6 +17,10 @@ class ExitCode(enum.IntEnum):
     LEASE_HELD = 75  # another live consumer owns the shard (try again later)
     LEASE_LOST = 76  # our lease was taken or expired mid-run
     NOT_INSTALLED = 72  # a file the package ships is missing (e.g. no migrations)
+    DENIED = 77  # AWS refused an action (AccessDenied): the host's IAM policy lacks it
     CONFIG = 78  # invalid or unknown setting: fix the config
+    # No sysexits code fits: a store lacks this release's schema (run `shardline migrate`)
+    # or holds a newer one; restarting cannot help until a person acts.
+    NOT_MIGRATED = 79
     FORCED_STOP = 130  # a second signal: stopped at once, no checkpoint
     ALERT = 3  # `shardline status`: a shard has no owner or lags too far

@@ -13,6 +13,7 @@ Each migration runs in its own transaction with its record.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import resources
 from importlib.abc import Traversable
@@ -83,6 +84,49 @@ def pending(conn: Any, directory: Traversable = SQL_DIR) -> list[tuple[str, Trav
             recorded = {row[0] for row in cur.fetchall()}
     conn.rollback()
     return [(name, path) for version, name, path in plan if version not in recorded]
+
+
+@dataclass(frozen=True)
+class SchemaState:
+    """Where a store stands against this release's migrations (names, e.g. 002_page_views)."""
+
+    fresh: bool  # nothing recorded: never migrated (or the settings point somewhere else)
+    missing: tuple[str, ...] = ()  # this release's, not applied yet
+    unknown: tuple[str, ...] = ()  # applied, but not this release's: a newer one ran
+
+    @property
+    def current(self) -> bool:
+        return not (self.fresh or self.missing or self.unknown)
+
+
+def schema_state(conn: Any, directory: Traversable = SQL_DIR) -> SchemaState:
+    """The connection's schema against the migrations in ``directory``; reads only."""
+    plan = migrations(directory)
+    with conn.cursor() as cur:
+        cur.execute("SELECT 1 FROM information_schema.tables WHERE table_schema = "
+                    "current_schema() AND table_name = 'schema_migrations'")
+        recorded: dict[int, str] = {}
+        if cur.fetchone() is not None:
+            cur.execute("SELECT version, name FROM schema_migrations")
+            recorded = dict(cur.fetchall())
+    conn.rollback()
+    names = {version: name for version, name, _ in plan}
+    return SchemaState(
+        fresh=not recorded,
+        missing=tuple(name for version, name, _ in plan if version not in recorded),
+        unknown=tuple(name for version, name in sorted(recorded.items())
+                      if names.get(version) != name))
+
+
+def describe_postgres(kind: str, dsn: str, schema: str) -> str:
+    """"postgres database shardline, schema public": where a store is, never its secrets."""
+    from psycopg2.extensions import parse_dsn
+
+    try:
+        database = parse_dsn(dsn).get("dbname") or "(default)"
+    except Exception:  # noqa: BLE001 - a DSN libpq refuses is reported when connecting
+        database = "(unparsed DSN)"
+    return f"{kind} database {database}, schema {schema}"
 
 
 def migrate(conn: Any, dialect: str, directory: Traversable = SQL_DIR) -> list[str]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from shardline import clients
+from shardline import clients, preflight
 from shardline.cli.kit import command_parser, load_settings
 from shardline.errors import ConfigError
 from shardline.exitcodes import ExitCode
@@ -69,6 +69,12 @@ def main(argv: list[str]) -> int:
         tasks[gearman_name] = task
         closers.append(close)
 
+    try:  # a first-run mistake ends here, in one line, before a job is taken
+        preflight.require(settings, preflight.CONTROL, preflight.BUCKET, preflight.GEARMAN)
+    except BaseException:
+        for close in closers:
+            close()
+        raise
     runner = WorkerRunner(tasks, lambda: clients.gearman_worker(settings),
                           poll_timeout=args.poll_timeout,
                           reconnect_max_s=settings.worker.reconnect_max_s, log=log,

@@ -15,15 +15,16 @@ import sys
 from typing import Sequence
 
 from shardline.cli.kit import usage_errors
-from shardline.errors import (BatchFailed, ConfigError, LeaseHeld, LeaseLost, NoMigrations,
-                              ShardlineError)
+from shardline.errors import (AccessDenied, BatchFailed, ConfigError, LeaseHeld, LeaseLost,
+                              NoMigrations, NotMigrated, ShardlineError, Unreachable)
 from shardline.exitcodes import ExitCode
 from shardline.extras import missing_message
 
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "devstack": ("shardline.devstack:main", "start/stop the local stack (up|down|status|env)"),
-    "migrate": ("shardline.cli.migrate_command:main", "create or upgrade the warehouse tables"),
+    "migrate": ("shardline.cli.migrate_command:main", "create or upgrade every store's tables "
+                                                      "(warehouse, control store)"),
     "create-stream": ("shardline.ops.create_stream:main", "create a Kinesis stream"),
     "produce": ("shardline.sample.produce_cli:main", "put sample page views into a stream"),
     "consumer": ("shardline.consumers.main:main",
@@ -47,6 +48,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 # Most specific first: the class of an error decides the exit code, never its text.
 _EXITS: tuple[tuple[type[ShardlineError], ExitCode, str], ...] = (
+    # a first-run mistake found at start: the message itself says what to fix
+    (NotMigrated, ExitCode.NOT_MIGRATED, ""),
+    (AccessDenied, ExitCode.DENIED, "access denied: "),
+    (Unreachable, ExitCode.UNAVAILABLE, ""),
     (ConfigError, ExitCode.CONFIG, "configuration error: "),
     (NoMigrations, ExitCode.NOT_INSTALLED, "broken install: "),
     (LeaseHeld, ExitCode.LEASE_HELD, ""),

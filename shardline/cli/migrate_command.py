@@ -1,7 +1,10 @@
-"""``shardline migrate``: the warehouse's tables (migrations, then the tables file), or with
-``--control`` the control store's; ``--print-sql`` and ``--dry-run`` apply nothing."""
+"""``shardline migrate``: every store the settings name, brought up to date: the warehouse
+(migrations, then the tables file) and the control store (sql/control on PostgreSQL, or the
+DynamoDB tables); ``--warehouse-only`` or ``--control`` does one of them; ``--print-sql`` and
+``--dry-run`` apply nothing."""
 from __future__ import annotations
 
+import argparse
 import re
 
 from shardline import clients, ddl, migrate as migrate_mod, settings as settings_mod, upgrade
@@ -13,28 +16,47 @@ from shardline.tables import DEFAULT_TABLES, Tables, load_tables
 
 
 def main(argv: list[str]) -> int:
-    parser = command_parser("migrate", "Apply the numbered migrations (sql/migrations, shipped "
-                                       "as shardline.sql), then the tables file (tables.file: "
+    parser = command_parser("migrate", "Bring every store up to date: the warehouse (the "
+                                       "numbered migrations in sql/migrations, shipped as "
+                                       "shardline.sql, then the tables file (tables.file: "
                                        "CREATE TABLE for a new table, ALTER TABLE ... ADD "
                                        "COLUMN for a new column; docs/tables.md); a warehouse "
                                        "of the release before the control store is upgraded, "
                                        "its control tables carried into the control store "
-                                       "(docs/operations.md).")
+                                       "(docs/operations.md)), then the control store.")
     parser.add_argument("--print-sql", action="store_true",
                         help="print the rendered SQL for the configured dialect (the "
-                             "migrations, then the tables file's tables), connect nowhere")
+                             "migrations, then the tables file's tables, then the control "
+                             "store's), connect nowhere")
     parser.add_argument("--dry-run", action="store_true",
                         help="connect and print what would be applied (migrations not yet "
-                             "applied, the tables file's CREATE/ALTER), apply nothing")
-    parser.add_argument("--control", action="store_true",
-                        help="create the control store's tables instead ([control] backend: "
-                             "a PostgreSQL database of its own, or DynamoDB tables)")
+                             "applied, the tables file's CREATE/ALTER, the control store's "
+                             "missing migrations or tables), apply nothing")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--control", action="store_true",
+                       help="the control store only ([control] backend: a PostgreSQL "
+                            "database of its own, or DynamoDB tables)")
+    which.add_argument("--warehouse-only", action="store_true",
+                       help="the warehouse only (the tables file's tables included)")
     args, code = parse_command_args(parser, argv)
     if args is None:
         return code
     settings = load_settings(args)
-    if args.control:
-        return _migrate_control(settings, args.print_sql)
+    if not args.warehouse_only and not args.print_sql:
+        from shardline.controlstore import open_store
+
+        open_store(settings).close()  # its settings checked before the warehouse changes
+    if not args.control:
+        code = _migrate_warehouse(settings, args)
+        if code != ExitCode.OK:
+            return code
+    if not args.warehouse_only:
+        return _migrate_control(settings, args.print_sql, args.dry_run)
+    return ExitCode.OK
+
+
+def _migrate_warehouse(settings: settings_mod.Settings, args: argparse.Namespace) -> int:
+    """The warehouse: the migrations, then the tables file (or what that would apply)."""
     tables = load_tables(settings)  # a bad tables file stops here (exit CONFIG)
     target = migrate_mod.target(settings)
     if args.print_sql:
@@ -119,8 +141,9 @@ def _upgrade_legacy(settings: settings_mod.Settings, conn: object) -> None:
         store.close()
 
 
-def _migrate_control(settings: settings_mod.Settings, print_sql: bool) -> int:
-    """``migrate --control``: sql/control on PostgreSQL, or the DynamoDB tables."""
+def _migrate_control(settings: settings_mod.Settings, print_sql: bool,
+                     dry_run: bool = False) -> int:
+    """The control store: sql/control on PostgreSQL, or the DynamoDB tables."""
     from shardline.controlstore import open_store
 
     log = get_logger("migrate", control=settings.control.backend)
@@ -137,6 +160,18 @@ def _migrate_control(settings: settings_mod.Settings, print_sql: bool) -> int:
         return ExitCode.OK
     store = open_store(settings)
     try:
+        if dry_run:
+            state = store.schema_state()
+            if state.unknown:
+                raise ConfigError(f"the control store ({store.describe()}) has "
+                                  f"{', '.join(state.unknown)}, which this release does not "
+                                  f"know: nothing would be applied")
+            for name in state.missing:
+                print(f"-- control store: {name} (not applied yet)")
+            if not state.missing:
+                print(f"-- nothing to apply: the control store ({store.describe()}) is up "
+                      f"to date")
+            return ExitCode.OK
         created = store.create_tables()
     finally:
         store.close()

@@ -29,6 +29,7 @@ from datetime import datetime, timedelta
 from typing import Callable, Iterable, Mapping
 
 from shardline.errors import LeaseHeld, LeaseLost
+from shardline.migrate import SchemaState
 from shardline.records.control import SHARD_END, Checkpoint, HistoryEntry, Lease, utc
 from shardline.records.ledger import FILE_STATES, LOADED, PENDING, QUARANTINED, StagedFile
 
@@ -142,6 +143,15 @@ class ControlStore(abc.ABC):
     @abc.abstractmethod
     def create_tables(self) -> list[str]:
         """Create what is missing (idempotent); returns the names created now."""
+
+    def schema_state(self) -> SchemaState:
+        """Where the store stands against ``create_tables`` (reads only): commands check it
+        at start (``shardline.preflight``). A store that creates nothing is current."""
+        return SchemaState(fresh=False)
+
+    def describe(self) -> str:
+        """Where the store is, for a person (no secrets): "postgres database x, schema y"."""
+        return type(self).__name__
 
     # Deliberately not abstract: a no-op default, overridden only by backends that hold
     # connections (postgres); memory and dynamodb (a botocore client) have none to drop.

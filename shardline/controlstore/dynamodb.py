@@ -30,7 +30,7 @@ from .base import (
     lease_lost, replay_entry_checkpoint, replay_refused,
 )  # fmt: skip
 from .base import INTERNAL_STREAM_PREFIX, StagedTotals, StatusValue  # status's views
-from .base import LegacyCheckpoint
+from .base import LegacyCheckpoint, SchemaState
 from .dynamodb_schema import (
     TABLES, at_us as _at, from_us as _dt, item as _item, names as _names, ser as _ser, table_specs,
     to_us as _us, vals as _vals,
@@ -56,6 +56,7 @@ class DynamoStore(ControlStore):
         # a botocore DynamoDB client (``dynamodb_client``): untyped, boto3-stubs is not a
         # dependency; its answers are JSON documents
         self.client: Any = client
+        self.table_prefix = table_prefix
         self.t = {name: f"{table_prefix}{name}" for name in self.TABLES}
 
     # -- plumbing ---------------------------------------------------------------
@@ -92,9 +93,15 @@ class DynamoStore(ControlStore):
         return _item(found["Item"]) if "Item" in found else None
 
     def create_tables(self) -> list[str]:
+        from shardline.aws_access import aws_errors
+
         specs = table_specs(self.t)
         created = []
-        with self._errors("create tables"):
+        # a role without the table actions (`shardline migrate` run as a component's role)
+        # is one line naming the action, never a traceback
+        with (aws_errors("dynamodb:{operation}", f"tables {self.table_prefix}*", "DynamoDB",
+                         self.client.meta.endpoint_url, "control.dynamodb_endpoint_url"),
+              self._errors("create tables")):
             existing = set(self.client.get_paginator("list_tables").paginate()
                            .build_full_result().get("TableNames", []))
             for spec in specs:
@@ -131,6 +138,37 @@ class DynamoStore(ControlStore):
                 time.sleep(1)
             added.append(f"{name}.{gsi['IndexName']}")
         return added
+
+    def schema_state(self) -> SchemaState:
+        """DescribeTable on each table (the IAM action a runtime role is granted on its own
+        tables, unlike ListTables): a missing table or index is missing; DynamoDB records
+        no versions, so nothing is ever unknown."""
+        from botocore.exceptions import ClientError
+
+        from shardline.aws_access import aws_errors
+
+        missing: list[str] = []
+        absent = 0
+        for spec in table_specs(self.t):
+            name = spec["TableName"]
+            with aws_errors("dynamodb:DescribeTable", f"table {name!r}", "DynamoDB",
+                            self.client.meta.endpoint_url, "control.dynamodb_endpoint_url"):
+                try:
+                    table = self.client.describe_table(TableName=name)["Table"]
+                except ClientError as exc:
+                    if error_code(exc) != "ResourceNotFoundException":
+                        raise
+                    missing.append(f"table {name}")
+                    absent += 1
+                    continue
+            have = {g["IndexName"] for g in table.get("GlobalSecondaryIndexes", [])}
+            missing += [f"index {name}.{g['IndexName']}"
+                        for g in spec.get("GlobalSecondaryIndexes", [])
+                        if g["IndexName"] not in have]
+        return SchemaState(fresh=absent == len(self.t), missing=tuple(missing))
+
+    def describe(self) -> str:
+        return f"DynamoDB tables {self.table_prefix}*, region {self.client.meta.region_name}"
 
     def _index_status(self, table: str, index: str) -> str | None:
         for g in self.client.describe_table(TableName=table)["Table"].get(

@@ -23,7 +23,7 @@ from shardline.lifecycle import first_line, transaction
 from shardline.records.ledger import LEDGER_COLUMNS
 from shardline.settings import redact_dsn
 
-from .base import LegacyCheckpoint
+from .base import LegacyCheckpoint, SchemaState
 from .base import (
     LOADED, PENDING, QUARANTINED, STATUS_FIELDS, Checkpoint, ControlStore, HistoryEntry, Host,
     Lease, PendingStats, Quarantined, ShardStatus, StagedFile, check_status_fields, lease_held,
@@ -107,6 +107,20 @@ class PostgresStore(ControlStore):
             return migrate.migrate(conn, "postgres", SQL_DIR)
         finally:
             self._drop(conn)
+
+    def schema_state(self) -> SchemaState:
+        from shardline import migrate
+
+        conn = self._connect()  # search_path: the store's schema (none yet: fresh)
+        try:
+            return migrate.schema_state(conn, SQL_DIR)
+        finally:
+            self._drop(conn)
+
+    def describe(self) -> str:
+        from shardline.migrate import describe_postgres
+
+        return describe_postgres("postgres", self.dsn, self.schema)
 
     # -- leases -----------------------------------------------------------------
     def acquire_lease(self, stream: str, shard_id: str, owner: str, ttl_s: float) -> int:

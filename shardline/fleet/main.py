@@ -29,7 +29,7 @@ import threading
 import time
 from typing import Callable, Mapping, Sequence
 
-from shardline import kinesis
+from shardline import kinesis, preflight
 from shardline.cli.kit import command_parser, load_settings, parse_command_args
 from shardline.errors import ConfigError
 from shardline.exitcodes import ExitCode
@@ -171,6 +171,7 @@ def main(argv: Sequence[str]) -> int:
                   shardline_cmd=(shlex.split(args.shardline_command)
                                  if args.shardline_command else None),
                   config_path=args.config, command_template=args.command_template)
+    preflight.require(settings, preflight.CONTROL, preflight.STREAM)
     # The host's scrape target: every program supervisord runs here (multiprocess mode).
     server = multiproc.serve_quietly(settings.agent.metrics_address, agent.log)
     try:

@@ -114,10 +114,11 @@ def main(argv: list[str]) -> int:
     settings.require("kinesis.stream", "s3.bucket")
     stream, bucket, prefix = settings.kinesis.stream, settings.s3.bucket, settings.s3.prefix
 
-    from shardline import clients
+    from shardline import clients, preflight
     from shardline.ops.reprocess import submit
     from shardline.workers.transform import table_transform, transform_version
 
+    preflight.require(settings, preflight.CONTROL, preflight.BUCKET, preflight.GEARMAN)
     s3 = clients.s3_client(settings)
     version = transform_version(table_transform(settings, settings.worker.target_table))
     letters = dead_letters(s3, bucket, prefix, stream)

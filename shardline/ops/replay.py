@@ -212,7 +212,10 @@ def main(argv: list[str]) -> int:
     settings.require("kinesis.stream")
     stream = settings.kinesis.stream
 
+    from shardline import preflight
     from shardline.controlstore import open_store
+
+    preflight.require(settings, preflight.CONTROL)
 
     control = open_store(settings)
     try:

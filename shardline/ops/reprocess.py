@@ -227,8 +227,10 @@ def main(argv: list[str]) -> int:
     generation = new_generation(time.time())
     log = get_logger("reprocess", stream=stream, generation=generation)
 
-    from shardline import clients
+    from shardline import clients, preflight
 
+    preflight.require(settings, preflight.CONTROL, preflight.BUCKET, preflight.GEARMAN,
+                      *((preflight.WAREHOUSE,) if args.dry_run else ()))
     s3 = clients.s3_client(settings)
     what = (f"stream {stream}, {'shard ' + args.shard if args.shard else 'all shards'}, from "
             f"{source.replace('_', ' ')}"

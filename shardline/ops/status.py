@@ -242,9 +242,11 @@ def main(argv: list[str]) -> int:
     settings = load_settings(args, **{"kinesis.stream": args.stream})
     settings.require("warehouse.dsn")
 
+    from shardline import preflight
     from shardline.controlstore import open_store
     from shardline.errors import ShardlineError
 
+    preflight.require(settings, preflight.WAREHOUSE, preflight.CONTROL)
     control = open_store(settings)
     # A named stream is fixed; "every known stream" is looked up again at each refresh.
     fixed: list[str] | None = None

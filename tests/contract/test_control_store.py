@@ -126,6 +126,12 @@ def test_create_tables_is_idempotent(store: ControlStore) -> None:
     assert store.create_tables() == []
 
 
+def test_after_create_tables_the_store_is_at_this_releases_schema(store: ControlStore) -> None:
+    """What every command checks at start (``shardline.preflight``)."""
+    assert store.schema_state().current, store.schema_state()
+    assert store.describe()
+
+
 def test_tokens_bump_at_every_acquisition_and_a_live_lease_is_held(store, clock) -> None:
     assert store.get_lease("s", "sh") is None
     assert store.acquire_lease("s", "sh", "a", TTL) == 1
