@@ -205,18 +205,22 @@ def require_bucket(settings: Settings) -> None:
     s3 = clients.s3_client(settings)
     endpoint, region = s3.meta.endpoint_url, s3.meta.region_name
 
-    def probe() -> dict:
+    def probe() -> dict[str, object]:
+        # HeadBucket's answer (or a 301's): a JSON document of the untyped botocore client
+        answer: dict[str, object]
         with aws_errors("s3:ListBucket", f"bucket {bucket!r}", "S3", endpoint,
                         "s3.endpoint_url"):
             try:
-                return s3.head_bucket(Bucket=bucket)
+                answer = s3.head_bucket(Bucket=bucket)
+                return answer
             except ClientError as exc:
                 if error_code(exc) in ("404", "NoSuchBucket"):
                     raise ConfigError(f"bucket {bucket!r} does not exist at {endpoint} "
                                       f"(region {region}): create it, or fix s3.bucket"
                                       ) from None
                 if http_status(exc) == 301:  # AWS: the bucket lives in another region
-                    return exc.response
+                    answer = dict(exc.response)
+                    return answer
                 raise
 
     answer = _inconclusive(f"bucket {bucket!r}", probe)
