@@ -1,0 +1,384 @@
+"""The deploy kit, created for real in moto's CloudFormation, then the pipeline on exactly
+what the stack made, each component with only its own role's policy.
+
+A moto server of this module's own (``shardline.devstack.moto_server``: moto with DynamoDB
+requests serialised, as the devstack runs it) creates the stack from deploy/shardline.yaml.
+The pipeline then uses the stack's S3 bucket and DynamoDB control tables, named by the
+stack's outputs, on that moto, and the devstack's gearmand and PostgreSQL warehouse.
+
+Kinesis: the stack's stream exists in moto's Kinesis, but the pipeline reads kinesalite, the
+project's Kinesis stand-in (moto's Kinesis hands out per-shard sequence numbers "1", "2"...
+that are not unique across shards, and has no iterator expiry: /work/shared/local-stack-
+facts.md). So the test creates the same stream in kinesalite: the name from the stack's
+``StreamName`` output and the shard count the stack's stream resource has in moto.
+
+IAM: before moto's access check is switched on (``/moto-api/reset-auth``), the test makes
+one IAM user per component carrying that component's role policy as the stack created it,
+read back from moto's IAM, so the components run with nothing else. moto checks the action
+of every S3 and DynamoDB request, and the resource of S3 requests (bucket and key); it
+cannot check everything the policies say, so ``moto_view`` adapts them, and only there:
+
+- DynamoDB resources: moto passes ``*`` as the resource of every DynamoDB request, so a
+  statement naming a table would never match; in moto's view DynamoDB statements name
+  ``*`` (the actions are still checked, the per-table split is not).
+- Transactions: AWS checks each item of a ``TransactWriteItems`` as its own action
+  (``PutItem``, ``UpdateItem``, ``DeleteItem``, ``ConditionCheckItem``) on its table; moto
+  checks one action, ``dynamodb:TransactWriteItems``, which is no IAM action on AWS. In
+  moto's view it comes with every statement that grants one of those item writes.
+- Conditions: moto evaluates no S3 condition keys (``s3:prefix``) of a request, so a
+  ``ListBucket`` limited to the prefix would always be refused; moto's view drops the
+  condition (ListBucket on the bucket).
+- Kinesis: kinesalite checks no credentials at all, so the Kinesis statements are not
+  enforced here.
+"""
+from __future__ import annotations
+
+import ast
+import copy
+import importlib.util
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import boto3
+import pytest
+
+from shardline.controlstore.dynamodb_schema import TABLES, table_specs
+from shardline.devstack.fleet import SHARDLINE, shardline, wait_for
+from tests.pipeline import FAST, dead_letters, wait_active
+
+pytestmark = [pytest.mark.integration]
+
+ROOT = Path(__file__).resolve().parents[2]
+TEMPLATE = ROOT / "deploy" / "shardline.yaml"
+COMPONENTS = ("consumer", "stage-worker", "loader", "agent", "operator")
+_ITEM_WRITES = {"dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem",
+                "dynamodb:ConditionCheckItem"}
+
+
+def _iam_policies():
+    spec = importlib.util.spec_from_file_location("deploy_iam_policies",
+                                                  ROOT / "deploy" / "iam_policies.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+iam_policies = _iam_policies()
+
+
+def _listed(value: Any) -> list:
+    return value if isinstance(value, list) else [value]
+
+
+def moto_view(policy: dict) -> dict:
+    """The policy as moto can check it (the module docstring says why each change)."""
+    out = copy.deepcopy(policy)
+    for st in out["Statement"]:
+        actions = _listed(st["Action"])
+        if any(a.startswith("dynamodb:") for a in actions):
+            st["Resource"] = "*"
+            if _ITEM_WRITES & set(actions):
+                st["Action"] = [*actions, "dynamodb:TransactWriteItems"]
+        st.pop("Condition", None)
+    return out
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Deployed:
+    """The stack in moto: its outputs, the components' keys, an admin for the test's checks."""
+
+    url: str
+    outputs: dict[str, str]
+    keys: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+    def client(self, service: str, who: str = "admin") -> Any:
+        key, secret = self.keys[who]
+        return boto3.client(service, endpoint_url=self.url, region_name=self.outputs["Region"],
+                            aws_access_key_id=key, aws_secret_access_key=secret)
+
+    def add_user(self, name: str, policy: dict) -> None:
+        """An IAM user with only ``policy`` (as given: no moto view); its keys as ``name``."""
+        iam = self.client("iam")
+        user = f"{self.outputs['StreamName']}-{name}"  # IAM users are per account
+        iam.create_user(UserName=user)
+        iam.put_user_policy(UserName=user, PolicyName=name, PolicyDocument=json.dumps(policy))
+        key = iam.create_access_key(UserName=user)["AccessKey"]
+        self.keys[name] = (key["AccessKeyId"], key["SecretAccessKey"])
+
+    def role_policy(self, component: str) -> dict:
+        """The component's policy as the stack created it (moto's IAM)."""
+        iam = self.client("iam")
+        role = self.outputs[f"{_camel(component)}RoleArn"].rsplit("/", 1)[1]
+        doc = iam.get_role_policy(RoleName=role,
+                                  PolicyName=f"shardline-{component}")["PolicyDocument"]
+        if isinstance(doc, str):  # moto keeps a CloudFormation-made policy as Python's repr
+            doc = ast.literal_eval(doc)
+        return doc
+
+    def settings_env(self) -> dict[str, str]:
+        """The settings the outputs fill (deploy/README.md's table), for moto's endpoints."""
+        o = self.outputs
+        return {"SHARDLINE_AWS_REGION": o["Region"], "SHARDLINE_KINESIS_STREAM": o["StreamName"],
+                "SHARDLINE_S3_ENDPOINT_URL": self.url, "SHARDLINE_S3_BUCKET": o["BucketName"],
+                "SHARDLINE_S3_PREFIX": o["S3Prefix"], "SHARDLINE_CONTROL_BACKEND": "dynamodb",
+                "SHARDLINE_CONTROL_DYNAMODB_ENDPOINT_URL": self.url,
+                "SHARDLINE_CONTROL_TABLE_PREFIX": o["TablePrefix"]}
+
+
+def _camel(component: str) -> str:
+    return "".join(part.capitalize() for part in component.split("-"))
+
+
+@dataclass
+class Moto:
+    url: str
+    admin: tuple[str, str]  # the test's own key (every right), made before the check went on
+
+
+@pytest.fixture(scope="module")
+def moto(tmp_path_factory) -> Iterator[Moto]:
+    """A moto server of this module's own (its IAM check is on for the whole server), with
+    an admin user for the test's own calls, then the check switched on."""
+    port = _free_port()
+    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "shardline.devstack.moto_server",
+                             "-p", str(port)], stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        try:
+            urllib.request.urlopen(f"{url}/moto-api/", timeout=2).close()
+            return True
+        except OSError:
+            assert proc.poll() is None, f"moto exited {proc.returncode}"
+            return False
+
+    try:
+        wait_for(up, 30, "moto server", every=0.1)
+        iam = boto3.client("iam", endpoint_url=url, region_name="us-east-1",
+                           aws_access_key_id="testing", aws_secret_access_key="testing")
+        iam.create_user(UserName="admin")
+        iam.put_user_policy(UserName="admin", PolicyName="admin", PolicyDocument=json.dumps(
+            {"Version": "2012-10-17",
+             "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}))
+        key = iam.create_access_key(UserName="admin")["AccessKey"]
+        # the body is the count of requests still let through unchecked (text/plain: a form
+        # content type would make moto read an empty body)
+        req = urllib.request.Request(f"{url}/moto-api/reset-auth", data=b"0", method="POST",
+                                     headers={"Content-Type": "text/plain"})
+        urllib.request.urlopen(req, timeout=10).close()
+        yield Moto(url, (key["AccessKeyId"], key["SecretAccessKey"]))
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        log.close()
+
+
+@pytest.fixture
+def deployed(moto) -> Deployed:
+    """deploy/shardline.yaml created in moto, and a user per component with its role's
+    policy. A stack per test: its control tables hold checkpoints and the ledger, which must
+    not carry over from one test's pipeline to the next."""
+    t = time.monotonic()
+    d = Deployed(moto.url, {"Region": "us-east-1"}, keys={"admin": moto.admin})
+    cf = d.client("cloudformation")
+    name = f"shardline-{uuid.uuid4().hex[:8]}"
+    cf.create_stack(StackName=name, TemplateBody=TEMPLATE.read_text(),
+                    Capabilities=["CAPABILITY_IAM"],
+                    Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in {
+                        "StreamName": f"{name}-events", "ShardCount": "2",
+                        "BucketName": f"{name}-bucket", "S3Prefix": "events/v1",
+                        "TablePrefix": f"{name}_"}.items()])
+    stack, = cf.describe_stacks(StackName=name)["Stacks"]
+    assert stack["StackStatus"] == "CREATE_COMPLETE", stack.get("StackStatusReason")
+    d.outputs = {o["OutputKey"]: o["OutputValue"] for o in stack["Outputs"]}
+    for component in COMPONENTS:
+        d.add_user(component, moto_view(d.role_policy(component)))
+    print(f"stack created and users made in {time.monotonic() - t:.1f}s")
+    return d
+
+
+def test_moto_enforces_the_policies(deployed):
+    """The check is on: a key moto does not know is refused, and so is a right the
+    component's policy lacks (the stage worker may not read what it staged)."""
+    from botocore.exceptions import ClientError
+
+    o = deployed.outputs
+    stranger = boto3.client("s3", endpoint_url=deployed.url, region_name=o["Region"],
+                            aws_access_key_id="AKIASTRANGER", aws_secret_access_key="x")
+    with pytest.raises(ClientError, match="InvalidAccessKeyId"):
+        stranger.list_objects_v2(Bucket=o["BucketName"])
+    worker = deployed.client("s3", "stage-worker")
+    key = f"{o['S3Prefix']}/staged/probe.csv.gz"
+    worker.put_object(Bucket=o["BucketName"], Key=key, Body=b"")
+    with pytest.raises(ClientError, match="AccessDenied"):
+        worker.get_object(Bucket=o["BucketName"], Key=key)
+    with pytest.raises(ClientError, match="AccessDenied"):  # outside its prefixes
+        worker.put_object(Bucket=o["BucketName"], Key=f"{o['S3Prefix']}/manifests/x", Body=b"")
+    with pytest.raises(ClientError, match="AccessDenied"):
+        deployed.client("dynamodb", "stage-worker").scan(TableName=f"{o['TablePrefix']}hosts")
+
+
+def test_stack_made_what_the_settings_name(deployed):
+    """The outputs name the resources; the control tables are exactly the store's; each
+    role's policy is deploy/iam/'s file with the stack's values filled in."""
+    o = deployed.outputs
+    ddb = deployed.client("dynamodb")
+    specs = table_specs({t: f"{o['TablePrefix']}{t}" for t in TABLES})
+    for spec in specs:
+        table = ddb.describe_table(TableName=spec["TableName"])["Table"]
+        assert table["KeySchema"] == spec["KeySchema"], spec["TableName"]
+        assert table["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
+        assert sorted(g["IndexName"] for g in table.get("GlobalSecondaryIndexes", [])) == \
+            sorted(g["IndexName"] for g in spec.get("GlobalSecondaryIndexes", []))
+    summary = deployed.client("kinesis").describe_stream_summary(
+        StreamName=o["StreamName"])["StreamDescriptionSummary"]
+    assert (summary["StreamARN"], summary["OpenShardCount"]) == (o["StreamArn"], 2)
+    deployed.client("s3").head_bucket(Bucket=o["BucketName"])
+
+    account = o["ConsumerRoleArn"].split(":")[4]
+    values = {"AWS::Partition": "aws", "AWS::Region": o["Region"], "AWS::AccountId": account,
+              "StreamName": o["StreamName"], "BucketName": o["BucketName"],
+              "S3Prefix": o["S3Prefix"], "TablePrefix": o["TablePrefix"]}
+    for component in COMPONENTS:
+        from_file = json.loads((ROOT / "deploy" / "iam" / f"shardline-{component}.json")
+                               .read_text())
+        assert deployed.role_policy(component) == iam_policies.resolve(from_file, values), \
+            component
+
+
+# -- the pipeline on the stack ------------------------------------------------------------
+
+
+@dataclass
+class Pipeline:
+    """Consumers, a stage worker and the loader as processes, each with its own keys."""
+
+    deployed: Deployed
+    base_env: dict[str, str]
+    log_dir: Path
+    procs: list[tuple[str, subprocess.Popen, Path]] = field(default_factory=list)
+
+    def env(self, who: str) -> dict[str, str]:
+        key, secret = self.deployed.keys[who]
+        env = {**self.base_env, "AWS_ACCESS_KEY_ID": key, "AWS_SECRET_ACCESS_KEY": secret}
+        env.pop("AWS_SESSION_TOKEN", None)
+        return env
+
+    def start(self, name: str, who: str, *args: str) -> None:
+        log = self.log_dir / f"{name}.log"
+        with open(log, "w") as out:
+            proc = subprocess.Popen([SHARDLINE, *args], env=self.env(who), stdout=out,
+                                    stderr=subprocess.STDOUT)
+        self.procs.append((name, proc, log))
+
+    def start_all(self, shards: list[str], who: dict[str, str] | None = None) -> None:
+        who = {c: c for c in ("consumer", "stage-worker", "loader")} | (who or {})
+        for shard in shards:
+            self.start(f"consumer-{shard}", who["consumer"], "consumer", "--shard", shard)
+        self.start("stage-worker", who["stage-worker"], "worker", "--functions", "stage")
+        self.start("loader", who["loader"], "loader")
+
+    def log(self, name: str) -> str:
+        return next(p for n, _, p in self.procs if n == name).read_text(errors="replace")
+
+    def logs(self, tail: int = 2000) -> str:
+        return "\n".join(f"--- {n} (exit {p.poll()})\n{path.read_text(errors='replace')[-tail:]}"
+                         for n, p, path in self.procs)
+
+    def stop(self) -> None:
+        for _, proc, _ in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for _, proc, _ in self.procs:
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+
+
+@pytest.fixture
+def pipeline(deployed, stack_env, kinesis, tmp_path) -> Iterator[Pipeline]:
+    """The stack's stream made in kinesalite (see the module docstring), the warehouse
+    migrated; the processes are stopped afterwards."""
+    o = deployed.outputs
+    shards = deployed.client("kinesis").describe_stream_summary(
+        StreamName=o["StreamName"])["StreamDescriptionSummary"]["OpenShardCount"]
+    kinesis.create_stream(StreamName=o["StreamName"], ShardCount=shards)
+    wait_active(kinesis, o["StreamName"])
+    base = {**stack_env, **FAST, **deployed.settings_env()}
+    p = Pipeline(deployed, base, tmp_path)
+    shardline("migrate", env=p.env("operator"))  # the warehouse (PostgreSQL: no IAM)
+    yield p
+    p.stop()
+
+
+def _produce(p: Pipeline, count: int, seed: int) -> dict:
+    summary, ids = p.log_dir / "produced.json", p.log_dir / "ids.txt"
+    # producers are the front ends' (not a role of this stack); kinesalite checks no key
+    shardline("produce", "--stream", p.deployed.outputs["StreamName"], "--count", str(count),
+              "--rate", "0", "--bad-fraction", "0.03", "--seed", str(seed), "--summary-json",
+              str(summary), "--ids-file", str(ids), "--quiet", env=p.env("admin"))
+    produced = json.loads(summary.read_text())
+    produced["ids"] = set(ids.read_text().split())
+    return produced
+
+
+def _shards(kinesis: Any, stream: str) -> list[str]:
+    return sorted(s["ShardId"] for s in kinesis.list_shards(StreamName=stream)["Shards"])
+
+
+def _rows(pg_conn) -> set[str]:
+    with pg_conn.cursor() as cur:
+        cur.execute("SELECT event_id FROM page_views")
+        return {r[0] for r in cur.fetchall()}
+
+
+def test_pipeline_runs_on_the_stack_each_component_with_its_own_policy(
+        deployed, pipeline, kinesis, pg_conn):
+    o = deployed.outputs
+    # the operator sets up: the control store is the stack's, nothing to create or add
+    out = shardline("migrate", "--control", env=pipeline.env("operator"))
+    assert "AccessDenied" not in out.stdout + out.stderr
+    produced = _produce(pipeline, 3000, seed=5)
+    t = time.monotonic()
+    pipeline.start_all(_shards(kinesis, o["StreamName"]))
+    try:
+        wait_for(lambda: _rows(pg_conn) >= produced["ids"], 180, "every valid event loaded")
+    except TimeoutError as exc:
+        raise AssertionError(f"{exc}\n{pipeline.logs()}") from None
+    print(f"{len(produced['ids'])} events loaded in {time.monotonic() - t:.1f}s")
+    assert _rows(pg_conn) == produced["ids"]
+    prefix = o["S3Prefix"]
+    wait_for(lambda: len(dead_letters(deployed.client("s3"), o["BucketName"], prefix))
+             == produced["bad"], 30, "every malformed record dead-lettered")
+    # the archive is where the lifecycle rule expects it
+    archived = deployed.client("s3").list_objects_v2(Bucket=o["BucketName"],
+                                                     Prefix=f"{prefix}/archive/")
+    assert archived.get("KeyCount", 0) > 0
+
+    # the operator's commands, with the operator's policy
+    stream = o["StreamName"]
+    status = shardline("status", "--stream", stream, env=pipeline.env("operator"), check=False)
+    assert status.returncode == 0, status.stdout + status.stderr
+    shard = _shards(kinesis, stream)[0]
+    history = shardline("replay", "--list", "--stream", stream, "--shard", shard,
+                        env=pipeline.env("operator"))
+    assert "consumer" in history.stdout
+    assert "AccessDenied" not in pipeline.logs(tail=10**9)
