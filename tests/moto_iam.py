@@ -1,0 +1,67 @@
+"""moto's server as tests/integration/test_deploy_stack.py runs it: the devstack's
+(``shardline.devstack.moto_server``: DynamoDB requests serialised), with DynamoDB requests
+checked against IAM policies resource by resource, as AWS does.
+
+moto's IAM check (on after ``/moto-api/reset-auth``) checks the action of every request, but
+passes ``*`` as the resource of a DynamoDB request, so a policy naming its tables could not
+be checked at all. Here a DynamoDB request's resource is its table's ARN (with
+``/index/NAME`` for a Query or Scan of an index), and a ``TransactWriteItems`` is checked
+item by item as ``PutItem``, ``UpdateItem``, ``DeleteItem`` or ``ConditionCheckItem`` on the
+item's table: AWS has no ``dynamodb:TransactWriteItems`` action, it authorises each item
+("Using IAM with DynamoDB transactions", DynamoDB Developer Guide).
+
+    python -m tests.moto_iam -p PORT     (from the repository root)
+"""
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+# A transaction item's kind -> the IAM action AWS checks for it.
+TRANSACT_ITEM_ACTIONS = {"Put": "PutItem", "Update": "UpdateItem", "Delete": "DeleteItem",
+                         "ConditionCheck": "ConditionCheckItem"}
+
+
+def table_arn(handler: Any, table: str, index: str | None = None) -> str:
+    arn = f"arn:aws:dynamodb:{handler.region}:{handler.current_account}:table/{table}"
+    return f"{arn}/index/{index}" if index else arn
+
+
+def patch_dynamodb() -> None:
+    from moto.dynamodb.responses import DynamoHandler
+
+    plain = DynamoHandler._authenticate_and_authorize_normal_action
+
+    def determine_resource(self: Any) -> str:
+        # self.body is the parsed request here (DynamoHandler.call_action sets it)
+        body = self.body if isinstance(self.body, dict) else {}
+        if "TableName" in body:
+            return table_arn(self, body["TableName"], body.get("IndexName"))
+        return "*"  # ListTables: no resource, as on AWS
+
+    def authorize(self: Any, resource: str = "*") -> None:
+        if self._get_action() != "TransactWriteItems":
+            plain(self, resource)
+            return
+        for entry in self.body.get("TransactItems", []):
+            (kind, item), = entry.items()
+            # the check names the action it is given by _get_action: the item's own
+            self._get_action = lambda action=TRANSACT_ITEM_ACTIONS[kind]: action
+            try:
+                plain(self, table_arn(self, item["TableName"]))
+            finally:
+                del self._get_action
+
+    DynamoHandler._determine_resource = determine_resource
+    DynamoHandler._authenticate_and_authorize_normal_action = authorize
+
+
+def main(argv: list[str] | None = None) -> None:
+    from shardline.devstack import moto_server
+
+    patch_dynamodb()
+    moto_server.main(argv)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
