@@ -392,3 +392,58 @@ def test_pipeline_runs_on_the_stack_each_component_with_its_own_policy(
                         env=pipeline.env("operator"))
     assert "consumer" in history.stdout
     assert "AccessDenied" not in pipeline.logs(tail=10**9)
+
+
+def weaken(policy: dict, sid: str, right: str) -> dict:
+    """``policy`` without one right of statement ``sid``: an action (``service:Name``) or a
+    resource (matched by its ending); a statement left with nothing goes."""
+    out = copy.deepcopy(policy)
+    st, = [s for s in out["Statement"] if s.get("Sid") == sid]
+    field_, match = (("Action", right.__eq__) if right.split(":")[0] in ("s3", "dynamodb")
+                     else ("Resource", lambda r: r.endswith(right)))
+    kept = [v for v in _listed(st[field_]) if not match(v)]
+    assert len(kept) == len(_listed(st[field_])) - 1, f"{right} is not a right of {sid}"
+    if kept:
+        st[field_] = kept
+    else:
+        out["Statement"].remove(st)
+    return out
+
+
+@pytest.mark.parametrize("component, sid, right, operation", [
+    # S3, checked per key: a batch with a malformed record cannot write its dead letters
+    pytest.param("stage-worker", "WriteBatches", "/dead-letter/*", "PutObject",
+                 id="stage-worker-without-dead-letter-put"),
+    # DynamoDB, checked per index: the loader cannot find the pending files
+    pytest.param("loader", "LedgerIndexes", "/index/pending", "Query",
+                 id="loader-without-the-pending-index"),
+    # DynamoDB, checked per transaction item: a checkpoint adds a history entry
+    pytest.param("consumer", "History", "dynamodb:PutItem", "TransactWriteItems",
+                 id="consumer-without-history-put"),
+])
+def test_a_right_taken_away_fails_its_component(deployed, pipeline, kinesis, component, sid,
+                                                right, operation):
+    """The policies are what the code needs, no less: one right fewer, and the component
+    that uses it is refused (the same pipeline with the full policies ran clean above)."""
+    deployed.add_user(f"{component}-weak", moto_view(weaken(deployed.role_policy(component),
+                                                            sid, right)))
+    _produce(pipeline, 1000, seed=7)
+    pipeline.start_all(_shards(kinesis, deployed.outputs["StreamName"]),
+                       who={component: f"{component}-weak"})
+    # botocore: "An error occurred (AccessDenied) when calling the PutObject operation"; for
+    # DynamoDB moto answers in XML, so the line reads "(403) when calling the Query
+    # operation: <?xml ...<Code>AccessDenied</Code>..."
+    denied = "AccessDenied"
+
+    def refused() -> bool:
+        return any(denied in text and f"calling the {operation} operation" in text
+                   for name, _, path in pipeline.procs if name.startswith(component)
+                   for text in [path.read_text(errors="replace")])
+
+    try:
+        wait_for(refused, 90, f"{component} refused {operation}")
+    except TimeoutError as exc:
+        raise AssertionError(f"{exc}\n{pipeline.logs()}") from None
+    others = [n for n, _, p in pipeline.procs
+              if not n.startswith(component) and denied in p.read_text(errors="replace")]
+    assert not others, f"refused in {others} too: the rights taken away were {component}'s"
