@@ -447,3 +447,51 @@ def test_a_right_taken_away_fails_its_component(deployed, pipeline, kinesis, com
     others = [n for n, _, p in pipeline.procs
               if not n.startswith(component) and denied in p.read_text(errors="replace")]
     assert not others, f"refused in {others} too: the rights taken away were {component}'s"
+
+
+def _agent(deployed: Deployed, env: dict[str, str], include: Path, monkeypatch) -> Any:
+    """``shardline agent``'s Agent, in this process, over clients made with ``env``'s keys
+    (boto3 takes them from the environment when a client is made) and a fake supervisord:
+    what matters here is what it asks of AWS."""
+    from shardline import kinesis as kinesis_mod
+    from shardline.controlstore import open_store
+    from shardline.fleet.agent import Agent, IncludeFile
+    from shardline.ops.supervisor_render import render_consumers
+    from shardline.settings import load
+    from tests.fake_supervisor import FakeSupervisor
+
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(name, env[name])
+    # boto3's default session keeps the credentials it found first: a new one reads these
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
+    settings = load(None, env={k: v for k, v in env.items() if k.startswith("SHARDLINE_")})
+    stream = settings.kinesis.stream
+    client = kinesis_mod.kinesis_client(settings, botocore_retries=3)
+    return Agent(stream=stream, host_id="host-1", store=open_store(settings),
+                 leases=open_store(settings),
+                 list_shards=lambda: kinesis_mod.list_shards(client, stream),
+                 supervisor=FakeSupervisor(include),
+                 include=IncludeFile(include, lambda shards: render_consumers(
+                     stream=stream, shards=shards, include=str(include),
+                     shardline_cmd=["/bin/true"], settings=settings, host_id="host-1")),
+                 poll_s=1.0, heartbeat_ttl_s=2.0)
+
+
+def test_agent_assigns_the_shards_with_its_own_policy(deployed, pipeline, kinesis, tmp_path,
+                                                      monkeypatch):
+    """The agent (heartbeat, live hosts, shard list, checkpoints, assignments) with the
+    agent's policy; without its Scan of the hosts table it is refused."""
+    from botocore.exceptions import ClientError
+
+    stream = deployed.outputs["StreamName"]
+    agent = _agent(deployed, pipeline.env("agent"), tmp_path / "consumers.conf", monkeypatch)
+    for now in (100.0, 103.0, 104.0):  # the first poll waits a heartbeat TTL to lead
+        agent.step(now)
+    assert agent.store.assignments(stream) == {s: "host-1" for s in _shards(kinesis, stream)}
+    assert [h.host_id for h in agent.store.live_hosts()] == ["host-1"]
+
+    deployed.add_user("agent-weak", moto_view(weaken(deployed.role_policy("agent"), "Hosts",
+                                                     "dynamodb:Scan")))
+    weak = _agent(deployed, pipeline.env("agent-weak"), tmp_path / "weak.conf", monkeypatch)
+    with pytest.raises(ClientError, match="AccessDenied"):
+        weak.step(100.0)
