@@ -23,8 +23,10 @@ not checked, and why:
 - Conditions: moto evaluates no condition key of a request (``s3:prefix``), so a
   ``ListBucket`` limited to the prefix would always be refused; ``moto_view`` drops the
   condition (ListBucket on the whole bucket) and changes nothing else.
-- Kinesis: kinesalite checks no credentials at all, so the Kinesis statements are not
-  enforced here.
+
+kinesalite checks no credentials at all, so the components reach it through
+``tests/kinesis_iam.py``, a proxy that checks each Kinesis request's action and stream
+against the caller's policy with moto's evaluator.
 """
 from __future__ import annotations
 
@@ -48,6 +50,7 @@ import pytest
 
 from shardline.controlstore.dynamodb_schema import TABLES, table_specs
 from shardline.devstack.fleet import SHARDLINE, shardline, wait_for
+from tests.kinesis_iam import KinesisIamProxy
 from tests.pipeline import FAST, dead_letters, wait_active
 
 pytestmark = [pytest.mark.integration]
@@ -93,6 +96,7 @@ class Deployed:
     url: str
     outputs: dict[str, str]
     keys: dict[str, tuple[str, str]] = field(default_factory=dict)
+    policies: dict[str, list[str]] = field(default_factory=dict)  # access key -> its policy
 
     def client(self, service: str, who: str = "admin") -> Any:
         key, secret = self.keys[who]
@@ -107,6 +111,7 @@ class Deployed:
         iam.put_user_policy(UserName=user, PolicyName=name, PolicyDocument=json.dumps(policy))
         key = iam.create_access_key(UserName=user)["AccessKey"]
         self.keys[name] = (key["AccessKeyId"], key["SecretAccessKey"])
+        self.policies[key["AccessKeyId"]] = [json.dumps(policy)]
 
     def role_policy(self, component: str) -> dict:
         """The component's policy as the stack created it (moto's IAM)."""
@@ -136,6 +141,7 @@ def _camel(component: str) -> str:
 class Moto:
     url: str
     admin: tuple[str, str]  # the test's own key (every right), made before the check went on
+    admin_policy: str
 
 
 @pytest.fixture(scope="module")
@@ -161,16 +167,16 @@ def moto(tmp_path_factory) -> Iterator[Moto]:
         iam = boto3.client("iam", endpoint_url=url, region_name="us-east-1",
                            aws_access_key_id="testing", aws_secret_access_key="testing")
         iam.create_user(UserName="admin")
-        iam.put_user_policy(UserName="admin", PolicyName="admin", PolicyDocument=json.dumps(
-            {"Version": "2012-10-17",
-             "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}))
+        admin = json.dumps({"Version": "2012-10-17",
+                            "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]})
+        iam.put_user_policy(UserName="admin", PolicyName="admin", PolicyDocument=admin)
         key = iam.create_access_key(UserName="admin")["AccessKey"]
         # the body is the count of requests still let through unchecked (text/plain: a form
         # content type would make moto read an empty body)
         req = urllib.request.Request(f"{url}/moto-api/reset-auth", data=b"0", method="POST",
                                      headers={"Content-Type": "text/plain"})
         urllib.request.urlopen(req, timeout=10).close()
-        yield Moto(url, (key["AccessKeyId"], key["SecretAccessKey"]))
+        yield Moto(url, (key["AccessKeyId"], key["SecretAccessKey"]), admin)
     finally:
         proc.terminate()
         proc.wait(10)
@@ -183,7 +189,8 @@ def deployed(moto) -> Deployed:
     policy. A stack per test: its control tables hold checkpoints and the ledger, which must
     not carry over from one test's pipeline to the next."""
     t = time.monotonic()
-    d = Deployed(moto.url, {"Region": "us-east-1"}, keys={"admin": moto.admin})
+    d = Deployed(moto.url, {"Region": "us-east-1"}, keys={"admin": moto.admin},
+                 policies={moto.admin[0]: [moto.admin_policy]})
     cf = d.client("cloudformation")
     name = f"shardline-{uuid.uuid4().hex[:8]}"
     cf.create_stack(StackName=name, TemplateBody=TEMPLATE.read_text(),
@@ -332,11 +339,15 @@ def pipeline(deployed, stack_env, kinesis, tmp_path) -> Iterator[Pipeline]:
         StreamName=o["StreamName"])["StreamDescriptionSummary"]["OpenShardCount"]
     kinesis.create_stream(StreamName=o["StreamName"], ShardCount=shards)
     wait_active(kinesis, o["StreamName"])
-    base = {**stack_env, **FAST, **deployed.settings_env()}
-    p = Pipeline(deployed, base, tmp_path)
-    shardline("migrate", env=p.env("operator"))  # the warehouse (PostgreSQL: no IAM)
-    yield p
-    p.stop()
+    account = o["ConsumerRoleArn"].split(":")[4]
+    with KinesisIamProxy(stack_env["SHARDLINE_KINESIS_ENDPOINT_URL"],
+                         deployed.policies.get, account) as proxy:
+        base = {**stack_env, **FAST, **deployed.settings_env(),
+                "SHARDLINE_KINESIS_ENDPOINT_URL": proxy.url}
+        p = Pipeline(deployed, base, tmp_path)
+        shardline("migrate", env=p.env("operator"))  # the warehouse (PostgreSQL: no IAM)
+        yield p
+        p.stop()
 
 
 def _produce(p: Pipeline, count: int, seed: int) -> dict:
@@ -399,7 +410,8 @@ def weaken(policy: dict, sid: str, right: str) -> dict:
     resource (matched by its ending); a statement left with nothing goes."""
     out = copy.deepcopy(policy)
     st, = [s for s in out["Statement"] if s.get("Sid") == sid]
-    field_, match = (("Action", right.__eq__) if right.split(":")[0] in ("s3", "dynamodb")
+    field_, match = (("Action", right.__eq__)
+                     if right.split(":")[0] in ("s3", "dynamodb", "kinesis")
                      else ("Resource", lambda r: r.endswith(right)))
     kept = [v for v in _listed(st[field_]) if not match(v)]
     assert len(kept) == len(_listed(st[field_])) - 1, f"{right} is not a right of {sid}"
@@ -420,6 +432,9 @@ def weaken(policy: dict, sid: str, right: str) -> dict:
     # DynamoDB, checked per transaction item: a checkpoint adds a history entry
     pytest.param("consumer", "History", "dynamodb:PutItem", "TransactWriteItems",
                  id="consumer-without-history-put"),
+    # Kinesis, checked by tests/kinesis_iam.py
+    pytest.param("consumer", "ReadStream", "kinesis:GetRecords", "GetRecords",
+                 id="consumer-without-get-records"),
 ])
 def test_a_right_taken_away_fails_its_component(deployed, pipeline, kinesis, component, sid,
                                                 right, operation):
@@ -428,6 +443,8 @@ def test_a_right_taken_away_fails_its_component(deployed, pipeline, kinesis, com
     deployed.add_user(f"{component}-weak", moto_view(weaken(deployed.role_policy(component),
                                                             sid, right)))
     _produce(pipeline, 1000, seed=7)
+    # a refused pipeline has nothing worth draining at the end: stop it without waiting
+    pipeline.base_env["SHARDLINE_CONSUMER_SHUTDOWN_TIMEOUT_S"] = "1"
     pipeline.start_all(_shards(kinesis, deployed.outputs["StreamName"]),
                        who={component: f"{component}-weak"})
     # botocore: "An error occurred (AccessDenied) when calling the PutObject operation"; for
