@@ -1,6 +1,7 @@
 """moto's server as tests/integration/test_deploy_stack.py runs it: the devstack's
-(``shardline.devstack.moto_server``: DynamoDB requests serialised), with DynamoDB requests
-checked against IAM policies resource by resource, as AWS does.
+(``shardline.devstack.moto_server``: DynamoDB requests serialised), with its IAM check
+made to ask what AWS asks: DynamoDB requests checked resource by resource, S3 requests
+under their IAM action names.
 
 moto's IAM check (on after ``/moto-api/reset-auth``) checks the action of every request, but
 passes ``*`` as the resource of a DynamoDB request, so a policy naming its tables could not
@@ -9,6 +10,11 @@ be checked at all. Here a DynamoDB request's resource is its table's ARN (with
 item by item as ``PutItem``, ``UpdateItem``, ``DeleteItem`` or ``ConditionCheckItem`` on the
 item's table: AWS has no ``dynamodb:TransactWriteItems`` action, it authorises each item
 ("Using IAM with DynamoDB transactions", DynamoDB Developer Guide).
+
+moto names the action of an S3 request after its API operation (``s3:ListObjectsV2``), but
+IAM has no such action: AWS checks ``s3:ListBucket`` for it ("Amazon S3 API operations and
+permissions", S3 User Guide), so a correct policy would be refused. Here the operations
+whose IAM action has another name are checked under that name.
 
     python -m tests.moto_iam -p PORT     (from the repository root)
 """
@@ -20,6 +26,14 @@ from typing import Any
 # A transaction item's kind -> the IAM action AWS checks for it.
 TRANSACT_ITEM_ACTIONS = {"Put": "PutItem", "Update": "UpdateItem", "Delete": "DeleteItem",
                          "ConditionCheck": "ConditionCheckItem"}
+# S3 API operation -> the IAM action AWS checks for it, where the names differ.
+S3_IAM_ACTIONS = {
+    "ListObjectsV2": "ListBucket", "ListObjects": "ListBucket", "HeadBucket": "ListBucket",
+    "ListObjectVersions": "ListBucketVersions", "HeadObject": "GetObject",
+    "CreateMultipartUpload": "PutObject", "UploadPart": "PutObject",
+    "CompleteMultipartUpload": "PutObject", "ListParts": "ListMultipartUploadParts",
+    "ListMultipartUploads": "ListBucketMultipartUploads", "DeleteObjects": "DeleteObject",
+}
 
 
 def table_arn(handler: Any, table: str, index: str | None = None) -> str:
@@ -56,10 +70,31 @@ def patch_dynamodb() -> None:
     DynamoHandler._authenticate_and_authorize_normal_action = authorize
 
 
+def patch_s3() -> None:
+    from moto.s3.responses import S3Response
+
+    plain = S3Response._authenticate_and_authorize_s3_action
+
+    def authorize(self: Any, bucket_name: str | None = None,
+                  key_name: str | None = None) -> None:
+        action = S3_IAM_ACTIONS.get(self._get_action())
+        if action is None:
+            plain(self, bucket_name, key_name)
+            return
+        self._get_action = lambda: action  # the check names the action _get_action gives
+        try:
+            plain(self, bucket_name, key_name)
+        finally:
+            del self._get_action
+
+    S3Response._authenticate_and_authorize_s3_action = authorize
+
+
 def main(argv: list[str] | None = None) -> None:
     from shardline.devstack import moto_server
 
     patch_dynamodb()
+    patch_s3()
     moto_server.main(argv)
 
 

@@ -17,8 +17,8 @@ the test makes one IAM user per component carrying that component's role policy 
 created it, read back from moto's IAM, so each component runs with nothing else. The server
 is ``tests/moto_iam.py``: moto checks the action of every S3 and DynamoDB request and the
 resource of S3 requests (bucket and key); that module adds the resource of DynamoDB
-requests (table, index) and checks a transaction item by item, as AWS does. What is still
-not checked, and why:
+requests (table, index), checks a transaction item by item, and names S3 actions as IAM
+does (``s3:ListBucket`` for a listing), as AWS does. What is still not checked, and why:
 
 - Conditions: moto evaluates no condition key of a request (``s3:prefix``), so a
   ``ListBucket`` limited to the prefix would always be refused; ``moto_view`` drops the
@@ -225,6 +225,11 @@ def test_moto_enforces_the_policies(deployed):
         worker.get_object(Bucket=o["BucketName"], Key=key)
     with pytest.raises(ClientError, match="AccessDenied"):  # outside its prefixes
         worker.put_object(Bucket=o["BucketName"], Key=f"{o['S3Prefix']}/manifests/x", Body=b"")
+    # listing is s3:ListBucket on AWS (moto's own name for it would be s3:ListObjectsV2)
+    deployed.client("s3", "operator").list_objects_v2(Bucket=o["BucketName"],
+                                                      Prefix=f"{o['S3Prefix']}/dead-letter/")
+    with pytest.raises(ClientError, match="AccessDenied"):
+        worker.list_objects_v2(Bucket=o["BucketName"], Prefix=f"{o['S3Prefix']}/staged/")
     with pytest.raises(ClientError, match="AccessDenied"):
         deployed.client("dynamodb", "stage-worker").scan(TableName=f"{o['TablePrefix']}hosts")
     # DynamoDB rights are per table and index (tests/moto_iam.py): the loader may query the
@@ -402,6 +407,14 @@ def test_pipeline_runs_on_the_stack_each_component_with_its_own_policy(
     history = shardline("replay", "--list", "--stream", stream, "--shard", shard,
                         env=pipeline.env("operator"))
     assert "consumer" in history.stdout
+    # redrive lists and reads the dead letters and records its run; the stage worker
+    # stages them again (the same transform rejects them again)
+    redrive = shardline("redrive", "--stream", stream, env=pipeline.env("operator"),
+                        check=False)
+    assert redrive.returncode == 0, redrive.stdout + redrive.stderr
+    runs = deployed.client("s3").list_objects_v2(Bucket=o["BucketName"],
+                                                 Prefix=f"{prefix}/redrive/{stream}/")
+    assert runs.get("KeyCount", 0) == 1
     assert "AccessDenied" not in pipeline.logs(tail=10**9)
 
 
