@@ -33,6 +33,7 @@ class KinesisIamProxy:
         self.upstream = urlsplit(upstream)
         self.policies, self.account = policies, account
         self.iterators: dict[str, str] = {}  # shard iterator -> stream name
+        self.allowed: list[tuple[str, str, str]] = []  # (access key, action, resource) let by
         self.lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
@@ -69,6 +70,8 @@ class KinesisIamProxy:
         results = [IAMPolicy(doc).is_action_permitted(action, resource) for doc in documents]
         if PermissionResult.DENIED in results or PermissionResult.PERMITTED not in results:
             return f"{key} is not authorized to perform: {action} on resource: {resource}"
+        with self.lock:
+            self.allowed.append((key, action, resource))
         return None
 
     def remember(self, stream: str, answer: dict) -> None:

@@ -16,11 +16,19 @@ IAM has no such action: AWS checks ``s3:ListBucket`` for it ("Amazon S3 API oper
 permissions", S3 User Guide), so a correct policy would be refused. Here the operations
 whose IAM action has another name are checked under that name.
 
+With ``MOTO_IAM_LOG=FILE`` every request the check let through is appended to FILE as a JSON
+line ``[access key, action, resource]``: the deploy test checks that each right of a policy
+was used.
+
     python -m tests.moto_iam -p PORT     (from the repository root)
 """
 from __future__ import annotations
 
+import json
+import os
+import re
 import sys
+import threading
 from typing import Any
 
 # A transaction item's kind -> the IAM action AWS checks for it.
@@ -34,6 +42,36 @@ S3_IAM_ACTIONS = {
     "CompleteMultipartUpload": "PutObject", "ListParts": "ListMultipartUploadParts",
     "ListMultipartUploads": "ListBucketMultipartUploads", "DeleteObjects": "DeleteObject",
 }
+
+
+_LOG_LOCK = threading.Lock()
+
+
+def log_allowed(handler: Any, action: str, resource: str) -> None:
+    path = os.environ.get("MOTO_IAM_LOG")
+    if not path:
+        return
+    found = re.search(r"Credential=([^/]+)/[^/]+/[^/]+/([^/]+)/",
+                      handler.headers.get("Authorization", ""))
+    if not found:
+        return
+    key, service = found.groups()
+    with _LOG_LOCK, open(path, "a") as out:
+        out.write(json.dumps([key, f"{service}:{action}", resource]) + "\n")
+
+
+def _checked(handler: Any, plain: Any, action: str, resource: str, *args: Any) -> None:
+    """``plain(handler, *args)`` with the check naming ``action``; logged if allowed."""
+    from moto import settings
+    from moto.core.authorization import ActionAuthenticatorMixin
+
+    handler._get_action = lambda: action  # the check names the action _get_action gives
+    try:
+        plain(handler, *args)
+    finally:
+        del handler._get_action
+    if ActionAuthenticatorMixin.request_count >= settings.INITIAL_NO_AUTH_ACTION_COUNT:
+        log_allowed(handler, action, resource)
 
 
 def table_arn(handler: Any, table: str, index: str | None = None) -> str:
@@ -54,17 +92,14 @@ def patch_dynamodb() -> None:
         return "*"  # ListTables: no resource, as on AWS
 
     def authorize(self: Any, resource: str = "*") -> None:
-        if self._get_action() != "TransactWriteItems":
-            plain(self, resource)
+        action = self._get_action()
+        if action != "TransactWriteItems":
+            _checked(self, plain, action, resource, resource)
             return
         for entry in self.body.get("TransactItems", []):
             (kind, item), = entry.items()
-            # the check names the action it is given by _get_action: the item's own
-            self._get_action = lambda action=TRANSACT_ITEM_ACTIONS[kind]: action
-            try:
-                plain(self, table_arn(self, item["TableName"]))
-            finally:
-                del self._get_action
+            arn = table_arn(self, item["TableName"])
+            _checked(self, plain, TRANSACT_ITEM_ACTIONS[kind], arn, arn)
 
     DynamoHandler._determine_resource = determine_resource
     DynamoHandler._authenticate_and_authorize_normal_action = authorize
@@ -77,15 +112,10 @@ def patch_s3() -> None:
 
     def authorize(self: Any, bucket_name: str | None = None,
                   key_name: str | None = None) -> None:
-        action = S3_IAM_ACTIONS.get(self._get_action())
-        if action is None:
-            plain(self, bucket_name, key_name)
-            return
-        self._get_action = lambda: action  # the check names the action _get_action gives
-        try:
-            plain(self, bucket_name, key_name)
-        finally:
-            del self._get_action
+        operation = self._get_action()
+        action = S3_IAM_ACTIONS.get(operation, operation)
+        arn = f"{bucket_name or '*'}/{key_name}" if key_name else (bucket_name or "*")
+        _checked(self, plain, action, f"arn:aws:s3:::{arn}", bucket_name, key_name)
 
     S3Response._authenticate_and_authorize_s3_action = authorize
 

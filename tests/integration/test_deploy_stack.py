@@ -34,6 +34,7 @@ import ast
 import copy
 import importlib.util
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -97,6 +98,7 @@ class Deployed:
     outputs: dict[str, str]
     keys: dict[str, tuple[str, str]] = field(default_factory=dict)
     policies: dict[str, list[str]] = field(default_factory=dict)  # access key -> its policy
+    iam_log: Path | None = None
 
     def client(self, service: str, who: str = "admin") -> Any:
         key, secret = self.keys[who]
@@ -133,6 +135,17 @@ class Deployed:
                 "SHARDLINE_CONTROL_TABLE_PREFIX": o["TablePrefix"]}
 
 
+def unused_rights(policy: dict, used: set[tuple[str, str]]) -> list[tuple[str, str, str]]:
+    """(Sid, action, resource) of each right no request in ``used`` needed."""
+    from moto.iam.access_control import IAMPolicyStatement
+
+    return [(st.get("Sid", ""), action, resource)
+            for st in policy["Statement"]
+            for action in _listed(st["Action"]) for resource in _listed(st["Resource"])
+            if not any(a == action and IAMPolicyStatement._match(resource, r)
+                       for a, r in used)]
+
+
 def _camel(component: str) -> str:
     return "".join(part.capitalize() for part in component.split("-"))
 
@@ -142,6 +155,7 @@ class Moto:
     url: str
     admin: tuple[str, str]  # the test's own key (every right), made before the check went on
     admin_policy: str
+    iam_log: Path  # the requests its check let through (tests/moto_iam.py)
 
 
 @pytest.fixture(scope="module")
@@ -149,9 +163,11 @@ def moto(tmp_path_factory) -> Iterator[Moto]:
     """A moto server of this module's own (its IAM check is on for the whole server), with
     an admin user for the test's own calls, then the check switched on."""
     port = _free_port()
-    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "w")
+    where = tmp_path_factory.mktemp("moto")
+    log = open(where / "moto.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "tests.moto_iam", "-p", str(port)],
-                            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+                            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                            env={**os.environ, "MOTO_IAM_LOG": str(where / "allowed.jsonl")})
     url = f"http://127.0.0.1:{port}"
 
     def up() -> bool:
@@ -176,7 +192,8 @@ def moto(tmp_path_factory) -> Iterator[Moto]:
         req = urllib.request.Request(f"{url}/moto-api/reset-auth", data=b"0", method="POST",
                                      headers={"Content-Type": "text/plain"})
         urllib.request.urlopen(req, timeout=10).close()
-        yield Moto(url, (key["AccessKeyId"], key["SecretAccessKey"]), admin)
+        yield Moto(url, (key["AccessKeyId"], key["SecretAccessKey"]), admin,
+                   where / "allowed.jsonl")
     finally:
         proc.terminate()
         proc.wait(10)
@@ -190,7 +207,7 @@ def deployed(moto) -> Deployed:
     not carry over from one test's pipeline to the next."""
     t = time.monotonic()
     d = Deployed(moto.url, {"Region": "us-east-1"}, keys={"admin": moto.admin},
-                 policies={moto.admin[0]: [moto.admin_policy]})
+                 policies={moto.admin[0]: [moto.admin_policy]}, iam_log=moto.iam_log)
     cf = d.client("cloudformation")
     name = f"shardline-{uuid.uuid4().hex[:8]}"
     cf.create_stack(StackName=name, TemplateBody=TEMPLATE.read_text(),
@@ -294,6 +311,7 @@ class Pipeline:
     deployed: Deployed
     base_env: dict[str, str]
     log_dir: Path
+    proxy: KinesisIamProxy
     procs: list[tuple[str, subprocess.Popen, Path]] = field(default_factory=list)
 
     def env(self, who: str) -> dict[str, str]:
@@ -316,8 +334,12 @@ class Pipeline:
         self.start("stage-worker", who["stage-worker"], "worker", "--functions", "stage")
         self.start("loader", who["loader"], "loader")
 
-    def log(self, name: str) -> str:
-        return next(p for n, _, p in self.procs if n == name).read_text(errors="replace")
+    def used(self, who: str) -> set[tuple[str, str]]:
+        """(action, resource) of every request of ``who`` that the checks let through."""
+        key = self.deployed.keys[who][0]
+        lines = self.deployed.iam_log.read_text().splitlines()
+        return ({(a, r) for k, a, r in map(json.loads, lines) if k == key}
+                | {(a, r) for k, a, r in self.proxy.allowed if k == key})
 
     def logs(self, tail: int = 2000) -> str:
         return "\n".join(f"--- {n} (exit {p.poll()})\n{path.read_text(errors='replace')[-tail:]}"
@@ -349,7 +371,7 @@ def pipeline(deployed, stack_env, kinesis, tmp_path) -> Iterator[Pipeline]:
                          deployed.policies.get, account) as proxy:
         base = {**stack_env, **FAST, **deployed.settings_env(),
                 "SHARDLINE_KINESIS_ENDPOINT_URL": proxy.url}
-        p = Pipeline(deployed, base, tmp_path)
+        p = Pipeline(deployed, base, tmp_path, proxy)
         shardline("migrate", env=p.env("operator"))  # the warehouse (PostgreSQL: no IAM)
         yield p
         p.stop()
@@ -407,15 +429,50 @@ def test_pipeline_runs_on_the_stack_each_component_with_its_own_policy(
     history = shardline("replay", "--list", "--stream", stream, "--shard", shard,
                         env=pipeline.env("operator"))
     assert "consumer" in history.stdout
+    # (before redrive adds dead letters) status of every stream the store knows; the
+    # stream's whole history
+    every = shardline("status", "--all-streams", env=pipeline.env("operator"), check=False)
+    assert every.returncode == 0, every.stdout + every.stderr
+    shardline("replay", "--list", "--stream", stream, env=pipeline.env("operator"))
     # redrive lists and reads the dead letters and records its run; the stage worker
-    # stages them again (the same transform rejects them again)
-    redrive = shardline("redrive", "--stream", stream, env=pipeline.env("operator"),
-                        check=False)
-    assert redrive.returncode == 0, redrive.stdout + redrive.stderr
+    # stages them again (the same transform rejects them again); a second run reads the
+    # first one's record and sends nothing again
+    for _ in range(2):
+        redrive = shardline("redrive", "--stream", stream, env=pipeline.env("operator"),
+                            check=False)
+        assert redrive.returncode == 0, redrive.stdout + redrive.stderr
     runs = deployed.client("s3").list_objects_v2(Bucket=o["BucketName"],
                                                  Prefix=f"{prefix}/redrive/{stream}/")
-    assert runs.get("KeyCount", 0) == 1
+    assert runs.get("KeyCount", 0) >= 1
+
+    # replay moves a stopped consumer's checkpoint: to the start, back to a history entry,
+    # to a sequence number, to the first record at a time (found by reading the stream)
+    pipeline.stop()
+    listed = shardline("replay", "--list", "--full", "--stream", stream, "--shard", shard,
+                       env=pipeline.env("operator")).stdout.splitlines()
+    # ID, TIME (date and time), SHARD, SEQUENCE, SUB, MODE, SOURCE, ...: a consumer's entry
+    entry_id, seq = next((p[0], p[4]) for p in map(str.split, listed[1:])
+                         if p[7] == "consumer" and p[6] in ("at", "after"))
+    an_hour_ago = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 3600))
+    for where in (["--trim-horizon"], ["--to-checkpoint", entry_id], ["--at-sequence", seq],
+                  ["--at-timestamp", an_hour_ago]):
+        shardline("replay", "--stream", stream, "--shard", shard, *where, "--reason",
+                  "deploy test", "--yes", env=pipeline.env("operator"))
     assert "AccessDenied" not in pipeline.logs(tail=10**9)
+
+    # every right of these policies was used (least privilege, the other way round), but
+    # for what this run does not do, each named with why
+    not_run = {
+        "loader": {("s3:PutObject", "/combined/*")},  # the Redshift dialect's COPY parts
+        # reprocess: reads the archive and the ledger, records its run
+        "operator": {("s3:GetObject", "/archive/*"), ("s3:GetObject", "/reprocess/*"),
+                     ("s3:PutObject", "/reprocess/*"), ("dynamodb:GetItem", "_files")},
+    }
+    for who in ("consumer", "stage-worker", "loader", "operator"):
+        unused = [(sid, a, r) for sid, a, r in unused_rights(deployed.role_policy(who),
+                                                              pipeline.used(who))
+                  if not any(a == na and r.endswith(nr) for na, nr in not_run.get(who, ()))]
+        assert unused == [], f"{who}: rights no request needed: {unused}"
 
 
 def weaken(policy: dict, sid: str, right: str) -> dict:
@@ -519,6 +576,12 @@ def test_agent_assigns_the_shards_with_its_own_policy(deployed, pipeline, kinesi
         agent.step(now)
     assert agent.store.assignments(stream) == {s: "host-1" for s in _shards(kinesis, stream)}
     assert [h.host_id for h in agent.store.live_hosts()] == ["host-1"]
+    not_run = {("dynamodb:DeleteItem", "_hosts"),  # leaving when supervisord is gone too
+               ("dynamodb:DeleteItem", "_assignments")}  # a shard past SHARD_END
+    unused = [(sid, a, r) for sid, a, r in unused_rights(deployed.role_policy("agent"),
+                                                          pipeline.used("agent"))
+              if not any(a == na and r.endswith(nr) for na, nr in not_run)]
+    assert unused == [], f"agent: rights no request needed: {unused}"
 
     deployed.add_user("agent-weak", moto_view(weaken(deployed.role_policy("agent"), "Hosts",
                                                      "dynamodb:Scan")))
