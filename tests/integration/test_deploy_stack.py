@@ -18,15 +18,16 @@ created it, read back from moto's IAM, so each component runs with nothing else.
 is ``tests/moto_iam.py``: moto checks the action of every S3 and DynamoDB request and the
 resource of S3 requests (bucket and key); that module adds the resource of DynamoDB
 requests (table, index), checks a transaction item by item, and names S3 actions as IAM
-does (``s3:ListBucket`` for a listing), as AWS does. What is still not checked, and why:
+does (``s3:ListBucket`` for a listing), as AWS does. kinesalite checks no credentials at
+all, so the components reach it through ``tests/kinesis_iam.py``, a proxy that checks each
+Kinesis request's action and stream against the caller's policy with moto's evaluator.
+Both log what they let through, so the test also fails on a right that no request needed.
 
-- Conditions: moto evaluates no condition key of a request (``s3:prefix``), so a
-  ``ListBucket`` limited to the prefix would always be refused; ``moto_view`` drops the
-  condition (ListBucket on the whole bucket) and changes nothing else.
-
-kinesalite checks no credentials at all, so the components reach it through
-``tests/kinesis_iam.py``, a proxy that checks each Kinesis request's action and stream
-against the caller's policy with moto's evaluator.
+Not checked: condition keys. moto evaluates none of a request's (``s3:prefix``), so a
+``ListBucket`` limited to the prefix would always be refused; ``moto_view`` drops the
+condition (ListBucket on the whole bucket) and changes nothing else. Nor the trust
+policies (the users stand in for whoever assumes the roles) or the Redshift COPY role (the
+local warehouse is PostgreSQL, whose loader reads the staged files itself).
 """
 from __future__ import annotations
 
