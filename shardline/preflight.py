@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
 
-from shardline.aws_access import aws_errors, http_status
+from shardline.aws_access import aws_errors
 from shardline.errors import ConfigError, NotMigrated, RetriableError, Unreachable
 from shardline.logs import get_logger
 from shardline.migrate import SchemaState
@@ -194,7 +194,9 @@ def require_stream(settings: Settings) -> None:
 
 def require_bucket(settings: Settings) -> None:
     """The bucket exists, in the region the settings name (Redshift's COPY reads it there).
-    HeadBucket: its IAM action is s3:ListBucket on the bucket."""
+    GetBucketLocation, not HeadBucket: its IAM action (s3:GetBucketLocation) reveals no key,
+    where HeadBucket's is s3:ListBucket on the whole bucket, which a role limited to its
+    prefixes should not need."""
     from botocore.exceptions import ClientError
 
     from shardline import clients
@@ -205,27 +207,22 @@ def require_bucket(settings: Settings) -> None:
     s3 = clients.s3_client(settings)
     endpoint, region = s3.meta.endpoint_url, s3.meta.region_name
 
-    def probe() -> dict[str, object]:
-        # HeadBucket's answer (or a 301's): a JSON document of the untyped botocore client
-        answer: dict[str, object]
-        with aws_errors("s3:ListBucket", f"bucket {bucket!r}", "S3", endpoint,
+    def probe() -> str:
+        with aws_errors("s3:GetBucketLocation", f"bucket {bucket!r}", "S3", endpoint,
                         "s3.endpoint_url"):
             try:
-                answer = s3.head_bucket(Bucket=bucket)
-                return answer
+                answer = s3.get_bucket_location(Bucket=bucket)
             except ClientError as exc:
                 if error_code(exc) in ("404", "NoSuchBucket"):
                     raise ConfigError(f"bucket {bucket!r} does not exist at {endpoint} "
                                       f"(region {region}): create it, or fix s3.bucket"
                                       ) from None
-                if http_status(exc) == 301:  # AWS: the bucket lives in another region
-                    answer = dict(exc.response)
-                    return answer
                 raise
+        # S3's oldest regions answer in their legacy names: none is us-east-1, EU eu-west-1
+        where = str(answer.get("LocationConstraint") or "us-east-1")
+        return "eu-west-1" if where == "EU" else where
 
-    answer = _inconclusive(f"bucket {bucket!r}", probe)
-    headers = ((answer or {}).get("ResponseMetadata") or {}).get("HTTPHeaders") or {}
-    where = headers.get("x-amz-bucket-region")
+    where = _inconclusive(f"bucket {bucket!r}", probe)
     if where and region and where != region:
         raise ConfigError(f"bucket {bucket!r} is in region {where}, not {region} (aws.region): "
                           f"set aws.region to the region of the bucket and the stream")

@@ -281,8 +281,8 @@ def test_iam_denial(env, stack, pg_schema, stream_name):
         bucket = env["SHARDLINE_S3_BUCKET"]
         assert_stops(run("worker", env={**env, "SHARDLINE_S3_ENDPOINT_URL": denier.url}),
                      ExitCode.DENIED,
-                     f"shardline worker: access denied: s3:ListBucket on bucket '{bucket}' "
-                     f"(403: Forbidden): {fix}")
+                     f"shardline worker: access denied: s3:GetBucketLocation on bucket '{bucket}' "
+                     f"(AccessDenied: Access Denied): {fix}")
         prefix = f"fr{uuid.uuid4().hex[:6]}_"
         assert_stops(run("consumer", "--shard", SHARD,
                          env={**env, "SHARDLINE_CONTROL_BACKEND": "dynamodb",
