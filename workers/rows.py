@@ -15,7 +15,7 @@ import math
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from operator import itemgetter
-from typing import Any, Callable
+from typing import Any, Callable, TypedDict
 
 import orjson
 
@@ -42,8 +42,19 @@ _NUL = "\x00"  # stands for None in build()'s fast path: no accepted value conta
 _NULL_FIELD = '"\x00"'
 _MILLIS_TEXT = [f".{m:03d}000" for m in range(1000)]  # arrival_time's fraction
 
-# A dead letter as written to S3 (one JSON object a line), see dead_letter()
-DeadLetter = dict[str, "str | int"]
+class DeadLetter(TypedDict):
+    """A dead letter as written to S3 (one JSON object a line; ``dead_letter()``) and read
+    back by redrive and try-transform: the record, where it came from, and why."""
+
+    data_b64: str
+    shard_id: str
+    sequence_number: str
+    sub_sequence_number: int
+    partition_key: str
+    arrival_time: str
+    reason: str
+
+
 # A column as the checks take it: (name, kind, max_bytes, nullable)
 ColumnCheck = tuple[str, str, "int | None", bool]
 # The compiled accept tests (_length_test, _row_line_function)

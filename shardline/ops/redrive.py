@@ -33,12 +33,11 @@ from shardline.exitcodes import ExitCode
 from shardline.logs import get_logger
 from shardline.positions import position
 from shardline.records.ledger import REDRIVE_PREFIX
+from shardline.workers.rows import DeadLetter
 
 UTC = timezone.utc
 # A dead letter's record: (shard id, ``position(sequence, sub-sequence)``).
 RecordAt = tuple[str, tuple[int, str, int]]
-# A dead letter as written (``rows.dead_letter``): a JSON document.
-DeadLetter = dict[str, Any]
 
 
 def _objects(s3: Any, bucket: str, prefix: str) -> Iterator[str]:

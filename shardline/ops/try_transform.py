@@ -37,13 +37,13 @@ from shardline.ops.reprocess_diff import Diff, event_columns
 from shardline.settings import Settings
 from shardline.tables import Tables
 from shardline.transforms import Transform
+from shardline.workers.rows import DeadLetter
 
 UTC = timezone.utc
 JSONL_SHARD = "jsonl"  # the shard id of records read from a JSON-lines file
 BATCH_RECORDS = 500
 SHOW_CHARS = 40  # longest value shown in a table cell
 StagedRow = dict[str, "str | None"]  # column -> its staged text (None: NULL)
-DeadLetter = dict[str, "str | int"]  # as the dead-letter object holds it
 
 
 class BadInput(Exception):
