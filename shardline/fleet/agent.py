@@ -14,7 +14,10 @@ holds one assignment at a time; followers never act on their own view of the fle
 leaders can only coexist while the old lowest id's heartbeat is about to expire; both
 compute from the same stored assignment, so they write the same answer or converge within
 one heartbeat TTL, and the leases keep even that moment safe. Leadership needs no election:
-it follows from the heartbeats, and passes on when the leader's heartbeat expires.
+it follows from the heartbeats, and passes on when the leader's heartbeat expires. The
+leader's heartbeat carries a digest of the assignment it wrote (``info["assigned"]``), and a
+follower reads the assignment only when that digest changed: the fleet's reads then grow
+with the hosts, not with shards x hosts (docs/scale.md).
 
 Moving a shard gracefully: the old owner's agent sees the shard is no longer its own and
 asks supervisord to stop that consumer (SIGTERM: stop reading, finish in-flight batches,
@@ -50,11 +53,12 @@ supervisord started again begins from a clean host (programs are ``autostart=fal
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 from datetime import datetime
 from pathlib import Path
-from typing import Callable, Iterable, Protocol, Sequence
+from typing import Callable, Iterable, Mapping, Protocol, Sequence
 
 from shardline.records.control import Checkpoint, Lease
 from shardline.controlstore.base import ControlStore
@@ -65,10 +69,22 @@ from shardline.fleet.supervisor import Proc, Unreachable
 from shardline.kinesis import ShardInfo
 from shardline.logs import ContextLogger, get_logger
 
+
+def assignment_digest(assignment: Mapping[str, str]) -> str:
+    """A short content hash of a stream's assignment (shard -> host): equal digests, equal
+    assignments, whoever computed them."""
+    text = "\n".join(f"{shard}={host}" for shard, host in sorted(assignment.items()))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
 HANDOFF_POLL_S = 0.5  # re-check a start that waits for the previous owner's lease
 # Polls in a row without an answer from supervisord before the agent winds down: one miss
 # could be a moment's hiccup, two mean supervisord has been gone for a whole poll.
 SUPERVISORD_LOST_POLLS = 2
+# A start that waits re-reads the leases it waits for every HANDOFF_POLL_S on every waiting
+# host: up to this many one by one, more as the stream's whole lease table (a cold start).
+# Reading the whole table for the one or two shards a host takes over from a lost one made
+# a failover's reads grow with shards x hosts (docs/scale.md).
+LEASE_GETS_MAX = 8
 
 
 class LeaseView(Protocol):
@@ -76,6 +92,7 @@ class LeaseView(Protocol):
     methods of these names (a ``ControlStore`` in production)."""
 
     def leases(self, stream: str) -> list[Lease]: ...
+    def get_lease(self, stream: str, shard_id: str) -> Lease | None: ...
     def checkpoints(self, stream: str) -> dict[str, Checkpoint]: ...
     def now(self) -> datetime: ...
 
@@ -172,6 +189,12 @@ class Agent:
         self.log = log or get_logger("agent", stream=stream, host=host_id)
         self.mine: list[str] | None = None  # None until the first assignment read
         self.leader: str | None = None
+        # The leader publishes a digest of the assignment it wrote in its heartbeat
+        # (``info["assigned"]``); a follower re-reads the assignment only when that digest
+        # differs from the one it read last. Every agent reading every shard's assignment
+        # every poll was the fleet's largest control-store read (S x H items per poll).
+        self.assigned: str | None = None  # as leader: the digest of what the store holds
+        self.read: str | None = None  # as follower: the leader's digest when we last read
         self.next_poll: float | None = None
         # On a cold start (nothing assigned yet) a new leader waits one heartbeat TTL: by
         # then every host started with it has heartbeated, so the first host up does not
@@ -312,23 +335,36 @@ class Agent:
         """Register this host; ``info["running"]`` lists the shards whose consumer runs here
         (or starts, backs off, stops): a new owner starts nothing while it is listed."""
         running = list(self.running)
-        self.store.heartbeat(self.host_id, self.heartbeat_ttl_s,
-                             {"stream": self.stream, "pid": str(os.getpid()),
-                              "running": ",".join(running)})
+        info = {"stream": self.stream, "pid": str(os.getpid()), "running": ",".join(running)}
+        if self.assigned is not None:
+            info["assigned"] = self.assigned
+        self.store.heartbeat(self.host_id, self.heartbeat_ttl_s, info)
         self.published = running
 
     def _poll(self) -> None:
         self._heartbeat()
-        hosts = sorted({h.host_id for h in self.store.live_hosts()
-                        if h.info.get("stream") == self.stream} | {self.host_id})
+        live = [h for h in self.store.live_hosts() if h.info.get("stream") == self.stream]
+        hosts = sorted({h.host_id for h in live} | {self.host_id})
         if hosts[0] != self.leader:
             self.log.info("leader is %s (live hosts: %s)",
                           "this host" if hosts[0] == self.host_id else hosts[0], ", ".join(hosts))
             self.leader = hosts[0]
+        leading = self.leader == self.host_id
+        if not leading:
+            self.assigned = None  # a former leader's digest no longer vouches for the store
+            advertised = next((h.info.get("assigned") for h in live
+                               if h.host_id == self.leader), None)
+            if advertised is not None and advertised == self.read and self.mine is not None:
+                return  # the assignment we read last is still the leader's
+            self.read = advertised
         current = self.store.assignments(self.stream)
         fresh = self.now - (self.started_at or self.now) < self.heartbeat_ttl_s
-        if self.leader == self.host_id and (current or not fresh):
+        if leading and (current or not fresh):
             current = self._lead(hosts, current)
+            digest = assignment_digest(current)
+            if digest != self.assigned:
+                self.assigned = digest
+                self._heartbeat()  # the followers re-read at their next poll, not one later
         mine = sorted(s for s, h in current.items() if h == self.host_id)
         if mine != self.mine:
             self.log.info("assigned %d shard(s): %s", len(mine), ", ".join(mine) or "-")
@@ -404,7 +440,11 @@ class Agent:
         elsewhere = {shard: h.host_id for h in self.store.live_hosts()
                      if h.host_id != self.host_id and h.info.get("stream") == self.stream
                      for shard in filter(None, h.info.get("running", "").split(","))}
-        leases = {lease.shard_id: lease for lease in self.leases.leases(self.stream)}
+        if len(new) <= LEASE_GETS_MAX:
+            leases = {want[n]: lease for n in new
+                      if (lease := self.leases.get_lease(self.stream, want[n])) is not None}
+        else:
+            leases = {lease.shard_id: lease for lease in self.leases.leases(self.stream)}
         now = self.leases.now()
         waiting = False
         free: list[str] = []

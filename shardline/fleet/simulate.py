@@ -126,6 +126,11 @@ class CountingStore(MemoryStore):
                     self._read_units(len(found) * ITEM_BYTES["leases"]))
         return found
 
+    def get_lease(self, stream: str, shard_id: str) -> Lease | None:
+        found = super().get_lease(stream, shard_id)
+        self._count("read get_lease", 1 if found else 0, 1)
+        return found
+
     def checkpoints(self, stream: str) -> dict[str, Checkpoint]:
         found = super().checkpoints(stream)
         self._count("read checkpoints (query)", len(found),
@@ -542,6 +547,7 @@ class Figures:
     split_s: float | None = None
     steady: Rates | None = None
     steady_after_split: Rates | None = None
+    during_failover: Rates | None = None  # from the loss until every shard is owned again
     spread: tuple[int, int] = (0, 0)  # fewest and most shards on a host after the cold start
     balanced: bool = False
     double_starts: int = 0
@@ -598,7 +604,9 @@ def simulate(params: Params, steady_window_s: float = 60.0, bound_s: float = 600
     for h in fig.lost_hosts:
         world.kill_host(h)
     lead_wall, lead_polls = world.wall_lead_s, world.leader_polls
+    before, t0 = world.store.snapshot(), world.t
     fig.failover_s = world.run_until(lambda: world.all_owned(), bound_s)
+    fig.during_failover = rates(before, world.store.snapshot(), max(world.t - t0, 1e-9))
     fig.wall_failover_leader_ms = (world.wall_lead_s - lead_wall) / max(
         1, world.leader_polls - lead_polls) * 1000
 
@@ -697,6 +705,8 @@ def report(figs: Sequence[Figures], traffic: Traffic = Traffic()) -> str:
             f"supervisord starts it and releases it {p.drain_s:g} s after SIGTERM.", ""]
 
     for title, picked in (("steady state", [(f, f.steady) for f in figs]),
+                          ("while taking over 10% of hosts",
+                           [(f, f.during_failover) for f in figs]),
                           ("steady state after doubling the shards",
                            [(f, f.steady_after_split) for f in figs])):
         out += [f"### Control store, {title} (per second)", "",

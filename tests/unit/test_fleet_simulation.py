@@ -29,7 +29,15 @@ def test_64_shards_over_4_hosts():
     # every consumer checkpoints and reports every 5 s; every agent heartbeats every poll
     assert steady.per_s("write checkpoint (transaction)") == 64 / 5
     assert steady.per_s("write heartbeat") == 4 / POLL_S
+    # only the leader reads the assignment while it does not change: the followers see its
+    # digest in the leader's heartbeat (a read of every shard by every host each poll was
+    # the fleet's largest read)
+    assert steady.per_s("read assignments (query)") == 1 / POLL_S
     assert steady.cost_per_month > 0
+    # the survivors each wait for a few leases, and read those, not the stream's every lease
+    failover = fig.during_failover
+    assert failover is not None and failover.per_s("read get_lease") > 0
+    assert failover.per_s("read leases (query)") == 0
 
 
 def layout(world: World) -> dict[str, set[str]]:
