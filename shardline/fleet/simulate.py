@@ -52,6 +52,10 @@ SECONDS_PER_MONTH = 30 * 86400
 # Item sizes as the DynamoDB backend stores them (attribute names included), estimated.
 ITEM_BYTES = {"hosts": 160, "assignments": 90, "leases": 150, "checkpoints": 200,
               "status": 400}
+# A staged file's ledger item: written once (``record_file``: the item, its ``pending`` and
+# ``staged`` index entries) and updated once (``mark_loaded``: the item, out of ``pending``,
+# ``staged`` rewritten), each under 1 KB.
+LEDGER_WRU_PER_FILE = 6
 SHARD_ID_BYTES = 22  # "shardId-000000000000," in a host's info["running"]
 
 
@@ -646,6 +650,11 @@ class LoaderFigures:
     kb_per_file: float
     commits_per_hour: float  # per table
     idle_commits_per_hour: float  # per table, when traffic is too low for the byte trigger
+    ledger_wru_per_s: float  # the staged-file ledger in the control store, per table
+
+    @property
+    def ledger_cost_per_month(self) -> float:
+        return self.ledger_wru_per_s * PRICE_PER_M_WRU * SECONDS_PER_MONTH / 1e6
 
 
 def loader_figures(shards: int, traffic: Traffic = Traffic(),
@@ -670,7 +679,8 @@ def loader_figures(shards: int, traffic: Traffic = Traffic(),
     mb = bytes_per_s * every / 1e6
     return LoaderFigures(shards, files_per_s, bytes_per_s, trigger, every, files, mb,
                          mb / traffic.slices, mb * 1000 / files, 3600 / every * traffic.tables,
-                         3600 / lc.max_interval_s * traffic.tables)
+                         3600 / lc.max_interval_s * traffic.tables,
+                         files_per_s * LEDGER_WRU_PER_FILE)
 
 
 # -- the report ---------------------------------------------------------------------------
@@ -749,6 +759,8 @@ def report(figs: Sequence[Figures], traffic: Traffic = Traffic()) -> str:
     row("warehouse commits per hour", (f"{lf.commits_per_hour:,.0f}" for _, lf in loads))
     row("... at low traffic (`max_interval_s`)",
         (f"{lf.idle_commits_per_hour:,.0f}" for _, lf in loads))
+    row("the ledger in DynamoDB: write units/s, per month",
+        (f"{lf.ledger_wru_per_s:,.0f}, ${lf.ledger_cost_per_month:,.0f}" for _, lf in loads))
     out.append("")
     return "\n".join(out)
 
