@@ -688,9 +688,9 @@ def _s(v: float | None) -> str:
     return "not within the bound" if v is None else f"{v:.1f} s"
 
 
-def report(figs: Sequence[Figures], traffic: Traffic = Traffic()) -> str:
-    """The figures as the Markdown tables of docs/scale.md."""
-    p = Params(0, 0)
+def report(figs: Sequence[Figures], traffic: Traffic = Traffic(),
+           p: Params = Params(0, 0)) -> str:
+    """The figures as the Markdown tables of docs/scale.md; ``p``: the settings they ran with."""
     out: list[str] = []
     cols = " | ".join(f"{f.shards} shards × {f.hosts} hosts" for f in figs)
     rule = "|---" * (len(figs) + 1) + "|"
@@ -792,7 +792,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"simulating {shards} shards x {hosts} hosts ...", file=sys.stderr, flush=True)
         figs.append(simulate(Params(shards, hosts, start_delay_s=args.start_delay),
                              steady_window_s=args.steady_window))
-    print(report(figs))
+    print(report(figs, p=Params(0, 0, start_delay_s=args.start_delay)))
     return 0 if all(f.balanced and not f.double_starts for f in figs) else 1
 
 
