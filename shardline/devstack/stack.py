@@ -17,8 +17,8 @@ from typing import Iterator
 from . import postgres, services
 from .aws import warm_up_clients
 from .common import (
-    DEFAULT_BUCKET, DEFAULT_COMMIT_LATENCY_MS, DEFAULT_DIR, RELAY, SERVICES, START_TIMEOUT,
-    WAREHOUSE_MODES, DevstackError, log,
+    DEFAULT_BUCKET, DEFAULT_COMMIT_LATENCY_MS, DEFAULT_DIR, DEFAULT_ISOLATION, ISOLATIONS, RELAY,
+    SERVICES, START_TIMEOUT, WAREHOUSE_MODES, DevstackError, log,
 )  # fmt: skip
 from .procs import alive, wait_ready
 from .state import (
@@ -48,22 +48,29 @@ def _ensure_service(name: str, state: dict) -> bool:
     return True
 
 
-def _warehouse_mode(state: dict, mode: str | None, latency_ms: int | None) -> dict:
-    """The mode asked for, else the recorded one; latency defaults per mode."""
+def _warehouse_mode(state: dict, mode: str | None, latency_ms: int | None,
+                    isolation: str | None = None) -> dict:
+    """The mode asked for, else the recorded one; latency and isolation default per mode."""
     current = warehouse_of(state)
     mode = mode or current["mode"]
     if mode not in WAREHOUSE_MODES:
         raise DevstackError(f"unknown warehouse mode {mode!r}; modes: {', '.join(WAREHOUSE_MODES)}")
+    if isolation is not None and isolation not in ISOLATIONS:
+        raise DevstackError(f"unknown isolation {isolation!r}; choices: {', '.join(ISOLATIONS)}")
     if mode == "postgres":
         if latency_ms:
             raise DevstackError("a commit latency needs --warehouse redshift-like")
+        if isolation not in (None, DEFAULT_ISOLATION):
+            raise DevstackError("an isolation choice needs --warehouse redshift-like")
         return {"mode": mode, "commit_latency_ms": 0}
+    if isolation is None:
+        isolation = current["isolation"] if current["mode"] == mode else DEFAULT_ISOLATION
     if latency_ms is None:
         latency_ms = current["commit_latency_ms"] if current["mode"] == mode \
             else DEFAULT_COMMIT_LATENCY_MS
     if not 0 <= latency_ms <= 60_000:
         raise DevstackError(f"commit latency {latency_ms} ms is not within 0..60000")
-    return {"mode": mode, "commit_latency_ms": latency_ms}
+    return {"mode": mode, "commit_latency_ms": latency_ms, "isolation": isolation}
 
 
 def _ensure_relay(state: dict, timeout: float) -> None:
@@ -94,6 +101,7 @@ def up(
     timeout: float = START_TIMEOUT,
     warehouse: str | None = None,
     commit_latency_ms: int | None = None,
+    isolation: str | None = None,
 ) -> StackInfo:
     """Start the stack under dir (or repair a running one) and wait until it answers.
 
@@ -101,7 +109,9 @@ def up(
     ones are picked free at the first `up` and kept in dir/state.json afterwards.
     warehouse: "postgres" or "redshift-like" (None: keep the recorded mode, else postgres);
     redshift-like makes SERIALIZABLE the warehouse database's default and puts the
-    ``pgrelay`` commit-latency relay (``commit_latency_ms``, default 300) in front of it.
+    ``pgrelay`` commit-latency relay (``commit_latency_ms``, default 300) in front of it;
+    ``isolation`` (redshift-like: "serializable" or "snapshot", None: keep the recorded one)
+    is the warehouse database's default isolation level.
     """
     began = time.monotonic()
     services.check_prerequisites()
@@ -115,7 +125,7 @@ def up(
                 f"the stack in {dir} uses ports {state['ports']}, not {clash}; run `down` first"
             )
         state["bucket"] = bucket
-        state["warehouse"] = _warehouse_mode(state, warehouse, commit_latency_ms)
+        state["warehouse"] = _warehouse_mode(state, warehouse, commit_latency_ms, isolation)
         write_state(dir, state)
 
         # Spawn the quick ones, set up postgres (blocking) meanwhile, then wait for all.
@@ -134,7 +144,8 @@ def up(
 
         info = info_from_state(state)
         services.ensure_bucket(info)
-        postgres.ensure_database(info.pg_port, redshift_like=info.warehouse_mode != "postgres")
+        postgres.ensure_database(info.pg_port, redshift_like=info.warehouse_mode != "postgres",
+                                 isolation=info.isolation)
     log.info("stack up in %s (%.2fs)", dir, time.monotonic() - began)
     return info
 

@@ -328,11 +328,12 @@ class PostgresBackend(Backend):
     supports_rows = True
 
     def __init__(self, env: dict, pg_conn: Any, pg_schema: str, s3: Any, prefix: str,
-                 store: Any, target: str = "postgres"):
+                 store: Any, target: str = "postgres", isolation: str = "read committed"):
         super().__init__()
         from shardline import migrate
 
         self.env, self.schema, self.s3, self.prefix = env, pg_schema, s3, prefix.strip("/")
+        self.isolation = isolation  # the warehouse sessions' default (SHOW transaction_isolation)
         self.bucket = env["SHARDLINE_S3_BUCKET"]
         self.store = store
         self.conn = pg_conn

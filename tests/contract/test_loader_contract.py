@@ -249,3 +249,16 @@ def test_reprocess_file_replaces_its_position_range(backend):
         flat = [" ".join(s.split()) for tx in backend.load_transactions() for s in tx]
         assert any(s.startswith("DELETE FROM page_views WHERE arrival_time BETWEEN %s AND %s "
                                 "AND ((shard_id = %s AND") for s in flat)
+
+
+def test_loads_under_the_backends_isolation_level(backend):
+    """The redshift-like stand-in runs the suite under each of Redshift's isolation levels
+    (SERIALIZABLE, SNAPSHOT as REPEATABLE READ): the loader's own sessions get it."""
+    backend.stage("a", [page_view(1, 1)])
+    loader = backend.loader()
+    assert [r.state for r in run_until_idle(loader)] == ["loaded", "idle"]
+    if backend.supports_rows:
+        with loader.warehouse.tx() as cur:
+            cur.execute("SHOW transaction_isolation")
+            assert cur.fetchone() == (backend.isolation,)
+        assert set(backend.stored()) == {event_id(1)}

@@ -162,3 +162,26 @@ def test_the_mode_can_be_switched_back_and_up_keeps_it_otherwise(tmp_path: Path)
     finally:
         devstack.down(dir)
     assert devstack.status(dir) == {}
+
+
+def test_isolation_choice_serializable_or_snapshot(rs_stack: StackInfo,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """New Redshift clusters default to SNAPSHOT isolation, older ones to SERIALIZABLE:
+    ``--isolation snapshot`` makes REPEATABLE READ (PostgreSQL's snapshot isolation) the
+    warehouse's default, recorded in the state and shown; back to serializable after."""
+    dir = str(rs_stack.dir)
+    try:
+        assert devstack.main(["up", "--dir", dir, "--isolation", "snapshot"]) == 0
+        assert devstack.load(rs_stack.dir).isolation == "snapshot"
+        assert "redshift-like (SNAPSHOT by default" in capsys.readouterr().out
+        with warehouse(rs_stack) as conn, conn.cursor() as cur:
+            cur.execute("SHOW transaction_isolation")
+            assert cur.fetchone() == ("repeatable read",)
+        assert devstack.main(["up", "--dir", dir]) == 0  # no flag: the recorded choice stays
+        assert devstack.load(rs_stack.dir).isolation == "snapshot"
+    finally:
+        assert devstack.main(["up", "--dir", dir, "--isolation", "serializable"]) == 0
+    with warehouse(rs_stack) as conn, conn.cursor() as cur:
+        cur.execute("SHOW transaction_isolation")
+        assert cur.fetchone() == ("serializable",)
+    assert devstack.load(rs_stack.dir) == rs_stack
