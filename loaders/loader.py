@@ -55,7 +55,7 @@ from shardline.settings import LoaderSettings, Settings
 from shardline.tables import PRE_COLUMN_LIST, load_tables
 from shardline.workers.ledger import StagedFile, e2e_observations
 from shardline.loaders.warehouse import combine, make_dialect, record
-from shardline.loaders.warehouse.base import Dialect
+from shardline.loaders.warehouse.base import CopyErrors, Dialect
 from shardline.loaders.warehouse.plan import Manifest, Refused, build_plan
 
 MAX_BACKOFF_S = 60.0
@@ -375,7 +375,8 @@ class Loader:
                                             self.table, load_id, groups)
                 manifest = dataclasses.replace(
                     manifest, parts=tuple(parts),
-                    combined=frozenset(e.s3_key for g in groups for e in g))
+                    combined=frozenset(e.s3_key for g in groups for e in g),
+                    members=tuple(tuple(g) for g in groups))
         log.info("loading %d files (%d bytes; transform %s%s) because %s%s", len(entries),
                  sum(e.byte_count for e in entries), first.transform_version or "unrecorded",
                  f"; reprocess {first.generation}: replacing their ranges"
@@ -401,7 +402,7 @@ class Loader:
                         f"{type(exc).__name__}: {first_line(exc)}")) from None
         except LoadFailed as exc:
             if getattr(exc, "step", None) == "copy":
-                self._copy_failed(log, manifest, str(exc))
+                self._copy_failed(log, manifest, str(exc), started)
             raise
         queryable_ms = int(self.clock() * 1000)
         self.isolate = False
@@ -448,13 +449,15 @@ class Loader:
             raise LoadFailed(f"cannot write manifest s3://{manifest.bucket}/{manifest.key}: "
                              f"{first_line(exc)}") from None
 
-    def _copy_failed(self, log: Any, manifest: Manifest, error: str) -> None:
-        """Count the failure against the file it names (or, naming none, against the only
-        file of an isolated load) in the control store; quarantine a file at
-        ``loader.quarantine_after`` failures, however many loader processes made them."""
-        details = self._copy_error_details(log)
-        text = " ".join([error, *details])
-        named = [e for e in manifest.entries if manifest.object_url(e) in text]
+    def _copy_failed(self, log: Any, manifest: Manifest, error: str, started: datetime) -> None:
+        """Count the failure against the file the dialect's details point at, else the file
+        the error names (or, naming none, against the only file of an isolated load) in the
+        control store; quarantine a file at ``loader.quarantine_after`` failures, however
+        many loader processes made them."""
+        details = self._copy_error_details(log, manifest, started)
+        text = " ".join([error, *details.lines])
+        named = list(details.files) or [e for e in manifest.entries
+                                        if manifest.object_url(e) in text]
         if not named and len(manifest.entries) == 1:
             named = list(manifest.entries)
         if not named:
@@ -473,16 +476,17 @@ class Loader:
                               manifest.object_url(entry), n, reason)
                 self.isolate = False
 
-    def _copy_error_details(self, log: Any) -> list[str]:
-        """Redshift: after the rollback, STL_LOAD_ERRORS by pg_last_copy_id() (same session)."""
+    def _copy_error_details(self, log: Any, manifest: Manifest, started: datetime) -> CopyErrors:
+        """Redshift: after the rollback, this session's STL_LOAD_ERRORS rows, mapped to
+        staged files."""
         try:
             with self.warehouse.tx() as cur:
-                details = self.dialect.copy_error_details(cur)
+                details = self.dialect.copy_error_details(cur, manifest, started)
         except Exception as exc:  # diagnostics must never hide the load error itself
             log.warning("could not read the COPY error details: %s",
                         self.dialect.redact(first_line(exc)))
-            return []
-        for line in details:
+            return CopyErrors()
+        for line in details.lines:
             log.error("COPY error: %s", line)
         return details
 

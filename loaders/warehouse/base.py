@@ -5,10 +5,21 @@ from __future__ import annotations
 import abc
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Sequence
 
 from shardline.errors import LoadFailed
-from shardline.loaders.warehouse.plan import CopyManifest, Refused, Step
+from shardline.loaders.warehouse.plan import CopyManifest, Manifest, Refused, Step
+from shardline.workers.ledger import StagedFile
+
+
+@dataclass(frozen=True)
+class CopyErrors:
+    """What a dialect found out about a failed COPY after its rollback: lines to log, and the
+    staged files the errors point at (empty: the dialect cannot tell)."""
+
+    lines: tuple[str, ...] = ()
+    files: tuple[StagedFile, ...] = ()
 
 
 @dataclass
@@ -28,9 +39,10 @@ class Dialect(abc.ABC):
     def copy(self, cur: Any, step: CopyManifest) -> None:
         """Run the COPY; raise ``LoadFailed`` with a readable reason."""
 
-    def copy_error_details(self, cur: Any) -> list[str]:
-        """After a failed COPY and its rollback, in the same session: error rows to log."""
-        return []
+    def copy_error_details(self, cur: Any, manifest: Manifest, since: datetime) -> CopyErrors:
+        """After a failed COPY of ``manifest`` (a load started at ``since``, UTC) and its
+        rollback, in the same session: the error rows, and the files they point at."""
+        return CopyErrors()
 
     def redact(self, text: str) -> str:
         return text

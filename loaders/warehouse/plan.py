@@ -60,6 +60,7 @@ from shardline.tables import POSITION_KEY, TableSpec
 from shardline.workers.ledger import StagedFile
 
 IN_CHUNK = 500  # keys per "s3_key IN (...)" / rows per multi-row INSERT
+STL_FILENAME_CHARS = 256  # Redshift's STL_LOAD_ERRORS.filename is CHAR(256): longer URLs are cut
 
 # The merge keeps the first copy of an event: lowest shard, then Kinesis position.
 POSITION_ORDER = "shard_id, " + positions.order_by("sequence_number", "sub_sequence_number")
@@ -81,6 +82,17 @@ class Refused(LoadFailed):
 
 # -- manifests -----------------------------------------------------------------------
 
+def entry_at_line(entries: Sequence[StagedFile], line: int) -> tuple[StagedFile, int] | None:
+    """COPY's line ``line`` (1-based) of the concatenation of ``entries`` -> (the file, its
+    record number), from the ledger's row counts (one record per line)."""
+    seen = 0
+    for entry in entries:
+        if 0 < line <= seen + entry.row_count:
+            return entry, line - seen
+        seen += entry.row_count
+    return None
+
+
 @dataclass(frozen=True)
 class Manifest:
     bucket: str
@@ -90,6 +102,7 @@ class Manifest:
     # lists the parts plus the entries no part holds
     parts: tuple[tuple[str, int], ...] = ()
     combined: frozenset = frozenset()  # s3 keys of the entries inside the parts
+    members: tuple[tuple[StagedFile, ...], ...] = ()  # per part: its entries, in part order
 
     @property
     def url(self) -> str:
@@ -97,6 +110,24 @@ class Manifest:
 
     def object_url(self, entry: StagedFile) -> str:
         return f"s3://{self.bucket}/{entry.s3_key}"
+
+    def objects(self) -> list[tuple[str, tuple[StagedFile, ...]]]:
+        """What COPY reads, in manifest order: (URL, the staged files in it, in order)."""
+        return [(f"s3://{self.bucket}/{key}", files)
+                for (key, _), files in zip(self.parts, self.members)] + [
+            (self.object_url(e), (e,)) for e in self.entries if e.s3_key not in self.combined]
+
+    def locate(self, filename: str, line: int) -> StagedFile | None:
+        """The staged file behind line ``line`` of the object ``filename`` names, as Redshift's
+        STL_LOAD_ERRORS gives it: the URL cut at CHAR(256), maybe a combined part's (whose
+        files' rows follow each other in the ledger's order and row counts)."""
+        name = filename.rstrip()
+        found = [files for url, files in self.objects() if url[:STL_FILENAME_CHARS] == name
+                 or (name and len(name) >= STL_FILENAME_CHARS and url.startswith(name))]
+        if len(found) != 1:  # unknown, or a cut so short it is ambiguous
+            return None
+        hit = entry_at_line(found[0], line)
+        return hit[0] if hit else (found[0][0] if len(found[0]) == 1 else None)
 
     def to_json(self) -> bytes:
         """Redshift manifest format (the contract): url, mandatory, meta.content_length."""

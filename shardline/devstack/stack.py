@@ -86,7 +86,8 @@ def _ensure_relay(state: dict, timeout: float) -> None:
     if RELAY not in state["ports"]:
         state["ports"][RELAY] = free_ports(1)[0]
     svc = state["services"].get(RELAY)
-    if svc and svc.get("commit_latency_ms") != wh["commit_latency_ms"]:
+    # a relay from before it answered Redshift's COPY is replaced too
+    if svc and (svc.get("commit_latency_ms") != wh["commit_latency_ms"] or not svc.get("copies")):
         services.stop(RELAY, state)
         state["services"][RELAY] = None
     if _ensure_service(RELAY, state):

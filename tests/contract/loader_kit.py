@@ -171,6 +171,9 @@ class FakeWarehouse:
         self.copied: list[bytes] = []
         self.fail_on: dict[str, BaseException] = {}
         self.load_errors: list[tuple] = []
+        # s3 key -> its STL_LOAD_ERRORS row: a COPY whose manifest lists it fails as Redshift's
+        self.bad_keys: dict[str, tuple] = {}
+        self.copies = 76
         self.inserted = inserted
         self.closed = 0
         self.autocommit = False
@@ -253,6 +256,13 @@ class FakeWarehouse:
             url = re.search(r"FROM 's3://[^/]+/([^']+)'", flat).group(1)
             manifest = json.loads(self.s3.objects[url]) if self.s3 else {"entries": []}
             keys = [e["url"].split("/", 3)[3] for e in manifest["entries"]]
+            if any(k in self.bad_keys for k in keys):
+                self.copies += 1  # each COPY is a query of its own in STL_LOAD_ERRORS
+                self.load_errors = [(self.copies, *self.bad_keys[k][1:]) for k in keys
+                                    if k in self.bad_keys]
+                raise psycopg2.InternalError(
+                    "Load into table 'stage' failed.  Check 'stl_load_errors' system table for "
+                    "details.")
             st["staged"] = sum(gzip.decompress(self.s3.objects[k]).count(b"\n")
                                if k in self.s3.objects else self.rows_of(k) for k in keys)
             return [], 0
@@ -334,6 +344,10 @@ class PostgresBackend(Backend):
 
         self.env, self.schema, self.s3, self.prefix = env, pg_schema, s3, prefix.strip("/")
         self.isolation = isolation  # the warehouse sessions' default (SHOW transaction_isolation)
+        # redshift-like: the loader runs the Redshift dialect; the stand-in's relay answers
+        # its COPY from S3 the way Redshift does (shardline/devstack/redshift_copy.py)
+        self.dialect = {"warehouse.dialect": "redshift", "warehouse.iam_role": IAM_ROLE} \
+            if target == "redshift-like" else {}
         self.bucket = env["SHARDLINE_S3_BUCKET"]
         self.store = store
         self.conn = pg_conn
@@ -351,7 +365,7 @@ class PostgresBackend(Backend):
             "control.schema": self.schema,
             "s3.endpoint_url": self.env.get("SHARDLINE_S3_ENDPOINT_URL", ""),
             "s3.bucket": self.bucket, "s3.prefix": self.prefix,
-            **LOADER_DEFAULTS, **overrides})
+            **self.dialect, **LOADER_DEFAULTS, **overrides})
 
     def stage(self, name: str, rows: list, *, shard: str = SHARD0, staged_at=None, **kw: Any):
         return stage_file(self.s3, self.bucket, self.store, self.key(name, shard), rows,
@@ -423,11 +437,9 @@ class RedshiftBackend(Backend):
         """Stage rows Redshift would refuse: the fake COPY fails the way Redshift does and
         STL_LOAD_ERRORS holds the reason."""
         entry = self.stage(name, rows, **kw)
-        self.wh.fail_on[r"^COPY "] = psycopg2.InternalError(
-            "Load into table 'stage' failed.  Check 'stl_load_errors' system table for details.")
-        self.wh.load_errors = [(77, f"s3://{self.bucket}/{entry.s3_key}", 1, "occurred_at",
-                                "timestamp", "not a time", 1206,
-                                "Invalid timestamp format or value")]
+        self.wh.bad_keys[entry.s3_key] = (77, f"s3://{self.bucket}/{entry.s3_key}", 1,
+                                          "occurred_at", "timestamp", "not a time", 1206,
+                                          "Invalid timestamp format or value")
         return entry
 
     def loader(self, store: Any = None, **overrides: str) -> Loader:

@@ -262,3 +262,43 @@ def test_loads_under_the_backends_isolation_level(backend):
             cur.execute("SHOW transaction_isolation")
             assert cur.fetchone() == (backend.isolation,)
         assert set(backend.stored()) == {event_id(1)}
+
+
+def test_one_bad_row_in_twenty_files_quarantines_its_file_alone(backend, caplog):
+    """20 pending files, one row of one of them refused. Redshift's error names no file and
+    STL_LOAD_ERRORS holds the URL COPY read (on the redshift-like stand-in a combined part's,
+    cut at 256 characters here) and the line: the loader maps them to the staged file, counts
+    the failures against it alone, and once it is quarantined the other 19 load together.
+    Loads until the table is current: quarantine_after failed ones, then one."""
+    long = "x" * 160  # the loader's combined parts get URLs of 256 + a few characters
+    bad_at = 7
+    good, bad = [], None
+    for i in range(20):
+        rows = [page_view(i * 3 + j + 1, i * 3 + j + 1) for j in range(3)]
+        if i == bad_at:
+            rows[1] = page_view(i * 3 + 2, i * 3 + 2, occurred_at="not a time")
+            bad = backend.stage_bad(f"f{i:02d}", rows)
+        else:
+            good.append(backend.stage(f"f{i:02d}", rows))
+    prefix = f"{backend.prefix}/{long}"
+    part_url = f"s3://{backend.bucket}/{prefix}/combined/page_views/"
+    load_id_len = len("20260102T030405Z-0123456789ab")
+    pad = 256 + 5 - len(part_url) - load_id_len - len("/0000.csv.gz")
+    loader = backend.loader(**{"s3.prefix": prefix + "y" * max(0, pad)})
+    states = []
+    with caplog.at_level(logging.INFO, logger="shardline"):
+        for _ in range(40):
+            loader.retry_at = 0.0  # skip the backoff
+            r = loader.step()
+            states.append(r.state)
+            if r.state == "idle":
+                break
+    loads = sum(s in ("loaded", "failed") for s in states)
+    assert states == ["failed", "failed", "failed", "loaded", "idle"], \
+        f"{loads} loads until the table was current: {states}"
+    assert backend.ledger()[bad.s3_key] == ("quarantined", None)
+    assert {backend.ledger()[g.s3_key][0] for g in good} == {"loaded"}
+    assert backend.store.copy_failures(good[0].s3_key) == (0, None)
+    assert "not a time" in caplog.text
+    if backend.supports_rows:
+        assert len(backend.stored()) == 19 * 3

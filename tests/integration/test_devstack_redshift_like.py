@@ -185,3 +185,60 @@ def test_isolation_choice_serializable_or_snapshot(rs_stack: StackInfo,
         cur.execute("SHOW transaction_isolation")
         assert cur.fetchone() == ("serializable",)
     assert devstack.load(rs_stack.dir) == rs_stack
+
+
+def _copy_from_s3(rs_stack: StackInfo, conn, table: str, keys_bodies: list) -> str:
+    """Put gzip'd objects and a manifest listing them; the Redshift COPY text for them."""
+    import gzip
+    import json
+
+    s3 = rs_stack.client("s3")
+    for key, body in keys_bodies:
+        s3.put_object(Bucket=rs_stack.bucket, Key=key, Body=gzip.compress(body))
+    manifest = f"rs-copy/{uuid.uuid4().hex[:8]}.manifest"
+    s3.put_object(Bucket=rs_stack.bucket, Key=manifest, Body=json.dumps({"entries": [
+        {"url": f"s3://{rs_stack.bucket}/{k}", "mandatory": True} for k, _ in keys_bodies]}))
+    return (f"COPY {table} (k, v) FROM 's3://{rs_stack.bucket}/{manifest}' IAM_ROLE "
+            "'arn:aws:iam::123456789012:role/x' MANIFEST FORMAT AS CSV DELIMITER ',' "
+            "NULL AS '\\\\N' GZIP ENCODING UTF8 MAXERROR 0")
+
+
+def test_a_failed_copy_names_no_file_and_stl_load_errors_has_the_cut_url(rs_stack,
+                                                                        table) -> None:
+    """Redshift's COPY from S3, answered by the stand-in: a row it refuses fails the COPY
+    with a message naming no file; STL_LOAD_ERRORS (in the session's schema here) holds the
+    URL of the object COPY read cut at CHAR(256), the line in that object and the reason,
+    and survives the rollback. The session's transaction is aborted, as Redshift's is."""
+    long_key = f"rs-copy/{'p' * 280}/part-0001.csv.gz"
+    with warehouse(rs_stack) as conn, conn.cursor() as cur:
+        sql = _copy_from_s3(rs_stack, conn, table, [
+            ("rs-copy/first.csv.gz", b'"3","30"\n"4","40"\n'),
+            (long_key, b'"5","50"\n"6","not a number"\n"7","70"\n')])
+        cur.execute("SELECT pg_backend_pid()")
+        (pid,) = cur.fetchone()
+        with pytest.raises(psycopg2.InternalError) as failed:
+            cur.execute(sql)
+        assert str(failed.value).strip() == (
+            f"Load into table '{table}' failed.  Check 'stl_load_errors' system table for "
+            "details.")
+        with pytest.raises(psycopg2.errors.InFailedSqlTransaction):
+            cur.execute("SELECT 1")
+        conn.rollback()
+        cur.execute("SELECT session, TRIM(filename), line_number, TRIM(colname), "
+                    "TRIM(raw_field_value), err_reason FROM stl_load_errors WHERE session = %s",
+                    (pid,))
+        ((session, filename, line, column, value, reason),) = cur.fetchall()
+        url = f"s3://{rs_stack.bucket}/{long_key}"
+        assert (session, filename, line, column) == (pid, url[:256], 2, "v")
+        assert len(url) > 256 and value == "not a number" and "integer" in reason
+        cur.execute(f"SELECT count(*) FROM {table}")
+        assert cur.fetchone() == (2,)  # nothing of the COPY landed
+
+
+def test_a_copy_from_s3_loads_every_object_of_the_manifest(rs_stack, table) -> None:
+    with warehouse(rs_stack) as conn, conn.cursor() as cur:
+        cur.execute(_copy_from_s3(rs_stack, conn, table, [
+            ("rs-copy/a.csv.gz", b'"3","30"\n'), ("rs-copy/b.csv.gz", b'"4",\\N\n"5","50"')]))
+        conn.commit()
+        cur.execute(f"SELECT k, v FROM {table} ORDER BY k")
+        assert cur.fetchall() == [(1, 10), (2, 20), (3, 30), (4, None), (5, 50)]

@@ -176,8 +176,10 @@ def test_copy_failure_reads_stl_load_errors_and_never_logs_the_role(caplog):
     assert result.error.retriable
     txs = wh.transactions()
     assert txs[-2][-1] == "ROLLBACK"  # the load: nothing applied
-    # then, in the same session, the error rows of the last COPY
-    assert "stl_load_errors WHERE query = pg_last_copy_id()" in txs[-1][1]
+    # then, in the same session, the error rows of its COPY: by session and time, never by
+    # pg_last_copy_id(), which a rolled-back COPY does not update
+    assert "stl_load_errors WHERE session = pg_backend_pid() AND starttime >= %s" in txs[-1][1]
+    assert "pg_last_copy_id" not in txs[-1][1]
     assert rig.store.get_file(KEY_A).state == rig.store.get_file(KEY_B).state == "pending"
     # counted (in the control store) against the file it names
     assert rig.store.copy_failures(KEY_B)[0] == 1 and rig.store.copy_failures(KEY_A) == (0, None)
@@ -301,3 +303,34 @@ def test_copy_and_insert_name_each_files_columns_one_column_list_per_load():
                                  f"loaded_at, transform_version) SELECT")
     assert [f.state for f in (rig.store.get_file(KEY_A), rig.store.get_file(KEY_B))] == \
         ["loaded", "loaded"]
+
+
+def test_stl_load_errors_filename_and_line_find_the_staged_file():
+    """STL_LOAD_ERRORS names the object COPY read, cut at CHAR(256): a combined part's URL
+    and the line in it map to the staged file by the ledger's row counts, in part order; a
+    cut that leaves two objects possible names none."""
+    from shardline.loaders.warehouse.plan import Manifest
+
+    files = [ledger_row(f"k{i}", [page_view(j, j) for j in range(i + 1)]) for i in range(3)]
+    single = ledger_row("alone", [page_view(9, 9)])
+    prefix = "p" * 250
+    parts = ((f"{prefix}/combined/page_views/L1/0000.csv.gz", 10),
+             (f"{prefix}/combined/page_views/L1/0001.csv.gz", 10))
+    manifest = Manifest("b", "m", (*files, single), parts=parts,
+                        combined=frozenset(f.s3_key for f in files),
+                        members=((files[0], files[1]), (files[2],)))
+    part0, part1 = (f"s3://b/{k}" for k, _ in parts)
+    assert len(part0) > 256
+    assert manifest.locate(part0[:256], 1) is None  # both parts start with these 256
+    short = Manifest("b", "m", manifest.entries, parts=(("c/0000.csv.gz", 1), ("c/1.csv.gz", 1)),
+                     combined=manifest.combined, members=manifest.members)
+    assert [short.locate("s3://b/c/0000.csv.gz", n) for n in (1, 2, 3)] == \
+        [files[0], files[1], files[1]]  # 1 row, then 2 rows
+    assert short.locate("s3://b/c/1.csv.gz", 3) is files[2]
+    assert short.locate("s3://b/alone", 1) is single
+    assert short.locate("s3://b/c/0000.csv.gz", 4) is None  # past the part's rows
+    assert short.locate("s3://b/elsewhere", 1) is None
+    cut = Manifest("b", "m", (single,), parts=((f"{'q' * 245}/0000.csv.gz", 1),),
+                   combined=frozenset({"x"}), members=((files[0],),))
+    url = f"s3://b/{'q' * 245}/0000.csv.gz"
+    assert cut.locate(url[:256], 1) is files[0]  # cut in ".csv.gz": still only one
