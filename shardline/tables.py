@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from shardline.errors import ConfigError
 
@@ -59,6 +59,47 @@ def column(name: str, type_text: str, *, not_null: bool = False, default: Any = 
         return Column(name, _KIND[base], n, not not_null, f"{base}({n})", default, system)
     base = match.group(3)
     return Column(name, _KIND[base], None, not not_null, base, default, system)
+
+
+MAX_ROW_BYTES = 4 * 1024 * 1024  # Redshift's COPY: one input row is at most 4 MB
+_SYSTEM_ROW_BYTES = 512  # the staged system columns' share of a CSV line, generously
+_OTHER_VALUE_BYTES = 32  # a number, timestamp or boolean as CSV text, at most
+
+
+def copy_row_check(spec: TableSpec) -> Callable[[dict], str | None] | None:
+    """What Redshift's COPY refuses in a row whose every value passes its column's check:
+    a character of more than one byte in a CHAR(n) column (CHAR takes single-byte
+    characters only: error 1220) and an input row over 4 MB. With MAXERROR 0 either fails
+    the whole file, so the stage worker makes such a record a dead letter instead, on
+    every warehouse (a row valid locally is valid on Redshift). None when no row of the
+    table can be refused (no CHAR column, and the columns' limits keep a row under 4 MB)."""
+    from shardline import csvformat
+
+    columns = [c for c in spec.columns if not c.system]
+    chars = tuple(c.name for c in columns if c.type.startswith("char("))
+    # every character of a value quoted in the CSV line: at most twice its bytes, plus 3
+    bound = _SYSTEM_ROW_BYTES + sum(2 * (c.max_bytes or _OTHER_VALUE_BYTES) + 3
+                                    for c in columns)
+    if not chars and bound <= MAX_ROW_BYTES:
+        return None
+    names = [c.name for c in columns]
+
+    def check(row: dict) -> str | None:
+        for name in chars:
+            value = row.get(name)
+            if type(value) is str and not value.isascii():
+                return (f"column {name}: CHAR takes single-byte characters only (Redshift "
+                        f"COPY error 1220); use VARCHAR for text that is not ASCII")
+        if bound > MAX_ROW_BYTES:
+            try:
+                size = len(csvformat.format_row([row.get(n) for n in names]).encode("utf-8"))
+            except (UnicodeEncodeError, TypeError, ValueError):
+                return None  # the column checks give the reason
+            if size + _SYSTEM_ROW_BYTES > MAX_ROW_BYTES:
+                return (f"row of about {size + _SYSTEM_ROW_BYTES} bytes as CSV, over "
+                        f"Redshift COPY's limit of {MAX_ROW_BYTES} bytes per input row")
+        return None
+    return check
 
 
 STAGED_SYSTEM: tuple[Column, ...] = (

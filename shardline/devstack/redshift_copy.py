@@ -9,7 +9,9 @@ each such query of a session to ``RedshiftCopy.run``, which, on the same session
 staging table is a temporary table of its transaction):
 
 1. reads the manifest and its objects from S3 (moto), gunzipping multi-member gzip;
-2. streams the rows into ``COPY <table> (<columns>) FROM STDIN`` and, when PostgreSQL or a
+2. applies the checks Redshift's COPY makes and PostgreSQL's does not: CHAR(n) takes only
+   single-byte characters (error 1220), an input row is at most 4 MB;
+3. streams the rows into ``COPY <table> (<columns>) FROM STDIN`` and, when PostgreSQL or a
    check refuses a row, records it in the session schema's ``stl_load_errors`` (from a
    connection of its own: the row survives the load's rollback, as Redshift's system table
    does) and answers with Redshift's error text, the transaction aborted.
@@ -162,11 +164,18 @@ class RedshiftCopy:
             return
         rows = self._rows(info)
         session, schema = int(rows[0][0] or 0), rows[0][1] or "public"
+        types = {name: kind or "" for _, _, name, kind in rows}
         started = datetime.now(timezone.utc).replace(tzinfo=None)
         try:
             objects = self._read(url, "MANIFEST" in options.split(), "GZIP" in options.split())
         except Exception as exc:  # S3 or gzip errors: Redshift names them, and the object
             self._fail(str(exc))
+            return
+        try:
+            _check(objects, [c.strip() for c in columns.split(",")], types)
+        except Refusal as exc:
+            self._record(schema, session, started, objects, exc)
+            self._fail(_stl_message(table))
             return
         self.send_server(message(b"Q", (
             f"COPY {table} ({columns}) FROM STDIN WITH (FORMAT csv, DELIMITER ',', "
@@ -275,3 +284,22 @@ def _pg_refusal(fields: dict[str, str]) -> Refusal:
                    fields.get("M", "error"), int(line.group(1)) if line else 0,
                    column.group(1) if column else "", "", value.group(1) if value else "")
 
+
+def _check(objects: list[tuple[str, bytes]], names: list[str], types: dict[str, str]) -> None:
+    """Redshift's own refusals, before PostgreSQL sees the rows."""
+    chars = {i for i, n in enumerate(names) if types.get(n, "").startswith("character(")}
+    seen = 0
+    for _, data in objects:
+        lines = data.split(b"\n")[:-1]
+        for n, raw in enumerate(lines, start=seen + 1):
+            if len(raw) + 1 > MAX_ROW_BYTES:
+                raise Refusal(1224, "Row is larger than the 4 MB limit", n,
+                              raw=raw[:1024].decode("utf-8", "replace"))
+            if chars and not raw.isascii():
+                for i, value in enumerate(next(csv.reader(io.StringIO(raw.decode())))):
+                    if i in chars and not value.isascii():
+                        raise Refusal(1220, "Multibyte character not supported for CHAR "
+                                            "(Hint: try using VARCHAR). Invalid char: "
+                                            f"{value.encode()[:4].hex()}", n, names[i],
+                                      "char", value, raw.decode()[:1024])
+        seen += len(lines)

@@ -242,3 +242,27 @@ def test_a_copy_from_s3_loads_every_object_of_the_manifest(rs_stack, table) -> N
         conn.commit()
         cur.execute(f"SELECT k, v FROM {table} ORDER BY k")
         assert cur.fetchall() == [(1, 10), (2, 20), (3, 30), (4, None), (5, 50)]
+
+
+def test_copy_refuses_a_multibyte_character_in_a_char_column(rs_stack) -> None:
+    """CHAR(n) takes single-byte characters only on Redshift (error 1220, the whole COPY
+    fails); PostgreSQL's CHAR takes any. The stand-in's COPY refuses it as Redshift does."""
+    name = f"c_{uuid.uuid4().hex[:8]}"
+    with warehouse(rs_stack) as conn, conn.cursor() as cur:
+        cur.execute(f"CREATE TABLE {name} (k CHAR(4), v VARCHAR(8))")
+        conn.commit()
+        try:
+            cur.execute("SELECT pg_backend_pid()")
+            (pid,) = cur.fetchone()
+            with pytest.raises(psycopg2.InternalError, match="Check 'stl_load_errors'"):
+                cur.execute(_copy_from_s3(rs_stack, conn, name, [
+                    ("rs-copy/char.csv.gz", '"ab","é"\n"é","ab"\n'.encode())]))
+            conn.rollback()
+            cur.execute("SELECT line_number, TRIM(colname), err_code FROM stl_load_errors "
+                        "WHERE session = %s", (pid,))
+            assert cur.fetchall() == [(2, "k", 1220)]  # the VARCHAR's é is fine
+            cur.execute(f"INSERT INTO {name} VALUES ('é', 'é')")  # PostgreSQL alone takes it
+        finally:
+            conn.rollback()
+            cur.execute(f"DROP TABLE {name}")
+            conn.commit()
