@@ -21,11 +21,13 @@ One ``step()``:
 2. reconcile if needed; ask the ledger what is pending (count, bytes, oldest) and let the
    pure ``LoadTrigger`` decide: load when ``>= loader.min_bytes`` or ``>= loader.min_files``
    are pending, or the oldest has waited ``>= loader.max_interval_s``;
-3. in ONE warehouse transaction: the plan (``shardline.loaders.warehouse.plan``): fence,
-   refuse already-loaded files, staging table, COPY, bounded dedup merge, the record;
-   commit; then ``mark_loaded`` in the control store.
+3. the plan (``shardline.loaders.warehouse.plan``) in two warehouse transactions: COPY into
+   a staging table of the session; then one short transaction from the fence: refuse
+   already-loaded files, bounded dedup merge, the record; commit; then ``mark_loaded`` in
+   the control store.
 
-A crash before the commit rolls everything back: the files stay ``pending``. A failed load
+A crash before the merge's commit leaves the target and the record as they were: the files
+stay ``pending`` (the staging table goes with the session). A failed load
 is logged with its reason and retried with exponential backoff; a file whose COPY failed
 ``loader.quarantine_after`` times (counted in the control store, so restarts do not reset
 it) is quarantined with its error (``shardline status``
@@ -55,10 +57,11 @@ from shardline.settings import LoaderSettings, Settings
 from shardline.tables import PRE_COLUMN_LIST, load_tables
 from shardline.workers.ledger import StagedFile, e2e_observations
 from shardline.loaders.warehouse import combine, make_dialect, record
-from shardline.loaders.warehouse.base import CopyErrors, Dialect
-from shardline.loaders.warehouse.plan import Manifest, Refused, build_plan
+from shardline.loaders.warehouse.base import CopyErrors, Dialect, PlanResult
+from shardline.loaders.warehouse.plan import LoadPlan, Manifest, Refused, Step, build_plan
 
 MAX_BACKOFF_S = 60.0
+MERGE_ATTEMPTS = 3  # a merge that conflicts with a concurrent commit is tried this often
 _IDENT = re.compile(r"[^a-z0-9]")
 # The loader lease's "stream" in the control store ('@' is never in a Kinesis stream name).
 LOADER_LEASE = "@loader"
@@ -174,6 +177,10 @@ class Warehouse:
 
     def tx(self) -> contextlib.AbstractContextManager[Any]:
         return transaction(self, "warehouse")
+
+    def commit(self) -> None:
+        """Commit the open transaction before ``tx()`` would (which then has nothing to do)."""
+        self._conn.commit()
 
     def close(self) -> None:
         if self._conn is not None:
@@ -349,7 +356,6 @@ class Loader:
     def load(self, reason: str = "requested") -> LoadResult | None:
         """One load transaction, then the ledger update; None when nothing is pending any
         more. Raises ``LoadFailed`` / ``ServiceUnavailable`` / ``Refused``."""
-        import psycopg2
 
         t0 = time.monotonic()
         started = utc(self.clock())
@@ -389,21 +395,17 @@ class Loader:
                           finished_at=lambda: utc(self.clock()), lease_token=self.token or 0,
                           dedup_window_s=lc.dedup_window_s, replace=first.replaces,
                           transform_version=first.transform_version, columns=columns)
-        try:
-            with self.warehouse.tx() as cur:
-                try:
-                    outcome = self.dialect.run(cur, plan)
-                except LoadFailed:
-                    raise
-                except (psycopg2.OperationalError, psycopg2.InterfaceError):
-                    raise
-                except psycopg2.Error as exc:
-                    raise LoadFailed(self.dialect.redact(
-                        f"{type(exc).__name__}: {first_line(exc)}")) from None
-        except LoadFailed as exc:
-            if getattr(exc, "step", None) == "copy":
-                self._copy_failed(log, manifest, str(exc), started)
-            raise
+        results: dict[str, Any] = {}  # what the copy found (row count, sort range), for the merge
+        copied = PlanResult()
+        if plan.copy:
+            try:
+                copied = self._run_tx(plan.copy, results)
+            except LoadFailed as exc:
+                if getattr(exc, "step", None) == "copy":
+                    self._copy_failed(log, manifest, str(exc), started)
+                raise
+        outcome = self._merge(log, plan, results)
+        outcome.timings = {**copied.timings, **outcome.timings}
         queryable_ms = int(self.clock() * 1000)
         self.isolate = False
         # The warehouse has committed; a kill here is what reconcile() repairs.
@@ -435,6 +437,54 @@ class Loader:
                  " ".join(f"{k}={v:.2f}s" for k, v in outcome.timings.items() if v >= 0.01)
                  or "steps < 0.01s")
         return result
+
+    def _run_tx(self, steps: Sequence[Step], results: dict[str, Any]) -> PlanResult:
+        """Steps in one warehouse transaction; a SQL error is a ``LoadFailed`` naming it
+        (``serialization``: a conflict with a concurrent commit, worth running again)."""
+        import psycopg2
+
+        with self.warehouse.tx() as cur:
+            try:
+                out = self.dialect.run(cur, steps, results)
+                # committed here, not by tx(): a serialization failure at COMMIT is then a
+                # conflict to merge again, not a lost connection (the session and its
+                # staging table stay)
+                self.warehouse.commit()
+                return out
+            except LoadFailed:
+                raise
+            except psycopg2.extensions.TransactionRollbackError as exc:
+                failed = LoadFailed(self.dialect.redact(
+                    f"{type(exc).__name__}: {first_line(exc)}"))
+                failed.serialization = True
+                raise failed from None
+            except (psycopg2.OperationalError, psycopg2.InterfaceError):
+                raise
+            except psycopg2.Error as exc:
+                failed = LoadFailed(self.dialect.redact(
+                    f"{type(exc).__name__}: {first_line(exc)}"))
+                failed.serialization = serialization_failure(exc)
+                raise failed from None
+
+    def _merge(self, log: Any, plan: LoadPlan, results: dict[str, Any]) -> PlanResult:
+        """The short merge transaction, run again (from the staging table, without the COPY)
+        after a serialization conflict with another session's commit. Whatever fails, the
+        session is closed: its staging table goes with it."""
+        for attempt in range(1, MERGE_ATTEMPTS + 1):
+            try:
+                return self._run_tx(plan.merge, results)
+            except LoadFailed as exc:
+                if getattr(exc, "serialization", False) and attempt < MERGE_ATTEMPTS:
+                    log.warning("merge conflicted with a concurrent commit (%s); merging "
+                                "again from the staged rows (%d/%d)", exc, attempt,
+                                MERGE_ATTEMPTS)
+                    continue
+                self.warehouse.close()
+                raise
+            except BaseException:
+                self.warehouse.close()
+                raise
+        raise AssertionError("unreachable")
 
     def columns_of(self, entry: StagedFile) -> tuple[str, ...]:
         """The file's CSV columns: recorded by its stage worker, or (a file staged before
@@ -489,6 +539,13 @@ class Loader:
         for line in details.lines:
             log.error("COPY error: %s", line)
         return details
+
+
+def serialization_failure(exc: BaseException) -> bool:
+    """A conflict with a concurrent transaction that a new snapshot resolves: PostgreSQL's
+    SQLSTATE 40001, Redshift's ERROR 1023 (serializable isolation violation)."""
+    return getattr(exc, "pgcode", None) == "40001" or \
+        "serializable isolation violation" in str(exc).lower()
 
 
 def default_owner() -> str:

@@ -6,7 +6,7 @@ import abc
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Sequence
+from typing import Any, Iterable
 
 from shardline.errors import LoadFailed
 from shardline.loaders.warehouse.plan import CopyManifest, Manifest, Refused, Step
@@ -47,9 +47,11 @@ class Dialect(abc.ABC):
     def redact(self, text: str) -> str:
         return text
 
-    def run(self, cur: Any, plan: Sequence[Step]) -> PlanResult:
-        """Execute the plan's steps in the caller's transaction."""
-        results: dict[str, Any] = {}
+    def run(self, cur: Any, plan: Iterable[Step], results: dict[str, Any] | None = None
+            ) -> PlanResult:
+        """Execute the steps in the caller's transaction; ``results`` carries what earlier
+        steps found (a load's copy transaction, to its merge)."""
+        results = {} if results is None else results
         out = PlanResult()
         for step in plan:
             t0 = time.perf_counter()

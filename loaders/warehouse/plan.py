@@ -1,8 +1,17 @@
 """ONE load plan for both warehouses; only its COPY step differs per dialect.
 
 ``build_plan`` turns "these ledger entries, this manifest, this table, this lease token"
-into a list of steps. Every step but the COPY is the same SQL text on PostgreSQL and
-Redshift (the subset both speak: no RETURNING, no ON CONFLICT, no ``= ANY``):
+into the steps of two transactions (``LoadPlan``). Every step but the COPY is the same SQL
+text on PostgreSQL and Redshift (the subset both speak: no RETURNING, no ON CONFLICT, no
+``= ANY``).
+
+The *copy* transaction: the already-loaded guard (step 2), then steps 3-5 into a temporary
+table of the session, committed. It touches no table another writer writes, however long
+the COPY takes. The *merge* transaction, short, then does steps 1, 2 and 6-9: it starts at
+the fence, so its snapshot (taken at its first statement, on Redshift as on PostgreSQL)
+is younger than the COPY, and a retention or GDPR ``DELETE`` or an ``ADD COLUMN`` committed
+during the COPY is what the merge works on, under SNAPSHOT and SERIALIZABLE alike. A merge
+that fails on a serialization conflict is run again from the staging table, without the COPY.
 
 1. ``UPDATE load_fence SET lease_token = T ... WHERE target_table = X AND lease_token <= T``
    must touch its one row: the fence. A loader whose lease (in the control store) was
@@ -52,7 +61,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from shardline import positions
 from shardline.errors import ConfigError, LoadFailed
@@ -170,6 +179,21 @@ class CopyManifest:
 
 
 Step = Sql | CopyManifest
+
+
+@dataclass(frozen=True)
+class LoadPlan:
+    """A load's two transactions, in order. ``copy`` fills the staging table (a temporary
+    table of the session, so it outlives its transaction) and reads no table the loader does
+    not own; ``merge`` is short and starts at the fence, so its snapshot is taken after the
+    COPY: a DELETE or ADD COLUMN another session committed during the COPY is what the merge
+    sees, and a merge that must be retried does not redo the COPY."""
+
+    copy: tuple[Step, ...]
+    merge: tuple[Step, ...]
+
+    def __iter__(self) -> Iterator[Step]:
+        return iter((*self.copy, *self.merge))
 
 
 def _key_match(left: str, right: str, key: Sequence[str]) -> str:
@@ -292,7 +316,7 @@ def build_plan(spec: TableSpec, *, load_id: str, stage_table: str, manifest: Man
                finished_at: Callable[[], datetime], lease_token: int,
                dedup_window_s: float, replace: bool = False,
                transform_version: str | None = None,
-               columns: Sequence[str] | None = None) -> list[Step]:
+               columns: Sequence[str] | None = None) -> LoadPlan:
     """The load as a list of steps, the same on every warehouse (see the module doc).
 
     ``columns``: the staged files' column list (``StagedFile.columns``; every file of a
@@ -306,6 +330,7 @@ def build_plan(spec: TableSpec, *, load_id: str, stage_table: str, manifest: Man
     key = tuple(spec.dedup_key or POSITION_KEY)
     cols = ", ".join(staged)
     target = spec.name
+    copy: list[Step] = []
     steps: list[Step] = [fence_step(target, lease_token, load_id, started_at),
                          *already_loaded_steps(target, entries)]
     if not manifest.entries and replace:
@@ -313,7 +338,9 @@ def build_plan(spec: TableSpec, *, load_id: str, stage_table: str, manifest: Man
     if manifest.entries:  # only 0-row batches: no COPY
         dedup = f"DELETE FROM {stage_table} USING {target} " \
                 f"WHERE {_key_match(stage_table, target, key)}"
-        steps += [
+        # the guard first, so a file already loaded costs no COPY; the merge checks again
+        copy += [
+            *already_loaded_steps(target, entries),
             Sql("create_stage",
                 f"CREATE TEMP TABLE {stage_table} (LIKE {target} INCLUDING DEFAULTS)"),
             CopyManifest("copy", stage_table, staged, manifest),
@@ -322,9 +349,9 @@ def build_plan(spec: TableSpec, *, load_id: str, stage_table: str, manifest: Man
         ]
         if spec.sort_key:
             sk = spec.sort_key
+            copy.append(Sql("sort_range", f"SELECT MIN({sk}), MAX({sk}) FROM {stage_table}",
+                            result="sort_range", fetch="row"))
             steps += [
-                Sql("sort_range", f"SELECT MIN({sk}), MAX({sk}) FROM {stage_table}",
-                    result="sort_range", fetch="row"),
                 *(replace_steps(spec, entries, dedup_window_s) if replace else ()),
                 Sql("delete_existing", f"{dedup} AND {target}.{sk} BETWEEN %s AND %s",
                     _window(dedup_window_s)),
@@ -350,4 +377,4 @@ def build_plan(spec: TableSpec, *, load_id: str, stage_table: str, manifest: Man
                    r.get("rows_inserted", 0), lease_token, started_at, finished_at())))
     if manifest.entries:
         steps.append(Sql("drop_stage", f"DROP TABLE {stage_table}"))
-    return steps
+    return LoadPlan(tuple(copy), tuple(steps))

@@ -176,6 +176,7 @@ class FakeWarehouse:
         self.copies = 76
         self.inserted = inserted
         self.closed = 0
+        self.staged = 0  # rows in the session's staging table
         self.autocommit = False
         self._tx: dict | None = None
 
@@ -188,6 +189,7 @@ class FakeWarehouse:
             self.statements.append(("COMMIT", None))
             self.loaded, self.loads, self.fence = (self._tx["loaded"], self._tx["loads"],
                                                    self._tx["fence"])
+            self.staged = self._tx["staged"]  # a temporary table outlives its transaction
             self._tx = None
 
     def rollback(self) -> None:
@@ -197,6 +199,7 @@ class FakeWarehouse:
 
     def close(self) -> None:
         self.closed = 1
+        self.staged = 0  # the session's temporary tables go with it
 
     def __call__(self) -> "FakeWarehouse":  # usable as the connect function
         self.closed = 0
@@ -223,11 +226,11 @@ class FakeWarehouse:
         if self._tx is None and not self.autocommit:
             self.statements.append(("BEGIN", None))
             self._tx = {"loaded": dict(self.loaded), "loads": list(self.loads),
-                        "fence": dict(self.fence), "staged": 0}
+                        "fence": dict(self.fence), "staged": self.staged}
 
     def _state(self) -> dict:
         return self._tx or {"loaded": self.loaded, "loads": self.loads, "fence": self.fence,
-                            "staged": 0}
+                            "staged": self.staged}
 
     def _answer(self, sql: str, params: Any) -> tuple[list[tuple], int | None]:
         for pattern, exc in self.fail_on.items():
@@ -384,6 +387,11 @@ class PostgresBackend(Backend):
             cur.execute(sql, params)
             return cur.fetchall()
 
+    def execute(self, sql: str, params: Any = None) -> None:
+        """Another session's statement, committed at once (a retention DELETE, say)."""
+        with self.conn.cursor() as cur:
+            cur.execute(sql, params)
+
     def stored(self) -> dict[str, tuple]:
         """event_id -> (shard_id, sequence_number, sub_sequence_number, url)."""
         rows = self.query("SELECT event_id, shard_id, sequence_number, sub_sequence_number, url "
@@ -469,22 +477,28 @@ class RedshiftBackend(Backend):
                 if any(s.startswith("UPDATE load_fence") for s in tx)]
 
     def check_dedup_plan(self) -> None:
-        """Every committed load: the fence, the already-loaded guard, COPY through its
-        manifest, the dedup merge on event_id bounded by occurred_at, keeping the first by
-        position, then the record, in one BEGIN..COMMIT; never a LOCK."""
-        committed = [tx for tx in self.load_transactions() if tx[-1] == "COMMIT"]
+        """Every committed load: the already-loaded guard and COPY through its manifest in a
+        transaction of their own, then the fence, the guard again, the dedup merge on event_id
+        bounded by occurred_at, keeping the first by position, then the record, in one short
+        BEGIN..COMMIT; never a LOCK."""
+        txs = self.wh.transactions()
+        committed = [(txs[n - 1], tx) for n, tx in enumerate(txs) if tx[-1] == "COMMIT"
+                     and any(s.startswith("UPDATE load_fence") for s in tx)]
         assert committed
-        for tx in committed:
-            flat = [" ".join(s.split()) for s in tx]
+        for copy_tx, tx in committed:
+            assert copy_tx[-1] == "COMMIT" and not any(
+                s.startswith(("UPDATE load_fence", "INSERT", "DELETE")) for s in copy_tx)
+            assert not any(s.startswith(("COPY", "CREATE")) for s in tx)
+            flat = [" ".join(s.split()) for s in copy_tx[:-1] + tx[1:]]
             assert not any(s.startswith("LOCK") for s in flat), flat
             order = [next(i for i, s in enumerate(flat) if re.match(p, s)) for p in (
-                r"^UPDATE load_fence SET lease_token = %s",
                 r"^SELECT s3_key, load_id FROM loaded_files WHERE target_table = %s AND "
                 r"loaded_at >= %s AND s3_key IN ",
                 r"^COPY stage_\w+ \(event_id, .*\) FROM 's3://bucket-x/pfx/manifests/page_views/"
                 r"L\d+\.manifest' IAM_ROLE '" + re.escape(IAM_ROLE) + r"' MANIFEST .*GZIP.*"
                 r"STATUPDATE OFF COMPUPDATE OFF$",
                 r"^SELECT MIN\(occurred_at\), MAX\(occurred_at\) FROM stage_\w+$",
+                r"^UPDATE load_fence SET lease_token = %s",
                 r"^DELETE FROM (stage_\w+) USING page_views WHERE \1\.event_id = "
                 r"page_views\.event_id AND page_views\.occurred_at BETWEEN %s AND %s$",
                 r"^INSERT INTO page_views \(.*, loaded_at, transform_version\) SELECT .*, %s, %s "

@@ -302,3 +302,33 @@ def test_one_bad_row_in_twenty_files_quarantines_its_file_alone(backend, caplog)
     assert "not a time" in caplog.text
     if backend.supports_rows:
         assert len(backend.stored()) == 19 * 3
+
+
+def test_a_delete_committed_during_the_copy_is_what_the_merge_sees(backend):
+    """A retention or GDPR DELETE commits while the COPY runs. The merge's transaction
+    starts after the COPY, so it works on the target as it is now: the deleted event, staged
+    again, is stored again (a merge on the older snapshot would skip it as a duplicate,
+    or fail the load with a serialization error and redo the COPY); the COPY runs once."""
+    backend.stage("first", [page_view(1, 1), page_view(2, 2)])
+    run_until_idle(backend.loader())
+    backend.stage("again", [page_view(1, 1), page_view(3, 3)])  # a replay, and a new one
+    loader = backend.loader()
+    copy, copies = loader.dialect.copy, []
+
+    def slow_copy(cur, step):
+        copy(cur, step)
+        copies.append(step.manifest.key)
+        if backend.supports_rows:  # another session deletes, and commits, meanwhile
+            backend.execute("DELETE FROM page_views WHERE event_id = %s", (event_id(1),))
+        else:  # the recording fake: no transaction that touches the target is open yet
+            open_tx = backend.wh.sql()[len(backend.wh.sql()) - backend.wh.sql()[::-1].index(
+                "BEGIN") - 1:]
+            assert not any(s.startswith(("UPDATE load_fence", "DELETE", "INSERT"))
+                           for s in open_tx), open_tx
+
+    loader.dialect.copy = slow_copy
+    assert [r.state for r in run_until_idle(loader)] == ["loaded", "idle"]
+    assert len(copies) == 1
+    if backend.supports_rows:
+        assert set(backend.stored()) == {event_id(1), event_id(2), event_id(3)}
+        assert [l[3] for l in backend.loads()] == [2, 2]

@@ -36,12 +36,12 @@ REC_COLS = ("s3_key, target_table, load_id, stream, shard_id, first_sequence, "
             "staged_at, loaded_at, transform_version, generation")
 ROW13 = "(" + ", ".join(["%s"] * 15) + ")"  # one loaded_files row
 
-GOLDEN = [
+GUARD = ("SELECT s3_key, load_id FROM loaded_files WHERE target_table = %s AND "
+         "loaded_at >= %s AND s3_key IN (%s, %s)")
+# The COPY's own transaction: only the staging table (a temporary table of the session)
+GOLDEN_COPY = [
     "BEGIN",
-    "UPDATE load_fence SET lease_token = %s, load_id = %s, updated_at = %s "
-    "WHERE target_table = %s AND lease_token <= %s",
-    "SELECT s3_key, load_id FROM loaded_files WHERE target_table = %s AND loaded_at >= %s "
-    "AND s3_key IN (%s, %s)",
+    GUARD,
     f"CREATE TEMP TABLE {STAGE} (LIKE page_views INCLUDING DEFAULTS)",
     f"COPY {STAGE} ({COLS}) FROM 's3://bucket-x/pfx/manifests/page_views/L1.manifest' "
     f"IAM_ROLE '{IAM_ROLE}' MANIFEST REGION 'eu-west-1' FORMAT AS CSV DELIMITER ',' "
@@ -49,6 +49,14 @@ GOLDEN = [
     "STATUPDATE OFF COMPUPDATE OFF",
     f"SELECT COUNT(*) FROM {STAGE}",
     f"SELECT MIN(occurred_at), MAX(occurred_at) FROM {STAGE}",
+    "COMMIT",
+]
+# then the short merge: its snapshot is taken at the fence, after the COPY
+GOLDEN = [
+    "BEGIN",
+    "UPDATE load_fence SET lease_token = %s, load_id = %s, updated_at = %s "
+    "WHERE target_table = %s AND lease_token <= %s",
+    GUARD,
     f"DELETE FROM {STAGE} USING page_views WHERE {STAGE}.event_id = page_views.event_id "
     "AND page_views.occurred_at BETWEEN %s AND %s",
     f"INSERT INTO page_views ({COLS}, loaded_at, transform_version) SELECT {COLS}, %s, %s "
@@ -101,6 +109,8 @@ def test_golden_statement_sequence():
     result = rig.loader.step()
     assert result.state == "loaded"
     assert rig.load_transaction() == GOLDEN
+    txs = rig.wh.transactions()
+    assert txs[txs.index(GOLDEN) - 1] == GOLDEN_COPY
     # before it: the fence row made once, and the reconcile read (no ledger in the warehouse)
     first = [s for tx in rig.wh.transactions()[:2] for s in tx]
     assert any(s.startswith("INSERT INTO load_fence") for s in first)
@@ -140,8 +150,8 @@ def test_record_loads_fence_and_window_parameters():
     params = dict(rig.wh.statements)
     token = rig.loader.token
     assert params[GOLDEN[1]][0] == token and params[GOLDEN[1]][3:] == ("page_views", token)
-    assert params[GOLDEN[7]] == (T0 - timedelta(seconds=600), T0 + timedelta(seconds=600))
-    load_row = params[GOLDEN[10]]
+    assert params[GOLDEN[3]] == (T0 - timedelta(seconds=600), T0 + timedelta(seconds=600))
+    load_row = params[GOLDEN[6]]
     assert load_row[:8] == ("L1", "page_views", "pfx/manifests/page_views/L1.manifest", 2, 200,
                             4, 3, token)
     assert (result.rows_copied, result.rows_inserted) == (4, 3)
@@ -334,3 +344,26 @@ def test_stl_load_errors_filename_and_line_find_the_staged_file():
                    combined=frozenset({"x"}), members=((files[0],),))
     url = f"s3://b/{'q' * 245}/0000.csv.gz"
     assert cut.locate(url[:256], 1) is files[0]  # cut in ".csv.gz": still only one
+
+
+def test_a_merge_that_conflicts_runs_again_without_the_copy():
+    """A serialization conflict (PostgreSQL 40001, Redshift 1023) in the merge, here at its
+    COMMIT: the merge runs again on the same session from the staging table; one COPY."""
+    rig = two_files()
+    commit, failed = rig.wh.commit, []
+
+    def commit_once_failing():
+        if rig.wh._tx is not None and any(s.startswith("INSERT INTO loads")
+                                           for s in rig.wh.sql()[-3:]) and not failed:
+            failed.append(1)
+            rig.wh.rollback()
+            raise psycopg2.errors.SerializationFailure("could not serialize access")
+        commit()
+
+    rig.wh.commit = commit_once_failing
+    result = rig.loader.step()
+    assert result.state == "loaded" and failed == [1]
+    assert sum(s.startswith("COPY") for s in rig.wh.sql()) == 1
+    assert sum(s.startswith("UPDATE load_fence") for s in rig.wh.sql()) == 2
+    assert rig.wh.closed == 0  # the session (and its staging table) was kept
+    assert set(rig.wh.loaded) == {KEY_A, KEY_B} and len(rig.wh.loads) == 1
