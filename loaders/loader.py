@@ -12,7 +12,7 @@ load, pending files the warehouse record already holds are marked loaded from it
 (``reconcile``), and the load transaction itself refuses a file already in the record.
 
 One loader per table at a time: a lease in the control store (``LOADER_LEASE`` /
-table), fenced in the warehouse by the ``load_fence`` row the transaction updates with
+table), fenced in the warehouse by the table's fence row the merge transaction updates with
 its token. No table lock: readers of the target never wait for a load.
 
 One ``step()``:

@@ -13,10 +13,14 @@ is younger than the COPY, and a retention or GDPR ``DELETE`` or an ``ADD COLUMN`
 during the COPY is what the merge works on, under SNAPSHOT and SERIALIZABLE alike. A merge
 that fails on a serialization conflict is run again from the staging table, without the COPY.
 
-1. ``UPDATE load_fence SET lease_token = T ... WHERE target_table = X AND lease_token <= T``
-   must touch its one row: the fence. A loader whose lease (in the control store) was
-   taken over by a newer token cannot commit; two loaders at once conflict on this row
-   (PostgreSQL: the second waits, then re-checks; Redshift: one gets ERROR 1023).
+1. ``UPDATE load_fence_X SET lease_token = T ... WHERE target_table = X AND lease_token <= T``
+   must touch its one row: the fence, a table per target table (``fence_table``). A loader
+   whose lease (in the control store) was taken over by a newer token cannot commit: a
+   stale loader and the newer one of the same table queue on this table's write lock (held
+   to commit), and the later one then finds a newer token (or a serialization conflict,
+   after which it runs again and finds it) and is refused. Loaders of different tables write
+   different fence tables, so neither waits for the other's fence (Redshift's write locks
+   are per table: one shared fence table made every load wait for every other table's).
    No table lock: readers of the target never wait for a load.
 2. ``SELECT s3_key FROM loaded_files WHERE ... s3_key IN (...)`` must return nothing: a
    file the warehouse already holds (a loader killed after its commit, before the control
@@ -210,9 +214,14 @@ def _window(window_s: float) -> Callable[[dict], tuple]:
     return params
 
 
+def fence_table(table: str) -> str:
+    """The table's own fence table (``record.ensure_fence`` makes it)."""
+    return f"load_fence_{table}"
+
+
 def fence_step(table: str, token: int, load_id: str, now: datetime) -> Sql:
-    return Sql("fence", "UPDATE load_fence SET lease_token = %s, load_id = %s, updated_at = %s "
-                        "WHERE target_table = %s AND lease_token <= %s",
+    return Sql("fence", f"UPDATE {fence_table(table)} SET lease_token = %s, load_id = %s, "
+                        "updated_at = %s WHERE target_table = %s AND lease_token <= %s",
                (token, load_id, now, table, token), expect_rowcount=1,
                refusal=f"load fence of {table}: a loader with a lease token newer than "
                        f"{token} has loaded (our loader lease was taken over); load abandoned")

@@ -16,7 +16,8 @@ staging table is a temporary table of its transaction):
    connection of its own: the row survives the load's rollback, as Redshift's system table
    does) and answers with Redshift's error text, the transaction aborted.
 
-The loader's own SQL reaches PostgreSQL unchanged; only this query is answered here.
+The loader's own SQL reaches PostgreSQL unchanged but for this query, and for a write to a
+fence table, which first takes the table's write lock as Redshift does (``write``).
 """
 from __future__ import annotations
 
@@ -33,6 +34,9 @@ from typing import Any, Callable
 COPY_QUERY = re.compile(
     r"^\s*COPY\s+(?P<table>[\w\".]+)\s*\((?P<columns>[^)]*)\)\s+FROM\s+'(?P<url>(?:[^']|'')*)'"
     r"\s+IAM_ROLE\s+'(?:[^']|'')*'\s+(?P<options>.*?)\s*;?\s*$", re.I | re.S)
+# The loader's fence tables: their writes take Redshift's table write lock here (below)
+FENCE_WRITE = re.compile(r"^\s*(?:UPDATE|INSERT\s+INTO|DELETE\s+FROM)\s+(load_fence\w*)\b",
+                         re.I)
 FILENAME_CHARS = 256  # STL_LOAD_ERRORS.filename is CHAR(256)
 MAX_ROW_BYTES = 4 * 1024 * 1024  # "one input row may be at most 4 MB"
 CHUNK = 64 * 1024  # bytes per CopyData message
@@ -49,6 +53,12 @@ def is_copy_from_s3(text: bytes) -> bool:
     head = text[:64].lstrip().upper()
     return head.startswith(b"COPY ") and b" IAM_ROLE " in text.upper() \
         and COPY_QUERY.match(text.rstrip(b"\0").decode("utf-8", "replace")) is not None
+
+
+def fence_write(text: bytes) -> str | None:
+    """The fence table a simple-query text writes, if it is one (``RedshiftCopy.write``)."""
+    match = FENCE_WRITE.match(text[:200].decode("utf-8", "replace"))
+    return match.group(1) if match else None
 
 
 def message(kind: bytes, body: bytes) -> bytes:
@@ -147,6 +157,20 @@ class RedshiftCopy:
         replies = self._query("DO $$BEGIN RAISE EXCEPTION USING ERRCODE = 'XX000', MESSAGE = "
                               f"{literal(text).replace('$', '')}; END$$")
         self._forward(replies)
+
+    # -- Redshift's write locks ------------------------------------------------------------
+    def write(self, table: str, msg: bytes) -> None:
+        """Redshift's write locks are per table and held to commit ("COPY and INSERT
+        operations against the same table are held in a wait state until the lock is
+        released"); PostgreSQL locks rows. Take the table's lock first (conflicting with
+        itself, not with readers), then run the statement. Only the loader's fence tables
+        get this here, which is what shows two loads queueing on one fence."""
+        replies = self._query(f"LOCK TABLE {table} IN SHARE ROW EXCLUSIVE MODE")
+        if any(k == b"E" for k, _ in replies):
+            self._forward(replies)  # the transaction is aborted: the statement would fail too
+            return
+        self.send_server(msg)
+        self._forward(self._until_ready())
 
     # -- the COPY ------------------------------------------------------------------------
     def run(self, text: str) -> None:

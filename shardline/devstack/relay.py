@@ -16,9 +16,10 @@ sees the same latency. Extended-protocol commits (Parse 'P') are not recognised.
 ``shardline devstack up --warehouse redshift-like`` runs it as the ``pgrelay`` service and
 points ``SHARDLINE_WAREHOUSE_DSN`` at it. With ``--s3-endpoint-url`` it also answers
 Redshift's ``COPY ... FROM 's3://...' IAM_ROLE ...`` itself, failing the way Redshift does
-(``redshift_copy.py``), so the Redshift dialect runs against the stand-in. Only the startup and SSLRequest/GSSENCRequest
-messages come without a type byte; an SSL session (which the local cluster never offers)
-could not be parsed, and the relay then passes bytes through unchanged.
+(``redshift_copy.py``), so the Redshift dialect runs against the stand-in, and gives writes
+to the loader's fence tables Redshift's per-table write lock. Only the startup and
+SSLRequest/GSSENCRequest messages come without a type byte; an SSL session (which the local
+cluster never offers) could not be parsed, and the relay then passes bytes through unchanged.
 """
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ import time
 from collections import Counter
 from typing import Any, Callable
 
-from shardline.devstack.redshift_copy import RedshiftCopy, is_copy_from_s3
+from shardline.devstack.redshift_copy import RedshiftCopy, fence_write, is_copy_from_s3
 
 _LINGER_0 = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RST, not FIN
 _PROTOCOL_3 = 3 << 16
@@ -81,7 +82,8 @@ class CommitDelay:
             elif msg[:1] == b"Q" and _is_commit(msg[5:]):
                 delay = self.delay_s
                 self.on_commit()
-            elif msg[:1] == b"Q" and self.copies and is_copy_from_s3(msg[5:]):
+            elif msg[:1] == b"Q" and self.copies and (is_copy_from_s3(msg[5:])
+                                                      or fence_write(msg[5:])):
                 delay = EMULATE
             if out and not delay and not out[-1][0]:
                 out[-1] = (0.0, out[-1][1] + msg)
@@ -272,10 +274,15 @@ class TcpRelay:
         replies: queue.Queue[bytes] = queue.Queue()
         self._hijacked[link] = replies
         try:
-            RedshiftCopy(self.s3_endpoint_url, self.upstream,
-                         lambda data: self._send(link, server, data),
-                         lambda data: self._send(link, client, data),
-                         replies, delay.startup).run(msg[5:].rstrip(b"\0").decode())
+            redshift = RedshiftCopy(self.s3_endpoint_url, self.upstream,
+                                    lambda data: self._send(link, server, data),
+                                    lambda data: self._send(link, client, data),
+                                    replies, delay.startup)
+            fence = fence_write(msg[5:])
+            if fence is not None:
+                redshift.write(fence, msg)
+            else:
+                redshift.run(msg[5:].rstrip(b"\0").decode())
         except (queue.Empty, ConnectionError) as exc:
             raise OSError(f"redshift COPY: {exc}") from None
         finally:

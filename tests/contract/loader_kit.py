@@ -351,6 +351,7 @@ class PostgresBackend(Backend):
         # its COPY from S3 the way Redshift does (shardline/devstack/redshift_copy.py)
         self.dialect = {"warehouse.dialect": "redshift", "warehouse.iam_role": IAM_ROLE} \
             if target == "redshift-like" else {}
+        self.target = target
         self.bucket = env["SHARDLINE_S3_BUCKET"]
         self.store = store
         self.conn = pg_conn
@@ -378,8 +379,8 @@ class PostgresBackend(Backend):
         """Stage rows the warehouse will refuse (PostgreSQL refuses them for real)."""
         return self.stage(name, rows, **kw)
 
-    def loader(self, store: Any = None, **overrides: str) -> Loader:
-        return Loader(self.settings(**overrides), "page_views", s3=self.s3,
+    def loader(self, store: Any = None, table: str = "page_views", **overrides: str) -> Loader:
+        return Loader(self.settings(**overrides), table, s3=self.s3,
                       store=store or self.store)
 
     def query(self, sql: str, params: Any = None) -> list[tuple]:
@@ -450,7 +451,7 @@ class RedshiftBackend(Backend):
                                           "Invalid timestamp format or value")
         return entry
 
-    def loader(self, store: Any = None, **overrides: str) -> Loader:
+    def loader(self, store: Any = None, table: str = "page_views", **overrides: str) -> Loader:
         cfg = settings(**{"warehouse.dialect": "redshift", "warehouse.iam_role": IAM_ROLE,
                           "loader.combine_min_bytes": "0",  # combining: test_redshift_sql
                           **LOADER_DEFAULTS, **overrides})
@@ -459,7 +460,7 @@ class RedshiftBackend(Backend):
             self.load_no += 1
             return f"L{self.load_no}"
 
-        return Loader(cfg, "page_views", dialect=RedshiftDialect(IAM_ROLE), s3=self.s3,
+        return Loader(cfg, table, dialect=RedshiftDialect(IAM_ROLE), s3=self.s3,
                       connect=self.wh, clock=self.clock, load_id_factory=next_id,
                       store=store or self.store)
 
@@ -498,7 +499,7 @@ class RedshiftBackend(Backend):
                 r"L\d+\.manifest' IAM_ROLE '" + re.escape(IAM_ROLE) + r"' MANIFEST .*GZIP.*"
                 r"STATUPDATE OFF COMPUPDATE OFF$",
                 r"^SELECT MIN\(occurred_at\), MAX\(occurred_at\) FROM stage_\w+$",
-                r"^UPDATE load_fence SET lease_token = %s",
+                r"^UPDATE load_fence_page_views SET lease_token = %s",
                 r"^DELETE FROM (stage_\w+) USING page_views WHERE \1\.event_id = "
                 r"page_views\.event_id AND page_views\.occurred_at BETWEEN %s AND %s$",
                 r"^INSERT INTO page_views \(.*, loaded_at, transform_version\) SELECT .*, %s, %s "

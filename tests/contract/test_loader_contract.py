@@ -8,9 +8,12 @@ ledger (control store), the ``loads`` history and the ``loaded_files`` record.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from shardline.errors import ServiceUnavailable
-from tests.contract.loader_kit import SHARD0, SHARD1, event_id, page_view, seq
+from shardline.tables import PAGE_VIEWS
+from tests.contract.loader_kit import (SHARD0, SHARD1, STREAM, event_id, page_view, seq,
+                                       stage_file)
 
 
 def run_until_idle(loader, limit: int = 20) -> list:
@@ -332,3 +335,68 @@ def test_a_delete_committed_during_the_copy_is_what_the_merge_sees(backend):
     if backend.supports_rows:
         assert set(backend.stored()) == {event_id(1), event_id(2), event_id(3)}
         assert [l[3] for l in backend.loads()] == [2, 2]
+
+
+CLICKS_TABLE = """
+[tables.clicks]
+transform = "shardline.workers.transform:page_view"
+route = { type = ["click"] }
+dedup_key = ["event_id"]
+sort_key = "occurred_at"
+columns = [
+""" + "".join(f'  {{ name = "{c.name}", type = "{c.type}"'
+              f'{", not_null = true" if not c.nullable else ""} }},\n'
+              for c in PAGE_VIEWS.user_columns) + "]\n"
+
+
+def test_two_tables_load_at_once_each_behind_its_own_fence(backend, tmp_path):
+    """A clicks load while a page_views load holds its merge transaction open: each table
+    has a fence of its own, so the clicks load neither waits for page_views' fence (on
+    Redshift, and on the redshift-like stand-in, write locks are per table and held to
+    commit) nor for its COPY."""
+    import threading
+
+    from shardline import migrate, tables_file
+    from shardline.tables import DEFAULT_TABLES
+
+    path = tmp_path / "tables.toml"
+    default = (Path(tables_file.__file__).parent / "default_tables.toml").read_text()
+    path.write_text(default + CLICKS_TABLE)
+    tables = tables_file.load(str(path))
+    assert tables.names == [*DEFAULT_TABLES.names, "clicks"]
+    if backend.supports_rows:
+        migrate.migrate_tables(backend.conn, backend.target, tables)
+    backend.stage("pv", [page_view(1, 1)])
+    stage_file(backend.s3, backend.bucket, backend.store,
+               f"{backend.prefix}/staged/clicks/{STREAM}/{SHARD0}/c.csv.gz", [page_view(2, 2)],
+               table="clicks", staged_at=backend.next_time())
+    views = backend.loader(**{"tables.file": str(path)})
+    clicks = backend.loader(table="clicks", **{"tables.file": str(path)})
+    during: list = []
+    run = views.dialect.run
+
+    def merge_held_open(cur, steps, results=None):
+        out = run(cur, steps, results)
+        if any(s.name == "fence" for s in steps) and not during:
+            if backend.supports_rows:  # a clicks load meanwhile, on its own connection
+                worker = threading.Thread(target=lambda: during.append(clicks.step().state))
+                worker.start()
+                worker.join(8)
+                during.append("waited" if worker.is_alive() else "done")
+                if worker.is_alive():
+                    during.append(worker)
+            else:
+                during.append(clicks.step().state)
+        return out
+
+    views.dialect.run = merge_held_open
+    assert views.step().state == "loaded"
+    for waiting in during[2:]:
+        waiting.join(30)
+    assert during[:2] in (["loaded", "done"], ["loaded"]), during
+    if backend.supports_rows:
+        assert backend.query("SELECT event_id FROM clicks") == [(event_id(2),)]
+        assert set(backend.stored()) == {event_id(1)}
+    else:
+        fences = [s.split()[1] for s in backend.wh.sql() if s.startswith("UPDATE load_fence")]
+        assert sorted(set(fences)) == ["load_fence_clicks", "load_fence_page_views"]

@@ -54,7 +54,8 @@ GOLDEN_COPY = [
 # then the short merge: its snapshot is taken at the fence, after the COPY
 GOLDEN = [
     "BEGIN",
-    "UPDATE load_fence SET lease_token = %s, load_id = %s, updated_at = %s "
+    # the table's own fence: a load of another table never waits for it
+    "UPDATE load_fence_page_views SET lease_token = %s, load_id = %s, updated_at = %s "
     "WHERE target_table = %s AND lease_token <= %s",
     GUARD,
     f"DELETE FROM {STAGE} USING page_views WHERE {STAGE}.event_id = page_views.event_id "
