@@ -400,3 +400,36 @@ def test_two_tables_load_at_once_each_behind_its_own_fence(backend, tmp_path):
     else:
         fences = [s.split()[1] for s in backend.wh.sql() if s.startswith("UPDATE load_fence")]
         assert sorted(set(fences)) == ["load_fence_clicks", "load_fence_page_views"]
+
+
+def test_migrate_drops_a_declared_key_an_earlier_release_made(backend):
+    """page_views (migration 005) and a tables-file table made with a primary key by an
+    earlier release: migrate leaves no unique key, and a plain index on the key."""
+    if not backend.supports_rows:  # the SQL text: tests/unit/test_redshift_sql.py
+        return
+    from shardline import ddl, migrate, tables_file
+
+    keys = "SELECT constraint_type FROM information_schema.table_constraints WHERE " \
+           "table_schema = current_schema() AND table_name = %s AND constraint_type IN " \
+           "('PRIMARY KEY', 'UNIQUE')"
+    assert backend.query(keys, ("page_views",)) == []
+    tables = tables_file.parse(
+        "[tables.page_views]\ntransform = \"shardline.workers.transform:page_view\"\n"
+        "route = \"default\"\ndedup_key = [\"event_id\"]\ncolumns = [\n"
+        "  { name = \"event_id\", type = \"char(36)\", not_null = true },\n]\n"
+        "[tables.taps]\ntransform = \"m:f\"\nroute = { type = [\"tap\"] }\ncolumns = [\n"
+        "  { name = \"target\", type = \"varchar(64)\", not_null = true },\n]\n")
+    old = ddl.create_table(tables["taps"], "redshift-like")[0].replace(
+        "transform_version VARCHAR(64)\n)",
+        "transform_version VARCHAR(64),\n    PRIMARY KEY (shard_id, sequence_number, "
+        "sub_sequence_number)\n)")
+    backend.execute(old)
+    assert backend.query(keys, ("taps",)) == [("PRIMARY KEY",)]
+    changes = migrate.migrate_tables(backend.conn, backend.target, type(tables)(
+        (tables["taps"],)))
+    backend.conn.autocommit = True
+    assert [c.action for c in changes] == ["drop_key"]
+    assert backend.query(keys, ("taps",)) == []
+    if backend.target == "postgres":
+        assert backend.query("SELECT indexname FROM pg_indexes WHERE schemaname = "
+                             "current_schema() AND tablename = 'taps'") == [("taps_position",)]

@@ -368,3 +368,20 @@ def test_a_merge_that_conflicts_runs_again_without_the_copy():
     assert sum(s.startswith("UPDATE load_fence") for s in rig.wh.sql()) == 2
     assert rig.wh.closed == 0  # the session (and its staging table) was kept
     assert set(rig.wh.loaded) == {KEY_A, KEY_B} and len(rig.wh.loads) == 1
+
+
+@pytest.mark.parametrize("target", ["redshift", "postgres"])
+def test_no_declared_key_on_new_tables_and_migrate_drops_the_old_ones(target):
+    """The dedup key is unique within the dedup window only: Redshift's planner would trust a
+    declared key, PostgreSQL would fail every load over one re-sent id. New tables declare
+    none; migration 005 drops page_views' (and the old fence's on Redshift)."""
+    from shardline import ddl, migrate
+    from shardline.tables import PAGE_VIEWS
+
+    assert not any("PRIMARY KEY" in s or "UNIQUE" in s
+                   for s in ddl.create_table(PAGE_VIEWS, target))
+    path = next(p for _, n, p in migrate.migrations() if n == "005_no_unguaranteed_keys")
+    sql = migrate.render(path.read_text(), target)
+    assert any(s.startswith("ALTER TABLE page_views DROP CONSTRAINT") and "page_views_pkey" in s
+               for s in sql)
+    assert migrate.render(path.read_text(), "redshift-like") == []  # it never had one
