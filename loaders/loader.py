@@ -401,7 +401,11 @@ class Loader:
             try:
                 copied = self._run_tx(plan.copy, results)
             except LoadFailed as exc:
-                if getattr(exc, "step", None) == "copy":
+                if getattr(exc, "step", None) == "count":
+                    self.metrics.mismatches.inc()
+                    log.error("ALERT row count mismatch: %s (files: %s)", exc, ", ".join(
+                        manifest.object_url(e) for e in manifest.entries[:20]))
+                if getattr(exc, "step", None) in ("copy", "count"):
                     self._copy_failed(log, manifest, str(exc), started)
                 raise
         outcome = self._merge(log, plan, results)

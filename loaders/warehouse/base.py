@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any, Iterable
 
 from shardline.errors import LoadFailed
-from shardline.loaders.warehouse.plan import CopyManifest, Manifest, Refused, Step
+from shardline.loaders.warehouse.plan import CheckRows, CopyManifest, Manifest, Refused, Step
 from shardline.workers.ledger import StagedFile
 
 
@@ -64,7 +64,14 @@ class Dialect(abc.ABC):
         return out
 
     def _run_step(self, cur: Any, step: Step, results: dict, out: PlanResult) -> None:
-        if isinstance(step, CopyManifest):
+        if isinstance(step, CheckRows):
+            copied = int(results.get("rows_copied", 0))
+            if copied != step.expected:
+                exc = LoadFailed(f"COPY staged {copied} rows, but the ledger counts "
+                                 f"{step.expected} in these files: not loading them")
+                exc.step = "count"  # the loader alerts, and narrows it down to its file
+                raise exc
+        elif isinstance(step, CopyManifest):
             try:
                 self.copy(cur, step)
             except LoadFailed as exc:

@@ -31,7 +31,8 @@ that fails on a serialization conflict is run again from the staging table, with
 4. COPY the manifest's files into ``stage_x`` (the dialect's own step), naming the files'
    column list (``StagedFile.column_list``: a load takes files of one list), so files
    staged before an ``ADD COLUMN`` load with the new column at its default (or NULL).
-5. ``SELECT COUNT(*)`` (rows copied) and ``MIN/MAX(sort key)`` of ``stage_x``.
+5. ``SELECT COUNT(*)`` (rows copied), which must equal the files' row counts in the ledger
+   (``CheckRows``: else the load fails), and ``MIN/MAX(sort key)`` of ``stage_x``.
 6. ``DELETE FROM stage_x USING target WHERE <key equal> AND target.<sort key> BETWEEN
    min - window AND max + window``: drop rows already stored. The range predicate on the
    sort key is what Redshift's zone maps (a BRIN index locally) prune, so the cost follows
@@ -182,7 +183,17 @@ class CopyManifest:
     manifest: Manifest
 
 
-Step = Sql | CopyManifest
+@dataclass(frozen=True)
+class CheckRows:
+    """The rows COPY staged (``rows_copied``) must be the rows the ledger counts in the
+    files: a gzip member COPY did not read, or a CSV misparse, must fail the load, not lose
+    or invent rows silently."""
+
+    name: str
+    expected: int
+
+
+Step = Sql | CopyManifest | CheckRows
 
 
 @dataclass(frozen=True)
@@ -355,6 +366,7 @@ def build_plan(spec: TableSpec, *, load_id: str, stage_table: str, manifest: Man
             CopyManifest("copy", stage_table, staged, manifest),
             Sql("count_staged", f"SELECT COUNT(*) FROM {stage_table}",
                 result="rows_copied", fetch="one"),
+            CheckRows("check_rows", sum(e.row_count for e in entries)),
         ]
         if spec.sort_key:
             sk = spec.sort_key

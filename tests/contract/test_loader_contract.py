@@ -433,3 +433,42 @@ def test_migrate_drops_a_declared_key_an_earlier_release_made(backend):
     if backend.target == "postgres":
         assert backend.query("SELECT indexname FROM pg_indexes WHERE schemaname = "
                              "current_schema() AND tablename = 'taps'") == [("taps_position",)]
+
+
+def test_copy_staging_another_row_count_than_the_ledger_fails_the_load(backend, caplog):
+    """COPY read fewer rows than the ledger counts (a gzip member skipped, a CSV misparse):
+    the load fails with both numbers and an alert (log line and metric) instead of loading
+    what it read; then, as for a failed COPY, the file is found and quarantined alone."""
+    from prometheus_client import REGISTRY
+
+    from tests.contract.loader_kit import csv_gz
+
+    def mismatches() -> float:
+        return REGISTRY.get_sample_value("shardline_loader_row_count_mismatches_total",
+                                         {"table": "page_views"}) or 0.0
+
+    good = backend.stage("good", [page_view(1, 1)])
+    short = backend.stage("short", [page_view(2, 2), page_view(3, 3), page_view(4, 4)])
+    backend.s3.put_object(Bucket=backend.bucket, Key=short.s3_key,
+                          Body=csv_gz([page_view(2, 2), page_view(3, 3)]))
+    loader = backend.loader(**{"loader.quarantine_after": "2"})
+    before = mismatches()
+    with caplog.at_level(logging.INFO, logger="shardline"):
+        r = loader.step()
+    assert r.state == "failed"
+    assert "COPY staged 3 rows, but the ledger counts 4" in str(r.error)
+    assert "ALERT row count mismatch" in caplog.text and mismatches() == before + 1
+    assert backend.ledger() == {good.s3_key: ("pending", None), short.s3_key: ("pending", None)}
+    assert backend.loads() == [] and backend.record() == {}
+    if backend.supports_rows:
+        assert backend.stored() == {}
+    states = []
+    for _ in range(10):
+        loader.retry_at = 0.0  # skip the backoff
+        states.append(loader.step().state)
+        if states[-1] == "idle":
+            break
+    assert backend.ledger()[short.s3_key] == ("quarantined", None)
+    assert backend.ledger()[good.s3_key][0] == "loaded"
+    if backend.supports_rows:
+        assert set(backend.stored()) == {event_id(1)}
