@@ -231,6 +231,9 @@ class Loader:
         now = self.clock()
         self.last_load_id = None
         if now < self.retry_at:
+            if self.token is not None:  # a backoff longer than the lease must not lose it
+                with contextlib.suppress(LeaseHeld, LeaseLost, RetriableError):
+                    self.hold_lease()
             return StepResult("backoff", self.retry_at - now)
         try:
             if not self.hold_lease():
@@ -278,7 +281,9 @@ class Loader:
             while not stop.is_set():
                 result = self.step()
                 if result.wait_s > 0:
-                    stop.wait(result.wait_s)
+                    # a backoff is waited in steps that renew the lease: one longer than the
+                    # lease's TTL would hand the table to another loader to fail on
+                    stop.wait(min(result.wait_s, lc.lease_ttl_s / 4))
         finally:
             self.release()
             self.close()
@@ -408,7 +413,12 @@ class Loader:
                 if getattr(exc, "step", None) in ("copy", "count"):
                     self._copy_failed(log, manifest, str(exc), started)
                 raise
-        outcome = self._merge(log, plan, results)
+        try:
+            outcome = self._merge(log, plan, results)
+        except LoadFailed as exc:
+            if getattr(exc, "step", None) == "merge":  # the rows of some file: find it
+                self._copy_failed(log, manifest, str(exc), started)
+            raise
         outcome.timings = {**copied.timings, **outcome.timings}
         queryable_ms = int(self.clock() * 1000)
         self.isolate = False
@@ -457,6 +467,13 @@ class Loader:
                 return out
             except LoadFailed:
                 raise
+            except (psycopg2.DataError, psycopg2.IntegrityError) as exc:
+                # a value the target refuses (class 22/23: a check, NOT NULL, a type): the
+                # rows of some file, found and quarantined like a failed COPY's
+                failed = LoadFailed(self.dialect.redact(
+                    f"{type(exc).__name__}: {first_line(exc)}"))
+                failed.step = "merge" if any(s.name == "fence" for s in steps) else None
+                raise failed from None
             except psycopg2.extensions.TransactionRollbackError as exc:
                 failed = LoadFailed(self.dialect.redact(
                     f"{type(exc).__name__}: {first_line(exc)}"))
@@ -504,7 +521,9 @@ class Loader:
                              f"{first_line(exc)}") from None
 
     def _copy_failed(self, log: Any, manifest: Manifest, error: str, started: datetime) -> None:
-        """Count the failure against the file the dialect's details point at, else the file
+        """A failure of the files' rows (a failed COPY, a row count mismatch, a value the
+        target refuses in the merge): count it against the file the dialect's details point
+        at, else the file
         the error names (or, naming none, against the only file of an isolated load) in the
         control store; quarantine a file at ``loader.quarantine_after`` failures, however
         many loader processes made them."""

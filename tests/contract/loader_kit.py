@@ -173,6 +173,9 @@ class FakeWarehouse:
         self.load_errors: list[tuple] = []
         # s3 key -> its STL_LOAD_ERRORS row: a COPY whose manifest lists it fails as Redshift's
         self.bad_keys: dict[str, tuple] = {}
+        # s3 keys whose rows the target refuses at the merge's INSERT (a CHECK, say)
+        self.poison_keys: set[str] = set()
+        self.copied_keys: set[str] = set()  # the staging table's files
         self.copies = 76
         self.inserted = inserted
         self.closed = 0
@@ -259,6 +262,7 @@ class FakeWarehouse:
             url = re.search(r"FROM 's3://[^/]+/([^']+)'", flat).group(1)
             manifest = json.loads(self.s3.objects[url]) if self.s3 else {"entries": []}
             keys = [e["url"].split("/", 3)[3] for e in manifest["entries"]]
+            self.copied_keys = set(keys)
             if any(k in self.bad_keys for k in keys):
                 self.copies += 1  # each COPY is a query of its own in STL_LOAD_ERRORS
                 self.load_errors = [(self.copies, *self.bad_keys[k][1:]) for k in keys
@@ -273,6 +277,9 @@ class FakeWarehouse:
             return [(st["staged"],)], None
         if flat.startswith("SELECT MIN(occurred_at), MAX(occurred_at) FROM stage_"):
             return [(T0, T0)], None
+        if flat.startswith("INSERT INTO page_views") and self.copied_keys & self.poison_keys:
+            raise psycopg2.errors.CheckViolation(
+                'new row for relation "page_views" violates check constraint "no_poison"')
         if flat.startswith("INSERT INTO page_views") or flat.startswith("INSERT INTO "
                                                                          "position_table"):
             return [], self.inserted if self.inserted is not None else st["staged"]

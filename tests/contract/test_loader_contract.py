@@ -472,3 +472,70 @@ def test_copy_staging_another_row_count_than_the_ledger_fails_the_load(backend, 
     assert backend.ledger()[good.s3_key][0] == "loaded"
     if backend.supports_rows:
         assert set(backend.stored()) == {event_id(1)}
+
+
+def _step_until_idle(loader, limit: int = 40) -> list[str]:
+    """Step, skipping every backoff, until the loader is idle (then release its lease, as
+    ``run`` does on its way out); the states seen."""
+    states = []
+    for _ in range(limit):
+        loader.retry_at = 0.0
+        states.append(loader.step().state)
+        if states[-1] == "idle":
+            loader.release()  # the next loader of the scenario takes the table at once
+            return states
+    raise AssertionError(f"never idle: {states}")
+
+
+def test_a_value_the_target_refuses_is_narrowed_down_to_its_file(backend):
+    """A load that keeps failing after its COPY (here a CHECK on the target the staging
+    table does not have) is narrowed down to its file and quarantined like a failed COPY;
+    the other files load."""
+    files = [backend.stage(f"f{i}", [page_view(i * 2 + 1, i * 2 + 1),
+                                     page_view(i * 2 + 2, i * 2 + 2,
+                                               url="https://e.com/poison" if i == 1
+                                               else "https://e.com/ok")])
+             for i in range(4)]
+    if backend.supports_rows:
+        backend.execute("ALTER TABLE page_views ADD CONSTRAINT no_poison "
+                        "CHECK (url <> 'https://e.com/poison')")
+    else:
+        backend.wh.poison_keys.add(files[1].s3_key)
+    states = _step_until_idle(backend.loader(**{"loader.quarantine_after": "2"}))
+    assert backend.ledger()[files[1].s3_key] == ("quarantined", None), states
+    assert {backend.ledger()[f.s3_key][0] for f in files if f is not files[1]} == {"loaded"}
+    (q,) = backend.store.quarantined("page_views")
+    assert "no_poison" in q.error
+    if backend.supports_rows:
+        assert set(backend.stored()) == {event_id(n) for n in (1, 2, 5, 6, 7, 8)}
+
+
+def test_an_event_id_back_outside_the_dedup_window_never_stalls_the_table(backend):
+    """2,000 events stored with last week's occurred_at; 300 of their ids come back with
+    today's (a client re-using ids, a redrive, a replayed backup), then 2,000 fresh events.
+    Every fresh one lands, on every warehouse: the dedup key is unique within the dedup
+    window only, so a re-sent id outside it is stored again, the same everywhere
+    (docs/operations.md), and never fails a load."""
+    from datetime import timedelta
+
+    from tests.contract.loader_kit import T0
+
+    week_ago = T0 - timedelta(days=7)
+    old = [page_view(n, n, occurred_at=week_ago) for n in range(1, 2001)]
+    for part in range(4):
+        backend.stage(f"lastweek-{part}", old[part * 500:(part + 1) * 500])
+    assert set(_step_until_idle(backend.loader())) <= {"loaded", "idle"}
+    resent = [page_view(n, 10_000 + n) for n in range(1, 301)]  # today's occurred_at
+    fresh = [page_view(n, n, shard=SHARD1) for n in range(5001, 7001)]
+    backend.stage("resent", resent)
+    for part in range(4):
+        backend.stage(f"fresh-{part}", fresh[part * 500:(part + 1) * 500], shard=SHARD1)
+    states = _step_until_idle(backend.loader())
+    assert set(states) <= {"loaded", "idle"}, states
+    assert {s for s, _ in backend.ledger().values()} == {"loaded"}
+    if backend.supports_rows:
+        assert backend.query("SELECT count(*), count(DISTINCT event_id) FROM page_views") \
+            == [(4300, 4000)]  # the 300 re-sent ids are stored twice, as documented
+        stored = {r[0] for r in backend.query("SELECT event_id FROM page_views WHERE "
+                                              "shard_id = %s", (SHARD1,))}
+        assert stored == {event_id(n) for n in range(5001, 7001)}
