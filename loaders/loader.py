@@ -454,7 +454,7 @@ class Loader:
 
     def _run_tx(self, steps: Sequence[Step], results: dict[str, Any]) -> PlanResult:
         """Steps in one warehouse transaction; a SQL error is a ``LoadFailed`` naming it
-        (``serialization``: a conflict with a concurrent commit, worth running again)."""
+        (``SerializationConflict``: a conflict with a concurrent commit, worth running again)."""
         import psycopg2
 
         with self.warehouse.tx() as cur:
@@ -475,17 +475,14 @@ class Loader:
                 failed.step = "merge" if any(s.name == "fence" for s in steps) else None
                 raise failed from None
             except psycopg2.extensions.TransactionRollbackError as exc:
-                failed = LoadFailed(self.dialect.redact(
-                    f"{type(exc).__name__}: {first_line(exc)}"))
-                failed.serialization = True
-                raise failed from None
+                raise SerializationConflict(self.dialect.redact(
+                    f"{type(exc).__name__}: {first_line(exc)}")) from None
             except (psycopg2.OperationalError, psycopg2.InterfaceError):
                 raise
             except psycopg2.Error as exc:
-                failed = LoadFailed(self.dialect.redact(
-                    f"{type(exc).__name__}: {first_line(exc)}"))
-                failed.serialization = serialization_failure(exc)
-                raise failed from None
+                kind = SerializationConflict if serialization_failure(exc) else LoadFailed
+                raise kind(self.dialect.redact(
+                    f"{type(exc).__name__}: {first_line(exc)}")) from None
 
     def _merge(self, log: Any, plan: LoadPlan, results: dict[str, Any]) -> PlanResult:
         """The short merge transaction, run again (from the staging table, without the COPY)
@@ -495,7 +492,7 @@ class Loader:
             try:
                 return self._run_tx(plan.merge, results)
             except LoadFailed as exc:
-                if getattr(exc, "serialization", False) and attempt < MERGE_ATTEMPTS:
+                if isinstance(exc, SerializationConflict) and attempt < MERGE_ATTEMPTS:
                     log.warning("merge conflicted with a concurrent commit (%s); merging "
                                 "again from the staged rows (%d/%d)", exc, attempt,
                                 MERGE_ATTEMPTS)
@@ -562,6 +559,11 @@ class Loader:
         for line in details.lines:
             log.error("COPY error: %s", line)
         return details
+
+
+class SerializationConflict(LoadFailed):
+    """The transaction conflicted with a concurrent commit (PostgreSQL 40001, Redshift
+    1023): the same steps on a new snapshot may well succeed."""
 
 
 def serialization_failure(exc: BaseException) -> bool:

@@ -128,7 +128,7 @@ class Manifest:
     def objects(self) -> list[tuple[str, tuple[StagedFile, ...]]]:
         """What COPY reads, in manifest order: (URL, the staged files in it, in order)."""
         return [(f"s3://{self.bucket}/{key}", files)
-                for (key, _), files in zip(self.parts, self.members)] + [
+                for (key, _), files in zip(self.parts, self.members, strict=False)] + [
             (self.object_url(e), (e,)) for e in self.entries if e.s3_key not in self.combined]
 
     def locate(self, filename: str, line: int) -> StagedFile | None:

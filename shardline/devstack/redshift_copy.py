@@ -29,7 +29,7 @@ import queue
 import re
 import struct
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Callable
 
 COPY_QUERY = re.compile(
     r"^\s*COPY\s+(?P<table>[\w\".]+)\s*\((?P<columns>[^)]*)\)\s+FROM\s+'(?P<url>(?:[^']|'')*)'"

@@ -77,8 +77,8 @@ class CommitDelay:
                 self._typed = code == _PROTOCOL_3
                 if self._typed:
                     words = msg[8:].split(b"\0")
-                    self.startup = {k.decode(): v.decode() for k, v in zip(words[::2], words[1::2])
-                                    if k}
+                    pairs = zip(words[::2], words[1::2], strict=False)
+                    self.startup = {k.decode(): v.decode() for k, v in pairs if k}
             elif msg[:1] == b"Q" and _is_commit(msg[5:]):
                 delay = self.delay_s
                 self.on_commit()

@@ -334,7 +334,7 @@ def test_a_delete_committed_during_the_copy_is_what_the_merge_sees(backend):
     assert len(copies) == 1
     if backend.supports_rows:
         assert set(backend.stored()) == {event_id(1), event_id(2), event_id(3)}
-        assert [l[3] for l in backend.loads()] == [2, 2]
+        assert [load[3] for load in backend.loads()] == [2, 2]
 
 
 CLICKS_TABLE = """

@@ -13,13 +13,13 @@ from shardline.workers.transform import page_view
 from tests.unit.test_stage import enc, good_event, make_batch, make_job
 
 BIG = 70  # varchar(65535) columns: a row of them all full is over 4 MB
-TABLES = f"""
+TABLES = """
 [tables.wide]
 transform = "shardline.workers.transform:page_view"
 route = "default"
 dedup_key = ["code"]
 columns = [
-  {{ name = "code", type = "char(4)", not_null = true }},
+  { name = "code", type = "char(4)", not_null = true },
 """ + "".join(f'  {{ name = "v{i}", type = "varchar(65535)" }},\n' for i in range(BIG)) + "]\n"
 
 
