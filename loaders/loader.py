@@ -12,7 +12,7 @@ load, pending files the warehouse record already holds are marked loaded from it
 (``reconcile``), and the load transaction itself refuses a file already in the record.
 
 One loader per table at a time: a lease in the control store (``LOADER_LEASE`` /
-table), fenced in the warehouse by the ``load_fence`` row the transaction updates with
+table), fenced in the warehouse by the table's fence row the merge transaction updates with
 its token. No table lock: readers of the target never wait for a load.
 
 One ``step()``:
@@ -21,11 +21,13 @@ One ``step()``:
 2. reconcile if needed; ask the ledger what is pending (count, bytes, oldest) and let the
    pure ``LoadTrigger`` decide: load when ``>= loader.min_bytes`` or ``>= loader.min_files``
    are pending, or the oldest has waited ``>= loader.max_interval_s``;
-3. in ONE warehouse transaction: the plan (``shardline.loaders.warehouse.plan``): fence,
-   refuse already-loaded files, staging table, COPY, bounded dedup merge, the record;
-   commit; then ``mark_loaded`` in the control store.
+3. the plan (``shardline.loaders.warehouse.plan``) in two warehouse transactions: COPY into
+   a staging table of the session; then one short transaction from the fence: refuse
+   already-loaded files, bounded dedup merge, the record; commit; then ``mark_loaded`` in
+   the control store.
 
-A crash before the commit rolls everything back: the files stay ``pending``. A failed load
+A crash before the merge's commit leaves the target and the record as they were: the files
+stay ``pending`` (the staging table goes with the session). A failed load
 is logged with its reason and retried with exponential backoff; a file whose COPY failed
 ``loader.quarantine_after`` times (counted in the control store, so restarts do not reset
 it) is quarantined with its error (``shardline status``
@@ -55,10 +57,11 @@ from shardline.settings import LoaderSettings, Settings
 from shardline.tables import PRE_COLUMN_LIST, load_tables
 from shardline.records.ledger import StagedFile, e2e_observations
 from shardline.loaders.warehouse import combine, make_dialect, record
-from shardline.loaders.warehouse.base import Dialect
-from shardline.loaders.warehouse.plan import Manifest, Refused, build_plan
+from shardline.loaders.warehouse.base import CopyErrors, Dialect, PlanResult
+from shardline.loaders.warehouse.plan import LoadPlan, Manifest, Refused, Step, build_plan
 
 MAX_BACKOFF_S = 60.0
+MERGE_ATTEMPTS = 3  # a merge that conflicts with a concurrent commit is tried this often
 _IDENT = re.compile(r"[^a-z0-9]")
 # The loader lease's "stream" in the control store ('@' is never in a Kinesis stream name).
 LOADER_LEASE = "@loader"
@@ -175,6 +178,10 @@ class Warehouse:
     def tx(self) -> contextlib.AbstractContextManager[Any]:
         return transaction(self, "warehouse")
 
+    def commit(self) -> None:
+        """Commit the open transaction before ``tx()`` would (which then has nothing to do)."""
+        self._conn.commit()
+
     def close(self) -> None:
         if self._conn is not None:
             with contextlib.suppress(Exception):
@@ -224,6 +231,9 @@ class Loader:
         now = self.clock()
         self.last_load_id = None
         if now < self.retry_at:
+            if self.token is not None:  # a backoff longer than the lease must not lose it
+                with contextlib.suppress(LeaseHeld, LeaseLost, RetriableError):
+                    self.hold_lease()
             return StepResult("backoff", self.retry_at - now)
         try:
             if not self.hold_lease():
@@ -271,7 +281,9 @@ class Loader:
             while not stop.is_set():
                 result = self.step()
                 if result.wait_s > 0:
-                    stop.wait(result.wait_s)
+                    # a backoff is waited in steps that renew the lease: one longer than the
+                    # lease's TTL would hand the table to another loader to fail on
+                    stop.wait(min(result.wait_s, lc.lease_ttl_s / 4))
         finally:
             self.release()
             self.close()
@@ -349,7 +361,6 @@ class Loader:
     def load(self, reason: str = "requested") -> LoadResult | None:
         """One load transaction, then the ledger update; None when nothing is pending any
         more. Raises ``LoadFailed`` / ``ServiceUnavailable`` / ``Refused``."""
-        import psycopg2
 
         t0 = time.monotonic()
         started = utc(self.clock())
@@ -375,7 +386,8 @@ class Loader:
                                             self.table, load_id, groups)
                 manifest = dataclasses.replace(
                     manifest, parts=tuple(parts),
-                    combined=frozenset(e.s3_key for g in groups for e in g))
+                    combined=frozenset(e.s3_key for g in groups for e in g),
+                    members=tuple(tuple(g) for g in groups))
         log.info("loading %d files (%d bytes; transform %s%s) because %s%s", len(entries),
                  sum(e.byte_count for e in entries), first.transform_version or "unrecorded",
                  f"; reprocess {first.generation}: replacing their ranges"
@@ -388,21 +400,26 @@ class Loader:
                           finished_at=lambda: utc(self.clock()), lease_token=self.token or 0,
                           dedup_window_s=lc.dedup_window_s, replace=first.replaces,
                           transform_version=first.transform_version, columns=columns)
+        results: dict[str, Any] = {}  # what the copy found (row count, sort range), for the merge
+        copied = PlanResult()
+        if plan.copy:
+            try:
+                copied = self._run_tx(plan.copy, results)
+            except LoadFailed as exc:
+                if getattr(exc, "step", None) == "count":
+                    self.metrics.mismatches.inc()
+                    log.error("ALERT row count mismatch: %s (files: %s)", exc, ", ".join(
+                        manifest.object_url(e) for e in manifest.entries[:20]))
+                if getattr(exc, "step", None) in ("copy", "count"):
+                    self._copy_failed(log, manifest, str(exc), started)
+                raise
         try:
-            with self.warehouse.tx() as cur:
-                try:
-                    outcome = self.dialect.run(cur, plan)
-                except LoadFailed:
-                    raise
-                except (psycopg2.OperationalError, psycopg2.InterfaceError):
-                    raise
-                except psycopg2.Error as exc:
-                    raise LoadFailed(self.dialect.redact(
-                        f"{type(exc).__name__}: {first_line(exc)}")) from None
+            outcome = self._merge(log, plan, results)
         except LoadFailed as exc:
-            if getattr(exc, "step", None) == "copy":
-                self._copy_failed(log, manifest, str(exc))
+            if getattr(exc, "step", None) == "merge":  # the rows of some file: find it
+                self._copy_failed(log, manifest, str(exc), started)
             raise
+        outcome.timings = {**copied.timings, **outcome.timings}
         queryable_ms = int(self.clock() * 1000)
         self.isolate = False
         # The warehouse has committed; a kill here is what reconcile() repairs.
@@ -435,6 +452,58 @@ class Loader:
                  or "steps < 0.01s")
         return result
 
+    def _run_tx(self, steps: Sequence[Step], results: dict[str, Any]) -> PlanResult:
+        """Steps in one warehouse transaction; a SQL error is a ``LoadFailed`` naming it
+        (``SerializationConflict``: a conflict with a concurrent commit, worth running again)."""
+        import psycopg2
+
+        with self.warehouse.tx() as cur:
+            try:
+                out = self.dialect.run(cur, steps, results)
+                # committed here, not by tx(): a serialization failure at COMMIT is then a
+                # conflict to merge again, not a lost connection (the session and its
+                # staging table stay)
+                self.warehouse.commit()
+                return out
+            except LoadFailed:
+                raise
+            except (psycopg2.DataError, psycopg2.IntegrityError) as exc:
+                # a value the target refuses (class 22/23: a check, NOT NULL, a type): the
+                # rows of some file, found and quarantined like a failed COPY's
+                failed = LoadFailed(self.dialect.redact(
+                    f"{type(exc).__name__}: {first_line(exc)}"))
+                failed.step = "merge" if any(s.name == "fence" for s in steps) else None
+                raise failed from None
+            except psycopg2.extensions.TransactionRollbackError as exc:
+                raise SerializationConflict(self.dialect.redact(
+                    f"{type(exc).__name__}: {first_line(exc)}")) from None
+            except (psycopg2.OperationalError, psycopg2.InterfaceError):
+                raise
+            except psycopg2.Error as exc:
+                kind = SerializationConflict if serialization_failure(exc) else LoadFailed
+                raise kind(self.dialect.redact(
+                    f"{type(exc).__name__}: {first_line(exc)}")) from None
+
+    def _merge(self, log: Any, plan: LoadPlan, results: dict[str, Any]) -> PlanResult:
+        """The short merge transaction, run again (from the staging table, without the COPY)
+        after a serialization conflict with another session's commit. Whatever fails, the
+        session is closed: its staging table goes with it."""
+        for attempt in range(1, MERGE_ATTEMPTS + 1):
+            try:
+                return self._run_tx(plan.merge, results)
+            except LoadFailed as exc:
+                if isinstance(exc, SerializationConflict) and attempt < MERGE_ATTEMPTS:
+                    log.warning("merge conflicted with a concurrent commit (%s); merging "
+                                "again from the staged rows (%d/%d)", exc, attempt,
+                                MERGE_ATTEMPTS)
+                    continue
+                self.warehouse.close()
+                raise
+            except BaseException:
+                self.warehouse.close()
+                raise
+        raise AssertionError("unreachable")
+
     def columns_of(self, entry: StagedFile) -> tuple[str, ...]:
         """The file's CSV columns: recorded by its stage worker, or (a file staged before
         files recorded them) the columns that release staged."""
@@ -448,13 +517,17 @@ class Loader:
             raise LoadFailed(f"cannot write manifest s3://{manifest.bucket}/{manifest.key}: "
                              f"{first_line(exc)}") from None
 
-    def _copy_failed(self, log: Any, manifest: Manifest, error: str) -> None:
-        """Count the failure against the file it names (or, naming none, against the only
-        file of an isolated load) in the control store; quarantine a file at
-        ``loader.quarantine_after`` failures, however many loader processes made them."""
-        details = self._copy_error_details(log)
-        text = " ".join([error, *details])
-        named = [e for e in manifest.entries if manifest.object_url(e) in text]
+    def _copy_failed(self, log: Any, manifest: Manifest, error: str, started: datetime) -> None:
+        """A failure of the files' rows (a failed COPY, a row count mismatch, a value the
+        target refuses in the merge): count it against the file the dialect's details point
+        at, else the file
+        the error names (or, naming none, against the only file of an isolated load) in the
+        control store; quarantine a file at ``loader.quarantine_after`` failures, however
+        many loader processes made them."""
+        details = self._copy_error_details(log, manifest, started)
+        text = " ".join([error, *details.lines])
+        named = list(details.files) or [e for e in manifest.entries
+                                        if manifest.object_url(e) in text]
         if not named and len(manifest.entries) == 1:
             named = list(manifest.entries)
         if not named:
@@ -473,18 +546,31 @@ class Loader:
                               manifest.object_url(entry), n, reason)
                 self.isolate = False
 
-    def _copy_error_details(self, log: Any) -> list[str]:
-        """Redshift: after the rollback, STL_LOAD_ERRORS by pg_last_copy_id() (same session)."""
+    def _copy_error_details(self, log: Any, manifest: Manifest, started: datetime) -> CopyErrors:
+        """Redshift: after the rollback, this session's STL_LOAD_ERRORS rows, mapped to
+        staged files."""
         try:
             with self.warehouse.tx() as cur:
-                details = self.dialect.copy_error_details(cur)
+                details = self.dialect.copy_error_details(cur, manifest, started)
         except Exception as exc:  # diagnostics must never hide the load error itself
             log.warning("could not read the COPY error details: %s",
                         self.dialect.redact(first_line(exc)))
-            return []
-        for line in details:
+            return CopyErrors()
+        for line in details.lines:
             log.error("COPY error: %s", line)
         return details
+
+
+class SerializationConflict(LoadFailed):
+    """The transaction conflicted with a concurrent commit (PostgreSQL 40001, Redshift
+    1023): the same steps on a new snapshot may well succeed."""
+
+
+def serialization_failure(exc: BaseException) -> bool:
+    """A conflict with a concurrent transaction that a new snapshot resolves: PostgreSQL's
+    SQLSTATE 40001, Redshift's ERROR 1023 (serializable isolation violation)."""
+    return getattr(exc, "pgcode", None) == "40001" or \
+        "serializable isolation violation" in str(exc).lower()
 
 
 def default_owner() -> str:

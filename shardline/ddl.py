@@ -1,11 +1,13 @@
 """A tables file -> warehouse DDL for each target, and what ``migrate`` changes in a warehouse.
 
-Targets as in ``shardline.migrate``: ``postgres`` (plain: the dedup key enforced by a primary
-key, the Kinesis position by a unique index), ``redshift-like`` (the local stand-in: no index
-on a key, a BRIN index on the sort key playing zone maps) and ``redshift`` (DISTSTYLE,
-DISTKEY, COMPOUND SORTKEY; an informational primary key). For page_views of the default
-tables file this is, statement for statement, what ``sql/migrations/002_page_views.sql``
-makes (tests/unit/test_tables.py holds them equal), so existing warehouses stay valid.
+Targets as in ``shardline.migrate``: ``postgres`` (plain: plain indexes on the dedup key and
+the Kinesis position), ``redshift-like`` (the local stand-in: no index on a key, a BRIN index
+on the sort key playing zone maps) and ``redshift`` (DISTSTYLE, DISTKEY, COMPOUND SORTKEY).
+No target declares a key: the dedup key is unique only within the loader's dedup window, and
+Redshift's planner trusts declared keys. For page_views of the default tables file this is,
+statement for statement, what ``sql/migrations/002_page_views.sql`` makes as
+``005_no_unguaranteed_keys.sql`` leaves it (tests/unit/test_tables.py holds them equal), so
+existing warehouses stay valid.
 
 ``plan_changes`` compares a table with the warehouse's catalog (``information_schema``):
 a missing table is a CREATE TABLE; a column of the file the table lacks is an ``ALTER TABLE
@@ -70,8 +72,6 @@ def create_table(spec: TableSpec, target: str) -> list[str]:
         raise ValueError(f"unknown target {target!r}")
     key = spec.dedup_key or POSITION_KEY
     lines = [column_sql(c, target) for c in all_columns(spec)]
-    if target in ("postgres", "redshift"):  # enforced on PostgreSQL, informational on Redshift
-        lines.append(f"PRIMARY KEY ({', '.join(key)})")
     table = f"CREATE TABLE {spec.name} (\n    " + ",\n    ".join(lines) + "\n)"
     if target == "redshift":
         dist = f"DISTSTYLE {spec.dist_style.upper()}"
@@ -81,9 +81,10 @@ def create_table(spec: TableSpec, target: str) -> list[str]:
         if spec.sort_key:
             table += f" COMPOUND SORTKEY ({spec.sort_key})"
     out = [table]
-    if target == "postgres" and tuple(key) != POSITION_KEY:
-        out.append(f"CREATE UNIQUE INDEX {spec.name}_position ON {spec.name} "
-                   f"({', '.join(POSITION_KEY)})")
+    if target == "postgres":  # the merge's join, and a reprocess load's delete by position
+        for cols in dict.fromkeys((tuple(key), POSITION_KEY)):
+            name = "position" if cols == POSITION_KEY else "_".join(cols)
+            out.append(f"CREATE INDEX {spec.name}_{name} ON {spec.name} ({', '.join(cols)})")
     if target == "redshift-like":  # BRIN plays Redshift's zone maps: the sort key's, and
         # arrival_time's, which bounds a reprocess load's delete (sql/migrations/004)
         for col in dict.fromkeys(c for c in (spec.sort_key, "arrival_time") if c):
@@ -172,9 +173,51 @@ def plan_changes(spec: TableSpec, catalog: list[CatalogColumn] | None,
             for col in wanted if col.name not in have]
 
 
+def read_keys(cur: Any, table: str, target: str) -> list[str]:
+    """Statements that drop the unique keys a table of an earlier release declared: its
+    primary key (informational on Redshift, enforced on PostgreSQL) and, on PostgreSQL, its
+    unique indexes, each replaced by a plain index on the same columns."""
+    cur.execute("SELECT constraint_name FROM information_schema.table_constraints WHERE "
+                "table_schema = current_schema() AND table_name = %s AND constraint_type = "
+                "'PRIMARY KEY'", (table,))
+    out = [f"ALTER TABLE {table} DROP CONSTRAINT {name}" for (name,) in cur.fetchall()]
+    if target == "postgres":
+        cur.execute("SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = "
+                    "current_schema() AND tablename = %s AND indexdef LIKE 'CREATE UNIQUE %%'",
+                    (table,))
+        for name, definition in cur.fetchall():
+            if name.endswith("_pkey"):
+                continue  # the primary key's own index: dropped with it above
+            out += [f"DROP INDEX {name}",
+                    definition.replace("CREATE UNIQUE INDEX", "CREATE INDEX", 1)]
+        if out and out[0].startswith("ALTER TABLE"):
+            out += create_table_keys(table, cur)
+    return out
+
+
+def create_table_keys(table: str, cur: Any) -> list[str]:
+    """The plain index that replaces a dropped primary key (its columns, from the catalog)."""
+    cur.execute("SELECT kcu.column_name FROM information_schema.table_constraints tc JOIN "
+                "information_schema.key_column_usage kcu ON tc.constraint_name = "
+                "kcu.constraint_name AND tc.table_schema = kcu.table_schema WHERE "
+                "tc.table_schema = current_schema() AND tc.table_name = %s AND "
+                "tc.constraint_type = 'PRIMARY KEY' ORDER BY kcu.ordinal_position", (table,))
+    cols = [c for (c,) in cur.fetchall()]
+    if not cols:
+        return []
+    name = "position" if tuple(cols) == POSITION_KEY else "_".join(cols)
+    return [f"CREATE INDEX {table}_{name} ON {table} ({', '.join(cols)})"]
+
+
 def changes_for(cur: Any, specs: Iterable[TableSpec], target: str) -> list[Change]:
-    """Every table's changes against the connection's catalog (all checked before any)."""
+    """Every table's changes against the connection's catalog (all checked before any);
+    a table an earlier release made with a declared key gets it dropped (``read_keys``)."""
     out: list[Change] = []
     for spec in specs:
-        out += plan_changes(spec, read_catalog(cur, spec.name), target)
+        catalog = read_catalog(cur, spec.name)
+        out += plan_changes(spec, catalog, target)
+        if catalog is not None:
+            drops = read_keys(cur, spec.name, target)
+            if drops:
+                out.append(Change(spec.name, "drop_key", tuple(drops)))
     return out

@@ -41,7 +41,7 @@ from shardline import codec, csvformat, layout
 from shardline.logs import ContextLogger, get_logger
 from shardline.metrics.pipeline import StageMetrics
 from shardline.settings import Settings
-from shardline.tables import Tables, load_tables
+from shardline.tables import Tables, copy_row_check, load_tables
 from shardline.controlstore import ControlStore, open_store
 from shardline.records.ledger import StagedFile, arrival_sample
 from shardline.transforms import Event, Row
@@ -73,6 +73,23 @@ def refuse_null_marker(transform: Transform) -> Transform:
     return guarded
 
 
+def refuse_copy_rejects(transform: Transform,
+                        check: Callable[[dict], str | None] | None) -> Transform:
+    """A row Redshift's COPY would refuse (``tables.copy_row_check``) is a dead letter with
+    the reason, on every warehouse: with MAXERROR 0 it would fail its whole file."""
+    if check is None:
+        return transform
+
+    def guarded(event: dict) -> dict:
+        row = transform(event)
+        if isinstance(row, dict):
+            reason = check(row)
+            if reason is not None:
+                raise ValueError(reason)
+        return row
+    return guarded
+
+
 class StageJob:
     """The stage task: payload bytes -> staged objects + ledger row. One instance per worker
     process."""
@@ -92,6 +109,8 @@ class StageJob:
         self.archive = settings.s3.archive
         if settings.warehouse.dialect == "redshift":
             transforms = {name: refuse_null_marker(t) for name, t in transforms.items()}
+        transforms = {name: refuse_copy_rejects(t, copy_row_check(self.tables[name]))
+                      for name, t in transforms.items()}
         # The first table of the file is the batch's own: its ledger entry is always written
         # (0 rows: born loaded), last, and carries the batch's dead letters.
         self.spec = self.tables.tables[0]

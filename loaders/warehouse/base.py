@@ -5,10 +5,21 @@ from __future__ import annotations
 import abc
 import time
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from datetime import datetime
+from typing import Any, Iterable
 
 from shardline.errors import LoadFailed
-from shardline.loaders.warehouse.plan import CopyManifest, Refused, Step
+from shardline.loaders.warehouse.plan import CheckRows, CopyManifest, Manifest, Refused, Step
+from shardline.records.ledger import StagedFile
+
+
+@dataclass(frozen=True)
+class CopyErrors:
+    """What a dialect found out about a failed COPY after its rollback: lines to log, and the
+    staged files the errors point at (empty: the dialect cannot tell)."""
+
+    lines: tuple[str, ...] = ()
+    files: tuple[StagedFile, ...] = ()
 
 
 @dataclass
@@ -28,16 +39,19 @@ class Dialect(abc.ABC):
     def copy(self, cur: Any, step: CopyManifest) -> None:
         """Run the COPY; raise ``LoadFailed`` with a readable reason."""
 
-    def copy_error_details(self, cur: Any) -> list[str]:
-        """After a failed COPY and its rollback, in the same session: error rows to log."""
-        return []
+    def copy_error_details(self, cur: Any, manifest: Manifest, since: datetime) -> CopyErrors:
+        """After a failed COPY of ``manifest`` (a load started at ``since``, UTC) and its
+        rollback, in the same session: the error rows, and the files they point at."""
+        return CopyErrors()
 
     def redact(self, text: str) -> str:
         return text
 
-    def run(self, cur: Any, plan: Sequence[Step]) -> PlanResult:
-        """Execute the plan's steps in the caller's transaction."""
-        results: dict[str, Any] = {}
+    def run(self, cur: Any, plan: Iterable[Step], results: dict[str, Any] | None = None
+            ) -> PlanResult:
+        """Execute the steps in the caller's transaction; ``results`` carries what earlier
+        steps found (a load's copy transaction, to its merge)."""
+        results = {} if results is None else results
         out = PlanResult()
         for step in plan:
             t0 = time.perf_counter()
@@ -50,7 +64,14 @@ class Dialect(abc.ABC):
         return out
 
     def _run_step(self, cur: Any, step: Step, results: dict, out: PlanResult) -> None:
-        if isinstance(step, CopyManifest):
+        if isinstance(step, CheckRows):
+            copied = int(results.get("rows_copied", 0))
+            if copied != step.expected:
+                exc = LoadFailed(f"COPY staged {copied} rows, but the ledger counts "
+                                 f"{step.expected} in these files: not loading them")
+                exc.step = "count"  # the loader alerts, and narrows it down to its file
+                raise exc
+        elif isinstance(step, CopyManifest):
             try:
                 self.copy(cur, step)
             except LoadFailed as exc:

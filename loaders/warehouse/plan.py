@@ -1,13 +1,26 @@
 """ONE load plan for both warehouses; only its COPY step differs per dialect.
 
 ``build_plan`` turns "these ledger entries, this manifest, this table, this lease token"
-into a list of steps. Every step but the COPY is the same SQL text on PostgreSQL and
-Redshift (the subset both speak: no RETURNING, no ON CONFLICT, no ``= ANY``):
+into the steps of two transactions (``LoadPlan``). Every step but the COPY is the same SQL
+text on PostgreSQL and Redshift (the subset both speak: no RETURNING, no ON CONFLICT, no
+``= ANY``).
 
-1. ``UPDATE load_fence SET lease_token = T ... WHERE target_table = X AND lease_token <= T``
-   must touch its one row: the fence. A loader whose lease (in the control store) was
-   taken over by a newer token cannot commit; two loaders at once conflict on this row
-   (PostgreSQL: the second waits, then re-checks; Redshift: one gets ERROR 1023).
+The *copy* transaction: the already-loaded guard (step 2), then steps 3-5 into a temporary
+table of the session, committed. It touches no table another writer writes, however long
+the COPY takes. The *merge* transaction, short, then does steps 1, 2 and 6-9: it starts at
+the fence, so its snapshot (taken at its first statement, on Redshift as on PostgreSQL)
+is younger than the COPY, and a retention or GDPR ``DELETE`` or an ``ADD COLUMN`` committed
+during the COPY is what the merge works on, under SNAPSHOT and SERIALIZABLE alike. A merge
+that fails on a serialization conflict is run again from the staging table, without the COPY.
+
+1. ``UPDATE load_fence_X SET lease_token = T ... WHERE target_table = X AND lease_token <= T``
+   must touch its one row: the fence, a table per target table (``fence_table``). A loader
+   whose lease (in the control store) was taken over by a newer token cannot commit: a
+   stale loader and the newer one of the same table queue on this table's write lock (held
+   to commit), and the later one then finds a newer token (or a serialization conflict,
+   after which it runs again and finds it) and is refused. Loaders of different tables write
+   different fence tables, so neither waits for the other's fence (Redshift's write locks
+   are per table: one shared fence table made every load wait for every other table's).
    No table lock: readers of the target never wait for a load.
 2. ``SELECT s3_key FROM loaded_files WHERE ... s3_key IN (...)`` must return nothing: a
    file the warehouse already holds (a loader killed after its commit, before the control
@@ -18,7 +31,8 @@ Redshift (the subset both speak: no RETURNING, no ON CONFLICT, no ``= ANY``):
 4. COPY the manifest's files into ``stage_x`` (the dialect's own step), naming the files'
    column list (``StagedFile.column_list``: a load takes files of one list), so files
    staged before an ``ADD COLUMN`` load with the new column at its default (or NULL).
-5. ``SELECT COUNT(*)`` (rows copied) and ``MIN/MAX(sort key)`` of ``stage_x``.
+5. ``SELECT COUNT(*)`` (rows copied), which must equal the files' row counts in the ledger
+   (``CheckRows``: else the load fails), and ``MIN/MAX(sort key)`` of ``stage_x``.
 6. ``DELETE FROM stage_x USING target WHERE <key equal> AND target.<sort key> BETWEEN
    min - window AND max + window``: drop rows already stored. The range predicate on the
    sort key is what Redshift's zone maps (a BRIN index locally) prune, so the cost follows
@@ -52,7 +66,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from shardline import positions
 from shardline.errors import ConfigError, LoadFailed
@@ -60,6 +74,7 @@ from shardline.tables import POSITION_KEY, TableSpec
 from shardline.records.ledger import StagedFile
 
 IN_CHUNK = 500  # keys per "s3_key IN (...)" / rows per multi-row INSERT
+STL_FILENAME_CHARS = 256  # Redshift's STL_LOAD_ERRORS.filename is CHAR(256): longer URLs are cut
 
 # The merge keeps the first copy of an event: lowest shard, then Kinesis position.
 POSITION_ORDER = "shard_id, " + positions.order_by("sequence_number", "sub_sequence_number")
@@ -81,6 +96,17 @@ class Refused(LoadFailed):
 
 # -- manifests -----------------------------------------------------------------------
 
+def entry_at_line(entries: Sequence[StagedFile], line: int) -> tuple[StagedFile, int] | None:
+    """COPY's line ``line`` (1-based) of the concatenation of ``entries`` -> (the file, its
+    record number), from the ledger's row counts (one record per line)."""
+    seen = 0
+    for entry in entries:
+        if 0 < line <= seen + entry.row_count:
+            return entry, line - seen
+        seen += entry.row_count
+    return None
+
+
 @dataclass(frozen=True)
 class Manifest:
     bucket: str
@@ -90,6 +116,7 @@ class Manifest:
     # lists the parts plus the entries no part holds
     parts: tuple[tuple[str, int], ...] = ()
     combined: frozenset = frozenset()  # s3 keys of the entries inside the parts
+    members: tuple[tuple[StagedFile, ...], ...] = ()  # per part: its entries, in part order
 
     @property
     def url(self) -> str:
@@ -97,6 +124,24 @@ class Manifest:
 
     def object_url(self, entry: StagedFile) -> str:
         return f"s3://{self.bucket}/{entry.s3_key}"
+
+    def objects(self) -> list[tuple[str, tuple[StagedFile, ...]]]:
+        """What COPY reads, in manifest order: (URL, the staged files in it, in order)."""
+        return [(f"s3://{self.bucket}/{key}", files)
+                for (key, _), files in zip(self.parts, self.members, strict=False)] + [
+            (self.object_url(e), (e,)) for e in self.entries if e.s3_key not in self.combined]
+
+    def locate(self, filename: str, line: int) -> StagedFile | None:
+        """The staged file behind line ``line`` of the object ``filename`` names, as Redshift's
+        STL_LOAD_ERRORS gives it: the URL cut at CHAR(256), maybe a combined part's (whose
+        files' rows follow each other in the ledger's order and row counts)."""
+        name = filename.rstrip()
+        found = [files for url, files in self.objects() if url[:STL_FILENAME_CHARS] == name
+                 or (name and len(name) >= STL_FILENAME_CHARS and url.startswith(name))]
+        if len(found) != 1:  # unknown, or a cut so short it is ambiguous
+            return None
+        hit = entry_at_line(found[0], line)
+        return hit[0] if hit else (found[0][0] if len(found[0]) == 1 else None)
 
     def to_json(self) -> bytes:
         """Redshift manifest format (the contract): url, mandatory, meta.content_length."""
@@ -138,7 +183,32 @@ class CopyManifest:
     manifest: Manifest
 
 
-Step = Sql | CopyManifest
+@dataclass(frozen=True)
+class CheckRows:
+    """The rows COPY staged (``rows_copied``) must be the rows the ledger counts in the
+    files: a gzip member COPY did not read, or a CSV misparse, must fail the load, not lose
+    or invent rows silently."""
+
+    name: str
+    expected: int
+
+
+Step = Sql | CopyManifest | CheckRows
+
+
+@dataclass(frozen=True)
+class LoadPlan:
+    """A load's two transactions, in order. ``copy`` fills the staging table (a temporary
+    table of the session, so it outlives its transaction) and reads no table the loader does
+    not own; ``merge`` is short and starts at the fence, so its snapshot is taken after the
+    COPY: a DELETE or ADD COLUMN another session committed during the COPY is what the merge
+    sees, and a merge that must be retried does not redo the COPY."""
+
+    copy: tuple[Step, ...]
+    merge: tuple[Step, ...]
+
+    def __iter__(self) -> Iterator[Step]:
+        return iter((*self.copy, *self.merge))
 
 
 def _key_match(left: str, right: str, key: Sequence[str]) -> str:
@@ -155,9 +225,14 @@ def _window(window_s: float) -> Callable[[dict], tuple]:
     return params
 
 
+def fence_table(table: str) -> str:
+    """The table's own fence table (``record.ensure_fence`` makes it)."""
+    return f"load_fence_{table}"
+
+
 def fence_step(table: str, token: int, load_id: str, now: datetime) -> Sql:
-    return Sql("fence", "UPDATE load_fence SET lease_token = %s, load_id = %s, updated_at = %s "
-                        "WHERE target_table = %s AND lease_token <= %s",
+    return Sql("fence", f"UPDATE {fence_table(table)} SET lease_token = %s, load_id = %s, "
+                        "updated_at = %s WHERE target_table = %s AND lease_token <= %s",
                (token, load_id, now, table, token), expect_rowcount=1,
                refusal=f"load fence of {table}: a loader with a lease token newer than "
                        f"{token} has loaded (our loader lease was taken over); load abandoned")
@@ -261,7 +336,7 @@ def build_plan(spec: TableSpec, *, load_id: str, stage_table: str, manifest: Man
                finished_at: Callable[[], datetime], lease_token: int,
                dedup_window_s: float, replace: bool = False,
                transform_version: str | None = None,
-               columns: Sequence[str] | None = None) -> list[Step]:
+               columns: Sequence[str] | None = None) -> LoadPlan:
     """The load as a list of steps, the same on every warehouse (see the module doc).
 
     ``columns``: the staged files' column list (``StagedFile.columns``; every file of a
@@ -275,6 +350,7 @@ def build_plan(spec: TableSpec, *, load_id: str, stage_table: str, manifest: Man
     key = tuple(spec.dedup_key or POSITION_KEY)
     cols = ", ".join(staged)
     target = spec.name
+    copy: list[Step] = []
     steps: list[Step] = [fence_step(target, lease_token, load_id, started_at),
                          *already_loaded_steps(target, entries)]
     if not manifest.entries and replace:
@@ -282,18 +358,21 @@ def build_plan(spec: TableSpec, *, load_id: str, stage_table: str, manifest: Man
     if manifest.entries:  # only 0-row batches: no COPY
         dedup = f"DELETE FROM {stage_table} USING {target} " \
                 f"WHERE {_key_match(stage_table, target, key)}"
-        steps += [
+        # the guard first, so a file already loaded costs no COPY; the merge checks again
+        copy += [
+            *already_loaded_steps(target, entries),
             Sql("create_stage",
                 f"CREATE TEMP TABLE {stage_table} (LIKE {target} INCLUDING DEFAULTS)"),
             CopyManifest("copy", stage_table, staged, manifest),
             Sql("count_staged", f"SELECT COUNT(*) FROM {stage_table}",
                 result="rows_copied", fetch="one"),
+            CheckRows("check_rows", sum(e.row_count for e in entries)),
         ]
         if spec.sort_key:
             sk = spec.sort_key
+            copy.append(Sql("sort_range", f"SELECT MIN({sk}), MAX({sk}) FROM {stage_table}",
+                            result="sort_range", fetch="row"))
             steps += [
-                Sql("sort_range", f"SELECT MIN({sk}), MAX({sk}) FROM {stage_table}",
-                    result="sort_range", fetch="row"),
                 *(replace_steps(spec, entries, dedup_window_s) if replace else ()),
                 Sql("delete_existing", f"{dedup} AND {target}.{sk} BETWEEN %s AND %s",
                     _window(dedup_window_s)),
@@ -319,4 +398,4 @@ def build_plan(spec: TableSpec, *, load_id: str, stage_table: str, manifest: Man
                    r.get("rows_inserted", 0), lease_token, started_at, finished_at())))
     if manifest.entries:
         steps.append(Sql("drop_stage", f"DROP TABLE {stage_table}"))
-    return steps
+    return LoadPlan(tuple(copy), tuple(steps))

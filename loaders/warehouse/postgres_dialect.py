@@ -17,7 +17,7 @@ from shardline.errors import LoadFailed
 from shardline.records.ledger import StagedFile
 from shardline.lifecycle import first_line
 from shardline.loaders.warehouse.base import Dialect
-from shardline.loaders.warehouse.plan import CopyManifest, Manifest
+from shardline.loaders.warehouse.plan import CopyManifest, Manifest, entry_at_line
 
 
 class PostgresDialect(Dialect):
@@ -70,14 +70,9 @@ def _describe_pg_copy_error(exc: Any, entries: Sequence[StagedFile], manifest: M
     context = " ".join(line.strip() for line in text[1:])
     where = ""
     match = re.search(r"line (\d+)", context)
-    if match:
-        line = int(match.group(1))
-        seen = 0
-        for entry in entries:
-            if line <= seen + entry.row_count:
-                where = f" (record {line - seen} of {manifest.object_url(entry)})"
-                break
-            seen += entry.row_count
+    hit = entry_at_line(entries, int(match.group(1))) if match else None
+    if hit:
+        where = f" (record {hit[1]} of {manifest.object_url(hit[0])})"
     return f"COPY of {manifest.url} failed: {first}{where} [{context}]"
 
 

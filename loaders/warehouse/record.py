@@ -17,16 +17,23 @@ from typing import Any, Sequence
 
 from shardline.positions import position
 from shardline.records.ledger import StagedFile
-from shardline.loaders.warehouse.plan import IN_CHUNK
+from shardline.loaders.warehouse.plan import IN_CHUNK, fence_table
 
 CLOCK_SKEW = timedelta(hours=1)
 
 
 def ensure_fence(cur: Any, table: str, now: datetime) -> None:
-    """The table's fence row (``load_fence``), created once at loader start."""
-    cur.execute("INSERT INTO load_fence (target_table, lease_token, load_id, updated_at) "
-                "SELECT %s, 0, '', %s WHERE NOT EXISTS "
-                "(SELECT 1 FROM load_fence WHERE target_table = %s)", (table, now, table))
+    """The table's fence table and its one row, made at loader start (when the lease is
+    taken). Its first token is the one the shared ``load_fence`` table held for the table
+    (loaders of the release before fence tables of their own), so no older token lands."""
+    fence = fence_table(table)
+    cur.execute(f"CREATE TABLE IF NOT EXISTS {fence} (target_table VARCHAR(128) NOT NULL, "
+                "lease_token BIGINT NOT NULL, load_id VARCHAR(64) NOT NULL, "
+                "updated_at TIMESTAMP NOT NULL)")
+    cur.execute(f"INSERT INTO {fence} (target_table, lease_token, load_id, updated_at) "
+                "SELECT %s, (SELECT COALESCE(MAX(lease_token), 0) FROM load_fence WHERE "
+                f"target_table = %s), '', %s WHERE NOT EXISTS (SELECT 1 FROM {fence})",
+                (table, table, now))
 
 
 def loaded_by(cur: Any, table: str, entries: Sequence[StagedFile]) -> dict[str, str]:

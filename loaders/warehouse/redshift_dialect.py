@@ -1,18 +1,23 @@
 """Redshift: COPY straight from S3 through the manifest, authenticated by an IAM role.
 
 The role ARN is validated at start and never appears in a message or log line
-(``redact``); a failed COPY is explained from ``STL_LOAD_ERRORS`` afterwards.
+(``redact``); a failed COPY is explained from ``STL_LOAD_ERRORS`` afterwards, down to the
+staged file.
 """
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Any
 
 from shardline import csvformat
 from shardline.errors import ConfigError, LoadFailed
 from shardline.settings import iam_role_chain
 from shardline.lifecycle import first_line
-from shardline.loaders.warehouse.base import Dialect
-from shardline.loaders.warehouse.plan import CopyManifest
+from shardline.loaders.warehouse.base import CopyErrors, Dialect
+from shardline.loaders.warehouse.plan import CopyManifest, Manifest
+
+# STL times are the cluster's UTC clock, the load's start the loader's: allow for skew
+CLOCK_SKEW = timedelta(minutes=5)
 
 
 class RedshiftDialect(Dialect):
@@ -37,6 +42,7 @@ class RedshiftDialect(Dialect):
             raise ConfigError(f"aws.region {region!r} does not look like an AWS region")
         # REGION: the bucket's region, needed when it is not the cluster's (aws.region).
         self.region = region
+        self.reported: int | None = None  # the STL_LOAD_ERRORS query last explained
 
     def copy_sql(self, step: CopyManifest) -> str:
         url = step.manifest.url.replace("'", "''")
@@ -60,16 +66,34 @@ class RedshiftDialect(Dialect):
             raise LoadFailed(self.redact(f"COPY of {step.manifest.url} failed: "
                                          f"{first_line(exc)}")) from None
 
+    # This session's error rows since the load began. Not by pg_last_copy_id(): a COPY whose
+    # transaction rolled back does not update it, so it names an older COPY, or none.
     STL_LOAD_ERRORS = (
         "SELECT query, TRIM(filename), line_number, TRIM(colname), TRIM(type), "
         "TRIM(raw_field_value), err_code, TRIM(err_reason) FROM stl_load_errors "
-        "WHERE query = pg_last_copy_id() ORDER BY starttime, line_number LIMIT 20")
+        "WHERE session = pg_backend_pid() AND starttime >= %s "
+        "ORDER BY query DESC, line_number LIMIT 20")
 
-    def copy_error_details(self, cur: Any) -> list[str]:
-        cur.execute(self.STL_LOAD_ERRORS)
-        lines = []
-        for query, filename, line, col, kind, raw, code, reason in cur.fetchall():
+    def copy_error_details(self, cur: Any, manifest: Manifest, since: datetime) -> CopyErrors:
+        """The failed COPY's rows of STL_LOAD_ERRORS, each mapped to its staged file: the
+        error text names no file, and ``filename`` is the object COPY read (a combined part's
+        URL, cut at 256 characters), so the file is found from that URL and the line number
+        (``Manifest.locate``)."""
+        cur.execute(self.STL_LOAD_ERRORS, (since - CLOCK_SKEW,))
+        # the latest COPY of the session, unless an earlier failure already reported it (this
+        # COPY then failed before reading a row: an S3 error, say)
+        rows = [r for r in cur.fetchall() if self.reported is None or r[0] > self.reported]
+        last = max((r[0] for r in rows), default=None)
+        self.reported = last if last is not None else self.reported
+        lines, files = [], []
+        for query, filename, line, col, kind, raw, code, reason in rows:
+            if query != last:
+                continue
+            entry = manifest.locate(filename or "", int(line or 0))
+            if entry is not None and entry not in files:
+                files.append(entry)
             lines.append(self.redact(
                 f"stl_load_errors query={query} file={filename} line={line} column={col} "
-                f"type={kind} code={code} reason={reason!r} value={raw!r}"))
-        return lines
+                f"type={kind} code={code} reason={reason!r} value={raw!r}"
+                + (f" staged file={manifest.object_url(entry)}" if entry is not None else "")))
+        return CopyErrors(tuple(lines), tuple(files))

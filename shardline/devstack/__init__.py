@@ -8,13 +8,17 @@ directory (default ``.devstack/`` in the repository, git-ignored).
     shardline devstack status
     shardline devstack stop postgres; shardline devstack start postgres   # outage drills
     shardline devstack down      # stop exactly what ``up`` started
-    shardline devstack up --warehouse redshift-like [--commit-latency-ms 300]
+    shardline devstack up --warehouse redshift-like [--commit-latency-ms 300] \
+        [--isolation serializable|snapshot]
 
 PostgreSQL holds two databases: ``shardline`` (the warehouse) and ``shardline_control`` (the
 control store, see shardline.controlstore; moto serves the DynamoDB backend on the S3 port).
-``--warehouse redshift-like`` makes SERIALIZABLE the warehouse database's default and starts
-``pgrelay`` (relay.py), which holds every COMMIT back for the given latency, in front of it;
-``SHARDLINE_WAREHOUSE_DSN`` then points at the relay. The mode is kept in the state.
+``--warehouse redshift-like`` makes Redshift's isolation level the warehouse database's
+default (``--isolation``: SERIALIZABLE, or SNAPSHOT as REPEATABLE READ) and starts ``pgrelay``
+(relay.py), which holds every COMMIT back for the given latency, answers Redshift's COPY from
+S3 as Redshift does (redshift_copy.py) and gives the loader's fence tables Redshift's
+per-table write lock, in front of it; ``SHARDLINE_WAREHOUSE_DSN`` then points at the relay.
+The mode is kept in the state.
 
 ``dir/state.json`` records ports, PIDs (with their kernel start time, so a recycled PID
 is never mistaken for ours), the bucket and the PostgreSQL paths. A second ``up`` reuses

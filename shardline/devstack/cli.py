@@ -15,8 +15,8 @@ from pathlib import Path
 from shardline.cli.kit import CommandParser
 
 from .common import (
-    DEFAULT_BUCKET, DEFAULT_COMMIT_LATENCY_MS, DEFAULT_DIR, RELAY, SERVICES, WAREHOUSE_MODES,
-    DevstackError,
+    DEFAULT_BUCKET, DEFAULT_COMMIT_LATENCY_MS, DEFAULT_DIR, ISOLATIONS, RELAY, SERVICES,
+    WAREHOUSE_MODES, DevstackError,
 )  # fmt: skip
 from .stack import down, load, start_service, status, stop_service, up
 
@@ -58,6 +58,10 @@ def _parser() -> argparse.ArgumentParser:
     p_up.add_argument("--commit-latency-ms", type=int, default=None,
                       help=f"redshift-like: delay per COMMIT (default "
                            f"{DEFAULT_COMMIT_LATENCY_MS})")  # fmt: skip
+    p_up.add_argument("--isolation", choices=tuple(ISOLATIONS), default=None,
+                      help="redshift-like: the warehouse's default isolation, Redshift's "
+                           "serializable or snapshot (REPEATABLE READ; default: keep the "
+                           "stack's, else serializable)")  # fmt: skip
     sub.add_parser("down", parents=[dir_opt], help="stop the stack and delete its data")
     sub.add_parser("status", parents=[dir_opt], help="show pid, port, state per service")
     p_env = sub.add_parser("env", parents=[dir_opt],
@@ -80,7 +84,7 @@ def main(argv: list[str]) -> int:
     try:
         if args.command == "up":
             up(dir, bucket=args.bucket, warehouse=args.warehouse,
-               commit_latency_ms=args.commit_latency_ms)
+               commit_latency_ms=args.commit_latency_ms, isolation=args.isolation)
             _print_status(dir)
             print(f'\nexport the settings with: eval "$(shardline devstack env{_dir_arg(dir)})"',
                   file=sys.stderr)  # fmt: skip

@@ -34,6 +34,11 @@ Record = dict[str, Any]
 WAREHOUSE_MODES = ("postgres", "redshift-like")
 RELAY = "pgrelay"
 DEFAULT_COMMIT_LATENCY_MS = 300
+# Redshift's two isolation levels -> PostgreSQL's default_transaction_isolation for the
+# redshift-like warehouse: new clusters default to SNAPSHOT (PostgreSQL's REPEATABLE READ is
+# snapshot isolation), older ones to SERIALIZABLE; the load path must be right under both.
+ISOLATIONS = {"serializable": "serializable", "snapshot": "repeatable read"}
+DEFAULT_ISOLATION = "serializable"
 
 # Fake credentials: the emulators need some, real AWS must never see them.
 DUMMY_AWS_ENV = {

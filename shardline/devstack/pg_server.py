@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING
 import psycopg2
 
 from .common import (
-    CONTROL_DATABASE, DATABASE, HOST, PG_USER, START_TIMEOUT, DevstackError, Record, log,
+    CONTROL_DATABASE, DATABASE, DEFAULT_ISOLATION, HOST, ISOLATIONS, PG_USER, START_TIMEOUT,
+    DevstackError, Record, log,
 )  # fmt: skip
 from .procs import alive, record, require, tail, terminate
 
@@ -117,10 +118,12 @@ def check(port: int) -> None:
         cur.execute("SELECT 1")
 
 
-def ensure_database(port: int, redshift_like: bool = False) -> None:
+def ensure_database(port: int, redshift_like: bool = False,
+                    isolation: str = DEFAULT_ISOLATION) -> None:
     """The warehouse database and the control store's own; the warehouse's default
-    isolation is SERIALIZABLE when redshift-like (every Redshift transaction is), else
-    PostgreSQL's default. New sessions see the change; open ones keep theirs."""
+    isolation is Redshift's ``isolation`` (SERIALIZABLE, or SNAPSHOT as REPEATABLE READ)
+    when redshift-like, else PostgreSQL's default. New sessions see the change; open ones
+    keep theirs."""
     with contextlib.closing(_connect(port)) as conn:
         conn.autocommit = True
         with conn.cursor() as cur:
@@ -131,7 +134,7 @@ def ensure_database(port: int, redshift_like: bool = False) -> None:
                     log.info("created database %s", name)
             if redshift_like:
                 cur.execute(f'ALTER DATABASE "{DATABASE}" '
-                            "SET default_transaction_isolation = 'serializable'")
+                            f"SET default_transaction_isolation = '{ISOLATIONS[isolation]}'")
             else:
                 cur.execute(f'ALTER DATABASE "{DATABASE}" RESET default_transaction_isolation')
 

@@ -14,13 +14,17 @@ sees the same latency. Extended-protocol commits (Parse 'P') are not recognised.
         --commit-latency-ms 300
 
 ``shardline devstack up --warehouse redshift-like`` runs it as the ``pgrelay`` service and
-points ``SHARDLINE_WAREHOUSE_DSN`` at it. Only the startup and SSLRequest/GSSENCRequest
-messages come without a type byte; an SSL session (which the local cluster never offers)
-could not be parsed, and the relay then passes bytes through unchanged.
+points ``SHARDLINE_WAREHOUSE_DSN`` at it. With ``--s3-endpoint-url`` it also answers
+Redshift's ``COPY ... FROM 's3://...' IAM_ROLE ...`` itself, failing the way Redshift does
+(``redshift_copy.py``), so the Redshift dialect runs against the stand-in, and gives writes
+to the loader's fence tables Redshift's per-table write lock. Only the startup and
+SSLRequest/GSSENCRequest messages come without a type byte; an SSL session (which the local
+cluster never offers) could not be parsed, and the relay then passes bytes through unchanged.
 """
 from __future__ import annotations
 
 import argparse
+import queue
 import signal
 import socket
 import struct
@@ -30,17 +34,25 @@ import time
 from collections import Counter
 from typing import Any, Callable
 
+from shardline.devstack.redshift_copy import RedshiftCopy, fence_write, is_copy_from_s3
+
 _LINGER_0 = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RST, not FIN
 _PROTOCOL_3 = 3 << 16
 _COMMITS = {b"COMMIT", b"END", b"COMMIT WORK", b"COMMIT TRANSACTION", b"END WORK",
             b"END TRANSACTION"}
+# ``feed``'s wait for a message the relay answers itself (a Redshift COPY from S3)
+EMULATE = -1.0
 
 
 class CommitDelay:
-    """Per connection, client -> server: whole messages out, COMMIT/END delayed."""
+    """Per connection, client -> server: whole messages out, COMMIT/END delayed; with
+    ``copies``, a Redshift ``COPY ... FROM 's3://...'`` comes out alone with wait
+    ``EMULATE`` (redshift_copy.py runs it)."""
 
-    def __init__(self, delay_s: float, on_commit: Callable[[], None] = lambda: None):
-        self.delay_s, self.on_commit = delay_s, on_commit
+    def __init__(self, delay_s: float, on_commit: Callable[[], None] = lambda: None,
+                 copies: bool = False):
+        self.delay_s, self.on_commit, self.copies = delay_s, on_commit, copies
+        self.startup: dict[str, str] = {}  # the session's startup parameters (user, database)
         self._buf = bytearray()
         self._typed = False  # after the startup message every message has a type byte
         self._opaque = False  # an SSL/GSS session began: bytes we cannot read
@@ -63,9 +75,16 @@ class CommitDelay:
             if not self._typed and len(msg) >= 8:
                 code = int.from_bytes(msg[4:8], "big")
                 self._typed = code == _PROTOCOL_3
+                if self._typed:
+                    words = msg[8:].split(b"\0")
+                    pairs = zip(words[::2], words[1::2], strict=False)
+                    self.startup = {k.decode(): v.decode() for k, v in pairs if k}
             elif msg[:1] == b"Q" and _is_commit(msg[5:]):
                 delay = self.delay_s
                 self.on_commit()
+            elif msg[:1] == b"Q" and self.copies and (is_copy_from_s3(msg[5:])
+                                                      or fence_write(msg[5:])):
+                delay = EMULATE
             if out and not delay and not out[-1][0]:
                 out[-1] = (0.0, out[-1][1] + msg)
             elif out and not delay:
@@ -90,9 +109,14 @@ class TcpRelay:
     the client side, which counts the COMMITs in ``commits``."""
 
     def __init__(self, upstream: tuple[str, int], host: str = "127.0.0.1", port: int = 0,
-                 commit_delay_s: float = 0.0, count_commits: bool = False) -> None:
+                 commit_delay_s: float = 0.0, count_commits: bool = False,
+                 s3_endpoint_url: str = "") -> None:
         self.upstream = upstream
         self.commit_delay_s = commit_delay_s
+        # redshift-like: Redshift's COPY from S3 answered here (redshift_copy.py)
+        self.s3_endpoint_url = s3_endpoint_url
+        # per link: while the relay runs a COPY on the session, the server's bytes go here
+        self._hijacked: dict[tuple[socket.socket, socket.socket], queue.Queue[bytes]] = {}
         # count COMMITs even without a delay (bench/bench_commits.py: one relay per
         # component, so the commits of shardline's own sessions are told apart)
         self.count_commits = count_commits
@@ -168,8 +192,10 @@ class TcpRelay:
                 reset(client)
                 continue
             link = (client, upstream)
-            delay = CommitDelay(self.commit_delay_s, self._counted) \
-                if self.commit_delay_s > 0 or self.count_commits else None
+            delay = CommitDelay(self.commit_delay_s, self._counted,
+                                copies=bool(self.s3_endpoint_url)) \
+                if self.commit_delay_s > 0 or self.count_commits or self.s3_endpoint_url \
+                else None
             threads = [threading.Thread(target=self._pump, args=(link, src, dst, delay, up),
                                         daemon=True, name=f"tcp-relay-{self.port}-pump")
                        for src, dst, up in ((client, upstream, True), (upstream, client, False))]
@@ -210,15 +236,25 @@ class TcpRelay:
                     self._send(link, dst, data)
                 elif not client_side:
                     delay.server_said(data)
-                    self._send(link, dst, data)
+                    hijacked = self._hijacked.get(link)
+                    if hijacked is not None:
+                        hijacked.put(data)
+                    else:
+                        self._send(link, dst, data)
                 else:
                     for wait_s, chunk in delay.feed(data):
+                        if wait_s == EMULATE:
+                            self._emulate(link, src, dst, delay, chunk)
+                            continue
                         if wait_s:
                             time.sleep(wait_s)
                         self._send(link, dst, chunk)
         except OSError:
             self._kill(link)  # one side reset: reset the other
         finally:
+            hijacked = self._hijacked.get(link)
+            if hijacked is not None:
+                hijacked.put(b"")  # a COPY waiting for the server: the session is gone
             with self._lock:
                 self._live[link] -= 1
                 last = self._live[link] == 0
@@ -228,6 +264,29 @@ class TcpRelay:
             if last:
                 for s in link:
                     s.close()
+
+
+    def _emulate(self, link: tuple[socket.socket, socket.socket], client: socket.socket,
+                 server: socket.socket, delay: CommitDelay, msg: bytes) -> None:
+        """Run a Redshift COPY on the session; the client waits for its answer meanwhile
+        (psycopg2 sends nothing else until it has it), so the server's replies to what the
+        COPY sends can be taken out of the stream until it is done."""
+        replies: queue.Queue[bytes] = queue.Queue()
+        self._hijacked[link] = replies
+        try:
+            redshift = RedshiftCopy(self.s3_endpoint_url, self.upstream,
+                                    lambda data: self._send(link, server, data),
+                                    lambda data: self._send(link, client, data),
+                                    replies, delay.startup)
+            fence = fence_write(msg[5:])
+            if fence is not None:
+                redshift.write(fence, msg)
+            else:
+                redshift.run(msg[5:].rstrip(b"\0").decode())
+        except (queue.Empty, ConnectionError) as exc:
+            raise OSError(f"redshift COPY: {exc}") from None
+        finally:
+            del self._hijacked[link]
 
 
 def quietly(fn: Any, *args: Any) -> None:
@@ -252,10 +311,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--upstream", required=True, help="host:port of PostgreSQL")
     parser.add_argument("--commit-latency-ms", type=int, default=0)
+    parser.add_argument("--s3-endpoint-url", default="",
+                        help="answer Redshift's COPY ... FROM 's3://...' from this S3")
     args = parser.parse_args(argv)
     host, _, port = args.upstream.rpartition(":")
     relay = TcpRelay((host, int(port)), args.host, args.port,
-                     commit_delay_s=args.commit_latency_ms / 1000).start()
+                     commit_delay_s=args.commit_latency_ms / 1000,
+                     s3_endpoint_url=args.s3_endpoint_url).start()
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

@@ -17,7 +17,8 @@ from typing import Callable
 
 import shardline.devstack.pg_server as pg_server
 from .aws import probe_client
-from .common import HOST, KINESALITE_SCRIPT, RELAY, REPO_ROOT, DevstackError, Record, log
+from .common import (HOST, KINESALITE_SCRIPT, RELAY, REPO_ROOT, DevstackError, Record,
+                     http_url, log)
 from .procs import require, spawn, terminate
 from .state import StackInfo
 
@@ -106,13 +107,15 @@ def ensure_bucket(info: StackInfo) -> None:
 
 
 def _start_relay(state: Record) -> Record:
-    """The commit-latency relay in front of PostgreSQL (relay.py), as a process of its own."""
+    """The commit-latency relay in front of PostgreSQL (relay.py), as a process of its own;
+    it also answers Redshift's COPY from S3 out of the stack's S3 (redshift_copy.py)."""
     dir, port = Path(state["dir"]), state["ports"][RELAY]
     latency = state["warehouse"]["commit_latency_ms"]
     cmd = [sys.executable, "-m", "shardline.devstack.relay", "--port", str(port),
            "--upstream", f"{HOST}:{state['ports']['postgres']}",
-           "--commit-latency-ms", str(latency)]  # fmt: skip
-    return {**spawn(cmd, dir / f"{RELAY}.log"), "commit_latency_ms": latency}
+           "--commit-latency-ms", str(latency),
+           "--s3-endpoint-url", http_url(state["ports"]["s3"])]  # fmt: skip
+    return {**spawn(cmd, dir / f"{RELAY}.log"), "commit_latency_ms": latency, "copies": True}
 
 
 def _check_relay(port: int) -> None:

@@ -18,8 +18,8 @@ import shardline.devstack.pg_server as pg_server
 import shardline.devstack.services as services
 from .aws import warm_up_clients
 from .common import (
-    DEFAULT_BUCKET, DEFAULT_COMMIT_LATENCY_MS, DEFAULT_DIR, RELAY, SERVICES, START_TIMEOUT,
-    WAREHOUSE_MODES, DevstackError, Record, log,
+    DEFAULT_BUCKET, DEFAULT_COMMIT_LATENCY_MS, DEFAULT_DIR, DEFAULT_ISOLATION, ISOLATIONS, RELAY,
+    SERVICES, START_TIMEOUT, WAREHOUSE_MODES, DevstackError, Record, log,
 )  # fmt: skip
 from .procs import alive, wait_ready
 from .state import (
@@ -49,22 +49,29 @@ def _ensure_service(name: str, state: Record) -> bool:
     return True
 
 
-def _warehouse_mode(state: Record, mode: str | None, latency_ms: int | None) -> Record:
-    """The mode asked for, else the recorded one; latency defaults per mode."""
+def _warehouse_mode(state: Record, mode: str | None, latency_ms: int | None,
+                    isolation: str | None = None) -> Record:
+    """The mode asked for, else the recorded one; latency and isolation default per mode."""
     current = warehouse_of(state)
     mode = mode or current["mode"]
     if mode not in WAREHOUSE_MODES:
         raise DevstackError(f"unknown warehouse mode {mode!r}; modes: {', '.join(WAREHOUSE_MODES)}")
+    if isolation is not None and isolation not in ISOLATIONS:
+        raise DevstackError(f"unknown isolation {isolation!r}; choices: {', '.join(ISOLATIONS)}")
     if mode == "postgres":
         if latency_ms:
             raise DevstackError("a commit latency needs --warehouse redshift-like")
+        if isolation not in (None, DEFAULT_ISOLATION):
+            raise DevstackError("an isolation choice needs --warehouse redshift-like")
         return {"mode": mode, "commit_latency_ms": 0}
+    if isolation is None:
+        isolation = current["isolation"] if current["mode"] == mode else DEFAULT_ISOLATION
     if latency_ms is None:
         latency_ms = current["commit_latency_ms"] if current["mode"] == mode \
             else DEFAULT_COMMIT_LATENCY_MS
     if not 0 <= latency_ms <= 60_000:
         raise DevstackError(f"commit latency {latency_ms} ms is not within 0..60000")
-    return {"mode": mode, "commit_latency_ms": latency_ms}
+    return {"mode": mode, "commit_latency_ms": latency_ms, "isolation": isolation}
 
 
 def _ensure_relay(state: Record, timeout: float) -> None:
@@ -80,7 +87,8 @@ def _ensure_relay(state: Record, timeout: float) -> None:
     if RELAY not in state["ports"]:
         state["ports"][RELAY] = free_ports(1)[0]
     svc = state["services"].get(RELAY)
-    if svc and svc.get("commit_latency_ms") != wh["commit_latency_ms"]:
+    # a relay from before it answered Redshift's COPY is replaced too
+    if svc and (svc.get("commit_latency_ms") != wh["commit_latency_ms"] or not svc.get("copies")):
         services.stop(RELAY, state)
         state["services"][RELAY] = None
     if _ensure_service(RELAY, state):
@@ -95,6 +103,7 @@ def up(
     timeout: float = START_TIMEOUT,
     warehouse: str | None = None,
     commit_latency_ms: int | None = None,
+    isolation: str | None = None,
 ) -> StackInfo:
     """Start the stack under dir (or repair a running one) and wait until it answers.
 
@@ -102,7 +111,9 @@ def up(
     ones are picked free at the first `up` and kept in dir/state.json afterwards.
     warehouse: "postgres" or "redshift-like" (None: keep the recorded mode, else postgres);
     redshift-like makes SERIALIZABLE the warehouse database's default and puts the
-    ``pgrelay`` commit-latency relay (``commit_latency_ms``, default 300) in front of it.
+    ``pgrelay`` commit-latency relay (``commit_latency_ms``, default 300) in front of it;
+    ``isolation`` (redshift-like: "serializable" or "snapshot", None: keep the recorded one)
+    is the warehouse database's default isolation level.
     """
     began = time.monotonic()
     services.check_prerequisites()
@@ -116,7 +127,7 @@ def up(
                 f"the stack in {dir} uses ports {state['ports']}, not {clash}; run `down` first"
             )
         state["bucket"] = bucket
-        state["warehouse"] = _warehouse_mode(state, warehouse, commit_latency_ms)
+        state["warehouse"] = _warehouse_mode(state, warehouse, commit_latency_ms, isolation)
         write_state(dir, state)
 
         # Spawn the quick ones, set up postgres (blocking) meanwhile, then wait for all.
@@ -135,7 +146,8 @@ def up(
 
         info = info_from_state(state)
         services.ensure_bucket(info)
-        pg_server.ensure_database(info.pg_port, redshift_like=info.warehouse_mode != "postgres")
+        pg_server.ensure_database(info.pg_port, redshift_like=info.warehouse_mode != "postgres",
+                                 isolation=info.isolation)
     log.info("stack up in %s (%.2fs)", dir, time.monotonic() - began)
     return info
 

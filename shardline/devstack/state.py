@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, NamedTuple
 
 from .aws import boto_client
 from .common import (
-    CONTROL_DATABASE, DATABASE, DUMMY_AWS_ENV, HOST, PG_USER, RELAY, SERVICES, STATE_VERSION,
-    Record, address, http_url,
+    CONTROL_DATABASE, DATABASE, DEFAULT_ISOLATION, DUMMY_AWS_ENV, HOST, PG_USER, RELAY, SERVICES,
+    STATE_VERSION, Record, address, http_url,
 )  # fmt: skip
 
 if TYPE_CHECKING:  # botocore has no types here: Any to mypy, named for the reader
@@ -39,6 +39,7 @@ class StackInfo:
     warehouse_mode: str = "postgres"
     relay_port: int | None = None  # redshift-like: the commit-latency relay before PostgreSQL
     commit_latency_ms: int = 0
+    isolation: str = DEFAULT_ISOLATION  # redshift-like: serializable | snapshot
 
     @property
     def gearman_server(self) -> str:
@@ -76,7 +77,7 @@ class StackInfo:
     def describe_warehouse(self) -> str:
         if self.warehouse_mode == "postgres":
             return "warehouse: postgres"
-        return (f"warehouse: {self.warehouse_mode} (SERIALIZABLE by default, COMMIT +"
+        return (f"warehouse: {self.warehouse_mode} ({self.isolation.upper()} by default, COMMIT +"
                 f"{self.commit_latency_ms} ms via {RELAY} on {address(self.relay_port or 0)})")
 
     def env(self) -> dict[str, str]:
@@ -143,8 +144,10 @@ def service_names(state: Record) -> tuple[str, ...]:
 
 
 def warehouse(state: Record) -> Record:
-    """``{"mode": ..., "commit_latency_ms": ...}`` (stacks from before the modes: postgres)."""
-    return state.get("warehouse") or {"mode": "postgres", "commit_latency_ms": 0}
+    """``{"mode": ..., "commit_latency_ms": ..., "isolation": ...}`` (stacks from before the
+    modes: postgres; from before the isolation choice: serializable)."""
+    wh = state.get("warehouse") or {"mode": "postgres", "commit_latency_ms": 0}
+    return {"isolation": DEFAULT_ISOLATION, **wh}
 
 
 def info_from_state(state: Record) -> StackInfo:
@@ -160,6 +163,7 @@ def info_from_state(state: Record) -> StackInfo:
         warehouse_mode=wh["mode"],
         relay_port=ports.get(RELAY),
         commit_latency_ms=wh["commit_latency_ms"],
+        isolation=wh["isolation"],
     )
 
 

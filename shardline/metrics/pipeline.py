@@ -61,6 +61,9 @@ LOAD_SECONDS = Histogram("shardline_loader_load_seconds",
                          buckets=LOAD_BUCKETS)
 LOADS = Counter("shardline_loader_loads", "loads by outcome (loaded, failed)",
                 ["table", "outcome"])
+ROW_COUNT_MISMATCHES = Counter(
+    "shardline_loader_row_count_mismatches",
+    "loads refused because COPY staged another number of rows than the ledger counts", TABLE)
 ROWS_LOADED = Counter("shardline_loader_rows_loaded",
                       "rows the loads inserted (queryable)", TABLE)
 DUPLICATES = Counter("shardline_loader_duplicates_skipped",
@@ -212,6 +215,7 @@ class LoaderMetrics:
         self.files, self.bytes = PENDING_FILES.labels(table), PENDING_BYTES.labels(table)
         self.oldest, self.quarantined = OLDEST_PENDING.labels(table), QUARANTINED.labels(table)
         self.active, self.e2e = ACTIVE.labels(table), E2E_SECONDS.labels(table)
+        self.mismatches = ROW_COUNT_MISMATCHES.labels(table)
 
     def pending(self, files: int, nbytes: int, oldest_age_s: float) -> None:
         self.active.set(1)

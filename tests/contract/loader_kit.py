@@ -171,8 +171,15 @@ class FakeWarehouse:
         self.copied: list[bytes] = []
         self.fail_on: dict[str, BaseException] = {}
         self.load_errors: list[tuple] = []
+        # s3 key -> its STL_LOAD_ERRORS row: a COPY whose manifest lists it fails as Redshift's
+        self.bad_keys: dict[str, tuple] = {}
+        # s3 keys whose rows the target refuses at the merge's INSERT (a CHECK, say)
+        self.poison_keys: set[str] = set()
+        self.copied_keys: set[str] = set()  # the staging table's files
+        self.copies = 76
         self.inserted = inserted
         self.closed = 0
+        self.staged = 0  # rows in the session's staging table
         self.autocommit = False
         self._tx: dict | None = None
 
@@ -185,6 +192,7 @@ class FakeWarehouse:
             self.statements.append(("COMMIT", None))
             self.loaded, self.loads, self.fence = (self._tx["loaded"], self._tx["loads"],
                                                    self._tx["fence"])
+            self.staged = self._tx["staged"]  # a temporary table outlives its transaction
             self._tx = None
 
     def rollback(self) -> None:
@@ -194,6 +202,7 @@ class FakeWarehouse:
 
     def close(self) -> None:
         self.closed = 1
+        self.staged = 0  # the session's temporary tables go with it
 
     def __call__(self) -> "FakeWarehouse":  # usable as the connect function
         self.closed = 0
@@ -220,11 +229,11 @@ class FakeWarehouse:
         if self._tx is None and not self.autocommit:
             self.statements.append(("BEGIN", None))
             self._tx = {"loaded": dict(self.loaded), "loads": list(self.loads),
-                        "fence": dict(self.fence), "staged": 0}
+                        "fence": dict(self.fence), "staged": self.staged}
 
     def _state(self) -> dict:
         return self._tx or {"loaded": self.loaded, "loads": self.loads, "fence": self.fence,
-                            "staged": 0}
+                            "staged": self.staged}
 
     def _answer(self, sql: str, params: Any) -> tuple[list[tuple], int | None]:
         for pattern, exc in self.fail_on.items():
@@ -253,6 +262,14 @@ class FakeWarehouse:
             url = re.search(r"FROM 's3://[^/]+/([^']+)'", flat).group(1)
             manifest = json.loads(self.s3.objects[url]) if self.s3 else {"entries": []}
             keys = [e["url"].split("/", 3)[3] for e in manifest["entries"]]
+            self.copied_keys = set(keys)
+            if any(k in self.bad_keys for k in keys):
+                self.copies += 1  # each COPY is a query of its own in STL_LOAD_ERRORS
+                self.load_errors = [(self.copies, *self.bad_keys[k][1:]) for k in keys
+                                    if k in self.bad_keys]
+                raise psycopg2.InternalError(
+                    "Load into table 'stage' failed.  Check 'stl_load_errors' system table for "
+                    "details.")
             st["staged"] = sum(gzip.decompress(self.s3.objects[k]).count(b"\n")
                                if k in self.s3.objects else self.rows_of(k) for k in keys)
             return [], 0
@@ -260,6 +277,9 @@ class FakeWarehouse:
             return [(st["staged"],)], None
         if flat.startswith("SELECT MIN(occurred_at), MAX(occurred_at) FROM stage_"):
             return [(T0, T0)], None
+        if flat.startswith("INSERT INTO page_views") and self.copied_keys & self.poison_keys:
+            raise psycopg2.errors.CheckViolation(
+                'new row for relation "page_views" violates check constraint "no_poison"')
         if flat.startswith("INSERT INTO page_views") or flat.startswith("INSERT INTO "
                                                                          "position_table"):
             return [], self.inserted if self.inserted is not None else st["staged"]
@@ -328,11 +348,17 @@ class PostgresBackend(Backend):
     supports_rows = True
 
     def __init__(self, env: dict, pg_conn: Any, pg_schema: str, s3: Any, prefix: str,
-                 store: Any, target: str = "postgres"):
+                 store: Any, target: str = "postgres", isolation: str = "read committed"):
         super().__init__()
         from shardline import migrate
 
         self.env, self.schema, self.s3, self.prefix = env, pg_schema, s3, prefix.strip("/")
+        self.isolation = isolation  # the warehouse sessions' default (SHOW transaction_isolation)
+        # redshift-like: the loader runs the Redshift dialect; the stand-in's relay answers
+        # its COPY from S3 the way Redshift does (shardline/devstack/redshift_copy.py)
+        self.dialect = {"warehouse.dialect": "redshift", "warehouse.iam_role": IAM_ROLE} \
+            if target == "redshift-like" else {}
+        self.target = target
         self.bucket = env["SHARDLINE_S3_BUCKET"]
         self.store = store
         self.conn = pg_conn
@@ -350,7 +376,7 @@ class PostgresBackend(Backend):
             "control.schema": self.schema,
             "s3.endpoint_url": self.env.get("SHARDLINE_S3_ENDPOINT_URL", ""),
             "s3.bucket": self.bucket, "s3.prefix": self.prefix,
-            **LOADER_DEFAULTS, **overrides})
+            **self.dialect, **LOADER_DEFAULTS, **overrides})
 
     def stage(self, name: str, rows: list, *, shard: str = SHARD0, staged_at=None, **kw: Any):
         return stage_file(self.s3, self.bucket, self.store, self.key(name, shard), rows,
@@ -360,14 +386,19 @@ class PostgresBackend(Backend):
         """Stage rows the warehouse will refuse (PostgreSQL refuses them for real)."""
         return self.stage(name, rows, **kw)
 
-    def loader(self, store: Any = None, **overrides: str) -> Loader:
-        return Loader(self.settings(**overrides), "page_views", s3=self.s3,
+    def loader(self, store: Any = None, table: str = "page_views", **overrides: str) -> Loader:
+        return Loader(self.settings(**overrides), table, s3=self.s3,
                       store=store or self.store)
 
     def query(self, sql: str, params: Any = None) -> list[tuple]:
         with self.conn.cursor() as cur:
             cur.execute(sql, params)
             return cur.fetchall()
+
+    def execute(self, sql: str, params: Any = None) -> None:
+        """Another session's statement, committed at once (a retention DELETE, say)."""
+        with self.conn.cursor() as cur:
+            cur.execute(sql, params)
 
     def stored(self) -> dict[str, tuple]:
         """event_id -> (shard_id, sequence_number, sub_sequence_number, url)."""
@@ -422,14 +453,12 @@ class RedshiftBackend(Backend):
         """Stage rows Redshift would refuse: the fake COPY fails the way Redshift does and
         STL_LOAD_ERRORS holds the reason."""
         entry = self.stage(name, rows, **kw)
-        self.wh.fail_on[r"^COPY "] = psycopg2.InternalError(
-            "Load into table 'stage' failed.  Check 'stl_load_errors' system table for details.")
-        self.wh.load_errors = [(77, f"s3://{self.bucket}/{entry.s3_key}", 1, "occurred_at",
-                                "timestamp", "not a time", 1206,
-                                "Invalid timestamp format or value")]
+        self.wh.bad_keys[entry.s3_key] = (77, f"s3://{self.bucket}/{entry.s3_key}", 1,
+                                          "occurred_at", "timestamp", "not a time", 1206,
+                                          "Invalid timestamp format or value")
         return entry
 
-    def loader(self, store: Any = None, **overrides: str) -> Loader:
+    def loader(self, store: Any = None, table: str = "page_views", **overrides: str) -> Loader:
         cfg = settings(**{"warehouse.dialect": "redshift", "warehouse.iam_role": IAM_ROLE,
                           "loader.combine_min_bytes": "0",  # combining: test_redshift_sql
                           **LOADER_DEFAULTS, **overrides})
@@ -438,7 +467,7 @@ class RedshiftBackend(Backend):
             self.load_no += 1
             return f"L{self.load_no}"
 
-        return Loader(cfg, "page_views", dialect=RedshiftDialect(IAM_ROLE), s3=self.s3,
+        return Loader(cfg, table, dialect=RedshiftDialect(IAM_ROLE), s3=self.s3,
                       connect=self.wh, clock=self.clock, load_id_factory=next_id,
                       store=store or self.store)
 
@@ -456,22 +485,28 @@ class RedshiftBackend(Backend):
                 if any(s.startswith("UPDATE load_fence") for s in tx)]
 
     def check_dedup_plan(self) -> None:
-        """Every committed load: the fence, the already-loaded guard, COPY through its
-        manifest, the dedup merge on event_id bounded by occurred_at, keeping the first by
-        position, then the record, in one BEGIN..COMMIT; never a LOCK."""
-        committed = [tx for tx in self.load_transactions() if tx[-1] == "COMMIT"]
+        """Every committed load: the already-loaded guard and COPY through its manifest in a
+        transaction of their own, then the fence, the guard again, the dedup merge on event_id
+        bounded by occurred_at, keeping the first by position, then the record, in one short
+        BEGIN..COMMIT; never a LOCK."""
+        txs = self.wh.transactions()
+        committed = [(txs[n - 1], tx) for n, tx in enumerate(txs) if tx[-1] == "COMMIT"
+                     and any(s.startswith("UPDATE load_fence") for s in tx)]
         assert committed
-        for tx in committed:
-            flat = [" ".join(s.split()) for s in tx]
+        for copy_tx, tx in committed:
+            assert copy_tx[-1] == "COMMIT" and not any(
+                s.startswith(("UPDATE load_fence", "INSERT", "DELETE")) for s in copy_tx)
+            assert not any(s.startswith(("COPY", "CREATE")) for s in tx)
+            flat = [" ".join(s.split()) for s in copy_tx[:-1] + tx[1:]]
             assert not any(s.startswith("LOCK") for s in flat), flat
             order = [next(i for i, s in enumerate(flat) if re.match(p, s)) for p in (
-                r"^UPDATE load_fence SET lease_token = %s",
                 r"^SELECT s3_key, load_id FROM loaded_files WHERE target_table = %s AND "
                 r"loaded_at >= %s AND s3_key IN ",
                 r"^COPY stage_\w+ \(event_id, .*\) FROM 's3://bucket-x/pfx/manifests/page_views/"
                 r"L\d+\.manifest' IAM_ROLE '" + re.escape(IAM_ROLE) + r"' MANIFEST .*GZIP.*"
                 r"STATUPDATE OFF COMPUPDATE OFF$",
                 r"^SELECT MIN\(occurred_at\), MAX\(occurred_at\) FROM stage_\w+$",
+                r"^UPDATE load_fence_page_views SET lease_token = %s",
                 r"^DELETE FROM (stage_\w+) USING page_views WHERE \1\.event_id = "
                 r"page_views\.event_id AND page_views\.occurred_at BETWEEN %s AND %s$",
                 r"^INSERT INTO page_views \(.*, loaded_at, transform_version\) SELECT .*, %s, %s "

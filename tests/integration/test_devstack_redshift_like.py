@@ -162,3 +162,107 @@ def test_the_mode_can_be_switched_back_and_up_keeps_it_otherwise(tmp_path: Path)
     finally:
         devstack.down(dir)
     assert devstack.status(dir) == {}
+
+
+def test_isolation_choice_serializable_or_snapshot(rs_stack: StackInfo,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """New Redshift clusters default to SNAPSHOT isolation, older ones to SERIALIZABLE:
+    ``--isolation snapshot`` makes REPEATABLE READ (PostgreSQL's snapshot isolation) the
+    warehouse's default, recorded in the state and shown; back to serializable after."""
+    dir = str(rs_stack.dir)
+    try:
+        assert devstack.main(["up", "--dir", dir, "--isolation", "snapshot"]) == 0
+        assert devstack.load(rs_stack.dir).isolation == "snapshot"
+        assert "redshift-like (SNAPSHOT by default" in capsys.readouterr().out
+        with warehouse(rs_stack) as conn, conn.cursor() as cur:
+            cur.execute("SHOW transaction_isolation")
+            assert cur.fetchone() == ("repeatable read",)
+        assert devstack.main(["up", "--dir", dir]) == 0  # no flag: the recorded choice stays
+        assert devstack.load(rs_stack.dir).isolation == "snapshot"
+    finally:
+        assert devstack.main(["up", "--dir", dir, "--isolation", "serializable"]) == 0
+    with warehouse(rs_stack) as conn, conn.cursor() as cur:
+        cur.execute("SHOW transaction_isolation")
+        assert cur.fetchone() == ("serializable",)
+    assert devstack.load(rs_stack.dir) == rs_stack
+
+
+def _copy_from_s3(rs_stack: StackInfo, conn, table: str, keys_bodies: list) -> str:
+    """Put gzip'd objects and a manifest listing them; the Redshift COPY text for them."""
+    import gzip
+    import json
+
+    s3 = rs_stack.client("s3")
+    for key, body in keys_bodies:
+        s3.put_object(Bucket=rs_stack.bucket, Key=key, Body=gzip.compress(body))
+    manifest = f"rs-copy/{uuid.uuid4().hex[:8]}.manifest"
+    s3.put_object(Bucket=rs_stack.bucket, Key=manifest, Body=json.dumps({"entries": [
+        {"url": f"s3://{rs_stack.bucket}/{k}", "mandatory": True} for k, _ in keys_bodies]}))
+    return (f"COPY {table} (k, v) FROM 's3://{rs_stack.bucket}/{manifest}' IAM_ROLE "
+            "'arn:aws:iam::123456789012:role/x' MANIFEST FORMAT AS CSV DELIMITER ',' "
+            "NULL AS '\\\\N' GZIP ENCODING UTF8 MAXERROR 0")
+
+
+def test_a_failed_copy_names_no_file_and_stl_load_errors_has_the_cut_url(rs_stack,
+                                                                        table) -> None:
+    """Redshift's COPY from S3, answered by the stand-in: a row it refuses fails the COPY
+    with a message naming no file; STL_LOAD_ERRORS (in the session's schema here) holds the
+    URL of the object COPY read cut at CHAR(256), the line in that object and the reason,
+    and survives the rollback. The session's transaction is aborted, as Redshift's is."""
+    long_key = f"rs-copy/{'p' * 280}/part-0001.csv.gz"
+    with warehouse(rs_stack) as conn, conn.cursor() as cur:
+        sql = _copy_from_s3(rs_stack, conn, table, [
+            ("rs-copy/first.csv.gz", b'"3","30"\n"4","40"\n'),
+            (long_key, b'"5","50"\n"6","not a number"\n"7","70"\n')])
+        cur.execute("SELECT pg_backend_pid()")
+        (pid,) = cur.fetchone()
+        with pytest.raises(psycopg2.InternalError) as failed:
+            cur.execute(sql)
+        assert str(failed.value).strip() == (
+            f"Load into table '{table}' failed.  Check 'stl_load_errors' system table for "
+            "details.")
+        with pytest.raises(psycopg2.errors.InFailedSqlTransaction):
+            cur.execute("SELECT 1")
+        conn.rollback()
+        cur.execute("SELECT session, TRIM(filename), line_number, TRIM(colname), "
+                    "TRIM(raw_field_value), err_reason FROM stl_load_errors WHERE session = %s",
+                    (pid,))
+        ((session, filename, line, column, value, reason),) = cur.fetchall()
+        url = f"s3://{rs_stack.bucket}/{long_key}"
+        assert (session, filename, line, column) == (pid, url[:256], 2, "v")
+        assert len(url) > 256 and value == "not a number" and "integer" in reason
+        cur.execute(f"SELECT count(*) FROM {table}")
+        assert cur.fetchone() == (2,)  # nothing of the COPY landed
+
+
+def test_a_copy_from_s3_loads_every_object_of_the_manifest(rs_stack, table) -> None:
+    with warehouse(rs_stack) as conn, conn.cursor() as cur:
+        cur.execute(_copy_from_s3(rs_stack, conn, table, [
+            ("rs-copy/a.csv.gz", b'"3","30"\n'), ("rs-copy/b.csv.gz", b'"4",\\N\n"5","50"')]))
+        conn.commit()
+        cur.execute(f"SELECT k, v FROM {table} ORDER BY k")
+        assert cur.fetchall() == [(1, 10), (2, 20), (3, 30), (4, None), (5, 50)]
+
+
+def test_copy_refuses_a_multibyte_character_in_a_char_column(rs_stack) -> None:
+    """CHAR(n) takes single-byte characters only on Redshift (error 1220, the whole COPY
+    fails); PostgreSQL's CHAR takes any. The stand-in's COPY refuses it as Redshift does."""
+    name = f"c_{uuid.uuid4().hex[:8]}"
+    with warehouse(rs_stack) as conn, conn.cursor() as cur:
+        cur.execute(f"CREATE TABLE {name} (k CHAR(4), v VARCHAR(8))")
+        conn.commit()
+        try:
+            cur.execute("SELECT pg_backend_pid()")
+            (pid,) = cur.fetchone()
+            with pytest.raises(psycopg2.InternalError, match="Check 'stl_load_errors'"):
+                cur.execute(_copy_from_s3(rs_stack, conn, name, [
+                    ("rs-copy/char.csv.gz", '"ab","é"\n"é","ab"\n'.encode())]))
+            conn.rollback()
+            cur.execute("SELECT line_number, TRIM(colname), err_code FROM stl_load_errors "
+                        "WHERE session = %s", (pid,))
+            assert cur.fetchall() == [(2, "k", 1220)]  # the VARCHAR's é is fine
+            cur.execute(f"INSERT INTO {name} VALUES ('é', 'é')")  # PostgreSQL alone takes it
+        finally:
+            conn.rollback()
+            cur.execute(f"DROP TABLE {name}")
+            conn.commit()

@@ -240,3 +240,24 @@ def test_reader_not_gzip():
     s3.put_object(Bucket="b", Key="k1", Body=b"plain,text\n")
     with pytest.raises(LoadFailed, match="not valid gzip"):
         read_all(make_reader(s3, ["k1"]))
+
+
+def test_a_backoff_longer_than_the_lease_keeps_the_lease():
+    """A load that keeps failing backs off up to MAX_BACKOFF_S, longer than the loader
+    lease's TTL: the steps of the backoff renew the lease, so the table does not go round
+    the other hosts' loaders, each failing the same load."""
+    rig = Rig(1, **{"loader.max_interval_s": "0", "loader.poll_s": "1",
+                    "loader.lease_ttl_s": "20", "loader.quarantine_after": "100"})
+    del rig.s3.objects["pfx/staged/f0000.csv.gz"]  # every load fails
+    loader, clock = rig.loader, rig.clock
+    states = []
+    for _ in range(80):  # 400 s: run() waits a backoff in steps of at most ttl / 4
+        r = loader.step()
+        states.append(r.state)
+        assert r.wait_s <= MAX_BACKOFF_S
+        lease = rig.store.get_lease("@loader", "page_views")
+        assert lease.owner == loader.owner and loader.token == lease.token == 1
+        assert lease.expires_at.timestamp() > clock()
+        clock.advance(5.0)
+    assert states.count("failed") >= 8 and states.count("backoff") > 40
+    assert "standby" not in states

@@ -10,7 +10,7 @@ LIBRARY = ("producer", "background", "config", "kpl", "metrics", "middleware", "
            "put", "put_records", "spool")
 CORE = {"shardline", "shardline.errors", "shardline.settings", "shardline.logs",
         "shardline.kinesis", "shardline.tables", "shardline.tables_file",
-        "shardline.records", "shardline.records.tables"}
+        "shardline.records", "shardline.records.tables", "shardline.csvformat"}
 PIPELINE_MODULES = ("psycopg2", "gearman", "supervisor", "tenacity", "aws_kinesis_agg")
 
 

@@ -36,12 +36,12 @@ REC_COLS = ("s3_key, target_table, load_id, stream, shard_id, first_sequence, "
             "staged_at, loaded_at, transform_version, generation")
 ROW13 = "(" + ", ".join(["%s"] * 15) + ")"  # one loaded_files row
 
-GOLDEN = [
+GUARD = ("SELECT s3_key, load_id FROM loaded_files WHERE target_table = %s AND "
+         "loaded_at >= %s AND s3_key IN (%s, %s)")
+# The COPY's own transaction: only the staging table (a temporary table of the session)
+GOLDEN_COPY = [
     "BEGIN",
-    "UPDATE load_fence SET lease_token = %s, load_id = %s, updated_at = %s "
-    "WHERE target_table = %s AND lease_token <= %s",
-    "SELECT s3_key, load_id FROM loaded_files WHERE target_table = %s AND loaded_at >= %s "
-    "AND s3_key IN (%s, %s)",
+    GUARD,
     f"CREATE TEMP TABLE {STAGE} (LIKE page_views INCLUDING DEFAULTS)",
     f"COPY {STAGE} ({COLS}) FROM 's3://bucket-x/pfx/manifests/page_views/L1.manifest' "
     f"IAM_ROLE '{IAM_ROLE}' MANIFEST REGION 'eu-west-1' FORMAT AS CSV DELIMITER ',' "
@@ -49,6 +49,15 @@ GOLDEN = [
     "STATUPDATE OFF COMPUPDATE OFF",
     f"SELECT COUNT(*) FROM {STAGE}",
     f"SELECT MIN(occurred_at), MAX(occurred_at) FROM {STAGE}",
+    "COMMIT",
+]
+# then the short merge: its snapshot is taken at the fence, after the COPY
+GOLDEN = [
+    "BEGIN",
+    # the table's own fence: a load of another table never waits for it
+    "UPDATE load_fence_page_views SET lease_token = %s, load_id = %s, updated_at = %s "
+    "WHERE target_table = %s AND lease_token <= %s",
+    GUARD,
     f"DELETE FROM {STAGE} USING page_views WHERE {STAGE}.event_id = page_views.event_id "
     "AND page_views.occurred_at BETWEEN %s AND %s",
     f"INSERT INTO page_views ({COLS}, loaded_at, transform_version) SELECT {COLS}, %s, %s "
@@ -101,6 +110,8 @@ def test_golden_statement_sequence():
     result = rig.loader.step()
     assert result.state == "loaded"
     assert rig.load_transaction() == GOLDEN
+    txs = rig.wh.transactions()
+    assert txs[txs.index(GOLDEN) - 1] == GOLDEN_COPY
     # before it: the fence row made once, and the reconcile read (no ledger in the warehouse)
     first = [s for tx in rig.wh.transactions()[:2] for s in tx]
     assert any(s.startswith("INSERT INTO load_fence") for s in first)
@@ -140,8 +151,8 @@ def test_record_loads_fence_and_window_parameters():
     params = dict(rig.wh.statements)
     token = rig.loader.token
     assert params[GOLDEN[1]][0] == token and params[GOLDEN[1]][3:] == ("page_views", token)
-    assert params[GOLDEN[7]] == (T0 - timedelta(seconds=600), T0 + timedelta(seconds=600))
-    load_row = params[GOLDEN[10]]
+    assert params[GOLDEN[3]] == (T0 - timedelta(seconds=600), T0 + timedelta(seconds=600))
+    load_row = params[GOLDEN[6]]
     assert load_row[:8] == ("L1", "page_views", "pfx/manifests/page_views/L1.manifest", 2, 200,
                             4, 3, token)
     assert (result.rows_copied, result.rows_inserted) == (4, 3)
@@ -176,8 +187,10 @@ def test_copy_failure_reads_stl_load_errors_and_never_logs_the_role(caplog):
     assert result.error.retriable
     txs = wh.transactions()
     assert txs[-2][-1] == "ROLLBACK"  # the load: nothing applied
-    # then, in the same session, the error rows of the last COPY
-    assert "stl_load_errors WHERE query = pg_last_copy_id()" in txs[-1][1]
+    # then, in the same session, the error rows of its COPY: by session and time, never by
+    # pg_last_copy_id(), which a rolled-back COPY does not update
+    assert "stl_load_errors WHERE session = pg_backend_pid() AND starttime >= %s" in txs[-1][1]
+    assert "pg_last_copy_id" not in txs[-1][1]
     assert rig.store.get_file(KEY_A).state == rig.store.get_file(KEY_B).state == "pending"
     # counted (in the control store) against the file it names
     assert rig.store.copy_failures(KEY_B)[0] == 1 and rig.store.copy_failures(KEY_A) == (0, None)
@@ -301,3 +314,74 @@ def test_copy_and_insert_name_each_files_columns_one_column_list_per_load():
                                  f"loaded_at, transform_version) SELECT")
     assert [f.state for f in (rig.store.get_file(KEY_A), rig.store.get_file(KEY_B))] == \
         ["loaded", "loaded"]
+
+
+def test_stl_load_errors_filename_and_line_find_the_staged_file():
+    """STL_LOAD_ERRORS names the object COPY read, cut at CHAR(256): a combined part's URL
+    and the line in it map to the staged file by the ledger's row counts, in part order; a
+    cut that leaves two objects possible names none."""
+    from shardline.loaders.warehouse.plan import Manifest
+
+    files = [ledger_row(f"k{i}", [page_view(j, j) for j in range(i + 1)]) for i in range(3)]
+    single = ledger_row("alone", [page_view(9, 9)])
+    prefix = "p" * 250
+    parts = ((f"{prefix}/combined/page_views/L1/0000.csv.gz", 10),
+             (f"{prefix}/combined/page_views/L1/0001.csv.gz", 10))
+    manifest = Manifest("b", "m", (*files, single), parts=parts,
+                        combined=frozenset(f.s3_key for f in files),
+                        members=((files[0], files[1]), (files[2],)))
+    part0, part1 = (f"s3://b/{k}" for k, _ in parts)
+    assert len(part0) > 256
+    assert manifest.locate(part0[:256], 1) is None  # both parts start with these 256
+    short = Manifest("b", "m", manifest.entries, parts=(("c/0000.csv.gz", 1), ("c/1.csv.gz", 1)),
+                     combined=manifest.combined, members=manifest.members)
+    assert [short.locate("s3://b/c/0000.csv.gz", n) for n in (1, 2, 3)] == \
+        [files[0], files[1], files[1]]  # 1 row, then 2 rows
+    assert short.locate("s3://b/c/1.csv.gz", 3) is files[2]
+    assert short.locate("s3://b/alone", 1) is single
+    assert short.locate("s3://b/c/0000.csv.gz", 4) is None  # past the part's rows
+    assert short.locate("s3://b/elsewhere", 1) is None
+    cut = Manifest("b", "m", (single,), parts=((f"{'q' * 245}/0000.csv.gz", 1),),
+                   combined=frozenset({"x"}), members=((files[0],),))
+    url = f"s3://b/{'q' * 245}/0000.csv.gz"
+    assert cut.locate(url[:256], 1) is files[0]  # cut in ".csv.gz": still only one
+
+
+def test_a_merge_that_conflicts_runs_again_without_the_copy():
+    """A serialization conflict (PostgreSQL 40001, Redshift 1023) in the merge, here at its
+    COMMIT: the merge runs again on the same session from the staging table; one COPY."""
+    rig = two_files()
+    commit, failed = rig.wh.commit, []
+
+    def commit_once_failing():
+        if rig.wh._tx is not None and any(s.startswith("INSERT INTO loads")
+                                           for s in rig.wh.sql()[-3:]) and not failed:
+            failed.append(1)
+            rig.wh.rollback()
+            raise psycopg2.errors.SerializationFailure("could not serialize access")
+        commit()
+
+    rig.wh.commit = commit_once_failing
+    result = rig.loader.step()
+    assert result.state == "loaded" and failed == [1]
+    assert sum(s.startswith("COPY") for s in rig.wh.sql()) == 1
+    assert sum(s.startswith("UPDATE load_fence") for s in rig.wh.sql()) == 2
+    assert rig.wh.closed == 0  # the session (and its staging table) was kept
+    assert set(rig.wh.loaded) == {KEY_A, KEY_B} and len(rig.wh.loads) == 1
+
+
+@pytest.mark.parametrize("target", ["redshift", "postgres"])
+def test_no_declared_key_on_new_tables_and_migrate_drops_the_old_ones(target):
+    """The dedup key is unique within the dedup window only: Redshift's planner would trust a
+    declared key, PostgreSQL would fail every load over one re-sent id. New tables declare
+    none; migration 005 drops page_views' (and the old fence's on Redshift)."""
+    from shardline import ddl, migrate
+    from shardline.tables import PAGE_VIEWS
+
+    assert not any("PRIMARY KEY" in s or "UNIQUE" in s
+                   for s in ddl.create_table(PAGE_VIEWS, target))
+    path = next(p for _, n, p in migrate.migrations() if n == "005_no_unguaranteed_keys")
+    sql = migrate.render(path.read_text(), target)
+    assert any(s.startswith("ALTER TABLE page_views DROP CONSTRAINT") and "page_views_pkey" in s
+               for s in sql)
+    assert migrate.render(path.read_text(), "redshift-like") == []  # it never had one
