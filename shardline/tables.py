@@ -12,7 +12,7 @@ Nothing is read at import: the packaged default is parsed at its first use
 from __future__ import annotations
 
 import functools
-from typing import Callable
+from typing import Callable, Mapping
 
 from shardline import csvformat, tables_file
 from shardline.records.tables import (
@@ -43,7 +43,7 @@ _SYSTEM_ROW_BYTES = 512  # the staged system columns' share of a CSV line, gener
 _OTHER_VALUE_BYTES = 32  # a number, timestamp or boolean as CSV text, at most
 
 
-def copy_row_check(spec: TableSpec) -> Callable[[dict[str, object]], str | None] | None:
+def copy_row_check(spec: TableSpec) -> Callable[[Mapping[str, object]], str | None] | None:
     """What Redshift's COPY refuses in a row whose every value passes its column's check:
     a character of more than one byte in a CHAR(n) column (CHAR takes single-byte
     characters only: error 1220) and an input row over 4 MB. With MAXERROR 0 either fails
@@ -59,7 +59,7 @@ def copy_row_check(spec: TableSpec) -> Callable[[dict[str, object]], str | None]
         return None
     names = [c.name for c in columns]
 
-    def check(row: dict[str, object]) -> str | None:
+    def check(row: Mapping[str, object]) -> str | None:
         for name in chars:
             value = row.get(name)
             if type(value) is str and not value.isascii():

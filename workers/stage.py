@@ -35,7 +35,7 @@ from __future__ import annotations
 import gzip
 import time
 from datetime import datetime, timezone
-from typing import Any, Callable, cast
+from typing import Any, Callable, Mapping, cast
 
 from shardline import codec, csvformat, layout
 from shardline.logs import ContextLogger, get_logger
@@ -74,13 +74,13 @@ def refuse_null_marker(transform: Transform) -> Transform:
 
 
 def refuse_copy_rejects(transform: Transform,
-                        check: Callable[[dict], str | None] | None) -> Transform:
+                        check: Callable[[Mapping[str, object]], str | None] | None) -> Transform:
     """A row Redshift's COPY would refuse (``tables.copy_row_check``) is a dead letter with
     the reason, on every warehouse: with MAXERROR 0 it would fail its whole file."""
     if check is None:
         return transform
 
-    def guarded(event: dict) -> dict:
+    def guarded(event: Event) -> Row:
         row = transform(event)
         if isinstance(row, dict):
             reason = check(row)

@@ -133,11 +133,12 @@ class RedshiftCopy:
 
     @staticmethod
     def _rows(replies: list[tuple[bytes, bytes]]) -> list[list[str | None]]:
-        rows = []
+        rows: list[list[str | None]] = []
         for kind, body in replies:
             if kind != b"D":
                 continue
-            n, pos, row = struct.unpack("!h", body[:2])[0], 2, []
+            row: list[str | None] = []
+            n, pos = struct.unpack("!h", body[:2])[0], 2
             for _ in range(n):
                 size = struct.unpack("!i", body[pos:pos + 4])[0]
                 pos += 4
@@ -188,7 +189,7 @@ class RedshiftCopy:
             return
         rows = self._rows(info)
         session, schema = int(rows[0][0] or 0), rows[0][1] or "public"
-        types = {name: kind or "" for _, _, name, kind in rows}
+        types = {name: kind or "" for _, _, name, kind in rows if name is not None}
         started = datetime.now(timezone.utc).replace(tzinfo=None)
         try:
             objects = self._read(url, "MANIFEST" in options.split(), "GZIP" in options.split())
@@ -236,7 +237,8 @@ class RedshiftCopy:
         def get(u: str) -> bytes:
             bucket, _, key = u.removeprefix("s3://").partition("/")
             try:
-                return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+                body: bytes = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+                return body
             except Exception as exc:
                 raise RuntimeError(f"S3ServiceException:{type(exc).__name__} reading {u}: "
                                    f"{str(exc)[:200]}") from None
