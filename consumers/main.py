@@ -90,9 +90,13 @@ def main(argv: Sequence[str]) -> int:
     stop = StopSignals()
     stop.install()
     settings = load_settings(args, **{"kinesis.stream": args.stream})
+    # One Kinesis client for the process, the start-up check's too: a botocore client is
+    # megabytes of parsed models, and a dropped one's heap is not given back.
+    kinesis = kinesis_client(settings, raw_timestamps=True)
     # A first-run mistake ends here, in one line, before a lease is taken or a record read.
-    preflight.require(settings, preflight.CONTROL, preflight.STREAM, preflight.GEARMAN)
-    consumer = build(settings, args.shard, stop)
+    preflight.require(settings, preflight.CONTROL, preflight.STREAM, preflight.GEARMAN,
+                      kinesis=kinesis)
+    consumer = build(settings, args.shard, stop, kinesis)
     try:
         return run(consumer, stop)
     finally:
