@@ -6,9 +6,9 @@
 One process per shard is the design, so a consumer's memory decides how many shards a host
 holds. This starts the local stack (``shardline.devstack.up`` in a temporary directory) and
 one agent-mode host under supervisord (``shardline.devstack.fleet.Fleet``): the agent, which
-starts a consumer per shard, ``--workers`` stage workers, the loader and the metrics
-endpoint, while ``shardline produce`` keeps the stream flowing at ``--rate`` events/s. Once
-every consumer has staged records and ``--warm`` seconds have passed, it reads
+starts a consumer per shard, ``--workers`` stage workers and the loader, while ``shardline
+produce`` keeps the stream flowing at ``--rate`` events/s. Once every consumer runs, rows reach
+the warehouse and ``--warm`` more seconds have passed, it reads
 ``/proc/PID/smaps_rollup`` of every program ``--samples`` times, ``--every`` seconds apart,
 and reports per kind of process the median over samples and processes:
 
@@ -17,10 +17,12 @@ and reports per kind of process the median over samples and processes:
 - USS: pages only this process maps (what stopping it would free);
 - RSS: every resident page, shared ones in full (what ``ps`` shows).
 
-``--imports`` also prints what a consumer's start loads: the top-level packages it
-imports with their cumulative import time (``python -X importtime``), for the "what is the
-memory" question. The medians go to ``bench/results/bench_memory.json``
-(``bench/compare_revisions.py`` compares two revisions).
+``--imports`` also says what a consumer's memory is: in a fresh interpreter, the private
+memory (USS) each step of a consumer's start adds (the interpreter, the command-line layer,
+the consumer's modules, psycopg2, gearman, botocore, the Kinesis client), beside the running
+consumers' figure (the difference is buffers, thread stacks and heap in use). The medians go
+to ``bench/results/bench_memory.json`` (``bench/compare_revisions.py`` compares two
+revisions).
 """
 from __future__ import annotations
 
@@ -79,23 +81,51 @@ def sample(fleet: Fleet) -> dict[str, list[dict[str, float]]]:
     return out
 
 
-def import_report(top: int = 15) -> list[dict[str, object]]:
-    """A consumer's start as imports: top-level packages by cumulative import time."""
-    code = "import shardline.cli, shardline.consumers.main"
-    done = subprocess.run([sys.executable, "-X", "importtime", "-c", code], text=True,
+# A consumer's start, in its order: what each step adds to the process's private memory.
+START_STEPS = (
+    ("the interpreter", ""),
+    ("shardline.cli (argparse, settings, logs, the extras check)", "import shardline.cli"),
+    ("the consumer's modules (tenacity, prometheus_client, control store, ...)",
+     "import shardline.consumers.main"),
+    ("psycopg2 (the PostgreSQL control store)", "import psycopg2"),
+    ("gearman (the dispatcher's client)", "import gearman"),
+    ("botocore's modules", "import botocore.session"),
+    ("the Kinesis client (service model, endpoints, ruleset)",
+     "from shardline.kinesis import kinesis_client\n"
+     "from shardline import settings\n"
+     "kinesis_client(settings.load(None, env={'SHARDLINE_AWS_REGION': 'us-east-1', "
+     "'SHARDLINE_KINESIS_ENDPOINT_URL': 'http://127.0.0.1:1'}), raw_timestamps=True)"),
+)
+STEP_SCRIPT = """
+import json, os, sys
+os.environ.update(AWS_ACCESS_KEY_ID='bench', AWS_SECRET_ACCESS_KEY='bench')
+def uss():
+    kb = 0
+    for line in open('/proc/self/smaps_rollup').read().splitlines()[1:]:
+        key, _, rest = line.partition(':')
+        if key in ('Private_Clean', 'Private_Dirty'):
+            kb += int(rest.split()[0])
+    return kb / 1024
+out = []
+for code in json.loads(sys.argv[1]):
+    exec(code)
+    out.append([uss(), len(sys.modules)])
+print(json.dumps(out))
+"""
+
+
+def start_report() -> list[dict[str, object]]:
+    """USS (MB) and modules each step of a consumer's start adds, in a fresh interpreter."""
+    codes = json.dumps([code for _, code in START_STEPS])
+    done = subprocess.run([sys.executable, "-c", STEP_SCRIPT, codes], text=True,
                           capture_output=True, timeout=120, check=True)
-    packages: dict[str, dict[str, float]] = {}
-    for line in done.stderr.splitlines():
-        if not line.startswith("import time:") or "|" not in line or "self" in line:
-            continue
-        head, _cumulative, name = line.split("|", 2)
-        self_us = int(head.split(":")[1])
-        family = name.strip().split(".")[0]
-        entry = packages.setdefault(family, {"modules": 0, "self_ms": 0.0})
-        entry["modules"] += 1
-        entry["self_ms"] += self_us / 1000
-    ranked = sorted(packages.items(), key=lambda kv: -kv[1]["self_ms"])[:top]
-    return [{"package": name, **vals} for name, vals in ranked]
+    readings = json.loads(done.stdout)
+    report, previous = [], (0.0, 0)
+    for (what, _), (uss, modules) in zip(START_STEPS, readings, strict=True):
+        report.append({"step": what, "uss_mb": uss - previous[0],
+                       "modules": modules - previous[1]})
+        previous = (uss, modules)
+    return report
 
 
 def main() -> int:
@@ -170,12 +200,14 @@ def main() -> int:
                                   "rate": args.rate, "samples": args.samples,
                                   "kinds": kinds, "median": median}
     if args.imports:
-        report = import_report()
-        results["consumer_imports"] = report
-        print("\na consumer's start, top-level packages by import time (self, ms):")
+        report = start_report()
+        results["consumer_start"] = report
+        print("\na consumer's start, step by step (USS added, MB; modules added):")
         for entry in report:
-            print(f"  {entry['package']:<32} {entry['modules']:>4} modules "
-                  f"{entry['self_ms']:>8.1f} ms")
+            print(f"  {entry['step']:<72} {entry['uss_mb']:>6.1f} {entry['modules']:>5}")
+        total = sum(float(str(e["uss_mb"])) for e in report)
+        print(f"  {'together (the rest of a running consumer: buffers, threads, heap)':<72} "
+              f"{total:>6.1f}")
     out = ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)
     (out / "bench_memory.json").write_text(json.dumps(results, indent=2))
