@@ -1,6 +1,7 @@
-"""A consumer runs once per shard, so what its start loads is paid once per shard: it must not
-load what only other processes use (the stage worker, the loader, the agent, boto3's session
-and resource layer, protobuf before a KPL aggregate arrives)."""
+"""A consumer runs once per shard, so what its start loads is paid once per shard: its modules
+and its Kinesis client must not load what only other processes use (the stage worker, the
+loader, the agent, boto3's session and resource layer), protobuf before a KPL aggregate
+arrives, or psycopg2 before the PostgreSQL control store is opened."""
 from __future__ import annotations
 
 import json
