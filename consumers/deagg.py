@@ -13,16 +13,15 @@ from __future__ import annotations
 
 import hashlib
 from datetime import datetime
-from typing import Iterable, Iterator
+from typing import TYPE_CHECKING, Iterable, Iterator
 
 from aws_kinesis_agg import DIGEST_SIZE, MAGIC
-# Through the deaggregator module: its messages_pb2 does ``import config_pb2``, which
-# only resolves after that module has put the package directory on sys.path.
-from aws_kinesis_agg.deaggregator import messages_pb2
-from google.protobuf.message import DecodeError
 
 from shardline.codec import AGGREGATED, LAST_SUB, Record
 from shardline.kinesis import RawRecord
+
+if TYPE_CHECKING:
+    from aws_kinesis_agg.deaggregator import messages_pb2
 
 
 def _arrival_ms(raw: RawRecord) -> int:
@@ -50,6 +49,13 @@ def _aggregate(data: bytes) -> messages_pb2.AggregatedRecord | None:
     body, digest = data[len(MAGIC):-DIGEST_SIZE], data[-DIGEST_SIZE:]
     if hashlib.md5(body).digest() != digest:
         return None
+    # Imported at the first aggregate: protobuf is about 2.5 MB of a consumer's memory, and a
+    # stream that no KPL writes to never needs it.
+    # Through the deaggregator module: its messages_pb2 does ``import config_pb2``, which
+    # only resolves once that module has put the package's directory on sys.path.
+    from aws_kinesis_agg.deaggregator import messages_pb2
+    from google.protobuf.message import DecodeError
+
     message = messages_pb2.AggregatedRecord()
     try:
         message.ParseFromString(body)

@@ -9,6 +9,8 @@ LeaseLost 76, BatchFailed 70).
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import os
 import time
 from typing import Sequence
 
@@ -81,7 +83,27 @@ def run(consumer: Consumer, stop: StopSignals) -> int:
     return int(consumer.exit_code or 0)
 
 
+M_ARENA_MAX = -8  # glibc's malloc.h
+
+
+def one_malloc_arena() -> None:
+    """Have glibc's malloc use one arena for every thread (before any thread starts).
+
+    glibc gives each thread that mallocs an arena of its own, and what a thread frees stays
+    in its arena: the dispatch threads' arenas held about 2.5 MB of every consumer. Most
+    allocations come from pymalloc under the GIL, so the threads hardly contend for the one
+    arena. An operator's MALLOC_ARENA_MAX wins; outside glibc this does nothing.
+    """
+    if "MALLOC_ARENA_MAX" in os.environ:
+        return
+    try:
+        ctypes.CDLL(None).mallopt(M_ARENA_MAX, 1)
+    except (OSError, AttributeError):
+        pass
+
+
 def main(argv: Sequence[str]) -> int:
+    one_malloc_arena()
     parser = command_parser("consumer", "Read one Kinesis shard, dispatch batches to the "
                                         "stage workers through Gearman, checkpoint.")
     parser.add_argument("--stream", help="Kinesis stream (default: kinesis.stream)")
@@ -90,9 +112,13 @@ def main(argv: Sequence[str]) -> int:
     stop = StopSignals()
     stop.install()
     settings = load_settings(args, **{"kinesis.stream": args.stream})
+    # One Kinesis client for the process, the start-up check's too: a botocore client is
+    # megabytes of parsed models, and a dropped one's heap is not given back.
+    kinesis = kinesis_client(settings, raw_timestamps=True)
     # A first-run mistake ends here, in one line, before a lease is taken or a record read.
-    preflight.require(settings, preflight.CONTROL, preflight.STREAM, preflight.GEARMAN)
-    consumer = build(settings, args.shard, stop)
+    preflight.require(settings, preflight.CONTROL, preflight.STREAM, preflight.GEARMAN,
+                      kinesis=kinesis)
+    consumer = build(settings, args.shard, stop, kinesis)
     try:
         return run(consumer, stop)
     finally:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import json
+import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
@@ -112,6 +114,55 @@ def _epoch_seconds(value: Any) -> Any:
     return parse_timestamp(value)
 
 
+# botocore's loader caches every file it parses for as long as it lives, and a client keeps
+# its session's loader (for paginators and waiters). endpoints.json (1.2 MB, every service of
+# every partition, about 8 MB of objects once parsed) is read only to build the session's
+# endpoint resolver while the client is made, and of it a Kinesis client looks up one service.
+# Kept whole, it was an eighth of a consumer's memory; freed later, the heap stays as large
+# (its objects interleave with the client's), so it is trimmed as soon as it is parsed.
+_ENDPOINTS = "endpoints"
+# What a Kinesis client's session looks up in endpoints.json: Kinesis, and the services its
+# credential providers call through the same session (AssumeRole's STS, SSO's portal and
+# OIDC); any other service would resolve to its partition's default hostname.
+CLIENT_ENDPOINTS = ("kinesis", "sts", "portal.sso", "oidc", "sso")
+
+
+class _CacheWithoutEndpoints(dict[tuple[Any, ...], Any]):
+    """A loader cache (``botocore.loaders.instance_cache`` keeps results in the instance's
+    ``_cache`` dict) that does not keep endpoints.json."""
+
+    def __setitem__(self, key: tuple[Any, ...], value: Any) -> None:
+        if key != ("load_data_with_path", _ENDPOINTS):
+            super().__setitem__(key, value)
+
+
+def _loader(data_path: str | None, services: Iterable[str]) -> Any:
+    """A botocore loader (the session's search paths) that hands out endpoints.json with
+    only ``services`` in each partition, and does not keep it."""
+    from botocore.loaders import Loader
+
+    keep = frozenset(services)
+
+    class ClientLoader(Loader):
+        def load_data_with_path(self, name: str) -> tuple[Any, str]:
+            data, path = super().load_data_with_path(name)
+            if name != _ENDPOINTS:
+                return data, path
+            trimmed = {**data, "partitions": [
+                {**partition, "services": {k: v for k, v in partition["services"].items()
+                                           if k in keep}}
+                for partition in data["partitions"]]}
+            # Fresh objects (a JSON round trip of the small part): objects kept from the
+            # parse would pin the parse's arenas, and the heap would not shrink.
+            return json.loads(json.dumps(trimmed)), path
+
+    paths = [os.path.expanduser(os.path.expandvars(p))
+             for p in data_path.split(os.pathsep)] if data_path else None
+    loader = ClientLoader(extra_search_paths=paths)  # botocore.loaders.create_loader's paths
+    loader._cache = _CacheWithoutEndpoints()
+    return loader
+
+
 def kinesis_client(settings: Settings, *, botocore_retries: int = 1,
                    raw_timestamps: bool = False) -> KinesisClient:
     """The Kinesis client. botocore retries once by default: callers back off themselves.
@@ -119,21 +170,24 @@ def kinesis_client(settings: Settings, *, botocore_retries: int = 1,
     ``raw_timestamps=True`` (the consumer's hot path) leaves timestamps such as
     ``ApproximateArrivalTimestamp`` as epoch seconds instead of datetimes.
     One client per process: it keeps its connection pool (and TLS sessions).
+    A botocore client, made without boto3: boto3's session adds nothing to a Kinesis client
+    but its imports (about 3 MB in each consumer).
     """
-    import boto3
     import botocore.session
     from botocore.config import Config
 
     config = Config(retries={"max_attempts": botocore_retries, "mode": "standard"},
                     connect_timeout=5, read_timeout=30, max_pool_connections=32)
     core = botocore.session.Session()
+    core.register_component("data_loader",
+                            _loader(core.get_config_variable("data_path"), CLIENT_ENDPOINTS))
     if raw_timestamps:
         from botocore.parsers import ResponseParserFactory
 
         factory = ResponseParserFactory()
         factory.set_parser_defaults(timestamp_parser=_epoch_seconds)
         core.register_component("response_parser_factory", factory)
-    return boto3.Session(botocore_session=core).client(
+    return core.create_client(
         "kinesis", region_name=settings.aws.region or None,
         endpoint_url=settings.kinesis.endpoint_url or None, config=config)
 
