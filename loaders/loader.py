@@ -150,7 +150,7 @@ class LoadResult:
     rows_inserted: int
     seconds: float
     capped: bool  # the load took max_files_per_load entries: more may be waiting
-    timings: dict = field(default_factory=dict)  # plan step -> seconds
+    timings: dict[str, float] = field(default_factory=dict)  # plan step -> seconds
     rows_replaced: int = 0  # a reprocess load: stored rows deleted from its files' ranges
 
 

@@ -2,9 +2,9 @@
 
 ``--once``: one step (a load if the trigger says one is due), then exit; exit 0
 also when nothing was due, ``UNAVAILABLE`` (69) when the load failed (the files
-stay pending) or another loader kept the table's loader lease. SIGTERM/SIGINT (``shardline.lifecycle.StopSignals``): finish the load
-in progress, then exit 0; a second signal stops at once with exit 130 (the open
-transaction rolls back: nothing half-applied).
+stay pending) or another loader kept the table's loader lease. SIGTERM/SIGINT
+(``shardline.lifecycle.StopSignals``): finish the load in progress, then exit 0; a second
+signal stops at once with exit 130 (the open transaction rolls back: nothing half-applied).
 """
 from __future__ import annotations
 

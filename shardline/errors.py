@@ -83,9 +83,12 @@ class BatchFailed(FatalError):
 
 
 class LoadFailed(ShardlineError):
-    """A warehouse load failed; its transaction was rolled back, the files stay pending."""
+    """A warehouse load failed; its transaction was rolled back, the files stay pending.
+    ``step`` names the plan step that failed where the loader acts on it (``copy``: log the
+    dialect's error details; ``count``: alert, then narrow it down to its file)."""
 
     retriable = True
+    step: str | None = None
 
 
 class BadRecord(ShardlineError):

@@ -27,7 +27,7 @@ class PlanResult:
     rows_copied: int = 0
     rows_inserted: int = 0
     rows_replaced: int = 0  # stored rows a reprocess load deleted from its files' ranges
-    timings: dict = field(default_factory=dict)  # step name -> seconds
+    timings: dict[str, float] = field(default_factory=dict)  # step name -> seconds
 
 
 class Dialect(abc.ABC):
@@ -63,7 +63,8 @@ class Dialect(abc.ABC):
                                 if k.startswith("rows_replaced_"))
         return out
 
-    def _run_step(self, cur: Any, step: Step, results: dict, out: PlanResult) -> None:
+    def _run_step(self, cur: Any, step: Step, results: dict[str, Any], out: PlanResult
+                  ) -> None:
         if isinstance(step, CheckRows):
             copied = int(results.get("rows_copied", 0))
             if copied != step.expected:
@@ -81,12 +82,14 @@ class Dialect(abc.ABC):
             params = step.params(results) if callable(step.params) else step.params
             cur.execute(step.text, params)
             rows = None
+            # a step that fetches names where the value goes (the plan's builders set both)
+            name = step.result or ""
             if step.fetch == "one":
-                results[step.result] = cur.fetchone()[0]
+                results[name] = cur.fetchone()[0]
             elif step.fetch == "row":
-                results[step.result] = cur.fetchone()
+                results[name] = cur.fetchone()
             elif step.fetch == "rowcount":
-                results[step.result] = cur.rowcount
+                results[name] = cur.rowcount
             elif step.fetch == "all" or step.expect_empty:
                 rows = cur.fetchall()
                 if step.result:

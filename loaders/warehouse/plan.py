@@ -39,7 +39,8 @@ that fails on a serialization conflict is run again from the staging table, with
    the batch, not the table. Copies of one event carry the same ``occurred_at``; the
    window (``loader.dedup_window_s``) only matters for an event re-sent with another one.
 7. ``INSERT INTO target (the files' columns, loaded_at, transform_version) ...
-   ROW_NUMBER() OVER (PARTITION BY key ORDER BY position) ... WHERE rn = 1``: keep the first copy of each key by Kinesis position.
+   ROW_NUMBER() OVER (PARTITION BY key ORDER BY position) ... WHERE rn = 1``: keep the first
+   copy of each key by Kinesis position.
    Every row gets the load's ``transform_version`` (a load holds files of one version,
    ``load_group`` in the loader).
 8. ``INSERT INTO loaded_files`` (one row per file) and ``INSERT INTO loads``: the
@@ -72,6 +73,11 @@ from shardline import positions
 from shardline.errors import ConfigError, LoadFailed
 from shardline.tables import POSITION_KEY, TableSpec
 from shardline.records.ledger import StagedFile
+
+# What the plan's steps fetched so far, by name (row counts, the COPY's sort-key range): the
+# merge's parameters are computed from it; SQL parameters are whatever psycopg2 takes.
+Results = dict[str, Any]
+Params = tuple[Any, ...]
 
 IN_CHUNK = 500  # keys per "s3_key IN (...)" / rows per multi-row INSERT
 STL_FILENAME_CHARS = 256  # Redshift's STL_LOAD_ERRORS.filename is CHAR(256): longer URLs are cut
@@ -115,7 +121,7 @@ class Manifest:
     # (key, size) of combined parts standing in for some entries (combine.py); the JSON
     # lists the parts plus the entries no part holds
     parts: tuple[tuple[str, int], ...] = ()
-    combined: frozenset = frozenset()  # s3 keys of the entries inside the parts
+    combined: frozenset[str] = frozenset()  # s3 keys of the entries inside the parts
     members: tuple[tuple[StagedFile, ...], ...] = ()  # per part: its entries, in part order
 
     @property
@@ -215,8 +221,8 @@ def _key_match(left: str, right: str, key: Sequence[str]) -> str:
     return " AND ".join(f"{left}.{k} = {right}.{k}" for k in key)
 
 
-def _window(window_s: float) -> Callable[[dict], tuple]:
-    def params(results: dict) -> tuple:
+def _window(window_s: float) -> Callable[[Results], Params]:
+    def params(results: Results) -> Params:
         low, high = results.get("sort_range") or (None, None)
         if low is None or high is None:
             return (None, None)  # nothing staged: matches nothing
@@ -283,7 +289,7 @@ def arrival_bound(min_ms: int, max_ms: int) -> tuple[datetime, datetime]:
 
 
 def _replace_bound(spec: TableSpec, window_s: float, entries: Sequence[StagedFile]
-                   ) -> tuple[str, Callable[[dict], tuple] | tuple]:
+                   ) -> tuple[str, Callable[[Results], Params] | Params]:
     """The range predicate that keeps the replace delete as cheap as the dedup.
 
     ``arrival_time`` when every file knows its records' arrival range (files staged since
@@ -301,7 +307,7 @@ def _replace_bound(spec: TableSpec, window_s: float, entries: Sequence[StagedFil
     if not spec.sort_key:
         return "", ()
 
-    def params(results: dict) -> tuple:
+    def params(results: Results) -> Params:
         low, high = results.get("sort_range") or (None, None)
         if low is None or high is None:
             return (None, None)  # no staged rows and no arrival range: matches nothing

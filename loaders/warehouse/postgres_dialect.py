@@ -87,7 +87,7 @@ class ManifestReader:
         self.pool = pool
         self.ahead = ahead
         self.todo = deque(manifest.entries)
-        self.inflight: deque[tuple[StagedFile, Future]] = deque()
+        self.inflight: deque[tuple[StagedFile, Future[Any]]] = deque()  # botocore's body
         self.body: Any = None
         self.entry: StagedFile | None = None
         self.inflater: Any = None
@@ -96,6 +96,10 @@ class ManifestReader:
         self.buffer = b""
         self.pos = 0
         self.error: LoadFailed | None = None
+
+    def _where(self) -> str:
+        """The URL of the staged file being read, for an error about it."""
+        return self.manifest.object_url(self.entry) if self.entry else "the manifest"
 
     def _get(self, entry: StagedFile) -> Any:
         return self.s3.get_object(Bucket=self.manifest.bucket, Key=entry.s3_key)["Body"]
@@ -152,14 +156,12 @@ class ManifestReader:
                     if self.last_byte != b"\n":  # keep records of two files apart
                         out = b"\n"
             except zlib.error as exc:
-                self.error = LoadFailed(f"{self.manifest.object_url(self.entry)} is not valid "
-                                        f"gzip: {exc}")
+                self.error = LoadFailed(f"{self._where()} is not valid gzip: {exc}")
                 raise self.error from None
             except LoadFailed:
                 raise
             except Exception as exc:
-                self.error = LoadFailed(f"reading {self.manifest.object_url(self.entry)}: "
-                                        f"{first_line(exc)}")
+                self.error = LoadFailed(f"reading {self._where()}: {first_line(exc)}")
                 raise self.error from None
             if out:
                 self.last_byte = out[-1:]

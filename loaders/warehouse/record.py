@@ -52,14 +52,15 @@ def loaded_by(cur: Any, table: str, entries: Sequence[StagedFile]) -> dict[str, 
     return out
 
 
-def loaded_positions(cur: Any, streams: Sequence[str], since: datetime) -> list[dict]:
+def loaded_positions(cur: Any, streams: Sequence[str], since: datetime
+                     ) -> list[dict[str, Any]]:
     """Per (stream, shard, table): the highest last position loaded since ``since`` (status)."""
     if not streams:
         return []
     cur.execute("SELECT stream, shard_id, target_table, last_sequence, last_sub_sequence, "
                 "load_id, loaded_at FROM loaded_files WHERE loaded_at >= %s AND stream IN ("
                 + ", ".join(["%s"] * len(streams)) + ")", (since, *streams))
-    best: dict[tuple, tuple] = {}
+    best: dict[tuple[str, str, str], tuple[str, int, str, datetime]] = {}
     for stream, shard, table, seq, sub, load_id, at in cur.fetchall():
         key = (stream, shard, table)
         if key not in best or position(seq, sub) > position(*best[key][:2]):
@@ -69,7 +70,7 @@ def loaded_positions(cur: Any, streams: Sequence[str], since: datetime) -> list[
             for (s, sh, t), (seq, sub, lid, at) in sorted(best.items())]
 
 
-def loaded_versions(cur: Any, since: datetime) -> list[dict]:
+def loaded_versions(cur: Any, since: datetime) -> list[dict[str, Any]]:
     """Per (table, transform version): files and rows loaded since ``since``, how many of
     the files a reprocess run staged, the last load time (status: watching a reprocess
     converge). From the load record, a range on its sort key: never a scan of the table."""
