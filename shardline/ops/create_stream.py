@@ -10,10 +10,12 @@ import argparse
 import sys
 import time
 
+from shardline.aws_access import aws_errors
 from shardline.cli.kit import command_parser, load_settings
-from shardline.errors import ServiceUnavailable
+from shardline.errors import ConfigError, ServiceUnavailable
 from shardline.exitcodes import ExitCode
 from shardline.kinesis import error_code, is_connection_error, kinesis_client, open_shards
+from shardline.lifecycle import first_line
 
 
 def main(argv: list[str]) -> int:
@@ -34,10 +36,16 @@ def main(argv: list[str]) -> int:
     stream = settings.kinesis.stream
     client = kinesis_client(settings, botocore_retries=3)
     try:
-        client.create_stream(StreamName=stream, ShardCount=args.shards)
+        with aws_errors("kinesis:CreateStream", f"stream {stream!r}", "Kinesis",
+                        client.meta.endpoint_url, "kinesis.endpoint_url"):
+            client.create_stream(StreamName=stream, ShardCount=args.shards)
         created = True
-    except Exception as exc:  # noqa: BLE001
-        if error_code(exc) != "ResourceInUseException":
+    except Exception as exc:  # noqa: BLE001 - the exists case below, the rest re-raised
+        code = error_code(exc)
+        if code == "LimitExceededException":  # the account's shard limit: nothing to retry
+            raise ConfigError(f"stream {stream!r} with {args.shards} shards: "
+                              f"{first_line(exc)}") from None
+        if code != "ResourceInUseException":
             if is_connection_error(exc):
                 raise ServiceUnavailable(f"Kinesis: {exc}") from None
             raise

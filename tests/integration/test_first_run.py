@@ -207,6 +207,17 @@ def test_an_unmigrated_dynamodb_control_store_says_run_migrate(env, stack):
 
 # -- the other first-run mistakes ------------------------------------------------------------
 
+def test_create_stream_over_the_shard_limit(env):
+    """The account's shard limit (kinesalite's is set in scripts/kinesalite-server.js): one
+    line naming the stream and the limit, not botocore's traceback."""
+    proc = run("create-stream", "--stream", "too-many-shards", "--shards", "20000", env=env)
+    assert_stops(proc, ExitCode.CONFIG, proc.stderr.strip().splitlines()[-1])
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line.startswith("shardline create-stream: configuration error: stream "
+                           "'too-many-shards' with 20000 shards: "), line
+    assert "shard limit" in line, line
+
+
 def test_no_such_stream(env, stack, pg_schema, tmp_path):
     shardline("migrate", env=env)
     url = env["SHARDLINE_KINESIS_ENDPOINT_URL"]
