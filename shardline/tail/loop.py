@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import glob
 import os
+import stat
 import threading
 import time
 from dataclasses import dataclass
@@ -45,10 +46,11 @@ def scan(patterns: list[str], warned: set[str]) -> list[Seen]:
     out: list[Seen] = []
     for path in paths:
         try:
+            # Only regular files: opening a FIFO a glob happens to match would block.
+            if not stat.S_ISREG(os.stat(path).st_mode):
+                continue
             with open(path, "rb") as f:
                 st = os.fstat(f.fileno())
-                if not os.path.isfile(path):
-                    continue
                 head = os.pread(f.fileno(), FINGERPRINT_BYTES, 0)
         except OSError as exc:
             if path not in warned and not isinstance(exc, FileNotFoundError):

@@ -123,3 +123,12 @@ def test_an_unreadable_path_is_one_line_and_no_input(tmp_path, capsys):
         f.chmod(0)
         assert main(["--stream", "s", str(f)]) == ExitCode.NO_INPUT
         assert "permission denied" in capsys.readouterr().err
+
+
+def test_directories_and_fifos_a_glob_matches_are_left_alone(tmp_path, logs):
+    (logs / "dir.log").mkdir()
+    os.mkfifo(logs / "pipe.log")   # opening it would block the tailer
+    (logs / "a.log").write_bytes(b"a\n")
+    p = FakeProducer()
+    tail(tmp_path, p).cycle()
+    assert [e["line"] for e in p.events] == ["a"]
