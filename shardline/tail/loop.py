@@ -26,6 +26,14 @@ from shardline.tail.tracker import Handle, Seen, Tracker
 log = get_logger("tail")
 
 READ_BYTES = 1024 * 1024  # per file and cycle: one busy file cannot starve the others
+# What the producer drops after put() accepted an event: its sequence number then counts
+# as durable although the line is not in Kinesis nor in the spool.
+LATE_DROPS = ("spool_full", "refused", "close")
+
+
+class LinesDropped(Exception):
+    """The producer dropped accepted lines: the offsets stay before them, for the next start
+    to send them again."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +83,7 @@ class Tail:
         self.warned: set[str] = set()
         self.stop = threading.Event()
         self.lines = 0
+        self.dropped_late = False
 
     def run(self) -> None:
         try:
@@ -97,9 +106,23 @@ class Tail:
         busy = False
         for fp, final in plan.read:
             busy |= self._read(now, fp, final)
-        self.tracker.durable(self.producer.durable_seq)
+        self._durable()
         self._save(plan.checkpoint + self.tracker.take_checkpoints(), plan.forget)
         return busy
+
+    def _durable(self) -> None:
+        """Move the offsets up to what the producer made durable, unless it dropped lines.
+
+        The pump counts a drop before it publishes the sequence number covering it, so
+        reading ``durable_seq`` first and the drops second never misses one."""
+        durable = self.producer.durable_seq
+        late = sum(self.producer.dropped[k] for k in LATE_DROPS)
+        if late:
+            self.dropped_late = True
+            raise LinesDropped(f"the producer dropped {late} accepted line(s) "
+                               f"({dict(self.producer.dropped)}): stopping with the offsets "
+                               f"before them, so that the next start sends them again")
+        self.tracker.durable(durable)
 
     def _save(self, checkpoints: list[tuple[str, str, int]], forget: list[str]) -> None:
         if checkpoints or forget or not self.started:
@@ -168,7 +191,11 @@ class Tail:
     def shutdown(self) -> None:
         """Stop: the producer sends or spools what it holds, then the last checkpoints."""
         self.producer.close()
-        self.tracker.durable(self.producer.durable_seq)
+        if not self.dropped_late:
+            try:
+                self._durable()
+            except LinesDropped as exc:
+                log.error("%s", exc)
         self._save(self.tracker.take_checkpoints(), [])
         for fp in list(self.files):
             self._close(fp)

@@ -20,7 +20,7 @@ from shardline.exitcodes import ExitCode
 from shardline.logs import get_logger
 from shardline.producer import Producer
 from shardline.tail.checkpoints import Checkpoints
-from shardline.tail.loop import Tail, TailOptions
+from shardline.tail.loop import LinesDropped, Tail, TailOptions
 
 log = get_logger("tail")
 
@@ -94,6 +94,10 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, stop)
     log.info("tailing %s into %s (offsets in %s)", " ".join(args.paths), settings.kinesis.stream,
              checkpoints.path)
-    tail.run()
+    try:
+        tail.run()
+    except LinesDropped as exc:
+        log.error("%s", exc)
+        return ExitCode.UNAVAILABLE
     log.info("stopped after %d lines", tail.lines)
     return ExitCode.OK

@@ -3,6 +3,7 @@ durable, a restart re-sends what was not with the same event ids, an over-long l
 unreadable path ending the command with NO_INPUT."""
 from __future__ import annotations
 
+import collections
 import json
 import os
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 
 from shardline.exitcodes import ExitCode
 from shardline.tail.checkpoints import Checkpoints
-from shardline.tail.loop import Tail, TailOptions
+from shardline.tail.loop import LinesDropped, Tail, TailOptions
 from shardline.tail.main import main
 
 
@@ -22,6 +23,7 @@ class FakeProducer:
         self.durable_seq = 0
         self.room = room
         self.closed = False
+        self.dropped: collections.Counter[str] = collections.Counter()
 
     def put(self, event: dict, partition_key: str | None = None) -> bool:
         if self.room <= 0:
@@ -132,3 +134,18 @@ def test_directories_and_fifos_a_glob_matches_are_left_alone(tmp_path, logs):
     p = FakeProducer()
     tail(tmp_path, p).cycle()
     assert [e["line"] for e in p.events] == ["a"]
+
+
+def test_lines_the_producer_dropped_after_accepting_them_stop_the_tailer_before_them(
+        tmp_path, logs):
+    (logs / "a.log").write_bytes(b"a\nb\n")
+    p = FakeProducer()
+    t = tail(tmp_path, p)
+    t.cycle()
+    p.dropped["spool_full"] += 2   # counted, then published as durable: must not count
+    p.durable_seq = 2
+    with pytest.raises(LinesDropped, match="dropped 2 accepted"):
+        t.cycle()
+    t.shutdown()
+    assert list(Checkpoints(str(tmp_path / "state")).offsets().values()) == \
+        [(str(logs / "a.log"), 0)]
