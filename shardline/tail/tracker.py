@@ -103,12 +103,13 @@ class Tracker:
             if here is not None:
                 t.path = here.path  # a rename the globs still match: report the new name
             rewritten = here is not None and here.fingerprint not in (None, fp)
+            known = t.size  # the size before this step: what a truncation took away
             if h.size != t.size:
                 t.size, t.last_change = h.size, now
             # Rotated away and quiet for rotate_wait_s: the file will not grow again.
             done = not t.matched and now - t.last_change >= self.rotate_wait_s
             if t.truncated or h.size < t.read_to or rewritten:
-                self._lost_content(t, paths, h.inode, plan)
+                self._lost_content(t, paths, h.inode, plan, known)
             elif h.size > t.read_to:
                 plan.read.append((fp, done))  # done: a last line without a newline is one
             elif done and t.durable_to >= t.safe:
@@ -151,7 +152,7 @@ class Tracker:
             self._forget(t.fingerprint, plan)
 
     def _lost_content(self, t: Tracked, paths: list[Seen], inode: tuple[int, int],
-                      plan: Plan) -> None:
+                      plan: Plan, known: int) -> None:
         copies = [s for s in paths if s.inode != inode and s.size >= t.read_to]
         plan.close.append(t.fingerprint)
         t.truncated = False
@@ -160,9 +161,12 @@ class Tracker:
             plan.open.append((t.fingerprint, t.path))
             plan.read.append((t.fingerprint, False))
             return
-        log.warning("%s was truncated after offset %d before it was read to its end; the "
-                    "lines after it were not sent (a copytruncate copy the globs do not "
-                    "match has them)", t.path, t.read_to)
+        if known > t.read_to:
+            log.warning("%s was truncated at least %d bytes before it was read to its end "
+                        "(offset %d): those lines were not sent (a copytruncate copy the globs "
+                        "do not match has them)", t.path, known - t.read_to, t.read_to)
+        else:
+            log.info("%s was truncated after it was read to its end (copytruncate)", t.path)
         self._forget(t.fingerprint, plan)
 
     def _forget(self, fp: str, plan: Plan) -> None:

@@ -273,3 +273,29 @@ def test_a_file_without_a_complete_first_line_waits():
     w.append("app.log", b"\n")
     w.step(1)
     assert w.lines() == [b"no newline yet\n"]
+
+
+def test_truncation_says_whether_lines_were_lost(caplog):
+    w = World(from_beginning=True)
+    w.pattern = "app.log"          # the copy is not matched
+    w.create("app.log", b"one\n")
+    w.step(0)
+    w.paths["app.log"].data[:] = b""   # truncated after it was read to its end
+    with caplog.at_level("INFO", logger="shardline.tail"):
+        w.step(1)
+    assert [r.levelname for r in caplog.records] == ["INFO"]
+    w.append("app.log", b"two\n")
+    w.step(2)
+    w.append("app.log", b"three\n")   # written and seen (size 10) ...
+    w.step(3)
+    fp = fingerprint(b"two\n")
+    assert fp is not None
+    t = w.tracker.reading(fp)
+    assert t is not None
+    t.read_to = 4                      # ... but, say, its read failed: still at offset 4
+    w.paths["app.log"].data[:] = b""   # then truncated
+    caplog.clear()
+    with caplog.at_level("INFO", logger="shardline.tail"):
+        w.step(4)
+    assert [r.levelname for r in caplog.records] == ["WARNING"]
+    assert "at least 6 bytes" in caplog.records[0].getMessage()
