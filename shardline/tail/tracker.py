@@ -88,11 +88,13 @@ class Tracker:
             by_inode[s.inode] = s
             if s.fingerprint is not None:
                 by_fp.setdefault(s.fingerprint, []).append(s)
-        for fp, paths in by_fp.items():
-            if fp not in self.files:
-                self._start(now, fp, paths[0], plan)
+        new = [fp for fp in by_fp if fp not in self.files]
+        for fp in new:
+            self._start(now, fp, by_fp[fp][0], plan)
         self.first_scan = False
         for fp, t in list(self.files.items()):
+            if fp in new:
+                continue  # opened and read by this plan already
             paths = by_fp.get(fp, [])
             t.matched = bool(paths)
             h = handles.get(fp)

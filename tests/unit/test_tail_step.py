@@ -299,3 +299,11 @@ def test_truncation_says_whether_lines_were_lost(caplog):
         w.step(4)
     assert [r.levelname for r in caplog.records] == ["WARNING"]
     assert "at least 6 bytes" in caplog.records[0].getMessage()
+
+
+def test_a_new_file_is_opened_and_read_once_per_step():
+    w = World(from_beginning=True)
+    w.create("app.log", b"one\n")
+    plan = w.tracker.step(0, w.seen(), {})
+    fp = fingerprint(b"one\n")
+    assert plan.open == [(fp, "app.log")] and plan.read == [(fp, False)]
