@@ -18,6 +18,7 @@ class ExitCode(enum.IntEnum):
     LEASE_LOST = 76  # our lease was taken or expired mid-run
     NOT_INSTALLED = 72  # a file the package ships is missing (e.g. no migrations)
     DENIED = 77  # AWS refused an action (AccessDenied): the host's IAM policy lacks it
+    NO_INPUT = 66  # `shardline tail`: a path to follow cannot be read (permissions, no such dir)
     CONFIG = 78  # invalid or unknown setting: fix the config
     # No sysexits code fits: a store lacks this release's schema (run `shardline migrate`)
     # or holds a newer one; restarting cannot help until a person acts.

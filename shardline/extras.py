@@ -16,7 +16,7 @@ PACKAGE = "shardline"
 PIPELINE = "pipeline"
 INSTALL_HINT = f"pip install '{PACKAGE}[{PIPELINE}]'"
 # The commands of the library alone: sample traffic, a stream, the settings list.
-WITHOUT_PIPELINE = frozenset({"create-stream", "produce", "settings"})
+WITHOUT_PIPELINE = frozenset({"create-stream", "produce", "settings", "tail"})
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _EXTRA = re.compile(r"""extra\s*==\s*["']([^"']+)["']""")

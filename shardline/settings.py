@@ -400,6 +400,20 @@ class StatusSettings:
 
 
 @dataclass
+class TailSettings:
+    """``shardline tail``: log files to the stream, one event per line (docs/tail.md)."""
+
+    state_dir: str = _opt("", "where the tailer keeps its offsets (SQLite), on local disk; "
+                              "empty: <producer.spool_dir>/tail")
+    max_line_bytes: int = _opt(65536, "a longer line is cut to this many bytes and sent as a "
+                                      "dead letter, the rest skipped", min=256, max=900_000)
+    poll_s: float = _opt(0.25, "how often an idle tailer looks for new lines and files",
+                         min=0.01, max=60)
+    rotate_wait_s: float = _opt(10.0, "a file rotated away is kept open this long after its "
+                                      "last write (a writer may still append)", min=0)
+
+
+@dataclass
 class LogSettings:
     level: str = _opt("INFO", "log level", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     format: str = _opt("text", "text, or json: one JSON object per line (time, level, logger, "
@@ -422,6 +436,7 @@ class Settings:
     loader: LoaderSettings = field(default_factory=LoaderSettings)
     agent: AgentSettings = field(default_factory=AgentSettings)
     status: StatusSettings = field(default_factory=StatusSettings)
+    tail: TailSettings = field(default_factory=TailSettings)
     log: LogSettings = field(default_factory=LogSettings)
 
     def replace(self, **overrides: str) -> "Settings":

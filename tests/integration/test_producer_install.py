@@ -121,3 +121,34 @@ def test_a_front_end_in_the_bare_install_sends_page_views(bare_venv: Path, stack
                                                      for p in PATHS)
     assert {v["user_agent"] for v in views} == {"install-test/1.0"}
     assert len({v["event_id"] for v in views}) == len(PATHS)
+
+
+def test_shardline_tail_in_the_bare_install_sends_lines(bare_venv: Path, stack_env, kinesis,
+                                                         stream_name: str, tmp_path: Path):
+    """A log host installs the wheel alone: ``shardline tail`` needs nothing more."""
+    env = _env(stack_env, SHARDLINE_KINESIS_STREAM=stream_name,
+               SHARDLINE_TAIL_STATE_DIR=str(tmp_path / "state"), SHARDLINE_TAIL_POLL_S="0.05")
+    created = _run(bare_venv, str(bare_venv / "bin" / "shardline"), "create-stream",
+                   "--stream", stream_name, "--shards", "1", env=env)
+    assert created.returncode == 0, created.stderr
+    log = tmp_path / "app.log"
+    log.write_text("first line\nsecond line\n")
+    tail = subprocess.Popen([str(bare_venv / "bin" / "shardline"), "tail", "--from-beginning",
+                             str(tmp_path / "*.log")], cwd=bare_venv.parent, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            lines = sorted(json.loads(d)["line"] for d in read_stream(kinesis, stream_name)
+                           .values())
+            if len(lines) >= 2 or time.monotonic() > deadline or tail.poll() is not None:
+                break
+            time.sleep(0.5)
+        tail.send_signal(signal.SIGTERM)
+        _, err = tail.communicate(timeout=60)
+        assert tail.returncode == ExitCode.OK, err
+    finally:
+        if tail.poll() is None:
+            tail.kill()
+            tail.wait()
+    assert lines == ["first line", "second line"]
