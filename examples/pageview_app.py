@@ -17,6 +17,8 @@ from __future__ import annotations
 import argparse
 import html
 import os
+import signal
+import threading
 from typing import Any, Callable, Iterable
 
 from shardline.producer.middleware import ASGIMiddleware, WSGIMiddleware
@@ -92,11 +94,16 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8000)
     args = parser.parse_args()
     with make_server("127.0.0.1", args.port, app) as server:
+        # Ctrl-C or SIGTERM ends serve_forever between requests: a KeyboardInterrupt raised
+        # inside a request would be caught by wsgiref's error handler and the server would
+        # go on serving. shutdown() waits for serve_forever, so it runs on a thread of its own.
+        def stop(signum: int, frame: object) -> None:
+            threading.Thread(target=server.shutdown, daemon=True).start()
+
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGTERM, stop)
         print(f"serving on http://127.0.0.1:{args.port}/ (Ctrl-C to stop)")
-        try:
-            server.serve_forever()
-        except KeyboardInterrupt:
-            pass
+        server.serve_forever()
     producer.close()
 
 
