@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import importlib.metadata
 import re
+from typing import Sequence
 
 PACKAGE = "shardline"
 PIPELINE = "pipeline"
 INSTALL_HINT = f"pip install '{PACKAGE}[{PIPELINE}]'"
 # The commands of the library alone: sample traffic, a stream, the settings list.
 WITHOUT_PIPELINE = frozenset({"create-stream", "produce", "settings", "tail"})
+# Commands that need no pipeline package with one of these flags: a log host checks its
+# tailer (``status --tail``) on the bare install.
+WITHOUT_PIPELINE_WITH = {"status": "--tail"}
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _EXTRA = re.compile(r"""extra\s*==\s*["']([^"']+)["']""")
@@ -49,10 +53,13 @@ def missing_packages(extra: str = PIPELINE) -> list[str]:
     return missing
 
 
-def missing_message(command: str) -> str | None:
+def missing_message(command: str, argv: Sequence[str] = ()) -> str | None:
     """The line a command stops with when it needs the pipeline extra and some of it is
     not installed; None when it can run."""
     if command in WITHOUT_PIPELINE:
+        return None
+    flag = WITHOUT_PIPELINE_WITH.get(command)
+    if flag is not None and any(a == flag or a.startswith(flag + "=") for a in argv):
         return None
     missing = missing_packages()
     if not missing:

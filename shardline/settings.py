@@ -411,6 +411,15 @@ class TailSettings:
                          min=0.01, max=60)
     rotate_wait_s: float = _opt(10.0, "a file rotated away is kept open this long after its "
                                       "last write (a writer may still append)", min=0)
+    report_interval_s: float = _opt(5.0, "how often the tailer writes each file's offset, "
+                                         "bytes behind and oldest unsent line's age for "
+                                         "status and /metrics", min=0.1)
+    stall_alert_s: float = _opt(60.0, "status alerts when a file has unsent lines and its "
+                                      "offset has not moved for this long (a stalled tailer)",
+                                min=1)
+    metrics_address: str = _opt("", "HOST:PORT where the tailer serves its own /metrics "
+                                    "(a host without supervisor-config's metrics program); "
+                                    "empty: none", check=_check_metrics_address)
 
 
 @dataclass

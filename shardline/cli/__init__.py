@@ -88,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"shardline: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return ExitCode.USAGE
     module_name, func_name = COMMANDS[name][0].split(":")
-    if (missing := missing_message(name)) is not None:  # an install without the extra
+    if (missing := missing_message(name, rest)) is not None:  # an install without the extra
         print(missing, file=sys.stderr)
         return ExitCode.NOT_INSTALLED
     # `kill -USR1 PID` prints every thread's stack to stderr (the supervisord log): the

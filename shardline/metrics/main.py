@@ -4,7 +4,8 @@
 ``agent.metrics_address``): the host's scrape target when supervisord runs the pipeline
 without the agent (``supervisor-config`` writes it as the ``metrics`` program; with
 ``--agent`` the agent serves the same). Without ``--serve`` it prints one scrape to stdout.
-Both read the multiprocess directory (``--dir``, default ``$PROMETHEUS_MULTIPROC_DIR``).
+Both read the multiprocess directory (``--dir``, default ``$PROMETHEUS_MULTIPROC_DIR``) and,
+when this host runs ``shardline tail``, its per-file report (``shardline.tail.report``).
 
 Exit codes: 0 after a stop, 78 for a bad address or a missing directory, 69 when the
 address cannot be bound (supervisord restarts the program).
@@ -21,6 +22,15 @@ from shardline.exitcodes import ExitCode
 from shardline.lifecycle import StopSignals
 from shardline.logs import get_logger
 from shardline.metrics import multiproc
+from shardline.settings import Settings
+from shardline.tail.report import TailCollector, state_dir
+
+
+def tail_collectors(settings: Settings) -> list[TailCollector]:
+    """The per-file gauges of this host's ``shardline tail`` (its state directory's report;
+    nothing while no tailer has run with it)."""
+    directory = state_dir(settings)
+    return [TailCollector(directory, settings.tail.stall_alert_s)] if directory else []
 
 
 def main(argv: Sequence[str]) -> int:
@@ -44,6 +54,8 @@ def main(argv: Sequence[str]) -> int:
 
         registry = CollectorRegistry()
         registry.register(multiproc.HostCollector(path))
+        for collector in tail_collectors(settings):
+            registry.register(collector)
         sys.stdout.write(generate_latest(registry).decode())
         return ExitCode.OK
     address = args.serve or settings.agent.metrics_address
@@ -52,7 +64,7 @@ def main(argv: Sequence[str]) -> int:
     stop = StopSignals(log=log, notice="stopping the metrics server")
     stop.install()
     try:
-        server = multiproc.serve(address, path)
+        server = multiproc.serve(address, path, tail_collectors(settings))
     except OSError as exc:
         log.error("cannot serve on %s: %s", address, exc)
         return ExitCode.UNAVAILABLE

@@ -18,7 +18,7 @@ import os
 import re
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, Mapping
+from typing import TYPE_CHECKING, Iterator, Mapping, Sequence
 
 from shardline.errors import ConfigError
 from shardline.logs import ContextLogger
@@ -28,6 +28,7 @@ if TYPE_CHECKING:  # imported where used at run time: the exporter is loaded laz
 
     from prometheus_client import CollectorRegistry
     from prometheus_client.metrics_core import Metric
+    from prometheus_client.registry import Collector
 
 ENV = "PROMETHEUS_MULTIPROC_DIR"
 DIR_NAME = "metrics"  # under supervisor-config's --out directory
@@ -106,12 +107,14 @@ def parse_address(text: str, key: str = "agent.metrics_address") -> tuple[str, i
     return host, int(port)
 
 
-def serve(address: str, path: str | None = None) -> WSGIServer:
+def serve(address: str, path: str | None = None,
+          extra: Sequence[Collector] = ()) -> WSGIServer:
     """Serve the host's metrics on ``address`` (``/metrics``) from a daemon thread (the
     library's threading WSGI server).
 
     ``path`` None: the directory from ``PROMETHEUS_MULTIPROC_DIR``; without one, this
-    process's own registry. Raises ``OSError`` when the address cannot be bound."""
+    process's own registry. ``extra``: collectors read at each scrape beside them (the
+    tailer's per-file report). Raises ``OSError`` when the address cannot be bound."""
     from prometheus_client import REGISTRY, CollectorRegistry
     from prometheus_client.exposition import start_http_server
 
@@ -123,6 +126,8 @@ def serve(address: str, path: str | None = None) -> WSGIServer:
         sweep(path, everything=True)
         registry = CollectorRegistry()
         registry.register(HostCollector(path))
+    for collector in extra:
+        registry.register(collector)
     server, _thread = start_http_server(port, addr=host, registry=registry)
     return server
 

@@ -11,6 +11,8 @@ Streams: ``--stream`` or ``kinesis.stream``; ``--all-streams`` (or neither set) 
 stream the control store knows (its leases and assignments: a row per shard, cheap on both
 backends).
 
+``--tail [DIR]``: this host's tailer instead (``shardline.ops.status_tail``).
+
 Exit 0 when healthy; ``ExitCode.ALERT`` (3) on any alert, the reasons on stderr and in
 ``--json``'s ``alerts``: a shard that is not at SHARD_END has no live owner, lags past
 ``status.max_lag_ms`` (MillisBehindLatest), or its status row is older than 3 x
@@ -223,6 +225,11 @@ def main(argv: list[str]) -> int:
                              "/metrics (loopback only unless --public)")
     parser.add_argument("--public", action="store_true",
                         help="with --serve: allow a non-loopback address (no authentication)")
+    parser.add_argument("--tail", nargs="?", const="", default=None, metavar="DIR",
+                        help="this host's `shardline tail` instead, file by file: offset, "
+                             "bytes behind, oldest unsent line; alert when a file stalls "
+                             "(DIR: its state directory, default tail.state_dir); needs no "
+                             "warehouse or control store")
     parser.add_argument("--interval", type=float, default=5.0, metavar="SECONDS",
                         help="with --serve: sample the pipeline every SECONDS (default 5)")
     args, code = parse_command_args(parser, argv)
@@ -240,6 +247,10 @@ def main(argv: list[str]) -> int:
             print(f"shardline status: --serve: {exc}", file=sys.stderr)
             return ExitCode.USAGE
     settings = load_settings(args, **{"kinesis.stream": args.stream})
+    if args.tail is not None:
+        from shardline.ops import status_tail
+
+        return status_tail.run(settings, args.tail, args.json)
     settings.require("warehouse.dsn")
 
     from shardline import preflight

@@ -3,8 +3,11 @@ every line is durable (spooled or accepted by Kinesis).
 
 One transaction per loop cycle, synchronous=FULL in WAL mode: a checkpoint that
 ``save`` returned from survives a power cut, and a ``kill -9`` in the middle of one leaves
-the previous one. ``started`` records that the first start's positions (the ends of the
-files that already existed) are stored, so a restart never takes them again.
+the previous one. ``files`` is what the tailer last reported of each file it follows (for
+``shardline status --tail`` and the metrics, ``shardline.tail.report``), replaced whole at
+each report with ``meta.reported_at``. ``started`` records that the first start's
+positions (the ends of the files that already existed) are stored, so a restart never
+takes them again.
 """
 from __future__ import annotations
 
@@ -13,6 +16,9 @@ import sqlite3
 import time
 
 from shardline.errors import ConfigError
+from shardline.tail.tracker import FileState
+
+STATE_FILE = "tail.sqlite3"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS offsets (
@@ -22,11 +28,19 @@ CREATE TABLE IF NOT EXISTS offsets (
     updated_at REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS files (
+    fingerprint TEXT PRIMARY KEY,
+    path TEXT NOT NULL,
+    offset INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    unsent_since REAL NOT NULL,
+    advanced_at REAL NOT NULL
+);
 """
 
 
 class Checkpoints:
-    def __init__(self, directory: str, name: str = "tail.sqlite3"):
+    def __init__(self, directory: str, name: str = STATE_FILE):
         try:
             os.makedirs(directory, exist_ok=True)
             self.path = os.path.join(directory, name)
@@ -57,6 +71,21 @@ class Checkpoints:
                                 [(fp,) for fp in forget])
             self.db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('started', ?)",
                             (str(now),))
+
+    def report(self, states: list[FileState], wall_now: float, pid: int) -> None:
+        """Replace the reported files (ages become wall-clock times: a reader in another
+        process compares them with its own clock) and the report time; one transaction per
+        ``tail.report_interval_s``."""
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.execute("DELETE FROM files")
+            self.db.executemany(
+                "INSERT INTO files (fingerprint, path, offset, size, unsent_since, advanced_at) "
+                "VALUES (?,?,?,?,?,?)",
+                [(f.fingerprint, f.path, f.offset, f.size, wall_now - f.unsent_age_s,
+                  wall_now - f.advanced_age_s) for f in states])
+            self.db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                                [("reported_at", repr(wall_now)), ("pid", str(pid))])
 
     def offsets(self) -> dict[str, tuple[str, int]]:
         """fingerprint -> (path, offset), for status and tests."""

@@ -16,6 +16,8 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
+from prometheus_client import Counter
+
 from shardline.logs import get_logger
 from shardline.producer import Producer
 from shardline.tail.checkpoints import Checkpoints
@@ -29,6 +31,11 @@ READ_BYTES = 1024 * 1024  # per file and cycle: one busy file cannot starve the 
 # What the producer drops after put() accepted an event: its sequence number then counts
 # as durable although the line is not in Kinesis nor in the spool.
 LATE_DROPS = ("spool_full", "refused", "close")
+
+
+# Per-file numbers go through the report (shardline.tail.report), not labelled series.
+LINES = Counter("shardline_tail_lines", "lines read and put, by --table (a line read again "
+                "after a restart counts again)", ["table"])
 
 
 class LinesDropped(Exception):
@@ -45,6 +52,7 @@ class TailOptions:
     poll_s: float
     rotate_wait_s: float
     from_beginning: bool
+    report_interval_s: float = 5.0
 
 
 def scan(patterns: list[str], warned: set[str]) -> list[Seen]:
@@ -84,6 +92,8 @@ class Tail:
         self.stop = threading.Event()
         self.lines = 0
         self.dropped_late = False
+        self.reported_at: float | None = None   # monotonic
+        self.reported_lines = 0
 
     def run(self) -> None:
         try:
@@ -108,7 +118,17 @@ class Tail:
             busy |= self._read(now, fp, final)
         self._durable()
         self._save(plan.checkpoint + self.tracker.take_checkpoints(), plan.forget)
+        if self.reported_at is None or now - self.reported_at >= self.o.report_interval_s:
+            self.report(now)
         return busy
+
+    def report(self, now: float) -> None:
+        """Each file's offset, size and ages, for status and /metrics."""
+        self.reported_at = now
+        self.store.report(self.tracker.states(now), time.time(), os.getpid())
+        if self.lines > self.reported_lines:
+            LINES.labels(self.o.event_type).inc(self.lines - self.reported_lines)
+            self.reported_lines = self.lines
 
     def _durable(self) -> None:
         """Move the offsets up to what the producer made durable, unless it dropped lines.
@@ -197,6 +217,7 @@ class Tail:
             except LinesDropped as exc:
                 log.error("%s", exc)
         self._save(self.tracker.take_checkpoints(), [])
+        self.report(time.monotonic())
         for fp in list(self.files):
             self._close(fp)
         self.store.close()

@@ -13,14 +13,20 @@ import signal
 import socket
 import sys
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from shardline.cli.kit import add_stream_option, command_parser, load_settings, \
     parse_command_args
 from shardline.exitcodes import ExitCode
 from shardline.logs import get_logger
+from shardline.metrics import multiproc
 from shardline.producer import Producer
 from shardline.tail.checkpoints import Checkpoints
+from shardline.tail import report
 from shardline.tail.loop import LinesDropped, Tail, TailOptions
+
+if TYPE_CHECKING:
+    from wsgiref.simple_server import WSGIServer
 
 log = get_logger("tail")
 
@@ -48,6 +54,17 @@ def unreadable(pattern: str) -> str | None:
     return None
 
 
+def serve_metrics(address: str, state_dir: str, stall_s: float) -> WSGIServer | None:
+    """``tail.metrics_address``: this process's /metrics (its producer's and the per-file
+    gauges), for a log host without supervisor-config's metrics program."""
+    if not address:
+        return None
+    from prometheus_client import REGISTRY
+
+    REGISTRY.register(report.TailCollector(state_dir, stall_s))
+    return multiproc.serve_quietly(address, log)
+
+
 def main(argv: list[str]) -> int:
     parser = command_parser("tail", "Follow log files (globs, rotation both ways) and put one "
                                     "event per line into the stream, exactly once by event id.")
@@ -69,13 +86,13 @@ def main(argv: list[str]) -> int:
             return ExitCode.NO_INPUT
     settings = load_settings(args, **{"kinesis.stream": args.stream})
     settings.require("kinesis.stream")
-    state_dir = settings.tail.state_dir or (
-        os.path.join(settings.producer.spool_dir, "tail") if settings.producer.spool_dir else "")
+    state_dir = report.state_dir(settings)
     if not state_dir:
         settings.require("tail.state_dir")  # raises, naming the setting
     checkpoints = Checkpoints(state_dir)
     # Without a spool a full buffer waits (block) rather than drops: a line the producer
     # refused is read again anyway, and waiting is the cheaper way to retry.
+    multiproc.ensure_dir()
     block = not (settings.producer.spool_dir or settings.producer.on_full)
     producer = Producer(settings=settings, on_full="block") if block else \
         Producer(settings=settings)
@@ -84,7 +101,8 @@ def main(argv: list[str]) -> int:
                           event_type=args.table, max_line_bytes=settings.tail.max_line_bytes,
                           poll_s=settings.tail.poll_s,
                           rotate_wait_s=settings.tail.rotate_wait_s,
-                          from_beginning=args.from_beginning)
+                          from_beginning=args.from_beginning,
+                          report_interval_s=settings.tail.report_interval_s)
     tail = Tail(options, producer, checkpoints)
 
     def stop(signum: int, frame: FrameType | None) -> None:
@@ -94,10 +112,14 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, stop)
     log.info("tailing %s into %s (offsets in %s)", " ".join(args.paths), settings.kinesis.stream,
              checkpoints.path)
+    server = serve_metrics(settings.tail.metrics_address, state_dir,
+                           settings.tail.stall_alert_s)
     try:
         tail.run()
     except LinesDropped as exc:
         log.error("%s", exc)
         return ExitCode.UNAVAILABLE
+    finally:
+        multiproc.stop(server)
     log.info("stopped after %d lines", tail.lines)
     return ExitCode.OK

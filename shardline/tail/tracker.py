@@ -23,6 +23,11 @@ from shardline.logs import get_logger
 
 log = get_logger("tail")
 
+# Growth is remembered at this granularity: the oldest unsent line's age is exact to it,
+# and a stalled file costs one sample a second at most.
+GROWTH_SAMPLE_S = 1.0
+MAX_SAMPLES = 4096  # past this, every other sample goes (ages then read younger, never older)
+
 
 @dataclass(frozen=True)
 class Seen:
@@ -54,6 +59,23 @@ class Tracked:
     size: int = 0            # the handle's size at the last step
     matched: bool = True     # a path the globs match has this fingerprint
     truncated: bool = False  # the handle's content is gone (copytruncate)
+    # (size, when the file first had that size), sizes increasing, at most one per
+    # GROWTH_SAMPLE_S: when the oldest byte past the checkpoint was first seen
+    grown: list[tuple[int, float]] = field(default_factory=list)
+    advanced_at: float = 0.0  # when durable_to last moved (or tracking began)
+    reported_to: int = 0      # durable_to at the last step (to see it move)
+
+
+@dataclass(frozen=True)
+class FileState:
+    """What status and metrics show of one followed file."""
+
+    fingerprint: str
+    path: str
+    offset: int            # the checkpoint: every line before it is durable
+    size: int              # the file's size at the last step
+    unsent_age_s: float    # how long the oldest byte past the offset has been in the file
+    advanced_age_s: float  # since the offset last moved
 
 
 @dataclass
@@ -108,6 +130,9 @@ class Tracker:
             known = t.size  # the size before this step: what a truncation took away
             if h.size != t.size:
                 t.size, t.last_change = h.size, now
+                _grew(t, now)
+            if t.durable_to != t.reported_to:
+                t.reported_to, t.advanced_at = t.durable_to, now
             # Rotated away and quiet for rotate_wait_s: the file will not grow again.
             done = not t.matched and now - t.last_change >= self.rotate_wait_s
             if t.truncated or h.size < t.read_to or rewritten:
@@ -141,7 +166,10 @@ class Tracker:
             log.warning("%s is shorter (%d bytes) than its checkpoint (%d): reading it from "
                         "its start", s.path, s.size, offset)
             offset = 0
-        self.files[fp] = Tracked(fp, s.path, offset, offset, offset, last_change=now)
+        t = Tracked(fp, s.path, offset, offset, offset, last_change=now, size=s.size,
+                    advanced_at=now, reported_to=offset)
+        _grew(t, now)
+        self.files[fp] = t
         plan.open.append((fp, s.path))
         plan.read.append((fp, False))  # opened first, so read in this same cycle
 
@@ -177,6 +205,17 @@ class Tracker:
         self.dirty.discard(fp)
         self.pending = [p for p in self.pending if p[1] != fp]
         plan.forget.append(fp)
+
+    def states(self, now: float) -> list[FileState]:
+        """Every followed file as status and metrics show it, by path."""
+        out = []
+        for t in self.files.values():
+            while t.grown and t.grown[0][0] <= t.durable_to:
+                t.grown.pop(0)
+            unsent = now - t.grown[0][1] if t.grown and t.size > t.durable_to else 0.0
+            out.append(FileState(t.fingerprint, t.path, t.durable_to, t.size,
+                                 max(0.0, unsent), max(0.0, now - t.advanced_at)))
+        return sorted(out, key=lambda f: (f.path, f.fingerprint))
 
     # -- what the loop reports ------------------------------------------------------
 
@@ -214,3 +253,17 @@ class Tracker:
                 t.durable_to = safe
                 self.dirty.add(fp)
         del self.pending[:done]
+
+
+def _grew(t: Tracked, now: float) -> None:
+    """Remember when the file reached ``t.size`` (see ``Tracked.grown``)."""
+    if t.grown and t.size <= t.grown[-1][0]:
+        # shrank (a truncation the step handles): sizes must stay increasing
+        t.grown = [g for g in t.grown if g[0] < t.size]
+    if t.grown and now - t.grown[-1][1] < GROWTH_SAMPLE_S:
+        # within the granularity: the newer bytes count from the earlier time
+        t.grown[-1] = (t.size, t.grown[-1][1])
+    else:
+        t.grown.append((t.size, now))
+    if len(t.grown) > MAX_SAMPLES:
+        t.grown = t.grown[:1] + t.grown[2::2]
