@@ -42,9 +42,9 @@ from shardline.errors import ConfigError
 from shardline.exitcodes import ExitCode
 from shardline.lifecycle import first_line
 from shardline.metrics.multiproc import DIR_NAME as METRICS_DIR
-from shardline.ops.supervisor_render import (CONF_NAME, DEFAULT_TEMPLATE, program_names,
-                                             agent_include_name, render, render_consumers,
-                                             select_shards)
+from shardline.ops.supervisor_render import (CONF_NAME, DEFAULT_TEMPLATE, TailProgram,
+                                             agent_include_name, program_names, render,
+                                             render_consumers, select_shards)
 from shardline.settings import Settings
 
 # SHARDLINE_* settings that may never be written to a file even though settings hold
@@ -185,6 +185,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="many hosts: instead of a program per shard, the `shardline agent` "
                              "program and an [include] of the file where the agent keeps this "
                              "host's consumer programs (DIR/agent-consumers.conf)")
+    parser.add_argument("--tail", action="append", default=[], metavar="GLOB",
+                        help="add a `shardline tail` program following GLOB (repeatable; "
+                             "quote it: the tailer expands it and picks up new files)")
+    parser.add_argument("--tail-stream", metavar="S",
+                        help="the tailer's stream (default: --stream)")
+    parser.add_argument("--tail-table", default="log_lines", metavar="T",
+                        help="the tailer's --table, the events' type the tables file routes "
+                             "(default: log_lines)")
     # Tests and unusual deployments: the whole command, {shardline} and {args} substituted.
     parser.add_argument("--command-template", default=DEFAULT_TEMPLATE, help=argparse.SUPPRESS)
     return parser
@@ -243,6 +251,7 @@ def main(argv: list[str]) -> int:
     if shard_end is None:
         print(f"shardline supervisor-config: {selection.note}", file=sys.stderr)
 
+    tail = tail_program(args, settings)
     out_dir = args.out or "."
     include = os.path.join(os.path.abspath(out_dir), agent_include_name(args.program_prefix))
     text = render(stream=stream, shards=selection, out_dir=out_dir,
@@ -251,7 +260,7 @@ def main(argv: list[str]) -> int:
                   settings=settings, workers=args.workers, prefix=args.program_prefix,
                   config_path=_settings_file(args), environment=environment,
                   command_template=args.command_template,
-                  agent_include=include if args.agent else None)
+                  agent_include=include if args.agent else None, tail=tail)
     if args.print_only:
         sys.stdout.write(text)
         return ExitCode.OK
@@ -269,13 +278,29 @@ def main(argv: list[str]) -> int:
         return _agent_summary(args, settings, stream, target, include, old == text, names)
     print(f"{'unchanged' if old == text else 'wrote'} {target}: "
           f"{len(selection.shards)} consumer(s) ({', '.join(selection.shards)}), "
-          f"{args.workers} stage worker(s), {_loaders(settings)}")
+          f"{args.workers} stage worker(s), {_loaders(settings)}"
+          + (f", {names['tail']} ({' '.join(tail.patterns)})" if tail else ""))
     if selection.excluded:
         print(f"  at SHARD_END, no program: {', '.join(selection.excluded)}")
     print(f"  start:  supervisord -c {target}\n"
           f"  update: supervisorctl -c {target} update   (adds new "
           f"{names['consumer']}* programs, leaves running ones alone)")
     return ExitCode.OK
+
+
+def tail_program(args: argparse.Namespace, settings: Settings) -> TailProgram | None:
+    """``--tail``: the tail program, once its state has a place (a missing setting stops
+    here, not in a program supervisord restarts for ever)."""
+    if not args.tail:
+        if args.tail_stream:
+            raise ConfigError("--tail-stream needs --tail GLOB")
+        return None
+    from shardline.tail.report import state_dir
+
+    if not state_dir(settings):
+        settings.require("tail.state_dir")  # raises, naming the setting
+    return TailProgram(tuple(args.tail), args.tail_stream or settings.kinesis.stream,
+                       args.tail_table)
 
 
 def _loaders(settings: Settings) -> str:

@@ -36,8 +36,18 @@ START_RETRIES = 100  # supervisord backs off 1 s, 2 s, 3 s ...: ~80 min before F
 WORKER_STOPWAITSECS = 30
 LOADER_STOPWAITSECS = 60
 AGENT_STOPWAITSECS = 15
+TAIL_STOPWAITSECS = 30  # the tailer's producer sends or spools what it holds, then exits
 _UNIX_SOCKET_MAX = 100  # sun_path is 108 bytes on Linux; keep a margin
 _PROGRAM_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+@dataclass(frozen=True)
+class TailProgram:
+    """``shardline tail`` on this host: its globs, the stream and the events' table."""
+
+    patterns: tuple[str, ...]
+    stream: str
+    table: str = "log_lines"
 
 
 @dataclass(frozen=True)
@@ -93,7 +103,7 @@ def agent_include_name(prefix: str) -> str:
 def program_names(prefix: str) -> dict[str, str]:
     p = f"{prefix}-" if prefix else ""
     return {"consumer": f"{p}consumer-", "worker": f"{p}stage-worker", "loader": f"{p}loader",
-            "agent": f"{p}agent", "metrics": f"{p}metrics"}
+            "agent": f"{p}agent", "metrics": f"{p}metrics", "tail": f"{p}tail"}
 
 
 class Programs:
@@ -155,11 +165,13 @@ def _check_prefix(prefix: str) -> None:
 def render(*, stream: str, shards: Selection, out_dir: str, shardline_cmd: Sequence[str],
            settings: Settings, workers: int = 2, prefix: str = "",
            config_path: str | None = None, environment: Mapping[str, str] | None = None,
-           command_template: str = DEFAULT_TEMPLATE, agent_include: str | None = None) -> str:
+           command_template: str = DEFAULT_TEMPLATE, agent_include: str | None = None,
+           tail: TailProgram | None = None) -> str:
     """The whole supervisord config as text (deterministic for the same inputs).
 
     ``agent_include``: instead of one program per shard, an ``agent`` program and an
     ``[include]`` of this file, where ``shardline agent`` keeps this host's consumers.
+    ``tail``: a ``tail`` program following these log files.
     """
     if workers < 1:
         raise ConfigError("--workers must be at least 1")
@@ -236,6 +248,8 @@ def render(*, stream: str, shards: Selection, out_dir: str, shardline_cmd: Seque
         lines += program(names["loader"] + ("" if i == 0 else f"-{table}"),
                          command(["loader", "--table", table]), autorestart="true",
                          stopwait=LOADER_STOPWAITSECS)
+    if tail is not None:
+        lines += tail_program(programs, names, tail)
     address = settings.agent.metrics_address
     if agent_include is None and address:
         lines += ["; This host's scrape target: the metrics of every program above, merged",
@@ -262,6 +276,19 @@ def agent_program(programs: Programs, stream: str, names: Mapping[str, str], inc
             "; the fleet assigns to it (see the [include] at the end).", ""] + programs.section(
         names["agent"], programs.command(args), autorestart="true",
         stopwait=AGENT_STOPWAITSECS, extra=["priority=1000"])
+
+
+def tail_program(programs: Programs, names: Mapping[str, str],
+                 tail: TailProgram) -> list[str]:
+    """The ``tail`` program. The globs are quoted on its command line: the tailer expands
+    them itself, and so picks up files created later. A clean exit (after SIGTERM) stays
+    stopped; any other is restarted, and the restart resumes from the offsets."""
+    if not tail.patterns:
+        raise ConfigError("--tail needs at least one path or glob")
+    args = ["tail", "--stream", tail.stream, "--table", tail.table, *tail.patterns]
+    return ["; The tailer: log files of this host to the stream, one event per line.",
+            ""] + programs.section(names["tail"], programs.command(args),
+                                   autorestart="unexpected", stopwait=TAIL_STOPWAITSECS)
 
 
 def render_consumers(*, stream: str, shards: Iterable[str], include: str,

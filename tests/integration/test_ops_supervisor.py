@@ -105,7 +105,9 @@ def test_supervisor_config_and_reshard_update(stack_env, stream_name, pg_schema,
     template = f"{sys.executable} {standin} {{args}}"
     conf = out / "shardline.conf"
     gen = ["supervisor-config", "--stream", stream_name, "--workers", "2", "--out", str(out),
-           "--command-template", template, "--env", "SHARDLINE_LOG_LEVEL=DEBUG"]
+           "--command-template", template, "--env", "SHARDLINE_LOG_LEVEL=DEBUG",
+           "--tail", str(out / "in" / "*.log"), "--tail-table", "access_log",
+           "--env", f"SHARDLINE_TAIL_STATE_DIR={out / 'tail'}"]
     launched = False
     try:
         _shardline(env, *gen)
@@ -119,7 +121,8 @@ def test_supervisor_config_and_reshard_update(stack_env, stream_name, pg_schema,
         started = _run([str(BIN / "supervisord"), "-c", str(conf)], env)
         assert started.returncode == 0, started.stderr
         consumers = {f"consumer-{s}" for s in shards}
-        others = {"stage-worker:stage-worker_00", "stage-worker:stage-worker_01", "loader"}
+        others = {"stage-worker:stage-worker_00", "stage-worker:stage-worker_01", "loader",
+                  "tail"}
         before = _wait_running(conf, env, consumers | others)
         assert {n for n in before if n.startswith("consumer-")} == consumers
 
@@ -131,6 +134,11 @@ def test_supervisor_config_and_reshard_update(stack_env, stream_name, pg_schema,
         environ = Path(f"/proc/{pid}/environ").read_bytes()
         assert b"SHARDLINE_LOG_LEVEL=DEBUG" in environ  # environment= from --env
         assert b"AWS_SECRET_ACCESS_KEY=" in environ  # passed through by supervisord
+        # the tailer gets its glob unexpanded (it expands it itself, again and again)
+        tail_pid = before["tail"][1]
+        cmdline = Path(f"/proc/{tail_pid}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
+        assert cmdline[-6:] == [b"tail", b"--stream", stream_name.encode(), b"--table",
+                                b"access_log", str(out / "in" / "*.log").encode()]
 
         # reshard: split the first shard in two
         parent = kinesis.list_shards(StreamName=stream_name)["Shards"][0]

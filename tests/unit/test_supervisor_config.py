@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import configparser
 import re
+import shlex
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ import pytest
 from shardline.errors import ConfigError
 from shardline.kinesis import ShardInfo
 from shardline.ops import supervisor_config as sc
-from shardline.ops.supervisor_render import render, select_shards
+from shardline.ops.supervisor_render import TailProgram, render, select_shards
 from shardline.settings import Settings
 
 OPEN0 = ShardInfo("shardId-000000000000")
@@ -235,3 +236,38 @@ def test_command_line_settings_become_program_environment():
     assert sc.set_flags_env({"consumer.shutdown_timeout_s": "30", "kinesis.stream": "s",
                              "warehouse.schema": "prod"}) == {
         "SHARDLINE_CONSUMER_SHUTDOWN_TIMEOUT_S": "30", "SHARDLINE_WAREHOUSE_SCHEMA": "prod"}
+
+
+# -- the tail program ---------------------------------------------------------------------
+def test_tail_program_follows_the_globs_unexpanded(tmp_path):
+    tail = TailProgram(("/var/log/nginx/access.log*", "/var/log/app 1/*.log"), "logs",
+                       "access_log")
+    text = _render(tmp_path, [OPEN0], tail=tail, prefix="web")
+    section = _sections(text)["program:web-tail"]
+    assert section["autorestart"] == "unexpected" and section["exitcodes"] == "0"
+    assert section["stopsignal"] == "TERM" and int(section["stopwaitsecs"]) >= 30
+    programs = _supervisord_programs(tmp_path, text)
+    # supervisord splits the command with shlex and execs it without a shell: each glob
+    # reaches the tailer as one literal argument, to be expanded (again and again) there
+    argv = shlex.split(programs["web-tail"].command)
+    assert argv == ["/opt/shardline/bin/shardline", "tail", "--stream", "logs", "--table",
+                    "access_log", "/var/log/nginx/access.log*", "/var/log/app 1/*.log"]
+    assert programs["web-tail"].environment["PROMETHEUS_MULTIPROC_DIR"] == \
+        str(tmp_path / "metrics")
+    assert "[program:tail]" not in _render(tmp_path, [OPEN0])
+
+
+def test_tail_program_needs_a_state_directory_and_its_globs():
+    args = sc.build_parser().parse_args(["--stream", "s", "--tail", "/var/log/*.log"])
+    with pytest.raises(ConfigError, match="tail.state_dir"):
+        sc.tail_program(args, Settings())
+    with_spool = Settings().replace(**{"producer.spool_dir": "/var/spool/shardline"})
+    tail = sc.tail_program(args, with_spool.replace(**{"kinesis.stream": "s"}))
+    assert tail == TailProgram(("/var/log/*.log",), "s", "log_lines")
+    other = sc.build_parser().parse_args(["--stream", "s", "--tail", "a.log", "--tail-stream",
+                                          "logs"])
+    assert sc.tail_program(other, with_spool).stream == "logs"
+    lonely = sc.build_parser().parse_args(["--stream", "s", "--tail-stream", "logs"])
+    with pytest.raises(ConfigError, match="--tail-stream needs --tail"):
+        sc.tail_program(lonely, with_spool)
+    assert sc.tail_program(sc.build_parser().parse_args(["--stream", "s"]), Settings()) is None
