@@ -125,7 +125,8 @@ def test_a_front_end_in_the_bare_install_sends_page_views(bare_venv: Path, stack
 
 def test_shardline_tail_in_the_bare_install_sends_lines(bare_venv: Path, stack_env, kinesis,
                                                          stream_name: str, tmp_path: Path):
-    """A log host installs the wheel alone: ``shardline tail`` needs nothing more."""
+    """A log host installs the wheel alone: ``shardline tail`` and ``status --tail`` need
+    nothing more."""
     env = _env(stack_env, SHARDLINE_KINESIS_STREAM=stream_name,
                SHARDLINE_TAIL_STATE_DIR=str(tmp_path / "state"), SHARDLINE_TAIL_POLL_S="0.05")
     created = _run(bare_venv, str(bare_venv / "bin" / "shardline"), "create-stream",
@@ -152,3 +153,9 @@ def test_shardline_tail_in_the_bare_install_sends_lines(bare_venv: Path, stack_e
             tail.kill()
             tail.wait()
     assert lines == ["first line", "second line"]
+    # ... and the host checks it there too: status --tail needs no pipeline package
+    status = _run(bare_venv, str(bare_venv / "bin" / "shardline"), "status", "--tail",
+                  "--json", env=env)
+    assert status.returncode == ExitCode.OK, (status.stdout, status.stderr)
+    (file,) = json.loads(status.stdout)["files"]
+    assert file["path"] == str(log) and file["offset"] == file["size"] == 23

@@ -38,10 +38,14 @@ TABLES = Path(__file__).resolve().parents[2] / "examples" / "log_lines" / "table
 
 
 class Writer(threading.Thread):
-    """Appends numbered lines to app.log; ``rotate()`` alternates the two styles."""
+    """Appends numbered lines to app.log; ``rotate()`` alternates the two styles.
+    ``places`` is where each line went: (first line of its file, byte offset) -> line."""
 
     def __init__(self, logs: Path):
         super().__init__(daemon=True)
+        self.places: dict[tuple[bytes, int], str] = {}
+        self.first = b""     # the live file's first line (its identity)
+        self.size = 0        # the live file's size
         self.logs = logs
         self.live = logs / "app.log"
         self.n = 0
@@ -55,9 +59,21 @@ class Writer(threading.Thread):
             with self.lock:
                 with self.live.open("ab") as f:
                     for _ in range(5):
-                        f.write(f"{self.n:08d} GET /page/{self.n % 97} 200\n".encode())
+                        text = self.line(self.n)
+                        data = text.encode() + b"\n"
+                        f.write(data)
+                        if not self.size:
+                            self.first = data
+                        self.places[(self.first, self.size)] = text
+                        self.size += len(data)
                         self.n += 1
             time.sleep(0.02)
+
+    def line(self, n: int) -> str:
+        return f"{n:08d} GET /page/{n % 97} 200"
+
+    def written(self) -> set[str]:
+        return {self.line(n) for n in range(self.n)}
 
     def rotate(self) -> str:
         with self.lock:
@@ -71,6 +87,7 @@ class Writer(threading.Thread):
                 shutil.copyfile(self.live, self.logs / f"app.log.{k}")
                 with self.live.open("r+b") as f:
                     f.truncate(0)
+            self.size = 0
             self.rotations.append(style)
             return style
 
@@ -94,12 +111,17 @@ class Run:
     """The tailer started, SIGKILLed and started again KILLS times while the writer writes
     and rotates, a 500 storm in the middle; then a last tailer that stays up."""
 
-    def __init__(self, env: dict, logs: Path, proxy: PutFaultProxy, stream: str, tmp: Path):
+    def __init__(self, env: dict, logs: Path, proxy: PutFaultProxy, stream: str, tmp: Path,
+                 writer: Writer | None = None, kills: int = KILLS, table: str = "log_lines",
+                 at_work: tuple[float, float] = (0.1, 1.2), stall_at: int = 3,
+                 slow_at: int | None = None):
         self.env, self.logs, self.proxy, self.stream = env, logs, proxy, stream
         self.err = tmp / "tail.err"
-        self.writer = Writer(logs)
+        self.writer = writer or Writer(logs)
+        self.n_kills, self.at_work = kills, at_work
+        self.stall_at, self.slow_at = stall_at, slow_at
         self.argv = ["-m", "shardline.cli", "tail", "--stream", stream, "--from-beginning",
-                     str(logs / "app.log*")]
+                     "--table", table, str(logs / "app.log*")]
         self.kills_after_rotation = 0
         self.proc: subprocess.Popen | None = None
 
@@ -112,16 +134,19 @@ class Run:
         """The lines written, once the writer stopped; the last tailer runs on."""
         rnd = random.Random(21)
         self.writer.start()
-        for i in range(KILLS):
+        for i in range(self.n_kills):
             puts = self.proxy.calls().get("PutRecords", 0)
             proc = self.start()
             # Killed at work, not while Python starts: once it has put lines.
             wait_for(lambda p=proc, n=puts: self.proxy.calls().get("PutRecords", 0) > n or
                      p.poll() is not None, 60, "the tailer putting lines", every=0.05)
-            if i == 3:  # Kinesis answers 500 to everything: the lines go to the spool
+            if i == self.stall_at:  # Kinesis answers 500 to everything: to the spool
                 time.sleep(1.0)       # (once this tailer is up and putting)
                 self.proxy.storm("500", 2.5)
-            time.sleep(rnd.uniform(0.1, 1.2))
+            elif i == self.slow_at:  # Kinesis answers each call only after 2 s
+                time.sleep(0.3)
+                self.proxy.storm("slow", 2.5)
+            time.sleep(rnd.uniform(*self.at_work))
             if i % 2 == 0:
                 self.writer.rotate()
                 if i % 4 == 0:  # the kill lands while the tailer handles the rotation
@@ -133,9 +158,9 @@ class Run:
         self.writer.stopping.set()
         self.writer.join(10)
         self.start()
-        assert KILLS >= 5 and self.kills_after_rotation >= 2
+        assert self.n_kills >= 5 and self.kills_after_rotation >= 2
         assert set(self.writer.rotations) == {"rename", "copytruncate"}
-        return {f"{n:08d} GET /page/{n % 97} 200" for n in range(self.writer.n)}
+        return self.writer.written()
 
     def stop(self) -> None:
         self.writer.stopping.set()
