@@ -37,6 +37,7 @@ from shardline.fleet.agent import Agent, IncludeFile
 from shardline.fleet.supervisor import Supervisor, server_url
 from shardline.lifecycle import StopSignals
 from shardline.logs import get_logger
+from shardline.tail.report import collectors as tail_collectors
 from shardline.metrics import multiproc
 from shardline.ops.supervisor_render import DEFAULT_TEMPLATE, program_names, render_consumers
 from shardline.settings import ENV_PREFIX, Settings
@@ -173,7 +174,8 @@ def main(argv: Sequence[str]) -> int:
                   config_path=args.config, command_template=args.command_template)
     preflight.require(settings, preflight.CONTROL, preflight.STREAM)
     # The host's scrape target: every program supervisord runs here (multiprocess mode).
-    server = multiproc.serve_quietly(settings.agent.metrics_address, agent.log)
+    server = multiproc.serve_quietly(settings.agent.metrics_address, agent.log,
+                                     extra=tail_collectors(settings))
     try:
         return run(agent, stop)
     finally:

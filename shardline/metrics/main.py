@@ -22,15 +22,7 @@ from shardline.exitcodes import ExitCode
 from shardline.lifecycle import StopSignals
 from shardline.logs import get_logger
 from shardline.metrics import multiproc
-from shardline.settings import Settings
-from shardline.tail.report import TailCollector, state_dir
-
-
-def tail_collectors(settings: Settings) -> list[TailCollector]:
-    """The per-file gauges of this host's ``shardline tail`` (its state directory's report;
-    nothing while no tailer has run with it)."""
-    directory = state_dir(settings)
-    return [TailCollector(directory, settings.tail.stall_alert_s)] if directory else []
+from shardline.tail.report import collectors as tail_collectors
 
 
 def main(argv: Sequence[str]) -> int:

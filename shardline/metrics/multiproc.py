@@ -139,14 +139,14 @@ def bound_address(server: WSGIServer) -> str:
     return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
 
 
-def serve_quietly(address: str, log: ContextLogger,
-                  path: str | None = None) -> WSGIServer | None:
+def serve_quietly(address: str, log: ContextLogger, path: str | None = None,
+                  extra: Sequence[Collector] = ()) -> WSGIServer | None:
     """``serve`` for a process whose real job is something else (the agent): a port in use
     is a warning, not a reason to stop running this host's consumers."""
     if not address:
         return None
     try:
-        server = serve(address, path)
+        server = serve(address, path, extra)
     except OSError as exc:
         log.warning("metrics: cannot serve on %s (%s); this host has no scrape target",
                     address, exc)

@@ -59,10 +59,8 @@ def serve_metrics(address: str, state_dir: str, stall_s: float) -> WSGIServer | 
     gauges), for a log host without supervisor-config's metrics program."""
     if not address:
         return None
-    from prometheus_client import REGISTRY
-
-    REGISTRY.register(report.TailCollector(state_dir, stall_s))
-    return multiproc.serve_quietly(address, log)
+    return multiproc.serve_quietly(address, log,
+                                   extra=[report.TailCollector(state_dir, stall_s)])
 
 
 def main(argv: list[str]) -> int:

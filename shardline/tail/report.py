@@ -45,6 +45,13 @@ def state_dir(settings: Settings) -> str:
         else ""
 
 
+def collectors(settings: Settings) -> list[TailCollector]:
+    """The per-file gauges of this host's ``shardline tail`` for a host scrape target (its
+    state directory's report; nothing while no tailer has run with it)."""
+    directory = state_dir(settings)
+    return [TailCollector(directory, settings.tail.stall_alert_s)] if directory else []
+
+
 @dataclass(frozen=True)
 class Reported:
     """One row of the tailer's report (wall-clock times)."""

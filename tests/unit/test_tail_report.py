@@ -180,3 +180,20 @@ def test_status_tail_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert cli(["status", "--tail", str(tmp_path / "nothing")]) == ExitCode.CONFIG
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "tail.state_dir" in err[0] and "Traceback" not in err[0]
+
+
+def test_the_host_target_shows_the_tailers_files(tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str],
+                                                 monkeypatch: pytest.MonkeyPatch):
+    """``shardline metrics`` (the metrics program of supervisor-config) prints the tailer's
+    per-file series beside the multiprocess directory's."""
+    state = _state_with(tmp_path, FileState("f1", "/var/log/a.log", 10, 90, 45.0, 40.0))
+    (tmp_path / "metrics").mkdir()
+    monkeypatch.delenv("SHARDLINE_CONFIG", raising=False)
+    monkeypatch.setenv("SHARDLINE_TAIL_STATE_DIR", state)
+    monkeypatch.setenv("SHARDLINE_TAIL_STALL_ALERT_S", "30")
+    assert cli(["metrics", "--dir", str(tmp_path / "metrics")]) == ExitCode.OK
+    samples = {(s.name, s.labels.get("path")): s.value for f in
+               text_string_to_metric_families(capsys.readouterr().out) for s in f.samples}
+    assert samples[("shardline_tail_behind_bytes", "/var/log/a.log")] == 80
+    assert samples[("shardline_tail_stalled", "/var/log/a.log")] == 1
