@@ -39,3 +39,10 @@ def test_a_pipeline_command_stops_with_one_line(without_psycopg2, capsys):
 def test_the_library_commands_need_no_extra(without_psycopg2, capsys):
     assert extras.missing_message("produce") is None
     assert cli.main(["settings"]) == ExitCode.OK
+
+
+def test_status_of_the_tailer_needs_no_extra(without_psycopg2):
+    assert extras.missing_message("status", ["--tail"]) is None
+    assert extras.missing_message("status", ["--tail=/var/lib/shardline/tail"]) is None
+    assert extras.missing_message("status", ["--json"]) is not None   # the pipeline's status
+    assert extras.missing_message("status", ["--tailx"]) is not None
