@@ -3,6 +3,7 @@
 its file grows, healthy again once it runs on, and a file it lets go leaves the scrape."""
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -68,7 +69,10 @@ def test_status_and_metrics_see_a_stalled_tailer(stack_env, stream_name, tmp_pat
 
         def healthy() -> bool:
             done = _status(env)
-            return done.returncode == ExitCode.OK and '"offset": 0,' not in done.stdout
+            if done.returncode != ExitCode.OK:
+                return False
+            files = json.loads(done.stdout)["files"]
+            return [f["path"] for f in files] == [str(log)] and files[0]["offset"] > 0
 
         wait_for(healthy, 30, "status --tail healthy with the file's offset moving",
                  every=0.3)
