@@ -99,7 +99,7 @@ def test_every_access_log_line_is_one_row_through_kills_rotations_and_stalls(
         fleet.stop()
     assert proxy.injected().get("500", 0) > 0 and proxy.injected().get("slow", 0) > 0, \
         proxy.injected()
-    assert len(written) > 2000 and len(malformed) > 50
+    assert len(written) > 1000 and len(malformed) > 25
     # Each well-formed line: one row at its place, with its content.
     expected = {(fingerprint(first), offset): text for (first, offset), text
                 in writer.places.items() if (first, offset) not in malformed}
