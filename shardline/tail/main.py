@@ -88,9 +88,9 @@ def main(argv: list[str]) -> int:
     if not state_dir:
         settings.require("tail.state_dir")  # raises, naming the setting
     checkpoints = Checkpoints(state_dir)
+    multiproc.ensure_dir()  # supervisord's metrics directory, before the first metric update
     # Without a spool a full buffer waits (block) rather than drops: a line the producer
     # refused is read again anyway, and waiting is the cheaper way to retry.
-    multiproc.ensure_dir()
     block = not (settings.producer.spool_dir or settings.producer.on_full)
     producer = Producer(settings=settings, on_full="block") if block else \
         Producer(settings=settings)
