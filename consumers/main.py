@@ -58,13 +58,13 @@ def run(consumer: Consumer, stop: StopSignals) -> int:
             return int(consumer.exit_code or 0)
         consumer.dispatcher.start()
         while not consumer.done:
-            if stop.count != seen:
-                seen = stop.count
+            if stop.asks != seen:
+                seen = stop.asks
                 stop.check()
                 consumer.request_stop()
             pause = consumer.step()
             end = time.monotonic() + pause
-            while (left := end - time.monotonic()) > 0 and stop.count == seen:
+            while (left := end - time.monotonic()) > 0 and stop.asks == seen:
                 if consumer.dispatcher.wait(min(left, 0.1)):
                     break
     except ForcedStop:
@@ -110,7 +110,7 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--shard", required=True, help="shard id, e.g. shardId-000000000000")
     args = parser.parse_args(list(argv))
     stop = StopSignals()
-    stop.install()
+    stop.install(follow_parent=True)
     settings = load_settings(args, **{"kinesis.stream": args.stream})
     # One Kinesis client for the process, the start-up check's too: a botocore client is
     # megabytes of parsed models, and a dropped one's heap is not given back.

@@ -38,7 +38,7 @@ def main(argv: list[str]) -> int:
     preflight.require(settings, preflight.WAREHOUSE, preflight.CONTROL, preflight.BUCKET)
     log = get_logger("loader", table=spec.name, load_id="-")
     stop = StopSignals(log=log, notice="finishing the current load, then exiting")
-    stop.install()
+    stop.install(follow_parent=True)
     loader = Loader(settings, spec.name, dialect=dialect, s3=s3)
     if args.once:
         try:

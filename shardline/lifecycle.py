@@ -4,7 +4,9 @@ and the loader.
 - ``StopSignals``: the two-step stop. The first SIGTERM/SIGINT asks for a graceful stop
   (take no new work, finish what is in flight, checkpoint, release the lease, exit 0);
   a second one raises ``ForcedStop`` at once, wherever the main thread is, and the
-  process exits 130 (``ExitCode.FORCED_STOP``) without a checkpoint.
+  process exits 130 (``ExitCode.FORCED_STOP``) without a checkpoint. Under supervisord,
+  ``install(follow_parent=True)`` also stops the process gracefully when supervisord
+  itself dies (``PR_SET_PDEATHSIG``), instead of leaving it running as an orphan.
 - ``transaction(owner, what)``: a cursor on a lazily opened database connection that is
   thrown away after a connection error, so the next call opens a fresh one (a warehouse
   restart costs one failed call, never a stuck process).
@@ -13,8 +15,11 @@ and the loader.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
+import os
 import signal
+import sys
 import threading
 import time
 from types import FrameType
@@ -28,6 +33,11 @@ if TYPE_CHECKING:
     from psycopg2.extensions import connection, cursor
 
 SLICE_S = 0.05  # how often a wait looks at the stop flag
+# The signal the kernel sends when supervisord dies (``PR_SET_PDEATHSIG``): not SIGTERM,
+# so that the stop it starts is graceful and a later SIGTERM (the agent's, an operator's)
+# is still a first one, not the forcing second.
+PARENT_GONE = signal.SIGHUP
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 class ForcedStop(KeyboardInterrupt):
@@ -66,18 +76,56 @@ class StopSignals:
         self.notice = notice
         self.count = 0
         self.reason: str | None = None  # "signal SIGTERM" once a stop was asked for
+        self.orphaned = False  # supervisord died (``follow_parent``)
 
     @property
     def requested(self) -> bool:
-        return self.count >= 1
+        return self.count >= 1 or self.orphaned
+
+    @property
+    def asks(self) -> int:
+        """How many stops were asked for, supervisord's death included: a loop that
+        compares it with the last value it saw notices each new one."""
+        return self.count + int(self.orphaned)
 
     @property
     def forced(self) -> bool:
         return self.count >= 2
 
-    def install(self, signums: tuple[int, ...] = (signal.SIGTERM, signal.SIGINT)) -> None:
+    def install(self, signums: tuple[int, ...] = (signal.SIGTERM, signal.SIGINT), *,
+                follow_parent: bool = False) -> None:
         for signum in signums:
             signal.signal(signum, self.handler)
+        if follow_parent:
+            self.follow_parent()
+
+    def follow_parent(self) -> bool:
+        """Under supervisord (``SUPERVISOR_ENABLED`` in the environment it gives its
+        programs), stop gracefully when supervisord dies. supervisord puts each program in
+        a process group of its own, so a SIGKILLed supervisord leaves its programs running
+        with nobody to stop or restart them; the kernel's parent-death signal is the one
+        notice that cannot be missed. Linux only; False where it was not set up."""
+        if not os.environ.get("SUPERVISOR_ENABLED") or not sys.platform.startswith("linux"):
+            return False
+        parent = os.getppid()
+        signal.signal(PARENT_GONE, self._parent_gone)
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_PDEATHSIG, int(PARENT_GONE), 0, 0, 0) != 0:
+            return False
+        if os.getppid() != parent:  # died before the request was in place
+            self._parent_gone(int(PARENT_GONE))
+        return True
+
+    def _parent_gone(self, signum: int, frame: FrameType | None = None) -> None:
+        if self.requested:
+            return
+        self.orphaned = True
+        self.reason = "supervisord is gone"
+        if self.log is not None:
+            with contextlib.suppress(Exception):
+                self.log.info("supervisord is gone: %s", self.notice)
+        if self.on_stop is not None:
+            self.on_stop(self.reason)
 
     def handler(self, signum: int, frame: FrameType | None = None) -> None:
         name = _signal_name(signum)

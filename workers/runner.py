@@ -69,7 +69,7 @@ class WorkerRunner:
 
     # -- signals --------------------------------------------------------------
     def install_signal_handlers(self) -> None:
-        self.stop_signals.install()
+        self.stop_signals.install(follow_parent=True)
 
     def stop(self, why: str = "stop requested") -> None:
         """Ask the loop to stop after the current job (safe from a signal handler)."""

@@ -6,7 +6,9 @@ Two supervisord "hosts" on one machine (as in test_agent_hosts.py), each with th
 of its own, so its agent, consumers, stage worker and loader live on as orphans whose
 stdout/stderr pipes are closed. Within a bounded time h2 must own all four shards (its
 RUNNING consumers holding the live leases), h1's orphaned consumers and its agent must be
-gone, and the events produced after the kill must land exactly once (with the ones before).
+gone, its stage worker and loader too (each stops gracefully on the kernel's parent-death
+signal), and the events produced after the kill must land exactly once (with the ones
+before).
 """
 from __future__ import annotations
 
@@ -123,6 +125,9 @@ def test_supervisord_killed_alone_hands_the_host_over(stack_env, stream_name, tm
         timings["orphans_gone"] = time.monotonic() - killed
         wait_for(lambda: not alive(agent_pid), 30, "h1's agent gone")
         timings["agent_gone"] = time.monotonic() - killed
+        wait_for(lambda: not [pid for pid in h1_tree if alive(pid)], 30,
+                 "every program of h1 gone (stage worker and loader included)")
+        timings["programs_gone"] = time.monotonic() - killed
         print(f"timings: {json.dumps({k: round(v, 1) for k, v in timings.items()})}")
         status69 = exit_status(agent_pid)
         if status69 is not None:  # readable only while it waits to be reaped
@@ -154,7 +159,7 @@ def test_supervisord_killed_alone_hands_the_host_over(stack_env, stream_name, tm
                 proc.kill()
                 proc.wait(10)
         hosts.stop()
-        # whatever of h1 is still there (its stage worker and loader are orphans too)
+        # whatever of h1 is still there after a failure
         for pid in h1_tree:
             if alive(pid):
                 os.kill(pid, signal.SIGKILL)
