@@ -1,0 +1,200 @@
+"""``shardline relay [--stream S]``: the local daemon front ends that are not Python send
+their events to (docs/producer.md, "The relay").
+
+At start: the state directory (the journal) must be writable and no other relay may answer
+on the socket, else one line and exit CONFIG. What a previous run journaled is shipped
+again first. Stop: the first SIGTERM/SIGINT closes the listeners, answers every line
+already read (``relay.drain_s`` at most), commits, gives the producer its close time and
+exits 0; what Kinesis has not taken stays in the journal for the next start. A second
+signal exits 130 at once: every acknowledged event is in the journal already.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import threading
+import time
+from typing import TYPE_CHECKING
+
+from shardline.cli.kit import add_stream_option, command_parser, load_settings, \
+    parse_command_args
+from shardline.errors import ConfigError
+from shardline.exitcodes import ExitCode
+from shardline.logs import get_logger
+from shardline.producer import Producer
+from shardline.relay.core import ProducerDropped, Relay
+from shardline.relay.journal import Journal
+from shardline.relay.metrics import Exporter
+from shardline.relay.server import Listen, Server
+from shardline.settings import Settings
+
+if TYPE_CHECKING:
+    from wsgiref.simple_server import WSGIServer
+
+log = get_logger("relay")
+
+EXPORT_S = 1.0
+
+
+def paths(settings: Settings) -> tuple[str, str]:
+    """(state directory, socket path) from the settings; ConfigError naming the key."""
+    r = settings.relay
+    state = r.state_dir or (os.path.join(settings.producer.spool_dir, "relay")
+                            if settings.producer.spool_dir else "")
+    if not state:
+        settings.require("relay.state_dir")   # raises, naming the setting
+    try:
+        os.makedirs(state, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"relay.state_dir {state!r}: {exc.strerror}") from None
+    if not os.access(state, os.W_OK | os.X_OK):
+        raise ConfigError(f"relay.state_dir {state!r} is not writable by this user")
+    sock = r.socket_path or os.path.join(state, "relay.sock")
+    if len(sock.encode()) > 100:
+        raise ConfigError(f"relay.socket_path {sock!r} is too long for a unix socket "
+                          f"(at most 100 bytes): set a shorter one")
+    directory = os.path.dirname(os.path.abspath(sock))
+    if not os.path.isdir(directory) or not os.access(directory, os.W_OK | os.X_OK):
+        raise ConfigError(f"relay.socket_path {sock!r}: directory {directory!r} is missing "
+                          f"or not writable")
+    if _answers(sock):
+        raise ConfigError(f"relay.socket_path {sock!r}: another relay is listening there "
+                          f"(stop it, or give this one another socket_path and state_dir)")
+    return state, sock
+
+
+def _answers(path: str) -> bool:
+    if not os.path.exists(path):
+        return False
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(0.5)
+        try:
+            s.connect(path)
+        except OSError:
+            return False
+    return True
+
+
+def listen_options(settings: Settings, sock: str) -> Listen:
+    r = settings.relay
+    host, port = None, 0
+    if r.tcp_address:
+        text, _, port_text = r.tcp_address.rpartition(":")
+        host, port = ("127.0.0.1" if text == "localhost" else text), int(port_text)
+    return Listen(socket_path=sock, socket_mode=int(r.socket_mode, 8), tcp_host=host,
+                  tcp_port=port, max_event_bytes=r.max_event_bytes,
+                  assign_ids=r.missing_event_id == "assign")
+
+
+def main(argv: list[str]) -> int:
+    parser = command_parser("relay", "Take newline-delimited JSON events on a unix socket "
+                                     "(and 127.0.0.1), journal them, answer at once, and ship "
+                                     "them through the producer.")
+    add_stream_option(parser)
+    args, code = parse_command_args(parser, argv)
+    if args is None:
+        return code
+    settings = load_settings(args, **{"kinesis.stream": args.stream})
+    settings.require("kinesis.stream")
+    state, sock = paths(settings)
+    listen = listen_options(settings, sock)
+    # on_full=drop: the relay's feeder looks for room before each put and keeps what does
+    # not fit in its journal; it must never wait inside put() (the commit shares its thread).
+    producer = Producer(settings=settings, on_full="drop")
+    return asyncio.run(_serve(settings, state, listen, producer))
+
+
+async def _serve(settings: Settings, state: str, listen: Listen, producer: Producer) -> int:
+    r = settings.relay
+    journal = Journal(state, r.segment_bytes, r.segment_age_s)
+    server: Server | None = None
+
+    def committed(acks: list[asyncio.Future[None]]) -> None:
+        assert server is not None
+        server.committed(acks)
+
+    relay: Relay[asyncio.Future[None]] = Relay(journal, producer,
+                                               max_pending_bytes=r.max_pending_bytes,
+                                               on_commit=committed)
+    again = relay.recover()
+    if again:
+        log.info("journal: %d event(s) acknowledged by a previous run are shipped again "
+                 "(the loader's dedup keeps one row each)", again)
+    server = Server(relay, listen)
+    loop = asyncio.get_running_loop()
+    stop_thread = threading.Event()
+    stopped = asyncio.Event()
+    failure: list[BaseException] = []
+
+    def commit_loop() -> None:
+        try:
+            relay.run(stop_thread)
+        except BaseException as exc:  # noqa: BLE001 - ends the process, named below
+            failure.append(exc)
+            loop.call_soon_threadsafe(stopped.set)
+
+    signals = 0
+
+    def on_signal(signum: int) -> None:
+        nonlocal signals
+        signals += 1
+        if signals == 1:
+            log.info("%s: stopping (closing the listeners, answering what was read)",
+                     signal.Signals(signum).name)
+            stopped.set()
+        else:
+            log.warning("second %s: exiting now (every acknowledged event is in the journal)",
+                        signal.Signals(signum).name)
+            os._exit(ExitCode.FORCED_STOP)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+    thread = threading.Thread(target=commit_loop, name="relay-commit", daemon=True)
+    thread.start()
+    await server.start()
+    metrics_server = _serve_metrics(r.metrics_address)
+    where = listen.socket_path + (f" and {server.tcp_bound[0]}:{server.tcp_bound[1]}"
+                                  if server.tcp_bound else "")
+    log.info("relaying to %s on %s (journal in %s)", settings.kinesis.stream, where, state)
+    exporter = Exporter()
+    export = asyncio.create_task(_export(exporter, relay, server))
+    await stopped.wait()
+    await server.stop(r.drain_s)
+    export.cancel()
+    stop_thread.set()
+    await asyncio.to_thread(thread.join)
+    if failure:
+        exc = failure[0]
+        log.error("%s", exc)
+        return ExitCode.UNAVAILABLE if isinstance(exc, ProducerDropped) else ExitCode.CRASH
+    t0 = time.monotonic()
+    await asyncio.to_thread(relay.close)
+    left = journal.held_bytes()
+    log.info("stopped: %d event(s) acknowledged, %d shipped; %s left in the journal "
+             "(close took %.1f s)", relay.counts.accepted, relay.counts.shipped,
+             f"{left} bytes" if left else "nothing", time.monotonic() - t0)
+    exporter.push(relay.counts, relay.depth_bytes(), server.connections)
+    if metrics_server is not None:
+        from shardline.metrics.multiproc import stop
+
+        stop(metrics_server)
+    return ExitCode.OK
+
+
+def _serve_metrics(address: str) -> "WSGIServer | None":
+    if not address:
+        return None
+    from shardline.metrics.multiproc import serve_quietly
+
+    return serve_quietly(address, log)
+
+
+async def _export(exporter: Exporter, relay: Relay[asyncio.Future[None]], server: Server
+                  ) -> None:
+    with contextlib.suppress(asyncio.CancelledError):
+        while True:
+            exporter.push(relay.counts, relay.depth_bytes(), server.connections)
+            await asyncio.sleep(EXPORT_S)

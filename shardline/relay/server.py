@@ -1,0 +1,146 @@
+"""The relay's sockets and protocol (asyncio, one thread).
+
+In: one JSON object per line (UTF-8, ``\\n``-terminated; blank lines are ignored). Out: one
+line per event line, in order: ``OK <event_id>`` once the event is in the journal (fsynced),
+or ``ERR <reason> <text>`` at once (``invalid``, ``too_large``, ``full``, ``stopping``).
+Lines may be pipelined; nothing here ever waits for Kinesis.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from dataclasses import dataclass
+from typing import TypeAlias
+
+from shardline.logs import get_logger
+from shardline.relay.core import Accepted, Relay
+
+log = get_logger("relay")
+
+READ_BYTES = 65536
+# An answer line ready to send, an OK waiting for its commit, or the end of the connection.
+Answer: TypeAlias = "bytes | tuple[str, asyncio.Future[None]] | None"
+
+
+@dataclass(frozen=True)
+class Listen:
+    socket_path: str
+    socket_mode: int
+    tcp_host: str | None
+    tcp_port: int
+    max_event_bytes: int
+    assign_ids: bool
+
+
+class Server:
+    def __init__(self, relay: "Relay[asyncio.Future[None]]", listen: Listen):
+        self.relay = relay
+        self.o = listen
+        self.loop = asyncio.get_running_loop()
+        self.servers: list[asyncio.base_events.Server] = []
+        self.readers: set[asyncio.Task[None]] = set()
+        self.answering: set[asyncio.Task[None]] = set()
+        self.tcp_bound: tuple[str, int] | None = None
+
+    # the committing thread's callback
+    def committed(self, acks: "list[asyncio.Future[None]]") -> None:
+        self.loop.call_soon_threadsafe(_resolve, acks)
+
+    async def start(self) -> None:
+        path = self.o.socket_path
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)   # main() made sure no relay answers there
+        unix = await asyncio.start_unix_server(self._client, path)
+        os.chmod(path, self.o.socket_mode)
+        self.servers.append(unix)
+        if self.o.tcp_host is not None:
+            tcp = await asyncio.start_server(self._client, self.o.tcp_host, self.o.tcp_port)
+            self.tcp_bound = tcp.sockets[0].getsockname()[:2]
+            self.servers.append(tcp)
+
+    @property
+    def connections(self) -> int:
+        return len(self.answering)
+
+    async def stop(self, drain_s: float) -> None:
+        """Take no new connection nor line; answer every line already taken (bounded)."""
+        for server in self.servers:
+            server.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.o.socket_path)
+        for task in list(self.readers):
+            task.cancel()
+        if self.answering:
+            await asyncio.wait(list(self.answering), timeout=drain_s)
+        for task in list(self.answering):
+            task.cancel()
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        answers: asyncio.Queue[Answer] = asyncio.Queue()
+        answering = asyncio.create_task(self._answer(answers, writer))
+        self.answering.add(answering)
+        answering.add_done_callback(self.answering.discard)
+        current = asyncio.current_task()
+        assert current is not None
+        self.readers.add(current)
+        try:
+            await self._read(reader, answers)
+        except (asyncio.CancelledError, ConnectionError):
+            pass
+        finally:
+            self.readers.discard(current)
+            answers.put_nowait(None)
+
+    async def _read(self, reader: asyncio.StreamReader,
+                    answers: "asyncio.Queue[Answer]") -> None:
+        buf = b""
+        skipping = False       # inside a line already answered too_large
+        limit = self.o.max_event_bytes
+        while True:
+            chunk = await reader.read(READ_BYTES)
+            if not chunk:
+                return   # a last line without its newline was never complete: no answer
+            buf += chunk
+            *lines, buf = buf.split(b"\n")
+            for line in lines:
+                if skipping:
+                    skipping = False
+                    continue
+                if line.strip():
+                    answers.put_nowait(self._offer(line))
+            if len(buf) > limit and not skipping:
+                answers.put_nowait(self._offer(buf))   # answered too_large
+                skipping, buf = True, b""
+            elif skipping:
+                buf = b""
+
+    def _offer(self, line: bytes) -> bytes | tuple[str, asyncio.Future[None]]:
+        ack: asyncio.Future[None] = self.loop.create_future()
+        got = self.relay.offer(line, ack, self.o.max_event_bytes, self.o.assign_ids)
+        if isinstance(got, Accepted):
+            return got.event_id, ack
+        return f"ERR {got.reason} {got.text}\n".encode()
+
+    async def _answer(self, answers: "asyncio.Queue[Answer]",
+                      writer: asyncio.StreamWriter) -> None:
+        try:
+            while (item := await answers.get()) is not None:
+                if isinstance(item, tuple):
+                    event_id, ack = item
+                    await ack
+                    writer.write(f"OK {event_id}\n".encode())
+                else:
+                    writer.write(item)
+                if answers.empty():
+                    await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+
+def _resolve(acks: "list[asyncio.Future[None]]") -> None:
+    for ack in acks:
+        if not ack.done():
+            ack.set_result(None)
