@@ -185,6 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="many hosts: instead of a program per shard, the `shardline agent` "
                              "program and an [include] of the file where the agent keeps this "
                              "host's consumer programs (DIR/agent-consumers.conf)")
+    parser.add_argument("--relay", action="store_true",
+                        help="add a `shardline relay` program: the local daemon PHP and other "
+                             "front ends send their events to (its [relay] settings)")
     # Tests and unusual deployments: the whole command, {shardline} and {args} substituted.
     parser.add_argument("--command-template", default=DEFAULT_TEMPLATE, help=argparse.SUPPRESS)
     return parser
@@ -251,7 +254,7 @@ def main(argv: list[str]) -> int:
                   settings=settings, workers=args.workers, prefix=args.program_prefix,
                   config_path=_settings_file(args), environment=environment,
                   command_template=args.command_template,
-                  agent_include=include if args.agent else None)
+                  agent_include=include if args.agent else None, relay=args.relay)
     if args.print_only:
         sys.stdout.write(text)
         return ExitCode.OK

@@ -183,8 +183,11 @@ def test_php_fpm_page_views_exactly_once_through_a_stall_and_kill_9(
     assert len(acked) > 100
     assert {r[1] for r in got} == {1}                 # one row each ...
     assert acked <= {r[0] for r in got}               # ... for every acknowledged view
-    # A view the relay took but whose answer the kill cut off may land too: never more.
-    assert len(got) - len(acked) <= 3 * 2
+    # A view whose answer did not come in time (a kill, a busy machine) may have been
+    # journaled all the same: it lands, once. No other view does.
+    unanswered = Path(d, "php-errors.log").read_text().count("no answer within")
+    assert {r[0] for r in got} <= {b.split()[1] for _, _, b in done}
+    assert len(got) - len(acked) <= unanswered, (len(got), len(acked), unanswered)
     # The page never waited: for Kinesis (the stall) nor for the dead relay (refused).
     while_down = [s for t, s in dropped if down <= t < up]
     assert while_down, "no page was served while the relay was down"

@@ -235,3 +235,14 @@ def test_command_line_settings_become_program_environment():
     assert sc.set_flags_env({"consumer.shutdown_timeout_s": "30", "kinesis.stream": "s",
                              "warehouse.schema": "prod"}) == {
         "SHARDLINE_CONSUMER_SHUTDOWN_TIMEOUT_S": "30", "SHARDLINE_WAREHOUSE_SCHEMA": "prod"}
+
+
+def test_relay_program_only_when_asked_and_its_stop_time_covers_drain_and_close(tmp_path):
+    assert "[program:relay]" not in _render(tmp_path, [OPEN0])
+    settings = Settings().replace(**{"relay.drain_s": "4", "producer.close_timeout_s": "8"})
+    text = _render(tmp_path, [OPEN0], settings=settings, relay=True, prefix="web")
+    r = _sections(text)["program:web-relay"]
+    assert r["command"] == "/opt/shardline/bin/shardline relay --stream clicks"
+    assert r["autorestart"] == "true" and r["stopsignal"] == "TERM"
+    assert int(r["stopwaitsecs"]) == 4 + 8 + 15
+    assert _supervisord_programs(tmp_path, text)["web-relay"].stopwaitsecs == 27
