@@ -1,12 +1,11 @@
 """The relay's engine, apart from its sockets: validate a line, queue it, commit the queue to
 the journal (one fsync per group), acknowledge, and feed the producer.
 
-``Relay.offer`` runs on the server's thread and never waits: it answers at once whether
-the line was taken (queued for the next commit) or why not. ``Relay.step(now)`` is one
-cycle of the committing thread: the group commit, the acknowledgements (``on_commit``),
-the events put into the producer while it has room, and the journal segments deleted
-once the producer has made their events durable. It never sleeps; ``run`` waits between
-steps when there is nothing to do.
+``Relay.offer`` never waits: it answers at once whether the line was taken (queued for
+the next commit) or why not. ``Relay.step(now)`` is one cycle: the group commit, the
+acknowledgements (``on_commit``), the events put into the producer while it has room, and
+the journal segments deleted once the producer has made their events durable. It never
+sleeps; the server calls it once lines are queued and on a short tick.
 """
 from __future__ import annotations
 
@@ -97,7 +96,6 @@ class Relay(Generic[T]):
         self.clock = clock
         self.counts = Counts()
         self._lock = threading.Lock()
-        self._wake = threading.Condition(self._lock)
         self._queue: list[tuple[Accepted, T]] = []
         self._queued_bytes = 0
         self._held = 0                     # journal bytes not yet released
@@ -132,7 +130,6 @@ class Relay(Generic[T]):
                 else:
                     self._queue.append((got, token))
                     self._queued_bytes += size
-                    self._wake.notify()
                     return got
             self.counts.refused[got.reason] = self.counts.refused.get(got.reason, 0) + 1
         return got
@@ -194,22 +191,8 @@ class Relay(Generic[T]):
             with self._lock:
                 self._held -= freed
 
-    def wait(self, timeout: float) -> None:
-        with self._lock:
-            if not self._queue and not self._stopping:
-                self._wake.wait(timeout)
-
-    def run(self, stop: threading.Event, idle_s: float = 0.02) -> None:
-        """Steps until ``stop``; then the last commit (what was offered is answered)."""
-        while not stop.is_set():
-            if not self.step(self.clock()):
-                self.wait(idle_s)
-        with self._lock:
-            self._stopping = True
-        self.step(self.clock())
-
     def close(self) -> None:
-        """Stop refusing nothing new is offered; ship what the producer takes in its close
+        """Refuse what is offered from now on; ship what the producer takes in its close
         time, and delete what became durable; the rest stays journaled."""
         with self._lock:
             self._stopping = True

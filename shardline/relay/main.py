@@ -16,7 +16,6 @@ import os
 import signal
 import socket
 import sys
-import threading
 import time
 from typing import TYPE_CHECKING
 
@@ -30,7 +29,7 @@ from shardline.producer import Producer
 from shardline.relay.core import ProducerDropped, Relay
 from shardline.relay.journal import Journal
 from shardline.relay.metrics import Exporter
-from shardline.relay.server import Listen, Server
+from shardline.relay.server import Listen, Server, committed
 from shardline.settings import Settings
 
 if TYPE_CHECKING:
@@ -39,6 +38,7 @@ if TYPE_CHECKING:
 log = get_logger("relay")
 
 EXPORT_S = 1.0
+TICK_S = 0.02   # ship to the producer and release shipped segments this often
 
 
 def paths(settings: Settings) -> tuple[str, str]:
@@ -103,8 +103,8 @@ def main(argv: list[str]) -> int:
     settings.require("kinesis.stream")
     state, sock = paths(settings)
     listen = listen_options(settings, sock)
-    # on_full=drop: the relay's feeder looks for room before each put and keeps what does
-    # not fit in its journal; it must never wait inside put() (the commit shares its thread).
+    # on_full=drop: the relay looks for room before each put and keeps what does not fit
+    # in its journal; it must never wait inside put() (its sockets share the thread).
     # The client is made before the socket listens: building a botocore client holds the
     # GIL for ~0.3 s, which on the producer's thread would delay the first answers.
     producer = Producer(settings=settings, client=kinesis_client(settings), on_full="drop")
@@ -118,12 +118,6 @@ def main(argv: list[str]) -> int:
 async def _serve(settings: Settings, state: str, listen: Listen, producer: Producer) -> int:
     r = settings.relay
     journal = Journal(state, r.segment_bytes, r.segment_age_s)
-    server: Server | None = None
-
-    def committed(acks: list[asyncio.Future[None]]) -> None:
-        assert server is not None
-        server.committed(acks)
-
     relay: Relay[asyncio.Future[None]] = Relay(journal, producer,
                                                max_pending_bytes=r.max_pending_bytes,
                                                on_commit=committed)
@@ -131,19 +125,15 @@ async def _serve(settings: Settings, state: str, listen: Listen, producer: Produ
     if again:
         log.info("journal: %d event(s) acknowledged by a previous run are shipped again "
                  "(the loader's dedup keeps one row each)", again)
-    server = Server(relay, listen)
     loop = asyncio.get_running_loop()
-    stop_thread = threading.Event()
     stopped = asyncio.Event()
-    failure: list[BaseException] = []
+    failure: list[Exception] = []
 
-    def commit_loop() -> None:
-        try:
-            relay.run(stop_thread)
-        except BaseException as exc:  # noqa: BLE001 - ends the process, named below
-            failure.append(exc)
-            loop.call_soon_threadsafe(stopped.set)
+    def failed(exc: Exception) -> None:
+        failure.append(exc)
+        stopped.set()
 
+    server = Server(relay, listen, failed)
     signals = 0
 
     def on_signal(signum: int) -> None:
@@ -160,20 +150,19 @@ async def _serve(settings: Settings, state: str, listen: Listen, producer: Produ
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
-    thread = threading.Thread(target=commit_loop, name="relay-commit", daemon=True)
-    thread.start()
     await server.start()
     metrics_server = _serve_metrics(r.metrics_address)
     where = listen.socket_path + (f" and {server.tcp_bound[0]}:{server.tcp_bound[1]}"
                                   if server.tcp_bound else "")
     log.info("relaying to %s on %s (journal in %s)", settings.kinesis.stream, where, state)
     exporter = Exporter()
-    export = asyncio.create_task(_export(exporter, relay, server))
+    tasks = [asyncio.create_task(server.tick(TICK_S)),
+             asyncio.create_task(_export(exporter, relay, server))]
     await stopped.wait()
     await server.stop(r.drain_s)
-    export.cancel()
-    stop_thread.set()
-    await asyncio.to_thread(thread.join)
+    for task in tasks:
+        task.cancel()
+    server.step()   # the last commit: whatever was taken is answered or journaled
     if failure:
         exc = failure[0]
         log.error("%s", exc)

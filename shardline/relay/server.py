@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import time
 from dataclasses import dataclass
-from typing import TypeAlias
+from typing import Callable, TypeAlias
 
 from shardline.logs import get_logger
 from shardline.relay.core import Accepted, Relay
@@ -34,18 +35,41 @@ class Listen:
 
 
 class Server:
-    def __init__(self, relay: "Relay[asyncio.Future[None]]", listen: Listen):
+    """The sockets, and the relay's steps on the same thread: a commit is scheduled as soon
+    as a line is taken (every line read in the meantime joins it: the group commit), and
+    a tick ships and releases between commits. One thread, so an answer never waits for
+    another thread to be scheduled or to get the GIL (measured: with a committing thread,
+    a page's p99 on the loaded 2-core machine was several times higher)."""
+
+    def __init__(self, relay: "Relay[asyncio.Future[None]]", listen: Listen,
+                 on_failure: Callable[[Exception], None]):
         self.relay = relay
         self.o = listen
+        self.on_failure = on_failure
+        self.failed = False
+        self._commit_soon = False
         self.loop = asyncio.get_running_loop()
         self.servers: list[asyncio.base_events.Server] = []
         self.readers: set[asyncio.Task[None]] = set()
         self.answering: set[asyncio.Task[None]] = set()
         self.tcp_bound: tuple[str, int] | None = None
 
-    # the committing thread's callback
-    def committed(self, acks: "list[asyncio.Future[None]]") -> None:
-        self.loop.call_soon_threadsafe(_resolve, acks)
+    def step(self) -> None:
+        """One step of the relay: commit, answer, ship, release."""
+        self._commit_soon = False
+        if self.failed:
+            return
+        try:
+            self.relay.step(time.monotonic())
+        except Exception as exc:  # noqa: BLE001 - the command ends on it, naming it
+            self.failed = True
+            self.on_failure(exc)
+
+    async def tick(self, every_s: float) -> None:
+        with contextlib.suppress(asyncio.CancelledError):
+            while True:
+                self.step()
+                await asyncio.sleep(every_s)
 
     async def start(self) -> None:
         path = self.o.socket_path
@@ -119,6 +143,9 @@ class Server:
         ack: asyncio.Future[None] = self.loop.create_future()
         got = self.relay.offer(line, ack, self.o.max_event_bytes, self.o.assign_ids)
         if isinstance(got, Accepted):
+            if not self._commit_soon:
+                self._commit_soon = True
+                self.loop.call_soon(self.step)
             return got.event_id, ack
         return f"ERR {got.reason} {got.text}\n".encode()
 
@@ -140,7 +167,8 @@ class Server:
             writer.close()
 
 
-def _resolve(acks: "list[asyncio.Future[None]]") -> None:
+def committed(acks: "list[asyncio.Future[None]]") -> None:
+    """The relay's ``on_commit``: the lines are on disk, their OKs may go."""
     for ack in acks:
         if not ack.done():
             ack.set_result(None)

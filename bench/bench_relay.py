@@ -1,0 +1,179 @@
+"""The relay for PHP: php-fpm request latency with one page view sent per request.
+
+A real php-fpm pool (Debian's ``php-fpm``, 4 static workers) serves
+``examples/relay/pageview.php``, which sends one page view to ``shardline relay`` per
+request and waits for its answer (the event fsynced in the relay's journal), and beside it
+the same page with no send (the event built and encoded, not sent). The requests go through
+a small FastCGI client (the web server's part) from ``--clients`` threads back to back.
+Kinesis is kinesalite behind ``tests.producer_kit.PutFaultProxy`` (a process of its own),
+healthy, then stalling every call 2 s. Each round measures the four pages (send/no send x
+healthy/stalled); the figures are medians over rounds of each phase's p50/p99.
+
+Also in the same run: the bare ``fdatasync`` of a small append in the relay's state
+directory (what each group commit pays), and the relay's answer time seen by a Python
+client (connect, one line, the OK).
+
+    .venv/bin/python bench/bench_relay.py [--rounds 3] [--requests 2000] [--clients 2]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from shardline import devstack  # noqa: E402
+from shardline.devstack.fleet import shardline  # noqa: E402
+from tests.producer_kit import ProxyProcess, percentile  # noqa: E402
+from tests.relay_kit import (PAGE, PhpFpm, RelayProcess, body, fastcgi_get,  # noqa: E402
+                             relay_env, short_dir)
+
+RESULTS = ROOT / "bench" / "results"
+NOSEND = """<?php
+require %r;
+$event = shardline_page_view();
+$line = json_encode($event, JSON_UNESCAPED_SLASHES | JSON_UNESCAPED_UNICODE);
+header('Content-Type: text/plain');
+echo 'NOSEND ', $event['event_id'], "\\n";
+"""
+
+
+def load(fpm: PhpFpm, script: str, n: int, clients: int) -> tuple[list[float], dict[str, int]]:
+    """``n`` requests from ``clients`` threads back to back: ms each, and the bodies' first
+    words counted (OK / ERR / DROPPED / NOSEND)."""
+    lat: list[float] = []
+    kinds: dict[str, int] = {}
+    lock = threading.Lock()
+    left = iter(range(n))
+
+    def client(c: int) -> None:
+        while True:
+            with lock:
+                i = next(left, None)
+            if i is None:
+                return
+            t0 = time.perf_counter()
+            got = body(fastcgi_get(fpm.sock, script, f"/p/{c}/{i}",
+                                   cookie=f"sid=s-bench-client-{c:02d}"))
+            dt = (time.perf_counter() - t0) * 1000
+            with lock:
+                lat.append(dt)
+                word = got.split(" ", 1)[0]
+                kinds[word] = kinds.get(word, 0) + 1
+
+    threads = [threading.Thread(target=client, args=(c,)) for c in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return lat, kinds
+
+
+def fdatasync_ms(directory: str, n: int = 200) -> float:
+    path = os.path.join(directory, "fsync-probe")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    out = []
+    try:
+        for _ in range(n):
+            t0 = time.perf_counter()
+            os.write(fd, b'{"event_id":"probe","pad":"' + b"x" * 300 + b'"}\n')
+            os.fdatasync(fd)
+            out.append((time.perf_counter() - t0) * 1000)
+    finally:
+        os.close(fd)
+        os.unlink(path)
+    return statistics.median(out)
+
+
+def answer_ms(sock: str, n: int = 300) -> tuple[float, float]:
+    out = []
+    for i in range(n):
+        t0 = time.perf_counter()
+        with socket.socket(socket.AF_UNIX) as s:
+            s.connect(sock)
+            s.sendall(b'{"event_id":"bench-%d","session_id":"s-bench"}\n' % i)
+            assert s.recv(100).startswith(b"OK ")
+        out.append((time.perf_counter() - t0) * 1000)
+    return statistics.median(out), percentile(out, 99)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--requests", type=int, default=2000, help="per phase and round")
+    ap.add_argument("--clients", type=int, default=2)
+    args = ap.parse_args()
+    os.environ.update(devstack.DUMMY_AWS_ENV)
+    tmp = Path(tempfile.mkdtemp(prefix="bench-relay-"))
+    info = devstack.up(tmp / "stack")
+    proxy = ProxyProcess(info.kinesis_endpoint_url, stall_s=2.0)
+    d = short_dir()
+    stream = f"bench-relay-{int(time.time())}"
+    # The producer's and the journal's defaults, as a deployment runs them.
+    env = relay_env(info.env(), stream, proxy.url, str(tmp / "journal"), f"{d}/relay.sock",
+                    SHARDLINE_PRODUCER_LINGER_MS="50", SHARDLINE_RELAY_SEGMENT_AGE_S="1")
+    results: dict = {"args": vars(args), "load_at_start": os.getloadavg()[0], "rounds": []}
+    relay = RelayProcess(env, tmp / "relay.err")
+    fpm: PhpFpm | None = None
+    try:
+        shardline("create-stream", "--stream", stream, "--shards", "2", env=env)
+        relay.start()
+        fpm = PhpFpm(d, relay.sock, children=4)
+        nosend = os.path.join(d, "nosend.php")
+        Path(nosend).write_text(NOSEND % str(PAGE))
+        load(fpm, str(PAGE), 200, args.clients)          # warm: opcache, the relay's client
+        load(fpm, nosend, 200, args.clients)
+        results["fdatasync_ms"] = fdatasync_ms(str(tmp / "journal"))
+        results["answer_ms"] = answer_ms(relay.sock)
+        for r in range(args.rounds):
+            rnd: dict = {}
+            for state in ("healthy", "stalled"):
+                if state == "stalled":
+                    proxy.storm("slow", 3600)
+                    time.sleep(0.5)            # calls in flight now hang
+                for name, script in (("send", str(PAGE)), ("nosend", nosend)):
+                    lat, kinds = load(fpm, script, args.requests, args.clients)
+                    rnd[f"{state}/{name}"] = {"p50": percentile(lat, 50),
+                                              "p99": percentile(lat, 99), "kinds": kinds}
+                if state == "stalled":
+                    proxy.storm("slow", 0)
+            results["rounds"].append(rnd)
+            print(json.dumps({"round": r, **{k: {"p50": round(v["p50"], 3),
+                                                   "p99": round(v["p99"], 3),
+                                                   "kinds": v["kinds"]}
+                                               for k, v in rnd.items()}}), flush=True)
+        assert relay.stop(120) == 0, relay.log.read_text()[-2000:]
+    finally:
+        if fpm is not None:
+            fpm.stop()
+        relay.stop()
+        proxy.stop()
+        devstack.down(tmp / "stack")
+    summary: dict = {"fdatasync_ms_median": round(results["fdatasync_ms"], 3),
+                     "python_client_answer_ms_p50_p99": [round(x, 3)
+                                                         for x in results["answer_ms"]]}
+    for key in results["rounds"][0]:
+        summary[key] = {q: round(statistics.median(r[key][q] for r in results["rounds"]), 3)
+                        for q in ("p50", "p99")}
+    summary["p99_stalled_minus_healthy_send_ms"] = round(
+        summary["stalled/send"]["p99"] - summary["healthy/send"]["p99"], 3)
+    summary["p99_send_minus_nosend_healthy_ms"] = round(
+        summary["healthy/send"]["p99"] - summary["healthy/nosend"]["p99"], 3)
+    results["summary"] = summary
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "bench_relay.json").write_text(json.dumps(results, indent=2))
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
