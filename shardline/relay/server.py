@@ -3,7 +3,8 @@
 In: one JSON object per line (UTF-8, ``\\n``-terminated; blank lines are ignored). Out: one
 line per event line, in order: ``OK <event_id>`` once the event is in the journal (fsynced),
 or ``ERR <reason> <text>`` at once (``invalid``, ``too_large``, ``full``, ``stopping``).
-Lines may be pipelined; nothing here ever waits for Kinesis.
+Lines may be pipelined; nothing here ever waits for Kinesis. On the TCP listener a
+request that starts with ``POST`` is HTTP: the body is lines, the response body the answers.
 """
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ from shardline.relay.core import Accepted, Relay
 log = get_logger("relay")
 
 READ_BYTES = 65536
+HTTP_HEAD_BYTES = 8192
+HTTP_BODY_BYTES = 16 * 1024 * 1024
 # An answer line ready to send, an OK waiting for its commit, or the end of the connection.
 Answer: TypeAlias = "bytes | tuple[str, asyncio.Future[None]] | None"
 
@@ -79,7 +82,7 @@ class Server:
         os.chmod(path, self.o.socket_mode)
         self.servers.append(unix)
         if self.o.tcp_host is not None:
-            tcp = await asyncio.start_server(self._client, self.o.tcp_host, self.o.tcp_port)
+            tcp = await asyncio.start_server(self._tcp_client, self.o.tcp_host, self.o.tcp_port)
             self.tcp_bound = tcp.sockets[0].getsockname()[:2]
             self.servers.append(tcp)
 
@@ -100,7 +103,8 @@ class Server:
         for task in list(self.answering):
             task.cancel()
 
-    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                      http: bool = False) -> None:
         answers: asyncio.Queue[Answer] = asyncio.Queue()
         answering = asyncio.create_task(self._answer(answers, writer))
         self.answering.add(answering)
@@ -109,20 +113,27 @@ class Server:
         assert current is not None
         self.readers.add(current)
         try:
-            await self._read(reader, answers)
-        except (asyncio.CancelledError, ConnectionError):
+            first = await reader.read(READ_BYTES)
+            if http and first.startswith(b"POST "):
+                await self._http(first, reader, answers)
+            else:
+                await self._read(first, reader, answers)
+        except (asyncio.CancelledError, ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
             self.readers.discard(current)
             answers.put_nowait(None)
 
-    async def _read(self, reader: asyncio.StreamReader,
+    async def _tcp_client(self, reader: asyncio.StreamReader,
+                          writer: asyncio.StreamWriter) -> None:
+        await self._client(reader, writer, http=True)
+
+    async def _read(self, chunk: bytes, reader: asyncio.StreamReader,
                     answers: "asyncio.Queue[Answer]") -> None:
         buf = b""
         skipping = False       # inside a line already answered too_large
         limit = self.o.max_event_bytes
         while True:
-            chunk = await reader.read(READ_BYTES)
             if not chunk:
                 return   # a last line without its newline was never complete: no answer
             buf += chunk
@@ -138,6 +149,37 @@ class Server:
                 skipping, buf = True, b""
             elif skipping:
                 buf = b""
+            chunk = await reader.read(READ_BYTES)
+
+    async def _http(self, head: bytes, reader: asyncio.StreamReader,
+                    answers: "asyncio.Queue[Answer]") -> None:
+        """``POST`` on the TCP listener (``curl --data-binary @events.jsonl``): the body is
+        lines as on the socket, the response body one answer line per event line, in
+        order (status 200); the connection closes after it."""
+        while b"\r\n\r\n" not in head:
+            if len(head) > HTTP_HEAD_BYTES or not (more := await reader.read(READ_BYTES)):
+                answers.put_nowait(_http_error(400, "bad request"))
+                return
+            head += more
+        head, _, body = head.partition(b"\r\n\r\n")
+        headers = dict((k.strip().lower(), v.strip()) for k, _, v in
+                       (line.partition(b":") for line in head.split(b"\r\n")[1:]))
+        length = headers.get(b"content-length", b"")
+        if not length.isdigit():
+            answers.put_nowait(_http_error(411, "Content-Length required"))
+            return
+        if int(length) > HTTP_BODY_BYTES:
+            answers.put_nowait(_http_error(413, f"a body has at most {HTTP_BODY_BYTES} bytes"))
+            return
+        if headers.get(b"expect", b"").lower() == b"100-continue":
+            answers.put_nowait(b"HTTP/1.1 100 Continue\r\n\r\n")
+        if len(body) < int(length):
+            body += await reader.readexactly(int(length) - len(body))
+        answers.put_nowait(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
+                           b"Connection: close\r\n\r\n")
+        for line in body[:int(length)].split(b"\n"):
+            if line.strip():
+                answers.put_nowait(self._offer(line))
 
     def _offer(self, line: bytes) -> bytes | tuple[str, asyncio.Future[None]]:
         ack: asyncio.Future[None] = self.loop.create_future()
@@ -165,6 +207,12 @@ class Server:
             pass
         finally:
             writer.close()
+
+
+def _http_error(status: int, text: str) -> bytes:
+    reason = {400: "Bad Request", 411: "Length Required", 413: "Payload Too Large"}[status]
+    return (f"HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain\r\n"
+            f"Connection: close\r\n\r\n{text}\n").encode()
 
 
 def committed(acks: "list[asyncio.Future[None]]") -> None:

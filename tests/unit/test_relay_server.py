@@ -92,3 +92,39 @@ def test_a_stop_keeps_the_answers_then_closes_and_refuses_connections():
             relay.close()
 
     asyncio.run(main())
+
+
+def test_tcp_lines_and_http_post_on_the_loopback_listener():
+    async def main() -> None:
+        with tempfile.TemporaryDirectory(dir="/tmp") as tmp:
+            producer = Producer("s", client=FakeKinesis(shards=1), linger_ms=2, on_full="drop")
+            relay: Relay[asyncio.Future[None]] = Relay(Journal(tmp, 1 << 20, 0.05), producer,
+                                                       max_pending_bytes=1 << 20,
+                                                       on_commit=committed)
+            server = Server(relay, Listen(os.path.join(tmp, "r.sock"), 0o600, "127.0.0.1", 0,
+                                          300, True), lambda exc: None)
+            await server.start()
+            assert server.tcp_bound is not None
+            host, port = server.tcp_bound
+            reader, writer = await asyncio.open_connection(host, port)
+            writer.write(b'{"event_id":"t1"}\n')
+            assert await reader.readline() == b"OK t1\n"
+            writer.close()
+            body = b'{"event_id":"h1"}\nnope\n{"event_id":"h2"}'   # last line: no newline
+            reader, writer = await asyncio.open_connection(host, port)
+            writer.write(b"POST /events HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                         b"Content-Length: %d\r\n\r\n" % len(body))
+            await writer.drain()
+            assert await reader.readuntil(b"\r\n\r\n") == b"HTTP/1.1 100 Continue\r\n\r\n"
+            writer.write(body)
+            response = await asyncio.wait_for(reader.read(), 5)    # until the close
+            head, _, text = response.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200 OK")
+            assert text.decode().splitlines() == ["OK h1", "ERR invalid not JSON", "OK h2"]
+            reader, writer = await asyncio.open_connection(host, port)
+            writer.write(b"POST / HTTP/1.1\r\n\r\n")
+            assert (await reader.read()).startswith(b"HTTP/1.1 411")
+            await server.stop(1.0)
+            relay.close()
+
+    asyncio.run(main())
