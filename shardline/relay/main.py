@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import os
 import signal
 import socket
@@ -54,6 +55,7 @@ def paths(settings: Settings) -> tuple[str, str]:
         raise ConfigError(f"relay.state_dir {state!r}: {exc.strerror}") from None
     if not os.access(state, os.W_OK | os.X_OK):
         raise ConfigError(f"relay.state_dir {state!r} is not writable by this user")
+    _lock_state_dir(state)
     sock = r.socket_path or os.path.join(state, "relay.sock")
     if len(sock.encode()) > 100:
         raise ConfigError(f"relay.socket_path {sock!r} is too long for a unix socket "
@@ -66,6 +68,21 @@ def paths(settings: Settings) -> tuple[str, str]:
         raise ConfigError(f"relay.socket_path {sock!r}: another relay is listening there "
                           f"(stop it, or give this one another socket_path and state_dir)")
     return state, sock
+
+
+_LOCKS: list[int] = []   # held for the life of the process; the kernel lets go at exit
+
+
+def _lock_state_dir(state: str) -> None:
+    """One relay per journal: two would ship and delete each other's segments."""
+    fd = os.open(os.path.join(state, "lock"), os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise ConfigError(f"relay.state_dir {state!r} is in use by another relay (give each "
+                          f"relay a state_dir of its own)") from None
+    _LOCKS.append(fd)
 
 
 def _answers(path: str) -> bool:

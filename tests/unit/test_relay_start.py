@@ -58,3 +58,12 @@ def test_a_socket_another_relay_answers_on_is_refused(clean_env, capsys, tmp_pat
         finally:
             os.unlink(sock)
     assert code == ExitCode.CONFIG and "another relay is listening" in err
+
+
+def test_a_state_dir_another_relay_holds_is_refused(clean_env, capsys, tmp_path):
+    import fcntl
+
+    with open(tmp_path / "lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        code, err = run(capsys, "--stream", "s", "--set", f"relay.state_dir={tmp_path}")
+    assert code == ExitCode.CONFIG and "in use by another relay" in err
