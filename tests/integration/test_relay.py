@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import threading
@@ -193,3 +194,37 @@ def test_php_fpm_page_views_exactly_once_through_a_stall_and_kill_9(
     assert while_down, "no page was served while the relay was down"
     assert max(s for _, s, _ in done) < 0.5, sorted(s for _, s, _ in done)[-5:]
     assert percentile([s for _, s, _ in done], 99) < 0.1
+
+
+def test_a_second_sigterm_exits_at_once_and_the_next_start_ships_the_journal(
+        stack, stack_env, stream_name, kinesis, tmp_path):
+    """Kinesis unreachable: the graceful stop waits for the producer's close time; a second
+    SIGTERM ends it at once (exit 130), and what was acknowledged is shipped by the next
+    start, against the reachable Kinesis."""
+    d = short_dir()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"   # nobody listens there afterwards
+    state = str(tmp_path / "j")
+    env = relay_env(stack_env, stream_name, dead, state, f"{d}/relay.sock",
+                    SHARDLINE_PRODUCER_CLOSE_TIMEOUT_S="30")
+    shardline("create-stream", "--stream", stream_name, "--shards", "1", env=stack_env)
+    relay = RelayProcess(env, tmp_path / "relay.err").start()
+    assert ask(relay.sock, b'{"event_id":"kept-1"}\n{"event_id":"kept-2"}\n', 2) == \
+        ["OK kept-1", "OK kept-2"]
+    assert relay.proc is not None
+    relay.proc.send_signal(signal.SIGTERM)
+    wait_for(lambda: "stopping" in relay.log.read_text(), 10, "the graceful stop", every=0.05)
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    relay.proc.send_signal(signal.SIGTERM)
+    assert relay.proc.wait(5) == 130
+    assert time.monotonic() - t0 < 2
+    again = RelayProcess({**env, "SHARDLINE_KINESIS_ENDPOINT_URL": stack.kinesis_endpoint_url},
+                         tmp_path / "relay2.err").start()
+    try:
+        wait_for(lambda: {"kept-1", "kept-2"} <= set(stream_ids(kinesis, stream_name)), 30,
+                 "the journaled events in the stream", every=0.3)
+    finally:
+        assert again.stop() == 0
+    assert "shipped again" in again.log.read_text()
