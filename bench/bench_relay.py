@@ -9,9 +9,10 @@ Kinesis is kinesalite behind ``tests.producer_kit.PutFaultProxy`` (a process of 
 healthy, then stalling every call 2 s. Each round measures the four pages (send/no send x
 healthy/stalled); the figures are medians over rounds of each phase's p50/p99.
 
-Also in the same run: the bare ``fdatasync`` of a small append in the relay's state
-directory (what each group commit pays), and the relay's answer time seen by a Python
-client (connect, one line, the OK).
+Also in the same run, the journal's cost: the bare ``fdatasync`` of a small append in the
+relay's state directory (what each group commit pays), the relay's answer time seen by a
+Python client (connect, one line, the OK: one event per commit), and events/s with 4
+clients pipelining 10,000 lines each, with the events per commit that gives.
 
     .venv/bin/python bench/bench_relay.py [--rounds 3] [--requests 2000] [--clients 2]
 """
@@ -33,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 from shardline import devstack  # noqa: E402
 from shardline.devstack.fleet import shardline  # noqa: E402
+from tests.pipeline import free_address, scrape  # noqa: E402
 from tests.producer_kit import ProxyProcess, percentile  # noqa: E402
 from tests.relay_kit import (PAGE, PhpFpm, RelayProcess, body, fastcgi_get,  # noqa: E402
                              relay_env, short_dir)
@@ -106,6 +108,40 @@ def answer_ms(sock: str, n: int = 300) -> tuple[float, float]:
     return statistics.median(out), percentile(out, 99)
 
 
+def pipelined(sock: str, n: int, connections: int) -> float:
+    """Events/s of ``connections`` clients each writing n/connections lines at once and
+    reading the answers (many lines per group commit)."""
+    per = n // connections
+    start = threading.Barrier(connections + 1)
+    errors: list[str] = []
+
+    def client(c: int) -> None:
+        data = b"".join(b'{"event_id":"pipe-%d-%d","session_id":"s-pipe-%d"}\n' % (c, i, i % 50)
+                        for i in range(per))
+        with socket.socket(socket.AF_UNIX) as s:
+            s.connect(sock)
+            start.wait()
+            s.sendall(data)
+            got = b""
+            while got.count(b"\n") < per:
+                chunk = s.recv(1 << 20)
+                if not chunk:
+                    break
+                got += chunk
+            if got.count(b"OK ") != per:
+                errors.append(got[:200].decode())
+
+    threads = [threading.Thread(target=client, args=(c,)) for c in range(connections)]
+    for t in threads:
+        t.start()
+    start.wait()
+    t0 = time.perf_counter()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    return per * connections / (time.perf_counter() - t0)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=3)
@@ -118,9 +154,11 @@ def main() -> int:
     proxy = ProxyProcess(info.kinesis_endpoint_url, stall_s=2.0)
     d = short_dir()
     stream = f"bench-relay-{int(time.time())}"
+    metrics = free_address()
     # The producer's and the journal's defaults, as a deployment runs them.
     env = relay_env(info.env(), stream, proxy.url, str(tmp / "journal"), f"{d}/relay.sock",
-                    SHARDLINE_PRODUCER_LINGER_MS="50", SHARDLINE_RELAY_SEGMENT_AGE_S="1")
+                    SHARDLINE_PRODUCER_LINGER_MS="50", SHARDLINE_RELAY_SEGMENT_AGE_S="1",
+                    SHARDLINE_RELAY_METRICS_ADDRESS=metrics)
     results: dict = {"args": vars(args), "load_at_start": os.getloadavg()[0], "rounds": []}
     relay = RelayProcess(env, tmp / "relay.err")
     fpm: PhpFpm | None = None
@@ -134,6 +172,7 @@ def main() -> int:
         load(fpm, nosend, 200, args.clients)
         results["fdatasync_ms"] = fdatasync_ms(str(tmp / "journal"))
         results["answer_ms"] = answer_ms(relay.sock)
+
         for r in range(args.rounds):
             rnd: dict = {}
             for state in ("healthy", "stalled"):
@@ -151,6 +190,14 @@ def main() -> int:
                                                    "p99": round(v["p99"], 3),
                                                    "kinds": v["kinds"]}
                                                for k, v in rnd.items()}}), flush=True)
+        # Last: the producer ships these 40,000 events for a while after (its threads
+        # share the relay's GIL), which would weigh on the pages measured next.
+        before = scrape(metrics)
+        results["pipelined_events_s"] = pipelined(relay.sock, 40_000, 4)
+        after = scrape(metrics)
+        results["events_per_commit"] = (
+            (after["shardline_relay_accepted_total"] - before["shardline_relay_accepted_total"])
+            / (after["shardline_relay_commits_total"] - before["shardline_relay_commits_total"]))
         assert relay.stop(120) == 0, relay.log.read_text()[-2000:]
     finally:
         if fpm is not None:
@@ -160,7 +207,9 @@ def main() -> int:
         devstack.down(tmp / "stack")
     summary: dict = {"fdatasync_ms_median": round(results["fdatasync_ms"], 3),
                      "python_client_answer_ms_p50_p99": [round(x, 3)
-                                                         for x in results["answer_ms"]]}
+                                                         for x in results["answer_ms"]],
+                     "pipelined_events_s": round(results["pipelined_events_s"]),
+                     "events_per_commit": round(results["events_per_commit"], 1)}
     for key in results["rounds"][0]:
         summary[key] = {q: round(statistics.median(r[key][q] for r in results["rounds"]), 3)
                         for q in ("p50", "p99")}

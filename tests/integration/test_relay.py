@@ -86,6 +86,11 @@ def test_protocol_node_client_metrics_and_graceful_stop(stack, stack_env, stream
     with pytest.raises(OSError), socket.socket(socket.AF_UNIX) as s:   # down: refused at once
         s.connect(relay.sock)
     assert time.perf_counter() - t0 < 0.05
+    t0 = time.perf_counter()   # the Node client with the relay down: dropped at once
+    node = subprocess.run(["node", str(ROOT / "examples" / "relay" / "pageview.js"), "1"],
+                          env={**os.environ, "SHARDLINE_RELAY_SOCKET": relay.sock},
+                          capture_output=True, text=True, timeout=30)
+    assert node.stdout.split() == ["DROPPED"] and time.perf_counter() - t0 < 5
     ids = stream_ids(kinesis, stream_name)
     assert {"own-1", "own-2", got[3][3:]} | node_ids == set(ids) and len(ids) == 43
     assert os.listdir(tmp_path / "j") == ["lock"]   # all shipped: the journal is empty
