@@ -4,7 +4,9 @@ A real php-fpm pool (Debian's ``php-fpm``, 4 static workers) serves
 ``examples/relay/pageview.php``, which sends one page view to ``shardline relay`` per
 request and waits for its answer (the event fsynced in the relay's journal), and beside it
 the same page with no send (the event built and encoded, not sent). The requests go through
-a small FastCGI client (the web server's part) from ``--clients`` threads back to back.
+a small FastCGI client (the web server's part) from ``--clients`` threads back to back,
+while another client sends ``--background-rate`` events/s through the same relay (the
+producer busy shipping, as at 100,000 page views a minute).
 Kinesis is kinesalite behind ``tests.producer_kit.PutFaultProxy`` (a process of its own),
 healthy, then stalling every call 2 s. Each round measures the four pages (send/no send x
 healthy/stalled); the figures are medians over rounds of each phase's p50/p99.
@@ -142,11 +144,46 @@ def pipelined(sock: str, n: int, connections: int) -> float:
     return per * connections / (time.perf_counter() - t0)
 
 
+class Background(threading.Thread):
+    """Other front ends' traffic through the same relay: ``rate`` events/s in batches of
+    1/50 s on one connection, the answers read (and counted) as they come."""
+
+    def __init__(self, sock: str, rate: float):
+        super().__init__(daemon=True)
+        self.sock, self.rate = sock, rate
+        self.stopping = threading.Event()
+        self.sent = self.ok = 0
+
+    def run(self) -> None:
+        if self.rate <= 0:
+            return
+        per = max(1, int(self.rate / 50))
+        with socket.socket(socket.AF_UNIX) as s:
+            s.connect(self.sock)
+            s.settimeout(0.001)
+            t = time.perf_counter()
+            while not self.stopping.is_set():
+                lines = b"".join(b'{"event_id":"bg-%d","session_id":"s-bg-%d","url":"/bg"}\n'
+                                 % (self.sent + i, i % 100) for i in range(per))
+                s.sendall(lines)
+                self.sent += per
+                t += 0.02
+                while True:   # read answers until the next batch is due
+                    try:
+                        self.ok += s.recv(1 << 16).count(b"OK ")
+                    except TimeoutError:
+                        pass
+                    if time.perf_counter() >= t:
+                        break
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--requests", type=int, default=2000, help="per phase and round")
     ap.add_argument("--clients", type=int, default=2)
+    ap.add_argument("--background-rate", type=float, default=1700,
+                    help="events/s other clients send meanwhile (100,000 page views a minute)")
     args = ap.parse_args()
     os.environ.update(devstack.DUMMY_AWS_ENV)
     tmp = Path(tempfile.mkdtemp(prefix="bench-relay-"))
@@ -173,6 +210,8 @@ def main() -> int:
         results["fdatasync_ms"] = fdatasync_ms(str(tmp / "journal"))
         results["answer_ms"] = answer_ms(relay.sock)
 
+        background = Background(relay.sock, args.background_rate)
+        background.start()
         for r in range(args.rounds):
             rnd: dict = {}
             for state in ("healthy", "stalled"):
@@ -190,10 +229,15 @@ def main() -> int:
                                                    "p99": round(v["p99"], 3),
                                                    "kinds": v["kinds"]}
                                                for k, v in rnd.items()}}), flush=True)
+        background.stopping.set()
+        background.join(10)
+        results["background"] = {"sent": background.sent, "ok": background.ok}
         # Last: the producer ships these 40,000 events for a while after (its threads
         # share the relay's GIL), which would weigh on the pages measured next.
+        time.sleep(1.5)   # the relay pushes its counts to the metrics once a second
         before = scrape(metrics)
         results["pipelined_events_s"] = pipelined(relay.sock, 40_000, 4)
+        time.sleep(1.5)
         after = scrape(metrics)
         results["events_per_commit"] = (
             (after["shardline_relay_accepted_total"] - before["shardline_relay_accepted_total"])
