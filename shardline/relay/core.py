@@ -78,7 +78,7 @@ def parse(line: bytes, max_bytes: int, assign_ids: bool) -> Accepted | Refusal:
     elif not isinstance(eid, str) or not eid:
         return Refusal("invalid", "event_id must be a non-empty string")
     else:
-        data = orjson.dumps(event) if b"\n" in line or b"\r" in line else bytes(line).strip()
+        data = bytes(line).strip()   # as sent (a CR of a CRLF client stripped)
     key = event.get("session_id") or eid
     return Accepted(eid, key if isinstance(key, str) else str(key), data + b"\n")
 
