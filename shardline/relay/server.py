@@ -149,6 +149,9 @@ class Server:
                 skipping, buf = True, b""
             elif skipping:
                 buf = b""
+            # Let the commit and the other connections in between two chunks: a client
+            # pipelining thousands of lines must not hold every other page's answer.
+            await asyncio.sleep(0)
             chunk = await reader.read(READ_BYTES)
 
     async def _http(self, head: bytes, reader: asyncio.StreamReader,
