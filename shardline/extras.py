@@ -15,8 +15,9 @@ import re
 PACKAGE = "shardline"
 PIPELINE = "pipeline"
 INSTALL_HINT = f"pip install '{PACKAGE}[{PIPELINE}]'"
-# The commands of the library alone: sample traffic, a stream, the settings list.
-WITHOUT_PIPELINE = frozenset({"create-stream", "produce", "settings", "tail"})
+# The commands of the library alone: sample traffic, a stream, the settings list, and the
+# two that feed the producer from outside Python (tail, relay).
+WITHOUT_PIPELINE = frozenset({"create-stream", "produce", "relay", "settings", "tail"})
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _EXTRA = re.compile(r"""extra\s*==\s*["']([^"']+)["']""")
