@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import socket
 import statistics
 import sys
@@ -249,6 +250,7 @@ def main() -> int:
         relay.stop()
         proxy.stop()
         devstack.down(tmp / "stack")
+        shutil.rmtree(d, ignore_errors=True)
     summary: dict = {"fdatasync_ms_median": round(results["fdatasync_ms"], 3),
                      "python_client_answer_ms_p50_p99": [round(x, 3)
                                                          for x in results["answer_ms"]],

@@ -157,6 +157,7 @@ def test_shardline_tail_in_the_bare_install_sends_lines(bare_venv: Path, stack_e
 def test_shardline_relay_in_the_bare_install_takes_a_line(bare_venv: Path, stack_env, kinesis,
                                                           stream_name: str, tmp_path: Path):
     """A PHP host installs the wheel alone: ``shardline relay`` needs nothing more."""
+    import shutil
     import tempfile
 
     sock = os.path.join(tempfile.mkdtemp(prefix="sl-bare-", dir="/tmp"), "relay.sock")
@@ -187,5 +188,6 @@ def test_shardline_relay_in_the_bare_install_takes_a_line(bare_venv: Path, stack
         if relay.poll() is None:
             relay.kill()
             relay.wait()
+        shutil.rmtree(os.path.dirname(sock), ignore_errors=True)
     assert [json.loads(d)["event_id"] for d in read_stream(kinesis, stream_name).values()] \
         == ["bare-1"]

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import threading
 import time
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -29,6 +31,14 @@ from tests.relay_kit import PAGE, PhpFpm, RelayProcess, body, fastcgi_get, relay
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def sock_dir() -> Iterator[str]:
+    """A short directory for the unix sockets (and php-fpm's files), removed afterwards."""
+    path = short_dir()
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def stream_ids(kinesis, stream: str) -> list[str]:
@@ -51,8 +61,8 @@ def ask(sock: str, data: bytes, lines: int) -> list[str]:
 
 
 def test_protocol_node_client_metrics_and_graceful_stop(stack, stack_env, stream_name,
-                                                        kinesis, tmp_path):
-    d = short_dir()
+                                                        kinesis, tmp_path, sock_dir):
+    d = sock_dir
     metrics = free_address()
     env = relay_env(stack_env, stream_name, stack.kinesis_endpoint_url, str(tmp_path / "j"),
                     f"{d}/relay.sock", SHARDLINE_RELAY_METRICS_ADDRESS=metrics,
@@ -131,9 +141,9 @@ class Pages(threading.Thread):
 
 @pytest.mark.slow
 def test_php_fpm_page_views_exactly_once_through_a_stall_and_kill_9(
-        stack, stack_env, stream_name, pg_conn, tmp_path):
+        stack, stack_env, stream_name, pg_conn, tmp_path, sock_dir):
     proxy = PutFaultProxy(stack.kinesis_endpoint_url, stall_s=3.0).start()
-    d = short_dir()
+    d = sock_dir
     base = {**stack_env, **FAST, "SHARDLINE_KINESIS_STREAM": stream_name}
     env = relay_env(base, stream_name, proxy.url, str(tmp_path / "journal"), f"{d}/relay.sock",
                     SHARDLINE_PRODUCER_SPOOL_DIR=str(tmp_path / "spool"),
@@ -202,11 +212,11 @@ def test_php_fpm_page_views_exactly_once_through_a_stall_and_kill_9(
 
 
 def test_a_second_sigterm_exits_at_once_and_the_next_start_ships_the_journal(
-        stack, stack_env, stream_name, kinesis, tmp_path):
+        stack, stack_env, stream_name, kinesis, tmp_path, sock_dir):
     """Kinesis unreachable: the graceful stop waits for the producer's close time; a second
     SIGTERM ends it at once (exit 130), and what was acknowledged is shipped by the next
     start, against the reachable Kinesis."""
-    d = short_dir()
+    d = sock_dir
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         dead = f"http://127.0.0.1:{s.getsockname()[1]}"   # nobody listens there afterwards
