@@ -170,7 +170,14 @@ def test_php_fpm_page_views_exactly_once_through_a_stall_and_kill_9(
         time.sleep(1.5)
         relay.kill()                       # once more, mid-stall
         relay.start()
-        time.sleep(2.0)
+        time.sleep(1.0)
+        assert relay.proc is not None
+        relay.proc.send_signal(signal.SIGSTOP)   # the relay itself stuck: connects, no answer
+        frozen = time.perf_counter()
+        time.sleep(0.5)
+        thawed = time.perf_counter()
+        relay.proc.send_signal(signal.SIGCONT)   # it then takes what was sent meanwhile
+        time.sleep(1.0)
         pages.stopping.set()
         pages.join(30)
         assert relay.stop() == 0, relay.log.read_text()[-3000:]
@@ -207,6 +214,10 @@ def test_php_fpm_page_views_exactly_once_through_a_stall_and_kill_9(
     # The page never waited: for Kinesis (the stall) nor for the dead relay (refused).
     while_down = [s for t, s in dropped if down <= t < up]
     assert while_down, "no page was served while the relay was down"
+    while_stuck = [s for t, s in dropped if frozen <= t < thawed]
+    assert while_stuck, "no page was served while the relay was stuck"
+    # stuck: the page gives up after its 50 ms (connect, then the answer), never later
+    assert max(while_stuck) < 0.3, sorted(while_stuck)[-5:]
     assert max(s for _, s, _ in done) < 0.5, sorted(s for _, s, _ in done)[-5:]
     assert percentile([s for _, s, _ in done], 99) < 0.1
 
