@@ -1,7 +1,8 @@
 """``shardline relay`` with real parts: the process on the shared stack's kinesalite, its
 protocol on the unix socket, the Node client (``examples/relay/pageview.js`` under node),
 its metrics; then a real php-fpm pool whose page (``examples/relay/pageview.php``) sends
-one page view per request while Kinesis stalls and the relay is SIGKILLed and restarted:
+one page view per request while Kinesis stalls and the relay is SIGKILLed and restarted
+(twice) and stuck (SIGSTOP) for a moment:
 every page view the relay acknowledged is exactly one page_views row once the pipeline
 (supervisord, consumers, stage workers, loader, PostgreSQL) has drained, and no page
 waited for Kinesis or for the dead relay.
