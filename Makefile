@@ -12,8 +12,10 @@ PYTEST_ARGS ?=
 deps: sysdeps pydeps nodedeps
 
 # Debian/Ubuntu packages: gearmand, PostgreSQL server binaries, Node.js for kinesalite,
-# venv support for the system Python, and headless Chromium for the status web page's
-# test (tests/integration/test_status_web.py). Only what is missing gets installed.
+# venv support for the system Python, headless Chromium for the status web page's
+# test (tests/integration/test_status_web.py), and PHP (php-cli, php-fpm) for the relay's
+# PHP client test and benchmark (tests/integration/test_relay.py, bench/bench_relay.py).
+# Only what is missing gets installed.
 sysdeps:
 	@missing=""; \
 	command -v gearmand >/dev/null 2>&1 || [ -x /usr/sbin/gearmand ] || missing="$$missing gearman-job-server"; \
@@ -23,6 +25,8 @@ sysdeps:
 	command -v npm >/dev/null 2>&1 || missing="$$missing npm"; \
 	command -v runuser >/dev/null 2>&1 || missing="$$missing util-linux"; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	command -v php >/dev/null 2>&1 || missing="$$missing php-cli"; \
+	ls /usr/sbin/php-fpm* >/dev/null 2>&1 || missing="$$missing php-fpm"; \
 	$(PYTHON) -c 'import ensurepip, venv' >/dev/null 2>&1 || missing="$$missing python3-venv"; \
 	if [ -n "$$missing" ]; then \
 		echo ">> installing Debian packages:$$missing"; \

@@ -16,8 +16,9 @@ from typing import Sequence
 PACKAGE = "shardline"
 PIPELINE = "pipeline"
 INSTALL_HINT = f"pip install '{PACKAGE}[{PIPELINE}]'"
-# The commands of the library alone: sample traffic, a stream, the settings list.
-WITHOUT_PIPELINE = frozenset({"create-stream", "produce", "settings", "tail"})
+# The commands of the library alone: sample traffic, a stream, the settings list, and the
+# two that feed the producer from outside Python (tail, relay).
+WITHOUT_PIPELINE = frozenset({"create-stream", "produce", "relay", "settings", "tail"})
 # Commands that need no pipeline package with one of these flags: a log host checks its
 # tailer (``status --tail``) on the bare install.
 WITHOUT_PIPELINE_WITH = {"status": "--tail"}

@@ -422,6 +422,52 @@ class TailSettings:
                                     "empty: none", check=_check_metrics_address)
 
 
+def _check_mode(value: str) -> str | None:
+    if not re.fullmatch(r"0?[0-7]{3}", value):
+        return "must be an octal file mode such as 0660"
+    return None
+
+
+def _check_loopback_address(value: str) -> str | None:
+    if value and not re.fullmatch(r"(127\.0\.0\.1|localhost):\d{1,5}", value):
+        return "must be 127.0.0.1:PORT (the relay never listens beyond this host), or empty"
+    if value and int(value.rpartition(":")[2]) > 65535:
+        return "has a bad port (must be 0-65535)"
+    return None
+
+
+@dataclass
+class RelaySettings:
+    """``shardline relay``: a local daemon that takes newline-delimited JSON events from any
+    language and ships them through the producer (docs/producer.md)."""
+
+    socket_path: str = _opt("", "the unix socket the relay listens on; empty: "
+                                "<state_dir>/relay.sock")
+    socket_mode: str = _opt("0660", "the unix socket's file mode (who may send: the socket's "
+                                    "group, e.g. www-data's)", check=_check_mode)
+    tcp_address: str = _opt("", "also listen on this loopback address (127.0.0.1:PORT); "
+                                "empty: unix socket only", check=_check_loopback_address)
+    state_dir: str = _opt("", "the relay's journal of acknowledged events, on local disk; "
+                              "empty: <producer.spool_dir>/relay")
+    max_event_bytes: int = _opt(65536, "a longer line is answered ERR too_large",
+                                min=256, max=1_000_000)
+    max_pending_bytes: int = _opt(256 * 1024 * 1024, "journal bytes not yet durable in the "
+                                  "producer (Kinesis or its spool); beyond it: ERR full",
+                                  min=1024 * 1024)
+    segment_bytes: int = _opt(4 * 1024 * 1024, "journal segment size (a segment is deleted "
+                              "once every event in it is durable in the producer)", min=4096)
+    segment_age_s: float = _opt(1.0, "a segment is closed after this long, so that a quiet "
+                                "relay deletes what was shipped", min=0.01, max=3600)
+    missing_event_id: str = _opt("assign", "an event without event_id: assign (a uuid4, "
+                                 "written to the journal, so re-sends keep it) or refuse "
+                                 "(ERR invalid)", choices=("assign", "refuse"))
+    drain_s: float = _opt(5.0, "graceful stop: wait this long for open connections to finish",
+                          min=0, max=300)
+    metrics_address: str = _opt("", "serve /metrics on this address (host:port); empty: only "
+                                    "the host's scrape target (agent / shardline metrics)",
+                                check=_check_metrics_address)
+
+
 @dataclass
 class LogSettings:
     level: str = _opt("INFO", "log level", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
@@ -446,6 +492,7 @@ class Settings:
     agent: AgentSettings = field(default_factory=AgentSettings)
     status: StatusSettings = field(default_factory=StatusSettings)
     tail: TailSettings = field(default_factory=TailSettings)
+    relay: RelaySettings = field(default_factory=RelaySettings)
     log: LogSettings = field(default_factory=LogSettings)
 
     def replace(self, **overrides: str) -> "Settings":

@@ -39,6 +39,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
                 "send dead letters through the current transform again"),
     "try-transform": ("shardline.ops.try_transform:main", "rows + dead letters of events, offline"),
     "tail": ("shardline.tail.main:main", "follow log files: one event per line, exactly once"),
+    "relay": ("shardline.relay.main:main", "a local daemon taking JSON lines from any language "
+                                          "(PHP, Node) into the stream, never blocking them"),
     "supervisor-config": ("shardline.ops.supervisor_config:main", "write a supervisord config"),
     "agent": ("shardline.fleet.main:main", "this host's agent: spreads the consumers over hosts"),
     "metrics": ("shardline.metrics.main:main", "serve or print this host's Prometheus metrics"),

@@ -193,6 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tail-table", default="log_lines", metavar="T",
                         help="the tailer's --table, the events' type the tables file routes "
                              "(default: log_lines)")
+    parser.add_argument("--relay", action="store_true",
+                        help="add a `shardline relay` program: the local daemon PHP and other "
+                             "front ends send their events to (its [relay] settings)")
     # Tests and unusual deployments: the whole command, {shardline} and {args} substituted.
     parser.add_argument("--command-template", default=DEFAULT_TEMPLATE, help=argparse.SUPPRESS)
     return parser
@@ -260,7 +263,8 @@ def main(argv: list[str]) -> int:
                   settings=settings, workers=args.workers, prefix=args.program_prefix,
                   config_path=_settings_file(args), environment=environment,
                   command_template=args.command_template,
-                  agent_include=include if args.agent else None, tail=tail)
+                  agent_include=include if args.agent else None, tail=tail,
+                  relay=args.relay)
     if args.print_only:
         sys.stdout.write(text)
         return ExitCode.OK

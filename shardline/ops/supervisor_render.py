@@ -103,7 +103,8 @@ def agent_include_name(prefix: str) -> str:
 def program_names(prefix: str) -> dict[str, str]:
     p = f"{prefix}-" if prefix else ""
     return {"consumer": f"{p}consumer-", "worker": f"{p}stage-worker", "loader": f"{p}loader",
-            "agent": f"{p}agent", "metrics": f"{p}metrics", "tail": f"{p}tail"}
+            "agent": f"{p}agent", "metrics": f"{p}metrics", "tail": f"{p}tail",
+            "relay": f"{p}relay"}
 
 
 class Programs:
@@ -124,6 +125,9 @@ class Programs:
         self.env_line = ",".join(f"{k}={_quote_env(k, _esc(v))}" for k, v in sorted(env.items()))
         self.shutdown = settings.consumer.shutdown_timeout_s
         self.consumer_wait = math.ceil(self.shutdown) + 10
+        # the relay's graceful stop: its drain, then the producer's close time
+        self.relay_wait = math.ceil(settings.relay.drain_s + settings.producer.close_timeout_s) \
+            + 15
 
     def command(self, args: list[str]) -> str:
         # Everything is literal for supervisord except the %(process_num)d placeholder.
@@ -166,12 +170,13 @@ def render(*, stream: str, shards: Selection, out_dir: str, shardline_cmd: Seque
            settings: Settings, workers: int = 2, prefix: str = "",
            config_path: str | None = None, environment: Mapping[str, str] | None = None,
            command_template: str = DEFAULT_TEMPLATE, agent_include: str | None = None,
-           tail: TailProgram | None = None) -> str:
+           tail: TailProgram | None = None, relay: bool = False) -> str:
     """The whole supervisord config as text (deterministic for the same inputs).
 
     ``agent_include``: instead of one program per shard, an ``agent`` program and an
     ``[include]`` of this file, where ``shardline agent`` keeps this host's consumers.
     ``tail``: a ``tail`` program following these log files.
+    ``relay``: a ``relay`` program too (``shardline relay``, for PHP and other front ends).
     """
     if workers < 1:
         raise ConfigError("--workers must be at least 1")
@@ -250,6 +255,8 @@ def render(*, stream: str, shards: Selection, out_dir: str, shardline_cmd: Seque
                          stopwait=LOADER_STOPWAITSECS)
     if tail is not None:
         lines += tail_program(programs, names, tail)
+    if relay:
+        lines += relay_program(programs, stream, names)
     address = settings.agent.metrics_address
     if agent_include is None and address:
         lines += ["; This host's scrape target: the metrics of every program above, merged",
@@ -289,6 +296,13 @@ def tail_program(programs: Programs, names: Mapping[str, str],
     return ["; The tailer: log files of this host to the stream, one event per line.",
             ""] + programs.section(names["tail"], programs.command(args),
                                    autorestart="unexpected", stopwait=TAIL_STOPWAITSECS)
+def relay_program(programs: Programs, stream: str, names: Mapping[str, str]) -> list[str]:
+    """The relay: always restarted (what it acknowledged is in its journal, shipped by the
+    next start); stopwaitsecs covers its drain and the producer's close time."""
+    return ["; The relay: front ends that are not Python (PHP under php-fpm, Node) send",
+            "; their events to its socket (docs/producer.md).", ""] + programs.section(
+        names["relay"], programs.command(["relay", "--stream", stream]), autorestart="true",
+        stopwait=programs.relay_wait)
 
 
 def render_consumers(*, stream: str, shards: Iterable[str], include: str,

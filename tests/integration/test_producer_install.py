@@ -159,3 +159,42 @@ def test_shardline_tail_in_the_bare_install_sends_lines(bare_venv: Path, stack_e
     assert status.returncode == ExitCode.OK, (status.stdout, status.stderr)
     (file,) = json.loads(status.stdout)["files"]
     assert file["path"] == str(log) and file["offset"] == file["size"] == 23
+
+
+def test_shardline_relay_in_the_bare_install_takes_a_line(bare_venv: Path, stack_env, kinesis,
+                                                          stream_name: str, tmp_path: Path):
+    """A PHP host installs the wheel alone: ``shardline relay`` needs nothing more."""
+    import shutil
+    import tempfile
+
+    sock = os.path.join(tempfile.mkdtemp(prefix="sl-bare-", dir="/tmp"), "relay.sock")
+    env = _env(stack_env, SHARDLINE_KINESIS_STREAM=stream_name,
+               SHARDLINE_RELAY_STATE_DIR=str(tmp_path / "relay"),
+               SHARDLINE_RELAY_SOCKET_PATH=sock)
+    created = _run(bare_venv, str(bare_venv / "bin" / "shardline"), "create-stream",
+                   "--stream", stream_name, "--shards", "1", env=env)
+    assert created.returncode == 0, created.stderr
+    relay = subprocess.Popen([str(bare_venv / "bin" / "shardline"), "relay"],
+                             cwd=bare_venv.parent, env=env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not os.path.exists(sock) and relay.poll() is None and \
+                time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(0.2)
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(10)
+            s.connect(sock)
+            s.sendall(b'{"event_id":"bare-1","session_id":"s"}\n')
+            assert s.recv(100) == b"OK bare-1\n"
+        relay.send_signal(signal.SIGTERM)
+        _, err = relay.communicate(timeout=60)
+        assert relay.returncode == ExitCode.OK, err
+    finally:
+        if relay.poll() is None:
+            relay.kill()
+            relay.wait()
+        shutil.rmtree(os.path.dirname(sock), ignore_errors=True)
+    assert [json.loads(d)["event_id"] for d in read_stream(kinesis, stream_name).values()] \
+        == ["bare-1"]

@@ -271,3 +271,14 @@ def test_tail_program_needs_a_state_directory_and_its_globs():
     with pytest.raises(ConfigError, match="--tail-stream needs --tail"):
         sc.tail_program(lonely, with_spool)
     assert sc.tail_program(sc.build_parser().parse_args(["--stream", "s"]), Settings()) is None
+
+
+def test_relay_program_only_when_asked_and_its_stop_time_covers_drain_and_close(tmp_path):
+    assert "[program:relay]" not in _render(tmp_path, [OPEN0])
+    settings = Settings().replace(**{"relay.drain_s": "4", "producer.close_timeout_s": "8"})
+    text = _render(tmp_path, [OPEN0], settings=settings, relay=True, prefix="web")
+    r = _sections(text)["program:web-relay"]
+    assert r["command"] == "/opt/shardline/bin/shardline relay --stream clicks"
+    assert r["autorestart"] == "true" and r["stopsignal"] == "TERM"
+    assert int(r["stopwaitsecs"]) == 4 + 8 + 15
+    assert _supervisord_programs(tmp_path, text)["web-relay"].stopwaitsecs == 27
