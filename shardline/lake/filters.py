@@ -32,6 +32,12 @@ def between(column: str, low: datetime, high: datetime) -> BooleanExpression:
                _pred(LessThanOrEqual, column, _ts(high)))
 
 
+def half_open(column: str, since: datetime, until: datetime) -> BooleanExpression:
+    """``since <= column < until``."""
+    return And(_pred(GreaterThanOrEqual, column, _ts(since)),
+               _pred(LessThan, column, _ts(until)))
+
+
 def window(column: str, low: datetime, high: datetime, window_s: float) -> BooleanExpression:
     """``column`` within ``window_s`` of [low, high]: where stored copies can be."""
     pad = timedelta(seconds=window_s)

@@ -93,7 +93,7 @@ def agent_include_name(prefix: str) -> str:
 def program_names(prefix: str) -> dict[str, str]:
     p = f"{prefix}-" if prefix else ""
     return {"consumer": f"{p}consumer-", "worker": f"{p}stage-worker", "loader": f"{p}loader",
-            "agent": f"{p}agent", "metrics": f"{p}metrics"}
+            "lake": f"{p}lake-loader-", "agent": f"{p}agent", "metrics": f"{p}metrics"}
 
 
 class Programs:
@@ -236,6 +236,12 @@ def render(*, stream: str, shards: Selection, out_dir: str, shardline_cmd: Seque
         lines += program(names["loader"] + ("" if i == 0 else f"-{table}"),
                          command(["loader", "--table", table]), autorestart="true",
                          stopwait=LOADER_STOPWAITSECS)
+    # One lake loader per table of lake.tables, beside its warehouse loader (docs/lake.md).
+    from shardline.lake.config import lake_tables
+
+    for table in lake_tables(settings, load_tables(settings)):
+        lines += program(names["lake"] + table, command(["lake-loader", "--table", table]),
+                         autorestart="true", stopwait=LOADER_STOPWAITSECS)
     address = settings.agent.metrics_address
     if agent_include is None and address:
         lines += ["; This host's scrape target: the metrics of every program above, merged",

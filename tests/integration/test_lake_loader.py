@@ -4,16 +4,14 @@ removed as the warehouse merge does, a kill between the Iceberg commit and the l
 update repaired from the table's snapshots, a reprocess replacing its range."""
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
 import pytest
 
 from shardline.lake import catalog as lake_catalog
-from shardline.loaders.lake.loader import LakeLoader
 from shardline.records.ledger import PENDING
-from shardline.settings import Settings
-from tests.contract.loader_kit import SHARD0, SHARD1, T0, event_id, page_view, seq, stage_file
+from tests.contract.loader_kit import SHARD1, T0, event_id, page_view, seq
+from tests.lake_kit import Lake
 
 pytestmark = pytest.mark.integration
 
@@ -23,38 +21,8 @@ class Killed(BaseException):
 
 
 @pytest.fixture
-def lake(stack: Any, pg_schema: str, s3_prefix: str, s3: Any, control_store: Any) -> "Lake":
+def lake(stack: Any, pg_schema: str, s3_prefix: str, s3: Any, control_store: Any) -> Lake:
     return Lake(stack, pg_schema, s3_prefix, s3, control_store)
-
-
-class Lake:
-    def __init__(self, stack: Any, schema: str, prefix: str, s3: Any, store: Any):
-        env = stack.env()
-        self.s3, self.store, self.prefix = s3, store, prefix
-        self.bucket = env["SHARDLINE_S3_BUCKET"]
-        self.settings = Settings().replace(**{
-            "s3.endpoint_url": env["SHARDLINE_S3_ENDPOINT_URL"], "s3.bucket": self.bucket,
-            "s3.prefix": prefix, "control.dsn": env["SHARDLINE_CONTROL_DSN"],
-            "control.schema": schema, "lake.tables": "page_views",
-            "lake.catalog_uri": env["SHARDLINE_LAKE_CATALOG_URI"], "lake.namespace": schema,
-            "loader.max_interval_s": "0", "loader.poll_s": "0.05",
-            "loader.dedup_window_s": "3600"})
-        lake_catalog.migrate(self.settings)
-        self.n = 0
-
-    def stage(self, rows: list, shard: str = SHARD0, **extra: Any) -> Any:
-        self.n += 1
-        key = f"{self.prefix}/staged/page_views/s/{shard}/{self.n:04d}.csv.gz"
-        return stage_file(self.s3, self.bucket, self.store, key, rows, shard=shard,
-                          staged_at=T0 + timedelta(seconds=self.n), lake_state=PENDING,
-                          transform_version="v1", **extra)
-
-    def loader(self) -> LakeLoader:
-        return LakeLoader(self.settings, "page_views", s3=self.s3, store=self.store)
-
-    def rows(self) -> list[dict[str, Any]]:
-        table = lake_catalog.open_table(self.settings, "page_views")
-        return sorted(table.scan().to_arrow().to_pylist(), key=lambda r: r["event_id"])
 
 
 def test_staged_files_land_once_without_duplicates(lake: Lake) -> None:

@@ -235,3 +235,15 @@ def test_command_line_settings_become_program_environment():
     assert sc.set_flags_env({"consumer.shutdown_timeout_s": "30", "kinesis.stream": "s",
                              "warehouse.schema": "prod"}) == {
         "SHARDLINE_CONSUMER_SHUTDOWN_TIMEOUT_S": "30", "SHARDLINE_WAREHOUSE_SCHEMA": "prod"}
+
+
+def test_one_lake_loader_program_per_lake_table(tmp_path):
+    text = _render(tmp_path, [OPEN0], config_path="/etc/s.ini",
+                   settings=Settings().replace(**{"lake.tables": "page_views"}))
+    programs = _supervisord_programs(tmp_path, text)
+    assert programs["lake-loader-page_views"].command == (
+        "/opt/shardline/bin/shardline lake-loader --table page_views --config /etc/s.ini")
+    assert programs["loader"].command.startswith("/opt/shardline/bin/shardline loader")
+    assert "lake-loader" not in _render(tmp_path, [OPEN0])  # lake.tables empty: no lake
+    with pytest.raises(ConfigError, match="clickz"):
+        _render(tmp_path, [OPEN0], settings=Settings().replace(**{"lake.tables": "clickz"}))
