@@ -66,7 +66,7 @@ def test_the_lake_holds_exactly_the_warehouses_rows_read_by_pyiceberg_and_duckdb
     with pg_conn.cursor() as cur:
         cur.execute("SELECT * FROM page_views")
         names = [d[0] for d in cur.description]
-        expected = _sorted([dict(zip(names, row)) for row in cur.fetchall()])
+        expected = _sorted([dict(zip(names, row, strict=True)) for row in cur.fetchall()])
     assert {r["event_id"] for r in expected} == produced["ids"]  # the warehouse: exactly once
 
     settings = settings_mod.load(env={k: v for k, v in env.items()
@@ -87,5 +87,5 @@ def test_the_lake_holds_exactly_the_warehouses_rows_read_by_pyiceberg_and_duckdb
     assert local
     con = duckdb.connect()
     result = con.execute(f"SELECT {', '.join(names)} FROM read_parquet(?)", [local])
-    got = [dict(zip(names, row)) for row in result.fetchall()]
+    got = [dict(zip(names, row, strict=True)) for row in result.fetchall()]
     assert _sorted(got) == expected
