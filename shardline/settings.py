@@ -390,6 +390,8 @@ class LakeSettings:
                           choices=("day", "hour"))
     target_file_bytes: int = _opt(128 * 1024 * 1024, "target data file size of writes and of "
                                   "lake compact (>= 64 MB in production)", min=1)
+    max_load_bytes: int = _opt(64 * 1024 * 1024, "staged (gzip) bytes one lake load reads at "
+                               "most: its rows are held in memory (about 5-10 x this)", min=1)
     snapshot_retention_s: float = _opt(7 * 86400.0, "lake expire removes snapshots older than "
                                        "this (never the current one)", min=0)
 

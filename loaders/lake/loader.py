@@ -80,6 +80,19 @@ LAKE_ERRORS: tuple[type[BaseException], ...] = (
     botocore.exceptions.ClientError)
 
 
+def within_bytes(entries: list[StagedFile], limit: int) -> list[StagedFile]:
+    """The first files up to ``limit`` staged bytes (at least one): a load's rows are in
+    memory at once; the rest waits for the next load, right after."""
+    out: list[StagedFile] = []
+    total = 0
+    for e in entries:
+        if out and total + e.byte_count > limit:
+            break
+        out.append(e)
+        total += e.byte_count
+    return out
+
+
 class LakeLoader:
     """One lake table's loader; ``step()`` is one look at the ledger (and maybe one load)."""
 
@@ -222,7 +235,8 @@ class LakeLoader:
         self.reconcile(table)  # before every commit: what another loader committed
         cap = self.settings.loader.max_files_per_load
         fetched = self.store.lake_pending_files(self.table, cap)
-        entries = load_group(fetched, lambda e: file_columns(self.spec, e))
+        entries = within_bytes(load_group(fetched, lambda e: file_columns(self.spec, e)),
+                               self.settings.lake.max_load_bytes)
         if not entries:
             return None
         first = entries[0]

@@ -16,6 +16,17 @@ from shardline.settings import Settings
 from shardline.tables import load_tables
 
 TARGET_FILE_PROPERTY = "write.target-file-size-bytes"
+# pyiceberg retries a commit refused for a concurrent one on the refreshed table, and an
+# append always applies there: a lake loader whose lease lapsed would then add files the
+# new holder also adds. No retry: a refused commit fails, the loader reconciles (and the
+# compaction is run again).
+COMMIT_RETRIES_PROPERTY = "commit.retry.num-retries"
+
+
+def table_properties(settings: Settings) -> dict[str, str]:
+    """What ``migrate`` sets on every lake table (and keeps set)."""
+    return {TARGET_FILE_PROPERTY: str(settings.lake.target_file_bytes),
+            COMMIT_RETRIES_PROPERTY: "0"}
 
 
 def open_catalog(settings: Settings) -> Catalog:
@@ -23,14 +34,20 @@ def open_catalog(settings: Settings) -> Catalog:
 
 
 def open_table(settings: Settings, table: str, catalog: Catalog | None = None) -> Table:
-    """The lake table of ``table``; ``NotMigrated`` (one line) when migrate has not made it."""
+    """The lake table of ``table``; ``NotMigrated`` (one line) when migrate has not made it
+    or not set what the loader relies on."""
     catalog = catalog or open_catalog(settings)
     try:
-        return catalog.load_table(identifier(settings, table))
+        found = catalog.load_table(identifier(settings, table))
     except NoSuchTableError:
         raise NotMigrated(f"the lake table {identifier(settings, table)} does not exist in "
                           f"the {settings.lake.catalog} catalog {settings.lake.catalog_name}: "
                           f"run `shardline migrate`") from None
+    if found.properties.get(COMMIT_RETRIES_PROPERTY) != "0":
+        raise NotMigrated(f"the lake table {identifier(settings, table)} retries refused "
+                          f"commits ({COMMIT_RETRIES_PROPERTY} is not 0): run `shardline "
+                          f"migrate`")
+    return found
 
 
 def lake_spec(settings: Settings, table: str) -> TableSpec:
@@ -72,11 +89,17 @@ def migrate(settings: Settings) -> list[LakeChange]:
                 partition_spec=lake_schema.partition_spec(spec, schema,
                                                           settings.lake.partition),
                 sort_order=lake_schema.sort_order(spec, schema),
-                properties={TARGET_FILE_PROPERTY: str(settings.lake.target_file_bytes),
-                            "format-version": "2"})
+                properties={**table_properties(settings), "format-version": "2"})
             out.append(LakeChange(name, "created"))
             continue
         change = lake_schema.evolve(table, spec)
-        out.append(LakeChange(name, f"added columns {', '.join(change.added)}"
-                              if change.added else "unchanged"))
+        wanted = table_properties(settings)
+        stale = {k: v for k, v in wanted.items() if table.properties.get(k) != v}
+        if stale:
+            with table.transaction() as tx:
+                tx.set_properties(stale)
+        done = [f"added columns {', '.join(change.added)}"] if change.added else []
+        done += [f"set {', '.join(f'{k}={v}' for k, v in sorted(stale.items()))}"] \
+            if stale else []
+        out.append(LakeChange(name, "; ".join(done) or "unchanged"))
     return out

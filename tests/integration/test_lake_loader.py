@@ -110,3 +110,37 @@ def test_a_reprocess_file_replaces_the_rows_of_its_range(lake: Lake) -> None:
     assert [(r["event_id"], r["url_query"]) for r in rows] == [
         (event_id(1), "v2"), (event_id(3), "v2"), (event_id(9), "x=1")]
     assert lake.store.lake_pending_stats("page_views").files == 0
+
+
+def test_a_loader_whose_lease_lapsed_cannot_commit_what_the_new_holder_committed(
+        lake: Lake, monkeypatch: pytest.MonkeyPatch) -> None:
+    from shardline.loaders.lake import commits
+
+    lake.stage([page_view(1, 1), page_view(2, 2)])
+    stale, fresh = lake.loader(), lake.loader()
+    real = commits.write_manifest
+    raced = []
+
+    def race(*args: Any, **kwargs: Any) -> None:
+        if not raced:  # the stale loader, between reading the files and its commit
+            raced.append(True)
+            stale.lease.release()  # its lease lapsed (a long pause); the other takes over
+            assert fresh.step().state == "loaded"
+        real(*args, **kwargs)
+
+    monkeypatch.setattr(commits, "write_manifest", race)
+    result = stale.step()
+    assert result.state == "failed" and "CommitFailed" in type(result.error).__name__
+    assert [r["event_id"] for r in lake.rows()] == [event_id(1), event_id(2)]  # not doubled
+
+
+def test_a_load_reads_at_most_max_load_bytes_and_the_rest_follows_at_once(lake: Lake) -> None:
+    for i in range(1, 4):
+        lake.stage([page_view(i, i)])
+    lake.settings = lake.settings.replace(**{"lake.max_load_bytes": "1"})  # one file a load
+    loader = lake.loader()
+    states = [loader.step() for _ in range(3)]
+    assert [(s.state, s.wait_s) for s in states] == [("loaded", 0.0), ("loaded", 0.0),
+                                                      ("loaded", 0.05)]
+    assert [r["event_id"] for r in lake.rows()] == [event_id(i) for i in (1, 2, 3)]
+    assert len(lake_catalog.open_table(lake.settings, "page_views").snapshots()) == 3
