@@ -206,8 +206,11 @@ class LakeLoader:
     def reconcile(self, table: Table | None = None) -> int:
         """Mark lake-loaded the pending files that snapshots not seen yet hold; returns
         how many were flipped."""
-        oldest = self.store.lake_pending_stats(self.table).oldest
         table = table or self.iceberg()
+        # listed before the ledger is read: a snapshot committed after this is looked at next
+        # time, never taken as accounted for below
+        listed = {s.snapshot_id for s in table.snapshots()}
+        oldest = self.store.lake_pending_stats(self.table).oldest
         flipped = 0
         if oldest is not None:
             for load in commits.committed_loads(table, oldest, self.seen):
@@ -220,8 +223,8 @@ class LakeLoader:
                         "its commit and the ledger update)", n)
                 flipped += n
                 self.seen.update(load.snapshot_ids)
-        else:  # nothing pending: every snapshot so far is accounted for
-            self.seen.update(s.snapshot_id for s in table.snapshots())
+        else:  # nothing pending: every snapshot listed is accounted for
+            self.seen.update(listed)
         self.reconciled = True
         return flipped
 
