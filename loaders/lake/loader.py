@@ -104,6 +104,7 @@ class LakeLoader:
         self.settings = settings
         self.spec = lake_spec(settings, table)  # ConfigError: not a lake table
         self.table = self.spec.name
+        self.defaults = {c.name: c.default for c in self.spec.columns if c.default is not None}
         self.s3 = s3 if s3 is not None else clients.s3_client(settings)
         self._owns_store = store is None
         self.store = store if store is not None else open_store(settings, clock)
@@ -310,7 +311,7 @@ class LakeLoader:
                 raise LoadFailed(f"cannot read s3://{self.settings.s3.bucket}/{e.s3_key}: "
                                  f"{first_line(exc)}") from None
             part = read_staged(body, file_columns(self.spec, e), schema, loaded_at=loaded_at,
-                               transform_version=e.transform_version)
+                               transform_version=e.transform_version, defaults=self.defaults)
             if part.num_rows != e.row_count:
                 raise LoadFailed(f"s3://{self.settings.s3.bucket}/{e.s3_key} has "
                                  f"{part.num_rows} rows, the ledger counts {e.row_count}")

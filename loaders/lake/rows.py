@@ -4,7 +4,7 @@ A staged file is gzip CSV (``shardline.csvformat``): ``\\N`` unquoted is NULL, a
 ``"\\N"`` is that text, ``""`` an empty string, timestamps UTC ``YYYY-MM-DD
 HH:MM:SS.ffffff``; its columns are the file's ``column_list``. Read here with the rules
 the warehouse COPY applies: a column the file does not have (staged before the column
-was added) is NULL; the loader's columns (``loaded_at``, ``transform_version``) come
+was added) is its default or NULL; the loader's columns (``loaded_at``, ``transform_version``) come
 from the load and the file's ledger entry.
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import gzip
 import io
 from datetime import datetime
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -26,8 +26,11 @@ _SEQ_LEN = "__shardline_seq_len"
 
 
 def read_staged(body: bytes, columns: Sequence[str], schema: pa.Schema, *,
-                loaded_at: datetime, transform_version: str | None) -> pa.Table:
-    """One staged file's rows in ``schema`` (the lake table's Arrow schema)."""
+                loaded_at: datetime, transform_version: str | None,
+                defaults: Mapping[str, object] | None = None) -> pa.Table:
+    """One staged file's rows in ``schema`` (the lake table's Arrow schema); a column the
+    file lacks gets its ``defaults`` value (the tables file's), else NULL, as the warehouse
+    COPY into a table with the column gives it."""
     raw = gzip.decompress(body)
     types = {name: schema.field(name).type for name in columns if name in schema.names}
     parsed = pacsv.read_csv(
@@ -49,6 +52,8 @@ def read_staged(body: bytes, columns: Sequence[str], schema: pa.Schema, *,
             arrays.append(pa.array([loaded_at] * n, field.type))
         elif field.name == "transform_version":
             arrays.append(pa.array([transform_version] * n, field.type))
+        elif defaults and defaults.get(field.name) is not None:
+            arrays.append(pa.array([defaults[field.name]] * n).cast(field.type))
         else:
             arrays.append(pa.nulls(n, field.type))
     return pa.Table.from_arrays(arrays, schema=schema)
@@ -76,7 +81,8 @@ def not_stored(rows: pa.Table, stored: pa.Table, key: Sequence[str]) -> pa.Table
     """The rows whose dedup key is not among ``stored``'s (the table's keys in the window)."""
     if rows.num_rows == 0 or stored.num_rows == 0:
         return rows
-    stored = stored.select(list(key))
+    stored = stored.select(list(key)).cast(
+        pa.schema([(k, rows.schema.field(k).type) for k in key]))  # string vs large_string
     if len(key) == 1:
         mask = pc.invert(pc.is_in(rows.column(key[0]), value_set=stored.column(key[0])))
         return rows.filter(mask)

@@ -9,6 +9,7 @@ in the warehouse. A NOT NULL column is a required field at creation; a column ad
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable, cast
 
 import pyarrow as pa
 from pyiceberg.partitioning import PartitionField, PartitionSpec
@@ -101,9 +102,14 @@ def evolve(table: Table, spec: TableSpec) -> SchemaChange:
     added = tuple(c.name for c in wanted if c.name not in current)
     if added:
         with table.update_schema() as update:
+            # the tables file's TOML default (str, int, float or bool, checked against the
+            # type there) is the column's initial default: what rows written before it read
+            # as (pyiceberg honours it; an engine that does not reads NULL there). Its
+            # parameter is a constrained type variable, which a union cannot name.
+            add_column = cast(Callable[..., object], update.add_column)
             for col in wanted:
                 if col.name in added:
-                    update.add_column(col.name, iceberg_type(col))
+                    add_column(col.name, iceberg_type(col), default_value=col.default)
     return SchemaChange(spec.name, added)
 
 

@@ -61,7 +61,8 @@ def test_migrate_creates_and_evolves_the_table_and_describe_opens_it(
     text = source.read_text().replace(
         '  { name = "session_id",    type = "varchar(128)",  not_null = true },',
         '  { name = "session_id",    type = "varchar(128)",  not_null = true },\n'
-        '  { name = "country",       type = "char(2)" },')
+        '  { name = "country",       type = "char(2)" },\n'
+        '  { name = "plan",          type = "varchar(16)", default = "free" },')
     assert "country" in text
     (tmp_path / "tables.toml").write_text(text)
     import os
@@ -73,7 +74,9 @@ def test_migrate_creates_and_evolves_the_table_and_describe_opens_it(
         field = evolved.schema().find_field("country")
         assert str(field.field_type) == "string" and not field.required
         rows = evolved.scan().to_arrow().to_pylist()
-        assert [(r["event_id"], r["country"]) for r in rows] == [("old-event", None)]
+        # rows from before read the new columns as the warehouse's do: the default, or NULL
+        assert [(r["event_id"], r["country"], r["plan"]) for r in rows] == [
+            ("old-event", None, "free")]
         assert lake_catalog.migrate(settings)[0].action == "unchanged"
     finally:
         del os.environ["SHARDLINE_TABLES_FILE"]
