@@ -22,7 +22,7 @@ from tests.pipeline import FAST
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-EVENTS = 20_000
+EVENTS = 10_000
 LOAD_TIME = "loaded_at"  # each target's own
 
 
