@@ -275,8 +275,8 @@ class LakeLoader:
             with table.transaction() as tx:
                 if replace is not None and replaced:
                     tx.delete(replace, snapshot_properties=props)
-                if batch.num_rows:
-                    tx.append(batch, snapshot_properties=props)
+                if batch.num_rows:  # in the table's sort order: min/max stats prune
+                    tx.append(batch.sort_by(time_col), snapshot_properties=props)
             committed = True
         # The lake has committed; a kill here is what reconcile() repairs.
         try:
