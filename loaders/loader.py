@@ -54,8 +54,9 @@ from shardline.lifecycle import StopSignals, first_line, transaction
 from shardline.logs import get_logger
 from shardline.metrics.pipeline import LoaderMetrics
 from shardline.settings import LoaderSettings, Settings
-from shardline.tables import PRE_COLUMN_LIST, load_tables
+from shardline.tables import PRE_COLUMN_LIST, TableSpec, load_tables
 from shardline.records.ledger import StagedFile, e2e_observations
+from shardline.loaders.lease import TableLease
 from shardline.loaders.warehouse import combine, make_dialect, record
 from shardline.loaders.warehouse.base import CopyErrors, Dialect, PlanResult
 from shardline.loaders.warehouse.plan import LoadPlan, Manifest, Refused, Step, build_plan
@@ -130,6 +131,12 @@ def load_group(entries: Sequence[StagedFile],
                 and e.transform_version != first.transform_version:
             break
     return out
+
+
+def file_columns(spec: TableSpec, entry: StagedFile) -> tuple[str, ...]:
+    """The file's CSV columns: recorded by its stage worker, or (a file staged before
+    files recorded them) the columns that release staged."""
+    return entry.columns or PRE_COLUMN_LIST.get(spec.name) or tuple(spec.column_names)
 
 
 def stats_of(entries: Sequence[StagedFile]) -> PendingStats:
@@ -211,14 +218,14 @@ class Loader:
         self.trigger = LoadTrigger.from_settings(settings.loader)
         self.load_id_factory = load_id_factory
         self.owner = owner or f"{default_owner()}"
-        self.token: int | None = None
-        self.lease_renewed = 0.0
         self.reconciled = False
         self.failures = 0
         self.retry_at = 0.0
         self.isolate = False  # a COPY failed naming no file: load one file at a time
         self.last_load_id: str | None = None
         self.log = get_logger("loader", table=self.table, load_id="-")
+        self.lease = TableLease(self.store, LOADER_LEASE, self.table, self.owner,
+                                settings.loader.lease_ttl_s, clock, self.log)
         self.metrics = LoaderMetrics(self.table)
         self.quarantine_read_at: float | None = None  # None: read at the next step
 
@@ -305,36 +312,27 @@ class Loader:
             self.metrics.quarantined.set(len(self.store.quarantined(self.table)))
 
     # -- the loader lease ----------------------------------------------------------
+    @property
+    def token(self) -> int | None:
+        return self.lease.token
+
+    @token.setter
+    def token(self, value: int | None) -> None:
+        self.lease.token = value
+
     def hold_lease(self) -> bool:
         """Take or renew the table's loader lease; False while another loader holds it."""
-        ttl = self.settings.loader.lease_ttl_s
-        now = self.clock()
-        if self.token is not None:
-            if now - self.lease_renewed < ttl / 4:
-                return True
-            try:
-                self.store.renew_lease(LOADER_LEASE, self.table, self.owner, self.token, ttl)
-                self.lease_renewed = now
-                return True
-            except LeaseLost:
-                self.log.warning("loader lease lost (token %d); standing by", self.token)
-                self.token = None
-        try:
-            self.token = self.store.acquire_lease(LOADER_LEASE, self.table, self.owner, ttl)
-        except LeaseHeld:
+        if not self.lease.hold():
             return False
-        self.lease_renewed = now
-        self.reconciled = False
-        with self.warehouse.tx() as cur:
-            record.ensure_fence(cur, self.table, utc(now))
-        self.log.info("loader lease taken (token %d)", self.token)
+        if self.lease.taken:
+            self.reconciled = False
+            with self.warehouse.tx() as cur:
+                record.ensure_fence(cur, self.table, utc(self.clock()))
+            self.log.info("loader lease taken (token %d)", self.token)
         return True
 
     def release(self) -> None:
-        if self.token is not None:
-            with contextlib.suppress(Exception):
-                self.store.release_lease(LOADER_LEASE, self.table, self.owner, self.token)
-            self.token = None
+        self.lease.release()
 
     # -- the two stores ------------------------------------------------------------
     def pending_stats(self) -> PendingStats:
@@ -505,9 +503,7 @@ class Loader:
         raise AssertionError("unreachable")
 
     def columns_of(self, entry: StagedFile) -> tuple[str, ...]:
-        """The file's CSV columns: recorded by its stage worker, or (a file staged before
-        files recorded them) the columns that release staged."""
-        return entry.columns or PRE_COLUMN_LIST.get(self.table) or tuple(self.spec.column_names)
+        return file_columns(self.spec, entry)
 
     def _put_manifest(self, manifest: Manifest) -> None:
         try:

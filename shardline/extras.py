@@ -22,6 +22,9 @@ WITHOUT_PIPELINE = frozenset({"create-stream", "produce", "relay", "settings", "
 # Commands that need no pipeline package with one of these flags: a log host checks its
 # tailer (``status --tail``) on the bare install.
 WITHOUT_PIPELINE_WITH = {"status": "--tail"}
+# The lake (Apache Iceberg tables): pyiceberg and pyarrow, ``pip install 'shardline[lake]'``.
+LAKE = "lake"
+LAKE_COMMANDS = frozenset({"lake", "lake-loader"})
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _EXTRA = re.compile(r"""extra\s*==\s*["']([^"']+)["']""")
@@ -63,7 +66,19 @@ def missing_message(command: str, argv: Sequence[str] = ()) -> str | None:
     if flag is not None and any(a == flag or a.startswith(flag + "=") for a in argv):
         return None
     missing = missing_packages()
+    if not missing and command in LAKE_COMMANDS:
+        return lake_missing_message(command)
     if not missing:
         return None
     return (f"shardline {command}: needs the pipeline's packages, not installed: "
             f"{', '.join(missing)} ({INSTALL_HINT})")
+
+
+def lake_missing_message(command: str) -> str | None:
+    """The line a command stops with when it writes or reads the lake (``lake.tables`` set)
+    and the lake extra is not installed; None when it can run."""
+    missing = missing_packages(LAKE)
+    if not missing:
+        return None
+    return (f"shardline {command}: the lake needs packages that are not installed: "
+            f"{', '.join(missing)} (pip install '{PACKAGE}[{LAKE}]')")

@@ -337,6 +337,65 @@ class LoaderSettings:
                                  min=1)
 
 
+def _check_lake_warehouse(value: str) -> str | None:
+    if value and not re.fullmatch(r"s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[A-Za-z0-9_.=/-]*)?",
+                                  value):
+        return "must be s3://bucket/prefix, or empty for s3://<s3.bucket>/<s3.prefix>/lake"
+    return None
+
+
+_URI_PASSWORD = re.compile(r"://[^/@\s]*:[^/@\s]*@|password=", re.IGNORECASE)
+
+
+def _check_catalog_uri(value: str) -> str | None:
+    if _URI_PASSWORD.search(value):
+        return ("must not contain a password; put it in PGPASSFILE (~/.pgpass) or PGPASSWORD "
+                "(libpq reads them)")
+    if value and not re.fullmatch(r"postgresql(\+psycopg2)?://\S+", value):
+        return "must be a SQLAlchemy URL: postgresql+psycopg2://user@host:port/dbname"
+    return None
+
+
+def _check_names(value: list[str]) -> str | None:
+    for name in value:
+        if problem := _check_identifier(name):
+            return f"{name!r} {problem}"
+    return None
+
+
+@dataclass
+class LakeSettings:
+    """The lake: the tables that also go to Apache Iceberg tables on S3 (docs/lake.md). The
+    lake loader reuses the loader section's trigger, lease, poll and dedup window."""
+
+    # The annotation's text picks the parser (_convert: "list"), so it stays a bare list.
+    tables: list = _opt([],  # type: ignore[type-arg]
+                        "tables of the tables file that also go to the lake (comma-separated); "
+                        "empty: no lake", check=_check_names)
+    catalog: str = _opt("sql", "the Iceberg catalog: sql (a PostgreSQL database; local) or glue "
+                        "(AWS Glue Data Catalog)", choices=("sql", "glue"))
+    catalog_name: str = _opt("shardline", "the catalog's name (the SQL catalog keys its rows by "
+                             "it)", check=_check_identifier)
+    catalog_uri: str = _opt("", "sql catalog: SQLAlchemy URL without password "
+                            "(postgresql+psycopg2://user@host:port/dbname)",
+                            check=_check_catalog_uri)
+    glue_region: str = _opt("", "glue catalog: region; empty: aws.region")
+    glue_endpoint_url: str = _opt("", "glue catalog: endpoint; empty means real AWS",
+                                  check=_check_url)
+    warehouse: str = _opt("", "where data and metadata files go: s3://bucket/prefix; empty: "
+                          "s3://<s3.bucket>/<s3.prefix>/lake", check=_check_lake_warehouse)
+    namespace: str = _opt("shardline", "the Iceberg namespace (Glue database) of the tables",
+                          check=_check_identifier)
+    partition: str = _opt("day", "partition by day or hour of the table's sort key",
+                          choices=("day", "hour"))
+    target_file_bytes: int = _opt(128 * 1024 * 1024, "target data file size of writes and of "
+                                  "lake compact (>= 64 MB in production)", min=1)
+    max_load_bytes: int = _opt(64 * 1024 * 1024, "staged (gzip) bytes one lake load reads at "
+                               "most: its rows are held in memory (about 5-10 x this)", min=1)
+    snapshot_retention_s: float = _opt(7 * 86400.0, "lake expire removes snapshots older than "
+                                       "this (never the current one)", min=0)
+
+
 def _check_host_id(value: str) -> str | None:
     if value and not re.fullmatch(r"[A-Za-z0-9_.:-]{1,128}", value):
         return "must be 1-128 characters of letters, digits, '_', '.', ':' and '-'"
@@ -489,6 +548,7 @@ class Settings:
     worker: WorkerSettings = field(default_factory=WorkerSettings)
     tables: TablesSettings = field(default_factory=TablesSettings)
     loader: LoaderSettings = field(default_factory=LoaderSettings)
+    lake: LakeSettings = field(default_factory=LakeSettings)
     agent: AgentSettings = field(default_factory=AgentSettings)
     status: StatusSettings = field(default_factory=StatusSettings)
     tail: TailSettings = field(default_factory=TailSettings)

@@ -43,7 +43,8 @@ from shardline.metrics.pipeline import StageMetrics
 from shardline.settings import Settings
 from shardline.tables import Tables, copy_row_check, load_tables
 from shardline.controlstore import ControlStore, open_store
-from shardline.records.ledger import StagedFile, arrival_sample
+from shardline.lake.config import lake_tables
+from shardline.records.ledger import PENDING, REPROCESS_PREFIX, StagedFile, arrival_sample
 from shardline.transforms import Event, Row
 from shardline.workers.rows import RowBuilder, dead_letter_lines
 from shardline.workers.transform import Transform, load_table_transforms, transform_version
@@ -125,6 +126,7 @@ class StageJob:
         self.log = log or get_logger("stage")
         self.metrics = {spec.name: StageMetrics(spec.name) for spec in self.tables.tables}
         self.job_metrics = self.metrics[self.spec.name]
+        self.lake = frozenset(lake_tables(settings, self.tables))  # ConfigError: unknown
         self.column_lists = {spec.name: ",".join(spec.column_names)
                              for spec in self.tables.tables}
 
@@ -197,6 +199,7 @@ class StageJob:
         arrival_min = min(r.arrival_ms for r in batch.records)
         arrival_max = max(r.arrival_ms for r in batch.records)
         parts = []
+        replaces = bool(generation and generation.startswith(REPROCESS_PREFIX))
         for table in order:
             staged = routed.tables.get(table)
             rows = staged.rows if staged is not None else 0
@@ -222,7 +225,8 @@ class StageJob:
                 arrival_sample=arrival_sample(r.arrival_ms for r in batch.records),
                 column_list=self.column_lists[table],
                 transform_version=self.versions[table], generation=generation,
-                arrival_min_ms=arrival_min, arrival_max_ms=arrival_max))
+                arrival_min_ms=arrival_min, arrival_max_ms=arrival_max,
+                lake_state=PENDING if table in self.lake and (rows or replaces) else None))
             if inserted:
                 self.metrics[table].recorded(rows, dead if mine else ())
             again = "" if inserted else ", ledger row already present (concurrent retry)"

@@ -72,7 +72,7 @@ from typing import Any, Callable, Iterator, Sequence
 from shardline import positions
 from shardline.errors import ConfigError, LoadFailed
 from shardline.tables import POSITION_KEY, TableSpec
-from shardline.records.ledger import StagedFile
+from shardline.records.ledger import StagedFile, arrival_bound
 
 # What the plan's steps fetched so far, by name (row counts, the COPY's sort-key range): the
 # merge's parameters are computed from it; SQL parameters are whatever psycopg2 takes.
@@ -278,14 +278,6 @@ def record_steps(table: str, load_id: str, entries: Sequence[StagedFile],
         steps.append(Sql(f"record_files_{n}", f"INSERT INTO loaded_files ({cols}) VALUES "
                                               + ", ".join([row] * len(chunk)), tuple(params)))
     return steps
-
-
-def arrival_bound(min_ms: int, max_ms: int) -> tuple[datetime, datetime]:
-    """``arrival_time BETWEEN`` parameters for records that arrived from ``min_ms`` to
-    ``max_ms`` (epoch ms, exact as the stage worker wrote them); + 1 ms takes the whole last
-    millisecond (the positions, not this bound, are exact)."""
-    epoch = datetime(1970, 1, 1)
-    return epoch + timedelta(milliseconds=min_ms), epoch + timedelta(milliseconds=max_ms + 1)
 
 
 def _replace_bound(spec: TableSpec, window_s: float, entries: Sequence[StagedFile]

@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import argparse
 import re
+import sys
 
 from shardline import clients, ddl, migrate as migrate_mod, settings as settings_mod, upgrade
 from shardline.cli.kit import command_parser, load_settings, parse_command_args
 from shardline.errors import ConfigError
 from shardline.exitcodes import ExitCode
+from shardline.extras import lake_missing_message
+from shardline.lake.config import lake_tables
 from shardline.logs import get_logger
 from shardline.tables import DEFAULT_TABLES, Tables, load_tables
 
@@ -42,6 +45,7 @@ def main(argv: list[str]) -> int:
     if args is None:
         return code
     settings = load_settings(args)
+    lake_tables(settings, load_tables(settings))  # an unknown lake table stops it here
     if not args.warehouse_only and not args.print_sql:
         from shardline.controlstore import open_store
 
@@ -51,7 +55,26 @@ def main(argv: list[str]) -> int:
         if code != ExitCode.OK:
             return code
     if not args.warehouse_only:
-        return _migrate_control(settings, args.print_sql, args.dry_run)
+        code = _migrate_control(settings, args.print_sql, args.dry_run)
+        if code != ExitCode.OK:
+            return code
+    if not args.control and not args.print_sql and not args.dry_run:
+        return _migrate_lake(settings)
+    return ExitCode.OK
+
+
+def _migrate_lake(settings: settings_mod.Settings) -> int:
+    """The lake (``lake.tables``): the namespace and each table, created or evolved."""
+    if not settings.lake.tables:
+        return ExitCode.OK
+    if (missing := lake_missing_message("migrate")) is not None:
+        print(missing, file=sys.stderr)
+        return ExitCode.NOT_INSTALLED
+    from shardline.lake.catalog import migrate as migrate_lake
+
+    log = get_logger("migrate", lake=settings.lake.catalog)
+    for change in migrate_lake(settings):
+        log.info("lake table %s.%s: %s", settings.lake.namespace, change.table, change.action)
     return ExitCode.OK
 
 

@@ -240,6 +240,19 @@ class ControlStore(abc.ABC):
         """Flip the given *pending* files of the table to loaded with ``load_id``; files in
         any other state are left alone. Returns how many were flipped."""
 
+    # -- the lake's state of the same files (``lake.tables``; docs/lake.md) -------
+    @abc.abstractmethod
+    def lake_pending_files(self, target_table: str, limit: int) -> list[StagedFile]:
+        """Files of the table still to go to the lake, oldest first (staged_at, then key)."""
+
+    @abc.abstractmethod
+    def lake_pending_stats(self, target_table: str) -> PendingStats: ...
+
+    @abc.abstractmethod
+    def mark_lake_loaded(self, target_table: str, s3_keys: Iterable[str], load_id: str) -> int:
+        """Flip the given lake-pending files of the table to lake-loaded with ``load_id``
+        (their warehouse state untouched); returns how many were flipped."""
+
     @abc.abstractmethod
     def quarantine(self, s3_key: str, error: str) -> bool:
         """Take a pending file out of the load path with its error; True if it was pending."""

@@ -419,6 +419,8 @@ class DynamoStore(ControlStore):
         item["order_key"] = f"{item['staged_us']:020d}#{entry.s3_key}"
         if entry.state == PENDING:
             item["pending_table"] = entry.target_table
+        if entry.lake_state == PENDING:  # the lake's sparse index, like the warehouse's
+            item["lake_pending_table"] = entry.target_table
         try:
             with self._errors("record file"):
                 self.client.put_item(TableName=self.t["files"],
@@ -436,7 +438,7 @@ class DynamoStore(ControlStore):
 
     def _by_index(self, index: str, target_table: str, limit: int | None = None,
                   **kw: Any) -> Iterator[dict[str, Any]]:
-        key = "pending_table" if index == "pending" else "quarantined_table"
+        key = f"{index}_table"  # pending, lake_pending, quarantined
         yield from self._query(TableName=self.t["files"], IndexName=index,
                                KeyConditionExpression=f"{key} = :t",
                                ExpressionAttributeValues=_vals(t=target_table),
@@ -458,6 +460,41 @@ class DynamoStore(ControlStore):
             rows += int(item.get("row_count") or 0)
             oldest = oldest if oldest is not None else _dt(item["staged_us"])
         return PendingStats(files, size, oldest, rows)
+
+    def lake_pending_files(self, target_table: str, limit: int) -> list[StagedFile]:
+        out = []
+        for item in self._by_index("lake_pending", target_table, limit):
+            out.append(self._file(item))
+            if len(out) >= limit:
+                break
+        return out
+
+    def lake_pending_stats(self, target_table: str) -> PendingStats:
+        files, size, rows, oldest = 0, 0, 0, None
+        for item in self._by_index("lake_pending", target_table,
+                                   ProjectionExpression="byte_count, staged_us, row_count"):
+            files, size = files + 1, size + int(item["byte_count"])
+            rows += int(item.get("row_count") or 0)
+            oldest = oldest if oldest is not None else _dt(item["staged_us"])
+        return PendingStats(files, size, oldest, rows)
+
+    def mark_lake_loaded(self, target_table: str, s3_keys: Iterable[str], load_id: str) -> int:
+        now, flipped = _us(self.now()), 0
+        for key in sorted(set(s3_keys)):
+            try:
+                with self._errors("mark lake loaded"):
+                    self.client.update_item(
+                        TableName=self.t["files"], Key={"s3_key": _ser(key)},
+                        UpdateExpression="SET lake_state = :loaded, lake_load_id = :load, "
+                                         "lake_loaded_us = :now REMOVE lake_pending_table",
+                        ConditionExpression="lake_state = :pending AND target_table = :t",
+                        ExpressionAttributeValues=_vals(loaded=LOADED, load=load_id, now=now,
+                                                        pending=PENDING, t=target_table))
+                flipped += 1
+            except Exception as exc:  # noqa: BLE001
+                if error_code(exc) != "ConditionalCheckFailedException":
+                    raise
+        return flipped
 
     def _flip(self, s3_key: str, update: str, what: str, **values: Any) -> bool:
         try:

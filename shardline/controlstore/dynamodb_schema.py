@@ -108,6 +108,8 @@ def table_specs(t: dict[str, str]) -> list[dict[str, Any]]:
         dynamodb_table_spec(t["files"], ("s3_key", S),
                             gsis=[("pending", ("pending_table", S), ("order_key", S)),
                                   ("quarantined", ("quarantined_table", S), ("order_key", S)),
+                                  # the lake's pending files (lake.tables), sparse likewise
+                                  ("lake_pending", ("lake_pending_table", S), ("order_key", S)),
                                   # every file by table and staging time: status's recent window
                                   ("staged", ("target_table", S), ("order_key", S))]),
         dynamodb_table_spec(t["hosts"], ("host_id", S)),

@@ -184,6 +184,34 @@ class MemoryStore(ControlStore):
                     flipped += 1
             return flipped
 
+    def _lake_pending(self, target_table: str) -> list[StagedFile]:
+        return sorted((f for f in self._files.values()
+                       if f.target_table == target_table and f.lake_state == PENDING),
+                      key=lambda f: (f.staged_at, f.s3_key))
+
+    def lake_pending_files(self, target_table: str, limit: int) -> list[StagedFile]:
+        with self._lock:
+            return [dataclasses.replace(f) for f in self._lake_pending(target_table)[:limit]]
+
+    def lake_pending_stats(self, target_table: str) -> PendingStats:
+        with self._lock:
+            files = self._lake_pending(target_table)
+            return PendingStats(len(files), sum(f.byte_count for f in files),
+                                files[0].staged_at if files else None,
+                                sum(f.row_count for f in files))
+
+    def mark_lake_loaded(self, target_table: str, s3_keys: Iterable[str], load_id: str) -> int:
+        with self._lock:
+            now, flipped = self.now(), 0
+            for key in set(s3_keys):
+                f = self._files.get(key)
+                if f is not None and f.target_table == target_table and \
+                        f.lake_state == PENDING:
+                    self._files[key] = dataclasses.replace(
+                        f, lake_state=LOADED, lake_load_id=load_id, lake_loaded_at=now)
+                    flipped += 1
+            return flipped
+
     def quarantine(self, s3_key: str, error: str) -> bool:
         with self._lock:
             f = self._files.get(s3_key)

@@ -313,6 +313,31 @@ class PostgresStore(ControlStore):
                         (LOADED, load_id, self.now(), target_table, PENDING, keys))
             return int(cur.rowcount)
 
+    def lake_pending_files(self, target_table: str, limit: int) -> list[StagedFile]:
+        with self.tx() as cur:
+            cur.execute(f"{_SELECT_FILES} WHERE target_table = %s AND lake_state = %s "
+                        "ORDER BY staged_at, s3_key LIMIT %s", (target_table, PENDING, limit))
+            return [_file(row) for row in cur.fetchall()]
+
+    def lake_pending_stats(self, target_table: str) -> PendingStats:
+        with self.tx() as cur:
+            cur.execute("SELECT COUNT(*), COALESCE(SUM(byte_count), 0), MIN(staged_at), "
+                        "COALESCE(SUM(row_count), 0) FROM staged_files "
+                        "WHERE target_table = %s AND lake_state = %s", (target_table, PENDING))
+            files, size, oldest, rows = cur.fetchone()
+            return PendingStats(int(files), int(size), oldest, int(rows))
+
+    def mark_lake_loaded(self, target_table: str, s3_keys: Iterable[str], load_id: str) -> int:
+        keys = sorted(set(s3_keys))
+        if not keys:
+            return 0
+        with self.tx() as cur:
+            cur.execute("UPDATE staged_files SET lake_state = %s, lake_load_id = %s, "
+                        "lake_loaded_at = %s WHERE target_table = %s AND lake_state = %s "
+                        "AND s3_key = ANY(%s)",
+                        (LOADED, load_id, self.now(), target_table, PENDING, keys))
+            return int(cur.rowcount)
+
     def quarantine(self, s3_key: str, error: str) -> bool:
         with self.tx() as cur:
             cur.execute("UPDATE staged_files SET state = %s, error = %s, quarantined_at = %s "

@@ -70,6 +70,11 @@ class StackInfo:
         return f"host={HOST} port={self.pg_port} dbname={CONTROL_DATABASE} user={PG_USER}"
 
     @property
+    def lake_catalog_uri(self) -> str:
+        """The lake's SQL catalog: a SQLAlchemy URL of the control store's database."""
+        return f"postgresql+psycopg2://{PG_USER}@{HOST}:{self.pg_port}/{CONTROL_DATABASE}"
+
+    @property
     def dynamodb_endpoint_url(self) -> str:
         """moto serves DynamoDB on the same port as S3."""
         return self.s3_endpoint_url
@@ -92,6 +97,10 @@ class StackInfo:
             "SHARDLINE_CONTROL_BACKEND": "postgres",
             "SHARDLINE_CONTROL_DSN": self.control_dsn,
             "SHARDLINE_CONTROL_DYNAMODB_ENDPOINT_URL": self.dynamodb_endpoint_url,
+            # the lake's SQL catalog (its tables beside the control store's; docs/lake.md);
+            # the lake itself stays off until SHARDLINE_LAKE_TABLES names a table
+            "SHARDLINE_LAKE_CATALOG": "sql",
+            "SHARDLINE_LAKE_CATALOG_URI": self.lake_catalog_uri,
             **DUMMY_AWS_ENV,
         }
 

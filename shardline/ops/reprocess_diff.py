@@ -92,7 +92,7 @@ def stored_rows(cur: cursor, spec: TableSpec, batch: codec.Batch
     cols = event_columns(spec)
     # Bounded by the records' exact arrival range, as the reprocess load's delete is:
     # whatever occurred_at the stored row was given, Kinesis gave it this arrival time.
-    from shardline.loaders.warehouse.plan import arrival_bound
+    from shardline.records.ledger import arrival_bound
 
     arrivals = [r.arrival_ms for r in batch.records]
     first, last = batch.first, batch.last

@@ -311,7 +311,9 @@ def _loaders(settings: Settings) -> str:
     from shardline.tables import load_tables
 
     names = load_tables(settings).names
-    return f"{len(names)} loader(s) ({', '.join(names)})"
+    lake = settings.lake.tables
+    return f"{len(names)} loader(s) ({', '.join(names)})" + (
+        f", {len(lake)} lake loader(s) ({', '.join(lake)})" if lake else "")
 
 
 def _agent_summary(args: argparse.Namespace, settings: Settings, stream: str, target: Path,

@@ -25,6 +25,7 @@ from typing import Iterable, Mapping, Sequence
 
 from shardline.errors import ConfigError
 from shardline.kinesis import ShardInfo
+from shardline.lake.config import lake_tables
 from shardline.metrics import multiproc
 from shardline.settings import Settings
 
@@ -103,8 +104,8 @@ def agent_include_name(prefix: str) -> str:
 def program_names(prefix: str) -> dict[str, str]:
     p = f"{prefix}-" if prefix else ""
     return {"consumer": f"{p}consumer-", "worker": f"{p}stage-worker", "loader": f"{p}loader",
-            "agent": f"{p}agent", "metrics": f"{p}metrics", "tail": f"{p}tail",
-            "relay": f"{p}relay"}
+            "lake": f"{p}lake-loader-", "agent": f"{p}agent", "metrics": f"{p}metrics",
+            "tail": f"{p}tail", "relay": f"{p}relay"}
 
 
 class Programs:
@@ -253,6 +254,10 @@ def render(*, stream: str, shards: Selection, out_dir: str, shardline_cmd: Seque
         lines += program(names["loader"] + ("" if i == 0 else f"-{table}"),
                          command(["loader", "--table", table]), autorestart="true",
                          stopwait=LOADER_STOPWAITSECS)
+    # One lake loader per table of lake.tables, beside its warehouse loader (docs/lake.md).
+    for table in lake_tables(settings, load_tables(settings)):
+        lines += program(names["lake"] + table, command(["lake-loader", "--table", table]),
+                         autorestart="true", stopwait=LOADER_STOPWAITSECS)
     if tail is not None:
         lines += tail_program(programs, names, tail)
     if relay:

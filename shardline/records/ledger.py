@@ -26,7 +26,7 @@ import re
 import types
 import typing
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Iterable
 
 PENDING = "pending"
@@ -119,6 +119,14 @@ class StagedFile:
     column_list: str | None = dataclasses.field(default=None, metadata=_col("TEXT"))
     load_id: str | None = dataclasses.field(default=None,
                                             metadata=_col("VARCHAR(64)", loader=True))
+    # The lake (``lake.tables``): a state of its own, independent of the warehouse's. The
+    # stage worker sets ``pending`` for a file of a lake table with something to load (rows,
+    # or a reprocess range to clear); None: not for the lake, so nothing waits for it there.
+    lake_state: str | None = dataclasses.field(default=None, metadata=_col("VARCHAR(16)"))
+    lake_load_id: str | None = dataclasses.field(default=None,
+                                                 metadata=_col("VARCHAR(64)", loader=True))
+    lake_loaded_at: datetime | None = dataclasses.field(default=None,
+                                                        metadata=_col("TIMESTAMP", loader=True))
 
     def __post_init__(self) -> None:
         if not self.state:
@@ -130,6 +138,11 @@ class StagedFile:
     def replaces(self) -> bool:
         """A reprocess run's file: the loader replaces the rows of its position range."""
         return bool(self.generation and self.generation.startswith(REPROCESS_PREFIX))
+
+    @property
+    def lake_due(self) -> bool:
+        """Something for the lake to load: rows, or a reprocess range to clear."""
+        return self.row_count > 0 or self.replaces
 
     @property
     def columns(self) -> tuple[str, ...] | None:
@@ -174,6 +187,15 @@ STORE_COLUMNS: tuple[LedgerColumn, ...] = (
     LedgerColumn("copy_failures", "INTEGER", nullable=False, staged=False),
     LedgerColumn("last_copy_error", "TEXT", nullable=True, staged=False),
 )
+
+
+def arrival_bound(min_ms: int, max_ms: int) -> tuple[datetime, datetime]:
+    """The ``arrival_time`` range (naive UTC, both ends included) of records that arrived
+    from ``min_ms`` to ``max_ms`` (epoch ms, exact as the stage worker wrote them), for the
+    loaders' reprocess replace; + 1 ms takes the whole last millisecond (the positions, not
+    this bound, are exact)."""
+    epoch = datetime(1970, 1, 1)
+    return epoch + timedelta(milliseconds=min_ms), epoch + timedelta(milliseconds=max_ms + 1)
 
 
 def arrival_sample(arrivals_ms: Iterable[int], points: int = ARRIVAL_POINTS) -> str | None:

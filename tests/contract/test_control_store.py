@@ -44,7 +44,7 @@ def _postgres(request: Any, clock: Clock) -> Iterator[ControlStore]:
     store = PostgresStore(stack.control_dsn, schema, clock=clock)
     assert store.create_tables() == ["001_control_store", "002_arrival_sample",
                                      "003_copy_failures", "004_ledger_versions",
-                                     "005_column_list"]
+                                     "005_column_list", "006_lake"]
     try:
         yield store
     finally:
@@ -92,11 +92,13 @@ def at(clock: Clock, plus_s: float = 0.0) -> datetime:
 
 
 def staged(key: str, table: str = "page_views", rows: int = 10, size: int = 1000,
-           staged_at: datetime | None = None, shard: str = "shardId-000") -> StagedFile:
+           staged_at: datetime | None = None, shard: str = "shardId-000",
+           lake: bool = False) -> StagedFile:
     return StagedFile(s3_key=key, target_table=table, stream="s", shard_id=shard,
                       first_sequence="100", first_sub_sequence=0, last_sequence="200",
                       last_sub_sequence=3, row_count=rows, byte_count=size,
-                      staged_at=staged_at or datetime(2027, 1, 15, 8, 0, 0))
+                      staged_at=staged_at or datetime(2027, 1, 15, 8, 0, 0),
+                      lake_state=PENDING if lake else None)
 
 
 def race(n: int, fn: Callable[[int], Any]) -> list[Any]:
@@ -396,6 +398,35 @@ def test_mark_loaded_flips_only_pending_files_of_that_table(store, clock) -> Non
     assert store.mark_loaded("page_views", [], "load-3") == 0
 
 
+def test_lake_state_is_independent_of_the_warehouse_state(store, clock) -> None:
+    base = datetime(2027, 1, 15, 8, 0, 0)
+    for key, minute, lake in [("b", 2, True), ("a", 2, True), ("c", 1, True),
+                              ("w", 0, False)]:
+        store.record_file(staged(key, staged_at=base + timedelta(minutes=minute),
+                                 size=10 * minute + 1, lake=lake))
+    store.record_file(staged("x", table="clicks", lake=True))
+    # a file not for the lake (lake_state None) never shows as lake-pending
+    assert [f.s3_key for f in store.lake_pending_files("page_views", 10)] == ["c", "a", "b"]
+    assert [f.s3_key for f in store.lake_pending_files("page_views", 2)] == ["c", "a"]
+    stats = store.lake_pending_stats("page_views")
+    assert (stats.files, stats.bytes, stats.oldest, stats.rows) == (
+        3, 53, base + timedelta(minutes=1), 30)
+    # the warehouse loads "a" and "c": the lake still waits for them
+    assert store.mark_loaded("page_views", ["a", "c", "w"], "load-1") == 3
+    assert [f.s3_key for f in store.lake_pending_files("page_views", 10)] == ["c", "a", "b"]
+    assert store.mark_lake_loaded("page_views", ["a", "b", "w", "x", "missing"], "lake-1") == 2
+    assert store.mark_lake_loaded("page_views", ["a"], "lake-2") == 0  # once
+    got = {k: store.get_file(k) for k in ("a", "b", "c", "w", "x")}
+    assert {k: (f.state, f.lake_state, f.lake_load_id) for k, f in got.items()} == {
+        "a": (LOADED, LOADED, "lake-1"), "b": (PENDING, LOADED, "lake-1"),
+        "c": (LOADED, PENDING, None), "w": (LOADED, None, None), "x": (PENDING, PENDING, None)}
+    assert got["b"].lake_loaded_at == at(clock) and got["c"].lake_loaded_at is None
+    assert [f.s3_key for f in store.lake_pending_files("page_views", 10)] == ["c"]
+    assert [f.s3_key for f in store.pending_files("page_views", 10)] == ["b"]
+    assert store.lake_pending_stats("nothing").files == 0
+    assert store.mark_lake_loaded("page_views", [], "lake-3") == 0
+
+
 def test_concurrent_mark_loaded_flips_each_file_once(store) -> None:
     keys = [f"k{i}" for i in range(20)]
     for key in keys:
@@ -631,7 +662,7 @@ def test_migrate_control_creates_the_postgres_tables_once(stack, cli_env, capsys
             cur.execute(f'SELECT name FROM "{schema}".schema_migrations')
             assert sorted(cur.fetchall()) == [("001_control_store",), ("002_arrival_sample",),
                                              ("003_copy_failures",), ("004_ledger_versions",),
-                                             ("005_column_list",)]
+                                             ("005_column_list",), ("006_lake",)]
         assert cli.main(["migrate", "--control", "--print-sql"]) == 0
         assert "CREATE TABLE shard_leases" in capsys.readouterr().out
     finally:
@@ -658,7 +689,7 @@ def test_migrate_control_creates_the_dynamodb_tables(stack, cli_env) -> None:
         files = client.describe_table(TableName=f"{prefix}files")["Table"]
         assert files["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
         assert {i["IndexName"] for i in files["GlobalSecondaryIndexes"]} == {
-            "pending", "quarantined", "staged"}
+            "pending", "quarantined", "staged", "lake_pending"}
     finally:
         for name in [n for n in client.list_tables()["TableNames"] if n.startswith(prefix)]:
             client.delete_table(TableName=name)

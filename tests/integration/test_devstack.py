@@ -121,6 +121,11 @@ def test_env_has_exactly_the_documented_keys(stack: StackInfo) -> None:
             f"host=127.0.0.1 port={stack.pg_port} dbname=shardline_control user=postgres"
         ),
         "SHARDLINE_CONTROL_DYNAMODB_ENDPOINT_URL": f"http://127.0.0.1:{stack.s3_port}",
+        # the lake's SQL catalog (docs/lake.md); the lake stays off without lake.tables
+        "SHARDLINE_LAKE_CATALOG": "sql",
+        "SHARDLINE_LAKE_CATALOG_URI": (
+            f"postgresql+psycopg2://postgres@127.0.0.1:{stack.pg_port}/shardline_control"
+        ),
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_DEFAULT_REGION": "us-east-1",
@@ -241,7 +246,7 @@ def test_cli_env_can_be_evaluated_by_a_shell(stack: StackInfo) -> None:
     out = subprocess.run(
         ["bash", "-c", script], cwd=devstack.REPO_ROOT, capture_output=True, text=True, check=True
     ).stdout.splitlines()
-    assert out == [stack.dsn, stack.gearman_server, "9"]  # exported, not just set
+    assert out == [stack.dsn, stack.gearman_server, "11"]  # exported, not just set
 
 
 def test_cli_status(stack: StackInfo, capsys: pytest.CaptureFixture[str]) -> None:

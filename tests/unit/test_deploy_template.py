@@ -82,7 +82,8 @@ def test_a_template_edit_makes_the_iam_files_stale(tmp_path):
 
 def test_one_role_per_component_and_the_copy_role(template):
     files = sorted(p.name for p in (DEPLOY / "iam").glob("*.json"))
-    components = ("agent", "consumer", "loader", "operator", "redshift-copy", "stage-worker")
+    components = ("agent", "consumer", "lake-loader", "loader", "operator", "redshift-copy",
+                  "stage-worker")
     assert files == sorted(f"shardline-{c}{ext}" for c in components
                            for ext in (".json", ".trust.json"))
     copy_trust = json.loads((DEPLOY / "iam" / "shardline-redshift-copy.trust.json").read_text())

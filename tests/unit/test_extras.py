@@ -46,3 +46,18 @@ def test_status_of_the_tailer_needs_no_extra(without_psycopg2):
     assert extras.missing_message("status", ["--tail=/var/lib/shardline/tail"]) is None
     assert extras.missing_message("status", ["--json"]) is not None   # the pipeline's status
     assert extras.missing_message("status", ["--tailx"]) is not None
+def test_a_lake_command_without_the_lake_extra_names_it(monkeypatch, capsys):
+    real = importlib.metadata.distribution
+
+    def distribution(name: str) -> importlib.metadata.Distribution:
+        if name == "pyiceberg":
+            raise importlib.metadata.PackageNotFoundError(name)
+        return real(name)
+
+    assert {"pyiceberg", "pyarrow"} <= set(extras.extra_packages(extras.LAKE))
+    assert extras.missing_message("lake-loader") is None
+    monkeypatch.setattr(importlib.metadata, "distribution", distribution)
+    assert cli.main(["lake-loader", "--table", "page_views"]) == ExitCode.NOT_INSTALLED
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "pip install 'shardline[lake]'" in err and "pyiceberg" in err
+    assert extras.missing_message("loader") is None  # the warehouse loader needs no lake

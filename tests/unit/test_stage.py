@@ -313,6 +313,21 @@ def test_job_result_objects_and_ledger():
     assert entry.staged_at == STAGED_AT.replace(tzinfo=None)
 
 
+def test_a_lake_tables_file_is_lake_pending_and_no_other_is():
+    job = make_job(**{"lake.tables": "page_views"})
+    job.run(codec.encode(make_batch([enc(good_event(1))])))
+    (entry,) = job.ledger.rows.values()
+    assert (entry.state, entry.lake_state, entry.lake_load_id) == (PENDING, PENDING, None)
+    empty = make_job(**{"lake.tables": "page_views"})  # no good rows: nothing for the lake
+    empty.run(codec.encode(make_batch([b"x"])))
+    assert [e.lake_state for e in empty.ledger.rows.values()] == [None]
+    off = make_job()  # lake.tables empty: no lake state at all
+    off.run(codec.encode(make_batch([enc(good_event(1))])))
+    assert [e.lake_state for e in off.ledger.rows.values()] == [None]
+    with pytest.raises(ConfigError, match="clickz"):
+        make_job(**{"lake.tables": "clickz"})
+
+
 def test_job_without_bad_records_has_no_dead_letter_object():
     job = make_job()
     assert job.run(codec.encode(make_batch([enc(good_event(1))]))) == b""

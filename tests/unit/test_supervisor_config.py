@@ -282,3 +282,13 @@ def test_relay_program_only_when_asked_and_its_stop_time_covers_drain_and_close(
     assert r["autorestart"] == "true" and r["stopsignal"] == "TERM"
     assert int(r["stopwaitsecs"]) == 4 + 8 + 15
     assert _supervisord_programs(tmp_path, text)["web-relay"].stopwaitsecs == 27
+def test_one_lake_loader_program_per_lake_table(tmp_path):
+    text = _render(tmp_path, [OPEN0], config_path="/etc/s.ini",
+                   settings=Settings().replace(**{"lake.tables": "page_views"}))
+    programs = _supervisord_programs(tmp_path, text)
+    assert programs["lake-loader-page_views"].command == (
+        "/opt/shardline/bin/shardline lake-loader --table page_views --config /etc/s.ini")
+    assert programs["loader"].command.startswith("/opt/shardline/bin/shardline loader")
+    assert "lake-loader" not in _render(tmp_path, [OPEN0])  # lake.tables empty: no lake
+    with pytest.raises(ConfigError, match="clickz"):
+        _render(tmp_path, [OPEN0], settings=Settings().replace(**{"lake.tables": "clickz"}))

@@ -1,0 +1,1 @@
+"""The lake loader: staged files into Apache Iceberg tables (``shardline lake-loader``)."""
