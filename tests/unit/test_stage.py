@@ -519,8 +519,9 @@ def test_ledger_entry_counts_good_rows_per_hour_of_arrival():
     boundary = (ARRIVAL_MS // hour_ms + 1) * hour_ms
     datas = [enc(good_event(i)) for i in range(5)] + [b"not json"]
     arrivals = [boundary - 2, boundary - 1, boundary, boundary + 1, boundary + 2, boundary - 3]
+    pairs = enumerate(zip(datas, arrivals, strict=True))
     batch = codec.Batch(STREAM, SHARD, [codec.Record(seq(i + 1), 0, f"pk-{i}", d, a)
-                                        for i, (d, a) in enumerate(zip(datas, arrivals, strict=True))])
+                                        for i, (d, a) in pairs])
     job = make_job()
     assert job.run(codec.encode(batch)) == b""
     (entry,) = job.ledger.rows.values()
