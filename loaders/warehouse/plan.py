@@ -46,6 +46,11 @@ that fails on a serialization conflict is run again from the staging table, with
 8. ``INSERT INTO loaded_files`` (one row per file) and ``INSERT INTO loads``: the
    insert-only record of what this transaction loaded, committed with the rows. The
    control store's ledger is reconciled from it (``shardline.loaders.warehouse.record``).
+   Beside them, ``load_hours`` (``shardline.records.hours``): per UTC hour of arrival, the
+   files' rows (``staged``, from the ledger's counts) and the rows step 7 inserts
+   (``inserted``, counted from ``stage_x`` just before it, after step 6), so reconciliation
+   knows the duplicates dropped in each hour; a reprocess load also counts the stored rows
+   it removes (``replaced``) just before each replace DELETE, with the same predicate.
 9. ``DROP TABLE stage_x``.
 
 A *reprocess* load (``replace=True``: files a ``shardline reprocess`` run staged) adds,
@@ -72,7 +77,8 @@ from typing import Any, Callable, Iterator, Sequence
 from shardline import positions
 from shardline.errors import ConfigError, LoadFailed
 from shardline.tables import POSITION_KEY, TableSpec
-from shardline.records.ledger import StagedFile
+from shardline.records import hours
+from shardline.records.ledger import StagedFile, parse_hour_counts
 
 # What the plan's steps fetched so far, by name (row counts, the COPY's sort-key range): the
 # merge's parameters are computed from it; SQL parameters are whatever psycopg2 takes.
@@ -316,8 +322,8 @@ def _replace_bound(spec: TableSpec, window_s: float, entries: Sequence[StagedFil
     return f"{spec.sort_key} BETWEEN %s AND %s AND ", params
 
 
-def replace_steps(spec: TableSpec, entries: Sequence[StagedFile],
-                  window_s: float) -> list[Sql]:
+def replace_steps(spec: TableSpec, entries: Sequence[StagedFile], window_s: float,
+                  load_id: str, recorded_at: datetime) -> list[Sql]:
     """Delete the stored rows of the files' exact position ranges (reprocess loads)."""
     term = "(shard_id = %s AND " + positions.within("sequence_number", "sub_sequence_number") + ")"
     bound, window = _replace_bound(spec, window_s, entries)
@@ -331,10 +337,44 @@ def replace_steps(spec: TableSpec, entries: Sequence[StagedFile],
         where = " OR ".join([term] * len(chunk))
         params: Any = (lambda r, ranges=tuple(ranges): (*window(r), *ranges)) \
             if callable(window) else (*window, *ranges)
-        steps.append(Sql(
-            f"replace_range_{n}", f"DELETE FROM {spec.name} WHERE {bound}({where})",
-            params, result=f"rows_replaced_{n}", fetch="rowcount"))
+        steps += [
+            _hour_count_step(f"record_replaced_{n}", hours.REPLACED, spec.name, load_id,
+                             recorded_at, f"{spec.name} WHERE {bound}({where})", params),
+            Sql(f"replace_range_{n}", f"DELETE FROM {spec.name} WHERE {bound}({where})",
+                params, result=f"rows_replaced_{n}", fetch="rowcount")]
     return steps
+
+
+_HOUR_INSERT = f"INSERT INTO {hours.HOUR_RECORD_TABLE} ({', '.join(hours.HOUR_RECORD_COLUMNS)})"
+
+
+def _hour_count_step(name: str, kind: str, table: str, load_id: str, recorded_at: datetime,
+                     source: str, params: Any = ()) -> Sql:
+    """Record the rows of ``source`` (``FROM`` text: a table and its WHERE) per hour of
+    arrival as ``kind``, in the transaction that is about to insert or remove them."""
+    head = (load_id, table, kind, recorded_at)
+    sql = (f"{_HOUR_INSERT} SELECT %s, %s, {hours.HOUR_OF_ARRIVAL}, %s, COUNT(*), %s "
+           f"FROM {source} GROUP BY {hours.HOUR_OF_ARRIVAL}")
+    full: Any = (lambda r: (*head, *params(r))) if callable(params) else (*head, *params)
+    return Sql(name, sql, full)
+
+
+def staged_hours_step(table: str, load_id: str, entries: Sequence[StagedFile],
+                      recorded_at: datetime) -> list[Sql]:
+    """The load's files' rows per hour (the ledger's counts) as ``staged``: with the
+    ``inserted`` rows, the duplicates the merge dropped in each hour."""
+    total: dict[datetime, int] = {}
+    for e in entries:
+        for hour, rows in parse_hour_counts(e.hour_counts).items():
+            total[hour] = total.get(hour, 0) + rows
+    if not total:
+        return []
+    row = "(" + ", ".join(["%s"] * len(hours.HOUR_RECORD_COLUMNS)) + ")"
+    params: list[Any] = []
+    for hour, rows in sorted(total.items()):
+        params += [load_id, table, hour, hours.STAGED, rows, recorded_at]
+    return [Sql("record_staged_hours", f"{_HOUR_INSERT} VALUES " + ", ".join([row] * len(total)),
+                tuple(params))]
 
 
 def build_plan(spec: TableSpec, *, load_id: str, stage_table: str, manifest: Manifest,
@@ -360,7 +400,7 @@ def build_plan(spec: TableSpec, *, load_id: str, stage_table: str, manifest: Man
     steps: list[Step] = [fence_step(target, lease_token, load_id, started_at),
                          *already_loaded_steps(target, entries)]
     if not manifest.entries and replace:
-        steps += replace_steps(spec, entries, dedup_window_s)  # every row now rejected
+        steps += replace_steps(spec, entries, dedup_window_s, load_id, started_at)  # all rejected
     if manifest.entries:  # only 0-row batches: no COPY
         dedup = f"DELETE FROM {stage_table} USING {target} " \
                 f"WHERE {_key_match(stage_table, target, key)}"
@@ -379,13 +419,19 @@ def build_plan(spec: TableSpec, *, load_id: str, stage_table: str, manifest: Man
             copy.append(Sql("sort_range", f"SELECT MIN({sk}), MAX({sk}) FROM {stage_table}",
                             result="sort_range", fetch="row"))
             steps += [
-                *(replace_steps(spec, entries, dedup_window_s) if replace else ()),
+                *(replace_steps(spec, entries, dedup_window_s, load_id, started_at)
+                  if replace else ()),
                 Sql("delete_existing", f"{dedup} AND {target}.{sk} BETWEEN %s AND %s",
                     _window(dedup_window_s)),
             ]
         else:
-            steps += [*(replace_steps(spec, entries, dedup_window_s) if replace else ()),
+            steps += [*(replace_steps(spec, entries, dedup_window_s, load_id, started_at)
+                        if replace else ()),
                       Sql("delete_existing", dedup)]
+        ranked = (f"(SELECT arrival_time, ROW_NUMBER() OVER (PARTITION BY {', '.join(key)} "
+                  f"ORDER BY {POSITION_ORDER}) AS rn FROM {stage_table}) ranked WHERE rn = 1")
+        steps.append(_hour_count_step("record_inserted_hours", hours.INSERTED, target,
+                                      load_id, started_at, ranked))
         steps.append(Sql(  # loaded_at from the loader's UTC clock, never a session-zone default
             "insert_new",
             f"INSERT INTO {target} ({cols}, loaded_at, transform_version) SELECT {cols}, %s, %s "
@@ -393,6 +439,7 @@ def build_plan(spec: TableSpec, *, load_id: str, stage_table: str, manifest: Man
             f"ORDER BY {POSITION_ORDER}) AS rn FROM {stage_table}) ranked WHERE rn = 1",
             (started_at, transform_version), result="rows_inserted", fetch="rowcount"))
     steps += record_steps(target, load_id, entries, started_at)
+    steps += staged_hours_step(target, load_id, entries, started_at)
     files = len(manifest.entries)
     size = sum(e.byte_count for e in entries)
     steps.append(Sql(
