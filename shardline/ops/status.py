@@ -85,6 +85,20 @@ def gather_ledger(store: ControlStore, tables: Sequence[str],
     return {"pending": pending, "quarantined": quarantined, "staged_recent": recent}
 
 
+def gather_reconciliation(settings: Settings, store: ControlStore, conn: connection,
+                          tables: list[str], now: datetime) -> list[dict[str, Any]]:
+    """Per table, the hours of ``reconcile.hours`` judged (``shardline.reconcile``): the
+    summary with every disagreeing hour, and its alert lines."""
+    from shardline.reconcile import rule, run
+
+    out = []
+    for table, verdicts, has_lake in run.gather(settings, store, conn, tables,
+                                                now.replace(tzinfo=None)):
+        out.append({**rule.summary(table, verdicts, has_lake=has_lake),
+                    "alerts": rule.alert_lines(table, verdicts)})
+    return out
+
+
 def resolve_streams(settings: Settings, store: ControlStore,
                     all_streams: bool = False) -> list[str]:
     """The streams to show: every stream the control store knows with ``all_streams``,
@@ -178,6 +192,7 @@ def collect(settings: Settings, control: ControlStore, streams: Sequence[str] | 
     conn = clients.warehouse_connect(settings)
     try:
         data.update(gather_warehouse(conn, known, now))
+        data["reconciliation"] = gather_reconciliation(settings, control, conn, tables, now)
         present = gather_versions_present(conn, tables) if versions else None
     finally:
         conn.close()
