@@ -32,6 +32,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "worker": ("shardline.workers.main:main", "run Gearman stage workers"),
     "loader": ("shardline.loaders.main:main", "load staged files into the warehouse"),
     "status": ("shardline.ops.status:main", "one screen of pipeline health"),
+    "reconcile": ("shardline.ops.reconcile_cmd:main",
+                  "rows per hour of arrival: staged, in the warehouse, in the lake"),
     "replay": ("shardline.ops.replay:main", "move a shard's checkpoint back (or list history)"),
     "reprocess": ("shardline.ops.reprocess:main",
                   "re-stage records with the current transform, replacing their rows"),
