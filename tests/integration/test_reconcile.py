@@ -54,15 +54,14 @@ def stage(pg: PostgresBackend, shard: str, first_seq: int, datas: list[bytes],
         job.close()
 
 
-LOADERS: dict[int, Any] = {}  # one loader per backend: a second would stand by for the lease
-
-
 def load_all(pg: PostgresBackend) -> None:
-    if id(pg) not in LOADERS:
-        LOADERS[id(pg)] = pg.loader()
-    loader = LOADERS[id(pg)]
-    while pg.store.pending_stats("page_views").files:
-        assert loader.step().state in ("loaded", "idle")
+    loader = pg.loader()
+    try:
+        while pg.store.pending_stats("page_views").files:
+            assert loader.step().state in ("loaded", "idle")
+    finally:
+        loader.release()  # the next test step's loader takes the lease at once
+        loader.close()
 
 
 def staged_pipeline(pg: PostgresBackend) -> datetime:

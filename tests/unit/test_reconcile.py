@@ -92,3 +92,26 @@ def test_ledger_counts_by_state_and_pending_files_block_their_hours() -> None:
     assert (out[H].staged, out[H].quarantined, out[H].blocked, out[H].unknown) == (
         7, 2, False, True)
     assert (out[h2].staged, out[h2].pending, out[h2].blocked) == (3, 4, True)
+
+
+def test_warehouse_retention_is_parsed_and_validated_in_the_tables_file() -> None:
+    import pytest
+    from importlib import resources
+
+    from shardline import tables_file
+    from shardline.errors import ConfigError
+
+    base = (resources.files("shardline") / "default_tables.toml").read_text()
+
+    def spec(retention: str):
+        text = base.replace('dist_key = "event_id"\n',
+                            f'dist_key = "event_id"\nwarehouse_retention = "{retention}"\n', 1)
+        return tables_file.parse(text, "t.toml")["page_views"]
+
+    assert spec("90d").warehouse_retention_h == 90 * 24
+    assert spec("36h").warehouse_retention_h == 36
+    assert tables_file.parse(base, "t.toml")["page_views"].warehouse_retention_h is None
+    for bad in ("90 days", "0d", "-1d", "1.5d"):
+        with pytest.raises(ConfigError, match=r"t.toml: \[tables.page_views\] "
+                                              r"warehouse_retention: .* a whole number"):
+            spec(bad)
