@@ -47,10 +47,11 @@ that fails on a serialization conflict is run again from the staging table, with
    insert-only record of what this transaction loaded, committed with the rows. The
    control store's ledger is reconciled from it (``shardline.loaders.warehouse.record``).
    Beside them, ``load_hours`` (``shardline.records.hours``): per UTC hour of arrival, the
-   files' rows (``staged``, from the ledger's counts) and the rows step 7 inserts
-   (``inserted``, counted from ``stage_x`` just before it, after step 6), so reconciliation
-   knows the duplicates dropped in each hour; a reprocess load also counts the stored rows
-   it removes (``replaced``) just before each replace DELETE, with the same predicate.
+   files' rows (``staged``, from the ledger's counts) and the rows step 7 inserted
+   (``inserted``: the ledger's counts again when it inserted every row copied; only when it
+   dropped duplicates, its ranking counted over ``stage_x``), so reconciliation knows the
+   duplicates dropped in each hour; a reprocess load also counts the stored rows it removes
+   (``replaced``) just before each replace DELETE, with the same predicate.
 9. ``DROP TABLE stage_x``.
 
 A *reprocess* load (``replace=True``: files a ``shardline reprocess`` run staged) adds,
@@ -183,6 +184,8 @@ class Sql:
     expect_rowcount: int | None = None
     expect_empty: bool = False
     refusal: str = ""
+    # run only when this is true of the results so far (None: always)
+    only_if: Callable[[Results], bool] | None = None
 
 
 @dataclass(frozen=True)
@@ -359,22 +362,53 @@ def _hour_count_step(name: str, kind: str, table: str, load_id: str, recorded_at
     return Sql(name, sql, full)
 
 
-def staged_hours_step(table: str, load_id: str, entries: Sequence[StagedFile],
-                      recorded_at: datetime) -> list[Sql]:
-    """The load's files' rows per hour (the ledger's counts) as ``staged``: with the
-    ``inserted`` rows, the duplicates the merge dropped in each hour."""
+def _ledger_hours(entries: Sequence[StagedFile]) -> dict[datetime, int]:
     total: dict[datetime, int] = {}
     for e in entries:
         for hour, rows in parse_hour_counts(e.hour_counts).items():
             total[hour] = total.get(hour, 0) + rows
+    return total
+
+
+def _hour_values_step(name: str, kind: str, table: str, load_id: str,
+                      total: dict[datetime, int], recorded_at: datetime,
+                      only_if: Callable[[Results], bool] | None = None) -> list[Sql]:
     if not total:
         return []
     row = "(" + ", ".join(["%s"] * len(hours.HOUR_RECORD_COLUMNS)) + ")"
     params: list[Any] = []
     for hour, rows in sorted(total.items()):
-        params += [load_id, table, hour, hours.STAGED, rows, recorded_at]
-    return [Sql("record_staged_hours", f"{_HOUR_INSERT} VALUES " + ", ".join([row] * len(total)),
-                tuple(params))]
+        params += [load_id, table, hour, kind, rows, recorded_at]
+    return [Sql(name, f"{_HOUR_INSERT} VALUES " + ", ".join([row] * len(total)),
+                tuple(params), only_if=only_if)]
+
+
+def staged_hours_step(table: str, load_id: str, entries: Sequence[StagedFile],
+                      recorded_at: datetime) -> list[Sql]:
+    """The load's files' rows per hour (the ledger's counts) as ``staged``: with the
+    ``inserted`` rows, the duplicates the merge dropped in each hour."""
+    return _hour_values_step("record_staged_hours", hours.STAGED, table, load_id,
+                             _ledger_hours(entries), recorded_at)
+
+
+def _dropped(results: Results) -> bool:
+    return int(results.get("rows_inserted", 0)) < int(results.get("rows_copied", 0))
+
+
+def inserted_hours_steps(spec: TableSpec, key: Sequence[str], stage_table: str, load_id: str,
+                         entries: Sequence[StagedFile], recorded_at: datetime) -> list[Sql]:
+    """The rows the merge inserted, per hour, as ``inserted``. When it inserted every row it
+    copied (the common case: no duplicates), they are the ledger's counts, written as
+    values; only a load that dropped duplicates counts the first copies left in the staging
+    table (the insert's own ranking, a second pass over the staging table)."""
+    ranked = (f"(SELECT arrival_time, ROW_NUMBER() OVER (PARTITION BY {', '.join(key)} "
+              f"ORDER BY {POSITION_ORDER}) AS rn FROM {stage_table}) ranked WHERE rn = 1")
+    counted = _hour_count_step("record_inserted_hours", hours.INSERTED, spec.name, load_id,
+                               recorded_at, ranked)
+    return [Sql(counted.name, counted.text, counted.params, only_if=_dropped),
+            *_hour_values_step("record_inserted_hours_all", hours.INSERTED, spec.name,
+                               load_id, _ledger_hours(entries), recorded_at,
+                               only_if=lambda r: not _dropped(r))]
 
 
 def build_plan(spec: TableSpec, *, load_id: str, stage_table: str, manifest: Manifest,
@@ -428,16 +462,13 @@ def build_plan(spec: TableSpec, *, load_id: str, stage_table: str, manifest: Man
             steps += [*(replace_steps(spec, entries, dedup_window_s, load_id, started_at)
                         if replace else ()),
                       Sql("delete_existing", dedup)]
-        ranked = (f"(SELECT arrival_time, ROW_NUMBER() OVER (PARTITION BY {', '.join(key)} "
-                  f"ORDER BY {POSITION_ORDER}) AS rn FROM {stage_table}) ranked WHERE rn = 1")
-        steps.append(_hour_count_step("record_inserted_hours", hours.INSERTED, target,
-                                      load_id, started_at, ranked))
         steps.append(Sql(  # loaded_at from the loader's UTC clock, never a session-zone default
             "insert_new",
             f"INSERT INTO {target} ({cols}, loaded_at, transform_version) SELECT {cols}, %s, %s "
             f"FROM (SELECT {cols}, ROW_NUMBER() OVER (PARTITION BY {', '.join(key)} "
             f"ORDER BY {POSITION_ORDER}) AS rn FROM {stage_table}) ranked WHERE rn = 1",
             (started_at, transform_version), result="rows_inserted", fetch="rowcount"))
+        steps += inserted_hours_steps(spec, key, stage_table, load_id, entries, started_at)
     steps += record_steps(target, load_id, entries, started_at)
     steps += staged_hours_step(target, load_id, entries, started_at)
     files = len(manifest.entries)

@@ -61,15 +61,15 @@ GOLDEN = [
     GUARD,
     f"DELETE FROM {STAGE} USING page_views WHERE {STAGE}.event_id = page_views.event_id "
     "AND page_views.occurred_at BETWEEN %s AND %s",
-    # the rows the next statement inserts, per hour of arrival (reconciliation)
-    f"INSERT INTO load_hours ({HOUR_COLS}) SELECT %s, %s, DATE_TRUNC('hour', arrival_time), "
-    "%s, COUNT(*), %s FROM (SELECT arrival_time, ROW_NUMBER() OVER (PARTITION BY event_id "
-    "ORDER BY shard_id, LENGTH(sequence_number), sequence_number, sub_sequence_number) AS rn "
-    f"FROM {STAGE}) ranked WHERE rn = 1 GROUP BY DATE_TRUNC('hour', arrival_time)",
     f"INSERT INTO page_views ({COLS}, loaded_at, transform_version) SELECT {COLS}, %s, %s "
     f"FROM (SELECT {COLS}, "
     "ROW_NUMBER() OVER (PARTITION BY event_id ORDER BY shard_id, LENGTH(sequence_number), "
     f"sequence_number, sub_sequence_number) AS rn FROM {STAGE}) ranked WHERE rn = 1",
+    # it dropped a duplicate: the rows it inserted, counted per hour of arrival
+    f"INSERT INTO load_hours ({HOUR_COLS}) SELECT %s, %s, DATE_TRUNC('hour', arrival_time), "
+    "%s, COUNT(*), %s FROM (SELECT arrival_time, ROW_NUMBER() OVER (PARTITION BY event_id "
+    "ORDER BY shard_id, LENGTH(sequence_number), sequence_number, sub_sequence_number) AS rn "
+    f"FROM {STAGE}) ranked WHERE rn = 1 GROUP BY DATE_TRUNC('hour', arrival_time)",
     f"INSERT INTO loaded_files ({REC_COLS}) VALUES {ROW13}, {ROW13}",
     # the files' rows per hour, from the ledger (all four rows arrived in one hour)
     f"INSERT INTO load_hours ({HOUR_COLS}) VALUES (%s, %s, %s, %s, %s, %s)",
