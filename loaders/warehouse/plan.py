@@ -79,12 +79,11 @@ from shardline import positions
 from shardline.errors import ConfigError, LoadFailed
 from shardline.tables import POSITION_KEY, TableSpec
 from shardline.records import hours
-from shardline.records.ledger import StagedFile, parse_hour_counts
+from shardline.records.ledger import StagedFile
+from shardline.loaders.warehouse.hour_steps import hour_count_step, inserted_hours_steps, \
+    staged_hours_step
+from shardline.loaders.warehouse.steps import Params, Results, Sql
 
-# What the plan's steps fetched so far, by name (row counts, the COPY's sort-key range): the
-# merge's parameters are computed from it; SQL parameters are whatever psycopg2 takes.
-Results = dict[str, Any]
-Params = tuple[Any, ...]
 
 IN_CHUNK = 500  # keys per "s3_key IN (...)" / rows per multi-row INSERT
 STL_FILENAME_CHARS = 256  # Redshift's STL_LOAD_ERRORS.filename is CHAR(256): longer URLs are cut
@@ -167,26 +166,6 @@ class Manifest:
 
 
 # -- the steps -----------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Sql:
-    """One statement. ``params`` is a tuple, or a callable of the results so far.
-    ``result`` names what to keep: the first column of the first row (``fetch="one"``),
-    the first row (``"row"``), every row (``"all"``) or the row count (``"rowcount"``).
-    A guard: ``expect_rowcount`` (that many rows touched) or ``expect_empty`` (no row
-    returned), else ``Refused(refusal)``."""
-
-    name: str
-    text: str
-    params: Any = None
-    result: str | None = None
-    fetch: str | None = None
-    expect_rowcount: int | None = None
-    expect_empty: bool = False
-    refusal: str = ""
-    # run only when this is true of the results so far (None: always)
-    only_if: Callable[[Results], bool] | None = None
-
 
 @dataclass(frozen=True)
 class CopyManifest:
@@ -341,74 +320,11 @@ def replace_steps(spec: TableSpec, entries: Sequence[StagedFile], window_s: floa
         params: Any = (lambda r, ranges=tuple(ranges): (*window(r), *ranges)) \
             if callable(window) else (*window, *ranges)
         steps += [
-            _hour_count_step(f"record_replaced_{n}", hours.REPLACED, spec.name, load_id,
-                             recorded_at, f"{spec.name} WHERE {bound}({where})", params),
+            hour_count_step(f"record_replaced_{n}", hours.REPLACED, spec.name, load_id,
+                            recorded_at, f"{spec.name} WHERE {bound}({where})", params),
             Sql(f"replace_range_{n}", f"DELETE FROM {spec.name} WHERE {bound}({where})",
                 params, result=f"rows_replaced_{n}", fetch="rowcount")]
     return steps
-
-
-_HOUR_INSERT = f"INSERT INTO {hours.HOUR_RECORD_TABLE} ({', '.join(hours.HOUR_RECORD_COLUMNS)})"
-
-
-def _hour_count_step(name: str, kind: str, table: str, load_id: str, recorded_at: datetime,
-                     source: str, params: Any = ()) -> Sql:
-    """Record the rows of ``source`` (``FROM`` text: a table and its WHERE) per hour of
-    arrival as ``kind``, in the transaction that is about to insert or remove them."""
-    head = (load_id, table, kind, recorded_at)
-    sql = (f"{_HOUR_INSERT} SELECT %s, %s, {hours.HOUR_OF_ARRIVAL}, %s, COUNT(*), %s "
-           f"FROM {source} GROUP BY {hours.HOUR_OF_ARRIVAL}")
-    full: Any = (lambda r: (*head, *params(r))) if callable(params) else (*head, *params)
-    return Sql(name, sql, full)
-
-
-def _ledger_hours(entries: Sequence[StagedFile]) -> dict[datetime, int]:
-    total: dict[datetime, int] = {}
-    for e in entries:
-        for hour, rows in parse_hour_counts(e.hour_counts).items():
-            total[hour] = total.get(hour, 0) + rows
-    return total
-
-
-def _hour_values_step(name: str, kind: str, table: str, load_id: str,
-                      total: dict[datetime, int], recorded_at: datetime,
-                      only_if: Callable[[Results], bool] | None = None) -> list[Sql]:
-    if not total:
-        return []
-    row = "(" + ", ".join(["%s"] * len(hours.HOUR_RECORD_COLUMNS)) + ")"
-    params: list[Any] = []
-    for hour, rows in sorted(total.items()):
-        params += [load_id, table, hour, kind, rows, recorded_at]
-    return [Sql(name, f"{_HOUR_INSERT} VALUES " + ", ".join([row] * len(total)),
-                tuple(params), only_if=only_if)]
-
-
-def staged_hours_step(table: str, load_id: str, entries: Sequence[StagedFile],
-                      recorded_at: datetime) -> list[Sql]:
-    """The load's files' rows per hour (the ledger's counts) as ``staged``: with the
-    ``inserted`` rows, the duplicates the merge dropped in each hour."""
-    return _hour_values_step("record_staged_hours", hours.STAGED, table, load_id,
-                             _ledger_hours(entries), recorded_at)
-
-
-def _dropped(results: Results) -> bool:
-    return int(results.get("rows_inserted", 0)) < int(results.get("rows_copied", 0))
-
-
-def inserted_hours_steps(spec: TableSpec, key: Sequence[str], stage_table: str, load_id: str,
-                         entries: Sequence[StagedFile], recorded_at: datetime) -> list[Sql]:
-    """The rows the merge inserted, per hour, as ``inserted``. When it inserted every row it
-    copied (the common case: no duplicates), they are the ledger's counts, written as
-    values; only a load that dropped duplicates counts the first copies left in the staging
-    table (the insert's own ranking, a second pass over the staging table)."""
-    ranked = (f"(SELECT arrival_time, ROW_NUMBER() OVER (PARTITION BY {', '.join(key)} "
-              f"ORDER BY {POSITION_ORDER}) AS rn FROM {stage_table}) ranked WHERE rn = 1")
-    counted = _hour_count_step("record_inserted_hours", hours.INSERTED, spec.name, load_id,
-                               recorded_at, ranked)
-    return [Sql(counted.name, counted.text, counted.params, only_if=_dropped),
-            *_hour_values_step("record_inserted_hours_all", hours.INSERTED, spec.name,
-                               load_id, _ledger_hours(entries), recorded_at,
-                               only_if=lambda r: not _dropped(r))]
 
 
 def build_plan(spec: TableSpec, *, load_id: str, stage_table: str, manifest: Manifest,
@@ -468,7 +384,8 @@ def build_plan(spec: TableSpec, *, load_id: str, stage_table: str, manifest: Man
             f"FROM (SELECT {cols}, ROW_NUMBER() OVER (PARTITION BY {', '.join(key)} "
             f"ORDER BY {POSITION_ORDER}) AS rn FROM {stage_table}) ranked WHERE rn = 1",
             (started_at, transform_version), result="rows_inserted", fetch="rowcount"))
-        steps += inserted_hours_steps(spec, key, stage_table, load_id, entries, started_at)
+        steps += inserted_hours_steps(spec.name, key, POSITION_ORDER, stage_table, load_id,
+                                      entries, started_at)
     steps += record_steps(target, load_id, entries, started_at)
     steps += staged_hours_step(target, load_id, entries, started_at)
     files = len(manifest.entries)
