@@ -408,6 +408,9 @@ class ReconcileSettings:
                           "late: consumer lag, retries)", min=0)
     hours: int = _opt(48, "how many hours back status, /metrics and `shardline reconcile` "
                       "judge", min=1, max=24 * 90)
+    refresh_s: float = _opt(300.0, "status --serve judges the hours again at most this often "
+                            "(it reads every ledger entry of the window); a one-shot status "
+                            "or `shardline reconcile` always reads them", min=0)
     retention_interval_s: float = _opt(600.0, "how often a loader whose table has a "
                                        "warehouse_retention looks for hours to delete "
                                        "(between loads)", min=0)

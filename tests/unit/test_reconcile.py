@@ -115,3 +115,19 @@ def test_warehouse_retention_is_parsed_and_validated_in_the_tables_file() -> Non
         with pytest.raises(ConfigError, match=r"t.toml: \[tables.page_views\] "
                                               r"warehouse_retention: .* a whole number"):
             spec(bad)
+
+
+def test_status_serve_reuses_the_last_reconciliation_for_refresh_s() -> None:
+    from shardline.ops.status import ReconcileCache
+
+    calls: list[float] = []
+
+    def compute() -> list:
+        calls.append(1)
+        return [{"n": len(calls)}]
+
+    cache = ReconcileCache(300)
+    assert cache.get(1000.0, compute) == [{"n": 1}]
+    assert cache.get(1299.0, compute) == [{"n": 1}]  # sampled again: not read again
+    assert cache.get(1300.0, compute) == [{"n": 2}]
+    assert ReconcileCache(0).get(5.0, compute) == [{"n": 3}]  # one-shot status: always read
