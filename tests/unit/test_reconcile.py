@@ -131,3 +131,32 @@ def test_status_serve_reuses_the_last_reconciliation_for_refresh_s() -> None:
     assert cache.get(1299.0, compute) == [{"n": 1}]  # sampled again: not read again
     assert cache.get(1300.0, compute) == [{"n": 2}]
     assert ReconcileCache(0).get(5.0, compute) == [{"n": 3}]  # one-shot status: always read
+
+
+def test_the_command_and_status_print_the_terms_of_a_disagreeing_hour() -> None:
+    from shardline.ops.reconcile_cmd import render
+    from shardline.ops.status_render import render_text
+    from shardline.ops.status_report import build_report
+
+    good = one(HourCounts(staged=105, record_staged=105, inserted=100, warehouse=100, lake=100),
+               lake=True)
+    bad = one(HourCounts(staged=50, record_staged=50, inserted=50, warehouse=47, lake=50),
+              lake=True)
+    text = render("page_views", [good, bad], True)
+    lines = text.splitlines()
+    assert lines[0] == "page_views: lake configured"
+    assert lines[1].split() == ["HOUR", "(UTC)", "STAGED", "PENDING", "QUARANT", "DUPS",
+                                "REPLACED", "RETIRED", "EXPECTED", "WAREHOUSE", "LAKE", "VERDICT"]
+    assert lines[2].split()[2:] == ["105", "0", "0", "5", "0", "0", "100", "100", "100", "agree"]
+    assert lines[3].split()[-6:] == ["50", "47", "(-3)", "50", "(+3)", "DISAGREE"]
+
+    recon = [{**summary("page_views", [good, bad], has_lake=True),
+              "alerts": alert_lines("page_views", [good, bad])}]
+    report = build_report(now=NOW, streams=[], max_lag_ms=1, report_interval_s=1,
+                          reconciliation=recon)
+    out = render_text(report)
+    assert "reconciliation page_views (lake configured): 1 hours agree, 1 disagree" in out
+    assert "staged 50 - duplicates 0 - replaced 0 - retired 0 = 50; warehouse 47 (-3), " \
+           "lake 50 (+3)" in out
+    assert "page_views: hour 2027-03-01 10:00 UTC disagrees: warehouse has 47 rows, expected " \
+           "50 (-3); lake has 50 rows, expected 47 (+3)" in out
