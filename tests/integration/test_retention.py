@@ -21,9 +21,15 @@ pytestmark = pytest.mark.integration
 HOUR_MS = 3_600_000
 
 
-@pytest.fixture
-def pg(stack, stack_env, pg_conn, pg_schema, s3, s3_prefix, control_store) -> PostgresBackend:
-    return PostgresBackend(stack.env(), pg_conn, pg_schema, s3, s3_prefix, control_store)
+@pytest.fixture(params=["postgres", "redshift-like-serializable"])
+def pg(request) -> PostgresBackend:
+    """PostgreSQL, and the Redshift stand-in under SERIALIZABLE (the retention DELETE and
+    its record in their own short transactions, behind the table's fence)."""
+    from tests.contract.conftest import _postgres_backend, _redshift_like_backend
+
+    if request.param == "postgres":
+        return _postgres_backend(request)
+    return _redshift_like_backend(request, "serializable")
 
 
 def tables_file(tmp_path: Path, retention: str) -> str:
