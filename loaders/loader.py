@@ -60,6 +60,8 @@ from shardline.loaders.lease import TableLease
 from shardline.loaders.warehouse import combine, make_dialect, record
 from shardline.loaders.warehouse.base import CopyErrors, Dialect, PlanResult
 from shardline.loaders.warehouse.plan import LoadPlan, Manifest, Refused, Step, build_plan
+from shardline.loaders.retention import Retention, retention_lake
+from shardline.reconcile.sources import HourCounter
 
 MAX_BACKOFF_S = 60.0
 MERGE_ATTEMPTS = 3  # a merge that conflicts with a concurrent commit is tried this often
@@ -205,7 +207,7 @@ class Loader:
                  store: ControlStore | None = None,
                  clock: Callable[[], float] = time.time,
                  load_id_factory: Callable[[datetime], str] = new_load_id,
-                 owner: str | None = None):
+                 owner: str | None = None, lake: HourCounter | None = None):
         self.settings = settings
         self.spec = load_tables(settings)[table]  # ConfigError: not in the tables file
         self.table = self.spec.name
@@ -228,6 +230,11 @@ class Loader:
                                 settings.loader.lease_ttl_s, clock, self.log)
         self.metrics = LoaderMetrics(self.table)
         self.quarantine_read_at: float | None = None  # None: read at the next step
+        # warehouse retention, between loads (``lake``: the lake source it checks; None:
+        # the lake target's, and a table with retention and no lake stops here)
+        retention_source = retention_lake(settings, self.spec, lake)
+        self.retention = None if retention_source is None else Retention(
+            settings, self.spec, retention_source, self.store, self.warehouse.tx, self.log)
 
     # -- one iteration -----------------------------------------------------------
     def step(self) -> StepResult:
@@ -252,6 +259,11 @@ class Loader:
             self._gauges(stats, now)
             reason = self.trigger.reason(stats, utc(now))
             if reason is None:
+                if self.retention is not None and self.retention.due(now) and self.token:
+                    retired = self.retention.step(now, self.token,
+                                                  f"retention-{self.load_id_factory(utc(now))}")
+                    if retired:
+                        return StepResult("retention", 0.0)
                 return StepResult("idle" if stats.files == 0 else "not_due", poll)
             result = self.load(reason)
         except Refused as exc:

@@ -459,6 +459,25 @@ class StatusSettings:
 
 
 @dataclass
+class ReconcileSettings:
+    """Reconciliation, hour by hour (docs/reconciliation.md), and warehouse retention."""
+
+    grace_s: float = _opt(1800.0, "an hour is judged once it ended this long ago and no file "
+                          "with rows in it is pending for any target (records can arrive "
+                          "late: consumer lag, retries)", min=0)
+    hours: int = _opt(48, "how many hours back status, /metrics and `shardline reconcile` "
+                      "judge", min=1, max=24 * 90)
+    refresh_s: float = _opt(300.0, "status --serve judges the hours again at most this often "
+                            "(it reads every ledger entry of the window); a one-shot status "
+                            "or `shardline reconcile` always reads them", min=0)
+    retention_interval_s: float = _opt(600.0, "how often a loader whose table has a "
+                                       "warehouse_retention looks for hours to delete "
+                                       "(between loads)", min=0)
+    retention_hours_per_pass: int = _opt(6, "at most this many hours deleted per retention "
+                                         "pass: one bounded DELETE and commit each", min=1)
+
+
+@dataclass
 class TailSettings:
     """``shardline tail``: log files to the stream, one event per line (docs/tail.md)."""
 
@@ -551,6 +570,7 @@ class Settings:
     lake: LakeSettings = field(default_factory=LakeSettings)
     agent: AgentSettings = field(default_factory=AgentSettings)
     status: StatusSettings = field(default_factory=StatusSettings)
+    reconcile: ReconcileSettings = field(default_factory=ReconcileSettings)
     tail: TailSettings = field(default_factory=TailSettings)
     relay: RelaySettings = field(default_factory=RelaySettings)
     log: LogSettings = field(default_factory=LogSettings)

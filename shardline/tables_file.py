@@ -27,11 +27,13 @@ DEFAULT_FILE = resources.files("shardline") / "default_tables.toml"
 _IDENT = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 _CALLABLE = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
 # Tables of the warehouse's own (sql/migrations, shardline.migrate): never a target.
-RESERVED = frozenset(("loads", "loaded_files", "load_fence", "schema_migrations",
-                      "table_changes"))
+RESERVED = frozenset(("loads", "loaded_files", "load_fence", "load_hours",
+                      "schema_migrations", "table_changes"))
 _TOP_KEYS = {"tables", "python_path"}
 _TABLE_KEYS = {"transform", "route", "columns", "dedup_key", "sort_key", "dist_style",
-               "dist_key"}
+               "dist_key", "warehouse_retention"}
+_RETENTION = re.compile(r"(\d+)\s*([dh])")
+_UNIT_H = {"d": 24, "h": 1}
 _COLUMN_KEYS = {"name", "type", "not_null", "default"}
 DIST_STYLES = ("key", "even", "all", "auto")
 
@@ -148,12 +150,24 @@ def _table(name: str, body: dict[str, Any], w: _Where, single: bool) -> tuple[Ta
         ref("dist_key", dist_key)
     spec = TableSpec(name=name, columns=(*columns, *STAGED_SYSTEM), dedup_key=tuple(dedup),
                      sort_key=sort_key, transform=transform, dist_style=style,
-                     dist_key=dist_key)
+                     dist_key=dist_key, warehouse_retention_h=_retention(body, w))
     route = body.get("route", "default" if single else None)
     if route is None:
         raise w("route", "required when the file defines several tables: "
                          "route = { FIELD = \"value\" } or route = \"default\"")
     return spec, route
+
+
+def _retention(body: dict[str, Any], w: _Where) -> int | None:
+    """``warehouse_retention = "90d"`` (or ``"36h"``) -> hours; None when absent."""
+    text = body.get("warehouse_retention")
+    if text is None:
+        return None
+    match = _RETENTION.fullmatch(text.strip().lower()) if isinstance(text, str) else None
+    if not match or int(match.group(1)) < 1:
+        raise w("warehouse_retention", f"{text!r}: a whole number of days or hours, e.g. "
+                                       f"\"90d\" or \"36h\" (at least 1)")
+    return int(match.group(1)) * _UNIT_H[match.group(2)]
 
 
 def _column(c: Any, w: _Where, key: str) -> Column:

@@ -8,6 +8,7 @@ reason (``dead_letter``); a bad record never fails the batch. Nothing here does 
 from __future__ import annotations
 
 import base64
+from collections import Counter
 import hashlib
 import json
 import linecache
@@ -148,6 +149,8 @@ class StagedBatch:
     csv_text: str
     rows: int
     dead_letters: list[DeadLetter] = field(default_factory=list)
+    # rows per epoch hour of arrival (``ledger.format_hour_counts``): reconciliation's unit
+    hour_counts: dict[int, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -308,12 +311,16 @@ class RowBuilder:
         out_lines: dict[str, list[str]] = {p.spec.name: [] for p in self.plans}
         # per plan, for the loop: (transform, event columns, row_line, lines, plan); the
         # plan's row_line is None when not fast_ok
+        # the arrival second of each accepted row, per table: counted per hour at the end
+        # (one append per row here; Counter does the rest in C)
+        out_secs: dict[str, list[int]] = {p.spec.name: [] for p in self.plans}
         hot = {p.spec.name: (p.transform, p.event_columns, p.row_line,
-                             out_lines[p.spec.name], p) for p in self.plans}
+                             out_lines[p.spec.name], p, out_secs[p.spec.name])
+               for p in self.plans}
         route_field = self.route_field
         by_value = {v: hot[t] for v, t in self.by_value.items()}
         default_hot = hot[self.default] if self.default is not None else None
-        transform, event_columns, row_line, lines, plan = hot[first.spec.name]
+        transform, event_columns, row_line, lines, plan, secs_of = hot[first.spec.name]
         dead: list[DeadLetter] = []
         seconds: dict[int, str] = {}
         shard_id = batch.shard_id
@@ -358,7 +365,7 @@ class RowBuilder:
                         else default_hot
                     if chosen is None:
                         raise _Reject(_no_route(route_field, value, event))
-                    transform, event_columns, row_line, lines, plan = chosen
+                    transform, event_columns, row_line, lines, plan, secs_of = chosen
                 try:
                     out = transform(event)
                 except Exception as exc:
@@ -390,16 +397,24 @@ class RowBuilder:
                         if not line.isascii():
                             plan.check_utf8([None if v is _NUL else v for v in values])
                         lines.append(line)
+                        secs_of.append(secs)
                         continue
                 lines.append(plan.exact_line(out, rec, second, shard_value, staged_value))
+                secs_of.append(secs)
             except _Reject as rej:
                 dead.append(dead_letter(rec, shard_id, rej.reason))
-        return RoutedBatch({name: StagedBatch("".join(ls), len(ls))
+        return RoutedBatch({name: StagedBatch("".join(ls), len(ls), [],
+                                              _hour_counts(out_secs[name]))
                             for name, ls in out_lines.items() if ls}, dead, first.spec.name)
 
     # One function, not a wrapper: how deep a RecursionError's reason says a record was
     # depends on the caller's stack depth, which must not change with the entry point.
     build = build_tables
+
+
+def _hour_counts(seconds: list[int]) -> dict[int, int]:
+    """Epoch seconds of arrival -> {epoch hour: rows}."""
+    return dict(Counter(s // 3600 for s in seconds))
 
 
 def _no_route(route_field: str, value: object, event: Event) -> str:

@@ -44,7 +44,8 @@ from shardline.settings import Settings
 from shardline.tables import Tables, copy_row_check, load_tables
 from shardline.controlstore import ControlStore, open_store
 from shardline.lake.config import lake_tables
-from shardline.records.ledger import PENDING, REPROCESS_PREFIX, StagedFile, arrival_sample
+from shardline.records.ledger import PENDING, REPROCESS_PREFIX, StagedFile, arrival_sample, \
+    format_hour_counts
 from shardline.transforms import Event, Row
 from shardline.workers.rows import RowBuilder, dead_letter_lines
 from shardline.workers.transform import Transform, load_table_transforms, transform_version
@@ -224,6 +225,7 @@ class StageJob:
                 staged_at=now.replace(tzinfo=None),
                 arrival_sample=arrival_sample(r.arrival_ms for r in batch.records),
                 column_list=self.column_lists[table],
+                hour_counts=format_hour_counts(staged.hour_counts) if staged else None,
                 transform_version=self.versions[table], generation=generation,
                 arrival_min_ms=arrival_min, arrival_max_ms=arrival_max,
                 lake_state=PENDING if table in self.lake and (rows or replaces) else None))

@@ -79,6 +79,8 @@ class Dialect(abc.ABC):
                 exc.step = "copy"  # the loader then logs the dialect's error details
                 raise
         else:
+            if step.only_if is not None and not step.only_if(results):
+                return
             params = step.params(results) if callable(step.params) else step.params
             cur.execute(step.text, params)
             rows = None

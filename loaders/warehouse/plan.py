@@ -46,6 +46,12 @@ that fails on a serialization conflict is run again from the staging table, with
 8. ``INSERT INTO loaded_files`` (one row per file) and ``INSERT INTO loads``: the
    insert-only record of what this transaction loaded, committed with the rows. The
    control store's ledger is reconciled from it (``shardline.loaders.warehouse.record``).
+   Beside them, ``load_hours`` (``shardline.records.hours``): per UTC hour of arrival, the
+   files' rows (``staged``, from the ledger's counts) and the rows step 7 inserted
+   (``inserted``: the ledger's counts again when it inserted every row copied; only when it
+   dropped duplicates, its ranking counted over ``stage_x``), so reconciliation knows the
+   duplicates dropped in each hour; a reprocess load also counts the stored rows it removes
+   (``replaced``) just before each replace DELETE, with the same predicate.
 9. ``DROP TABLE stage_x``.
 
 A *reprocess* load (``replace=True``: files a ``shardline reprocess`` run staged) adds,
@@ -72,12 +78,12 @@ from typing import Any, Callable, Iterator, Sequence
 from shardline import positions
 from shardline.errors import ConfigError, LoadFailed
 from shardline.tables import POSITION_KEY, TableSpec
+from shardline.records import hours
 from shardline.records.ledger import StagedFile, arrival_bound
+from shardline.loaders.warehouse.hour_steps import hour_count_step, inserted_hours_steps, \
+    staged_hours_step
+from shardline.loaders.warehouse.steps import Params, Results, Sql
 
-# What the plan's steps fetched so far, by name (row counts, the COPY's sort-key range): the
-# merge's parameters are computed from it; SQL parameters are whatever psycopg2 takes.
-Results = dict[str, Any]
-Params = tuple[Any, ...]
 
 IN_CHUNK = 500  # keys per "s3_key IN (...)" / rows per multi-row INSERT
 STL_FILENAME_CHARS = 256  # Redshift's STL_LOAD_ERRORS.filename is CHAR(256): longer URLs are cut
@@ -160,24 +166,6 @@ class Manifest:
 
 
 # -- the steps -----------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Sql:
-    """One statement. ``params`` is a tuple, or a callable of the results so far.
-    ``result`` names what to keep: the first column of the first row (``fetch="one"``),
-    the first row (``"row"``), every row (``"all"``) or the row count (``"rowcount"``).
-    A guard: ``expect_rowcount`` (that many rows touched) or ``expect_empty`` (no row
-    returned), else ``Refused(refusal)``."""
-
-    name: str
-    text: str
-    params: Any = None
-    result: str | None = None
-    fetch: str | None = None
-    expect_rowcount: int | None = None
-    expect_empty: bool = False
-    refusal: str = ""
-
 
 @dataclass(frozen=True)
 class CopyManifest:
@@ -308,8 +296,8 @@ def _replace_bound(spec: TableSpec, window_s: float, entries: Sequence[StagedFil
     return f"{spec.sort_key} BETWEEN %s AND %s AND ", params
 
 
-def replace_steps(spec: TableSpec, entries: Sequence[StagedFile],
-                  window_s: float) -> list[Sql]:
+def replace_steps(spec: TableSpec, entries: Sequence[StagedFile], window_s: float,
+                  load_id: str, recorded_at: datetime) -> list[Sql]:
     """Delete the stored rows of the files' exact position ranges (reprocess loads)."""
     term = "(shard_id = %s AND " + positions.within("sequence_number", "sub_sequence_number") + ")"
     bound, window = _replace_bound(spec, window_s, entries)
@@ -323,9 +311,11 @@ def replace_steps(spec: TableSpec, entries: Sequence[StagedFile],
         where = " OR ".join([term] * len(chunk))
         params: Any = (lambda r, ranges=tuple(ranges): (*window(r), *ranges)) \
             if callable(window) else (*window, *ranges)
-        steps.append(Sql(
-            f"replace_range_{n}", f"DELETE FROM {spec.name} WHERE {bound}({where})",
-            params, result=f"rows_replaced_{n}", fetch="rowcount"))
+        steps += [
+            hour_count_step(f"record_replaced_{n}", hours.REPLACED, spec.name, load_id,
+                            recorded_at, f"{spec.name} WHERE {bound}({where})", params),
+            Sql(f"replace_range_{n}", f"DELETE FROM {spec.name} WHERE {bound}({where})",
+                params, result=f"rows_replaced_{n}", fetch="rowcount")]
     return steps
 
 
@@ -352,7 +342,7 @@ def build_plan(spec: TableSpec, *, load_id: str, stage_table: str, manifest: Man
     steps: list[Step] = [fence_step(target, lease_token, load_id, started_at),
                          *already_loaded_steps(target, entries)]
     if not manifest.entries and replace:
-        steps += replace_steps(spec, entries, dedup_window_s)  # every row now rejected
+        steps += replace_steps(spec, entries, dedup_window_s, load_id, started_at)  # all rejected
     if manifest.entries:  # only 0-row batches: no COPY
         dedup = f"DELETE FROM {stage_table} USING {target} " \
                 f"WHERE {_key_match(stage_table, target, key)}"
@@ -371,12 +361,14 @@ def build_plan(spec: TableSpec, *, load_id: str, stage_table: str, manifest: Man
             copy.append(Sql("sort_range", f"SELECT MIN({sk}), MAX({sk}) FROM {stage_table}",
                             result="sort_range", fetch="row"))
             steps += [
-                *(replace_steps(spec, entries, dedup_window_s) if replace else ()),
+                *(replace_steps(spec, entries, dedup_window_s, load_id, started_at)
+                  if replace else ()),
                 Sql("delete_existing", f"{dedup} AND {target}.{sk} BETWEEN %s AND %s",
                     _window(dedup_window_s)),
             ]
         else:
-            steps += [*(replace_steps(spec, entries, dedup_window_s) if replace else ()),
+            steps += [*(replace_steps(spec, entries, dedup_window_s, load_id, started_at)
+                        if replace else ()),
                       Sql("delete_existing", dedup)]
         steps.append(Sql(  # loaded_at from the loader's UTC clock, never a session-zone default
             "insert_new",
@@ -384,7 +376,10 @@ def build_plan(spec: TableSpec, *, load_id: str, stage_table: str, manifest: Man
             f"FROM (SELECT {cols}, ROW_NUMBER() OVER (PARTITION BY {', '.join(key)} "
             f"ORDER BY {POSITION_ORDER}) AS rn FROM {stage_table}) ranked WHERE rn = 1",
             (started_at, transform_version), result="rows_inserted", fetch="rowcount"))
+        steps += inserted_hours_steps(spec.name, key, POSITION_ORDER, stage_table, load_id,
+                                      entries, started_at)
     steps += record_steps(target, load_id, entries, started_at)
+    steps += staged_hours_step(target, load_id, entries, started_at)
     files = len(manifest.entries)
     size = sum(e.byte_count for e in entries)
     steps.append(Sql(

@@ -35,6 +35,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
                     "load staged files into the lake's Iceberg table (one per lake table)"),
     "lake": ("shardline.lake.cli:main", "the lake's Iceberg tables: describe, compact, expire"),
     "status": ("shardline.ops.status:main", "one screen of pipeline health"),
+    "reconcile": ("shardline.ops.reconcile_cmd:main",
+                  "rows per hour of arrival: staged, in the warehouse, in the lake"),
     "replay": ("shardline.ops.replay:main", "move a shard's checkpoint back (or list history)"),
     "reprocess": ("shardline.ops.reprocess:main",
                   "re-stage records with the current transform, replacing their rows"),

@@ -303,6 +303,12 @@ class ControlStore(abc.ABC):
         """stream -> what was staged for the table at or after ``since`` (any state): the
         dead-letter rate of a recent window."""
 
+    @abc.abstractmethod
+    def staged_files_since(self, target_table: str, since: datetime) -> list[StagedFile]:
+        """Every ledger entry of the table staged at or after ``since`` (any state), by
+        staged time: reconciliation's per-hour counts of a window (a record arrives before
+        it is staged, so entries staged before the window hold none of its hours)."""
+
     # -- COPY failures: quarantine that survives a loader restart ------------------
     @abc.abstractmethod
     def count_copy_failure(self, s3_key: str, error: str) -> int:

@@ -608,6 +608,13 @@ class DynamoStore(ControlStore):
             agg[1] += int(i.get("row_count") or 0)
             agg[2] += int(i.get("dead_letter_count") or 0)
         return {s: StagedTotals(*agg) for s, agg in sorted(out.items())}
+    def staged_files_since(self, target_table: str, since: datetime) -> list[StagedFile]:
+        # the "staged" index projects every attribute, ordered by staged time
+        return [self._file(i) for i in self._query(
+            TableName=self.t["files"], IndexName="staged",
+            KeyConditionExpression="target_table = :t AND order_key >= :since",
+            ExpressionAttributeValues=_vals(t=target_table, since=f"{_us(since):020d}"))]
+
     # -- COPY failures -----------------------------------------------------------
     def count_copy_failure(self, s3_key: str, error: str) -> int:
         try:

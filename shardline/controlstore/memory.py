@@ -280,6 +280,12 @@ class MemoryStore(ControlStore):
                     dead[f.stream] += f.dead_letter_count or 0
         return {s: StagedTotals(files[s], rows[s], dead[s]) for s in sorted(files)}
 
+    def staged_files_since(self, target_table: str, since: datetime) -> list[StagedFile]:
+        with self._lock:
+            return [dataclasses.replace(f) for f in sorted(
+                self._files.values(), key=lambda f: (f.staged_at, f.s3_key))
+                if f.target_table == target_table and f.staged_at >= since]
+
     # -- COPY failures -----------------------------------------------------------
     def count_copy_failure(self, s3_key: str, error: str) -> int:
         with self._lock:

@@ -423,6 +423,14 @@ class PostgresStore(ControlStore):
             return {s: StagedTotals(int(f), int(r), int(d)) for s, f, r, d in cur.fetchall()}
 
 
+    def staged_files_since(self, target_table: str, since: datetime) -> list[StagedFile]:
+        # the (target_table, state, staged_at) index serves the range, as in staged_totals
+        with self.tx() as cur:
+            cur.execute(f"{_SELECT_FILES} WHERE target_table = %s AND state = ANY(%s) "
+                        "AND staged_at >= %s ORDER BY staged_at, s3_key",
+                        (target_table, list(FILE_STATES), since))
+            return [_file(row) for row in cur.fetchall()]
+
     # -- COPY failures -----------------------------------------------------------
     def count_copy_failure(self, s3_key: str, error: str) -> int:
         with self.tx() as cur:

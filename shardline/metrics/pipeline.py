@@ -151,6 +151,7 @@ FLEET_METRICS = (
     "shardline_fleet_oldest_pending_age_seconds", "shardline_fleet_quarantined_files",
     "shardline_fleet_hosts_alive", "shardline_fleet_shard_millis_behind",
     "shardline_fleet_shard_checkpoint_age_seconds", "shardline_fleet_alerts",
+    "shardline_fleet_reconcile_difference_rows", "shardline_fleet_reconcile_disagreeing_hours",
 )
 
 PIPELINE_METRICS = (RECORDS_READ, MILLIS_BEHIND, ITERATOR_AGE, INFLIGHT, CHECKPOINT_AGE,

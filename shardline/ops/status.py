@@ -87,6 +87,36 @@ def gather_ledger(store: ControlStore, tables: Sequence[str],
     return {"pending": pending, "quarantined": quarantined, "staged_recent": recent}
 
 
+class ReconcileCache:
+    """The last reconciliation, reused for ``reconcile.refresh_s`` (``status --serve``
+    samples every few seconds; hours change far slower than that)."""
+
+    def __init__(self, refresh_s: float):
+        self.refresh_s = refresh_s
+        self.at: float | None = None
+        self.value: list[dict[str, Any]] = []
+
+    def get(self, now_s: float, compute: Callable[[], list[dict[str, Any]]]
+            ) -> list[dict[str, Any]]:
+        if self.at is None or now_s - self.at >= self.refresh_s:
+            self.value, self.at = compute(), now_s
+        return self.value
+
+
+def gather_reconciliation(settings: Settings, store: ControlStore, conn: connection,
+                          tables: list[str], now: datetime) -> list[dict[str, Any]]:
+    """Per table, the hours of ``reconcile.hours`` judged (``shardline.reconcile``): the
+    summary with every disagreeing hour, and its alert lines."""
+    from shardline.reconcile import rule, run
+
+    out = []
+    for table, verdicts, has_lake in run.gather(settings, store, conn, tables,
+                                                now.replace(tzinfo=None)):
+        out.append({**rule.summary(table, verdicts, has_lake=has_lake),
+                    "alerts": rule.alert_lines(table, verdicts)})
+    return out
+
+
 def resolve_streams(settings: Settings, store: ControlStore,
                     all_streams: bool = False) -> list[str]:
     """The streams to show: every stream the control store knows with ``all_streams``,
@@ -162,7 +192,8 @@ def gather_kinesis(settings: Settings, streams: Sequence[str]) -> dict[str, Any]
 
 def collect(settings: Settings, control: ControlStore, streams: Sequence[str] | None, *,
             use_kinesis: bool = True, gearman_timeout_s: float = 2.0,
-            clock: Callable[[], float] = time.time, versions: bool = False) -> dict[str, Any]:
+            clock: Callable[[], float] = time.time, versions: bool = False,
+            reconcile_cache: ReconcileCache | None = None) -> dict[str, Any]:
     """``control``: the control store; the warehouse is read over a short connection.
     ``streams`` None: every stream the control store knows (looked up now)."""
     from shardline import clients
@@ -180,6 +211,9 @@ def collect(settings: Settings, control: ControlStore, streams: Sequence[str] | 
     conn = clients.warehouse_connect(settings)
     try:
         data.update(gather_warehouse(conn, known, now))
+        cache = reconcile_cache or ReconcileCache(0.0)
+        data["reconciliation"] = cache.get(clock(), lambda: gather_reconciliation(
+            settings, control, conn, tables, now))
         present = gather_versions_present(conn, tables) if versions else None
     finally:
         conn.close()
@@ -284,9 +318,11 @@ def main(argv: list[str]) -> int:
             from shardline.tables import load_tables
 
             tables = load_tables(settings).names
+            cache = ReconcileCache(settings.reconcile.refresh_s)
             return status_web.serve(
                 lambda: collect(settings, control, fixed, use_kinesis=not args.no_kinesis,
-                                gearman_timeout_s=args.gearman_timeout),
+                                gearman_timeout_s=args.gearman_timeout,
+                                reconcile_cache=cache),
                 *bind, interval_s=args.interval, tables=tables)
         if args.watch is None:
             return once()

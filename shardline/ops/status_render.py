@@ -118,6 +118,17 @@ def render_text(report: Mapping[str, Any]) -> str:
               f"reprocess), last {v['last_loaded_at']}" for v in report["transform_versions"]]
     lines += [f"in {v['target_table']} now: {v['transform_version'] or 'unrecorded'} "
               f"{v['rows']:,} rows" for v in report.get("versions_present", [])]
+    for r in report.get("reconciliation", []):
+        h = r["hours"]
+        lines.append(f"reconciliation {r['target_table']} (lake {r['lake']}): {h['agree']} "
+                     f"hours agree, {h['disagree']} disagree, {h['pending']} not settled, "
+                     f"{h['unknown']} unknown")
+        lines += [f"  {v['hour']}: staged {v['staged']:,} - duplicates {v['dropped']:,} - "
+                  f"replaced {v['replaced']:,} - retired {v['retired']:,} = "
+                  f"{v['expected_warehouse']:,}; warehouse {v['warehouse']:,} "
+                  f"({v['warehouse_diff']:+,})"
+                  + ("" if v["lake"] is None else f", lake {v['lake']:,} ({v['lake_diff']:+,})")
+                  for v in r["disagreeing"]]
     quarantined = report["quarantined"]
     lines.append(f"quarantined (COPY kept failing; fix, then re-stage or replay): "
                  f"{len(quarantined)} files")

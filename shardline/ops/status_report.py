@@ -15,7 +15,8 @@ Stable keys (``--json``, the status web page): ``generated_at``, ``streams``, ``
 ``alerts`` (list of str), ``notes``, ``thresholds``, ``shards``, ``hosts`` (``host_id``,
 ``heartbeat_at``, ``heartbeat_age_s``, ``alive``, ``shards``, ``expired_s``), ``gearman``,
 ``staged_pending``, ``staged_pending_total``, ``quarantined``, ``last_load``,
-``dead_letters`` and ``dead_letter_window``.
+``dead_letters``, ``dead_letter_window`` and ``reconciliation`` (per table: ``lake``,
+``hours`` by state, ``warehouse_diff_rows``, ``lake_diff_rows``, ``disagreeing``).
 """
 from __future__ import annotations
 
@@ -95,7 +96,8 @@ def build_report(*, now: datetime, streams: Sequence[str], leases: Iterable[Row]
                  max_pending_age_s: float | None = None,
                  max_dead_letter_ratio: float | None = None,
                  dead_letter_window_s: float | None = None,
-                 dead_host_alert_s: float | None = None) -> dict[str, Any]:
+                 dead_host_alert_s: float | None = None,
+                 reconciliation: Sequence[Row] = ()) -> dict[str, Any]:
     """Everything ``status`` shows, as a JSON-ready dict with ``alerts`` and ``healthy``.
 
     Rows are mappings with the control tables' column names (plus ``stream``).
@@ -218,6 +220,9 @@ def build_report(*, now: datetime, streams: Sequence[str], leases: Iterable[Row]
     alerts += dead_letter_alerts(dead_out, max_dead_letter_ratio)
     hosts_out = fleet_hosts(now, hosts, assignments, shards_out, shown)
     alerts += host_alerts(hosts_out, dead_host_alert_s)
+    # settled hours whose counts disagree (shardline.reconcile: the rule, the alert lines)
+    reconciliation_out = [{k: v for k, v in r.items() if k != "alerts"} for r in reconciliation]
+    alerts += [line for r in reconciliation for line in r.get("alerts", ())]
     return {
         "generated_at": _iso(now),
         "streams": shown,
@@ -241,6 +246,7 @@ def build_report(*, now: datetime, streams: Sequence[str], leases: Iterable[Row]
         "last_load": load,
         "dead_letters": dead_out["dead_letters"],
         "dead_letter_window": dead_out,
+        "reconciliation": reconciliation_out,
         # per table and transform version: rows/files loaded over 7 days (the load record)
         "transform_versions": [{**v, "last_loaded_at": _iso(v.get("last_loaded_at"))}
                                for v in transform_versions],

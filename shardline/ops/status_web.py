@@ -256,6 +256,24 @@ class FleetCollector:
                 ckpt.add_metric([s["stream"], s["shard_id"]], cp["age_s"])
         yield lag
         yield ckpt
+        recon = {r["target_table"]: r for r in report.get("reconciliation", [])}
+        diff = GaugeMetricFamily("shardline_fleet_reconcile_difference_rows",
+                                 "Rows a target holds beyond the reconciliation rule's "
+                                 "expectation, summed over settled hours that disagree "
+                                 "(negative: missing; no lake sample when none is configured)",
+                                 labels=["table", "target"])
+        bad = GaugeMetricFamily("shardline_fleet_reconcile_disagreeing_hours",
+                                "Settled hours whose counts disagree", labels=["table"])
+        for t in tables:
+            r = recon.get(t)
+            if r is None:
+                continue
+            diff.add_metric([t, "warehouse"], r["warehouse_diff_rows"])
+            if r["lake_diff_rows"] is not None:
+                diff.add_metric([t, "lake"], r["lake_diff_rows"])
+            bad.add_metric([t], r["hours"]["disagree"])
+        yield diff
+        yield bad
         yield GaugeMetricFamily("shardline_fleet_alerts", "Alerts in the status report",
                                 value=len(report.get("alerts", [])))
 

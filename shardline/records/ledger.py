@@ -27,7 +27,7 @@ import types
 import typing
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Iterable
+from typing import Iterable, Mapping
 
 PENDING = "pending"
 LOADED = "loaded"
@@ -117,6 +117,10 @@ class StagedFile:
     # file staged before an ``ALTER TABLE ... ADD COLUMN`` still loads (the new column gets
     # its default or NULL). None: staged before files recorded it (``columns_of``).
     column_list: str | None = dataclasses.field(default=None, metadata=_col("TEXT"))
+    # The file's good rows per UTC hour of arrival (``format_hour_counts``): what
+    # reconciliation compares each target's rows of an hour with (a file can span hours).
+    # None: staged before files recorded it (``file_hours`` falls back to the arrival range).
+    hour_counts: str | None = dataclasses.field(default=None, metadata=_col("TEXT"))
     load_id: str | None = dataclasses.field(default=None,
                                             metadata=_col("VARCHAR(64)", loader=True))
     # The lake (``lake.tables``): a state of its own, independent of the warehouse's. The
@@ -189,13 +193,64 @@ STORE_COLUMNS: tuple[LedgerColumn, ...] = (
 )
 
 
+_EPOCH = datetime(1970, 1, 1)
+
+
 def arrival_bound(min_ms: int, max_ms: int) -> tuple[datetime, datetime]:
     """The ``arrival_time`` range (naive UTC, both ends included) of records that arrived
     from ``min_ms`` to ``max_ms`` (epoch ms, exact as the stage worker wrote them), for the
     loaders' reprocess replace; + 1 ms takes the whole last millisecond (the positions, not
     this bound, are exact)."""
-    epoch = datetime(1970, 1, 1)
-    return epoch + timedelta(milliseconds=min_ms), epoch + timedelta(milliseconds=max_ms + 1)
+    return _EPOCH + timedelta(milliseconds=min_ms), _EPOCH + timedelta(milliseconds=max_ms + 1)
+
+
+HOUR_MS = 3_600_000
+
+
+def hour_start(epoch_hour: int) -> datetime:
+    """Epoch hour number -> the hour's start (naive UTC, like ``arrival_time``)."""
+    return _EPOCH + timedelta(hours=epoch_hour)
+
+
+def epoch_hour(when: datetime) -> int:
+    """The epoch hour number of a naive UTC time (the inverse of ``hour_start``)."""
+    return int((when - _EPOCH).total_seconds() // 3600)
+
+
+def format_hour_counts(counts: Mapping[int, int]) -> str | None:
+    """{epoch hour: rows} -> ``"hour:rows,hour:rows"`` in hour order (None when empty): a
+    batch spans one or two hours, so a few bytes."""
+    if not counts:
+        return None
+    return ",".join(f"{h}:{n}" for h, n in sorted(counts.items()) if n)
+
+
+def parse_hour_counts(text: str | None) -> dict[datetime, int]:
+    """``format_hour_counts`` text -> {hour start (naive UTC): rows}; ValueError when
+    unreadable."""
+    out: dict[datetime, int] = {}
+    for part in (text or "").split(","):
+        if part:
+            hour, rows = part.split(":")
+            out[hour_start(int(hour))] = out.get(hour_start(int(hour)), 0) + int(rows)
+    return out
+
+
+def file_hours(entry: "StagedFile") -> tuple[dict[datetime, int], frozenset[datetime]]:
+    """(rows per arrival hour, hours the file touches with unknown counts): a file staged
+    before per-hour counts were kept knows only its arrival range, which spans hours whose
+    share is unknown unless it is one hour."""
+    if entry.hour_counts is not None or entry.row_count == 0:
+        return parse_hour_counts(entry.hour_counts), frozenset()
+    return {}, frozenset(span_hours(entry))
+
+
+def span_hours(entry: "StagedFile") -> list[datetime]:
+    """Every hour the file's arrival range touches (empty when it has none recorded)."""
+    if entry.arrival_min_ms is None or entry.arrival_max_ms is None:
+        return []
+    first, last = entry.arrival_min_ms // HOUR_MS, entry.arrival_max_ms // HOUR_MS
+    return [hour_start(h) for h in range(first, last + 1)]
 
 
 def arrival_sample(arrivals_ms: Iterable[int], points: int = ARRIVAL_POINTS) -> str | None:

@@ -94,6 +94,9 @@ class TableSpec:
     default_route: bool = False  # events matching no route come here
     dist_style: str = "even"  # Redshift: key | even | all | auto
     dist_key: str | None = None
+    # Rows whose arrival hour is older than this many hours are deleted from the warehouse
+    # once the lake holds them (``warehouse_retention`` in the tables file; None: kept).
+    warehouse_retention_h: int | None = None
 
     @property
     def column_names(self) -> list[str]:

@@ -25,7 +25,7 @@ from shardline import csvformat
 from shardline.settings import Settings
 from shardline.tables import PAGE_VIEWS
 from shardline.controlstore import MemoryStore
-from shardline.records.ledger import StagedFile
+from shardline.records.ledger import StagedFile, epoch_hour, format_hour_counts
 from shardline.loaders.loader import Loader
 from shardline.positions import position
 from shardline.loaders.warehouse.plan import LOADED_FILES_COLUMNS
@@ -84,6 +84,16 @@ def ledger_row(key: str, rows: Sequence[Sequence[Any]], *, shard: str = SHARD0,
     ordered = sorted(rows, key=_pos)
     first = first or ((ordered[0][si], ordered[0][ssi]) if rows else (seq(0), 0))
     last = last or ((ordered[-1][si], ordered[-1][ssi]) if rows else first)
+    ai = names.index("arrival_time")
+    hours: dict[int, int] | None = {}
+    for r in rows:
+        try:
+            arrived = r[ai] if isinstance(r[ai], datetime) else datetime.fromisoformat(str(r[ai]))
+        except ValueError:  # a row the warehouse is meant to refuse: counts unknown
+            hours = None
+            break
+        hours[epoch_hour(arrived)] = hours.get(epoch_hour(arrived), 0) + 1
+    extra.setdefault("hour_counts", format_hour_counts(hours) if hours is not None else None)
     return StagedFile(s3_key=key, target_table=table, stream=stream, shard_id=shard,
                       first_sequence=first[0], first_sub_sequence=int(first[1]),
                       last_sequence=last[0], last_sub_sequence=int(last[1]),

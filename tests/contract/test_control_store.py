@@ -44,7 +44,8 @@ def _postgres(request: Any, clock: Clock) -> Iterator[ControlStore]:
     store = PostgresStore(stack.control_dsn, schema, clock=clock)
     assert store.create_tables() == ["001_control_store", "002_arrival_sample",
                                      "003_copy_failures", "004_ledger_versions",
-                                     "005_column_list", "006_lake"]
+                                     "005_column_list", "006_lake",
+                                     "007_hour_counts"]
     try:
         yield store
     finally:
@@ -593,6 +594,24 @@ def test_staged_totals_count_a_window_in_every_state(store) -> None:
     assert (stats.files, stats.rows) == (2, 105)
 
 
+def test_staged_files_since_returns_whole_entries_with_their_hour_counts(store) -> None:
+    from shardline.records.ledger import format_hour_counts, parse_hour_counts
+
+    base = datetime(2027, 1, 15, 8, 0, 0)
+    hour = int(base.timestamp()) // 3600  # naive base read as local: only a key here
+    for key, minute, table in (("old", 0, "page_views"), ("a", 5, "page_views"),
+                               ("b", 6, "page_views"), ("c", 7, "clicks")):
+        f = staged(key, table=table, staged_at=base + timedelta(minutes=minute))
+        f.hour_counts = format_hour_counts({hour: 7, hour + 1: 3})
+        store.record_file(f)
+    store.mark_loaded("page_views", ["a"], "load-1")
+    got = store.staged_files_since("page_views", base + timedelta(minutes=5))
+    assert [(f.s3_key, f.state) for f in got] == [("a", "loaded"), ("b", "pending")]
+    assert parse_hour_counts(got[0].hour_counts) == parse_hour_counts(f"{hour}:7,{hour + 1}:3")
+    assert sum(parse_hour_counts(got[1].hour_counts).values()) == 10
+    assert store.staged_files_since("page_views", base + timedelta(minutes=7)) == []
+
+
 @pytest.mark.integration
 def test_dynamodb_migrate_adds_an_index_missing_from_an_existing_table(stack, clock) -> None:
     from shardline.controlstore.dynamodb import DynamoStore
@@ -662,7 +681,8 @@ def test_migrate_control_creates_the_postgres_tables_once(stack, cli_env, capsys
             cur.execute(f'SELECT name FROM "{schema}".schema_migrations')
             assert sorted(cur.fetchall()) == [("001_control_store",), ("002_arrival_sample",),
                                              ("003_copy_failures",), ("004_ledger_versions",),
-                                             ("005_column_list",), ("006_lake",)]
+                                             ("005_column_list",), ("006_lake",),
+                                             ("007_hour_counts",)]
         assert cli.main(["migrate", "--control", "--print-sql"]) == 0
         assert "CREATE TABLE shard_leases" in capsys.readouterr().out
     finally:

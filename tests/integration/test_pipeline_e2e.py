@@ -112,6 +112,33 @@ def test_100k_events_with_2pct_malformed_land_exactly_once(
     reasons = {d["reason"].split(":")[0] for d in
                dead_letter_positions(s3, stack.bucket, s3_prefix).values()}
     assert len(reasons) >= 4, reasons
+    assert_hours_agree(f, produced)
+
+
+def assert_hours_agree(f: Fleet, produced: dict) -> None:
+    """Reconciliation of the run: once nothing is pending, every hour agrees (judged as if
+    two hours had passed: the run's hours are the current ones), with the producer's
+    duplicates counted as dropped, not as a difference."""
+    from datetime import datetime, timedelta, timezone
+
+    from shardline import clients, settings as settings_mod
+    from shardline.controlstore import open_store
+    from shardline.reconcile import run
+
+    wait_for(lambda: control_query(f.env, "SELECT count(*) FROM staged_files "
+                                          "WHERE state = 'pending'") == [(0,)],
+             60, "no pending file")
+    cfg = settings_mod.load(None, f.env).replace(**{"reconcile.grace_s": "0"})
+    later = datetime.now(timezone.utc).replace(tzinfo=None) + timedelta(hours=2)
+    store, conn = open_store(cfg), clients.warehouse_connect(cfg, autocommit=True)
+    try:
+        ((_, verdicts, _),) = run.gather(cfg, store, conn, ["page_views"], later, lakes={})
+    finally:
+        conn.close()
+        store.close()
+    assert verdicts and {v.state for v in verdicts} == {"agree"}, verdicts
+    assert sum(v.warehouse for v in verdicts) == len(produced["ids"])
+    assert sum(v.dropped for v in verdicts) >= produced.get("duplicates", 0) > 0
 
 
 def test_kills_mid_stream_then_replay_keep_exactly_once(

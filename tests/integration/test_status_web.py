@@ -96,7 +96,21 @@ def _fill_store(control_conn, pg_conn, stream: str, shard0: str, shard1: str) ->
                          now - timedelta(seconds=age),
                          INJECTION if state == "quarantined" else None,
                          now if state == "quarantined" else None))
+        # an hour of 5 rows staged and loaded three hours ago, none of them in page_views now
+        hour = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=3)
+        epoch_hour = int((hour - datetime(1970, 1, 1)).total_seconds()) // 3600
+        cur.execute("INSERT INTO staged_files (s3_key, target_table, stream, shard_id, "
+                    "first_sequence, first_sub_sequence, last_sequence, last_sub_sequence, "
+                    "row_count, byte_count, dead_letter_count, state, staged_at, loaded_at, "
+                    "hour_counts) VALUES "
+                    "(%s, 'page_views', %s, %s, %s, 0, %s, 0, 5, 10, 0, 'loaded', %s, %s, %s)",
+                    (f"{stream}/k5", stream, shard0, SEQ_A, SEQ_B, hour + timedelta(hours=1),
+                     hour + timedelta(hours=1), f"{epoch_hour}:5"))
     with pg_conn.cursor() as cur:
+        cur.execute("INSERT INTO load_hours (load_id, target_table, hour, kind, row_count, "
+                    "recorded_at) VALUES ('load-web-0', 'page_views', %s, 'staged', 5, %s), "
+                    "('load-web-0', 'page_views', %s, 'inserted', 5, %s)",
+                    (hour, now, hour, now))
         cur.execute("INSERT INTO loads (load_id, target_table, manifest_key, file_count, "
                     "byte_count, rows_copied, rows_inserted, lease_token, started_at, "
                     "finished_at) VALUES ('load-web-1', 'page_views', 'm/l.manifest', 1, 400, "
@@ -137,8 +151,9 @@ def test_status_page_shows_the_fleet_and_refreshes(stack_env, stream_name, pg_co
         _wait_json(base + "/api/history",
                    lambda h: any(len(s["points"]) >= 2 for s in h["shards"]), proc)
         report = _wait_json(base + "/api/status", lambda r: True, proc)
-        # no lease on shard2, a quarantined file, no stage worker registered in gearmand
-        assert report["healthy"] is False and len(report["alerts"]) == 3, report["alerts"]
+        # no lease on shard2, a quarantined file, no stage worker registered in gearmand, an
+        # hour whose 5 loaded rows are not in the warehouse
+        assert report["healthy"] is False and len(report["alerts"]) == 4, report["alerts"]
         assert _get(base + "/nope")[0] == 404
         assert report["last_load"]["load_id"] == "load-web-1"
 
@@ -147,11 +162,19 @@ def test_status_page_shows_the_fleet_and_refreshes(stack_env, stream_name, pg_co
             page.wait_for("Number(document.body.dataset.refreshes) >= 1")
             page.evaluate("window.__same_page = true")
             text = page.text()
-            assert page.text("#state") == "ALERT (3)"
+            assert page.text("#state") == "ALERT (4)"
             alerts = page.text("#alerts")
             assert f"{stream_name}/{shard2}: no live owner" in alerts
             assert f"{stream_name}/k4 is quarantined" in alerts
             assert "no worker is registered for shardline_stage" in alerts
+            hour = (_now().replace(minute=0, second=0, microsecond=0) - timedelta(hours=3))
+            label = hour.strftime("%Y-%m-%dT%H:00:00Z")
+            assert f"hour {hour:%Y-%m-%d %H}:00 UTC disagrees: warehouse has 0 rows, " \
+                   f"expected 5 (-5)" in alerts
+            assert "0 hours agree, 1 disagree" in page.text("#reconciliation")
+            row = f"tr[data-hour=\"page_views/{label}\"]"
+            assert page.text(f"{row} td[data-field=warehouse-diff]") == "-5"
+            assert page.text(f"{row} td[data-field=lake-diff]") == "-"  # no lake configured
             for shard in (shard0, shard1, shard2):
                 assert page.evaluate(f"!!document.querySelector('tr[data-shard=\"{stream_name}/"
                                      f"{shard}\"]')"), shard
@@ -197,7 +220,10 @@ def test_status_page_shows_the_fleet_and_refreshes(stack_env, stream_name, pg_co
         assert m[("shardline_fleet_shard_millis_behind",
                   (("shard", shard1), ("stream", stream_name)))] == 0
         assert 4 <= m[("shardline_fleet_shard_checkpoint_age_seconds", s0)] < 60
-        assert m[("shardline_fleet_alerts", ())] == 3
+        assert m[("shardline_fleet_alerts", ())] == 4
+        wh = (("table", "page_views"), ("target", "warehouse"))
+        assert m[("shardline_fleet_reconcile_difference_rows", wh)] == -5
+        assert m[("shardline_fleet_reconcile_disagreeing_hours", table)] == 1
         assert not any(name.startswith(("process_", "python_")) for name, _ in m)
     finally:
         proc.send_signal(signal.SIGTERM)

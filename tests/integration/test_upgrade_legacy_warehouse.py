@@ -179,7 +179,7 @@ def test_migrate_upgrades_a_legacy_warehouse_and_its_pending_files_load_once(
     fresh_conn = connect(stack.direct_dsn, t["fresh"])
     assert migrate.migrate(fresh_conn, t["name"]) == [  # a fresh warehouse
         "001_load_record", "002_page_views", "003_transform_version",
-        "004_arrival_time_zone_map", "005_no_unguaranteed_keys"]
+        "004_arrival_time_zone_map", "005_no_unguaranteed_keys", "006_hour_record"]
     fresh_conn.close()
     fresh = schema_of(wh, t["fresh"])
 

@@ -39,6 +39,7 @@ ROW13 = "(" + ", ".join(["%s"] * 15) + ")"  # one loaded_files row
 GUARD = ("SELECT s3_key, load_id FROM loaded_files WHERE target_table = %s AND "
          "loaded_at >= %s AND s3_key IN (%s, %s)")
 # The COPY's own transaction: only the staging table (a temporary table of the session)
+HOUR_COLS = "load_id, target_table, hour, kind, row_count, recorded_at"
 GOLDEN_COPY = [
     "BEGIN",
     GUARD,
@@ -64,7 +65,14 @@ GOLDEN = [
     f"FROM (SELECT {COLS}, "
     "ROW_NUMBER() OVER (PARTITION BY event_id ORDER BY shard_id, LENGTH(sequence_number), "
     f"sequence_number, sub_sequence_number) AS rn FROM {STAGE}) ranked WHERE rn = 1",
+    # it dropped a duplicate: the rows it inserted, counted per hour of arrival
+    f"INSERT INTO load_hours ({HOUR_COLS}) SELECT %s, %s, DATE_TRUNC('hour', arrival_time), "
+    "%s, COUNT(*), %s FROM (SELECT arrival_time, ROW_NUMBER() OVER (PARTITION BY event_id "
+    "ORDER BY shard_id, LENGTH(sequence_number), sequence_number, sub_sequence_number) AS rn "
+    f"FROM {STAGE}) ranked WHERE rn = 1 GROUP BY DATE_TRUNC('hour', arrival_time)",
     f"INSERT INTO loaded_files ({REC_COLS}) VALUES {ROW13}, {ROW13}",
+    # the files' rows per hour, from the ledger (all four rows arrived in one hour)
+    f"INSERT INTO load_hours ({HOUR_COLS}) VALUES (%s, %s, %s, %s, %s, %s)",
     "INSERT INTO loads (load_id, target_table, manifest_key, file_count, byte_count, "
     "rows_copied, rows_inserted, lease_token, started_at, finished_at) "
     "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
@@ -152,7 +160,9 @@ def test_record_loads_fence_and_window_parameters():
     token = rig.loader.token
     assert params[GOLDEN[1]][0] == token and params[GOLDEN[1]][3:] == ("page_views", token)
     assert params[GOLDEN[3]] == (T0 - timedelta(seconds=600), T0 + timedelta(seconds=600))
-    load_row = params[GOLDEN[6]]
+    load_row = params[GOLDEN[-3]]
+    hour = T0.replace(minute=0, second=0, microsecond=0)
+    assert params[GOLDEN[-4]][:5] == ("L1", "page_views", hour, "staged", 4)
     assert load_row[:8] == ("L1", "page_views", "pfx/manifests/page_views/L1.manifest", 2, 200,
                             4, 3, token)
     assert (result.rows_copied, result.rows_inserted) == (4, 3)

@@ -6,7 +6,7 @@ import gzip
 import json
 import sys
 import textwrap
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -523,3 +523,23 @@ def test_on_redshift_a_value_equal_to_the_null_marker_is_a_dead_letter():
     pg.run(codec.encode(batch))
     (entry,) = pg.ledger.rows.values()
     assert (entry.row_count, entry.dead_letter_count) == (2, 0)
+
+
+def test_ledger_entry_counts_good_rows_per_hour_of_arrival():
+    """A batch spanning an hour boundary: each hour gets its own good rows (a dead letter
+    counts in none), which reconciliation compares with the targets' rows of that hour."""
+    from shardline.records.ledger import parse_hour_counts
+
+    hour_ms = 3_600_000
+    boundary = (ARRIVAL_MS // hour_ms + 1) * hour_ms
+    datas = [enc(good_event(i)) for i in range(5)] + [b"not json"]
+    arrivals = [boundary - 2, boundary - 1, boundary, boundary + 1, boundary + 2, boundary - 3]
+    pairs = enumerate(zip(datas, arrivals, strict=True))
+    batch = codec.Batch(STREAM, SHARD, [codec.Record(seq(i + 1), 0, f"pk-{i}", d, a)
+                                        for i, (d, a) in pairs])
+    job = make_job()
+    assert job.run(codec.encode(batch)) == b""
+    (entry,) = job.ledger.rows.values()
+    first = datetime(1970, 1, 1) + timedelta(milliseconds=boundary - hour_ms)
+    assert parse_hour_counts(entry.hour_counts) == {first: 2, first + timedelta(hours=1): 3}
+    assert entry.row_count == 5
