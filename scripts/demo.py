@@ -129,12 +129,15 @@ def main() -> int:
         env = {**os.environ, **info.env(), **DEMO_SETTINGS,
                "SHARDLINE_WAREHOUSE_SCHEMA": f"demo_{run_id}",
                "SHARDLINE_CONTROL_SCHEMA": f"demo_{run_id}",
+               # page_views also goes to the lake: an Iceberg table in the SQL catalog
+               "SHARDLINE_LAKE_TABLES": "page_views",
+               "SHARDLINE_LAKE_NAMESPACE": f"demo_{run_id}",
                "SHARDLINE_KINESIS_STREAM": stream, "PYTHONUNBUFFERED": "1"}
         for key, value in sorted(info.env().items()):
             if key.startswith("SHARDLINE_"):
                 print(f"   {key}={value}")
 
-        step(f"schema demo_{run_id}: migrate")
+        step(f"schema demo_{run_id}: migrate (warehouse, control store, lake table)")
         shardline("migrate", env=env)
         shardline("migrate", "--control", env=env)  # leases, checkpoints, the ledger
 
@@ -149,7 +152,8 @@ def main() -> int:
         print(f"   (from another machine: ssh -L {port}:127.0.0.1:{port} THIS_HOST, "
               f"then the same URL; its log: {sup_dir}/status-page.log)")
 
-        step(f"supervisord: {args.shards} consumers, {args.workers} stage workers, 1 loader")
+        step(f"supervisord: {args.shards} consumers, {args.workers} stage workers, "
+             f"1 warehouse loader, 1 lake loader")
         fleet = Fleet(sup_dir, env, stream, args.workers)
         fleet.start()
         time.sleep(2)
@@ -172,14 +176,16 @@ def main() -> int:
         good, bad = produced["good"], produced["bad"]
         print(f"   sent {good:,} valid + {bad:,} malformed events")
 
-        step("waiting until every valid event is in the warehouse")
+        step("waiting until every valid event is in the warehouse and the lake")
         deadline = time.time() + args.timeout
         while True:
             (rows,), = query(env, "SELECT count(*) FROM page_views")
-            (dead,), = control_query(env, "SELECT coalesce(sum(dead_letter_count),0) "
-                                          "FROM staged_files")
-            print(f"   {live_line(env, good + bad)}", flush=True)
-            if rows >= good and dead >= bad:
+            (dead, lake_pending), = control_query(
+                env, "SELECT coalesce(sum(dead_letter_count),0), "
+                     "count(*) FILTER (WHERE lake_state = 'pending') FROM staged_files")
+            print(f"   {live_line(env, good + bad)}, {lake_pending} files pending for the lake",
+                  flush=True)
+            if rows >= good and dead >= bad and lake_pending == 0:
                 break
             if time.time() > deadline:
                 raise DemoFailed(f"only {rows:,} of {good:,} rows loaded after {args.timeout:.0f}s;"
@@ -228,6 +234,7 @@ def main() -> int:
         if rows != good or distinct_ids != rows:
             raise DemoFailed(f"expected exactly {good:,} rows, found {rows:,} "
                              f"({distinct_ids:,} distinct)")
+        show_lake(env, rows)
         print("\nDemo finished: every valid event landed exactly once.")
         keep = keep or ask_to_keep()
         return 0
@@ -251,6 +258,36 @@ def main() -> int:
             if fleet is not None:
                 fleet.stop()
             devstack.down(stack_dir)
+
+
+def show_lake(env: dict[str, str], warehouse_rows: int) -> None:
+    """The lake's side: the Iceberg table read by pyiceberg (code we did not write), and
+    the hour-by-hour reconciliation of ledger, warehouse and lake."""
+    from shardline import settings as settings_mod
+    from shardline.lake.catalog import open_table
+
+    step("the lake: page_views as an Apache Iceberg table (read by pyiceberg)")
+    print(shardline("lake", "describe", "--table", "page_views", env=env).stdout.rstrip())
+    table = open_table(settings_mod.load(None, env), "page_views")
+    files = list(table.scan().plan_files())
+    devices = table.scan(selected_fields=("device_class",)).to_arrow()
+    lake_rows = devices.num_rows
+    print(f"   rows {lake_rows:,} in {len(files)} Parquet data files, "
+          f"{len(table.snapshots())} snapshots")
+    by_device: dict[str, int] = {}
+    for value in devices.column("device_class").to_pylist():
+        by_device[value] = by_device.get(value, 0) + 1
+    for device, views in sorted(by_device.items(), key=lambda kv: (-kv[1], kv[0])):
+        print(f"   {views:>7,}  {device}")
+    step("reconciliation, hour by hour: ledger, warehouse, lake (`shardline reconcile`)")
+    recon = subprocess.run([SHARDLINE, "reconcile", "--table", "page_views",
+                            "--include-open-hours"], env=env, text=True, capture_output=True)
+    print(recon.stdout.rstrip())
+    if recon.returncode != 0 or lake_rows != warehouse_rows:
+        raise DemoFailed(f"the lake holds {lake_rows:,} rows, the warehouse "
+                         f"{warehouse_rows:,}; reconcile exited {recon.returncode}: "
+                         f"{recon.stderr.strip()}")
+    print(f"   every hour equal: {lake_rows:,} rows in the warehouse and in the lake")
 
 
 def print_how_to_stop(stack_dir: Path, run_id: str, stream: str,

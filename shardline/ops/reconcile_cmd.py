@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from datetime import timedelta
 
 from shardline.cli.kit import command_parser, load_settings, parse_command_args
 from shardline.exitcodes import ExitCode
@@ -44,6 +45,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--table", required=True, help="the target table")
     parser.add_argument("--hours", type=int, help="hours back (default reconcile.hours)")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
+    parser.add_argument("--include-open-hours", action="store_true",
+                        help="judge the hours that have not ended (or not by reconcile.grace_s) "
+                             "too, as if they had: for a drained pipeline, at the end of a demo "
+                             "or a test (a load committing meanwhile shows as a difference)")
     args, code = parse_command_args(parser, argv)
     if args is None:
         return code
@@ -60,9 +65,12 @@ def main(argv: list[str]) -> int:
     preflight.require(settings, preflight.WAREHOUSE, preflight.CONTROL)
     store = open_store(settings)
     conn = clients.warehouse_connect(settings, autocommit=True)
+    now = utc(time.time()).replace(tzinfo=None)
+    if args.include_open_hours:  # every hour of the window has ended, grace included
+        now = run.window(now, settings.reconcile.hours)[1] + \
+            timedelta(seconds=settings.reconcile.grace_s)
     try:
-        ((_, verdicts, has_lake),) = run.gather(settings, store, conn, [table],
-                                                utc(time.time()).replace(tzinfo=None))
+        ((_, verdicts, has_lake),) = run.gather(settings, store, conn, [table], now)
     finally:
         conn.close()
         store.close()

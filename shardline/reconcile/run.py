@@ -34,7 +34,10 @@ def reconcile_table(*, store: ControlStore, conn: Any, table: str, now: datetime
     transaction); ``now`` naive UTC."""
     hours: dict[datetime, HourCounts] = {}
     files = {f.s3_key: f for f in store.staged_files_since(table, since - SKEW)}
-    for f in store.pending_files(table, PENDING_LIMIT):  # maybe staged before the window
+    pending = store.pending_files(table, PENDING_LIMIT)  # maybe staged before the window
+    if lake is not None:
+        pending += store.lake_pending_files(table, PENDING_LIMIT)
+    for f in pending:
         files.setdefault(f.s3_key, f)
     add_ledger(hours, files.values(), since, until)
     add_warehouse(hours, warehouse_hour_counts(conn, table, since, until),

@@ -35,6 +35,8 @@ def test_demo_runs_end_to_end_with_the_status_page():
     assert proc.returncode == 0, f"{out[-3000:]}\n{proc.stderr[-3000:]}"
     assert "every valid event landed exactly once" in out
     assert "top pages" in out and "views per device class" in out
+    assert "== the lake: page_views as an Apache Iceberg table" in out
+    assert re.search(r"every hour equal: [\d,]+ rows in the warehouse and in the lake", out)
 
     url = re.search(r"status page: open (http://127\.0\.0\.1:\d+/)", out)
     assert url, out[-3000:]

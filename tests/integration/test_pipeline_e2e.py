@@ -12,8 +12,10 @@ import time
 
 import pytest
 
+from shardline import settings as settings_mod
 from shardline.devstack.fleet import Fleet, control_query, shardline, wait_for
 from shardline.positions import position
+from tests.lake_check import assert_lake_equals_warehouse, assert_lake_reconciles
 from tests.pipeline import (FAST, HOST_METRICS, LOAD_METRICS, MOVING, dead_letter_positions,
                             free_address, read_stream, scrape_when_complete, wait_moved)
 
@@ -94,25 +96,45 @@ def assert_exactly_once(pg_conn, kinesis, s3, stack, s3_prefix, stream, produced
 
 
 def test_100k_events_with_2pct_malformed_land_exactly_once(
-        fleet, fleet_env, stream_name, pg_conn, kinesis, s3, stack, s3_prefix, tmp_path):
+        fleet, fleet_env, stream_name, pg_conn, pg_schema, kinesis, s3, stack, s3_prefix,
+        tmp_path):
+    """... into the warehouse and the lake (page_views is a lake table here): the lake
+    loader SIGKILLed mid-stream, then the lake read back by pyiceberg and DuckDB equals the
+    warehouse, and reconciliation finds every hour equal in all three."""
+    lake = {"lake.tables": "page_views", "lake.namespace": pg_schema}
+    lake_env = {**fleet_env, "SHARDLINE_LAKE_TABLES": "page_views",
+                "SHARDLINE_LAKE_NAMESPACE": pg_schema}
+    shardline("migrate", env=lake_env)  # the lake table
     shardline("create-stream", "--stream", stream_name, "--shards", "4", env=fleet_env)
     produced = produce(fleet_env, stream_name, tmp_path, 100_000, 0.02, seed=11,
                        extra=("--duplicate-fraction", "0.001"))
     assert produced["bad"] >= 1500 and produced["good"] >= 97_000
     address = free_address()  # this host's scrape target: the metrics program
-    f = fleet(settings={"agent.metrics_address": address})
+    f = fleet(settings={"agent.metrics_address": address, **lake})
     f.start()
+    assert "lake-loader-page_views" in f.status()
     # while the events flow: every metric is there in Prometheus text format, and moves
     t = time.monotonic()
     first, = scrape_when_complete([address], HOST_METRICS + LOAD_METRICS, 120, f.logs)
     wait_moved([address], [first], MOVING)
     print(f"metrics checked in {time.monotonic() - t:.1f}s")
+    assert f.kill("lake-loader", signal.SIGKILL)  # supervisord restarts it; it reconciles
     wait_loaded(pg_conn, f, len(produced["ids"]), produced["bad"], timeout=300)
     assert_exactly_once(pg_conn, kinesis, s3, stack, s3_prefix, stream_name, produced)
     reasons = {d["reason"].split(":")[0] for d in
                dead_letter_positions(s3, stack.bucket, s3_prefix).values()}
     assert len(reasons) >= 4, reasons
+    try:
+        wait_for(lambda: control_query(f.env, "SELECT count(*) FROM staged_files WHERE "
+                                              "lake_state = 'pending'") == [(0,)],
+                 180, "nothing pending for the lake", every=1)
+    except TimeoutError as exc:
+        raise AssertionError(f"{exc}\n{f.logs()}") from None
     assert_hours_agree(f, produced)
+    cfg = settings_mod.load(None, lake_env)
+    rows = assert_lake_equals_warehouse(cfg, pg_conn, s3, tmp_path)
+    assert {r["event_id"] for r in rows} == produced["ids"]
+    assert_lake_reconciles(cfg, len(produced["ids"]), produced["duplicates"])
 
 
 def assert_hours_agree(f: Fleet, produced: dict) -> None:
@@ -133,6 +155,7 @@ def assert_hours_agree(f: Fleet, produced: dict) -> None:
     store, conn = open_store(cfg), clients.warehouse_connect(cfg, autocommit=True)
     try:
         ((_, verdicts, _),) = run.gather(cfg, store, conn, ["page_views"], later, lakes={})
+        # (the lake's side: tests/lake_check.py)
     finally:
         conn.close()
         store.close()
