@@ -1,22 +1,15 @@
-"""``shardline lake-loader --table T``: one loop per lake table (``shardline.loaders.lake``).
-
-``--once``: one step (a load if the trigger says one is due), then exit; exit 0 also when
-nothing was due, ``UNAVAILABLE`` (69) when the load failed (the files stay lake-pending) or
-another lake loader kept the table's lease. SIGTERM/SIGINT: finish the load in progress,
-then exit 0; a second signal stops at once with exit 130 (an Iceberg commit is atomic:
-nothing half-applied).
+"""``shardline lake-loader --table T``: one loop per lake table (``shardline.loaders.lake``),
+run as ``shardline.loaders.process`` says (``--once``, signals, exit codes). A forced stop
+leaves nothing half-applied: an Iceberg commit is atomic.
 """
 from __future__ import annotations
 
-import sys
-import time
-
 from shardline import clients, preflight
 from shardline.cli.kit import command_parser, load_settings, parse_command_args
-from shardline.exitcodes import ExitCode
 from shardline.lake.catalog import lake_spec, open_catalog, open_table
-from shardline.lifecycle import ForcedStop, StopSignals
+from shardline.lifecycle import StopSignals
 from shardline.loaders.lake.loader import LakeLoader
+from shardline.loaders.process import serve
 from shardline.logs import get_logger
 
 
@@ -37,30 +30,7 @@ def main(argv: list[str]) -> int:
     open_table(settings, spec.name, catalog)  # NotMigrated: run shardline migrate
     log = get_logger("lake-loader", table=spec.name, load_id="-")
     stop = StopSignals(log=log, notice="finishing the current lake load, then exiting")
-    stop.install()
+    stop.install(follow_parent=True)
     loader = LakeLoader(settings, spec.name, s3=clients.s3_client(settings), catalog=catalog)
-    if args.once:
-        try:
-            deadline = time.monotonic() + settings.loader.lease_ttl_s * 1.5 + 1
-            result = loader.step()
-            while result.state == "standby" and time.monotonic() < deadline:
-                stop.wait(settings.loader.poll_s)
-                result = loader.step()
-        finally:
-            loader.release()
-            loader.close()
-        if result.state == "standby":
-            print("shardline lake-loader: another lake loader holds the table's lease",
-                  file=sys.stderr)
-            return ExitCode.UNAVAILABLE
-        if result.state in ("failed", "backoff"):
-            print(f"shardline lake-loader: load failed, files stay pending: {result.error}",
-                  file=sys.stderr)
-            return ExitCode.UNAVAILABLE
-        return ExitCode.OK
-    try:
-        loader.run(stop)
-    except ForcedStop as exc:
-        log.warning("%s; the open load (if any) is not committed", exc)
-        raise
-    return ExitCode.OK
+    return serve(loader, settings, stop, once=args.once, command="lake-loader", log=log,
+                 on_forced="the open load (if any) is not committed")
