@@ -38,7 +38,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import re
-import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -50,7 +49,7 @@ from shardline.records.control import utc
 from shardline.controlstore import ControlStore, PendingStats, open_store
 from shardline.errors import LeaseHeld, LeaseLost, LoadFailed, RetriableError
 from shardline.layout import manifest_key
-from shardline.lifecycle import StopSignals, first_line, transaction
+from shardline.lifecycle import first_line, transaction
 from shardline.logs import get_logger
 from shardline.metrics.pipeline import LoaderMetrics
 from shardline.settings import LoaderSettings, Settings
@@ -289,24 +288,13 @@ class Loader:
             return StepResult("nothing", poll)
         return StepResult("loaded", 0.0 if result.capped else poll, load=result)
 
-    def run(self, stop: threading.Event | StopSignals) -> None:
-        """Loop until ``stop`` is set; a load in progress always finishes first."""
+    def describe(self) -> str:
+        """The start log line's settings (``shardline.loaders.process`` runs the loop)."""
         lc = self.settings.loader
-        self.log.info("loader started: dialect=%s trigger: >= %d bytes or >= %d files or "
-                      "oldest >= %gs; <= %d files per load; dedup window %gs; poll %gs",
-                      self.dialect.name, lc.min_bytes, lc.min_files, lc.max_interval_s,
-                      lc.max_files_per_load, lc.dedup_window_s, lc.poll_s)
-        try:
-            while not stop.is_set():
-                result = self.step()
-                if result.wait_s > 0:
-                    # a backoff is waited in steps that renew the lease: one longer than the
-                    # lease's TTL would hand the table to another loader to fail on
-                    stop.wait(min(result.wait_s, lc.lease_ttl_s / 4))
-        finally:
-            self.release()
-            self.close()
-            self.log.info("loader stopped")
+        return (f"dialect={self.dialect.name} trigger: >= {lc.min_bytes} bytes or >= "
+                f"{lc.min_files} files or oldest >= {lc.max_interval_s:g}s; <= "
+                f"{lc.max_files_per_load} files per load; dedup window {lc.dedup_window_s:g}s; "
+                f"poll {lc.poll_s:g}s")
 
     def close(self) -> None:
         self.warehouse.close()

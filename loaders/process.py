@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 import time
 from typing import Protocol
 
@@ -23,7 +24,7 @@ from shardline.settings import Settings
 class LoaderLoop(Protocol):
     def step(self) -> StepResult: ...
 
-    def run(self, stop: StopSignals) -> None: ...
+    def describe(self) -> str: ...
 
     def release(self) -> None: ...
 
@@ -38,11 +39,28 @@ def serve(loader: LoaderLoop, settings: Settings, stop: StopSignals, *, once: bo
     if once:
         return _once(loader, settings, stop, command, log)
     try:
-        loader.run(stop)
+        run(loader, stop, settings.loader.lease_ttl_s, command, log)
     except ForcedStop as exc:
         log.warning("%s; %s", exc, on_forced)
         raise
     return ExitCode.OK
+
+
+def run(loader: LoaderLoop, stop: threading.Event | StopSignals, lease_ttl_s: float,
+        command: str, log: logging.Logger | logging.LoggerAdapter[logging.Logger]) -> None:
+    """Step until ``stop`` is set; a load in progress always finishes first. A backoff is
+    waited in slices that renew the lease: one longer than the lease's TTL would hand the
+    table to another loader to fail on."""
+    log.info("%s started: %s", command, loader.describe())
+    try:
+        while not stop.is_set():
+            result = loader.step()
+            if result.wait_s > 0:
+                stop.wait(min(result.wait_s, lease_ttl_s / 4))
+    finally:
+        loader.release()
+        loader.close()
+        log.info("%s stopped", command)
 
 
 def _once(loader: LoaderLoop, settings: Settings, stop: StopSignals, command: str,

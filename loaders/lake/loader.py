@@ -22,7 +22,6 @@ rows in the same commit.
 """
 from __future__ import annotations
 
-import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -44,7 +43,7 @@ from shardline.lake import schema as lake_schema
 from shardline.lake.catalog import lake_spec, open_catalog, open_table
 from shardline.lake.config import LOAD_ID_PREFIX
 from shardline.layout import manifest_key
-from shardline.lifecycle import StopSignals, first_line
+from shardline.lifecycle import first_line
 from shardline.lake import filters
 from shardline.loaders.lake import commits
 from shardline.loaders.lake.rows import first_by_position, not_stored, read_staged
@@ -166,21 +165,11 @@ class LakeLoader:
             return StepResult("nothing", poll)
         return StepResult("loaded", 0.0 if result.capped else poll)
 
-    def run(self, stop: threading.Event | StopSignals) -> None:
-        """Loop until ``stop`` is set; a load in progress always finishes first."""
+    def describe(self) -> str:
+        """The start log line's settings (``shardline.loaders.process`` runs the loop)."""
         lc = self.settings.loader
-        self.log.info("lake loader started: %s; trigger: >= %d bytes or >= %d files or "
-                      "oldest >= %gs; dedup window %gs", self.table, lc.min_bytes,
-                      lc.min_files, lc.max_interval_s, lc.dedup_window_s)
-        try:
-            while not stop.is_set():
-                result = self.step()
-                if result.wait_s > 0:
-                    stop.wait(min(result.wait_s, lc.lease_ttl_s / 4))
-        finally:
-            self.release()
-            self.close()
-            self.log.info("lake loader stopped")
+        return (f"{self.table}; trigger: >= {lc.min_bytes} bytes or >= {lc.min_files} files "
+                f"or oldest >= {lc.max_interval_s:g}s; dedup window {lc.dedup_window_s:g}s")
 
     def release(self) -> None:
         self.lease.release()
