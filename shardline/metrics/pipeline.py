@@ -103,16 +103,16 @@ LAKE_ACTIVE = Gauge("shardline_lake_loader_active",
                     TABLE, multiprocess_mode=LIVE)
 
 
-class LakeLoaderMetrics:
-    """A lake table's loader: pending gauges per step, counters per load."""
+class _PendingGauges:
+    """What a table's loader (the warehouse's or the lake's) shows of the files it waits
+    on: set each step while it holds the table, zeroed on standby (another loader holds the
+    table: its numbers are the ones to look at)."""
 
-    def __init__(self, table: str):
-        self.seconds = LAKE_LOAD_SECONDS.labels(table)
-        self.loaded = LAKE_LOADS.labels(table, "loaded")
-        self.failed = LAKE_LOADS.labels(table, "failed")
-        self.rows, self.duplicates = LAKE_ROWS.labels(table), LAKE_DUPLICATES.labels(table)
-        self.files, self.bytes = LAKE_PENDING_FILES.labels(table), LAKE_PENDING_BYTES.labels(table)
-        self.oldest, self.active = LAKE_OLDEST_PENDING.labels(table), LAKE_ACTIVE.labels(table)
+    files: Gauge
+    bytes: Gauge
+    oldest: Gauge
+    active: Gauge
+    standby_zeroes: tuple[Gauge, ...] = ()  # more gauges zeroed on standby
 
     def pending(self, files: int, nbytes: int, oldest_age_s: float) -> None:
         self.active.set(1)
@@ -122,8 +122,20 @@ class LakeLoaderMetrics:
 
     def standby(self) -> None:
         self.active.set(0)
-        for gauge in (self.files, self.bytes, self.oldest):
+        for gauge in (self.files, self.bytes, self.oldest, *self.standby_zeroes):
             gauge.set(0)
+
+
+class LakeLoaderMetrics(_PendingGauges):
+    """A lake table's loader: pending gauges per step, counters per load."""
+
+    def __init__(self, table: str):
+        self.seconds = LAKE_LOAD_SECONDS.labels(table)
+        self.loaded = LAKE_LOADS.labels(table, "loaded")
+        self.failed = LAKE_LOADS.labels(table, "failed")
+        self.rows, self.duplicates = LAKE_ROWS.labels(table), LAKE_DUPLICATES.labels(table)
+        self.files, self.bytes = LAKE_PENDING_FILES.labels(table), LAKE_PENDING_BYTES.labels(table)
+        self.oldest, self.active = LAKE_OLDEST_PENDING.labels(table), LAKE_ACTIVE.labels(table)
 
     def load_done(self, seconds: float, rows: int, duplicates: int) -> None:
         self.seconds.observe(seconds)
@@ -263,7 +275,7 @@ class StageMetrics:
             DEAD_LETTERS.labels(self.table, label).inc(n)
 
 
-class LoaderMetrics:
+class LoaderMetrics(_PendingGauges):
     """A table's loader: pending gauges per step, counters and histograms per load."""
 
     def __init__(self, table: str):
@@ -274,18 +286,7 @@ class LoaderMetrics:
         self.oldest, self.quarantined = OLDEST_PENDING.labels(table), QUARANTINED.labels(table)
         self.active, self.e2e = ACTIVE.labels(table), E2E_SECONDS.labels(table)
         self.mismatches = ROW_COUNT_MISMATCHES.labels(table)
-
-    def pending(self, files: int, nbytes: int, oldest_age_s: float) -> None:
-        self.active.set(1)
-        self.files.set(files)
-        self.bytes.set(nbytes)
-        self.oldest.set(max(0.0, oldest_age_s))
-
-    def standby(self) -> None:
-        """Another loader holds the table: its numbers are the ones to look at."""
-        self.active.set(0)
-        for gauge in (self.files, self.bytes, self.oldest, self.quarantined):
-            gauge.set(0)
+        self.standby_zeroes = (self.quarantined,)
 
     def load_done(self, seconds: float, rows_inserted: int, rows_copied: int,
                   e2e: Iterable[tuple[float, int]]) -> None:
