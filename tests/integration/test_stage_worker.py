@@ -456,7 +456,8 @@ def test_second_signal_stops_at_once(ctx):
         raise AssertionError(f"the worker did not exit after a second SIGTERM\n{ctx.logs()}") \
             from None
     assert code == 130, ctx.logs()
-    assert time.monotonic() - t0 < 3
+    # far sooner than the job's 20 s (a loaded machine's exit can take seconds)
+    assert time.monotonic() - t0 < 10
     # nothing was staged for the interrupted job
     assert ctx.cquery("SELECT count(*) FROM staged_files WHERE s3_key LIKE %s",
                      (ctx.prefix + "/%",)) == [(0,)]
