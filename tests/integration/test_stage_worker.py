@@ -448,7 +448,7 @@ def test_second_signal_stops_at_once(ctx):
     assert proc.poll() is None, "the first signal waits for the job"
     proc.send_signal(signal.SIGTERM)
     try:
-        code = proc.wait(5)
+        code = proc.wait(10)
     except subprocess.TimeoutExpired:
         proc.send_signal(signal.SIGUSR1)  # faulthandler: every thread's stack to the log
         time.sleep(1)
