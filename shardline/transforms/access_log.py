@@ -14,8 +14,8 @@ from __future__ import annotations
 import re
 from datetime import datetime, timezone
 
-from shardline.transforms import (BadRecord, Event, Row, optional_int, require_int, require_str,
-                                  require_uuid)
+from shardline.transforms import BadRecord, Event, Row, require_str
+from shardline.transforms.log_lines import line_origin
 
 # The version of this transform (``transform_version``): change it with the rules.
 VERSION = "access_log-1"
@@ -39,22 +39,14 @@ def _dash(text: str | None) -> str | None:
 
 
 def access_log(event: Event) -> Row:
-    cut = optional_int(event, "truncated")
-    if cut:
-        raise BadRecord(f"line: longer than {cut} bytes (tail.max_line_bytes); its first "
-                        f"{cut} bytes are in this dead letter, the rest was skipped")
-    event_id = require_uuid(event, "event_id")
+    origin = line_origin(event)
     line = require_str(event, "line")
     m = _COMBINED.match(line)
     if m is None:
         raise BadRecord(f"access_log: not a combined log line: {line[:80]!r}")
     request = _REQUEST.match(m["request"])
-    return {"event_id": event_id,
+    return {**origin,
             "occurred_at": _time(m["time"]),
-            "host": require_str(event, "host"),
-            "path": require_str(event, "path"),
-            "file_id": require_str(event, "file_id"),
-            "byte_offset": require_int(event, "offset"),
             "remote_addr": m["addr"],
             "remote_user": _dash(m["user"]),
             # a request line that is not METHOD TARGET [PROTOCOL] (a probe, garbage) is kept

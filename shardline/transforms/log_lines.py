@@ -14,7 +14,10 @@ from shardline.transforms import (BadRecord, Event, Row, optional_int, require_i
 VERSION = "log_line-1"
 
 
-def log_line(event: Event) -> Row:
+def line_origin(event: Event) -> Row:
+    """What every row made of a tailed line keeps (``log_lines``, ``access_log``): its event
+    id and its place, host, path, file identity and byte offset. A line the tailer cut is
+    rejected here."""
     cut = optional_int(event, "truncated")
     if cut:
         raise BadRecord(f"line: longer than {cut} bytes (tail.max_line_bytes); its first "
@@ -24,9 +27,14 @@ def log_line(event: Event) -> Row:
     if offset < 0:
         raise BadRecord(f"offset: negative: {offset}")
     return {"event_id": event_id,
-            "read_at": require_timestamp(event, "read_at"),
             "host": require_str(event, "host"),
             "path": require_str(event, "path"),
             "file_id": require_str(event, "file_id"),
-            "byte_offset": offset,
+            "byte_offset": offset}
+
+
+def log_line(event: Event) -> Row:
+    origin = line_origin(event)
+    return {**origin,
+            "read_at": require_timestamp(event, "read_at"),
             "line": require_str(event, "line")}
