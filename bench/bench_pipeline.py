@@ -15,12 +15,20 @@ Two measurements, both with the real fleet under supervisord on a local stack:
 
     .venv/bin/python bench/bench_pipeline.py                  # everything, ~8 min
     .venv/bin/python bench/bench_pipeline.py --events 100000 --workers 1,2,4 --repeat 3
+
+``--timeline``: the throughput runs log at DEBUG, and each is summarised per batch (median
+and p90, seconds): from the fleet's start to the first batch staged (process start, lease,
+first read), in the consumer's in-flight window before dispatch, dispatch to staged (Gearman
+and the stage worker), staged to checkpointable (an earlier batch still in flight), and
+staged to loaded (the loader's cadence and COPY, from the ledger's ``staged_at`` and
+``loaded_at``); with the cores busy over the run.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import re
 import statistics
 import sys
 import tempfile
@@ -106,11 +114,52 @@ def bare_drain(info: devstack.StackInfo, stream: str) -> tuple[int, float]:
     return sum(counts), time.perf_counter() - start
 
 
+TIMELINE = re.compile(r"timeline batch=\S+ records=\d+ dispatch_wait=(\S+) stage=(\S+) "
+                      r"prefix_wait=(\S+)")
+
+
+def quantiles(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {"n": 0, "median": float("nan"), "p90": float("nan")}
+    values = sorted(values)
+    return {"n": len(values), "median": statistics.median(values),
+            "p90": values[min(len(values) - 1, int(0.9 * len(values)))]}
+
+
+def timeline(env: dict[str, str], logs: Path, start: float) -> dict[str, dict[str, float]]:
+    """Per-batch waits of one run: the consumers' DEBUG timeline lines and the ledger."""
+    import psycopg2
+
+    waits: dict[str, list[float]] = {"window": [], "stage": [], "prefix": []}
+    for path in logs.glob("*.log"):
+        for m in TIMELINE.finditer(path.read_text(errors="replace")):
+            for key, value in zip(waits, m.groups(), strict=True):
+                waits[key].append(float(value))
+    conn = psycopg2.connect(env["SHARDLINE_CONTROL_DSN"])
+    with conn.cursor() as cur:
+        cur.execute(f"SET search_path TO {env['SHARDLINE_CONTROL_SCHEMA']}")
+        cur.execute("SELECT extract(epoch FROM staged_at), extract(epoch FROM loaded_at) "
+                    "FROM staged_files WHERE loaded_at IS NOT NULL AND row_count > 0")
+        files = [(float(a), float(b)) for a, b in cur.fetchall()]
+    conn.close()
+    # the ledger's times are naive UTC: epoch seconds as written
+    out = {"start_to_first_staged": quantiles([min(a for a, _ in files) - start]),
+           "window (closed->dispatched)": quantiles(waits["window"]),
+           "stage (dispatched->staged)": quantiles(waits["stage"]),
+           "prefix (staged->checkpointable)": quantiles(waits["prefix"]),
+           "load (staged->loaded)": quantiles([b - a for a, b in files]),
+           "start_to_last_loaded": quantiles([max(b for _, b in files) - start])}
+    return out
+
+
 def run_fleet(base_env: dict[str, str], work: Path, stream: str, name: str, workers: int,
-              good: int, bad: int, settings: dict[str, str], timeout: float) -> dict:
+              good: int, bad: int, settings: dict[str, str], timeout: float,
+              with_timeline: bool = False) -> dict:
     env = {**base_env, **settings, "SHARDLINE_WAREHOUSE_SCHEMA": name,
            "SHARDLINE_CONTROL_SCHEMA": name,  # fresh checkpoints: read from TRIM_HORIZON
            "SHARDLINE_S3_PREFIX": f"bench/{name}", "SHARDLINE_KINESIS_STREAM": stream}
+    if with_timeline:
+        env["SHARDLINE_LOG_LEVEL"] = "DEBUG"
     shardline("migrate", env=env)
     fleet = Fleet(work / name, env, stream, workers)
     cpu_before = cpu_snapshot()
@@ -131,8 +180,11 @@ def run_fleet(base_env: dict[str, str], work: Path, stream: str, name: str, work
         fleet.stop()
     (rows, distinct), = query(env, "SELECT count(*), count(DISTINCT event_id) FROM page_views")
     assert rows == distinct == good, (rows, distinct, good)
-    return {"workers": workers, "seconds": elapsed, "events_per_s": (good + bad) / elapsed,
-            "cpu_s": cpu}
+    out = {"workers": workers, "seconds": elapsed, "events_per_s": (good + bad) / elapsed,
+           "cpu_s": cpu, "cores_busy": sum(cpu.values()) / elapsed}
+    if with_timeline:
+        out["timeline"] = timeline(env, fleet.conf_dir / "logs", start)
+    return out
 
 
 def latency_run(base_env: dict[str, str], info: devstack.StackInfo, work: Path, rate: int,
@@ -165,6 +217,20 @@ def latency_run(base_env: dict[str, str], info: devstack.StackInfo, work: Path, 
             "max_s": float(mx)}
 
 
+def print_timeline(runs: list[dict], worker_counts: list[int]) -> None:
+    """Medians over the runs of each worker count of the per-run median and p90."""
+    print("\nper-batch timeline, seconds (median over runs of each run's median / p90):")
+    for workers in worker_counts:
+        mine = [r for r in runs if r["workers"] == workers]
+        busy = statistics.median(r["cores_busy"] for r in mine)
+        print(f"  {workers} stage worker(s), {busy:.2f} cores busy:")
+        for stage in mine[0]["timeline"]:
+            med = statistics.median(r["timeline"][stage]["median"] for r in mine)
+            p90 = statistics.median(r["timeline"][stage]["p90"] for r in mine)
+            n = statistics.median(r["timeline"][stage]["n"] for r in mine)
+            print(f"    {stage:<34} {med:>7.3f} / {p90:>7.3f}   ({n:.0f} batches)")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=100_000)
@@ -173,6 +239,8 @@ def main() -> int:
     parser.add_argument("--latency-rate", type=int, default=1700)
     parser.add_argument("--latency-events", type=int, default=60_000)
     parser.add_argument("--skip-latency", action="store_true")
+    parser.add_argument("--timeline", action="store_true",
+                        help="per-batch waits of each throughput run (DEBUG logs, ledger)")
     args = parser.parse_args()
     worker_counts = [int(w) for w in args.workers.split(",")]
 
@@ -198,10 +266,11 @@ def main() -> int:
             for workers in worker_counts:
                 n += 1
                 run = run_fleet(base_env, work, stream, f"bench_{n}", workers, good, bad, DRAIN,
-                                timeout=600)
+                                timeout=600, with_timeline=args.timeline)
                 results["runs"].append(run)
                 print(f"  rep {rep + 1}: pipeline, {workers} stage worker(s) "
-                      f"{run['events_per_s']:>9,.0f} events/s ({run['seconds']:.1f} s)")
+                      f"{run['events_per_s']:>9,.0f} events/s ({run['seconds']:.1f} s, "
+                      f"{run['cores_busy']:.2f} cores busy)")
         bare = statistics.median(results["bare"])
         print(f"\nmedians of {args.repeat} ({args.events:,} events, 4 shards):")
         print(f"  bare GetRecords drain (read ceiling)   {bare:>9,.0f} records/s")
@@ -217,6 +286,8 @@ def main() -> int:
             parts = ", ".join(f"{k} {v:.1f}" for k, v in run["cpu_s"].items())
             print(f"  CPU seconds, last run with {workers} worker(s): {busy:.1f} in "
                   f"{run['seconds']:.1f} s wall ({busy / run['seconds']:.2f} cores busy): {parts}")
+        if args.timeline:
+            print_timeline(results["runs"], worker_counts)
         if not args.skip_latency:
             lat = latency_run(base_env, info, work, args.latency_rate, args.latency_events, 2)
             results["latency"] = lat

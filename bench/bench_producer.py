@@ -13,7 +13,9 @@ once per request (what a handler that calls Kinesis itself does).
    the producer's own ceiling shows beside kinesalite's.
 3. examples/pageview_app.py under gunicorn (4 workers), a load generator on 127.0.0.1,
    Kinesis healthy then stalled: request latency p50/p99, and every page view in the
-   warehouse exactly once (the fleet loads it).
+   warehouse exactly once (the fleet loads it). Beside the healthy phase, in alternating
+   chunks, the same app with a producer that does nothing (tests/noop_pageview_app.py):
+   what the producer adds to a request's p99.
 
     .venv/bin/python bench/bench_producer.py [--repeat 3] [--rate 2000] [--seconds 5]
 """
@@ -40,8 +42,8 @@ from shardline.producer.producer import Producer  # noqa: E402
 from shardline.producer.put import put_events  # noqa: E402
 from shardline.settings import load  # noqa: E402
 from tests.pipeline import FAST  # noqa: E402
-from tests.producer_kit import (Gunicorn, ProxyProcess, child_env, percentile,  # noqa: E402
-                                run_load)
+from tests.producer_kit import (NOOP_APP, Gunicorn, ProxyProcess, child_env,  # noqa: E402
+                                paired_load, percentile, run_load)
 
 RESULTS = ROOT / "bench" / "results"
 
@@ -179,11 +181,14 @@ def web(info, env: dict, proxy: ProxyProcess, tmp: Path, per_phase: int) -> dict
     app_env = child_env({**env, "SHARDLINE_KINESIS_ENDPOINT_URL": proxy.url},
                         spool_dir=tmp / "web-spool", spool_after_ms=300, linger_ms=20)
     server = Gunicorn(app_env, workers=4, log=tmp / "gunicorn.log").start()
+    noop = Gunicorn(app_env, workers=4, log=tmp / "gunicorn-noop.log", app=NOOP_APP).start()
     fleet = Fleet(tmp / "supervisor", env, stream, workers=2)
     try:
         fleet.start()
         run_load(server.port, 10**6, 100)  # warm-up, not counted in the latencies
-        healthy = run_load(server.port, 0, per_phase)
+        run_load(noop.port, 2 * 10**7, 100)
+        healthy, baseline = paired_load(server, noop, 0, per_phase)
+        noop.stop()
         proxy.storm("slow", 3600)
         stalled = run_load(server.port, per_phase, per_phase)
         proxy.storm("slow", 0)
@@ -199,15 +204,19 @@ def web(info, env: dict, proxy: ProxyProcess, tmp: Path, per_phase: int) -> dict
                                       list(range(10**6, 10**6 + 100)))
     finally:
         server.stop()
+        noop.stop()
         fleet.stop()
     lat = lambda rs: [t * 1000 for t, _ in rs]  # noqa: E731
     out = {"requests": 2 * per_phase, "errors": sum(1 for _, s in healthy + stalled if s != 200),
            "healthy_p50_ms": percentile(lat(healthy), 50),
            "healthy_p99_ms": percentile(lat(healthy), 99),
+           "noop_p50_ms": percentile(lat(baseline), 50),
+           "noop_p99_ms": percentile(lat(baseline), 99),
            "stalled_p50_ms": percentile(lat(stalled), 50),
            "stalled_p99_ms": percentile(lat(stalled), 99),
            "exactly_once": exactly_once, "rows": len(rows)}
     out["p99_ratio"] = out["stalled_p99_ms"] / out["healthy_p99_ms"]
+    out["p99_over_noop"] = out["healthy_p99_ms"] / out["noop_p99_ms"]
     return out
 
 

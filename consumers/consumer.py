@@ -9,6 +9,7 @@ wait, so tests drive it with a fake clock and fakes for reader/dispatcher/contro
 """
 from __future__ import annotations
 
+import logging
 import time
 from collections import deque
 from typing import Callable, Protocol
@@ -92,7 +93,7 @@ class Consumer:
         self.cadence = CheckpointCadence(cs.checkpoint_interval_s, cs.checkpoint_every_records)
         self.report_every = Every(cs.report_interval_s)
         self.parent_every = Every(cs.parent_poll_s)
-        self.pending: deque[tuple[Batch, int]] = deque()  # closed, not yet admitted
+        self.pending: deque[tuple[Batch, int, float]] = deque()  # closed (when), not admitted
         self.parents: list[str] = []
         self.committed: Checkpoint | None = None
         self.staged_cp: Checkpoint | None = None
@@ -236,19 +237,28 @@ class Consumer:
     # -- batches ----------------------------------------------------------------
     def _submit(self, now: float, *, flush: bool = False) -> None:
         for batch in self.batcher.take(now, flush=flush):
-            self.pending.append((batch, encoded_size(batch.records)))
+            self.pending.append((batch, encoded_size(batch.records), now))
         while self.pending and self.window.can_admit(self.pending[0][1]):
-            batch, nbytes = self.pending.popleft()
-            ticket = self.window.add(batch, nbytes)
+            batch, nbytes, closed_at = self.pending.popleft()
+            ticket = self.window.add(batch, nbytes, closed_at, now)
             self.dispatcher.submit(ticket, self.stream, batch)
 
     def _collect(self, now: float) -> None:
         for out in self.dispatcher.poll():
             if out.ok:
-                self.window.staged(out.ticket)
+                self.window.staged(out.ticket, now)
             else:
                 self.window.failed(out.ticket, out.error or "failed")
         cp, count = self.window.pop_staged_prefix()
+        if self.log.isEnabledFor(logging.DEBUG):
+            for slot in self.window.popped:
+                # bench/bench_pipeline.py --timeline reads these: seconds from the batch's
+                # close to its dispatch (the in-flight window), to staged, to checkpointable
+                self.log.debug("timeline batch=%s records=%d dispatch_wait=%.4f stage=%.4f "
+                               "prefix_wait=%.4f", slot.batch.batch_id, len(slot.batch.records),
+                               slot.dispatched_at - slot.closed_at,
+                               slot.staged_at - slot.dispatched_at, now - slot.staged_at)
+        self.window.popped.clear()
         if cp is not None:
             self.staged_cp = cp
             self.cadence.staged(count)

@@ -24,6 +24,11 @@ class Slot:
     nbytes: int
     state: str = PENDING
     error: str | None = None
+    # The consumer's clock when the batch was closed, admitted (dispatched) and staged:
+    # the per-batch timeline (where a batch waits), logged at DEBUG.
+    closed_at: float = 0.0
+    dispatched_at: float = 0.0
+    staged_at: float = 0.0
 
 
 class Window:
@@ -32,6 +37,7 @@ class Window:
         self._slots: "OrderedDict[int, Slot]" = OrderedDict()
         self._next_ticket = 1
         self.inflight_bytes = 0
+        self.popped: list[Slot] = []  # staged slots pop_staged_prefix removed; caller clears
 
     @property
     def inflight_batches(self) -> int:
@@ -50,17 +56,17 @@ class Window:
         return (len(self._slots) < self.max_batches
                 and self.inflight_bytes + nbytes <= self.max_bytes)
 
-    def add(self, batch: Batch, nbytes: int) -> int:
+    def add(self, batch: Batch, nbytes: int, closed_at: float = 0.0, now: float = 0.0) -> int:
         ticket = self._next_ticket
         self._next_ticket += 1
-        self._slots[ticket] = Slot(ticket, batch, nbytes)
+        self._slots[ticket] = Slot(ticket, batch, nbytes, closed_at=closed_at, dispatched_at=now)
         self.inflight_bytes += nbytes
         return ticket
 
-    def staged(self, ticket: int) -> None:
+    def staged(self, ticket: int, now: float = 0.0) -> None:
         slot = self._slots.get(ticket)
         if slot is not None and slot.state == PENDING:
-            slot.state = STAGED
+            slot.state, slot.staged_at = STAGED, now
 
     def failed(self, ticket: int, error: str) -> None:
         slot = self._slots.get(ticket)
@@ -82,6 +88,7 @@ class Window:
             if slot.state != STAGED:
                 break
             del self._slots[ticket]
+            self.popped.append(slot)
             self.inflight_bytes -= slot.nbytes
             last = slot.batch.last
             count += len(slot.batch.records)

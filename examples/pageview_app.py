@@ -7,9 +7,10 @@ kinesis.endpoint_url, and [producer] options such as spool_dir)::
     python examples/pageview_app.py --port 8000                           # wsgiref, one process
     # ASGI: any ASGI server, e.g. `uvicorn examples.pageview_app:asgi_app`
 
-The Producer is made at import, so with ``--preload`` it is made once in the gunicorn
-master and each forked worker starts its own background thread and client at its
-first request (shardline.producer.producer: fork safety). ``/metrics`` exports the
+The Producer is made (and prepared: its Kinesis client made) at import, so with
+``--preload`` it is made once in the gunicorn master; each forked worker starts its own
+background thread at its first request, with the master's unused client
+(shardline.producer.producer: fork safety). ``/metrics`` exports the
 producer's counters (all workers together when PROMETHEUS_MULTIPROC_DIR is set).
 """
 from __future__ import annotations
@@ -36,7 +37,9 @@ PAGES = {
 COOKIE = os.environ.get("PAGEVIEW_SESSION_COOKIE", "sid")
 PROXIES = int(os.environ.get("PAGEVIEW_TRUSTED_PROXIES", "1"))
 
-producer = Producer.from_settings(load())
+# prepare(): the client is made here, once, in the master; not behind each worker's first
+# requests.
+producer = Producer.from_settings(load()).prepare()
 
 
 def metrics_body() -> tuple[bytes, str]:

@@ -115,11 +115,31 @@ def run_load(port: int, start: int, n: int, threads: int = 8,
     return out
 
 
-class Gunicorn:
-    """examples/pageview_app.py under gunicorn (config examples/gunicorn.conf.py)."""
+NOOP_APP = "tests.noop_pageview_app:app"
 
-    def __init__(self, env: dict[str, str], workers: int = 4, log: Path | None = None):
+
+def paired_load(real: "Gunicorn", noop: "Gunicorn", start: int, n: int, rounds: int = 4
+                ) -> tuple[list[tuple[float, int]], list[tuple[float, int]]]:
+    """``n`` requests to each app in ``rounds`` alternating chunks (the order flipped every
+    round), so both see the same machine; the real app gets rids start..start+n-1."""
+    real_out: list[tuple[float, int]] = []
+    noop_out: list[tuple[float, int]] = []
+    for r in range(rounds):
+        lo, hi = start + n * r // rounds, start + n * (r + 1) // rounds
+        runs = [(real.port, lo, real_out), (noop.port, 10**7 + lo, noop_out)]
+        for port, first, out in runs[::-1 if r % 2 else 1]:
+            out += run_load(port, first, hi - lo)
+    return real_out, noop_out
+
+
+class Gunicorn:
+    """examples/pageview_app.py under gunicorn (config examples/gunicorn.conf.py); ``app``
+    NOOP_APP is the same site with a producer that does nothing (the baseline)."""
+
+    def __init__(self, env: dict[str, str], workers: int = 4, log: Path | None = None,
+                 app: str = "examples.pageview_app:app"):
         self.port = free_port()
+        self.app = app
         self.env = {**env, "PAGEVIEW_BIND": f"127.0.0.1:{self.port}",
                     "PAGEVIEW_WORKERS": str(workers)}
         self.log = log
@@ -129,7 +149,7 @@ class Gunicorn:
         out = open(self.log, "wb") if self.log else subprocess.DEVNULL
         self.proc = subprocess.Popen(
             [str(BIN / "gunicorn"), "-c", "examples/gunicorn.conf.py",
-             "examples.pageview_app:app"], cwd=ROOT, env=self.env, stdout=out,
+             self.app], cwd=ROOT, env=self.env, stdout=out,
             stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

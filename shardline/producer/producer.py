@@ -109,6 +109,7 @@ class Producer:
         self.stream = config.stream
         self.settings = settings
         self._client = client
+        self._prepared = False  # self._client made by prepare(), not given by the caller
         self._client_pid = os.getpid()
         self._client_factory = client_factory
         self.metrics = metrics
@@ -124,6 +125,25 @@ class Producer:
     @classmethod
     def from_settings(cls, settings: Settings, **options: Any) -> "Producer":
         return cls(settings=settings, **options)
+
+    def prepare(self) -> "Producer":
+        """Do the one-time start-up work now rather than behind the first requests.
+
+        Imports the background thread's modules and makes the Kinesis client: a botocore
+        client is 0.3-0.8 s of CPU, most of it holding the GIL, which the first page views
+        of every worker would otherwise wait behind. Call it where the producer is made
+        (at import of a ``--preload``ed app, in the gunicorn master): a forked worker takes
+        the client over unused, since no connection has been opened through it.
+        """
+        import shardline.producer.background  # noqa: F401 - imported now, not in a request
+
+        if self.metrics:
+            import shardline.producer.metrics  # noqa: F401
+        with self._lock:
+            if self._client is None and self._thread is None:
+                self._client = self._make_client()
+                self._client_pid, self._prepared = os.getpid(), True
+        return self
 
     def _init_state(self) -> None:
         """Everything a process owns alone; a forked child starts again from here."""
@@ -235,8 +255,8 @@ class Producer:
         self._thread.start()
 
     def _make_client(self) -> KinesisClient:
-        if self._client is not None and self._client_pid == os.getpid():
-            return self._client
+        if self._client is not None and (self._client_pid == os.getpid() or self._prepared):
+            return self._client  # this process's, or prepare()'s that nobody has used yet
         if self._client_factory is not None:
             return self._client_factory()
         if self._client is not None:
@@ -331,6 +351,8 @@ class Producer:
     def _after_fork_in_child(self) -> None:
         if self._pump is not None:
             self._pump.forget_after_fork()
+            if self._prepared:  # the parent has sent through it: its connections are the parent's
+                self._client, self._prepared = None, False
         self._init_state()
 
 

@@ -444,3 +444,24 @@ def test_a_live_holder_still_makes_the_consumer_exit_lease_held():
     with pytest.raises(LeaseHeld):
         rig.consumer.start()
     assert rig.clock.slept == pytest.approx([29.2]) and len(rig.control.held_for) == 1
+
+
+def test_debug_timeline_says_where_each_batch_waited(caplog):
+    import logging
+    import re
+
+    caplog.set_level(logging.DEBUG, logger="shardline")
+    rig = Rig(40, **{"consumer.get_records_limit": "40"})
+    rig.consumer.start()
+    rig.consumer.step()  # 4 batches closed: 3 dispatched, the 4th waits for the window
+    rig.clock.advance(2)
+    rig.dispatcher.finish_all()
+    rig.consumer.step()  # the 3 staged (2 s each); the 4th dispatched now
+    rig.clock.advance(1)
+    rig.dispatcher.finish_all()
+    rig.consumer.step()
+    lines = [m.group(1, 2, 3) for r in caplog.records
+             if (m := re.search(r"timeline batch=\S+ records=10 dispatch_wait=(\S+) "
+                                r"stage=(\S+) prefix_wait=(\S+)", r.getMessage()))]
+    assert [tuple(float(x) for x in line) for line in lines] == \
+        [(0.0, 2.0, 0.0)] * 3 + [(2.0, 1.0, 0.0)]

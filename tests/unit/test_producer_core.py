@@ -275,3 +275,52 @@ def test_put_encodes_as_json_did_and_a_dict_it_cannot_encode_raises_and_counts_n
         [b'{"session_id":"s","at":"2026-12-02T06:30:00+00:00","nan":null}']
     assert p.stats()["put"] == 3 and p.stats()["dropped"] == {}
     p.close()
+
+
+def _in_child(fn) -> dict:
+    """Run ``fn()`` in a forked child; its JSON-able result."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(read)
+            os.write(write, json.dumps(fn()).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    chunks = []
+    while chunk := os.read(read, 65536):
+        chunks.append(chunk)
+    os.waitpid(pid, 0)
+    return json.loads(b"".join(chunks))
+
+
+def test_prepare_makes_the_client_once_and_an_unused_one_serves_forked_workers():
+    fake = FakeKinesis(shards=4)
+    made: list[int] = []
+
+    def factory() -> FakeKinesis:
+        made.append(os.getpid())
+        return fake
+
+    p = Producer("prep", client_factory=factory, linger_ms=5)
+    assert p.prepare() is p and made == [os.getpid()]  # made now, in the "master"
+
+    def worker() -> dict:
+        ok = all(p.put(e) for e in events(20)) and p.flush(10)
+        return {"ok": ok, "made": len(made), "ids": ids(fake.stored())}
+
+    child = _in_child(worker)
+    # the worker sent through the master's client, made no client of its own
+    assert child == {"ok": True, "made": 1, "ids": child["ids"]}
+    assert sorted(child["ids"]) == sorted(f"e{i}" for i in range(20))
+
+
+def test_a_prepared_client_the_parent_has_used_is_not_inherited():
+    fake = FakeKinesis(shards=4)
+    p = Producer("prep2", client_factory=lambda: fake, linger_ms=5).prepare()
+    assert p.put(events(1)[0]) and p.flush(10)  # the parent's thread sent through it
+
+    child = _in_child(lambda: {"client": p._client is not None, "prepared": p._prepared})
+    assert child == {"client": False, "prepared": False}
+    p.close()
