@@ -11,7 +11,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 SCRIPTS = ["bench_consumer.py", "bench_stage.py", "bench_loader.py", "bench_pipeline.py",
            "bench_producer.py", "bench_commits.py", "bench_dedup.py", "bench_modes.py",
-           "bench_archive.py", "bench_tail.py"]
+           "bench_archive.py", "bench_tail.py", "bench_lake.py"]
 
 
 def main() -> int:

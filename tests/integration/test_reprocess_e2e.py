@@ -7,6 +7,10 @@ to the running fleet; ``reprocess --dry-run`` reports what would change, ``repro
 running, and the warehouse then holds every event once, each row made by the new
 transform. Then the stream is deleted, a third transform deployed, and ``reprocess
 --from-archive`` rebuilds the rows from the raw archive alone.
+
+page_views is a lake table here: after each reprocess (and the redrive) the Iceberg
+table, read back by pyiceberg and DuckDB, holds exactly the warehouse's rows, the new
+transform version's alone.
 """
 from __future__ import annotations
 
@@ -15,8 +19,10 @@ import textwrap
 
 import pytest
 
+from shardline import settings as settings_mod
 from shardline.devstack.fleet import Fleet, control_query, shardline, wait_for
 from shardline.sample import events
+from tests.lake_check import assert_lake_equals_warehouse
 from tests.pipeline import FAST, dead_letters, wait_active
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -101,12 +107,17 @@ def deploy(fleet: Fleet, module: str) -> None:
     fleet.ctl("update")
 
 
+def pending(env) -> tuple[int, int]:
+    """Files pending for the warehouse, for the lake."""
+    return control_query(env, "SELECT count(*) FILTER (WHERE state = 'pending'), count(*) "
+                              "FILTER (WHERE lake_state = 'pending') FROM staged_files")[0]
+
+
 def wait_rows(fleet: Fleet, version: str, timeout: float = 90) -> None:
     def done():
         got = rows(fleet.env)
-        pending = control_query(fleet.env, "SELECT count(*) FROM staged_files "
-                                           "WHERE state = 'pending'")[0][0]
-        return pending == 0 and len(got) == N and {r[2] for r in got} == {version}
+        return pending(fleet.env) == (0, 0) and len(got) == N and \
+            {r[2] for r in got} == {version}
 
     try:
         wait_for(done, timeout, f"{N} rows of transform {version}", every=0.5)
@@ -119,19 +130,31 @@ def dry_run(env, *args: str) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
+def assert_lake(env, pg_conn, s3, tmp_path, version: str) -> list[dict]:
+    """The lake holds exactly the warehouse's rows, each made by transform ``version``."""
+    (tmp_path / version).mkdir()
+    got = assert_lake_equals_warehouse(settings_mod.load(None, env), pg_conn, s3,
+                                       tmp_path / version)
+    assert {r["transform_version"] for r in got} == {version}
+    return got
+
+
 def v1_fleet(stack_env, stream_name, tmp_path, kinesis, n: int) -> tuple[Fleet, set[str]]:
-    """The fleet running transform v1 over n events, once they are loaded."""
+    """The fleet running transform v1 over n events, once they are loaded (page_views
+    also goes to the lake)."""
     for name, code in TRANSFORMS.items():
         (tmp_path / f"{name}.py").write_text(textwrap.dedent(code))
     env = {**stack_env, **FAST, "SHARDLINE_KINESIS_STREAM": stream_name,
            "PYTHONPATH": str(tmp_path), "SHARDLINE_WORKER_TRANSFORM": "rp_v1:transform",
-           "SHARDLINE_LOADER_MIN_FILES": "20"}
+           "SHARDLINE_LOADER_MIN_FILES": "20", "SHARDLINE_LAKE_TABLES": "page_views",
+           "SHARDLINE_LAKE_NAMESPACE": stack_env["SHARDLINE_WAREHOUSE_SCHEMA"]}
     shardline("migrate", env=env)
     kinesis.create_stream(StreamName=stream_name, ShardCount=2)
     wait_active(kinesis, stream_name)
     ids = put_events(kinesis, stream_name, n)
     fleet = Fleet(tmp_path / "supervisor", env, stream_name, workers=2)
     fleet.start()
+    assert "lake-loader-page_views" in fleet.status()
     blocked = n // BLOCKED_EVERY
 
     def v1_loaded():
@@ -147,7 +170,7 @@ def v1_fleet(stack_env, stream_name, tmp_path, kinesis, n: int) -> tuple[Fleet, 
 
 
 def test_reprocess_with_the_fleet_running_then_from_the_archive(
-        stack_env, stream_name, tmp_path, kinesis):
+        stack_env, stream_name, tmp_path, kinesis, pg_conn, s3):
     fleet, ids = v1_fleet(stack_env, stream_name, tmp_path, kinesis, N)
     env, blocked = fleet.env, N // BLOCKED_EVERY
     try:
@@ -171,6 +194,7 @@ def test_reprocess_with_the_fleet_running_then_from_the_archive(
                            check=False).stdout  # in the table now: converged, v2 alone
         assert [(v["transform_version"], v["rows"]) for v in json.loads(status)
                 ["versions_present"] if v["target_table"] == "page_views"] == [("v2", N)]
+        assert len(assert_lake(env, pg_conn, s3, tmp_path, "v2")) == N
 
         # The stream is gone: the archive alone rebuilds the rows with a third transform.
         deploy(fleet, "rp_v3")
@@ -186,12 +210,14 @@ def test_reprocess_with_the_fleet_running_then_from_the_archive(
         got = rows(env)
         assert sorted(r[0] for r in got) == sorted(ids)
         assert all(r[1].endswith("-3") for r in got)
+        lake = assert_lake(env, pg_conn, s3, tmp_path, "v3")
+        assert sorted(r["event_id"] for r in lake) == sorted(ids)
     finally:
         fleet.stop()
 
 
 def test_redrive_lands_what_the_transform_accepts_now_once(
-        stack_env, stream_name, tmp_path, kinesis, s3, stack, s3_prefix):
+        stack_env, stream_name, tmp_path, kinesis, s3, stack, s3_prefix, pg_conn):
     n = 1000
     fleet, ids = v1_fleet(stack_env, stream_name, tmp_path, kinesis, n)
     env, blocked = fleet.env, n // BLOCKED_EVERY
@@ -201,9 +227,7 @@ def test_redrive_lands_what_the_transform_accepts_now_once(
         assert json.loads(out.strip().splitlines()[-1])["accepted"] == blocked // 2, out
 
         def landed():
-            pending = control_query(env, "SELECT count(*) FROM staged_files "
-                                         "WHERE state = 'pending'")[0][0]
-            return pending == 0 and len(rows(env)) == n - blocked // 2
+            return pending(env) == (0, 0) and len(rows(env)) == n - blocked // 2
         wait_for(landed, 60, "the redriven rows", every=0.5)
         got = rows(env)
         assert len({r[0] for r in got}) == len(got) and {r[0] for r in got} <= ids
@@ -215,5 +239,7 @@ def test_redrive_lands_what_the_transform_accepts_now_once(
         assert len(still) == blocked // 2  # once each: the second redrive wrote none
         assert len({(d["shard_id"], d["sequence_number"]) for d in still}) == blocked // 2
         assert len(rows(env)) == n - blocked // 2
+        lake = assert_lake_equals_warehouse(settings_mod.load(None, env), pg_conn, s3, tmp_path)
+        assert {r["transform_version"] for r in lake if r["url_host"] == BLOCKED} == {"v4"}
     finally:
         fleet.stop()

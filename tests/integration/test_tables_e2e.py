@@ -5,6 +5,8 @@ Page views and clicks mixed in one stream land each in their own table, exactly 
 a column is added to page_views mid-stream (the tables file changed, ``migrate``, workers
 restarted with the new transform) while files staged before the change are still pending:
 those load with the new column NULL, the files staged after it with the column filled.
+page_views is also a lake table: ``migrate`` adds the column to its Iceberg schema, and
+the lake read back by pyiceberg and DuckDB equals the warehouse, old rows NULL there too.
 """
 from __future__ import annotations
 
@@ -13,8 +15,11 @@ from pathlib import Path
 
 import pytest
 
+from shardline import settings as settings_mod
 from shardline.devstack.fleet import Fleet, control_query, shardline, wait_for
+from shardline.lake.catalog import open_table
 from tests.integration.test_pipeline_e2e import warehouse
+from tests.lake_check import assert_lake_equals_warehouse
 from tests.pipeline import FAST
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -48,19 +53,20 @@ def produce(env, stream, tmp_path, count, seed, clicks):
 
 
 def test_clicks_in_their_own_table_and_a_column_added_mid_stream(
-        stack_env, stream_name, pg_conn, tmp_path):
+        stack_env, stream_name, pg_conn, pg_schema, s3, tmp_path):
     tables = tmp_path / "tables.toml"  # one path; its content changes mid-test
     example = (EXAMPLE / "tables.toml").read_text()
     tables.write_text(example.replace('python_path = ["."]', f'python_path = ["{EXAMPLE}"]'))
     env = {**stack_env, **FAST, "SHARDLINE_KINESIS_STREAM": stream_name,
-           "SHARDLINE_TABLES_FILE": str(tables)}
+           "SHARDLINE_TABLES_FILE": str(tables), "SHARDLINE_LAKE_TABLES": "page_views",
+           "SHARDLINE_LAKE_NAMESPACE": pg_schema}
     shardline("migrate", env=env)  # 001, 002 (page_views), then the file's clicks
     shardline("migrate", "--control", env=env)
     shardline("create-stream", "--stream", stream_name, "--shards", "2", env=env)
     fleet = Fleet(tmp_path / "supervisor", env, stream_name, 2)
     try:
         fleet.start()
-        assert {"loader", "loader-clicks"} <= set(fleet.status())
+        assert {"loader", "loader-clicks", "lake-loader-page_views"} <= set(fleet.status())
         views1, clicks1 = produce(env, stream_name, tmp_path, 1500, 31, clicks=0.3)
 
         def counts():
@@ -76,7 +82,7 @@ def test_clicks_in_their_own_table_and_a_column_added_mid_stream(
 
         landed(views1, clicks1)
         # stop the loaders: what is staged now waits, with page_views' old column list
-        fleet.ctl("stop", "loader", "loader-clicks")
+        fleet.ctl("stop", "loader", "loader-clicks", "lake-loader-page_views")
         views2, clicks2 = produce(env, stream_name, tmp_path, 800, 32, clicks=0.2)
         old_views = len(views1 | views2)
         wait_for(lambda: control_query(env, "SELECT coalesce(sum(row_count), 0) FROM "
@@ -98,9 +104,15 @@ def test_clicks_in_their_own_table_and_a_column_added_mid_stream(
         shardline("migrate", env=env)
         (altered,), = warehouse(pg_conn, "SELECT max(applied_at) FROM table_changes")
         fleet.ctl("restart", "stage-worker:*")
-        fleet.ctl("start", "loader", "loader-clicks")
+        lake_field = open_table(settings_mod.load(None, env), "page_views").schema() \
+            .find_field("campaign")
+        assert not lake_field.required and str(lake_field.field_type) == "string"
+        fleet.ctl("start", "loader", "loader-clicks", "lake-loader-page_views")
         views3, clicks3 = produce(env, stream_name, tmp_path, 800, 33, clicks=0.2)
         landed(views1 | views2 | views3, clicks1 | clicks2 | clicks3)
+        wait_for(lambda: control_query(env, "SELECT count(*) FROM staged_files WHERE "
+                                            "lake_state = 'pending'") == [(0,)],
+                 60, "nothing pending for the lake")
     finally:
         fleet.stop()
 
@@ -113,6 +125,8 @@ def test_clicks_in_their_own_table_and_a_column_added_mid_stream(
     assert any(v not in (None, "none") for v in campaign.values())
     late = [r for r in rows if r[0] in views2 and r[2] >= altered]
     assert len(late) == len(views2 - views1), "old files did not load after the ADD COLUMN"
+    lake = assert_lake_equals_warehouse(settings_mod.load(None, env), pg_conn, s3, tmp_path)
+    assert {r["event_id"]: r["campaign"] for r in lake} == campaign  # NULL before the column
     click_rows = warehouse(pg_conn, "SELECT event_id FROM clicks")
     assert sorted(r[0] for r in click_rows) == sorted(clicks1 | clicks2 | clicks3)
     assert not {r[0] for r in click_rows} & {r[0] for r in rows}
