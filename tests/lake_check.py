@@ -81,7 +81,8 @@ def assert_lake_reconciles(settings: settings_mod.Settings, events: int,
     assert sum(v.warehouse for v in verdicts) == events
     assert sum(v.dropped for v in verdicts) >= duplicates
     table = open_table(settings, "page_views")
-    gone = table.scan(selected_fields=("event_id", "arrival_time"), limit=1).to_arrow().to_pylist()[0]
+    gone = table.scan(selected_fields=("event_id", "arrival_time"),
+                      limit=1).to_arrow().to_pylist()[0]
     table.delete(EqualTo("event_id", gone["event_id"]))
     flagged = [v for v in reconcile(settings) if v.state == "disagree"]
     assert [(v.hour, v.lake_diff, v.warehouse_diff) for v in flagged] == [

@@ -18,6 +18,7 @@ both afterwards.
 """
 from __future__ import annotations
 
+import bisect
 import contextlib
 import logging
 import os
@@ -41,7 +42,7 @@ from shardline.ops import gearman_admin
 from shardline.errors import ServiceUnavailable
 from shardline.devstack.fleet import (SHARDLINE, Fleet, Hosts, control_store, shardline,
                                   warehouse_query)
-from tests.chaos import schedule, verdict
+from tests.chaos import lake, relay, schedule, tail, verdict
 from tests.chaos.corpus import ChaosProducer
 from shardline.devstack.relay import TcpRelay
 from tests.chaos.proxy import FaultRates, KinesisFaultProxy
@@ -90,6 +91,9 @@ class Config:
     control: str = "postgres"  # the control store: postgres | dynamodb
     warehouse: str = "postgres"  # the warehouse: postgres | redshift-like
     reprocess: bool = True  # one fleet: deploy tests.chaos.transforms mid-run and reprocess
+    lake: bool = True  # page_views also to the Iceberg lake; lake loader kills in the plan
+    tail_rate: float = 40.0  # access-log lines a second through `shardline tail` (0: none)
+    relay_rate: float = 30.0  # page views a second through `shardline relay` (0: none)
 
 
 REPROCESS_TRANSFORM = "tests.chaos.transforms:page_view_v2"
@@ -138,6 +142,9 @@ class Campaign:
         self.frozen_pid: int | None = None
         self.reprocess: subprocess.Popen | None = None
         self.reprocess_log: Path | None = None
+        self.lake: lake.LakeWatch | None = None
+        self.tail: tail.TailSource | None = None
+        self.relay: relay.RelaySource | None = None
 
     # -- setup ---------------------------------------------------------------
 
@@ -171,11 +178,17 @@ class Campaign:
                         p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
         if cfg.hosts > 1:
             self.env.update(AGENT_SETTINGS)
+        if cfg.lake:
+            self.env["SHARDLINE_LAKE_TABLES"] = lake.TABLE
+        if cfg.tail_rate > 0:
+            self.env["SHARDLINE_TABLES_FILE"] = str(tail.TABLES_FILE)
         self.env.pop("SHARDLINE_CONFIG", None)
         direct = {**self.env, "SHARDLINE_KINESIS_ENDPOINT_URL": info.kinesis_endpoint_url}
         shardline("migrate", env=direct)
         shardline("migrate", "--control", env=direct)
         self.store = control_store(direct)  # the verdict's view of leases and the ledger
+        if cfg.lake:
+            self.lake = lake.LakeWatch(self.env, self.store, SCHEMA)
         shardline("create-stream", "--stream", self.stream, "--shards", str(cfg.shards),
                   env=direct)
         self.kinesis = info.client("kinesis")
@@ -258,12 +271,28 @@ class Campaign:
                     holder.rollback()
                     holder.close()
 
+    def _kill_lake_loader_after_commit(self) -> bool:
+        """The lake's kill point between its two stores (see ``tests.chaos.lake``)."""
+        assert self.lake is not None
+        killed, landed = self.lake.kill_after_commit(lambda: self._kill(lake.KIND),
+                                                     self.cfg.control)
+        self.infra["lake loader kills aimed at the commit point"] += killed
+        if landed:
+            self.infra["lake loader kills after the lake commit"] += 1
+        return killed
+
     def _do(self, action: schedule.Action) -> bool:
         """Carry out one action; False if it must be tried again shortly."""
         assert self.kproxy and self.gate
         what = action.what
         if what == "kill" and action.arg == "loader" and self.kills["loader"] % 2:
             return self._kill_loader_after_commit()  # every other loader kill
+        if what == "kill" and action.arg == relay.KIND:
+            return self.relay.kill() if self.relay is not None else True
+        if what == "kill" and action.arg == tail.KIND:
+            return self.tail.kill() if self.tail is not None else True
+        if what == "kill" and action.arg == lake.KIND and self.kills[lake.KIND] % 2 == 0:
+            return self._kill_lake_loader_after_commit()  # every other, the first included
         if what == "kill":
             return self._kill(action.arg)
         if what == "host_crash":
@@ -374,7 +403,10 @@ class Campaign:
         actions = schedule.plan(cfg.seed, cfg.duration_s, kill_every_s=cfg.kill_every_s,
                                 host_crash_every_s=cfg.host_crash_every_s if cfg.hosts > 1
                                 else 0.0,
-                                reprocess_at=0.55 if cfg.reprocess and cfg.hosts <= 1 else None)
+                                reprocess_at=0.55 if cfg.reprocess and cfg.hosts <= 1 else None,
+                                kinds=schedule.KILL_KINDS + ((lake.KIND,) if cfg.lake else ()),
+                                source_kinds=((tail.KIND,) if cfg.tail_rate > 0 else ())
+                                + ((relay.KIND,) if cfg.relay_rate > 0 else ()))
         t0 = time.monotonic()
         next_report = 0.0
         while actions:
@@ -383,7 +415,10 @@ class Campaign:
             if actions[0].at_s <= now:
                 action = actions.pop(0)
                 if not self._do(action):  # nothing of that kind running: try again soon
-                    actions.insert(0, schedule.Action(now + 0.5, action.what, action.arg))
+                    # in time order: a retried action never holds back a later one (an
+                    # outage's end)
+                    bisect.insort(actions, schedule.Action(now + 0.5, action.what,
+                                                           action.arg, action.seconds))
                 continue
             if producer.error:
                 raise RuntimeError(f"producer failed: {producer.error!r}")
@@ -399,12 +434,31 @@ class Campaign:
     def query(self, sql: str, args: Any = None) -> list[tuple]:
         return warehouse_query(self.env, sql, args)
 
+    def sources_complete(self) -> bool:
+        """The relay's acknowledged events and the tail's lines are all rows."""
+        try:
+            if self.relay is not None:
+                got = {r[0] for r in self.query("SELECT event_id FROM page_views")}
+                if not self.relay.acked <= got:
+                    return False
+            return self.tail is None or self.tail.complete(self.query)
+        except psycopg2.Error:
+            return False
+
+    def relay_ids(self) -> set[str]:
+        return self.relay.sent if self.relay is not None else set()
+
+    def tables(self) -> list[str]:
+        return ["page_views", tail.TABLE] if self.tail is not None else ["page_views"]
+
     def quiet(self, v: verdict.Verdict) -> bool:
         """Fill the liveness fields of ``v``; True when nothing is left to do."""
         cps = {shard: cp.sequence_number
                for shard, cp in self.store.checkpoints(self.stream).items()}
         v.lagging_shards = verdict.lagging_shards(self.kinesis, self.stream, cps)
-        v.pending_files = self.store.pending_stats("page_views").files
+        v.pending_files = sum(self.store.pending_stats(t).files for t in self.tables())
+        if self.lake is not None:
+            v.pending_files += self.lake.pending()
         status = gearman_admin.cluster_status([self.info.gearman_server])
         v.queued_jobs = sum(f["total"] for f in gearman_admin.totals(status).values())
         v.stuck_programs = sorted(f"{host}/{name}" if host else name
@@ -425,20 +479,33 @@ class Campaign:
             rows_checked = False
             try:
                 if self.quiet(v):
-                    verdict.check_rows(v, producer.ledger, self.query)
+                    verdict.check_rows(v, producer.ledger, self.query, self.relay_ids())
                     rows_checked = True
             except (psycopg2.Error, ServiceUnavailable, OSError) as exc:  # e.g. PG starting
                 log.info("not quiet yet: %s", exc)
             waited = time.monotonic() - t0
+            if rows_checked and not v.missing:
+                rows_checked = self.sources_complete()
             if (rows_checked and not v.missing) or waited > self.cfg.settle_timeout_s:
                 break
             time.sleep(2)
-        if not rows_checked:  # timed out before the rows could be compared: compare now
-            verdict.check_rows(v, producer.ledger, self.query)
+        rows = verdict.check_rows(v, producer.ledger, self.query, self.relay_ids())
+        if self.relay is not None:
+            self.relay.check(v, rows)
         verdict.check_hostile(v, producer.ledger, self.query)
         if self.infra["transform deploys"]:
             verdict.check_transform(v, self.query)
-        verdict.check_dead_letters(v, producer.ledger, self.s3, self.info.bucket, self.prefix)
+        entries = list(verdict.dead_letters(self.s3, self.info.bucket, self.prefix).values())
+        tailed, _ = tail.split_letters(entries)
+        verdict.check_dead_letters(v, producer.ledger, self.s3, self.info.bucket, self.prefix,
+                                   other_source=lambda d: tail.tail_letter(d) is not None)
+        if self.tail is not None:
+            v.tail = True
+            self.tail.check(v, self.query, tailed)
+        if self.lake is not None:
+            acked = self.relay.acked if self.relay is not None else set()
+            lake.check_lake(v, producer.ledger.good_ids | acked, self.relay_ids(), self.lake,
+                            self.dir / "lake-check")
         if waited > self.cfg.settle_timeout_s:
             v.problems.append(f"not quiet after {self.cfg.settle_timeout_s:.0f} s")
         v.settle_s, v.chaos_s = waited, self.chaos_s
@@ -461,9 +528,23 @@ class Campaign:
                                  duplicate_fraction=cfg.duplicate_fraction,
                                  hostile_fraction=cfg.hostile_fraction)
         producer.start()
+        if cfg.tail_rate > 0:
+            self.tail = tail.TailSource(self.dir, self.env, self.stream, self.kproxy.url,
+                                        cfg.tail_rate)
+            self.tail.start()
+        if cfg.relay_rate > 0:
+            self.relay = relay.RelaySource(
+                self.dir, self.env, self.stream, self.kproxy.url,
+                count=int(cfg.relay_rate * cfg.duration_s * 0.85), rate=cfg.relay_rate,
+                seed=cfg.seed + 100_003)
+            self.relay.start_all()
         try:
             self.run_chaos(producer)
         finally:
+            if self.tail is not None:
+                self.tail.stop_writing()
+            if self.relay is not None:
+                self.relay.finish()
             self._s3_up()
             if devstack.status(self.stack_dir)["postgres"].alive is False:
                 devstack.start_service(self.stack_dir, "postgres")
@@ -489,6 +570,12 @@ class Campaign:
             self.fleet.stop()
         if self.hosts is not None:
             self.hosts.stop()
+        if self.lake is not None:
+            self.lake.close()
+        if self.tail is not None:
+            self.tail.stop()
+        if self.relay is not None:
+            self.relay.stop()
         for part in (self.kproxy, self.gate):
             if part is not None:
                 part.stop()
