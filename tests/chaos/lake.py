@@ -81,7 +81,7 @@ class LakeWatch:
             while time.monotonic() < deadline:
                 if self.metadata_location() != before:
                     break
-                time.sleep(0.01)
+                time.sleep(0.005)
             else:
                 return kill(), False  # no commit came: an ordinary kill
             if holder is not None:
