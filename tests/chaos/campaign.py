@@ -45,6 +45,7 @@ from shardline.ops import gearman_admin
 from shardline.errors import ServiceUnavailable
 from shardline.devstack.fleet import (SHARDLINE, Fleet, Hosts, control_store, shardline,
                                   warehouse_query)
+from shardline.loaders.lake.loader import KILL_AFTER_COMMIT_ENV
 from tests.chaos import lake, relay, schedule, tail, verdict
 from tests.chaos.corpus import ChaosProducer
 from shardline.devstack.relay import TcpRelay
@@ -149,6 +150,7 @@ class Campaign:
         self.tail: tail.TailSource | None = None
         self.relay: relay.RelaySource | None = None
         self.pg_down = False  # PostgreSQL is stopped by the plan
+        self.lake_kill_actions = 0
 
     # -- setup ---------------------------------------------------------------
 
@@ -184,6 +186,7 @@ class Campaign:
             self.env.update(AGENT_SETTINGS)
         if cfg.lake:
             self.env["SHARDLINE_LAKE_TABLES"] = lake.TABLE
+            self.env[KILL_AFTER_COMMIT_ENV] = str(self.dir / "lake-kill-point")
         if cfg.tail_rate > 0:
             self.env["SHARDLINE_TABLES_FILE"] = str(tail.TABLES_FILE)
         self.env.pop("SHARDLINE_CONFIG", None)
@@ -192,7 +195,7 @@ class Campaign:
         shardline("migrate", "--control", env=direct)
         self.store = control_store(direct)  # the verdict's view of leases and the ledger
         if cfg.lake:
-            self.lake = lake.LakeWatch(self.env, self.store, SCHEMA)
+            self.lake = lake.LakeWatch(self.env, self.store, self.dir / "lake-kill-point")
         shardline("create-stream", "--stream", self.stream, "--shards", str(cfg.shards),
                   env=direct)
         self.kinesis = info.client("kinesis")
@@ -280,23 +283,23 @@ class Campaign:
                     holder.rollback()
                     holder.close()
 
-    def _kill_lake_loader_after_commit(self) -> bool:
-        """The lake's kill point between its two stores (see ``tests.chaos.lake``)."""
+    def _lake_kill(self) -> bool:
+        """Every other lake loader kill arms the kill point after the Iceberg commit
+        (``tests.chaos.lake``); the others, and any while it is still armed, are plain."""
         assert self.lake is not None
-        landed_key = "lake loader kills after the lake commit"
-        # On DynamoDB the kill wins the race only now and then: until one has landed, aim
-        # again at the restarted loader's next commit (a few tries).
-        tries = 1 if self.infra[landed_key] else 4
-        killed = False
-        for _ in range(tries):
-            hit, landed = self.lake.kill_after_commit(lambda: self._kill(lake.KIND),
-                                                      self.cfg.control)
-            killed = killed or hit
-            self.infra["lake loader kills aimed at the commit point"] += hit
-            if landed:
-                self.infra[landed_key] += 1
-                break
-        return killed
+        self.lake_kill_actions += 1
+        if not self.lake.armed and self.lake_kill_actions % 2:
+            self.lake.arm()  # the kill itself comes with the next commit
+            self.infra["lake loader kill points armed"] += 1
+            return True
+        return self._kill(lake.KIND)
+
+    def _lake_kill_sprung(self) -> None:
+        if self.lake is not None and self.lake.sprung():
+            log.info("lake loader killed itself after its commit (kill point)")
+            self.kills[lake.KIND] += 1
+            if self.lake.landed():
+                self.infra["lake loader kills after the lake commit"] += 1
 
     def _do(self, action: schedule.Action) -> bool:
         """Carry out one action; False if it must be tried again shortly."""
@@ -308,8 +311,8 @@ class Campaign:
             return self.relay.kill() if self.relay is not None else True
         if what == "kill" and action.arg == tail.KIND:
             return self.tail.kill() if self.tail is not None else True
-        if what == "kill" and action.arg == lake.KIND and self.kills[lake.KIND] % 2 == 0:
-            return self._kill_lake_loader_after_commit()  # every other, the first included
+        if what == "kill" and action.arg == lake.KIND:
+            return self._lake_kill()
         if what == "kill":
             return self._kill(action.arg)
         if what == "host_crash":
@@ -432,6 +435,7 @@ class Campaign:
         next_report = 0.0
         while actions:
             self._revive()
+            self._lake_kill_sprung()
             now = time.monotonic() - t0
             if actions[0].at_s <= now:
                 action = actions.pop(0)
@@ -562,6 +566,9 @@ class Campaign:
         try:
             self.run_chaos(producer)
         finally:
+            if self.lake is not None:
+                self._lake_kill_sprung()
+                self.lake.disarm()
             if self.tail is not None:
                 self.tail.stop_writing()
             if self.relay is not None:
@@ -591,8 +598,6 @@ class Campaign:
             self.fleet.stop()
         if self.hosts is not None:
             self.hosts.stop()
-        if self.lake is not None:
-            self.lake.close()
         if self.tail is not None:
             self.tail.stop()
         if self.relay is not None:

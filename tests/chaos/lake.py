@@ -1,26 +1,21 @@
 """The lake in the campaign: page_views also goes to an Iceberg table (``lake.tables``), the
 plan kills its lake loader, and the verdict reads the lake back.
 
-The kill point between the two stores (Iceberg commit done, ledger not yet told) is aimed
-for from outside, without any hook in the product: the campaign watches the SQL catalog's
-row for the table (``iceberg_tables.metadata_location``: it changes at the commit) and
-SIGKILLs the lake loader as soon as it moves. On the PostgreSQL control store the
-lake-pending ledger rows are row-locked first, so ``mark_lake_loaded`` waits there and
-the kill always lands in the window; on DynamoDB it lands when the poll wins the race.
-Either way the kill is checked afterwards: it counts as landed only if some file the
-new commit holds (its manifest) is still lake-pending in the ledger.
+The kill point between the two stores (Iceberg commit done, ledger not yet told) is hit
+with the lake loader's test-only hook (``CHAOS_KILL_AFTER_LAKE_COMMIT``, a file path in
+the fleet's environment): every other lake loader kill of the plan "arms" it by creating
+the file, and the next lake loader to commit removes it and SIGKILLs itself right after
+its commit, before its ledger update. Watching from outside (the SQL catalog's row moves
+at the commit) won the race against the DynamoDB ledger update only now and then on this
+busy machine. A kill counts as landed after a check: some file the table's newest commit
+holds (its manifest) was still lake-pending in the ledger when the campaign looked.
 """
 from __future__ import annotations
 
 import collections
-import contextlib
 import logging
-import time
 from pathlib import Path
-from typing import Any, Callable
-
-import psycopg2
-import sqlalchemy
+from typing import Any
 
 from shardline import clients, settings as settings_mod
 from shardline.lake.catalog import open_table
@@ -33,21 +28,13 @@ KIND = "lake-loader"
 
 
 class LakeWatch:
-    """The campaign's view of the lake: the catalog row, the ledger, the table."""
+    """The campaign's view of the lake: its kill point, the ledger, the table."""
 
-    def __init__(self, env: dict[str, str], store: Any, schema: str):
+    def __init__(self, env: dict[str, str], store: Any, trigger: Path):
         self.settings = settings_mod.load(None, env=env)
-        self.env, self.store, self.schema = env, store, schema
-        self.engine = sqlalchemy.create_engine(self.settings.lake.catalog_uri,
-                                               pool_pre_ping=True)
-
-    def metadata_location(self) -> str | None:
-        with self.engine.connect() as conn:
-            row = conn.execute(sqlalchemy.text(
-                "SELECT metadata_location FROM iceberg_tables WHERE catalog_name = :c "
-                "AND table_name = :t"), {"c": self.settings.lake.catalog_name,
-                                         "t": TABLE}).first()
-        return None if row is None else str(row[0])
+        self.store = store
+        self.trigger = trigger  # CHAOS_KILL_AFTER_LAKE_COMMIT
+        self.armed = False
 
     def pending(self) -> int:
         return int(self.store.lake_pending_stats(TABLE).files)
@@ -64,44 +51,29 @@ class LakeWatch:
         pending = {e.s3_key for e in self.store.lake_pending_files(TABLE, 100_000)}
         return bool(keys & pending)
 
-    def kill_after_commit(self, kill: Callable[[], bool], control: str) -> tuple[bool, bool]:
-        """(killed, landed between the commit and the ledger update)."""
-        holder = None
-        try:
-            if control == "postgres":
-                c = self.settings.control
-                holder = psycopg2.connect(c.dsn, password=self.env.get("PGPASSWORD"),
-                                          options=f"-c search_path={c.schema} "
-                                                  "-c statement_timeout=5000")
-                with holder.cursor() as cur:
-                    cur.execute("SELECT s3_key FROM staged_files WHERE target_table = %s "
-                                "AND lake_state = 'pending' FOR UPDATE", (TABLE,))
-            before = self.metadata_location()
-            deadline = time.monotonic() + 15
-            while time.monotonic() < deadline:
-                if self.metadata_location() != before:
-                    break
-                time.sleep(0.005)
-            else:
-                return kill(), False  # no commit came: an ordinary kill
-            if holder is not None:
-                time.sleep(0.2)  # the lake loader is now waiting in mark_lake_loaded
-            if not kill():
-                return False, False
-            if holder is not None:
-                holder.rollback()
-            return True, self.newest_commit_still_pending()
-        except (psycopg2.Error, sqlalchemy.exc.SQLAlchemyError, OSError) as exc:
-            log.info("lake commit-point kill fell back to a plain one: %s", exc)
-            return kill(), False
-        finally:
-            if holder is not None:
-                with contextlib.suppress(psycopg2.Error):
-                    holder.rollback()
-                    holder.close()
+    def arm(self) -> None:
+        self.trigger.touch()
+        self.armed = True
 
-    def close(self) -> None:
-        self.engine.dispose()
+    def sprung(self) -> bool:
+        """The armed kill point was taken (a lake loader killed itself after a commit)."""
+        if self.armed and not self.trigger.exists():
+            self.armed = False
+            return True
+        return False
+
+    def disarm(self) -> None:
+        self.trigger.unlink(missing_ok=True)
+        self.armed = False
+
+    def landed(self) -> bool:
+        """The newest commit's files are still lake-pending (the kill beat the ledger);
+        False also when that cannot be read now (an outage)."""
+        try:
+            return self.newest_commit_still_pending()
+        except Exception as exc:  # noqa: BLE001 - evidence only, never fatal to the run
+            log.info("could not check the lake commit-point kill: %s", exc)
+            return False
 
 
 def check_lake(v: Any, required: set[str], allowed: set[str], watch: LakeWatch,
