@@ -31,6 +31,7 @@ import secrets
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -151,6 +152,7 @@ class Campaign:
         self.relay: relay.RelaySource | None = None
         self.pg_down = False  # PostgreSQL is stopped by the plan
         self.lake_kill_actions = 0
+        self.deploy: threading.Thread | None = None  # the mid-run transform deploy
 
     # -- setup ---------------------------------------------------------------
 
@@ -318,9 +320,7 @@ class Campaign:
         if what == "host_crash":
             return self._crash_host(action.seconds)
         if what == "reprocess":
-            # not while PostgreSQL is down: supervisor-config would hold the plan up (the
-            # outage's end included) until it came back
-            return self._start_reprocess() if not self.pg_down else False
+            return self._start_reprocess()
         if what == "gearmand_restart":
             devstack.stop_service(self.stack_dir, "gearman")
             time.sleep(action.seconds)
@@ -349,23 +349,41 @@ class Campaign:
         return True
 
     def _start_reprocess(self) -> bool:
-        """Deploy the chaos transform (a config naming it, ``supervisorctl update``) and start
-        ``shardline reprocess --all-shards --trim-horizon`` beside the running fleet; False
-        (try again shortly) while the config cannot be written (a Kinesis storm)."""
+        """Deploy the chaos transform and start the reprocess, in a thread of its own: the
+        deploy (``supervisorctl update`` restarts the programs gracefully) can take a
+        minute on a loaded machine, and the plan must keep its times meanwhile."""
         if self.fleet is None or not self.cfg.reprocess:
             return True
-        made = shardline("supervisor-config", "--stream", self.stream, "--workers",
-                         str(self.cfg.workers), "--out", str(self.fleet.conf_dir), "--set",
-                         f"worker.transform={REPROCESS_TRANSFORM}", env=self.env, check=False)
-        if made.returncode != 0:
-            return False
+        self.deploy = threading.Thread(target=self._deploy, name="chaos-deploy", daemon=True)
+        self.deploy.start()
+        return True
+
+    def _deploy(self) -> None:
+        """A config naming the chaos transform, ``supervisorctl update``, then ``shardline
+        reprocess --all-shards --trim-horizon`` beside the running fleet. The config is
+        written again until it can be (not while PostgreSQL is down, nor in a Kinesis
+        storm)."""
+        assert self.fleet is not None
+        for _ in range(600):
+            if self.pg_down:
+                time.sleep(0.5)
+                continue
+            made = shardline("supervisor-config", "--stream", self.stream, "--workers",
+                             str(self.cfg.workers), "--out", str(self.fleet.conf_dir), "--set",
+                             f"worker.transform={REPROCESS_TRANSFORM}", env=self.env,
+                             check=False)
+            if made.returncode == 0:
+                break
+            time.sleep(0.5)
+        else:
+            log.info("the transform deploy never got its config written")
+            return
         self.env["SHARDLINE_WORKER_TRANSFORM"] = REPROCESS_TRANSFORM
         self.fleet.env = self.env
         self.fleet.ctl("reread")
         self.fleet.ctl("update")
         self.infra["transform deploys"] += 1
         self._run_reprocess()
-        return True
 
     def _run_reprocess(self) -> None:
         self.reprocess_log = self.dir / f"reprocess-{self.infra['reprocess runs']}.log"
@@ -380,6 +398,8 @@ class Campaign:
     def finish_reprocess(self, attempts: int = 5) -> None:
         """Wait for the reprocess run; one the faults stopped is simply run again (a
         reprocess is idempotent: a new generation replaces the same ranges)."""
+        if self.deploy is not None:
+            self.deploy.join()
         for _ in range(attempts):
             if self.reprocess is None:
                 return
