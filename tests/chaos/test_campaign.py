@@ -79,6 +79,8 @@ def test_the_lake_holds_the_same_events_exactly_once(run):
     assert v["kills"].get("lake-loader", 0) >= 3, v["kills"]
     # aimed at the lake's commit point: the Iceberg commit done, the ledger not yet told
     assert v["infra"].get("lake loader kills after the lake commit", 0) >= 1, v["infra"]
+    # ...and the next lake loader found that commit in the table and told the ledger
+    assert v["reactions"]["lake loader: took over files a killed loader had committed"] >= 1
 
 
 def test_every_tailed_line_is_one_row_and_every_malformed_one_a_dead_letter(run):

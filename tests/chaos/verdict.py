@@ -235,6 +235,9 @@ REACTIONS = {
     "stage worker: lost gearmand and reconnected": ("stage-worker", r"gearmand connection lost"),
     "stage worker: job failed, left to the consumer's retry": ("stage-worker", r"job failed"),
     "loader: load failed and retried": ("loader", r"load failed"),
+    "lake loader: load failed and retried": ("lake-loader", r"lake load failed"),
+    "lake loader: took over files a killed loader had committed":
+        ("lake-loader", r"reconciled \d+ files the lake already held"),
     "supervisord: restart after SIGKILL": ("supervisord", r"terminated by SIGKILL"),
     "supervisord: restart after exit 69 (dependency down)": ("supervisord", r"exit status 69"),
     "supervisord: restart after exit 70 (batch kept failing)": ("supervisord", r"exit status 70"),
