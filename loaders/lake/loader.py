@@ -22,6 +22,8 @@ rows in the same commit.
 """
 from __future__ import annotations
 
+import os
+import signal
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -57,6 +59,21 @@ from shardline.records.ledger import StagedFile
 from shardline.settings import Settings
 
 LAKE_LEASE = "@lake"  # the lake loader lease's "stream" ('@' is never in a stream name)
+# The chaos campaign's kill point (tests/chaos/lake.py), for tests only: a file path. A lake
+# loader that has just committed and finds the file removes it and SIGKILLs itself before
+# the ledger update, the window that reconcile() repairs. Unset everywhere else.
+KILL_AFTER_COMMIT_ENV = "CHAOS_KILL_AFTER_LAKE_COMMIT"
+
+
+def _test_kill_point() -> None:
+    path = os.environ.get(KILL_AFTER_COMMIT_ENV)
+    if not path:
+        return
+    try:
+        os.unlink(path)  # claimed by exactly one loader
+    except FileNotFoundError:
+        return
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 @dataclass(frozen=True)
@@ -267,6 +284,7 @@ class LakeLoader:
                 if batch.num_rows:  # in the table's sort order: min/max stats prune
                     tx.append(batch.sort_by(time_col), snapshot_properties=props)
             committed = True
+            _test_kill_point()
         # The lake has committed; a kill here is what reconcile() repairs.
         try:
             self.store.mark_lake_loaded(self.table, [e.s3_key for e in entries], load_id)

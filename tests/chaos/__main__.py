@@ -41,6 +41,15 @@ def main(argv: list[str]) -> int:
                    help="warehouse mode (redshift-like: SERIALIZABLE, 300 ms per COMMIT)")
     p.add_argument("--no-reprocess", action="store_true",
                    help="no mid-run transform deploy + shardline reprocess")
+    p.add_argument("--lake", action=argparse.BooleanOptionalAction, default=d.lake,
+                   help="page_views also to the Iceberg lake, its lake loader killed on the "
+                        "plan, the lake checked like the warehouse (default: on)")
+    p.add_argument("--tail-rate", type=float, default=d.tail_rate, metavar="N",
+                   help="access-log lines a second through a `shardline tail` the plan kills "
+                        f"(0: no tail source; default {d.tail_rate:g})")
+    p.add_argument("--relay-rate", type=float, default=d.relay_rate, metavar="N",
+                   help="page views a second through a `shardline relay` the plan kills "
+                        f"(0: no relay source; default {d.relay_rate:g})")
     p.add_argument("--dir", type=Path, help="work directory (default: a new /tmp directory)")
     p.add_argument("--json", type=Path, metavar="FILE", help="write the verdict as JSON")
     p.add_argument("--keep-stack", action="store_true", help="leave the local stack running")
@@ -52,7 +61,8 @@ def main(argv: list[str]) -> int:
                  workers=a.workers, kill_every_s=a.kill_every, bad_fraction=a.bad_fraction,
                  fault_rate=a.fault_rate, settle_timeout_s=a.settle_timeout, dir=a.dir,
                  hosts=a.hosts, host_crash_every_s=a.host_crash_every,
-                 control=a.control, warehouse=a.warehouse, reprocess=not a.no_reprocess)
+                 control=a.control, warehouse=a.warehouse, reprocess=not a.no_reprocess,
+                 lake=a.lake, tail_rate=a.tail_rate, relay_rate=a.relay_rate)
     campaign = Campaign(cfg, say=lambda text: print(text, flush=True))
     try:
         v = campaign.run()

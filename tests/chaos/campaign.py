@@ -4,7 +4,10 @@ While a producer writes events (``corpus.py``), the plan (``schedule.py``) SIGKI
 consumers, stage workers and the loader, restarts gearmand, stops PostgreSQL, cuts or
 freezes S3, and storms the consumers' Kinesis calls with faults (``proxy.py``, on top of
 a steady rate of random ones). Then it waits until the pipeline is quiet and compares
-everything (``verdict.py``).
+everything (``verdict.py``). By default page_views also goes to the Iceberg lake, whose
+loader is killed too (``lake.py``), and two more sources write beside the producer: a
+``shardline tail`` of a rotated access log (``tail.py``) and a ``shardline relay`` with a
+client (``relay.py``), both SIGKILLed on the plan.
 
 With ``--hosts N`` (N > 1) the fleet is N "hosts" on this machine, each its own supervisord
 running ``shardline agent`` (``supervisor-config --agent``), sharing the control store; the
@@ -18,6 +21,7 @@ both afterwards.
 """
 from __future__ import annotations
 
+import bisect
 import contextlib
 import logging
 import os
@@ -27,6 +31,7 @@ import secrets
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -41,7 +46,8 @@ from shardline.ops import gearman_admin
 from shardline.errors import ServiceUnavailable
 from shardline.devstack.fleet import (SHARDLINE, Fleet, Hosts, control_store, shardline,
                                   warehouse_query)
-from tests.chaos import schedule, verdict
+from shardline.loaders.lake.loader import KILL_AFTER_COMMIT_ENV
+from tests.chaos import lake, relay, schedule, tail, verdict
 from tests.chaos.corpus import ChaosProducer
 from shardline.devstack.relay import TcpRelay
 from tests.chaos.proxy import FaultRates, KinesisFaultProxy
@@ -90,6 +96,9 @@ class Config:
     control: str = "postgres"  # the control store: postgres | dynamodb
     warehouse: str = "postgres"  # the warehouse: postgres | redshift-like
     reprocess: bool = True  # one fleet: deploy tests.chaos.transforms mid-run and reprocess
+    lake: bool = True  # page_views also to the Iceberg lake; lake loader kills in the plan
+    tail_rate: float = 40.0  # access-log lines a second through `shardline tail` (0: none)
+    relay_rate: float = 30.0  # page views a second through `shardline relay` (0: none)
 
 
 REPROCESS_TRANSFORM = "tests.chaos.transforms:page_view_v2"
@@ -138,6 +147,12 @@ class Campaign:
         self.frozen_pid: int | None = None
         self.reprocess: subprocess.Popen | None = None
         self.reprocess_log: Path | None = None
+        self.lake: lake.LakeWatch | None = None
+        self.tail: tail.TailSource | None = None
+        self.relay: relay.RelaySource | None = None
+        self.pg_down = False  # PostgreSQL is stopped by the plan
+        self.lake_kill_actions = 0
+        self.deploy: threading.Thread | None = None  # the mid-run transform deploy
 
     # -- setup ---------------------------------------------------------------
 
@@ -171,11 +186,18 @@ class Campaign:
                         p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
         if cfg.hosts > 1:
             self.env.update(AGENT_SETTINGS)
+        if cfg.lake:
+            self.env["SHARDLINE_LAKE_TABLES"] = lake.TABLE
+            self.env[KILL_AFTER_COMMIT_ENV] = str(self.dir / "lake-kill-point")
+        if cfg.tail_rate > 0:
+            self.env["SHARDLINE_TABLES_FILE"] = str(tail.TABLES_FILE)
         self.env.pop("SHARDLINE_CONFIG", None)
         direct = {**self.env, "SHARDLINE_KINESIS_ENDPOINT_URL": info.kinesis_endpoint_url}
         shardline("migrate", env=direct)
         shardline("migrate", "--control", env=direct)
         self.store = control_store(direct)  # the verdict's view of leases and the ledger
+        if cfg.lake:
+            self.lake = lake.LakeWatch(self.env, self.store, self.dir / "lake-kill-point")
         shardline("create-stream", "--stream", self.stream, "--shards", str(cfg.shards),
                   env=direct)
         self.kinesis = info.client("kinesis")
@@ -201,11 +223,15 @@ class Campaign:
 
     # -- chaos ---------------------------------------------------------------
 
-    def _kill(self, kind: str) -> bool:
+    def _kill(self, kind: str, exact: bool = False) -> bool:
+        """SIGKILL a random running program of ``kind`` (a name prefix; ``exact``: the
+        program of that name, e.g. ``loader``, page_views' loader, not another table's)."""
         running = [(f"{host}/{name}" if host else name, pid)
                    for host, fleet in self.fleets().items()
                    for name, (state, pid) in fleet.status().items()
-                   if name.split(":")[-1].startswith(kind) and state == "RUNNING" and pid]
+                   if (name.split(":")[-1] == kind if exact
+                       else name.split(":")[-1].startswith(kind))
+                   and state == "RUNNING" and pid]
         if not running:
             return False
         name, pid = self.rng.choice(sorted(running))
@@ -227,7 +253,8 @@ class Campaign:
 
         holder = None
         try:
-            before = self.query("SELECT count(*) FROM loads")[0][0]
+            page_view_loads = "SELECT count(*) FROM loads WHERE target_table = 'page_views'"
+            before = self.query(page_view_loads)[0][0]
             if self.cfg.control == "postgres":
                 c = self.env
                 holder = psycopg2.connect(c["SHARDLINE_CONTROL_DSN"], password=c["PGPASSWORD"],
@@ -239,14 +266,14 @@ class Campaign:
                                 "FOR UPDATE")
             deadline = time.monotonic() + 15
             while time.monotonic() < deadline:
-                if self.query("SELECT count(*) FROM loads")[0][0] > before:
+                if self.query(page_view_loads)[0][0] > before:
                     break
                 time.sleep(0.05)
             else:
                 return self._kill("loader")  # no load came: an ordinary kill
             if holder is not None:
                 time.sleep(0.2)  # the loader is now waiting in mark_loaded
-            if self._kill("loader"):  # counted as a loader kill, and here as its kind
+            if self._kill("loader", exact=True):  # a loader kill, and here as its kind
                 self.infra["loader kills after the warehouse commit"] += 1
             return True
         except (psycopg2.Error, ShardlineError) as exc:  # PostgreSQL is down: a plain kill
@@ -258,12 +285,36 @@ class Campaign:
                     holder.rollback()
                     holder.close()
 
+    def _lake_kill(self) -> bool:
+        """Every other lake loader kill arms the kill point after the Iceberg commit
+        (``tests.chaos.lake``); the others, and any while it is still armed, are plain."""
+        assert self.lake is not None
+        self.lake_kill_actions += 1
+        if not self.lake.armed and self.lake_kill_actions % 2:
+            self.lake.arm()  # the kill itself comes with the next commit
+            self.infra["lake loader kill points armed"] += 1
+            return True
+        return self._kill(lake.KIND)
+
+    def _lake_kill_sprung(self) -> None:
+        if self.lake is not None and self.lake.sprung():
+            log.info("lake loader killed itself after its commit (kill point)")
+            self.kills[lake.KIND] += 1
+            if self.lake.landed():
+                self.infra["lake loader kills after the lake commit"] += 1
+
     def _do(self, action: schedule.Action) -> bool:
         """Carry out one action; False if it must be tried again shortly."""
         assert self.kproxy and self.gate
         what = action.what
         if what == "kill" and action.arg == "loader" and self.kills["loader"] % 2:
             return self._kill_loader_after_commit()  # every other loader kill
+        if what == "kill" and action.arg == relay.KIND:
+            return self.relay.kill() if self.relay is not None else True
+        if what == "kill" and action.arg == tail.KIND:
+            return self.tail.kill() if self.tail is not None else True
+        if what == "kill" and action.arg == lake.KIND:
+            return self._lake_kill()
         if what == "kill":
             return self._kill(action.arg)
         if what == "host_crash":
@@ -276,10 +327,12 @@ class Campaign:
             devstack.start_service(self.stack_dir, "gearman")
             self.infra["gearmand restarts"] += 1
         elif what == "postgres_down":
+            self.pg_down = True
             devstack.stop_service(self.stack_dir, "postgres")
             self.infra["postgres outages"] += 1
         elif what == "postgres_up":
             devstack.start_service(self.stack_dir, "postgres")
+            self.pg_down = False
         elif what == "s3_down" and action.arg == "refuse":
             self.gate.cut()
             self.infra["s3 outages (refused)"] += 1
@@ -296,23 +349,41 @@ class Campaign:
         return True
 
     def _start_reprocess(self) -> bool:
-        """Deploy the chaos transform (a config naming it, ``supervisorctl update``) and start
-        ``shardline reprocess --all-shards --trim-horizon`` beside the running fleet; False
-        (try again shortly) while the config cannot be written (a Kinesis storm)."""
+        """Deploy the chaos transform and start the reprocess, in a thread of its own: the
+        deploy (``supervisorctl update`` restarts the programs gracefully) can take a
+        minute on a loaded machine, and the plan must keep its times meanwhile."""
         if self.fleet is None or not self.cfg.reprocess:
             return True
-        made = shardline("supervisor-config", "--stream", self.stream, "--workers",
-                         str(self.cfg.workers), "--out", str(self.fleet.conf_dir), "--set",
-                         f"worker.transform={REPROCESS_TRANSFORM}", env=self.env, check=False)
-        if made.returncode != 0:
-            return False
+        self.deploy = threading.Thread(target=self._deploy, name="chaos-deploy", daemon=True)
+        self.deploy.start()
+        return True
+
+    def _deploy(self) -> None:
+        """A config naming the chaos transform, ``supervisorctl update``, then ``shardline
+        reprocess --all-shards --trim-horizon`` beside the running fleet. The config is
+        written again until it can be (not while PostgreSQL is down, nor in a Kinesis
+        storm)."""
+        assert self.fleet is not None
+        for _ in range(600):
+            if self.pg_down:
+                time.sleep(0.5)
+                continue
+            made = shardline("supervisor-config", "--stream", self.stream, "--workers",
+                             str(self.cfg.workers), "--out", str(self.fleet.conf_dir), "--set",
+                             f"worker.transform={REPROCESS_TRANSFORM}", env=self.env,
+                             check=False)
+            if made.returncode == 0:
+                break
+            time.sleep(0.5)
+        else:
+            log.info("the transform deploy never got its config written")
+            return
         self.env["SHARDLINE_WORKER_TRANSFORM"] = REPROCESS_TRANSFORM
         self.fleet.env = self.env
         self.fleet.ctl("reread")
         self.fleet.ctl("update")
         self.infra["transform deploys"] += 1
         self._run_reprocess()
-        return True
 
     def _run_reprocess(self) -> None:
         self.reprocess_log = self.dir / f"reprocess-{self.infra['reprocess runs']}.log"
@@ -327,6 +398,8 @@ class Campaign:
     def finish_reprocess(self, attempts: int = 5) -> None:
         """Wait for the reprocess run; one the faults stopped is simply run again (a
         reprocess is idempotent: a new generation replaces the same ranges)."""
+        if self.deploy is not None:
+            self.deploy.join()
         for _ in range(attempts):
             if self.reprocess is None:
                 return
@@ -374,16 +447,23 @@ class Campaign:
         actions = schedule.plan(cfg.seed, cfg.duration_s, kill_every_s=cfg.kill_every_s,
                                 host_crash_every_s=cfg.host_crash_every_s if cfg.hosts > 1
                                 else 0.0,
-                                reprocess_at=0.55 if cfg.reprocess and cfg.hosts <= 1 else None)
+                                reprocess_at=0.55 if cfg.reprocess and cfg.hosts <= 1 else None,
+                                kinds=schedule.KILL_KINDS + ((lake.KIND,) if cfg.lake else ()),
+                                source_kinds=((tail.KIND,) if cfg.tail_rate > 0 else ())
+                                + ((relay.KIND,) if cfg.relay_rate > 0 else ()))
         t0 = time.monotonic()
         next_report = 0.0
         while actions:
             self._revive()
+            self._lake_kill_sprung()
             now = time.monotonic() - t0
             if actions[0].at_s <= now:
                 action = actions.pop(0)
                 if not self._do(action):  # nothing of that kind running: try again soon
-                    actions.insert(0, schedule.Action(now + 0.5, action.what, action.arg))
+                    # in time order: a retried action never holds back a later one (an
+                    # outage's end)
+                    bisect.insort(actions, schedule.Action(now + 0.5, action.what,
+                                                           action.arg, action.seconds))
                 continue
             if producer.error:
                 raise RuntimeError(f"producer failed: {producer.error!r}")
@@ -399,12 +479,31 @@ class Campaign:
     def query(self, sql: str, args: Any = None) -> list[tuple]:
         return warehouse_query(self.env, sql, args)
 
+    def sources_complete(self) -> bool:
+        """The relay's acknowledged events and the tail's lines are all rows."""
+        try:
+            if self.relay is not None:
+                got = {r[0] for r in self.query("SELECT event_id FROM page_views")}
+                if not self.relay.acked <= got:
+                    return False
+            return self.tail is None or self.tail.complete(self.query)
+        except psycopg2.Error:
+            return False
+
+    def relay_ids(self) -> set[str]:
+        return self.relay.sent if self.relay is not None else set()
+
+    def tables(self) -> list[str]:
+        return ["page_views", tail.TABLE] if self.tail is not None else ["page_views"]
+
     def quiet(self, v: verdict.Verdict) -> bool:
         """Fill the liveness fields of ``v``; True when nothing is left to do."""
         cps = {shard: cp.sequence_number
                for shard, cp in self.store.checkpoints(self.stream).items()}
         v.lagging_shards = verdict.lagging_shards(self.kinesis, self.stream, cps)
-        v.pending_files = self.store.pending_stats("page_views").files
+        v.pending_files = sum(self.store.pending_stats(t).files for t in self.tables())
+        if self.lake is not None:
+            v.pending_files += self.lake.pending()
         status = gearman_admin.cluster_status([self.info.gearman_server])
         v.queued_jobs = sum(f["total"] for f in gearman_admin.totals(status).values())
         v.stuck_programs = sorted(f"{host}/{name}" if host else name
@@ -425,20 +524,33 @@ class Campaign:
             rows_checked = False
             try:
                 if self.quiet(v):
-                    verdict.check_rows(v, producer.ledger, self.query)
+                    verdict.check_rows(v, producer.ledger, self.query, self.relay_ids())
                     rows_checked = True
             except (psycopg2.Error, ServiceUnavailable, OSError) as exc:  # e.g. PG starting
                 log.info("not quiet yet: %s", exc)
             waited = time.monotonic() - t0
+            if rows_checked and not v.missing:
+                rows_checked = self.sources_complete()
             if (rows_checked and not v.missing) or waited > self.cfg.settle_timeout_s:
                 break
             time.sleep(2)
-        if not rows_checked:  # timed out before the rows could be compared: compare now
-            verdict.check_rows(v, producer.ledger, self.query)
+        rows = verdict.check_rows(v, producer.ledger, self.query, self.relay_ids())
+        if self.relay is not None:
+            self.relay.check(v, rows)
         verdict.check_hostile(v, producer.ledger, self.query)
         if self.infra["transform deploys"]:
             verdict.check_transform(v, self.query)
-        verdict.check_dead_letters(v, producer.ledger, self.s3, self.info.bucket, self.prefix)
+        entries = list(verdict.dead_letters(self.s3, self.info.bucket, self.prefix).values())
+        tailed, _ = tail.split_letters(entries)
+        verdict.check_dead_letters(v, producer.ledger, self.s3, self.info.bucket, self.prefix,
+                                   other_source=lambda d: tail.tail_letter(d) is not None)
+        if self.tail is not None:
+            v.tail = True
+            self.tail.check(v, self.query, tailed)
+        if self.lake is not None:
+            acked = self.relay.acked if self.relay is not None else set()
+            lake.check_lake(v, producer.ledger.good_ids | acked, self.relay_ids(), self.lake,
+                            self.dir / "lake-check")
         if waited > self.cfg.settle_timeout_s:
             v.problems.append(f"not quiet after {self.cfg.settle_timeout_s:.0f} s")
         v.settle_s, v.chaos_s = waited, self.chaos_s
@@ -461,9 +573,26 @@ class Campaign:
                                  duplicate_fraction=cfg.duplicate_fraction,
                                  hostile_fraction=cfg.hostile_fraction)
         producer.start()
+        if cfg.tail_rate > 0:
+            self.tail = tail.TailSource(self.dir, self.env, self.stream, self.kproxy.url,
+                                        cfg.tail_rate)
+            self.tail.start()
+        if cfg.relay_rate > 0:
+            self.relay = relay.RelaySource(
+                self.dir, self.env, self.stream, self.kproxy.url,
+                count=int(cfg.relay_rate * cfg.duration_s * 0.85), rate=cfg.relay_rate,
+                seed=cfg.seed + 100_003)
+            self.relay.start_all()
         try:
             self.run_chaos(producer)
         finally:
+            if self.lake is not None:
+                self._lake_kill_sprung()
+                self.lake.disarm()
+            if self.tail is not None:
+                self.tail.stop_writing()
+            if self.relay is not None:
+                self.relay.finish()
             self._s3_up()
             if devstack.status(self.stack_dir)["postgres"].alive is False:
                 devstack.start_service(self.stack_dir, "postgres")
@@ -489,6 +618,10 @@ class Campaign:
             self.fleet.stop()
         if self.hosts is not None:
             self.hosts.stop()
+        if self.tail is not None:
+            self.tail.stop()
+        if self.relay is not None:
+            self.relay.stop()
         for part in (self.kproxy, self.gate):
             if part is not None:
                 part.stop()

@@ -1,4 +1,5 @@
-"""The short chaos campaign (part of `make test`): kills, outages, faults, bad input.
+"""The short chaos campaign (part of `make test`): kills, outages, faults, bad input; the
+lake on (its loader killed), a tail source and a relay source beside the producer.
 
 It runs ``python -m tests.chaos`` as a user would, on its own stack, then checks the
 verdict it wrote and searches every log of the run for the secret values it was given.
@@ -28,6 +29,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
 SEED, DURATION, EVENTS = 7, 90, 24_000
+TAIL_RATE, RELAY_RATE = 20, 15  # small sources: the run stays within make test's budget
 CONTROL, WAREHOUSE = "dynamodb", "redshift-like"
 
 
@@ -41,6 +43,7 @@ def run(tmp_path_factory):
     proc = subprocess.run(
         [sys.executable, "-m", "tests.chaos", "--seed", str(SEED), "--duration", str(DURATION),
          "--events", str(EVENTS), "--control", CONTROL, "--warehouse", WAREHOUSE,
+         "--tail-rate", str(TAIL_RATE), "--relay-rate", str(RELAY_RATE),
          "--dir", str(work / "run"), "--json", str(out)],
         cwd=ROOT, env={**os.environ, **given}, capture_output=True, text=True, timeout=900)
     (work / "campaign.out.log").write_text(proc.stdout)
@@ -66,6 +69,36 @@ def test_every_valid_event_lands_once_and_every_bad_one_is_dead_lettered(run):
     # a reprocess with a newly deployed transform ran through the chaos: every row is its
     assert v["reprocessed"] and v["stale_rows"] == 0, v["problems"]
     assert v["infra"].get("reprocess runs", 0) >= 1 and v["infra"]["transform deploys"] == 1
+
+
+def test_the_lake_holds_the_same_events_exactly_once(run):
+    v = run[0]
+    assert v["lake"] and v["lake_equals_warehouse"], v["problems"]
+    assert (v["lake_missing"], v["lake_duplicated"], v["lake_unexpected"]) == (0, 0, 0)
+    assert v["lake_rows"] == v["loaded_rows"] + v["relay_unacked_landed"] + v["relay_acked"]
+    assert v["kills"].get("lake-loader", 0) >= 3, v["kills"]
+    # aimed at the lake's commit point: the Iceberg commit done, the ledger not yet told
+    assert v["infra"].get("lake loader kills after the lake commit", 0) >= 1, v["infra"]
+    # ...and the next lake loader found that commit in the table and told the ledger
+    assert v["reactions"]["lake loader: took over files a killed loader had committed"] >= 1
+
+
+def test_every_tailed_line_is_one_row_and_every_malformed_one_a_dead_letter(run):
+    v = run[0]
+    assert v["tail"] and v["tail_lines"] >= 1000 and v["tail_malformed"] >= 20, v["line"]
+    assert v["tail_rows"] == v["tail_lines"]
+    assert (v["tail_missing"], v["tail_duplicated"], v["tail_unexpected"],
+            v["tail_mismatched"]) == (0, 0, 0, 0), v["problems"]
+    assert v["tail_dead_lettered"] == v["tail_malformed"]
+    assert (v["tail_dead_missing"], v["tail_dead_unexpected"], v["tail_dead_wrong"]) == (0, 0, 0)
+    assert v["tail_kills"] >= 3 and v["tail_rotations"] >= 4, v["line"]
+
+
+def test_every_event_the_relay_acknowledged_is_one_row(run):
+    v = run[0]
+    assert v["relay"] and v["relay_acked"] >= 500, v["line"]
+    assert (v["relay_missing"], v["relay_duplicated"]) == (0, 0), v["problems"]
+    assert v["relay_kills"] >= 3, v["line"]
 
 
 def test_it_survived_kills_of_every_kind_and_every_outage(run):

@@ -118,3 +118,61 @@ def test_lagging_or_stuck_parts_fail_the_verdict():
         assert v.ok
         setattr(v, field, value)
         assert not v.ok, field
+
+
+def test_plan_gives_the_lake_loader_tail_and_relay_their_share_when_asked():
+    kinds = schedule.KILL_KINDS + ("lake-loader",)
+    a = schedule.plan(5, 600, kill_every_s=4, kinds=kinds)
+    kills = collections.Counter(x.arg for x in a if x.what == "kill")
+    assert set(kills) == set(kinds)
+    assert max(kills.values()) - min(kills.values()) <= 1
+    b = schedule.plan(5, 600, kill_every_s=4, kinds=kinds, source_kinds=("tail", "relay"))
+    sources = [x for x in b if x.arg in ("tail", "relay")]
+    assert [x for x in b if x not in sources] == a  # the fleet's kills keep their times
+    counts = collections.Counter(x.arg for x in sources)
+    assert min(counts.values()) >= 40 and max(counts.values()) - min(counts.values()) <= 1
+
+
+def test_relay_events_are_judged_by_the_relay_acknowledged_ones_exactly_once():
+    from tests.chaos.relay import RelaySource
+
+    ledger = Ledger(good_ids={"a"})
+    src = RelaySource.__new__(RelaySource)
+    src.sent, src.acked, src.kills, src.refused = {"r1", "r2", "r3"}, {"r1", "r2"}, 2, 1
+    v = verdict.Verdict(1)
+    rows = verdict.check_rows(v, ledger, lambda sql, args=None: [("a",), ("r1",), ("r2",),
+                                                                 ("r3",)], src.sent)
+    src.check(v, rows)  # r3 sent, not acknowledged, landed once: allowed
+    assert (v.unexpected, v.relay_missing, v.relay_duplicated, v.relay_unacked_landed) == \
+        (0, 0, 0, 1) and v.ok
+    v = verdict.Verdict(1)
+    rows = verdict.check_rows(v, ledger, lambda sql, args=None: [("a",), ("r1",), ("r3",),
+                                                                 ("r3",)], src.sent)
+    src.check(v, rows)  # r2 acknowledged and lost, r3 twice
+    assert (v.relay_missing, v.relay_duplicated) == (1, 1) and not v.ok
+
+
+def test_the_tail_dead_letters_are_told_from_the_producers():
+    from tests.chaos.tail import split_letters
+
+    line = json.dumps({"type": "access_log", "file_id": "f", "offset": 7, "line": "x"})
+    entries = [{"data_b64": base64.b64encode(d).decode(), "reason": "r"}
+               for d in (line.encode(), b"not json", b'{"type": "page_view"}', b"\xff")]
+    tailed, others = split_letters(entries)
+    assert [(t["file_id"], t["offset"], t["reason"]) for t in tailed] == [("f", 7, "r")]
+    assert len(others) == 3
+    ledger = _ledger()
+    s3 = FakeS3({"p/dead-letter/a": _dl([(1, b"not json", "r"), (2, b"", "e"), (3, b"", "e"),
+                                          (4, line.encode(), "r")])}, bucket="bucket")
+    v = verdict.Verdict(1)
+    verdict.check_dead_letters(v, ledger, s3, "bucket", "p",
+                               other_source=lambda d: bool(split_letters([d])[0]))
+    assert (v.dead_missing, v.dead_unexpected) == (0, 0) and v.ok
+
+
+def test_a_lake_that_differs_from_the_warehouse_fails_the_verdict():
+    v = verdict.Verdict(1)
+    v.lake = True
+    assert not v.ok and "DIFFERENT" in v.line()
+    v.lake_equals_warehouse = True
+    assert v.ok

@@ -41,6 +41,34 @@ class Verdict:
     hostile_mismatched: int = 0
     reprocessed: bool = False  # the mid-run reprocess ran: rows checked against its transform
     stale_rows: int = 0  # rows not made by the deployed transform
+    lake: bool = False  # page_views also went to the lake: checked like the warehouse
+    lake_rows: int = 0
+    lake_missing: int = 0
+    lake_duplicated: int = 0
+    lake_unexpected: int = 0
+    lake_equals_warehouse: bool = False
+    tail: bool = False  # a tail source wrote access-log lines beside the producer
+    tail_lines: int = 0  # well-formed lines written
+    tail_malformed: int = 0
+    tail_rows: int = 0
+    tail_missing: int = 0
+    tail_duplicated: int = 0
+    tail_unexpected: int = 0
+    tail_mismatched: int = 0  # rows whose host, event id or content is not the line's
+    tail_dead_lettered: int = 0
+    tail_dead_missing: int = 0
+    tail_dead_unexpected: int = 0
+    tail_dead_wrong: int = 0
+    tail_kills: int = 0
+    tail_rotations: int = 0
+    relay: bool = False  # a client sent page views through `shardline relay`
+    relay_sent: int = 0
+    relay_acked: int = 0  # answered OK: each must be exactly one row
+    relay_missing: int = 0
+    relay_duplicated: int = 0
+    relay_unacked_landed: int = 0  # sent, no answer (a kill), landed once: allowed
+    relay_refused: int = 0
+    relay_kills: int = 0
     lagging_shards: list[str] = field(default_factory=list)
     stuck_programs: list[str] = field(default_factory=list)
     pending_files: int = 0
@@ -58,6 +86,11 @@ class Verdict:
         return not (self.missing or self.duplicated or self.unexpected or self.dead_missing
                     or self.dead_unexpected or self.dead_without_reason
                     or self.hostile_mismatched or self.stale_rows or self.lagging_shards
+                    or (self.lake and not self.lake_equals_warehouse)
+                    or self.tail_missing or self.tail_duplicated or self.tail_unexpected
+                    or self.tail_mismatched or self.tail_dead_missing
+                    or self.tail_dead_unexpected or self.tail_dead_wrong
+                    or self.relay_missing or self.relay_duplicated
                     or self.stuck_programs or self.pending_files or self.queued_jobs
                     or self.problems)
 
@@ -75,6 +108,18 @@ class Verdict:
                 f"{self.hostile - self.hostile_mismatched}/{self.hostile} exact, "
                 f"lagging shards {len(self.lagging_shards)}"
                 + (f", reprocessed with {self.stale_rows} stale rows" if self.reprocessed else "")
+                + (f"; lake {self.lake_rows:,} rows, missing {self.lake_missing}, duplicated "
+                   f"{self.lake_duplicated}, unexpected {self.lake_unexpected}, "
+                   f"{'equal to' if self.lake_equals_warehouse else 'DIFFERENT from'} the "
+                   f"warehouse" if self.lake else "")
+                + (f"; tail {self.tail_lines:,} lines + {self.tail_malformed} malformed "
+                   f"({self.tail_rotations} rotations, {self.tail_kills} kills): rows "
+                   f"{self.tail_rows:,}, missing {self.tail_missing}, duplicated "
+                   f"{self.tail_duplicated}, dead letters {self.tail_dead_lettered}"
+                   if self.tail else "")
+                + (f"; relay {self.relay_acked:,} acknowledged of {self.relay_sent:,} sent "
+                   f"({self.relay_kills} kills): missing {self.relay_missing}, duplicated "
+                   f"{self.relay_duplicated}" if self.relay else "")
                 + "; survived kills: "
                 f"{counts(self.kills)}; outages: {counts(self.infra)}; kinesis faults: "
                 f"{counts(self.faults)}; chaos {self.chaos_s:.0f} s, settled in "
@@ -84,18 +129,23 @@ class Verdict:
         return {**asdict(self), "ok": self.ok, "line": self.line()}
 
 
-def check_rows(v: Verdict, ledger: Ledger, query: Callable[..., list[tuple]]) -> None:
-    """Compare the target table's event_ids with the valid events produced (full sets)."""
+def check_rows(v: Verdict, ledger: Ledger, query: Callable[..., list[tuple]],
+               others: frozenset[str] | set[str] = frozenset()) -> collections.Counter:
+    """Compare the target table's event_ids with the valid events produced (full sets);
+    ``others``: event_ids other sources sent (the relay's), checked by their source. The
+    stored event_ids with their counts."""
     rows = collections.Counter(r[0] for r in query("SELECT event_id FROM page_views"))
-    v.loaded_rows = sum(rows.values())
+    mine = collections.Counter({k: n for k, n in rows.items() if k not in others})
+    v.loaded_rows = sum(mine.values())
     v.produced_valid, v.put_twice = len(ledger.good_ids), ledger.duplicates
     v.missing = len(ledger.good_ids - rows.keys())
-    v.duplicated = sum(n - 1 for n in rows.values() if n > 1)
-    v.unexpected = len(rows.keys() - ledger.good_ids)
+    v.duplicated = sum(n - 1 for n in mine.values() if n > 1)
+    v.unexpected = len(mine.keys() - ledger.good_ids)
     if v.missing:
         v.problems.append(f"missing e.g. {sorted(ledger.good_ids - rows.keys())[:3]}")
     if v.duplicated:
-        v.problems.append(f"duplicated e.g. {[k for k, n in rows.items() if n > 1][:3]}")
+        v.problems.append(f"duplicated e.g. {[k for k, n in mine.items() if n > 1][:3]}")
+    return rows
 
 
 def check_hostile(v: Verdict, ledger: Ledger, query: Callable[..., list[tuple]]) -> None:
@@ -136,9 +186,12 @@ def dead_letters(s3: Any, bucket: str, prefix: str) -> dict[tuple, dict]:
             for d in pipeline.dead_letters(s3, bucket, prefix)}
 
 
-def check_dead_letters(v: Verdict, ledger: Ledger, s3: Any, bucket: str, prefix: str) -> None:
-    """The multiset of dead-lettered contents must equal the bad records produced."""
-    entries = dead_letters(s3, bucket, prefix)
+def check_dead_letters(v: Verdict, ledger: Ledger, s3: Any, bucket: str, prefix: str,
+                       other_source: Callable[[dict], bool] = lambda d: False) -> None:
+    """The multiset of dead-lettered contents must equal the bad records produced (the
+    entries ``other_source`` claims, such as the tail's, are checked by their source)."""
+    entries = {k: d for k, d in dead_letters(s3, bucket, prefix).items()
+               if not other_source(d)}
     found = collections.Counter(digest(base64.b64decode(d["data_b64"])) for d in entries.values())
     v.produced_bad = sum(ledger.bad.values())
     v.dead_lettered = len(entries)
@@ -182,6 +235,9 @@ REACTIONS = {
     "stage worker: lost gearmand and reconnected": ("stage-worker", r"gearmand connection lost"),
     "stage worker: job failed, left to the consumer's retry": ("stage-worker", r"job failed"),
     "loader: load failed and retried": ("loader", r"load failed"),
+    "lake loader: load failed and retried": ("lake-loader", r"lake load failed"),
+    "lake loader: took over files a killed loader had committed":
+        ("lake-loader", r"reconciled \d+ files the lake already held"),
     "supervisord: restart after SIGKILL": ("supervisord", r"terminated by SIGKILL"),
     "supervisord: restart after exit 69 (dependency down)": ("supervisord", r"exit status 69"),
     "supervisord: restart after exit 70 (batch kept failing)": ("supervisord", r"exit status 70"),
