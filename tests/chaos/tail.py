@@ -23,8 +23,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from shardline.tail.identity import event_id, fingerprint
-from tests.integration.test_tail_kill import HOST, AccessLogWriter, rebuilt
-from tests.integration.test_tail_kinesalite import TABLES, tail_env
+from tests.tail_kit import HOST, TABLES, AccessLogWriter, rebuilt, tail_env
 from tests.producer_kit import python
 
 log = logging.getLogger("chaos")

@@ -17,7 +17,6 @@ from __future__ import annotations
 import base64
 import json
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -25,35 +24,14 @@ import pytest
 from shardline.devstack.fleet import Fleet, shardline, wait_for
 from shardline.tail.identity import event_id, fingerprint
 from tests.integration.test_pipeline_e2e import warehouse
-from tests.integration.test_tail_kinesalite import TABLES, Run, Writer, stream_events, \
-    tail_env
+from tests.tail_kit import HOST, TABLES, AccessLogWriter, Run, rebuilt, \
+    stream_events, tail_env
 from tests.pipeline import FAST, dead_letters
 from tests.producer_kit import PutFaultProxy
 
 pytestmark = pytest.mark.integration
 
 KILLS = 20
-HOST = "web-1"
-MALFORMED_EVERY = 37
-
-
-class AccessLogWriter(Writer):
-    def line(self, n: int) -> str:
-        if n % MALFORMED_EVERY == 5:
-            return f"{n:08d} this is not an access log line"
-        ts = datetime.now(timezone.utc).strftime("%d/%b/%Y:%H:%M:%S +0000")
-        return (f'10.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255} - u{n % 7} [{ts}] '
-                f'"GET /page/{n}?q={n % 13} HTTP/1.1" {200 + n % 3} {n} "-" '
-                f'"kill-test/{n % 5}"')
-
-
-def rebuilt(row: tuple) -> str:
-    """The line a row was parsed from, from its columns."""
-    addr, user, at, request, status, nbytes, referrer, agent = row
-    return (f'{addr} - {user or "-"} [{at:%d/%b/%Y:%H:%M:%S} +0000] "{request}" {status} '
-            f'{"-" if nbytes is None else nbytes} "{referrer or "-"}" "{agent}"')
-
-
 def test_every_access_log_line_is_one_row_through_kills_rotations_and_stalls(
         stack, stack_env, stream_name, s3_prefix, pg_conn, s3, kinesis, tmp_path: Path):
     proxy = PutFaultProxy(stack.kinesis_endpoint_url).start()
