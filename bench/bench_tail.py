@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -186,6 +187,7 @@ def main() -> int:
     finally:
         sink.stop()
         devstack.down(tmp / "stack")
+        shutil.rmtree(tmp, ignore_errors=True)  # the big file alone is --big-mb
     summary = {}
     for side in ("producer", "tail"):
         runs = [r for r in results["runs"] if r["side"] == side]
