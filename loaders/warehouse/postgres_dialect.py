@@ -60,6 +60,11 @@ class PostgresDialect(Dialect):
                 reader.close()
         if reader.error is not None:  # psycopg2 may swallow an exception raised by read()
             raise reader.error
+        # Autovacuum never analyzes a temporary table: without statistics the planner takes
+        # the freshly filled staging table for a few rows and may join it to the target row
+        # by row (the dedup DELETE then grows with the table). Redshift's COPY into an empty
+        # table updates its statistics itself (STATUPDATE).
+        cur.execute(f"ANALYZE {step.stage_table}")
 
 
 def _describe_pg_copy_error(exc: Any, entries: Sequence[StagedFile], manifest: Manifest) -> str:
