@@ -42,18 +42,23 @@ class Writer(threading.Thread):
 
     def run(self) -> None:
         while not self.stopping.is_set():
-            with self.lock:
-                with self.live.open("ab") as f:
-                    for _ in range(5):
-                        text = self.line(self.n)
-                        data = text.encode() + b"\n"
-                        f.write(data)
-                        if not self.size:
-                            self.first = data
-                        self.places[(self.first, self.size)] = text
-                        self.size += len(data)
-                        self.n += 1
+            self.append()
             time.sleep(0.02)
+
+    def append(self, lines: int = 5) -> None:
+        """Append ``lines`` lines to the live file, remembering each one's place (the
+        file's first line and the byte offset)."""
+        with self.lock:
+            with self.live.open("ab") as f:
+                for _ in range(lines):
+                    text = self.line(self.n)
+                    data = text.encode() + b"\n"
+                    f.write(data)
+                    if not self.size:
+                        self.first = data
+                    self.places[(self.first, self.size)] = text
+                    self.size += len(data)
+                    self.n += 1
 
     def line(self, n: int) -> str:
         return f"{n:08d} GET /page/{n % 97} 200"

@@ -297,11 +297,17 @@ class Campaign:
         return self._kill(lake.KIND)
 
     def _lake_kill_sprung(self) -> None:
+        """A sprung kill point is a kill between the Iceberg commit and the ledger update by
+        construction (the hook sits there); whether the commit's files were still pending
+        when the campaign looked is extra evidence only: by then supervisord may have
+        restarted the loader and it may have reconciled them (the verdict's reaction
+        "took over files a killed loader had committed" shows that it did)."""
         if self.lake is not None and self.lake.sprung():
             log.info("lake loader killed itself after its commit (kill point)")
             self.kills[lake.KIND] += 1
+            self.infra["lake loader kills after the lake commit"] += 1
             if self.lake.landed():
-                self.infra["lake loader kills after the lake commit"] += 1
+                self.infra["... their commit seen still pending by the campaign"] += 1
 
     def _do(self, action: schedule.Action) -> bool:
         """Carry out one action; False if it must be tried again shortly."""

@@ -7,8 +7,10 @@ the fleet's environment): every other lake loader kill of the plan "arms" it by 
 the file, and the next lake loader to commit removes it and SIGKILLs itself right after
 its commit, before its ledger update. Watching from outside (the SQL catalog's row moves
 at the commit) won the race against the DynamoDB ledger update only now and then on this
-busy machine. A kill counts as landed after a check: some file the table's newest commit
-holds (its manifest) was still lake-pending in the ledger when the campaign looked.
+busy machine. A sprung kill point is a kill in that window by construction; the campaign
+also notes whether some file of the table's newest commit (its manifest) was still
+lake-pending when it looked (often not: the restarted loader may have reconciled it first),
+and the verdict requires the next loader's "took over files a killed loader had committed".
 """
 from __future__ import annotations
 

@@ -47,17 +47,7 @@ class ChaosLogWriter(AccessLogWriter):
     def run(self) -> None:
         next_rotation = time.monotonic() + self.rotate_every_s
         while not self.stopping.is_set():
-            with self.lock:
-                with self.live.open("ab") as f:
-                    for _ in range(5):
-                        text = self.line(self.n)
-                        data = text.encode() + b"\n"
-                        f.write(data)
-                        if not self.size:
-                            self.first = data
-                        self.places[(self.first, self.size)] = text
-                        self.size += len(data)
-                        self.n += 1
+            self.append()
             if time.monotonic() >= next_rotation:
                 self.rotate()
                 next_rotation = time.monotonic() + self.rotate_every_s
